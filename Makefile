@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` and `make test`. Both start the local services
+# (PostgreSQL 15 and RabbitMQ as plain processes, data under .local/) first.
+SHELL := /bin/bash
+SERVICES := ./scripts/services.sh
+ENV := eval "$$($(SERVICES) env)"
+
+.PHONY: run test services services-chaos services-stop fmt lint unit it bench clean-test-state
+
+## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080.
+run: services
+	$(ENV) && SETTLE_ENV=local cargo run --release -- migrate && SETTLE_ENV=local cargo run --release -- run
+
+## Start the services and run every check: formatting, lints, unit and integration tests.
+test: services-chaos
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	$(MAKE) clean-test-state
+	$(ENV) && if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --all-targets --no-fail-fast; \
+	else \
+		cargo test --all-targets --no-fail-fast; \
+	fi
+
+services:
+	$(SERVICES) start
+
+# The tests also need a second RabbitMQ node that they stop and start to simulate an outage.
+services-chaos:
+	$(SERVICES) start --chaos
+
+services-stop:
+	$(SERVICES) stop
+
+## Remove what earlier test runs left behind: test queues and exchanges, test databases.
+clean-test-state:
+	$(SERVICES) purge-test-queues
+	$(ENV) && psql "$$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" \
+		| while read -r db; do psql "$$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
+
+## The ingress load generator: prints accepted/s and latency percentiles beside the bare broker rate.
+bench: services
+	$(ENV) && cargo bench --bench ingress

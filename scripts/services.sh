@@ -1,0 +1,631 @@
+#!/usr/bin/env bash
+# Local dev/test services for settle, run as plain processes (no systemd, no Docker):
+#
+#   * PostgreSQL 15 on 127.0.0.1:54329, data under <repo>/.local/postgres
+#   * RabbitMQ node settle@localhost on 127.0.0.1:56720, state under <repo>/.local/rabbitmq/settle
+#   * (--chaos) RabbitMQ node settle-chaos@localhost on 127.0.0.1:56730, state under
+#     <repo>/.local/rabbitmq/settle-chaos; tests stop/start its app to simulate outages.
+#
+# Usage: scripts/services.sh start [--chaos] | stop | status | env
+#                            broker-stop-app NODE | broker-start-app NODE
+#                            purge-test-queues
+#
+# Must be run as root (it switches to the postgres / rabbitmq users itself).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd -P)"
+LOCAL_DIR="$REPO_DIR/.local"
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_HOST=127.0.0.1
+PG_PORT=54329
+PG_BASE="$LOCAL_DIR/postgres"
+PG_DATA="$PG_BASE/data"
+PG_SOCK="$PG_BASE/run"
+PG_LOG="$PG_BASE/postgres.log"
+PG_USER=settle
+PG_PASSWORD=settle
+PG_DB=settle
+
+# ---------------------------------------------------------------- RabbitMQ
+RMQ_BIN=/usr/lib/rabbitmq/bin
+RMQ_BASE="$LOCAL_DIR/rabbitmq"
+RMQ_HOST=localhost
+EPMD_PORT=56729
+MAIN_NODE=settle
+CHAOS_NODE=settle-chaos
+
+DEADLINE_PG=60
+DEADLINE_RMQ=90
+
+DATABASE_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
+AMQP_URL="amqp://guest:guest@127.0.0.1:56720/%2f"
+CHAOS_AMQP_URL="amqp://guest:guest@127.0.0.1:56730/%2f"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+require_root() {
+    [ "$(id -u)" = 0 ] || die "must be run as root (it runs servers via runuser as postgres/rabbitmq)"
+}
+
+# True if process $1 exists and is not a zombie (some container inits never reap).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local st
+    st="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" || return 1
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# True if some socket LISTENs on TCP port $1 (read from /proc, no connection made).
+#
+# Why not just try to connect: our ports lie inside Linux's ephemeral range
+# (32768-60999). Repeatedly connecting to a port nobody listens on walks the
+# kernel's source-port choice through that range until it picks the destination
+# port itself; the socket then connects to *itself* ("TCP self-connect"): the
+# probe reports the port as open and the half-dead socket keeps the port busy,
+# so the broker's own listen() fails with eaddrinuse. Seen for real while
+# testing this script.
+port_listening() {
+    local hex files=(/proc/net/tcp)
+    hex="$(printf ':%04X' "$1")"
+    [ -r /proc/net/tcp6 ] && files+=(/proc/net/tcp6)
+    awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { found = 1; exit }
+                     END { exit !found }' "${files[@]}"
+}
+
+# True if 127.0.0.1:$1 is listening and accepts a TCP connection. The connect is
+# only attempted once a listener holds the port, so it cannot self-connect.
+port_open() {
+    port_listening "$1" && timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# Keep the kernel from handing our fixed ports out as ephemeral source ports
+# (clients reconnecting to a stopped broker would otherwise eventually
+# self-connect to it and block its restart). System-wide, not persistent across
+# reboots; re-applied on every `start`. Best effort.
+RESERVED_PORTS="$PG_PORT,56720-56721,56729-56731"
+reserve_ports() {
+    local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
+    [ -r "$f" ] || return 0
+    cur="$(cat "$f")"
+    if ! printf '%s\n' "${cur:+$cur,}$RESERVED_PORTS" 2>/dev/null >"$f"; then
+        log "warning: could not reserve ports $RESERVED_PORTS in $f (clients may self-connect to a stopped broker)"
+        return 0
+    fi
+    new="$(cat "$f")"
+    [ "$new" = "$cur" ] || log "reserved ports in net.ipv4.ip_local_reserved_ports: $new"
+}
+
+# ============================================================ installation
+ensure_installed() {
+    local pkgs=()
+    [ -x "$RMQ_BIN/rabbitmq-server" ] || pkgs+=(rabbitmq-server)
+    [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)
+    [ "${#pkgs[@]}" -gt 0 ] || return 0
+
+    log "installing: ${pkgs[*]}"
+    # Keep apt from starting the system services (we never use them). Only
+    # add a policy-rc.d if there is none, and remove it again afterwards.
+    local added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    local rc=0
+    {
+        apt-get update &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"
+    } || rc=$?
+    [ "$added_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || die "apt-get install ${pkgs[*]} failed (rc=$rc)"
+    [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server still missing after install"
+    [ -x "$PG_BIN/pg_ctl" ] || die "PostgreSQL 15 still missing after install"
+}
+
+check_traversable() {
+    # postgres/rabbitmq must be able to reach <repo>/.local
+    local u
+    for u in postgres rabbitmq; do
+        runuser -u "$u" -- test -x "$LOCAL_DIR" ||
+            die "user $u cannot traverse $LOCAL_DIR; make every parent directory world-executable (chmod o+x)"
+    done
+}
+
+# ============================================================ PostgreSQL
+# (9>&-: don't leak the start/stop lock fd into the long-running server processes)
+pg_ctl_() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" "$@" 9>&-; }
+
+pg_running() {
+    [ -s "$PG_DATA/PG_VERSION" ] && pg_ctl_ status >/dev/null 2>&1
+}
+
+pg_ready() {
+    "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -d postgres >/dev/null 2>&1
+}
+
+pg_prepare() {
+    mkdir -p "$PG_BASE"
+    chown postgres:postgres "$PG_BASE"
+    chmod 755 "$PG_BASE"
+    # Unix socket paths are limited to 107 bytes; fall back to /tmp for deep clones.
+    if [ "$(printf '%s' "$PG_SOCK/.s.PGSQL.$PG_PORT" | wc -c)" -gt 100 ]; then
+        PG_SOCK="/tmp/settle-pg-$(printf '%s' "$REPO_DIR" | md5sum | cut -c1-8)"
+        log "repo path too long for a unix socket; using $PG_SOCK"
+    fi
+    mkdir -p "$PG_SOCK"
+    chown postgres:postgres "$PG_SOCK"
+    chmod 755 "$PG_SOCK"
+    touch "$PG_LOG"
+    chown postgres:postgres "$PG_LOG"
+
+    if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+        # Half-initialised leftovers (e.g. interrupted initdb) would make initdb refuse.
+        rm -rf "$PG_DATA"
+        log "initdb $PG_DATA"
+        runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 \
+            --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >"$PG_BASE/initdb.log" 2>&1 ||
+            { tail -n 30 "$PG_BASE/initdb.log" >&2; die "initdb failed"; }
+        printf "\n# settle dev/test settings, regenerated by scripts/services.sh\ninclude = 'settle.conf'\n" \
+            >>"$PG_DATA/postgresql.conf"
+    fi
+
+    # Regenerated on every start so edits to this script take effect.
+    local sock_escaped=${PG_SOCK//\'/\'\'}
+    cat >"$PG_DATA/settle.conf" <<EOF
+# Generated by scripts/services.sh -- do not edit, edit the script instead.
+listen_addresses = '$PG_HOST'
+port = $PG_PORT
+unix_socket_directories = '$sock_escaped'
+max_connections = 300
+shared_buffers = 128MB
+# Test box: keep fsync on, but don't wait for WAL flush on every commit.
+synchronous_commit = off
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+    chown postgres:postgres "$PG_DATA/settle.conf"
+}
+
+pg_ensure_role_db() {
+    local psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres)
+    "${psql[@]}" >/dev/null <<EOF
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  ELSE
+    ALTER ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END
+\$\$;
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+EOF
+}
+
+pg_start() {
+    pg_prepare
+    if pg_running; then
+        log "postgres: already running"
+    else
+        log "postgres: starting on $PG_HOST:$PG_PORT"
+        if ! pg_ctl_ -l "$PG_LOG" -w -t "$DEADLINE_PG" start >/dev/null 2>&1; then
+            tail -n 30 "$PG_LOG" >&2 || true
+            die "postgres failed to start (log: $PG_LOG)"
+        fi
+    fi
+    local deadline=$((SECONDS + DEADLINE_PG))
+    until pg_ready; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 30 "$PG_LOG" >&2 || true
+            die "postgres not accepting connections on $PG_HOST:$PG_PORT after ${DEADLINE_PG}s"
+        fi
+        sleep 0.2
+    done
+    pg_ensure_role_db
+}
+
+pg_stop() {
+    if pg_running; then
+        log "postgres: stopping"
+        pg_ctl_ -m fast -w -t 60 stop >/dev/null
+    else
+        log "postgres: not running"
+    fi
+}
+
+# ============================================================ RabbitMQ
+# node_short NODE -> prints the short name (settle / settle-chaos), validating it.
+node_short() {
+    local n="${1%@*}"
+    if [ "$1" != "$n" ] && [ "${1#*@}" != "$RMQ_HOST" ]; then
+        die "unknown node '$1' (expected $MAIN_NODE@$RMQ_HOST or $CHAOS_NODE@$RMQ_HOST)"
+    fi
+    case "$n" in
+        "$MAIN_NODE" | "$CHAOS_NODE") printf '%s\n' "$n" ;;
+        *) die "unknown node '$1' (expected $MAIN_NODE@$RMQ_HOST or $CHAOS_NODE@$RMQ_HOST)" ;;
+    esac
+}
+
+amqp_port() { case "$1" in "$MAIN_NODE") echo 56720 ;; "$CHAOS_NODE") echo 56730 ;; esac; }
+dist_port() { case "$1" in "$MAIN_NODE") echo 56721 ;; "$CHAOS_NODE") echo 56731 ;; esac; }
+node_dir() { echo "$RMQ_BASE/$1"; }
+
+# Environment for both the server and the CLI tools of node $1 (short name).
+rmq_env() {
+    local n="$1" d
+    d="$(node_dir "$n")"
+    RMQ_ENV=(
+        PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        LANG=C.UTF-8 LC_ALL=C.UTF-8
+        HOME="$d"
+        RABBITMQ_NODENAME="$n@$RMQ_HOST"
+        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+        RABBITMQ_NODE_PORT="$(amqp_port "$n")"
+        RABBITMQ_DIST_PORT="$(dist_port "$n")"
+        ERL_EPMD_PORT="$EPMD_PORT"
+        ERL_EPMD_ADDRESS=127.0.0.1
+        RABBITMQ_MNESIA_BASE="$d/mnesia"
+        RABBITMQ_LOG_BASE="$d/log"
+        RABBITMQ_PID_FILE="$d/rabbitmq.pid"
+        RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
+        RABBITMQ_PLUGINS_EXPAND_DIR="$d/plugins-expand"
+        RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf"
+        RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config"
+        RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf"
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    )
+}
+
+# rmq_as NODE CMD ARGS... : run CMD as the rabbitmq user with the node's env, from its dir.
+rmq_as() {
+    local n="$1"
+    shift
+    rmq_env "$n"
+    (cd "$(node_dir "$n")" && runuser -u rabbitmq -- env -i "${RMQ_ENV[@]}" "$@")
+}
+
+# ctl NODE ARGS... : rabbitmqctl against node NODE (short name), bounded in time.
+ctl() {
+    local n="$1"
+    shift
+    # stdin from /dev/null: the Erlang CLI would otherwise eat the caller's stdin
+    # (e.g. a `while read` loop feeding it).
+    rmq_as "$n" timeout -k 5 "${CTL_TIMEOUT:-60}" "$RMQ_BIN/rabbitmqctl" -q -n "$n@$RMQ_HOST" "$@" </dev/null
+}
+
+rmq_pid() {
+    local f
+    f="$(node_dir "$1")/rabbitmq.pid"
+    [ -s "$f" ] || return 1
+    local pid
+    pid="$(tr -dc 0-9 <"$f")"
+    [ -n "$pid" ] && alive "$pid" || return 1
+    # Guard against pid reuse: it must be an Erlang VM of this node.
+    # (3.10 names the node at runtime, so look at the process environment.)
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -x "RABBITMQ_NODENAME=$1@$RMQ_HOST" >/dev/null || return 1
+    echo "$pid"
+}
+
+rmq_prepare() {
+    local n="$1" d
+    d="$(node_dir "$n")"
+    mkdir -p "$RMQ_BASE" "$d/mnesia" "$d/log"
+    chmod 755 "$LOCAL_DIR" "$RMQ_BASE"
+    if [ ! -s "$d/.erlang.cookie" ]; then
+        (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F >"$d/.erlang.cookie")
+    fi
+    printf '[].\n' >"$d/enabled_plugins" # no plugins at all
+    : >"$d/rabbitmq-env.conf"             # shadow /etc/rabbitmq/rabbitmq-env.conf
+    cat >"$d/rabbitmq.conf" <<EOF
+# Generated by scripts/services.sh -- do not edit, edit the script instead.
+listeners.tcp.default = 127.0.0.1:$(amqp_port "$n")
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+disk_free_limit.absolute = 50MB
+EOF
+    chown -R rabbitmq:rabbitmq "$d"
+    chmod 750 "$d"
+    chmod 400 "$d/.erlang.cookie"
+}
+
+wait_amqp() { # NODE DEADLINE_S [PID]
+    local n="$1" port deadline=$((SECONDS + $2)) pid="${3:-}"
+    port="$(amqp_port "$n")"
+    until port_open "$port"; do
+        if [ -n "$pid" ] && ! alive "$pid"; then
+            rmq_dump_logs "$n"
+            die "rabbitmq node $n@$RMQ_HOST exited during startup"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            rmq_dump_logs "$n"
+            die "rabbitmq node $n@$RMQ_HOST: AMQP port $port not open after $2s"
+        fi
+        sleep 0.3
+    done
+}
+
+rmq_dump_logs() {
+    local d
+    d="$(node_dir "$1")"
+    log "---- $d/log/startup.log (tail)"
+    tail -n 30 "$d/log/startup.log" >&2 2>/dev/null || true
+    log "---- $d/log/$1@$RMQ_HOST.log (tail)"
+    tail -n 40 "$d/log/$1@$RMQ_HOST.log" >&2 2>/dev/null || true
+}
+
+# rmq_launch NODE: start NODE in the background if it isn't running. Sets
+# LAUNCHED=1 if the caller must then rmq_wait_started it.
+rmq_launch() {
+    local n="$1" port
+    LAUNCHED=0
+    port="$(amqp_port "$n")"
+    if rmq_pid "$n" >/dev/null; then
+        if port_open "$port"; then
+            log "rabbitmq $n@$RMQ_HOST: already running"
+            return 0
+        fi
+        # VM up but app stopped (e.g. a chaos test died mid-outage): start the app.
+        log "rabbitmq $n@$RMQ_HOST: VM running but app stopped; starting app"
+        CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" start_app >/dev/null
+        wait_amqp "$n" "$DEADLINE_RMQ"
+        return 0
+    fi
+    if port_listening "$port"; then
+        die "port $port is already in use by something else (another clone's services?)"
+    fi
+
+    rmq_prepare "$n"
+    local d
+    d="$(node_dir "$n")"
+    rm -f "$d/rabbitmq.pid"
+    log "rabbitmq $n@$RMQ_HOST: starting (AMQP 127.0.0.1:$port, dist $(dist_port "$n"), epmd $EPMD_PORT)"
+    rmq_env "$n"
+    (
+        cd "$d"
+        # Own session + no inherited fds, so the caller (a test harness, CI step) never
+        # waits on us and a Ctrl-C in the calling terminal doesn't reach the broker.
+        # runuser's pam_limits drops the soft fd limit to 1024 (~830 AMQP sockets);
+        # raise it back to the hard limit inside the rabbitmq user's shell.
+        setsid nohup runuser -u rabbitmq -- env -i "${RMQ_ENV[@]}" \
+            sh -c 'ulimit -S -n 65536 2>/dev/null || ulimit -S -n "$(ulimit -H -n)" || true; exec "$@"' \
+            rabbitmq-server "$RMQ_BIN/rabbitmq-server" \
+            </dev/null >>"$d/log/startup.log" 2>&1 9>&- &
+        echo $! >"$d/launcher.pid"
+    )
+    LAUNCHED=1
+}
+
+rmq_wait_started() {
+    local n="$1" d launcher t0=$SECONDS
+    d="$(node_dir "$n")"
+    launcher="$(cat "$d/launcher.pid")"
+    wait_amqp "$n" "$DEADLINE_RMQ" "$launcher"
+    local t_amqp=$((SECONDS - t0))
+    # Also proves the CLI (cookie, epmd port) works, which broker-*-app rely on.
+    CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" await_startup --timeout "$DEADLINE_RMQ" >/dev/null ||
+        { rmq_dump_logs "$n"; die "rabbitmqctl await_startup failed for $n@$RMQ_HOST"; }
+    log "rabbitmq $n@$RMQ_HOST: up (AMQP open after ${t_amqp}s of waiting, await_startup ok after $((SECONDS - t0))s)"
+}
+
+# rmq_start NODE... : launch all given nodes in parallel, then wait for each.
+rmq_start() {
+    local n pending=()
+    for n in "$@"; do
+        rmq_launch "$n"
+        [ "$LAUNCHED" = 0 ] || pending+=("$n")
+    done
+    for n in ${pending[@]+"${pending[@]}"}; do
+        rmq_wait_started "$n"
+    done
+}
+
+rmq_stop() {
+    local n="$1" pid
+    if ! pid="$(rmq_pid "$n")"; then
+        log "rabbitmq $n@$RMQ_HOST: not running"
+        rm -f "$(node_dir "$n")/rabbitmq.pid"
+        return 0
+    fi
+    log "rabbitmq $n@$RMQ_HOST: stopping"
+    CTL_TIMEOUT=60 ctl "$n" stop >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + 30))
+    while alive "$pid"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "rabbitmq $n@$RMQ_HOST: did not stop in time; killing pid $pid"
+            kill -TERM "$pid" 2>/dev/null || true
+            sleep 3
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    rm -f "$(node_dir "$n")/rabbitmq.pid"
+}
+
+# Stop the epmd that our nodes started on $EPMD_PORT, once no node of ours uses it.
+epmd_stop() {
+    rmq_pid "$MAIN_NODE" >/dev/null && return 0
+    rmq_pid "$CHAOS_NODE" >/dev/null && return 0
+    port_listening "$EPMD_PORT" || return 0
+    ERL_EPMD_PORT="$EPMD_PORT" timeout 10 epmd -kill >/dev/null 2>&1 || true
+}
+
+rmq_state() { # prints running / app-stopped / stopped
+    local n="$1"
+    if rmq_pid "$n" >/dev/null; then
+        if port_listening "$(amqp_port "$n")"; then echo running; else echo app-stopped; fi
+    else
+        echo stopped
+    fi
+}
+
+# ============================================================ purge
+PURGE_EVAL='
+IsTest = fun(N) -> is_binary(N) andalso byte_size(N) >= 5
+                   andalso binary:part(N, 0, 5) =:= <<"test-">> end,
+Qs = [Q || Q <- rabbit_amqqueue:list(), IsTest(element(4, amqqueue:get_name(Q)))],
+DQ = lists:foldl(fun(Q, Acc) ->
+        try rabbit_amqqueue:delete(Q, false, false, <<"services.sh">>) of
+            {error, _} -> Acc;
+            _ -> Acc + 1
+        catch _:_ -> Acc end
+     end, 0, Qs),
+Xs = [element(2, X) || X <- rabbit_exchange:list(), IsTest(element(4, element(2, X)))],
+DX = lists:foldl(fun(XN, Acc) ->
+        case catch rabbit_exchange:delete(XN, false, <<"services.sh">>) of
+            ok -> Acc + 1;
+            _ -> Acc
+        end
+     end, 0, Xs),
+io_lib:format("deleted ~b/~b queue(s), ~b/~b exchange(s)", [DQ, length(Qs), DX, length(Xs)]).
+'
+
+purge_node() {
+    local n="$1" out
+    if out="$(ctl "$n" eval "$PURGE_EVAL" 2>&1)" && [[ "$out" == *deleted* ]]; then
+        # eval prints the iolist as an Erlang term; make it readable
+        log "purge $n@$RMQ_HOST: $(printf '%s' "$out" | tr -d '"[]\n' | sed 's/,/ /g; s/  */ /g')"
+        return 0
+    fi
+    log "purge $n@$RMQ_HOST: eval failed ($out); falling back to list_queues/delete_queue"
+    local q count=0
+    while IFS= read -r q; do
+        [[ "$q" == test-* ]] || continue
+        ctl "$n" delete_queue "$q" >/dev/null && count=$((count + 1)) || true
+    done < <(ctl "$n" list_queues --no-table-headers name)
+    log "purge $n@$RMQ_HOST: deleted $count queue(s) in vhost /"
+}
+
+# ============================================================ commands
+print_env() {
+    echo "export DATABASE_URL=$DATABASE_URL"
+    echo "export AMQP_URL=$AMQP_URL"
+    echo "export SETTLE_TEST_CHAOS_AMQP_URL=$CHAOS_AMQP_URL"
+}
+
+# Serialise start/stop (e.g. several test processes calling `start` at once).
+take_lock() {
+    mkdir -p "$LOCAL_DIR"
+    exec 9>"$LOCAL_DIR/.services.lock"
+    flock -w 300 9 || die "timed out waiting for another services.sh start/stop"
+}
+
+cmd_start() {
+    local chaos=0
+    for a in "$@"; do
+        case "$a" in
+            --chaos) chaos=1 ;;
+            *) die "start: unknown option $a" ;;
+        esac
+    done
+    require_root
+    take_lock
+    ensure_installed
+    reserve_ports
+    chmod 755 "$LOCAL_DIR"
+    check_traversable
+    pg_start
+    if [ "$chaos" = 1 ]; then
+        rmq_start "$MAIN_NODE" "$CHAOS_NODE"
+    else
+        rmq_start "$MAIN_NODE"
+    fi
+    print_env
+}
+
+cmd_stop() {
+    require_root
+    take_lock
+    if [ -x "$RMQ_BIN/rabbitmqctl" ]; then
+        rmq_stop "$CHAOS_NODE"
+        rmq_stop "$MAIN_NODE"
+        epmd_stop
+    fi
+    if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop; fi
+}
+
+cmd_status() {
+    local rc=0
+    if [ -x "$PG_BIN/pg_ctl" ] && pg_running; then
+        if pg_ready; then echo "postgres: running ($PG_HOST:$PG_PORT, data $PG_DATA)"; else
+            echo "postgres: process up but not accepting connections"; rc=1; fi
+    else
+        echo "postgres: stopped"; rc=1
+    fi
+    local n s
+    for n in "$MAIN_NODE" "$CHAOS_NODE"; do
+        s="$(rmq_state "$n")"
+        echo "rabbitmq $n@$RMQ_HOST: $s (AMQP 127.0.0.1:$(amqp_port "$n"))"
+        [ "$n" = "$CHAOS_NODE" ] || [ "$s" = running ] || rc=1
+    done
+    return "$rc"
+}
+
+cmd_broker_app() { # stop|start NODE
+    local action="$1" node="${2:-}"
+    [ -n "$node" ] || die "usage: $0 broker-$action-app NODE (e.g. $CHAOS_NODE@$RMQ_HOST)"
+    require_root
+    local n
+    n="$(node_short "$node")"
+    rmq_pid "$n" >/dev/null || die "rabbitmq node $n@$RMQ_HOST is not running (start it with: $0 start --chaos)"
+    if [ "$action" = stop ]; then
+        CTL_TIMEOUT=30 ctl "$n" stop_app >/dev/null
+        local deadline=$((SECONDS + 10))
+        while port_listening "$(amqp_port "$n")"; do
+            [ "$SECONDS" -lt "$deadline" ] || die "AMQP port still open after stop_app"
+            sleep 0.1
+        done
+    else
+        # start_app is synchronous (returns once the app has booted); then make sure the
+        # listener accepts connections instead of paying for a second CLI round trip.
+        CTL_TIMEOUT=60 ctl "$n" start_app >/dev/null
+        wait_amqp "$n" 30
+    fi
+}
+
+cmd_purge() {
+    require_root
+    rmq_pid "$MAIN_NODE" >/dev/null || die "rabbitmq node $MAIN_NODE@$RMQ_HOST is not running"
+    purge_node "$MAIN_NODE"
+    # Tests also declare test-* topology on the chaos node; clean it too when it's up.
+    if [ "$(rmq_state "$CHAOS_NODE")" = running ]; then purge_node "$CHAOS_NODE"; fi
+}
+
+usage() {
+    cat >&2 <<EOF
+usage: $0 <command>
+  start [--chaos]          start postgres + rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
+  stop                     stop everything started by this script
+  status                   show what is running
+  env                      print export lines for the test environment
+  broker-stop-app NODE     rabbitmqctl stop_app on NODE (e.g. $CHAOS_NODE@$RMQ_HOST)
+  broker-start-app NODE    rabbitmqctl start_app on NODE and wait for AMQP
+  purge-test-queues        delete test-* queues and exchanges on the broker(s)
+EOF
+    exit 2
+}
+
+main() {
+    [ $# -ge 1 ] || usage
+    local cmd="$1"
+    shift
+    case "$cmd" in
+        start) cmd_start "$@" ;;
+        stop) cmd_stop ;;
+        status) cmd_status ;;
+        env) print_env ;;
+        broker-stop-app) cmd_broker_app stop "$@" ;;
+        broker-start-app) cmd_broker_app start "$@" ;;
+        purge-test-queues) cmd_purge ;;
+        -h | --help | help) usage ;;
+        *) log "unknown command: $cmd"; usage ;;
+    esac
+}
+
+main "$@"

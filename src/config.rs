@@ -1,0 +1,298 @@
+//! Configuration: `config/default.toml`, overlaid by `config/<SETTLE_ENV>.toml`, then the
+//! environment (the ecosystem's usual names for common settings, `SETTLE__SECTION__KEY` for the
+//! rest). Secrets are `SecretString`s, so a `Debug` of the settings never prints them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Environment variables with conventional names, and the key each one sets.
+const CONVENTIONAL_VARS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("AMQP_URL", "amqp.url"),
+    ("SETTLE_HTTP_ADDR", "http.addr"),
+    ("SETTLE_QUEUE_PREFIX", "amqp.prefix"),
+];
+
+/// Comma-separated list variables (secret rotation), and the key each one sets.
+const CONVENTIONAL_LIST_VARS: &[(&str, &str)] = &[
+    ("STRIPE_WEBHOOK_SECRETS", "webhooks.stripe_secrets"),
+    ("GOCARDLESS_WEBHOOK_SECRETS", "webhooks.gocardless_secrets"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Name of the environment overlay that was loaded (`local`, `production`, …).
+    #[serde(default)]
+    pub environment: String,
+    pub app: AppSettings,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub worker: WorkerSettings,
+    pub webhooks: WebhookSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppSettings {
+    pub require_secrets: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    pub url: SecretString,
+    pub prefix: String,
+    pub confirm_timeout_ms: u64,
+    pub publisher_channels: usize,
+    pub delivery_limit: u32,
+    pub reconnect_delay_ms: u64,
+}
+
+impl AmqpSettings {
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    pub fn reconnect_delay(&self) -> Duration {
+        Duration::from_millis(self.reconnect_delay_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub prefetch: u16,
+    pub retry_delays_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub stripe_secrets: Vec<SecretString>,
+    pub stripe_tolerance_secs: u64,
+    pub gocardless_secrets: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl Settings {
+    /// Loads the settings of the process: `SETTLE_CONFIG_DIR` (default `./config`), `SETTLE_ENV`
+    /// (default `local`) and the process environment.
+    pub fn from_process_env() -> anyhow::Result<Self> {
+        let dir = std::env::var_os("SETTLE_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let environment = std::env::var("SETTLE_ENV").unwrap_or_else(|_| "local".to_owned());
+        Self::load(&dir, &environment, std::env::vars())
+    }
+
+    /// Loads `<dir>/default.toml`, `<dir>/<environment>.toml` (optional) and then `vars`, and
+    /// checks the result. Taking the variables as an argument keeps this testable.
+    pub fn load(
+        dir: &Path,
+        environment: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")))
+            .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("SETTLE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("worker.retry_delays_ms")
+                    .with_list_parse_key("webhooks.stripe_secrets")
+                    .with_list_parse_key("webhooks.gocardless_secrets")
+                    .source(Some(vars.iter().cloned().collect())),
+            )
+            .set_override("environment", environment)?;
+        for (name, key) in CONVENTIONAL_VARS {
+            if let Some((_, value)) = vars.iter().find(|(var, _)| var == name) {
+                builder = builder.set_override(*key, value.as_str())?;
+            }
+        }
+        for (name, key) in CONVENTIONAL_LIST_VARS {
+            if let Some((_, value)) = vars.iter().find(|(var, _)| var == name) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                builder = builder.set_override(*key, items)?;
+            }
+        }
+        let settings: Settings = builder
+            .build()
+            .with_context(|| format!("reading configuration from {}", dir.display()))?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.http.body_limit_bytes == 0 {
+            bail!("http.body_limit_bytes must be greater than 0");
+        }
+        if self.amqp.prefix.is_empty() {
+            bail!("amqp.prefix (SETTLE_QUEUE_PREFIX) must not be empty");
+        }
+        if self.amqp.publisher_channels == 0 {
+            bail!("amqp.publisher_channels must be at least 1");
+        }
+        if self.worker.prefetch == 0 {
+            bail!("worker.prefetch must be at least 1");
+        }
+        if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
+            bail!("worker.retry_delays_ms must list at least one delay, each above 0");
+        }
+        if self.app.require_secrets {
+            require_secrets(
+                &self.webhooks.stripe_secrets,
+                "STRIPE_WEBHOOK_SECRETS (webhooks.stripe_secrets)",
+            )?;
+            require_secrets(
+                &self.webhooks.gocardless_secrets,
+                "GOCARDLESS_WEBHOOK_SECRETS (webhooks.gocardless_secrets)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn require_secrets(secrets: &[SecretString], setting: &str) -> anyhow::Result<()> {
+    if secrets.is_empty() || secrets.iter().any(|s| s.expose_secret().is_empty()) {
+        bail!("{setting} is required in this environment but is not set");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn local_overlay_and_conventional_variables_apply() {
+        let settings = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[
+                ("SETTLE_HTTP_ADDR", "127.0.0.1:9999"),
+                ("SETTLE_QUEUE_PREFIX", "custom"),
+                ("STRIPE_WEBHOOK_SECRETS", "whsec_a, whsec_b"),
+                ("SETTLE__WORKER__PREFETCH", "7"),
+                ("SETTLE__WORKER__RETRY_DELAYS_MS", "5,50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.environment, "local");
+        assert_eq!(settings.http.addr.port(), 9999);
+        assert_eq!(settings.amqp.prefix, "custom");
+        assert_eq!(settings.worker.prefetch, 7);
+        assert_eq!(settings.worker.retry_delays_ms, vec![5, 50]);
+        let stripe: Vec<&str> = settings
+            .webhooks
+            .stripe_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        assert_eq!(stripe, ["whsec_a", "whsec_b"]);
+        // From local.toml, untouched by the environment.
+        assert_eq!(settings.webhooks.gocardless_secrets.len(), 1);
+        assert_eq!(settings.telemetry.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn production_without_a_webhook_secret_refuses_naming_the_setting() {
+        let err = Settings::load(
+            &config_dir(),
+            "production",
+            vars(&[("GOCARDLESS_WEBHOOK_SECRETS", "gc")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("STRIPE_WEBHOOK_SECRETS"),
+            "{err:#}"
+        );
+
+        let err = Settings::load(
+            &config_dir(),
+            "production",
+            vars(&[("STRIPE_WEBHOOK_SECRETS", "whsec_x")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("GOCARDLESS_WEBHOOK_SECRETS"),
+            "{err:#}"
+        );
+
+        let settings = Settings::load(
+            &config_dir(),
+            "production",
+            vars(&[
+                ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
+                ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
+            ]),
+        )
+        .unwrap();
+        assert!(settings.app.require_secrets);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let settings = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[
+                ("STRIPE_WEBHOOK_SECRETS", "whsec_very_secret_value"),
+                ("DATABASE_URL", "postgres://u:hunter2@db/settle"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("whsec_very_secret_value"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

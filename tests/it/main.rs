@@ -1,0 +1,10 @@
+//! One integration-test binary (linked once), a module per area. Every test starts the real app
+//! in-process on port 0 with its own database and its own RabbitMQ name prefix, against the real
+//! PostgreSQL and RabbitMQ started by `scripts/services.sh`.
+
+mod helpers;
+
+mod broker_outage;
+mod health;
+mod shutdown;
+mod webhooks;
