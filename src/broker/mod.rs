@@ -170,9 +170,7 @@ impl Broker {
         self.inner.stop.cancel();
         let current = self.inner.current.send_replace(None);
         if let Some(connected) = current {
-            for channel in &connected.publishers {
-                let _ = channel.close(200, "settle shutting down".into()).await;
-            }
+            // Closing the connection closes its channels; confirms already received are kept.
             let _ = connected
                 .connection
                 .close(200, "settle shutting down".into())
