@@ -45,6 +45,7 @@ impl Cli {
             Command::Migrate => {
                 let db = crate::startup::database_pool(&settings)?;
                 crate::startup::migrate(&db).await?;
+                crate::repository::ensure_account(&db, &settings.account.id).await?;
                 tracing::info!("migrations applied");
                 return Ok(());
             }

@@ -22,6 +22,7 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
 const CONVENTIONAL_LIST_VARS: &[(&str, &str)] = &[
     ("STRIPE_WEBHOOK_SECRETS", "webhooks.stripe_secrets"),
     ("GOCARDLESS_WEBHOOK_SECRETS", "webhooks.gocardless_secrets"),
+    ("SETTLE_API_CREDENTIALS", "api.credentials"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +36,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub worker: WorkerSettings,
     pub webhooks: WebhookSettings,
+    pub api: ApiSettings,
+    pub account: AccountSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -80,6 +83,11 @@ impl AmqpSettings {
 pub struct WorkerSettings {
     pub prefetch: u16,
     pub retry_delays_ms: Vec<u64>,
+    /// Attempts (the first delivery included) before a transient failure is dead-lettered.
+    pub max_attempts: u32,
+    pub gocardless_collected_at: crate::reconcile::events::GoCardlessCollectedAt,
+    /// How often the outbox relay looks for rows committed by other processes.
+    pub outbox_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +95,58 @@ pub struct WebhookSettings {
     pub stripe_secrets: Vec<SecretString>,
     pub stripe_tolerance_secs: u64,
     pub gocardless_secrets: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Basic-auth credentials of the internal callers, each `key id:secret`.
+    pub credentials: Vec<ApiCredential>,
+}
+
+/// One `key id:secret` pair. The secret is never printed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ApiCredential {
+    key_id: String,
+    secret: SecretString,
+}
+
+impl ApiCredential {
+    pub fn parts(&self) -> (&str, &SecretString) {
+        (&self.key_id, &self.secret)
+    }
+}
+
+impl TryFrom<String> for ApiCredential {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.split_once(':') {
+            Some((key_id, secret)) if !key_id.is_empty() && !secret.is_empty() => Ok(Self {
+                key_id: key_id.to_owned(),
+                secret: SecretString::from(secret),
+            }),
+            // The value may hold a secret: the message must not repeat it.
+            _ => Err("an API credential must be `key id:secret`, both non-empty".to_owned()),
+        }
+    }
+}
+
+/// The account every row belongs to (the billing system's `sequenceAccountId`), and the payment
+/// settings that apply when no customer, billing schedule or invoice sets them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountSettings {
+    pub id: String,
+    pub default_payment_provider: crate::reconcile::settings::PaymentProvider,
+    pub default_auto_charge: bool,
+}
+
+impl AccountSettings {
+    pub fn defaults(&self) -> crate::reconcile::settings::AccountDefaults {
+        crate::reconcile::settings::AccountDefaults {
+            payment_provider: self.default_payment_provider,
+            auto_charge: self.default_auto_charge,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +193,7 @@ impl Settings {
                     .with_list_parse_key("worker.retry_delays_ms")
                     .with_list_parse_key("webhooks.stripe_secrets")
                     .with_list_parse_key("webhooks.gocardless_secrets")
+                    .with_list_parse_key("api.credentials")
                     .source(Some(vars.iter().cloned().collect())),
             )
             .set_override("environment", environment)?;
@@ -177,6 +238,9 @@ impl Settings {
         if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
             bail!("worker.retry_delays_ms must list at least one delay, each above 0");
         }
+        if self.worker.max_attempts == 0 {
+            bail!("worker.max_attempts must be at least 1");
+        }
         if self.app.require_secrets {
             require_secrets(
                 &self.webhooks.stripe_secrets,
@@ -186,6 +250,14 @@ impl Settings {
                 &self.webhooks.gocardless_secrets,
                 "GOCARDLESS_WEBHOOK_SECRETS (webhooks.gocardless_secrets)",
             )?;
+            if self.api.credentials.is_empty() {
+                bail!(
+                    "SETTLE_API_CREDENTIALS (api.credentials) is required in this environment but is not set"
+                );
+            }
+        }
+        if self.account.id.is_empty() {
+            bail!("account.id must not be empty");
         }
         Ok(())
     }
@@ -245,11 +317,14 @@ mod tests {
     }
 
     #[test]
-    fn production_without_a_webhook_secret_refuses_naming_the_setting() {
+    fn production_without_a_secret_refuses_naming_the_setting() {
         let err = Settings::load(
             &config_dir(),
             "production",
-            vars(&[("GOCARDLESS_WEBHOOK_SECRETS", "gc")]),
+            vars(&[
+                ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
+                ("SETTLE_API_CREDENTIALS", "billing:s3cret"),
+            ]),
         )
         .unwrap_err();
         assert!(
@@ -260,11 +335,28 @@ mod tests {
         let err = Settings::load(
             &config_dir(),
             "production",
-            vars(&[("STRIPE_WEBHOOK_SECRETS", "whsec_x")]),
+            vars(&[
+                ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
+                ("SETTLE_API_CREDENTIALS", "billing:s3cret"),
+            ]),
         )
         .unwrap_err();
         assert!(
             format!("{err:#}").contains("GOCARDLESS_WEBHOOK_SECRETS"),
+            "{err:#}"
+        );
+
+        let err = Settings::load(
+            &config_dir(),
+            "production",
+            vars(&[
+                ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
+                ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SETTLE_API_CREDENTIALS"),
             "{err:#}"
         );
 
@@ -274,10 +366,13 @@ mod tests {
             vars(&[
                 ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
                 ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
+                ("SETTLE_API_CREDENTIALS", "billing:s3cret,ops:other"),
             ]),
         )
         .unwrap();
         assert!(settings.app.require_secrets);
+        assert_eq!(settings.api.credentials.len(), 2);
+        assert_eq!(settings.api.credentials[1].parts().0, "ops");
     }
 
     #[test]
@@ -288,11 +383,13 @@ mod tests {
             vars(&[
                 ("STRIPE_WEBHOOK_SECRETS", "whsec_very_secret_value"),
                 ("DATABASE_URL", "postgres://u:hunter2@db/settle"),
+                ("SETTLE_API_CREDENTIALS", "billing:api-secret-value"),
             ]),
         )
         .unwrap();
         let shown = format!("{settings:?}");
         assert!(!shown.contains("whsec_very_secret_value"));
         assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("api-secret-value"));
     }
 }

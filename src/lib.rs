@@ -20,6 +20,16 @@ pub mod broker;
 // 2. The consumers of the work queue.
 pub mod worker;
 
+// 3. The domain core (pure) and the SQL that stores it.
+pub mod reconcile;
+pub mod repository;
+
+// 4. The outbox relay: committed reconciliation events out to RabbitMQ.
+pub mod outbox;
+
+// The HTTP API for internal services.
+pub mod api;
+
 // Wiring: builds a process (serve, worker or run) from its settings.
 pub mod startup;
 

@@ -98,6 +98,7 @@ impl Application {
         let db = database_pool(&settings)?;
         if settings.database.migrate_on_start {
             migrate(&db).await?;
+            crate::repository::ensure_account(&db, &settings.account.id).await?;
         }
         let topology = Topology::new(
             &settings.amqp.prefix,
@@ -162,7 +163,9 @@ impl Application {
 fn router(state: AppState) -> Router {
     let mut router = crate::ingress::health::router();
     if state.role.takes_webhooks() {
-        router = router.merge(crate::ingress::router());
+        router = router
+            .merge(crate::ingress::router())
+            .merge(crate::api::router());
     }
     router.layer(TraceLayer::new_for_http()).with_state(state)
 }

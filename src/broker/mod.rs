@@ -8,6 +8,22 @@
 
 pub mod topology;
 
+/// Header names settle sets on queued events. The receiver sets the first four; the worker adds
+/// the failure ones when it sends a message to a retry tier or the dead-letter queue (its own
+/// attempt count, not `x-death`, which RabbitMQ 4 no longer maintains for republished messages).
+pub mod headers {
+    pub const PROVIDER: &str = "provider";
+    pub const EVENT_ID: &str = "event-id";
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const RECEIVED_AT: &str = "received-at";
+    pub const ATTEMPTS: &str = "x-settle-attempts";
+    pub const FIRST_FAILURE_AT: &str = "x-settle-first-failure-at";
+    pub const LAST_FAILURE_AT: &str = "x-settle-last-failure-at";
+    pub const LAST_ERROR: &str = "x-settle-last-error";
+    pub const REASON: &str = "x-settle-reason";
+    pub const DEAD_LETTER_KEY: &str = "x-settle-dead-letter-key";
+}
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -35,7 +51,7 @@ pub struct OutgoingMessage {
     /// Stable id (`<provider>:<event id>` for webhook events) so consumers can dedupe.
     pub message_id: String,
     pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub headers: Vec<(String, HeaderValue)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +68,7 @@ impl OutgoingMessage {
                 HeaderValue::Text(text) => AMQPValue::LongString(text.as_str().into()),
                 HeaderValue::Int(n) => AMQPValue::LongLongInt(*n),
             };
-            headers.insert((*name).into(), value);
+            headers.insert(name.as_str().into(), value);
         }
         BasicProperties::default()
             // Persistent: written to disk, so it survives a broker restart.
@@ -62,6 +78,78 @@ impl OutgoingMessage {
             .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
             .with_app_id("settle".into())
             .with_headers(headers)
+    }
+}
+
+impl OutgoingMessage {
+    /// The same message (body, message id, headers) sent elsewhere, with `extra` headers set on top
+    /// of the original ones: how the worker moves a delivery to a retry tier or the DLQ.
+    pub fn republish(
+        delivery: &lapin::message::Delivery,
+        exchange: &str,
+        routing_key: &str,
+        extra: Vec<(String, HeaderValue)>,
+    ) -> Self {
+        let mut headers: Vec<(String, HeaderValue)> = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .map(|table| {
+                table
+                    .inner()
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let value = match value {
+                            AMQPValue::LongString(s) => HeaderValue::Text(
+                                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                            ),
+                            AMQPValue::ShortString(s) => HeaderValue::Text(s.as_str().to_owned()),
+                            AMQPValue::LongLongInt(n) => HeaderValue::Int(*n),
+                            AMQPValue::LongInt(n) => HeaderValue::Int((*n).into()),
+                            // Broker-added headers (x-death tables) are not carried over.
+                            _ => return None,
+                        };
+                        Some((name.as_str().to_owned(), value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, value) in extra {
+            headers.retain(|(existing, _)| *existing != name);
+            headers.push((name, value));
+        }
+        Self {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            body: delivery.data.clone(),
+            headers,
+        }
+    }
+}
+
+/// A text header of a delivery (`None` when absent or not text).
+pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// An integer header of a delivery.
+pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some((*n).into()),
+        AMQPValue::ShortInt(n) => Some((*n).into()),
+        AMQPValue::LongUInt(n) => Some((*n).into()),
+        _ => None,
     }
 }
 
@@ -153,6 +241,23 @@ impl Broker {
     /// the publishes are pipelined, not confirmed one by one. Succeeds only if the broker acked
     /// every message and returned none as unroutable.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
+        self.publish_with(messages, true).await
+    }
+
+    /// Like `publish_all`, but a message no queue is bound for is fine: for the outgoing
+    /// reconciliation events, whose subscribers bind their own queues (or none yet).
+    pub async fn publish_all_unrouted_ok(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<(), PublishError> {
+        self.publish_with(messages, false).await
+    }
+
+    async fn publish_with(
+        &self,
+        messages: &[OutgoingMessage],
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         let connected = self
             .inner
             .current
@@ -160,7 +265,7 @@ impl Broker {
             .clone()
             .ok_or(PublishError::NotConnected)?;
         let timeout = self.inner.settings.confirm_timeout();
-        tokio::time::timeout(timeout, publish_on(&connected, messages))
+        tokio::time::timeout(timeout, publish_on(&connected, messages, mandatory))
             .await
             .map_err(|_| PublishError::ConfirmTimeout(timeout))?
     }
@@ -182,6 +287,7 @@ impl Broker {
 async fn publish_on(
     connected: &Connected,
     messages: &[OutgoingMessage],
+    mandatory: bool,
 ) -> Result<(), PublishError> {
     let index = connected.next_publisher.fetch_add(1, Ordering::Relaxed);
     let channel = &connected.publishers[index % connected.publishers.len()];
@@ -197,7 +303,7 @@ async fn publish_on(
                 routing_key,
                 // Mandatory: an unroutable message comes back instead of vanishing.
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..BasicPublishOptions::default()
                 },
                 &message.body,

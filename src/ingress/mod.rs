@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use crate::broker::{HeaderValue, OutgoingMessage, PublishError};
+use crate::broker::{HeaderValue, OutgoingMessage, PublishError, headers};
 use crate::startup::AppState;
 
 /// Seconds a provider is asked to wait before retrying after a 503.
@@ -292,10 +292,19 @@ fn event_message(
         routing_key: format!("{}.{}", provider.as_str(), event.event_type),
         message_id: format!("{}:{}", provider.as_str(), event.id),
         headers: vec![
-            ("provider", HeaderValue::Text(provider.as_str().to_owned())),
-            ("event-id", HeaderValue::Text(event.id)),
-            ("event-type", HeaderValue::Text(event.event_type)),
-            ("received-at", HeaderValue::Text(received_at.to_owned())),
+            (
+                headers::PROVIDER.into(),
+                HeaderValue::Text(provider.as_str().to_owned()),
+            ),
+            (headers::EVENT_ID.into(), HeaderValue::Text(event.id)),
+            (
+                headers::EVENT_TYPE.into(),
+                HeaderValue::Text(event.event_type),
+            ),
+            (
+                headers::RECEIVED_AT.into(),
+                HeaderValue::Text(received_at.to_owned()),
+            ),
         ],
         body: event.body,
     }

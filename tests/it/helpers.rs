@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const STRIPE_SECRET: &str = "whsec_test_secret_for_it";
 pub const GOCARDLESS_SECRET: &str = "gc_test_secret_for_it";
+pub const API_KEY_ID: &str = "billing-test";
+pub const API_SECRET: &str = "api-test-secret";
 
 /// Where the shared services of `scripts/services.sh` listen, unless the environment says otherwise.
 fn env_or(name: &str, default: &str) -> String {
@@ -49,6 +51,8 @@ pub struct AppOptions {
     pub wait_ready: bool,
     /// Use this database instead of a fresh one (and apply no migrations to it).
     pub database_url: Option<String>,
+    /// Last changes to the settings before the app is built (shorter retry delays, …).
+    pub tweak: fn(&mut Settings),
 }
 
 impl Default for AppOptions {
@@ -58,6 +62,7 @@ impl Default for AppOptions {
             amqp_url: amqp_url(),
             wait_ready: true,
             database_url: None,
+            tweak: |_| {},
         }
     }
 }
@@ -96,7 +101,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     settings.database.max_connections = 4;
     settings.webhooks.stripe_secrets = vec![SecretString::from(STRIPE_SECRET)];
     settings.webhooks.gocardless_secrets = vec![SecretString::from(GOCARDLESS_SECRET)];
+    settings.api.credentials = vec![format!("{API_KEY_ID}:{API_SECRET}").try_into().unwrap()];
     settings.telemetry.log_filter = "warn".into();
+    (options.tweak)(&mut settings);
     settle::telemetry::init_logging(&settings.telemetry);
 
     let shutdown = CancellationToken::new();
@@ -212,6 +219,92 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// An authenticated API request with a JSON body; returns status and parsed body (`Null` when
+    /// the body is empty).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .basic_auth(API_KEY_ID, Some(API_SECRET));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"))
+        };
+        (status, body)
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.api(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn api_post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.api(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn api_put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.api(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// Registers a customer (with a Stripe and a GoCardless customer id) and returns its id.
+    pub async fn create_customer(&self, id: &str) -> String {
+        let (status, body) = self
+            .api_post(
+                "/customers",
+                serde_json::json!({
+                    "id": id,
+                    "legalName": format!("{id} Ltd"),
+                    "email": format!("{id}@example.com"),
+                    "billingEmails": [format!("billing+{id}@example.com")],
+                    "externalIds": [
+                        {"key": "Stripe", "value": format!("cus_{id}")},
+                        {"key": "GoCardless", "value": format!("CU{}", id.to_uppercase())},
+                    ],
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        id.to_owned()
+    }
+
+    /// Registers an invoice for `customer_id` and returns its id.
+    pub async fn create_invoice(
+        &self,
+        id: &str,
+        customer_id: &str,
+        schedule_id: Option<&str>,
+        currency: &str,
+        amount_due: i64,
+    ) -> String {
+        let (status, body) = self
+            .api_post(
+                "/invoices",
+                serde_json::json!({
+                    "id": id,
+                    "customerId": customer_id,
+                    "billingScheduleId": schedule_id,
+                    "number": format!("INV-{id}"),
+                    "currency": currency,
+                    "amountDue": amount_due,
+                    "dueDate": "2026-12-31",
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        id.to_owned()
+    }
+
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
         let response = self.http.get(self.url("/readyz")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
@@ -285,6 +378,39 @@ impl TestApp {
         &self.database_url
     }
 
+    /// A pool on this test's database, for assertions on what the app stored.
+    pub fn db(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&self.database_url)
+            .expect("a valid database URL")
+    }
+
+    /// Messages ready in `queues` (passive declares: nothing is consumed).
+    pub async fn queued_count(&self, queues: &[String]) -> u32 {
+        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("test AMQP connection");
+        let channel = connection.create_channel().await.unwrap();
+        let mut count = 0;
+        for queue in queues {
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("the queue exists");
+            count += declared.message_count();
+        }
+        let _ = connection.close(200, "done".into()).await;
+        count
+    }
+
     /// Graceful shutdown, as on SIGTERM; then removes this test's topology from the broker.
     pub async fn stop(mut self) {
         self.shutdown_only().await;
@@ -344,4 +470,26 @@ pub fn stripe_event(event_type: &str, object_kind: &str, id: &str) -> Vec<u8> {
     event["created"] = chrono::Utc::now().timestamp().into();
     event["data"]["object"] = fixtures[object_kind].clone();
     serde_json::to_vec(&event).unwrap()
+}
+
+/// Asserts an API error answer: its status and `error.code`.
+pub fn assert_api_error(status: u16, body: &serde_json::Value, expected: u16, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "an error message: {body}"
+    );
+}
+
+/// Asserts a 400 `validation_failed` whose message names `field` first (`amountDue: …`).
+pub fn assert_validation_error(status: u16, body: &serde_json::Value, field: &str) {
+    assert_api_error(status, body, 400, "validation_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{field}: ")),
+        "expected a message naming `{field}`, got {message:?}"
+    );
 }

@@ -4,7 +4,12 @@
 
 mod helpers;
 
+mod api_customers;
+mod api_invoices;
+mod api_settings;
 mod broker_outage;
 mod health;
+mod openapi;
 mod shutdown;
 mod webhooks;
+mod worker;

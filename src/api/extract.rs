@@ -1,0 +1,150 @@
+//! Request extractors with errors in the API's shape: a JSON body whose errors name the field
+//! (`paymentProvider: unknown variant …`), and Basic authentication.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use base64::Engine;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::startup::AppState;
+
+/// A JSON body. Deserialization errors become 400s naming the path of the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.settings.http.body_limit_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::TooLarge(limit))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        // serde's "at line 1 column 27" helps nobody reading an API error.
+        let message = match message.rfind(" at line ") {
+            Some(at) => message[..at].to_owned(),
+            None => message,
+        };
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::validation("body", format!("not valid JSON: {message}"))
+        } else if let Some(field) = missing_field(&message) {
+            let field = if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            ApiError::validation(field, "is required")
+        } else if path == "." {
+            ApiError::validation("body", message)
+        } else {
+            ApiError::validation(path, message)
+        }
+    })
+}
+
+/// serde's "missing field `x`" names the field only in its text.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// A query string. Errors become 400s in the API's shape, naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = error.into_inner().to_string();
+                if path == "." {
+                    ApiError::validation("query", message)
+                } else {
+                    ApiError::validation(path, message)
+                }
+            })
+    }
+}
+
+/// The authenticated caller: the key id of the Basic credentials that matched.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let encoded = header
+            .strip_prefix("Basic ")
+            .ok_or(ApiError::Unauthorized)?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| ApiError::Unauthorized)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
+        let (key_id, secret) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
+        // Compare against every configured credential without stopping early, in constant time.
+        let mut matched = None;
+        for credential in &state.settings.api.credentials {
+            let (expected_id, expected_secret) = credential.parts();
+            let id_ok = expected_id.as_bytes().ct_eq(key_id.as_bytes());
+            let secret_ok = expected_secret
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(secret.as_bytes());
+            if bool::from(id_ok & secret_ok) {
+                matched = Some(expected_id.to_owned());
+            }
+        }
+        matched
+            .map(|key_id| Caller { key_id })
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The seed API's optional `Sequence-Version` header: absent or `2024-07-30`.
+pub struct SequenceVersion;
+
+pub const SUPPORTED_SEQUENCE_VERSION: &str = "2024-07-30";
+
+impl FromRequestParts<AppState> for SequenceVersion {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        match parts.headers.get("Sequence-Version") {
+            None => Ok(Self),
+            Some(value) if value.as_bytes() == SUPPORTED_SEQUENCE_VERSION.as_bytes() => Ok(Self),
+            Some(value) => Err(ApiError::validation(
+                "Sequence-Version",
+                format!(
+                    "unsupported version `{}`; the supported version is {SUPPORTED_SEQUENCE_VERSION}",
+                    value.to_str().unwrap_or("<not text>")
+                ),
+            )),
+        }
+    }
+}

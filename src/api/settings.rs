@@ -1,0 +1,204 @@
+//! Payment settings, the seed API's contract kept exactly:
+//! `PUT /payments/settings/customers/{id}` with `{"paymentProvider":"STRIPE"}` answers
+//! `{"id":…,"sequenceAccountId":…,"customerId":…,"paymentProvider":"STRIPE"}`; the same for
+//! billing schedules and invoices. `autoCharge` may be set too (it appears in the answer once set),
+//! and `null` clears a field. `GET /invoices/{id}/payment-settings` gives the effective values.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::extract::{Caller, SequenceVersion, parse_json};
+use crate::reconcile::settings::{EffectiveSettings, PaymentProvider, SettingsSource};
+use crate::repository::settings::{self as repo, StoredSettings};
+use crate::startup::AppState;
+
+/// Distinguishes a field that is absent (`None`) from one that is `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsUpdate {
+    /// Required; `null` clears it so the next level down decides.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<PaymentProvider>)]
+    pub payment_provider: Option<Option<PaymentProvider>>,
+    /// Optional; left out means unchanged, `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub auto_charge: Option<Option<bool>>,
+}
+
+/// The stored settings of one level, in the seed's shape. Exactly one of the three id fields is
+/// present, naming the level.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSettings {
+    pub id: String,
+    pub sequence_account_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_schedule_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<String>,
+    pub payment_provider: Option<PaymentProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_charge: Option<bool>,
+}
+
+impl PaymentSettings {
+    fn new(level: SettingsSource, stored: StoredSettings) -> Self {
+        let settings = stored.level();
+        let target = Some(stored.target_id);
+        let (customer_id, billing_schedule_id, invoice_id) = match level {
+            SettingsSource::Customer => (target, None, None),
+            SettingsSource::BillingSchedule => (None, target, None),
+            _ => (None, None, target),
+        };
+        Self {
+            id: stored.id,
+            sequence_account_id: stored.account_id,
+            customer_id,
+            billing_schedule_id,
+            invoice_id,
+            payment_provider: settings.payment_provider,
+            auto_charge: settings.auto_charge,
+        }
+    }
+}
+
+fn settings_of(level: SettingsSource) -> &'static str {
+    match level {
+        SettingsSource::Customer => "payment settings of customer",
+        SettingsSource::BillingSchedule => "payment settings of billing schedule",
+        _ => "payment settings of invoice",
+    }
+}
+
+fn level_name(level: SettingsSource) -> &'static str {
+    match level {
+        SettingsSource::Customer => "customer",
+        SettingsSource::BillingSchedule => "billing schedule",
+        _ => "invoice",
+    }
+}
+
+async fn put(
+    state: &AppState,
+    level: SettingsSource,
+    target_id: &str,
+    body: &Bytes,
+) -> Result<axum::Json<PaymentSettings>, ApiError> {
+    let update: SettingsUpdate = parse_json(body)?;
+    let payment_provider = update.payment_provider.ok_or_else(|| {
+        ApiError::validation(
+            "paymentProvider",
+            "is required: one of STRIPE, GOCARDLESS, NONE, or null to clear it",
+        )
+    })?;
+    if !repo::target_exists(&state.db, level, target_id).await? {
+        return Err(ApiError::not_found(level_name(level), target_id));
+    }
+    let stored = repo::upsert(
+        &state.db,
+        &state.settings.account.id,
+        level,
+        target_id,
+        payment_provider,
+        update.auto_charge,
+    )
+    .await?;
+    Ok(axum::Json(PaymentSettings::new(level, stored)))
+}
+
+async fn get(
+    state: &AppState,
+    level: SettingsSource,
+    target_id: &str,
+) -> Result<axum::Json<PaymentSettings>, ApiError> {
+    if !repo::target_exists(&state.db, level, target_id).await? {
+        return Err(ApiError::not_found(level_name(level), target_id));
+    }
+    let stored = repo::get(&state.db, level, target_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(settings_of(level), target_id))?;
+    Ok(axum::Json(PaymentSettings::new(level, stored)))
+}
+
+// One pair of handlers per level: the routes differ only in which level they address.
+macro_rules! level_handlers {
+    ($put:ident, $get:ident, $level:expr, $path:literal, $tag:literal) => {
+        #[doc = concat!("Set the payment settings of a ", $tag, ".")]
+        #[utoipa::path(put, path = $path, tag = "payment settings", request_body = SettingsUpdate,
+            params(("id" = String, Path), ("Sequence-Version" = Option<String>, Header, description = "optional, 2024-07-30")),
+            responses((status = 200, body = PaymentSettings), (status = 400), (status = 401), (status = 404)))]
+        pub async fn $put(
+            _: Caller,
+            _: SequenceVersion,
+            State(state): State<AppState>,
+            Path(id): Path<String>,
+            body: Bytes,
+        ) -> Result<axum::Json<PaymentSettings>, ApiError> {
+            put(&state, $level, &id, &body).await
+        }
+
+        #[doc = concat!("Read the payment settings stored on a ", $tag, ".")]
+        #[utoipa::path(get, path = $path, tag = "payment settings",
+            params(("id" = String, Path)),
+            responses((status = 200, body = PaymentSettings), (status = 401), (status = 404, description = "no such target, or nothing stored on it")))]
+        pub async fn $get(
+            _: Caller,
+            _: SequenceVersion,
+            State(state): State<AppState>,
+            Path(id): Path<String>,
+        ) -> Result<axum::Json<PaymentSettings>, ApiError> {
+            get(&state, $level, &id).await
+        }
+    };
+}
+
+level_handlers!(
+    put_customer,
+    get_customer,
+    SettingsSource::Customer,
+    "/payments/settings/customers/{id}",
+    "customer"
+);
+level_handlers!(
+    put_billing_schedule,
+    get_billing_schedule,
+    SettingsSource::BillingSchedule,
+    "/payments/settings/billing-schedules/{id}",
+    "billing schedule"
+);
+level_handlers!(
+    put_invoice,
+    get_invoice,
+    SettingsSource::Invoice,
+    "/payments/settings/invoices/{id}",
+    "invoice"
+);
+
+/// The effective settings of an invoice, each field with the level it came from.
+#[utoipa::path(get, path = "/invoices/{id}/payment-settings", tag = "payment settings",
+    params(("id" = String, Path)),
+    responses((status = 200, body = EffectiveSettings), (status = 401), (status = 404)))]
+pub async fn effective(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<EffectiveSettings>, ApiError> {
+    repo::effective_for_invoice(&state.db, &id, state.settings.account.defaults())
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("invoice", &id))
+}

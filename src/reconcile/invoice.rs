@@ -1,0 +1,147 @@
+//! An invoice's amount paid and status follow from its payments: the sum of those that currently
+//! count as collected. So a reversal (late failure, chargeback) reopens the invoice by itself.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvoiceStatus {
+    Open,
+    PartiallyPaid,
+    Paid,
+    /// Open, and the most recent payment attempt failed.
+    PaymentFailed,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "OPEN",
+            Self::PartiallyPaid => "PARTIALLY_PAID",
+            Self::Paid => "PAID",
+            Self::PaymentFailed => "PAYMENT_FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Open,
+            Self::PartiallyPaid,
+            Self::Paid,
+            Self::PaymentFailed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether money counts towards it (a move from one of these to a lower state is a reopening).
+    fn rank(self) -> u8 {
+        match self {
+            Self::Open | Self::PaymentFailed => 0,
+            Self::PartiallyPaid => 1,
+            Self::Paid => 2,
+        }
+    }
+}
+
+/// The invoice's totals after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvoiceTotals {
+    pub amount_paid: i64,
+    pub status: InvoiceStatus,
+    /// Paid more than due: recorded and flagged, never silently absorbed.
+    pub overpaid: bool,
+}
+
+/// Derives the totals from the collected amounts and whether the latest attempt failed.
+pub fn totals(amount_due: i64, collected: &[i64], latest_attempt_failed: bool) -> InvoiceTotals {
+    let amount_paid: i64 = collected.iter().sum();
+    let status = if amount_paid >= amount_due {
+        InvoiceStatus::Paid
+    } else if amount_paid > 0 {
+        InvoiceStatus::PartiallyPaid
+    } else if latest_attempt_failed {
+        InvoiceStatus::PaymentFailed
+    } else {
+        InvoiceStatus::Open
+    };
+    InvoiceTotals {
+        amount_paid,
+        status,
+        overpaid: amount_paid > amount_due,
+    }
+}
+
+/// The reconciliation event types an invoice's change of status announces.
+pub fn status_events(
+    before: InvoiceStatus,
+    after: InvoiceTotals,
+    amount_paid_before: i64,
+) -> Vec<&'static str> {
+    let mut events = Vec::new();
+    if after.amount_paid < amount_paid_before || after.status.rank() < before.rank() {
+        events.push("invoice.reopened");
+    }
+    match after.status {
+        InvoiceStatus::Paid if before != InvoiceStatus::Paid => events.push("invoice.paid"),
+        InvoiceStatus::PartiallyPaid if after.amount_paid != amount_paid_before => {
+            events.push("invoice.partially_paid")
+        }
+        InvoiceStatus::PaymentFailed if before != InvoiceStatus::PaymentFailed => {
+            events.push("invoice.payment_failed")
+        }
+        _ => {}
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InvoiceStatus as I;
+
+    #[test]
+    fn partial_payments_add_up_to_paid() {
+        assert_eq!(totals(1000, &[], false).status, I::Open);
+        assert_eq!(totals(1000, &[], true).status, I::PaymentFailed);
+        assert_eq!(totals(1000, &[400], true).status, I::PartiallyPaid);
+        let paid = totals(1000, &[400, 600], false);
+        assert_eq!(
+            (paid.amount_paid, paid.status, paid.overpaid),
+            (1000, I::Paid, false)
+        );
+        let over = totals(1000, &[400, 700], false);
+        assert_eq!(
+            (over.amount_paid, over.status, over.overpaid),
+            (1100, I::Paid, true)
+        );
+    }
+
+    #[test]
+    fn a_zero_invoice_is_paid() {
+        assert_eq!(totals(0, &[], false).status, I::Paid);
+    }
+
+    #[test]
+    fn status_changes_announce_themselves() {
+        assert_eq!(
+            status_events(I::Open, totals(1000, &[1000], false), 0),
+            ["invoice.paid"]
+        );
+        assert_eq!(
+            status_events(I::Open, totals(1000, &[300], false), 0),
+            ["invoice.partially_paid"]
+        );
+        assert_eq!(
+            status_events(I::Open, totals(1000, &[], true), 0),
+            ["invoice.payment_failed"]
+        );
+        assert_eq!(
+            status_events(I::Paid, totals(1000, &[], true), 1000),
+            ["invoice.reopened", "invoice.payment_failed"]
+        );
+        assert_eq!(
+            status_events(I::Paid, totals(1000, &[], false), 1000),
+            ["invoice.reopened"]
+        );
+        assert!(status_events(I::Paid, totals(1000, &[1000], false), 1000).is_empty());
+        assert!(status_events(I::PaymentFailed, totals(1000, &[], true), 0).is_empty());
+    }
+}

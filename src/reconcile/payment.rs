@@ -1,0 +1,258 @@
+//! The payment state machine. Providers deliver events out of order and more than once; this
+//! decides, for one payment, what an event does to it. Pure: no I/O.
+//!
+//! Ordering: each payment keeps the provider time of the last applied event. An event older than
+//! that is *stale*: recorded, never applied. An event at the same time or newer goes through the
+//! transition table below, which refuses the moves that make no sense whatever the clock says
+//! (a pending event never un-collects money, a chargeback is only undone by its cancellation).
+//!
+//! | current \ signal | Pending | Succeeded | Failed | Canceled | ChargedBack | ChargebackCancelled | Recorded |
+//! |------------------|---------|-----------|--------|----------|-------------|---------------------|----------|
+//! | REGISTERED       | PENDING | SUCCEEDED | FAILED | CANCELED | ·           | ·                   | ·        |
+//! | PENDING          | PENDING | SUCCEEDED | FAILED | CANCELED | ·           | ·                   | ·        |
+//! | SUCCEEDED        | ·       | SUCCEEDED | FAILED¹| ·        | REVERSED    | ·                   | ·        |
+//! | FAILED           | PENDING²| SUCCEEDED³| FAILED | CANCELED | ·           | ·                   | ·        |
+//! | CANCELED         | ·       | SUCCEEDED⁴| ·      | CANCELED | ·           | ·                   | ·        |
+//! | REVERSED         | ·       | ·         | ·      | ·        | REVERSED    | SUCCEEDED           | ·        |
+//!
+//! `·` = no change (recorded only). ¹ a late failure (GoCardless `failed` after `confirmed`)
+//! reopens the invoice. ² GoCardless `resubmission_requested`. ³ a Stripe PaymentIntent may fail
+//! and later succeed. ⁴ money moved: a success is applied whatever came before, except after a
+//! chargeback, which only `chargeback_cancelled` undoes.
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    Registered,
+    Pending,
+    Succeeded,
+    Failed,
+    Canceled,
+    Reversed,
+}
+
+impl PaymentStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Registered,
+        Self::Pending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+        Self::Reversed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "REGISTERED",
+            Self::Pending => "PENDING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Canceled => "CANCELED",
+            Self::Reversed => "REVERSED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the payment's amount counts towards the invoice's amount paid.
+    pub fn is_collected(self) -> bool {
+        self == Self::Succeeded
+    }
+}
+
+/// What a provider event says about a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentSignal {
+    Pending,
+    Succeeded,
+    Failed,
+    Canceled,
+    ChargedBack,
+    ChargebackCancelled,
+    /// Worth keeping in the inbox, changes nothing (GoCardless `chargeback_settled`, …).
+    Recorded,
+}
+
+impl PaymentSignal {
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+        Self::ChargedBack,
+        Self::ChargebackCancelled,
+        Self::Recorded,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Move to this status (it may equal the current one: a repeated failure updates its reason).
+    Apply(PaymentStatus),
+    /// Older than the last applied event: recorded, not applied.
+    Stale,
+    /// Not a transition the table allows: recorded, not applied.
+    NoChange,
+}
+
+/// The transition table (see the module doc).
+pub fn transition(current: PaymentStatus, signal: PaymentSignal) -> Option<PaymentStatus> {
+    use PaymentSignal as S;
+    use PaymentStatus as P;
+    match (current, signal) {
+        (_, S::Recorded) => None,
+        (P::Registered | P::Pending | P::Failed, S::Pending) => Some(P::Pending),
+        (P::Reversed, S::Succeeded) => None,
+        (_, S::Succeeded) => Some(P::Succeeded),
+        (P::Registered | P::Pending | P::Succeeded | P::Failed, S::Failed) => Some(P::Failed),
+        (P::Registered | P::Pending | P::Failed | P::Canceled, S::Canceled) => Some(P::Canceled),
+        (P::Succeeded | P::Reversed, S::ChargedBack) => Some(P::Reversed),
+        (P::Reversed, S::ChargebackCancelled) => Some(P::Succeeded),
+        _ => None,
+    }
+}
+
+/// Decides what an event at `event_at` does to a payment whose last applied event was at
+/// `last_event_at`.
+pub fn decide(
+    current: PaymentStatus,
+    last_event_at: Option<DateTime<Utc>>,
+    signal: PaymentSignal,
+    event_at: DateTime<Utc>,
+) -> Decision {
+    if last_event_at.is_some_and(|last| event_at < last) {
+        return Decision::Stale;
+    }
+    match transition(current, signal) {
+        Some(next) => Decision::Apply(next),
+        None => Decision::NoChange,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PaymentSignal as S;
+    use PaymentStatus as P;
+
+    /// The table of the module doc, row by row, as data: every (state, signal) pair.
+    fn expected(current: PaymentStatus, signal: PaymentSignal) -> Option<PaymentStatus> {
+        let row: [Option<PaymentStatus>; 7] = match current {
+            P::Registered => [
+                Some(P::Pending),
+                Some(P::Succeeded),
+                Some(P::Failed),
+                Some(P::Canceled),
+                None,
+                None,
+                None,
+            ],
+            P::Pending => [
+                Some(P::Pending),
+                Some(P::Succeeded),
+                Some(P::Failed),
+                Some(P::Canceled),
+                None,
+                None,
+                None,
+            ],
+            P::Succeeded => [
+                None,
+                Some(P::Succeeded),
+                Some(P::Failed),
+                None,
+                Some(P::Reversed),
+                None,
+                None,
+            ],
+            P::Failed => [
+                Some(P::Pending),
+                Some(P::Succeeded),
+                Some(P::Failed),
+                Some(P::Canceled),
+                None,
+                None,
+                None,
+            ],
+            P::Canceled => [
+                None,
+                Some(P::Succeeded),
+                None,
+                Some(P::Canceled),
+                None,
+                None,
+                None,
+            ],
+            P::Reversed => [
+                None,
+                None,
+                None,
+                None,
+                Some(P::Reversed),
+                Some(P::Succeeded),
+                None,
+            ],
+        };
+        let column = PaymentSignal::ALL
+            .iter()
+            .position(|s| *s == signal)
+            .unwrap();
+        row[column]
+    }
+
+    #[test]
+    fn every_state_and_signal_pair_follows_the_documented_table() {
+        let mut pairs = 0;
+        for current in PaymentStatus::ALL {
+            for signal in PaymentSignal::ALL {
+                assert_eq!(
+                    transition(current, signal),
+                    expected(current, signal),
+                    "{current:?} × {signal:?}"
+                );
+                pairs += 1;
+            }
+        }
+        assert_eq!(pairs, 42);
+    }
+
+    #[test]
+    fn older_events_are_stale_whatever_they_say() {
+        let later = DateTime::from_timestamp(2_000, 0).unwrap();
+        let earlier = DateTime::from_timestamp(1_000, 0).unwrap();
+        for current in PaymentStatus::ALL {
+            for signal in PaymentSignal::ALL {
+                assert_eq!(
+                    decide(current, Some(later), signal, earlier),
+                    Decision::Stale
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn same_time_or_newer_events_go_through_the_table() {
+        let at = DateTime::from_timestamp(1_000, 0).unwrap();
+        for last in [None, Some(at)] {
+            assert_eq!(
+                decide(P::Pending, last, S::Succeeded, at),
+                Decision::Apply(P::Succeeded)
+            );
+            assert_eq!(
+                decide(P::Succeeded, last, S::Pending, at),
+                Decision::NoChange
+            );
+        }
+    }
+
+    #[test]
+    fn only_succeeded_counts_as_collected() {
+        for status in PaymentStatus::ALL {
+            assert_eq!(status.is_collected(), status == P::Succeeded);
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+
+/// Everything stored about a customer. `address` and `external_ids` are kept as the caller sent
+/// them (validated); the two provider customer ids are also columns, for the worker's lookups.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerRow {
+    pub id: String,
+    pub account_id: String,
+    pub legal_name: String,
+    pub contact_name: Option<String>,
+    pub email: Option<String>,
+    pub billing_emails: Vec<String>,
+    pub telephone: Option<String>,
+    pub url: Option<String>,
+    pub label: Option<String>,
+    pub tax_status: Option<String>,
+    pub address: Option<Json<serde_json::Value>>,
+    pub customer_aliases: Vec<String>,
+    pub external_ids: Json<serde_json::Value>,
+    pub stripe_customer_id: Option<String>,
+    pub gocardless_customer_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Values to write; on update, `None` leaves a column as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerWrite {
+    pub legal_name: Option<String>,
+    pub contact_name: Option<String>,
+    pub email: Option<String>,
+    pub billing_emails: Option<Vec<String>>,
+    pub telephone: Option<String>,
+    pub url: Option<String>,
+    pub label: Option<String>,
+    pub tax_status: Option<String>,
+    pub address: Option<serde_json::Value>,
+    pub customer_aliases: Option<Vec<String>>,
+    pub external_ids: Option<serde_json::Value>,
+    /// `Some(None)` clears the column (the external id was removed).
+    pub stripe_customer_id: Option<Option<String>>,
+    pub gocardless_customer_id: Option<Option<String>>,
+}
+
+const COLUMNS: &str = "id, account_id, legal_name, contact_name, email, billing_emails, telephone, \
+    url, label, tax_status, address, customer_aliases, external_ids, stripe_customer_id, \
+    gocardless_customer_id, created_at, updated_at";
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+    write: &CustomerWrite,
+) -> sqlx::Result<CustomerRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO customers (id, account_id, legal_name, contact_name, email, billing_emails,
+             telephone, url, label, tax_status, address, customer_aliases, external_ids,
+             stripe_customer_id, gocardless_customer_id)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, '{{}}'), $7, $8, $9, $10, $11, COALESCE($12, '{{}}'),
+             COALESCE($13, '[]'), $14, $15)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .bind(&write.legal_name)
+    .bind(&write.contact_name)
+    .bind(&write.email)
+    .bind(&write.billing_emails)
+    .bind(&write.telephone)
+    .bind(&write.url)
+    .bind(&write.label)
+    .bind(&write.tax_status)
+    .bind(write.address.as_ref().map(Json))
+    .bind(&write.customer_aliases)
+    .bind(write.external_ids.as_ref().map(Json))
+    .bind(write.stripe_customer_id.clone().flatten())
+    .bind(write.gocardless_customer_id.clone().flatten())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    write: &CustomerWrite,
+) -> sqlx::Result<Option<CustomerRow>> {
+    sqlx::query_as(&format!(
+        "UPDATE customers SET
+             legal_name = COALESCE($2, legal_name),
+             contact_name = COALESCE($3, contact_name),
+             email = COALESCE($4, email),
+             billing_emails = COALESCE($5, billing_emails),
+             telephone = COALESCE($6, telephone),
+             url = COALESCE($7, url),
+             label = COALESCE($8, label),
+             tax_status = COALESCE($9, tax_status),
+             address = COALESCE($10, address),
+             customer_aliases = COALESCE($11, customer_aliases),
+             external_ids = COALESCE($12, external_ids),
+             stripe_customer_id = CASE WHEN $13 THEN $14 ELSE stripe_customer_id END,
+             gocardless_customer_id = CASE WHEN $15 THEN $16 ELSE gocardless_customer_id END,
+             updated_at = now()
+         WHERE id = $1
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&write.legal_name)
+    .bind(&write.contact_name)
+    .bind(&write.email)
+    .bind(&write.billing_emails)
+    .bind(&write.telephone)
+    .bind(&write.url)
+    .bind(&write.label)
+    .bind(&write.tax_status)
+    .bind(write.address.as_ref().map(Json))
+    .bind(&write.customer_aliases)
+    .bind(write.external_ids.as_ref().map(Json))
+    .bind(write.stripe_customer_id.is_some())
+    .bind(write.stripe_customer_id.clone().flatten())
+    .bind(write.gocardless_customer_id.is_some())
+    .bind(write.gocardless_customer_id.clone().flatten())
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<CustomerRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM customers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+/// The customer a provider event refers to, by the provider's customer id.
+pub async fn find_by_provider_customer_id(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    provider: crate::reconcile::methods::MethodProvider,
+    provider_customer_id: &str,
+) -> sqlx::Result<Option<CustomerRow>> {
+    let column = match provider {
+        crate::reconcile::methods::MethodProvider::Stripe => "stripe_customer_id",
+        crate::reconcile::methods::MethodProvider::GoCardless => "gocardless_customer_id",
+    };
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers WHERE account_id = $1 AND {column} = $2"
+    ))
+    .bind(account_id)
+    .bind(provider_customer_id)
+    .fetch_optional(db)
+    .await
+}

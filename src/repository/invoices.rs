@@ -1,0 +1,136 @@
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgExecutor;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub account_id: String,
+    pub customer_id: String,
+    pub billing_schedule_id: Option<String>,
+    pub number: String,
+    pub currency: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub status: String,
+    pub due_date: Option<NaiveDate>,
+    pub payment_link: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct NewInvoice<'a> {
+    pub id: &'a str,
+    pub account_id: &'a str,
+    pub customer_id: &'a str,
+    pub billing_schedule_id: Option<&'a str>,
+    pub number: &'a str,
+    pub currency: &'a str,
+    pub amount_due: i64,
+    pub due_date: Option<NaiveDate>,
+    pub payment_link: Option<&'a str>,
+}
+
+const COLUMNS: &str = "id, account_id, customer_id, billing_schedule_id, number, currency, \
+    amount_due, amount_paid, status, due_date, payment_link, created_at, updated_at";
+
+pub async fn insert(db: impl PgExecutor<'_>, invoice: &NewInvoice<'_>) -> sqlx::Result<InvoiceRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO invoices (id, account_id, customer_id, billing_schedule_id, number, currency,
+             amount_due, due_date, payment_link)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(invoice.id)
+    .bind(invoice.account_id)
+    .bind(invoice.customer_id)
+    .bind(invoice.billing_schedule_id)
+    .bind(invoice.number)
+    .bind(invoice.currency)
+    .bind(invoice.amount_due)
+    .bind(invoice.due_date)
+    .bind(invoice.payment_link)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Locks the invoice row for the rest of the transaction: every change to an invoice's payments
+/// and totals happens under this lock, so concurrent events for one invoice apply one at a time.
+pub async fn get_for_update(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of invoices in id order, after `after` (the cursor), optionally filtered.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    customer_id: Option<&str>,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<InvoiceRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices
+         WHERE ($1::text IS NULL OR customer_id = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR id > $3)
+         ORDER BY id
+         LIMIT $4"
+    ))
+    .bind(customer_id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn insert_billing_schedule(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    account_id: &str,
+    customer_id: &str,
+    name: Option<&str>,
+) -> sqlx::Result<BillingScheduleRow> {
+    sqlx::query_as(
+        "INSERT INTO billing_schedules (id, account_id, customer_id, name) VALUES ($1, $2, $3, $4)
+         RETURNING id, account_id, customer_id, name, created_at",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(customer_id)
+    .bind(name)
+    .fetch_one(db)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BillingScheduleRow {
+    pub id: String,
+    pub account_id: String,
+    pub customer_id: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn get_billing_schedule(
+    db: impl PgExecutor<'_>,
+    id: &str,
+) -> sqlx::Result<Option<BillingScheduleRow>> {
+    sqlx::query_as(
+        "SELECT id, account_id, customer_id, name, created_at FROM billing_schedules WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,106 @@
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentMethodRow {
+    pub id: String,
+    pub account_id: String,
+    pub customer_id: String,
+    pub provider: String,
+    #[sqlx(rename = "type")]
+    pub method_type: String,
+    pub reference_id: String,
+    pub status: String,
+    pub on_file: bool,
+    pub billing_details: Option<Json<serde_json::Value>>,
+    pub card_exp_month: Option<i16>,
+    pub card_exp_year: Option<i16>,
+    pub details: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct MethodWrite<'a> {
+    pub account_id: &'a str,
+    pub customer_id: &'a str,
+    pub provider: &'a str,
+    pub method_type: &'a str,
+    pub reference_id: &'a str,
+    pub status: &'a str,
+    pub billing_details: Option<serde_json::Value>,
+    pub card_exp_month: Option<i16>,
+    pub card_exp_year: Option<i16>,
+    pub details: serde_json::Value,
+}
+
+const COLUMNS: &str = "id, account_id, customer_id, provider, type, reference_id, status, on_file, \
+    billing_details, card_exp_month, card_exp_year, details, created_at, updated_at";
+
+/// Makes `method` the customer's method on file (inserting or updating it by reference) and takes
+/// every other method of the customer off file. Run inside a transaction.
+pub async fn put_on_file(
+    tx: &mut sqlx::PgConnection,
+    method: &MethodWrite<'_>,
+) -> sqlx::Result<PaymentMethodRow> {
+    sqlx::query(
+        "UPDATE payment_methods SET on_file = false, updated_at = now()
+         WHERE customer_id = $1 AND on_file AND NOT (provider = $2 AND reference_id = $3)",
+    )
+    .bind(method.customer_id)
+    .bind(method.provider)
+    .bind(method.reference_id)
+    .execute(&mut *tx)
+    .await?;
+    upsert(&mut *tx, method, true).await
+}
+
+/// Inserts or updates a method by (customer, provider, reference), leaving `on_file` as it is for
+/// an existing row unless `on_file` is true.
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    method: &MethodWrite<'_>,
+    on_file: bool,
+) -> sqlx::Result<PaymentMethodRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO payment_methods (id, account_id, customer_id, provider, type, reference_id,
+             status, on_file, billing_details, card_exp_month, card_exp_year, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (customer_id, provider, reference_id) DO UPDATE SET
+             type = EXCLUDED.type,
+             status = EXCLUDED.status,
+             on_file = payment_methods.on_file OR EXCLUDED.on_file,
+             billing_details = COALESCE(EXCLUDED.billing_details, payment_methods.billing_details),
+             card_exp_month = COALESCE(EXCLUDED.card_exp_month, payment_methods.card_exp_month),
+             card_exp_year = COALESCE(EXCLUDED.card_exp_year, payment_methods.card_exp_year),
+             details = payment_methods.details || EXCLUDED.details,
+             updated_at = now()
+         RETURNING {COLUMNS}"
+    ))
+    .bind(super::new_id("pm"))
+    .bind(method.account_id)
+    .bind(method.customer_id)
+    .bind(method.provider)
+    .bind(method.method_type)
+    .bind(method.reference_id)
+    .bind(method.status)
+    .bind(on_file)
+    .bind(method.billing_details.as_ref().map(Json))
+    .bind(method.card_exp_month)
+    .bind(method.card_exp_year)
+    .bind(Json(&method.details))
+    .fetch_one(db)
+    .await
+}
+
+pub async fn for_customer(
+    db: impl PgExecutor<'_>,
+    customer_id: &str,
+) -> sqlx::Result<Vec<PaymentMethodRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM payment_methods WHERE customer_id = $1 ORDER BY on_file DESC, updated_at DESC"
+    ))
+    .bind(customer_id)
+    .fetch_all(db)
+    .await
+}

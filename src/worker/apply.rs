@@ -1,0 +1,575 @@
+//! The worker's transaction: one provider event in, its effects out, atomically.
+//!
+//! ```text
+//! BEGIN
+//!   INSERT inbox row (provider, event id) ON CONFLICT DO NOTHING  → already there: skip
+//!   lock the invoice (FOR UPDATE), then the payment                → one event per invoice at a time
+//!   decide the payment's transition (reconcile::payment)           → pure
+//!   update payment, derive invoice totals (reconcile::invoice)     → pure
+//!   INSERT outbox rows (reconciliation events, stable ids)
+//! COMMIT                                                           → then ack
+//! ```
+//!
+//! A crash anywhere before COMMIT applies nothing; the redelivery starts again. A redelivery after
+//! COMMIT finds the inbox row and changes nothing. That, not luck, is why effects happen once.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use crate::config::Settings;
+use crate::reconcile::events::{DomainEvent, MethodEvent, PaymentEvent, interpret};
+use crate::reconcile::invoice::{self, InvoiceStatus};
+use crate::reconcile::methods::MethodProvider;
+use crate::reconcile::money::Currency;
+use crate::reconcile::payment::{Decision, PaymentSignal, PaymentStatus, decide};
+use crate::repository::{self, customers, invoices, payments, settings};
+
+/// One queued provider event, as the receiver published it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub provider: MethodProvider,
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+    pub body: Vec<u8>,
+}
+
+/// What happened to an event; recorded in the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Already in the inbox: delivered before, nothing done.
+    Duplicate,
+    /// Older than the payment's last applied event, or a move the transition table refuses.
+    Stale,
+    Ignored(&'static str),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+            Self::Ignored(_) => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Worth retrying later: the database is unavailable, a serialization failure, a lock timeout.
+    #[error("transient: {0}")]
+    Transient(#[from] sqlx::Error),
+    /// The invoice may simply not be registered yet: retried, then dead-lettered.
+    #[error("invoice `{0}` is not registered")]
+    InvoiceNotFound(String),
+    /// Retrying cannot help: dead-lettered at once.
+    #[error("{reason}: {detail}")]
+    Permanent {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+impl ApplyError {
+    /// The dead-letter reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "transient_failures_exhausted",
+            Self::InvoiceNotFound(_) => "invoice_not_found",
+            Self::Permanent { reason, .. } => reason,
+        }
+    }
+}
+
+/// Applies one event in one transaction.
+pub async fn apply(
+    db: &PgPool,
+    settings: &Settings,
+    envelope: &Envelope,
+) -> Result<Outcome, ApplyError> {
+    let event = interpret(
+        envelope.provider,
+        &envelope.event_type,
+        &envelope.body,
+        settings.worker.gocardless_collected_at,
+    )
+    .map_err(|error| ApplyError::Permanent {
+        reason: "unparseable",
+        detail: error.to_string(),
+    })?;
+    let payload: Value = serde_json::from_slice(&envelope.body).expect("interpret parsed it");
+    let account_id = settings.account.id.as_str();
+
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
+         VALUES ($1, $2, $3, $4, $5, $6, 'applying')
+         ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(envelope.provider.as_str())
+    .bind(&envelope.event_id)
+    .bind(account_id)
+    .bind(&envelope.event_type)
+    .bind(&payload)
+    .bind(envelope.received_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(Outcome::Duplicate);
+    }
+    let context = Context {
+        settings,
+        envelope,
+        account_id,
+    };
+    let outcome = match event {
+        DomainEvent::Payment(event) => apply_payment(&mut tx, &context, event).await?,
+        DomainEvent::Method(event) => apply_method(&mut tx, &context, event).await?,
+        DomainEvent::Ignored(why) => Outcome::Ignored(why),
+    };
+    sqlx::query("UPDATE webhook_events SET outcome = $3 WHERE provider = $1 AND event_id = $2")
+        .bind(envelope.provider.as_str())
+        .bind(&envelope.event_id)
+        .bind(outcome.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+struct Context<'a> {
+    settings: &'a Settings,
+    envelope: &'a Envelope,
+    account_id: &'a str,
+}
+
+impl Context<'_> {
+    /// Writes a reconciliation event to the outbox. Its id is derived from the provider event and
+    /// the type, so replays and redeliveries can never produce a second one.
+    async fn emit(
+        &self,
+        tx: &mut PgConnection,
+        event_type: &str,
+        occurred_at: DateTime<Utc>,
+        data: Value,
+    ) -> sqlx::Result<()> {
+        let id = format!(
+            "{}:{}:{}",
+            self.envelope.provider.as_str().to_lowercase(),
+            self.envelope.event_id,
+            event_type
+        );
+        let payload = json!({
+            "id": id,
+            "type": event_type,
+            "occurredAt": occurred_at,
+            "accountId": self.account_id,
+            "data": data,
+        });
+        sqlx::query(
+            "INSERT INTO outbox (account_id, message_id, routing_key, payload) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(self.account_id)
+        .bind(&id)
+        .bind(event_type)
+        .bind(payload)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Where the amount of a payment settle had not seen before came from.
+fn amount_source(event: &PaymentEvent) -> &'static str {
+    if event.amount.is_some() {
+        "event"
+    } else {
+        "invoice_outstanding"
+    }
+}
+
+async fn apply_payment(
+    tx: &mut PgConnection,
+    ctx: &Context<'_>,
+    event: PaymentEvent,
+) -> Result<Outcome, ApplyError> {
+    let provider = event.provider.as_str();
+    let registered =
+        payments::find_by_provider_id(&mut *tx, provider, &event.provider_payment_id).await?;
+    let invoice_id = match (&registered, &event.invoice_ref) {
+        (Some(payment), _) => payment.invoice_id.clone(),
+        (None, Some(invoice_ref)) => invoice_ref.clone(),
+        // No registered payment and no invoice reference: not one of ours.
+        (None, None) => return Ok(Outcome::Ignored("payment is not ours")),
+    };
+    // Lock order: invoice, then payment. Every writer of an invoice's payments takes this lock.
+    let invoice = invoices::get_for_update(&mut *tx, &invoice_id)
+        .await?
+        .ok_or_else(|| ApplyError::InvoiceNotFound(invoice_id.clone()))?;
+    if let Some(currency) = &event.currency {
+        let currency =
+            Currency::parse_any_case(currency).map_err(|detail| ApplyError::Permanent {
+                reason: "unparseable",
+                detail,
+            })?;
+        if currency.as_str() != invoice.currency {
+            return Err(ApplyError::Permanent {
+                reason: "currency_mismatch",
+                detail: format!(
+                    "{} payment {} is in {currency}, invoice {} is in {}",
+                    provider, event.provider_payment_id, invoice.id, invoice.currency
+                ),
+            });
+        }
+    }
+    let (payment, amount_source) = match sqlx::query_as::<_, payments::PaymentRow>(
+        "SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
+    )
+    .bind(provider)
+    .bind(&event.provider_payment_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    {
+        Some(payment) => {
+            let source = if event.amount.is_some() {
+                "event"
+            } else {
+                "registered_payment"
+            };
+            (payment, source)
+        }
+        None => {
+            let amount = event
+                .amount
+                .unwrap_or((invoice.amount_due - invoice.amount_paid).max(0));
+            let id = repository::new_id("pay");
+            let payment = payments::insert(
+                &mut *tx,
+                &payments::NewPayment {
+                    id: &id,
+                    account_id: &invoice.account_id,
+                    invoice_id: &invoice.id,
+                    provider,
+                    provider_payment_id: &event.provider_payment_id,
+                    amount,
+                    currency: &invoice.currency,
+                },
+            )
+            .await?;
+            (payment, amount_source(&event))
+        }
+    };
+
+    let current = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Registered);
+    let next = match decide(
+        current,
+        payment.last_event_at,
+        event.signal,
+        event.occurred_at,
+    ) {
+        Decision::Apply(next) => next,
+        Decision::Stale | Decision::NoChange => return Ok(Outcome::Stale),
+    };
+    if event.signal == PaymentSignal::Recorded {
+        return Ok(Outcome::Applied);
+    }
+    let effective =
+        settings::effective_for_invoice(&mut *tx, &invoice.id, ctx.settings.account.defaults())
+            .await?
+            .expect("the invoice is locked, so it exists");
+    let effective_provider = effective.payment_provider.value;
+    let provider_mismatch =
+        crate::reconcile::settings::PaymentProvider::from(event.provider) != effective_provider;
+    // A success carries the amount that actually moved; a failure keeps the attempt's amount.
+    let amount = match (next, event.amount) {
+        (PaymentStatus::Succeeded, Some(amount)) => amount,
+        _ => payment.amount,
+    };
+    let failure = event
+        .failure
+        .clone()
+        .filter(|_| next == PaymentStatus::Failed);
+    sqlx::query(
+        "UPDATE payments SET status = $2, collected = $3, amount = $4,
+             failure_code = CASE WHEN $5 THEN $6 ELSE failure_code END,
+             failure_message = CASE WHEN $5 THEN $7 ELSE failure_message END,
+             last_event_at = GREATEST(last_event_at, $8),
+             effective_provider = $9, effective_auto_charge = $10, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(&payment.id)
+    .bind(next.as_str())
+    .bind(next.is_collected())
+    .bind(amount)
+    .bind(failure.is_some())
+    .bind(failure.as_ref().and_then(|f| f.code.clone()))
+    .bind(failure.as_ref().and_then(|f| f.message.clone()))
+    .bind(event.occurred_at)
+    .bind(effective_provider.as_str())
+    .bind(effective.auto_charge.value)
+    .execute(&mut *tx)
+    .await?;
+
+    // The invoice's totals follow from its payments.
+    let rows: Vec<(i64, bool, String)> = sqlx::query_as(
+        "SELECT amount, collected, status FROM payments WHERE invoice_id = $1
+         ORDER BY last_event_at DESC NULLS LAST, updated_at DESC",
+    )
+    .bind(&invoice.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let collected: Vec<i64> = rows
+        .iter()
+        .filter(|(_, c, _)| *c)
+        .map(|(a, _, _)| *a)
+        .collect();
+    let latest_failed = rows
+        .first()
+        .is_some_and(|(_, _, status)| status == "FAILED");
+    let before = InvoiceStatus::parse(&invoice.status).unwrap_or(InvoiceStatus::Open);
+    let totals = invoice::totals(invoice.amount_due, &collected, latest_failed);
+    sqlx::query(
+        "UPDATE invoices SET amount_paid = $2, status = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(&invoice.id)
+    .bind(totals.amount_paid)
+    .bind(totals.status.as_str())
+    .execute(&mut *tx)
+    .await?;
+
+    let payment_data = json!({
+        "paymentId": payment.id,
+        "invoiceId": invoice.id,
+        "provider": provider,
+        "providerPaymentId": event.provider_payment_id,
+        "amount": amount,
+        "currency": invoice.currency,
+        "amountSource": amount_source,
+        "status": next.as_str(),
+        "failureCode": failure.as_ref().and_then(|f| f.code.clone()),
+        "failureMessage": failure.as_ref().and_then(|f| f.message.clone()),
+        "providerWillRetry": event.provider_will_retry,
+        "effectivePaymentProvider": effective_provider.as_str(),
+        "providerMismatch": provider_mismatch,
+    });
+    match next {
+        PaymentStatus::Succeeded if current != PaymentStatus::Succeeded => {
+            ctx.emit(tx, "payment.succeeded", event.occurred_at, payment_data)
+                .await?;
+        }
+        PaymentStatus::Failed => {
+            ctx.emit(tx, "payment.failed", event.occurred_at, payment_data)
+                .await?;
+        }
+        _ => {}
+    }
+    let invoice_data = json!({
+        "invoiceId": invoice.id,
+        "customerId": invoice.customer_id,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "amountDue": invoice.amount_due,
+        "amountPaid": totals.amount_paid,
+        "status": totals.status.as_str(),
+        "overpaid": totals.overpaid,
+        "paymentId": payment.id,
+        "provider": provider,
+        "effectivePaymentProvider": effective_provider.as_str(),
+        "providerMismatch": provider_mismatch,
+    });
+    for event_type in invoice::status_events(before, totals, invoice.amount_paid) {
+        ctx.emit(tx, event_type, event.occurred_at, invoice_data.clone())
+            .await?;
+    }
+    if totals.overpaid {
+        tracing::warn!(invoice = %invoice.id, amount_paid = totals.amount_paid, amount_due = invoice.amount_due, "invoice overpaid");
+    }
+    if provider_mismatch {
+        tracing::info!(invoice = %invoice.id, provider, effective = effective_provider.as_str(), "payment from a provider other than the effective one");
+    }
+    Ok(Outcome::Applied)
+}
+
+async fn apply_method(
+    tx: &mut PgConnection,
+    ctx: &Context<'_>,
+    event: MethodEvent,
+) -> Result<Outcome, ApplyError> {
+    use crate::repository::methods::{MethodWrite, PaymentMethodRow};
+    let (row, occurred_at): (Option<PaymentMethodRow>, DateTime<Utc>) = match event {
+        MethodEvent::StripeMethod {
+            customer,
+            method_id,
+            method_type,
+            on_file,
+            exp_month,
+            exp_year,
+            billing_details,
+            details,
+            occurred_at,
+        } => {
+            let customer_row = match &customer {
+                Some(stripe_customer) => {
+                    customers::find_by_provider_customer_id(
+                        &mut *tx,
+                        ctx.account_id,
+                        MethodProvider::Stripe,
+                        stripe_customer,
+                    )
+                    .await?
+                }
+                None => None,
+            };
+            let Some(customer_row) = customer_row else {
+                return Ok(Outcome::Ignored("customer is not ours"));
+            };
+            if newer_method_event_exists(tx, "STRIPE", &format!("%/{method_id}"), occurred_at)
+                .await?
+            {
+                return Ok(Outcome::Stale);
+            }
+            let reference = format!("{}/{method_id}", customer.expect("found by it"));
+            let write = MethodWrite {
+                account_id: ctx.account_id,
+                customer_id: &customer_row.id,
+                provider: "STRIPE",
+                method_type: &method_type,
+                reference_id: &reference,
+                status: "ACTIVE",
+                billing_details,
+                card_exp_month: exp_month,
+                card_exp_year: exp_year,
+                details,
+            };
+            let row = if on_file {
+                crate::repository::methods::put_on_file(tx, &write).await?
+            } else {
+                crate::repository::methods::upsert(&mut *tx, &write, false).await?
+            };
+            (Some(row), occurred_at)
+        }
+        MethodEvent::StripeDetached {
+            method_id,
+            occurred_at,
+        } => {
+            if newer_method_event_exists(tx, "STRIPE", &format!("%/{method_id}"), occurred_at)
+                .await?
+            {
+                return Ok(Outcome::Stale);
+            }
+            let row =
+                set_method_status(tx, "STRIPE", &format!("%/{method_id}"), false, occurred_at)
+                    .await?;
+            (row, occurred_at)
+        }
+        MethodEvent::Mandate {
+            mandate,
+            usable,
+            occurred_at,
+            ..
+        } => {
+            if newer_method_event_exists(tx, "GOCARDLESS", &mandate, occurred_at).await? {
+                return Ok(Outcome::Stale);
+            }
+            (
+                set_method_status(tx, "GOCARDLESS", &mandate, usable, occurred_at).await?,
+                occurred_at,
+            )
+        }
+        MethodEvent::MandateReplaced {
+            mandate,
+            new_mandate,
+            occurred_at,
+        } => {
+            let Some(old) =
+                set_method_status(tx, "GOCARDLESS", &mandate, false, occurred_at).await?
+            else {
+                return Ok(Outcome::Ignored("mandate is not ours"));
+            };
+            let write = MethodWrite {
+                account_id: ctx.account_id,
+                customer_id: &old.customer_id,
+                provider: "GOCARDLESS",
+                method_type: &old.method_type,
+                reference_id: &new_mandate,
+                status: "ACTIVE",
+                billing_details: old.billing_details.as_ref().map(|d| d.0.clone()),
+                card_exp_month: None,
+                card_exp_year: None,
+                details: json!({ "replaces": mandate }),
+            };
+            let row = crate::repository::methods::put_on_file(tx, &write).await?;
+            (Some(row), occurred_at)
+        }
+    };
+    let Some(row) = row else {
+        return Ok(Outcome::Ignored("payment method is not ours"));
+    };
+    sqlx::query(
+        "UPDATE payment_methods SET last_event_at = GREATEST(last_event_at, $2) WHERE id = $1",
+    )
+    .bind(&row.id)
+    .bind(occurred_at)
+    .execute(&mut *tx)
+    .await?;
+    let data = json!({
+        "customerId": row.customer_id,
+        "paymentMethodId": row.id,
+        "provider": row.provider,
+        "type": row.method_type,
+        "referenceId": row.reference_id,
+        "status": row.status,
+        "onFile": row.on_file,
+    });
+    ctx.emit(tx, "payment_method.updated", occurred_at, data)
+        .await?;
+    Ok(Outcome::Applied)
+}
+
+/// Whether a method matching `reference` (a LIKE pattern) has seen a newer event already.
+async fn newer_method_event_exists(
+    tx: &mut PgConnection,
+    provider: &str,
+    reference: &str,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payment_methods
+                        WHERE provider = $1 AND reference_id LIKE $2 AND last_event_at > $3)",
+    )
+    .bind(provider)
+    .bind(reference)
+    .bind(occurred_at)
+    .fetch_one(tx)
+    .await
+}
+
+/// Marks the method usable or not; an unusable method is no longer the one on file.
+async fn set_method_status(
+    tx: &mut PgConnection,
+    provider: &str,
+    reference: &str,
+    usable: bool,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<Option<crate::repository::methods::PaymentMethodRow>> {
+    sqlx::query_as(
+        "UPDATE payment_methods SET status = $3, on_file = on_file AND $4,
+             last_event_at = GREATEST(last_event_at, $5), updated_at = now()
+         WHERE provider = $1 AND reference_id LIKE $2
+         RETURNING id, account_id, customer_id, provider, type, reference_id, status, on_file,
+             billing_details, card_exp_month, card_exp_year, details, created_at, updated_at",
+    )
+    .bind(provider)
+    .bind(reference)
+    .bind(if usable { "ACTIVE" } else { "INACTIVE" })
+    .bind(usable)
+    .bind(occurred_at)
+    .fetch_optional(tx)
+    .await
+}
