@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::ops::{self, dlq};
 use crate::startup::{Application, Role};
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,67 @@ pub enum Command {
     Run(RunOptions),
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Dead letters: list, inspect, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Archived provider events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (exit 3 when none match).
+    List {
+        #[command(flatten)]
+        filters: dlq::Filters,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: dlq::Output,
+    },
+    /// Show one dead letter with its payload and failure history.
+    Show { id: i64 },
+    /// Republish dead letters to the work queue, with confirms, then mark them replayed.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Replay {
+        /// Dead-letter ids.
+        ids: Vec<i64>,
+        /// Every dead letter matching the filters.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filters: dlq::Filters,
+        /// Say what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters. Destructive: needs --yes.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "older_than"])))]
+    Purge {
+        ids: Vec<i64>,
+        /// Those dead-lettered longer ago than this (90s, 30m, 24h, 7d).
+        #[arg(long, value_parser = crate::ops::parse_duration)]
+        older_than: Option<chrono::Duration>,
+        /// Confirm the deletion.
+        #[arg(long, required = true)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Re-drive an event archived in the inbox: it is applied again (its effects are idempotent).
+    Replay {
+        /// stripe or gocardless.
+        provider: String,
+        event_id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +99,8 @@ pub struct RunOptions {
 }
 
 impl Cli {
-    pub async fn execute(self, mut settings: Settings) -> anyhow::Result<()> {
+    /// Runs the command; the result is the process exit code.
+    pub async fn execute(self, mut settings: Settings) -> anyhow::Result<u8> {
         let (role, options) = match self.command {
             Command::Serve(options) => (Role::Serve, options),
             Command::Worker(options) => (Role::Worker, options),
@@ -47,7 +110,35 @@ impl Cli {
                 crate::startup::migrate(&db).await?;
                 crate::repository::ensure_account(&db, &settings.account.id).await?;
                 tracing::info!("migrations applied");
-                return Ok(());
+                return Ok(ops::EXIT_OK);
+            }
+            Command::Dlq { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return match command {
+                    DlqCommand::List {
+                        filters,
+                        limit,
+                        output,
+                    } => dlq::list(&db, &filters, limit, output).await,
+                    DlqCommand::Show { id } => dlq::show(&db, id).await,
+                    DlqCommand::Replay {
+                        ids,
+                        all: _,
+                        filters,
+                        dry_run,
+                    } => dlq::replay(&db, &settings, &ids, &filters, dry_run).await,
+                    DlqCommand::Purge {
+                        ids,
+                        older_than,
+                        yes: _,
+                    } => dlq::purge(&db, &ids, older_than).await,
+                };
+            }
+            Command::Events {
+                command: EventsCommand::Replay { provider, event_id },
+            } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return ops::events::replay(&db, &settings, &provider, &event_id).await;
             }
         };
         if options.no_migrate {
@@ -58,7 +149,8 @@ impl Cli {
         Application::build(settings, role, shutdown)
             .await?
             .run()
-            .await
+            .await?;
+        Ok(ops::EXIT_OK)
     }
 }
 

@@ -33,5 +33,8 @@ pub mod api;
 // Wiring: builds a process (serve, worker or run) from its settings.
 pub mod startup;
 
+// Operator tools: dead letters, event replay.
+pub mod ops;
+
 // The command line.
 pub mod cli;

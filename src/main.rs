@@ -15,7 +15,7 @@ async fn main() -> std::process::ExitCode {
     };
     settle::telemetry::init_logging(&settings.telemetry);
     match cli.execute(settings).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "settle failed");
             eprintln!("settle: {error:#}");

@@ -10,6 +10,7 @@ mod api_settings;
 mod broker_outage;
 mod health;
 mod openapi;
+mod ops;
 mod shutdown;
 mod webhooks;
 mod worker;

@@ -1,0 +1,118 @@
+//! Operator commands: `settle dlq …` and `settle events replay`. Each is a function over the
+//! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed
+//! (clap itself exits 2 on a usage error).
+
+pub mod dlq;
+pub mod events;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+use crate::broker::{Broker, HeaderValue, OutgoingMessage, Topology, headers};
+use crate::config::Settings;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_NOTHING_MATCHED: u8 = 3;
+pub const EXIT_PARTLY_FAILED: u8 = 4;
+
+/// How long an operator command waits for the broker before giving up.
+const BROKER_WAIT: Duration = Duration::from_secs(15);
+
+/// A connected broker for a one-off command (no HTTP, no consumers).
+pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
+    let topology = Topology::new(
+        &settings.amqp.prefix,
+        &settings.worker.retry_delays_ms,
+        settings.amqp.delivery_limit,
+    );
+    let broker = Broker::start(settings.amqp.clone(), topology);
+    tokio::time::timeout(BROKER_WAIT, broker.connected())
+        .await
+        .ok()
+        .flatten()
+        .context("cannot reach the broker (AMQP_URL)")?;
+    Ok(broker)
+}
+
+/// A provider event re-queued on the work queue, as the receiver would have queued it: the same
+/// message id and provider headers, and no failure headers, so its attempts start again.
+pub fn requeue_message(
+    topology: &Topology,
+    message_id: &str,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+    received_at: &str,
+    body: Vec<u8>,
+) -> OutgoingMessage {
+    OutgoingMessage {
+        exchange: String::new(),
+        routing_key: topology.reconcile_queue.clone(),
+        message_id: message_id.to_owned(),
+        body,
+        headers: vec![
+            (
+                headers::PROVIDER.into(),
+                HeaderValue::Text(provider.to_owned()),
+            ),
+            (
+                headers::EVENT_ID.into(),
+                HeaderValue::Text(event_id.to_owned()),
+            ),
+            (
+                headers::EVENT_TYPE.into(),
+                HeaderValue::Text(event_type.to_owned()),
+            ),
+            (
+                headers::RECEIVED_AT.into(),
+                HeaderValue::Text(received_at.to_owned()),
+            ),
+        ],
+    }
+}
+
+/// `30m`, `24h`, `7d` or `90s`.
+pub fn parse_duration(text: &str) -> anyhow::Result<chrono::Duration> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration like 90s, 30m, 24h or 7d"))?;
+    Ok(match unit {
+        "s" => chrono::Duration::seconds(number),
+        "m" => chrono::Duration::minutes(number),
+        "h" => chrono::Duration::hours(number),
+        "d" => chrono::Duration::days(number),
+        _ => bail!("`{text}` is not a duration like 90s, 30m, 24h or 7d"),
+    })
+}
+
+/// An instant, or a duration back from now: `2026-11-01T00:00:00Z` or `24h`.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    parse_duration(text)
+        .map(|ago| Utc::now() - ago)
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 24h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_instants() {
+        assert_eq!(
+            parse_duration("90s").unwrap(),
+            chrono::Duration::seconds(90)
+        );
+        assert_eq!(parse_duration("7d").unwrap(), chrono::Duration::days(7));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_since("2026-11-01T00:00:00Z").is_ok());
+        assert!(parse_since("24h").unwrap() < Utc::now());
+        assert!(parse_since("yesterday").is_err());
+    }
+}
