@@ -5,6 +5,8 @@
 #   * RabbitMQ node settle@localhost on 127.0.0.1:56720, state under <repo>/.local/rabbitmq/settle
 #   * (--chaos) RabbitMQ node settle-chaos@localhost on 127.0.0.1:56730, state under
 #     <repo>/.local/rabbitmq/settle-chaos; tests stop/start its app to simulate outages.
+#   * an SMTP sink (scripts/smtp_sink.py, aiosmtpd) on 127.0.0.1:56725 keeping every mail under
+#     <repo>/.local/mail (mail.log to read, messages.jsonl, one .eml per message).
 #
 # Usage: scripts/services.sh start [--chaos] | stop | status | env
 #                            broker-stop-app NODE | broker-start-app NODE
@@ -39,6 +41,13 @@ CHAOS_NODE=settle-chaos
 
 DEADLINE_PG=60
 DEADLINE_RMQ=90
+
+# ---------------------------------------------------------------- SMTP sink
+SMTP_PORT=56725
+MAIL_DIR="$LOCAL_DIR/mail"
+SMTP_PID="$LOCAL_DIR/smtp-sink.pid"
+# Debian's interpreter, which has python3-aiosmtpd (a pyenv python3 on PATH would not).
+SYSTEM_PYTHON=/usr/bin/python3
 
 DATABASE_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
 AMQP_URL="amqp://guest:guest@127.0.0.1:56720/%2f"
@@ -86,7 +95,7 @@ port_open() {
 # (clients reconnecting to a stopped broker would otherwise eventually
 # self-connect to it and block its restart). System-wide, not persistent across
 # reboots; re-applied on every `start`. Best effort.
-RESERVED_PORTS="$PG_PORT,56720-56721,56729-56731"
+RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,56729-56731"
 reserve_ports() {
     local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
     [ -r "$f" ] || return 0
@@ -104,6 +113,7 @@ ensure_installed() {
     local pkgs=()
     [ -x "$RMQ_BIN/rabbitmq-server" ] || pkgs+=(rabbitmq-server)
     [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)
+    "$SYSTEM_PYTHON" -c 'import aiosmtpd' 2>/dev/null || pkgs+=(python3-aiosmtpd)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"
@@ -124,6 +134,31 @@ ensure_installed() {
     [ "$rc" = 0 ] || die "apt-get install ${pkgs[*]} failed (rc=$rc)"
     [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server still missing after install"
     [ -x "$PG_BIN/pg_ctl" ] || die "PostgreSQL 15 still missing after install"
+    "$SYSTEM_PYTHON" -c 'import aiosmtpd' || die "python3-aiosmtpd still missing after install"
+}
+
+# ============================================================ SMTP sink
+smtp_start() {
+    if port_listening "$SMTP_PORT"; then return 0; fi
+    mkdir -p "$MAIL_DIR"
+    log "starting the SMTP sink on 127.0.0.1:$SMTP_PORT (mail in $MAIL_DIR)"
+    setsid nohup "$SYSTEM_PYTHON" "$SCRIPT_DIR/smtp_sink.py" --port "$SMTP_PORT" --dir "$MAIL_DIR" \
+        </dev/null >"$LOCAL_DIR/smtp-sink.log" 2>&1 9>&- &
+    echo $! >"$SMTP_PID"
+    local deadline=$((SECONDS + 20))
+    until port_listening "$SMTP_PORT"; do
+        alive "$(cat "$SMTP_PID")" || { cat "$LOCAL_DIR/smtp-sink.log" >&2; die "the SMTP sink exited"; }
+        [ "$SECONDS" -lt "$deadline" ] || die "the SMTP sink did not listen within 20 s"
+        sleep 0.1
+    done
+}
+
+smtp_stop() {
+    [ -f "$SMTP_PID" ] || return 0
+    local pid
+    pid="$(cat "$SMTP_PID")"
+    if alive "$pid"; then kill "$pid" 2>/dev/null || true; fi
+    rm -f "$SMTP_PID"
 }
 
 check_traversable() {
@@ -507,6 +542,7 @@ print_env() {
     echo "export DATABASE_URL=$DATABASE_URL"
     echo "export AMQP_URL=$AMQP_URL"
     echo "export SETTLE_TEST_CHAOS_AMQP_URL=$CHAOS_AMQP_URL"
+    echo "export SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
 }
 
 # Serialise start/stop (e.g. several test processes calling `start` at once).
@@ -531,6 +567,7 @@ cmd_start() {
     chmod 755 "$LOCAL_DIR"
     check_traversable
     pg_start
+    smtp_start
     if [ "$chaos" = 1 ]; then
         rmq_start "$MAIN_NODE" "$CHAOS_NODE"
     else
@@ -548,6 +585,7 @@ cmd_stop() {
         epmd_stop
     fi
     if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop; fi
+    smtp_stop
 }
 
 cmd_status() {
@@ -558,6 +596,8 @@ cmd_status() {
     else
         echo "postgres: stopped"; rc=1
     fi
+    if port_listening "$SMTP_PORT"; then echo "smtp sink: running (127.0.0.1:$SMTP_PORT, mail in $MAIL_DIR)"; else
+        echo "smtp sink: stopped"; rc=1; fi
     local n s
     for n in "$MAIN_NODE" "$CHAOS_NODE"; do
         s="$(rmq_state "$n")"
@@ -600,7 +640,7 @@ cmd_purge() {
 usage() {
     cat >&2 <<EOF
 usage: $0 <command>
-  start [--chaos]          start postgres + rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
+  start [--chaos]          start postgres, the SMTP sink, rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
   stop                     stop everything started by this script
   status                   show what is running
   env                      print export lines for the test environment

@@ -16,6 +16,7 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
     ("AMQP_URL", "amqp.url"),
     ("SETTLE_HTTP_ADDR", "http.addr"),
     ("SETTLE_QUEUE_PREFIX", "amqp.prefix"),
+    ("SMTP_URL", "smtp.url"),
 ];
 
 /// Comma-separated list variables (secret rotation), and the key each one sets.
@@ -38,7 +39,30 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub api: ApiSettings,
     pub account: AccountSettings,
+    pub notifications: NotificationSettings,
+    pub smtp: SmtpSettings,
     pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotificationSettings {
+    /// Where the business's copy of each failed-payment mail goes; empty sends none.
+    pub business_email: String,
+    /// The mails' From.
+    pub from: String,
+    /// The business's name as customers know it.
+    pub business_name: String,
+    pub poll_ms: u64,
+    pub max_backoff_secs: u64,
+    pub permanent_failure_attempts: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpSettings {
+    /// `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`
+    /// (TLS); credentials as `smtp://user:pass@host`. May hold a password, so it is a secret.
+    pub url: SecretString,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +279,21 @@ impl Settings {
                     "SETTLE_API_CREDENTIALS (api.credentials) is required in this environment but is not set"
                 );
             }
+        }
+        if lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(
+            self.smtp.url.expose_secret(),
+        )
+        .is_err()
+        {
+            bail!("SMTP_URL (smtp.url) is not an smtp:// or smtps:// URL");
+        }
+        if self
+            .notifications
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
+            bail!("notifications.from is not a mailbox like `Billing <billing@example.com>`");
         }
         if self.account.id.is_empty() {
             bail!("account.id must not be empty");

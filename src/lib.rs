@@ -27,6 +27,9 @@ pub mod repository;
 // 4. The outbox relay: committed reconciliation events out to RabbitMQ.
 pub mod outbox;
 
+// 5. Failure notifications: rows written by the worker, mailed by the sender.
+pub mod notify;
+
 // The HTTP API for internal services.
 pub mod api;
 

@@ -387,6 +387,12 @@ async fn apply_payment(
         ctx.emit(tx, event_type, event.occurred_at, invoice_data.clone())
             .await?;
     }
+    // A failure on an invoice that is still not paid tells the customer and the business, once
+    // per (payment, failure event): the rows' key makes redeliveries and replays write nothing.
+    if next == PaymentStatus::Failed && totals.status != InvoiceStatus::Paid {
+        let will_retry = retry_outlook(tx, &invoice.customer_id, &event, effective).await?;
+        notify_failure(tx, ctx, &invoice, &payment.id, amount, &event, will_retry).await?;
+    }
     if totals.overpaid {
         tracing::warn!(invoice = %invoice.id, amount_paid = totals.amount_paid, amount_due = invoice.amount_due, "invoice overpaid");
     }
@@ -394,6 +400,100 @@ async fn apply_payment(
         tracing::info!(invoice = %invoice.id, provider, effective = effective_provider.as_str(), "payment from a provider other than the effective one");
     }
     Ok(Outcome::Applied)
+}
+
+/// Whether the failed payment will be retried, and why, in one sentence for the mails.
+async fn retry_outlook(
+    tx: &mut PgConnection,
+    customer_id: &str,
+    event: &PaymentEvent,
+    effective: crate::reconcile::settings::EffectiveSettings,
+) -> sqlx::Result<(bool, String)> {
+    if let Some(provider_retries) = event.provider_will_retry {
+        return Ok(if provider_retries {
+            (
+                true,
+                "GoCardless will retry the payment automatically in the next few days.".into(),
+            )
+        } else {
+            (false, "GoCardless will not retry this payment.".into())
+        });
+    }
+    let usable_method: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payment_methods WHERE customer_id = $1 AND on_file AND status = 'ACTIVE')",
+    )
+    .bind(customer_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(match (effective.auto_charge.value, usable_method) {
+        (true, true) => (
+            true,
+            "We will retry the payment automatically with the payment method on file.".into(),
+        ),
+        (true, false) => (
+            false,
+            "There is no usable payment method on file to retry with.".into(),
+        ),
+        (false, _) => (
+            false,
+            "Automatic collection is off for this invoice.".into(),
+        ),
+    })
+}
+
+async fn notify_failure(
+    tx: &mut PgConnection,
+    ctx: &Context<'_>,
+    invoice: &invoices::InvoiceRow,
+    payment_id: &str,
+    amount: i64,
+    event: &PaymentEvent,
+    (will_retry, retry_explanation): (bool, String),
+) -> sqlx::Result<()> {
+    let customer = customers::get(&mut *tx, &invoice.customer_id)
+        .await?
+        .expect("an invoice's customer exists (foreign key)");
+    let recipients = if customer.billing_emails.is_empty() {
+        customer.email.iter().cloned().collect()
+    } else {
+        customer.billing_emails.clone()
+    };
+    let currency = Currency::parse(&invoice.currency).expect("stored currencies are valid");
+    let failure = event
+        .failure
+        .clone()
+        .unwrap_or(crate::reconcile::events::Failure {
+            code: None,
+            message: None,
+        });
+    let notifications = &ctx.settings.notifications;
+    let notice = crate::notify::FailureNotice {
+        customer_id: customer.id.clone(),
+        customer_name: customer
+            .contact_name
+            .clone()
+            .unwrap_or_else(|| customer.legal_name.clone()),
+        invoice_id: invoice.id.clone(),
+        invoice_number: invoice.number.clone(),
+        amount: crate::reconcile::money::format_amount(
+            crate::reconcile::money::MinorUnits::new(amount).expect("stored amounts are ≥ 0"),
+            currency,
+        ),
+        provider: event.provider.as_str().to_owned(),
+        provider_payment_id: event.provider_payment_id.clone(),
+        payment_id: payment_id.to_owned(),
+        event_id: ctx.envelope.event_id.clone(),
+        reason: crate::notify::plain_reason(failure.code.as_deref(), failure.message.as_deref()),
+        failure_code: failure.code,
+        failure_message: failure.message,
+        will_retry,
+        retry_explanation,
+        payment_link: invoice.payment_link.clone(),
+        business_name: notifications.business_name.clone(),
+        customer_recipients: recipients.join(", "),
+    };
+    let business = Some(notifications.business_email.as_str()).filter(|e| !e.is_empty());
+    crate::notify::enqueue(tx, ctx.account_id, &notice, &recipients, business).await
 }
 
 async fn apply_method(

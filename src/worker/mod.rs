@@ -31,6 +31,15 @@ use apply::{ApplyError, Envelope, Outcome};
 /// Runs every consumer of a worker process until shutdown.
 pub async fn run(state: AppState) {
     let tasks = TaskTracker::new();
+    match crate::notify::sender::Sender::new(state.clone()) {
+        Ok(sender) => {
+            tasks.spawn(sender.run());
+        }
+        Err(error) => tracing::error!(
+            error = format!("{error:#}"),
+            "notification sender not started"
+        ),
+    }
     let relay = crate::outbox::Relay::new(state.clone());
     let notify = relay.notifier();
     tasks.spawn(relay.run());

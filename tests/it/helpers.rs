@@ -53,6 +53,8 @@ pub struct AppOptions {
     pub database_url: Option<String>,
     /// Last changes to the settings before the app is built (shorter retry delays, …).
     pub tweak: fn(&mut Settings),
+    /// The SMTP server failure mails go to (a test's own sink).
+    pub smtp_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -63,6 +65,7 @@ impl Default for AppOptions {
             wait_ready: true,
             database_url: None,
             tweak: |_| {},
+            smtp_url: None,
         }
     }
 }
@@ -103,6 +106,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     settings.webhooks.gocardless_secrets = vec![SecretString::from(GOCARDLESS_SECRET)];
     settings.api.credentials = vec![format!("{API_KEY_ID}:{API_SECRET}").try_into().unwrap()];
     settings.telemetry.log_filter = "warn".into();
+    if let Some(url) = &options.smtp_url {
+        settings.smtp.url = SecretString::from(url.as_str());
+    }
+    settings.notifications.business_email = "billing-team@business.example".into();
     (options.tweak)(&mut settings);
     settle::telemetry::init_logging(&settings.telemetry);
 

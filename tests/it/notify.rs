@@ -1,0 +1,252 @@
+//! Failure notifications: written by the worker's transaction, mailed by the sender through a real
+//! SMTP server on loopback.
+
+use std::time::Duration;
+
+use serde_json::json;
+use settle::startup::Role;
+
+use crate::helpers::*;
+use crate::smtp::SmtpSink;
+use crate::worker::{
+    gocardless_event, post_gocardless_batch, post_stripe, stripe_payment_event,
+    wait_invoice_status, wait_processed,
+};
+
+async fn app_with_mail(sink: &SmtpSink) -> TestApp {
+    spawn_app_with(AppOptions {
+        role: Role::Run,
+        smtp_url: Some(sink.url()),
+        tweak: |settings| {
+            settings.notifications.poll_ms = 100;
+            settings.notifications.max_backoff_secs = 1;
+            settings.worker.outbox_poll_ms = 100;
+        },
+        ..AppOptions::default()
+    })
+    .await
+}
+
+async fn failed_stripe_payment(
+    event_id: &str,
+    payment_intent: &str,
+    invoice: &str,
+    created: i64,
+) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(&stripe_payment_event(
+        "payment_intent.payment_failed",
+        event_id,
+        payment_intent,
+        Some(invoice),
+        12_500,
+        created,
+    ))
+    .unwrap();
+    event["data"]["object"]["last_payment_error"] = json!({
+        "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+        "message": "Your card has insufficient funds."
+    });
+    serde_json::to_vec(&event).unwrap()
+}
+
+async fn notification_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&app.db())
+        .await
+        .unwrap()
+}
+
+const T0: i64 = 1_790_000_000;
+
+#[tokio::test]
+async fn a_failure_delivered_three_times_mails_the_customer_and_the_business_once() {
+    let sink = SmtpSink::start().await;
+    let mut app = app_with_mail(&sink).await;
+    app.create_customer("acme").await; // billing email billing+acme@example.com
+    app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
+        .await;
+    let body = failed_stripe_payment("evt_fail", "pi_fail", "inv_1", T0).await;
+    for _ in 0..3 {
+        post_stripe(&app, &body).await;
+    }
+    wait_invoice_status(&app, "inv_1", "PAYMENT_FAILED").await;
+    let mails = sink.wait_for(2).await;
+    // Stop gracefully: every delivery finished, so a duplicate would have been written by now.
+    app.shutdown_only().await;
+    assert_eq!(notification_count(&app).await, 2);
+    let mails_after = sink.mails();
+    assert_eq!(mails_after.len(), 2, "{mails_after:?}");
+
+    let customer = mails
+        .iter()
+        .find(|m| m.to == ["billing+acme@example.com"])
+        .expect("the customer's mail");
+    assert_eq!(customer.subject, "Payment failed for invoice INV-inv_1");
+    let text = customer.text.as_deref().unwrap();
+    assert!(text.contains("GBP 125.00"), "{text}");
+    assert!(
+        text.contains("there were not enough funds in the account"),
+        "{text}"
+    );
+    assert!(text.contains("Automatic collection is off"), "{text}");
+    assert!(
+        text.contains("will be in touch"),
+        "no payment link registered: {text}"
+    );
+    assert!(
+        customer
+            .html
+            .as_deref()
+            .unwrap()
+            .contains("<strong>GBP 125.00</strong>")
+    );
+
+    let business = mails
+        .iter()
+        .find(|m| m.to == ["billing-team@business.example"])
+        .expect("the business's mail");
+    assert!(
+        business.subject.contains("INV-inv_1"),
+        "{}",
+        business.subject
+    );
+    let text = business.text.as_deref().unwrap();
+    for expected in [
+        "insufficient_funds",
+        "Your card has insufficient funds",
+        "inv_1",
+        "pi_fail",
+        "evt_fail",
+        "acme",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    app.delete_topology().await;
+}
+
+#[tokio::test]
+async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
+    let mut sink = SmtpSink::start().await;
+    sink.pause().await;
+    let app = app_with_mail(&sink).await;
+    app.create_customer("acme").await;
+    app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
+        .await;
+    post_stripe(
+        &app,
+        &failed_stripe_payment("evt_out", "pi_out", "inv_1", T0).await,
+    )
+    .await;
+    // Reconciliation does not wait for mail.
+    wait_invoice_status(&app, "inv_1", "PAYMENT_FAILED").await;
+    let db = app.db();
+    poll_until("a failed send attempt", Duration::from_secs(20), || async {
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM notifications WHERE status = 'PENDING' AND attempts >= 2 AND last_error IS NOT NULL",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        (failed == 2).then_some(())
+    })
+    .await;
+    sink.resume().await;
+    let mails = sink.wait_for(2).await;
+    poll_until("both rows sent", Duration::from_secs(20), || async {
+        let sent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'SENT'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        (sent == 2).then_some(())
+    })
+    .await;
+    assert_eq!(sink.mails().len(), 2, "nothing doubled: {mails:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink).await;
+    app.create_customer("acme").await;
+    app.create_invoice("inv_paid", "acme", None, "GBP", 12_500)
+        .await;
+    post_stripe(
+        &app,
+        &stripe_payment_event(
+            "payment_intent.succeeded",
+            "evt_ok",
+            "pi_ok",
+            Some("inv_paid"),
+            12_500,
+            T0 + 100,
+        ),
+    )
+    .await;
+    wait_invoice_status(&app, "inv_paid", "PAID").await;
+    // A stale failure of the same payment, and a failure of another attempt on the paid invoice.
+    post_stripe(
+        &app,
+        &failed_stripe_payment("evt_stale", "pi_ok", "inv_paid", T0 + 50).await,
+    )
+    .await;
+    post_stripe(
+        &app,
+        &failed_stripe_payment("evt_other", "pi_other", "inv_paid", T0 + 200).await,
+    )
+    .await;
+    assert_eq!(wait_processed(&app, "STRIPE", "evt_stale").await, "stale");
+    assert_eq!(wait_processed(&app, "STRIPE", "evt_other").await, "applied");
+    assert_eq!(notification_count(&app).await, 0);
+    assert!(sink.mails().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink).await;
+    app.create_customer("acme").await;
+    app.create_invoice("inv_dd", "acme", None, "GBP", 3000)
+        .await;
+    let (status, body) = app
+        .api_post("/invoices/inv_dd/payments", json!({"provider": "GOCARDLESS", "providerPaymentId": "PM_DD", "amount": 3000, "currency": "GBP"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    post_gocardless_batch(
+        &app,
+        vec![gocardless_event(
+            "EV_C",
+            "payments",
+            "confirmed",
+            json!({"payment": "PM_DD"}),
+            "2026-11-02T12:00:00.000Z",
+        )],
+    )
+    .await;
+    wait_invoice_status(&app, "inv_dd", "PAID").await;
+    // The fixture's `failed` event says will_attempt_retry: true.
+    post_gocardless_batch(
+        &app,
+        vec![gocardless_event(
+            "EV_F",
+            "payments",
+            "failed",
+            json!({"payment": "PM_DD"}),
+            "2026-11-05T12:00:00.000Z",
+        )],
+    )
+    .await;
+    wait_invoice_status(&app, "inv_dd", "PAYMENT_FAILED").await;
+    let mails = sink.wait_for(2).await;
+    let customer = mails
+        .iter()
+        .find(|m| m.to == ["billing+acme@example.com"])
+        .unwrap();
+    let text = customer.text.as_deref().unwrap();
+    assert!(text.contains("GBP 30.00"), "{text}");
+    assert!(text.contains("GoCardless will retry"), "{text}");
+    assert!(text.contains("there were not enough funds"), "{text}");
+    app.stop().await;
+}
