@@ -37,6 +37,7 @@ clean-test-state:
 	$(ENV) && psql "$$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" \
 		| while read -r db; do psql "$$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
-## The ingress load generator: prints accepted/s and latency percentiles beside the bare broker rate.
+## The benchmarks: ingress (accepted/s and ack latency beside the bare broker rate) and worker
+## (backlog drain events/s and end-to-end latency beside pgbench on the same database).
 bench: services
-	$(ENV) && cargo bench --bench ingress
+	$(ENV) && cargo bench --bench ingress && cargo bench --bench worker

@@ -110,13 +110,12 @@ fn integer(value: &Value, pointer: &str) -> Option<i64> {
 pub fn interpret(
     provider: MethodProvider,
     event_type: &str,
-    body: &[u8],
+    event: &Value,
     collected_at: GoCardlessCollectedAt,
 ) -> Result<DomainEvent, EventError> {
-    let event: Value = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
     match provider {
-        MethodProvider::Stripe => stripe(event_type, &event),
-        MethodProvider::GoCardless => gocardless(&event, collected_at),
+        MethodProvider::Stripe => stripe(event_type, event),
+        MethodProvider::GoCardless => gocardless(event, collected_at),
     }
 }
 
@@ -345,6 +344,21 @@ mod tests {
     use super::*;
 
     const FIXTURES: &str = include_str!("../../tests/fixtures/stripe-objects.json");
+
+    /// `interpret` over raw bytes, as they come off the queue.
+    fn interpret(
+        provider: MethodProvider,
+        event_type: &str,
+        body: &[u8],
+        collected_at: GoCardlessCollectedAt,
+    ) -> Result<DomainEvent, EventError> {
+        super::interpret(
+            provider,
+            event_type,
+            &serde_json::from_slice(body).unwrap(),
+            collected_at,
+        )
+    }
 
     fn stripe_event(event_type: &str, object_kind: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
         let fixtures: Value = serde_json::from_str(FIXTURES).unwrap();

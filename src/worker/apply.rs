@@ -23,7 +23,7 @@ use crate::reconcile::invoice::{self, InvoiceStatus};
 use crate::reconcile::methods::MethodProvider;
 use crate::reconcile::money::Currency;
 use crate::reconcile::payment::{Decision, PaymentSignal, PaymentStatus, decide};
-use crate::repository::{self, customers, invoices, payments, settings};
+use crate::repository::{self, customers, invoices};
 
 /// One queued provider event, as the receiver published it.
 #[derive(Debug, Clone)]
@@ -90,23 +90,26 @@ pub async fn apply(
     settings: &Settings,
     envelope: &Envelope,
 ) -> Result<Outcome, ApplyError> {
+    let unparseable = |detail: String| ApplyError::Permanent {
+        reason: "unparseable",
+        detail,
+    };
+    let payload: Value =
+        serde_json::from_slice(&envelope.body).map_err(|e| unparseable(e.to_string()))?;
     let event = interpret(
         envelope.provider,
         &envelope.event_type,
-        &envelope.body,
+        &payload,
         settings.worker.gocardless_collected_at,
     )
-    .map_err(|error| ApplyError::Permanent {
-        reason: "unparseable",
-        detail: error.to_string(),
-    })?;
-    let payload: Value = serde_json::from_slice(&envelope.body).expect("interpret parsed it");
+    .map_err(|error| unparseable(error.to_string()))?;
     let account_id = settings.account.id.as_str();
 
     let mut tx = db.begin().await?;
+    // Recorded as applied up front (the common case); another outcome is written over it below.
     let inserted = sqlx::query(
         "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
-         VALUES ($1, $2, $3, $4, $5, $6, 'applying')
+         VALUES ($1, $2, $3, $4, $5, $6, 'applied')
          ON CONFLICT (provider, event_id) DO NOTHING",
     )
     .bind(envelope.provider.as_str())
@@ -122,22 +125,26 @@ pub async fn apply(
     if !inserted {
         return Ok(Outcome::Duplicate);
     }
-    let context = Context {
+    let mut context = Context {
         settings,
         envelope,
         account_id,
+        outbox: Vec::new(),
     };
     let outcome = match event {
-        DomainEvent::Payment(event) => apply_payment(&mut tx, &context, event).await?,
-        DomainEvent::Method(event) => apply_method(&mut tx, &context, event).await?,
+        DomainEvent::Payment(event) => apply_payment(&mut tx, &mut context, event).await?,
+        DomainEvent::Method(event) => apply_method(&mut tx, &mut context, event).await?,
         DomainEvent::Ignored(why) => Outcome::Ignored(why),
     };
-    sqlx::query("UPDATE webhook_events SET outcome = $3 WHERE provider = $1 AND event_id = $2")
-        .bind(envelope.provider.as_str())
-        .bind(&envelope.event_id)
-        .bind(outcome.as_str())
-        .execute(&mut *tx)
-        .await?;
+    if outcome != Outcome::Applied {
+        sqlx::query("UPDATE webhook_events SET outcome = $3 WHERE provider = $1 AND event_id = $2")
+            .bind(envelope.provider.as_str())
+            .bind(&envelope.event_id)
+            .bind(outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    context.flush_outbox(&mut tx).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -146,18 +153,14 @@ struct Context<'a> {
     settings: &'a Settings,
     envelope: &'a Envelope,
     account_id: &'a str,
+    /// Reconciliation events of this transaction: (id, type, payload), written in one statement.
+    outbox: Vec<(String, &'static str, Value)>,
 }
 
 impl Context<'_> {
-    /// Writes a reconciliation event to the outbox. Its id is derived from the provider event and
+    /// Queues a reconciliation event for the outbox. Its id is derived from the provider event and
     /// the type, so replays and redeliveries can never produce a second one.
-    async fn emit(
-        &self,
-        tx: &mut PgConnection,
-        event_type: &str,
-        occurred_at: DateTime<Utc>,
-        data: Value,
-    ) -> sqlx::Result<()> {
+    fn emit(&mut self, event_type: &'static str, occurred_at: DateTime<Utc>, data: Value) {
         let id = format!(
             "{}:{}:{}",
             self.envelope.provider.as_str().to_lowercase(),
@@ -171,47 +174,124 @@ impl Context<'_> {
             "accountId": self.account_id,
             "data": data,
         });
+        self.outbox.push((id, event_type, payload));
+    }
+
+    async fn flush_outbox(&mut self, tx: &mut PgConnection) -> sqlx::Result<()> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let (ids, types, payloads): (Vec<String>, Vec<&str>, Vec<Value>) =
+            self.outbox.drain(..).fold(
+                (vec![], vec![], vec![]),
+                |(mut i, mut t, mut p), (id, kind, payload)| {
+                    i.push(id);
+                    t.push(kind);
+                    p.push(payload);
+                    (i, t, p)
+                },
+            );
         sqlx::query(
-            "INSERT INTO outbox (account_id, message_id, routing_key, payload) VALUES ($1, $2, $3, $4)
+            "INSERT INTO outbox (account_id, message_id, routing_key, payload)
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::jsonb[])
              ON CONFLICT (message_id) DO NOTHING",
         )
         .bind(self.account_id)
-        .bind(&id)
-        .bind(event_type)
-        .bind(payload)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&payloads)
         .execute(tx)
         .await?;
         Ok(())
     }
 }
 
-/// Where the amount of a payment settle had not seen before came from.
-fn amount_source(event: &PaymentEvent) -> &'static str {
-    if event.amount.is_some() {
-        "event"
-    } else {
-        "invoice_outstanding"
+/// What the worker needs to know about an invoice's payments and settings, read in one query
+/// once the invoice is locked (so it sees every change committed before the lock was granted).
+#[derive(sqlx::FromRow)]
+struct PaymentContext {
+    payment_id: Option<String>,
+    payment_amount: Option<i64>,
+    payment_status: Option<String>,
+    payment_last_event_at: Option<DateTime<Utc>>,
+    /// Collected amounts of the invoice's other payments.
+    others_collected: i64,
+    /// The status of the other payment with the latest provider event, and that event's time.
+    latest_other_status: Option<String>,
+    latest_other_at: Option<DateTime<Utc>>,
+    invoice_provider: Option<String>,
+    invoice_auto: Option<bool>,
+    schedule_provider: Option<String>,
+    schedule_auto: Option<bool>,
+    customer_provider: Option<String>,
+    customer_auto: Option<bool>,
+}
+
+impl PaymentContext {
+    fn effective(
+        &self,
+        defaults: crate::reconcile::settings::AccountDefaults,
+    ) -> crate::reconcile::settings::EffectiveSettings {
+        use crate::reconcile::settings::{LevelSettings, PaymentProvider, resolve};
+        let level = |provider: &Option<String>, auto_charge: Option<bool>| LevelSettings {
+            payment_provider: provider.as_deref().and_then(PaymentProvider::parse),
+            auto_charge,
+        };
+        resolve(
+            Some(level(&self.invoice_provider, self.invoice_auto)),
+            Some(level(&self.schedule_provider, self.schedule_auto)),
+            Some(level(&self.customer_provider, self.customer_auto)),
+            defaults,
+        )
     }
 }
 
+const PAYMENT_CONTEXT: &str = "
+    SELECT p.id AS payment_id, p.amount AS payment_amount, p.status AS payment_status,
+           p.last_event_at AS payment_last_event_at,
+           (SELECT COALESCE(sum(o.amount), 0)::bigint FROM payments o
+             WHERE o.invoice_id = $3 AND o.collected AND o.id IS DISTINCT FROM p.id) AS others_collected,
+           latest.status AS latest_other_status, latest.last_event_at AS latest_other_at,
+           i_s.payment_provider AS invoice_provider, i_s.auto_charge AS invoice_auto,
+           b_s.payment_provider AS schedule_provider, b_s.auto_charge AS schedule_auto,
+           c_s.payment_provider AS customer_provider, c_s.auto_charge AS customer_auto
+    FROM (SELECT 1) AS one
+    LEFT JOIN payments p ON p.provider = $1 AND p.provider_payment_id = $2
+    LEFT JOIN LATERAL (
+        SELECT o.status, o.last_event_at FROM payments o
+        WHERE o.invoice_id = $3 AND o.id IS DISTINCT FROM p.id
+        ORDER BY o.last_event_at DESC NULLS LAST, o.updated_at DESC LIMIT 1
+    ) latest ON true
+    LEFT JOIN payment_settings i_s ON i_s.level = 'INVOICE' AND i_s.target_id = $3
+    LEFT JOIN payment_settings b_s ON b_s.level = 'BILLING_SCHEDULE' AND b_s.target_id = $4
+    LEFT JOIN payment_settings c_s ON c_s.level = 'CUSTOMER' AND c_s.target_id = $5";
+
 async fn apply_payment(
     tx: &mut PgConnection,
-    ctx: &Context<'_>,
+    ctx: &mut Context<'_>,
     event: PaymentEvent,
 ) -> Result<Outcome, ApplyError> {
     let provider = event.provider.as_str();
-    let registered =
-        payments::find_by_provider_id(&mut *tx, provider, &event.provider_payment_id).await?;
-    let invoice_id = match (&registered, &event.invoice_ref) {
-        (Some(payment), _) => payment.invoice_id.clone(),
-        (None, Some(invoice_ref)) => invoice_ref.clone(),
-        // No registered payment and no invoice reference: not one of ours.
-        (None, None) => return Ok(Outcome::Ignored("payment is not ours")),
+    // Lock the invoice first: every writer of an invoice's payments and totals holds this lock, so
+    // events of one invoice apply one at a time. The registered payment's invoice wins over the
+    // provider's metadata.
+    let invoice: Option<invoices::InvoiceRow> = sqlx::query_as(
+        "SELECT * FROM invoices WHERE id = COALESCE(
+             (SELECT invoice_id FROM payments WHERE provider = $1 AND provider_payment_id = $2), $3)
+         FOR UPDATE",
+    )
+    .bind(provider)
+    .bind(&event.provider_payment_id)
+    .bind(&event.invoice_ref)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(invoice) = invoice else {
+        return match &event.invoice_ref {
+            Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref.clone())),
+            // No registered payment and no invoice reference: not one of ours.
+            None => Ok(Outcome::Ignored("payment is not ours")),
+        };
     };
-    // Lock order: invoice, then payment. Every writer of an invoice's payments takes this lock.
-    let invoice = invoices::get_for_update(&mut *tx, &invoice_id)
-        .await?
-        .ok_or_else(|| ApplyError::InvoiceNotFound(invoice_id.clone()))?;
     if let Some(currency) = &event.currency {
         let currency =
             Currency::parse_any_case(currency).map_err(|detail| ApplyError::Permanent {
@@ -228,123 +308,157 @@ async fn apply_payment(
             });
         }
     }
-    let (payment, amount_source) = match sqlx::query_as::<_, payments::PaymentRow>(
-        "SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
-    )
-    .bind(provider)
-    .bind(&event.provider_payment_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    {
-        Some(payment) => {
-            let source = if event.amount.is_some() {
-                "event"
-            } else {
-                "registered_payment"
-            };
-            (payment, source)
-        }
-        None => {
-            let amount = event
-                .amount
-                .unwrap_or((invoice.amount_due - invoice.amount_paid).max(0));
-            let id = repository::new_id("pay");
-            let payment = payments::insert(
-                &mut *tx,
-                &payments::NewPayment {
-                    id: &id,
-                    account_id: &invoice.account_id,
-                    invoice_id: &invoice.id,
-                    provider,
-                    provider_payment_id: &event.provider_payment_id,
-                    amount,
-                    currency: &invoice.currency,
-                },
-            )
-            .await?;
-            (payment, amount_source(&event))
-        }
-    };
-
-    let current = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Registered);
-    let next = match decide(
-        current,
-        payment.last_event_at,
-        event.signal,
-        event.occurred_at,
-    ) {
-        Decision::Apply(next) => next,
-        Decision::Stale | Decision::NoChange => return Ok(Outcome::Stale),
-    };
-    if event.signal == PaymentSignal::Recorded {
-        return Ok(Outcome::Applied);
-    }
-    let effective =
-        settings::effective_for_invoice(&mut *tx, &invoice.id, ctx.settings.account.defaults())
-            .await?
-            .expect("the invoice is locked, so it exists");
+    // Read after the lock was granted: a new statement sees everything committed before it.
+    let known: PaymentContext = sqlx::query_as(PAYMENT_CONTEXT)
+        .bind(provider)
+        .bind(&event.provider_payment_id)
+        .bind(&invoice.id)
+        .bind(&invoice.billing_schedule_id)
+        .bind(&invoice.customer_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let effective = known.effective(ctx.settings.account.defaults());
     let effective_provider = effective.payment_provider.value;
     let provider_mismatch =
         crate::reconcile::settings::PaymentProvider::from(event.provider) != effective_provider;
-    // A success carries the amount that actually moved; a failure keeps the attempt's amount.
+
+    let current = known
+        .payment_status
+        .as_deref()
+        .and_then(PaymentStatus::parse)
+        .unwrap_or(PaymentStatus::Registered);
+    let decision = decide(
+        current,
+        known.payment_last_event_at,
+        event.signal,
+        event.occurred_at,
+    );
+    let next = match decision {
+        Decision::Apply(next) => next,
+        Decision::Stale | Decision::NoChange => current,
+    };
+    // A payment settle has not seen before is registered now: with the event's amount, else (a
+    // GoCardless event carries none) the invoice's outstanding amount.
+    let (previous_amount, amount_source) = match known.payment_amount {
+        Some(amount) => (
+            amount,
+            if event.amount.is_some() {
+                "event"
+            } else {
+                "registered_payment"
+            },
+        ),
+        None => match event.amount {
+            Some(amount) => (amount, "event"),
+            None => (
+                (invoice.amount_due - invoice.amount_paid).max(0),
+                "invoice_outstanding",
+            ),
+        },
+    };
+    // A success carries the amount that actually moved; anything else keeps the attempt's amount.
     let amount = match (next, event.amount) {
-        (PaymentStatus::Succeeded, Some(amount)) => amount,
-        _ => payment.amount,
+        (PaymentStatus::Succeeded, Some(amount)) if matches!(decision, Decision::Apply(_)) => {
+            amount
+        }
+        _ => previous_amount,
     };
     let failure = event
         .failure
         .clone()
         .filter(|_| next == PaymentStatus::Failed);
-    sqlx::query(
-        "UPDATE payments SET status = $2, collected = $3, amount = $4,
-             failure_code = CASE WHEN $5 THEN $6 ELSE failure_code END,
-             failure_message = CASE WHEN $5 THEN $7 ELSE failure_message END,
-             last_event_at = GREATEST(last_event_at, $8),
-             effective_provider = $9, effective_auto_charge = $10, updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(&payment.id)
-    .bind(next.as_str())
-    .bind(next.is_collected())
-    .bind(amount)
-    .bind(failure.is_some())
-    .bind(failure.as_ref().and_then(|f| f.code.clone()))
-    .bind(failure.as_ref().and_then(|f| f.message.clone()))
-    .bind(event.occurred_at)
-    .bind(effective_provider.as_str())
-    .bind(effective.auto_charge.value)
-    .execute(&mut *tx)
-    .await?;
+    let applied = matches!(decision, Decision::Apply(_)) && event.signal != PaymentSignal::Recorded;
+    let payment_id = match &known.payment_id {
+        Some(id) if !applied => id.clone(),
+        Some(id) => {
+            sqlx::query(
+                "UPDATE payments SET status = $2, collected = $3, amount = $4,
+                     failure_code = CASE WHEN $5 THEN $6 ELSE failure_code END,
+                     failure_message = CASE WHEN $5 THEN $7 ELSE failure_message END,
+                     last_event_at = GREATEST(last_event_at, $8),
+                     effective_provider = $9, effective_auto_charge = $10, updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(next.as_str())
+            .bind(next.is_collected())
+            .bind(amount)
+            .bind(failure.is_some())
+            .bind(failure.as_ref().and_then(|f| f.code.clone()))
+            .bind(failure.as_ref().and_then(|f| f.message.clone()))
+            .bind(event.occurred_at)
+            .bind(effective_provider.as_str())
+            .bind(effective.auto_charge.value)
+            .execute(&mut *tx)
+            .await?;
+            id.clone()
+        }
+        None => {
+            let id = repository::new_id("pay");
+            sqlx::query(
+                "INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
+                     currency, status, collected, failure_code, failure_message, last_event_at,
+                     effective_provider, effective_auto_charge)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&id)
+            .bind(&invoice.account_id)
+            .bind(&invoice.id)
+            .bind(provider)
+            .bind(&event.provider_payment_id)
+            .bind(amount)
+            .bind(&invoice.currency)
+            .bind(next.as_str())
+            .bind(next.is_collected())
+            .bind(failure.as_ref().and_then(|f| f.code.clone()))
+            .bind(failure.as_ref().and_then(|f| f.message.clone()))
+            .bind(applied.then_some(event.occurred_at))
+            .bind(effective_provider.as_str())
+            .bind(effective.auto_charge.value)
+            .execute(&mut *tx)
+            .await?;
+            id
+        }
+    };
+    if !applied {
+        return Ok(
+            if event.signal == PaymentSignal::Recorded && matches!(decision, Decision::Apply(_)) {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            },
+        );
+    }
 
-    // The invoice's totals follow from its payments.
-    let rows: Vec<(i64, bool, String)> = sqlx::query_as(
-        "SELECT amount, collected, status FROM payments WHERE invoice_id = $1
-         ORDER BY last_event_at DESC NULLS LAST, updated_at DESC",
-    )
-    .bind(&invoice.id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let collected: Vec<i64> = rows
-        .iter()
-        .filter(|(_, c, _)| *c)
-        .map(|(a, _, _)| *a)
-        .collect();
-    let latest_failed = rows
-        .first()
-        .is_some_and(|(_, _, status)| status == "FAILED");
+    // The invoice's totals follow from its payments (reconcile::invoice, pure).
+    let mut collected = vec![known.others_collected];
+    if next.is_collected() {
+        collected.push(amount);
+    }
+    let this_event_at = known
+        .payment_last_event_at
+        .map_or(event.occurred_at, |last| last.max(event.occurred_at));
+    let latest_failed = match known.latest_other_at {
+        Some(other_at) if other_at > this_event_at => {
+            known.latest_other_status.as_deref() == Some("FAILED")
+        }
+        _ => next == PaymentStatus::Failed,
+    };
     let before = InvoiceStatus::parse(&invoice.status).unwrap_or(InvoiceStatus::Open);
     let totals = invoice::totals(invoice.amount_due, &collected, latest_failed);
-    sqlx::query(
-        "UPDATE invoices SET amount_paid = $2, status = $3, updated_at = now() WHERE id = $1",
-    )
-    .bind(&invoice.id)
-    .bind(totals.amount_paid)
-    .bind(totals.status.as_str())
-    .execute(&mut *tx)
-    .await?;
+    if totals.amount_paid != invoice.amount_paid || totals.status != before {
+        sqlx::query(
+            "UPDATE invoices SET amount_paid = $2, status = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(&invoice.id)
+        .bind(totals.amount_paid)
+        .bind(totals.status.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
 
     let payment_data = json!({
-        "paymentId": payment.id,
+        "paymentId": payment_id,
         "invoiceId": invoice.id,
         "provider": provider,
         "providerPaymentId": event.provider_payment_id,
@@ -360,13 +474,9 @@ async fn apply_payment(
     });
     match next {
         PaymentStatus::Succeeded if current != PaymentStatus::Succeeded => {
-            ctx.emit(tx, "payment.succeeded", event.occurred_at, payment_data)
-                .await?;
+            ctx.emit("payment.succeeded", event.occurred_at, payment_data);
         }
-        PaymentStatus::Failed => {
-            ctx.emit(tx, "payment.failed", event.occurred_at, payment_data)
-                .await?;
-        }
+        PaymentStatus::Failed => ctx.emit("payment.failed", event.occurred_at, payment_data),
         _ => {}
     }
     let invoice_data = json!({
@@ -378,20 +488,19 @@ async fn apply_payment(
         "amountPaid": totals.amount_paid,
         "status": totals.status.as_str(),
         "overpaid": totals.overpaid,
-        "paymentId": payment.id,
+        "paymentId": payment_id,
         "provider": provider,
         "effectivePaymentProvider": effective_provider.as_str(),
         "providerMismatch": provider_mismatch,
     });
     for event_type in invoice::status_events(before, totals, invoice.amount_paid) {
-        ctx.emit(tx, event_type, event.occurred_at, invoice_data.clone())
-            .await?;
+        ctx.emit(event_type, event.occurred_at, invoice_data.clone());
     }
     // A failure on an invoice that is still not paid tells the customer and the business, once
     // per (payment, failure event): the rows' key makes redeliveries and replays write nothing.
     if next == PaymentStatus::Failed && totals.status != InvoiceStatus::Paid {
         let will_retry = retry_outlook(tx, &invoice.customer_id, &event, effective).await?;
-        notify_failure(tx, ctx, &invoice, &payment.id, amount, &event, will_retry).await?;
+        notify_failure(tx, ctx, &invoice, &payment_id, amount, &event, will_retry).await?;
     }
     if totals.overpaid {
         tracing::warn!(invoice = %invoice.id, amount_paid = totals.amount_paid, amount_due = invoice.amount_due, "invoice overpaid");
@@ -498,7 +607,7 @@ async fn notify_failure(
 
 async fn apply_method(
     tx: &mut PgConnection,
-    ctx: &Context<'_>,
+    ctx: &mut Context<'_>,
     event: MethodEvent,
 ) -> Result<Outcome, ApplyError> {
     use crate::repository::methods::{MethodWrite, PaymentMethodRow};
@@ -627,8 +736,7 @@ async fn apply_method(
         "status": row.status,
         "onFile": row.on_file,
     });
-    ctx.emit(tx, "payment_method.updated", occurred_at, data)
-        .await?;
+    ctx.emit("payment_method.updated", occurred_at, data);
     Ok(Outcome::Applied)
 }
 

@@ -1,0 +1,830 @@
+//! Worker benchmark. Runs settle's worker in-process on the real broker and a database of its own,
+//! and prints:
+//! 1. backlog drain: BENCH_EVENTS (default 100 000) `payment_intent.succeeded` events, one per
+//!    invoice, are queued while no worker runs; then the worker starts and the time until every
+//!    event is applied gives events/s. The events are published straight to `<prefix>.webhooks`
+//!    with the receiver's headers (benches/ingress.rs measures the receiver itself);
+//! 2. end-to-end latency at a fixed open-loop rate: BENCH_RATE (default 500) signed Stripe
+//!    webhooks a second for BENCH_SECONDS (default 20), posted through the real receiver (a
+//!    `serve` app beside the worker), each for its own invoice. Latency runs from the receiver's
+//!    `received-at` to (a) `webhook_events.processed_at`, which is `now()` of the worker's
+//!    transaction, i.e. its start, and (b) the commit: a trigger on the inbox NOTIFYs, which
+//!    PostgreSQL delivers only at commit, and the benchmark stamps each notification on arrival;
+//! 3. the machine's own limit in the same run: `pgbench` with a one-transaction reconcile of its own
+//!    tables (update an invoice row, insert an event row), with as many clients as the worker's
+//!    prefetch; then the ratio of the worker's events/s to pgbench's tps.
+//!
+//! Each phase also prints the CPU used by settle (this process), PostgreSQL and RabbitMQ, from
+//! /proc. Everything is removed at the end: the `bench_<random>` database and the prefix's queues.
+//!
+//! Run with `make bench`, or `cargo bench --bench worker` with the services up
+//! (`./scripts/services.sh start`, then `eval "$(./scripts/services.sh env)"`).
+//! Env: BENCH_EVENTS, BENCH_RATE, BENCH_SECONDS, BENCH_PREFETCH (default: `worker.prefetch`),
+//! BENCH_DB_CONNECTIONS (default: `database.max_connections`), DATABASE_URL, AMQP_URL.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::SecretString;
+use settle::broker::{Broker, HeaderValue, OutgoingMessage, Topology, headers};
+use settle::config::Settings;
+use settle::startup::{Application, Role};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "whsec_bench_secret";
+const CUSTOMERS: u64 = 1000;
+/// Every invoice is 10.00 GBP and every event pays it in full.
+const AMOUNT: i64 = 1000;
+/// Events per confirmed batch, and batches in flight, when queueing the backlog.
+const PUBLISH_BATCH: u64 = 250;
+const PUBLISH_BATCHES_IN_FLIGHT: usize = 8;
+/// A phase gives up when nothing has moved for this long (an event stuck in a retry tier, say).
+const STALL: Duration = Duration::from_secs(60);
+const PGBENCH_SECONDS: u64 = 10;
+const NOTIFY_CHANNEL: &str = "bench_committed";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://settle:settle@127.0.0.1:54329/settle".into());
+    let amqp_url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:56720/%2f".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench-{}", &id[..8]);
+    let database = format!("bench_{}", &id[..16]);
+    let (server, _) = server_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends with a database name");
+    let database_url = format!("{server}/{database}");
+
+    let mut settings = Settings::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        "local",
+        Vec::new(),
+    )?;
+    settings.http.addr = "127.0.0.1:0".parse()?;
+    settings.amqp.prefix = prefix.clone();
+    settings.amqp.url = SecretString::from(amqp_url.as_str());
+    settings.database.url = SecretString::from(database_url.as_str());
+    settings.database.migrate_on_start = false;
+    settings.database.max_connections = env_number(
+        "BENCH_DB_CONNECTIONS",
+        settings.database.max_connections.into(),
+    ) as u32;
+    settings.worker.prefetch = env_number("BENCH_PREFETCH", settings.worker.prefetch.into()) as u16;
+    settings.webhooks.stripe_secrets = vec![SecretString::from(SECRET)];
+    settings.telemetry.log_filter = "error".into();
+    settle::telemetry::init_logging(&settings.telemetry);
+
+    execute(&server_url, &format!(r#"CREATE DATABASE "{database}""#)).await?;
+    let bench = Bench {
+        db: settle::startup::database_pool(&settings)?,
+        settings,
+        amqp_url,
+        database_url,
+    };
+    let result = bench.run().await;
+
+    // Clean up whatever happened.
+    bench.db.close().await;
+    let dropped = drop_database(&server_url, &database).await;
+    let deleted = bench.delete_topology().await;
+    result.and(dropped).and(deleted)
+}
+
+struct Bench {
+    settings: Settings,
+    db: PgPool,
+    amqp_url: String,
+    database_url: String,
+}
+
+impl Bench {
+    async fn run(&self) -> anyhow::Result<()> {
+        let events = env_number("BENCH_EVENTS", 100_000);
+        let rate = env_number("BENCH_RATE", 500);
+        let seconds = env_number("BENCH_SECONDS", 20);
+        let prefetch = self.settings.worker.prefetch;
+        println!(
+            "settle worker benchmark: {events} backlog events, then {rate}/s for {seconds}s; prefetch {prefetch}, {} database connections, {} cores",
+            self.settings.database.max_connections,
+            cores()
+        );
+
+        settle::startup::migrate(&self.db).await?;
+        settle::repository::ensure_account(&self.db, &self.settings.account.id).await?;
+        let started = Instant::now();
+        self.seed(events, rate * seconds).await?;
+        println!(
+            "seeded {CUSTOMERS} customers and {} invoices of {AMOUNT} minor units GBP in {:.1} s",
+            events + rate * seconds,
+            started.elapsed().as_secs_f64()
+        );
+
+        let (worker, drain_rate) = self.queue_backlog_then_drain(events).await?;
+        let commit_p99_ms = self.fixed_rate(rate, seconds).await;
+        worker.stop().await?;
+        let commit_p99_ms = commit_p99_ms?;
+
+        let tps = self.pgbench(prefetch.into(), events).await?;
+        println!(
+            "ratio worker events/s ÷ pgbench tps: {:.2} (target ≥ 0.40); e2e p99 (received → committed) at {rate}/s: {:.1} ms (target ≤ 100 ms)",
+            drain_rate / tps,
+            commit_p99_ms
+        );
+        Ok(())
+    }
+
+    /// Customers, then one open invoice per event: `inv_drain_…` for the backlog and `inv_e2e_…`
+    /// for the fixed-rate phase. Plain SQL in bulk: the same rows `POST /invoices` writes.
+    async fn seed(&self, drain_invoices: u64, e2e_invoices: u64) -> anyhow::Result<()> {
+        let account = &self.settings.account.id;
+        sqlx::query(
+            "INSERT INTO customers (id, account_id, legal_name, email, billing_emails, external_ids,
+                                    stripe_customer_id)
+             SELECT 'cust_bench_' || n, $1, 'Bench customer ' || n, 'ap' || n || '@bench.example',
+                    ARRAY['billing' || n || '@bench.example'],
+                    jsonb_build_array(jsonb_build_object('key', 'Stripe', 'value', 'cus_bench' || n)),
+                    'cus_bench' || n
+             FROM generate_series(0, $2 - 1) AS n",
+        )
+        .bind(account)
+        .bind(CUSTOMERS as i64)
+        .execute(&self.db)
+        .await?;
+        for (kind, count) in [("drain", drain_invoices), ("e2e", e2e_invoices)] {
+            sqlx::query(&format!(
+                "INSERT INTO invoices (id, account_id, customer_id, number, currency, amount_due,
+                                       due_date)
+                 SELECT 'inv_{kind}_' || n, $1, 'cust_bench_' || (n % $2), 'INV-{kind}-' || n,
+                        'GBP', $3, DATE '2026-12-31'
+                 FROM generate_series(0, $4 - 1) AS n"
+            ))
+            .bind(account)
+            .bind(CUSTOMERS as i64)
+            .bind(AMOUNT)
+            .bind(count as i64)
+            .execute(&self.db)
+            .await?;
+        }
+        sqlx::query("VACUUM ANALYZE customers, invoices")
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Phase 1. Returns the worker, still running for phase 2, and the events/s.
+    async fn queue_backlog_then_drain(&self, events: u64) -> anyhow::Result<(Running, f64)> {
+        let broker = Broker::start(self.settings.amqp.clone(), self.topology());
+        broker
+            .connected()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the broker closed before connecting"))?;
+        let template = event_template();
+        let exchange = broker.topology().webhooks_exchange.clone();
+        let started = Instant::now();
+        futures_util::stream::iter((0..events).step_by(PUBLISH_BATCH as usize))
+            .map(|first| {
+                let received_at = received_at_now();
+                let messages: Vec<OutgoingMessage> = (first..(first + PUBLISH_BATCH).min(events))
+                    .map(|n| queued_event(&exchange, &template, "drain", n, &received_at))
+                    .collect();
+                let broker = broker.clone();
+                async move { broker.publish_all(&messages).await }
+            })
+            .buffer_unordered(PUBLISH_BATCHES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        let publishing = started.elapsed();
+        broker.close().await;
+        let queue = self.topology().reconcile_queue;
+        let monitor = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
+        let channel = monitor.create_channel().await?;
+        println!(
+            "queued {events} events in {:.1} s ({:.0}/s, confirmed publishes straight to the exchange); {} ready in {queue}",
+            publishing.as_secs_f64(),
+            events as f64 / publishing.as_secs_f64(),
+            ready_messages(&channel, &queue).await?
+        );
+
+        let cpu_before = Cpu::now();
+        let started = Instant::now();
+        let worker = Running::start(self.settings.clone(), Role::Worker).await?;
+        // The queue depth is cheap to poll; counting a 100k-row inbox a few times a second is not
+        // (it would take CPU from the worker). So: the broker until the queue is empty, then the
+        // exact count until the last deliveries held by the worker are committed.
+        let mut last_ready = u32::MAX;
+        let mut last_progress = Instant::now();
+        let mut last_report = (Instant::now(), events);
+        loop {
+            let ready = ready_messages(&channel, &queue).await?;
+            if ready == 0 {
+                break;
+            }
+            if ready != last_ready {
+                (last_ready, last_progress) = (ready, Instant::now());
+            }
+            anyhow::ensure!(
+                last_progress.elapsed() < STALL,
+                "drain stalled with {ready} events still queued"
+            );
+            if last_report.0.elapsed() >= Duration::from_secs(10) {
+                println!(
+                    "  … {ready} still queued, {:.0} events/s over the last {:.0} s",
+                    (last_report.1 - u64::from(ready)) as f64
+                        / last_report.0.elapsed().as_secs_f64(),
+                    last_report.0.elapsed().as_secs_f64()
+                );
+                last_report = (Instant::now(), ready.into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await; // poll interval
+        }
+        let _ = channel.close(200, "done".into()).await;
+        let _ = monitor.close(200, "done".into()).await;
+        let mut applied = 0;
+        let mut last_progress = Instant::now();
+        while applied < events as i64 {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events")
+                .fetch_one(&self.db)
+                .await?;
+            if count != applied {
+                (applied, last_progress) = (count, Instant::now());
+            } else {
+                anyhow::ensure!(
+                    last_progress.elapsed() < STALL,
+                    "drain stalled at {applied} of {events} events in the inbox"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+            }
+        }
+        let drained = started.elapsed();
+        let cpu = Cpu::now().since(&cpu_before, drained);
+        let drain_rate = events as f64 / drained.as_secs_f64();
+
+        let relay_started = Instant::now();
+        self.wait_for_outbox().await?;
+        let relayed = relay_started.elapsed();
+        let (applied, paid): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM webhook_events WHERE outcome = 'applied'),
+                    (SELECT count(*) FROM invoices WHERE id LIKE 'inv\\_drain\\_%' AND status = 'PAID')",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        println!(
+            "backlog drain: {drain_rate:>7.0} events/s  ({events} events in {:.2} s from the worker's start; {applied} applied, {paid} invoices PAID; outbox relayed {:.2} s later)",
+            drained.as_secs_f64(),
+            relayed.as_secs_f64()
+        );
+        println!("  CPU during the drain, {cpu}");
+        Ok((worker, drain_rate))
+    }
+
+    /// Phase 2: open loop through a `serve` app while phase 1's worker runs. Returns the p99 to
+    /// commit, in ms.
+    async fn fixed_rate(&self, rate: u64, seconds: u64) -> anyhow::Result<f64> {
+        // Fires on every inbox insert; PostgreSQL delivers the notification only once the
+        // transaction commits (and never if it rolls back).
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION bench_notify_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM pg_notify('{NOTIFY_CHANNEL}',
+                                   (extract(epoch FROM NEW.received_at) * 1000000)::bigint::text);
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER bench_notify_commit AFTER INSERT ON webhook_events
+                 FOR EACH ROW EXECUTE FUNCTION bench_notify_commit();"
+        ))
+        .execute(&self.db)
+        .await?;
+        let mut listener = sqlx::postgres::PgListener::connect(&self.database_url).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let committed = Arc::new(AtomicU64::new(0));
+        let stop_listening = CancellationToken::new();
+        let listening: JoinHandle<anyhow::Result<Vec<f64>>> = tokio::spawn({
+            let (committed, stop) = (committed.clone(), stop_listening.clone());
+            async move {
+                let mut latencies_ms = Vec::new();
+                loop {
+                    let notification = tokio::select! {
+                        _ = stop.cancelled() => return Ok(latencies_ms),
+                        notification = listener.recv() => notification?,
+                    };
+                    let now = chrono::Utc::now().timestamp_micros();
+                    let received: i64 = notification.payload().parse()?;
+                    latencies_ms.push((now - received) as f64 / 1000.0);
+                    committed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+
+        let serve = Running::start(self.settings.clone(), Role::Serve).await?;
+        let url = format!("http://{}/webhooks/stripe", serve.addr);
+        let cpu_before = Cpu::now();
+        let started = Instant::now();
+        let posted = open_loop(&url, rate, seconds).await;
+        let mut last = (0, Instant::now());
+        loop {
+            let done = committed.load(Ordering::Relaxed);
+            if done >= posted.accepted {
+                break;
+            }
+            if done != last.0 {
+                last = (done, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                println!("  gave up waiting: {done} of {} committed", posted.accepted);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        }
+        let cpu = Cpu::now().since(&cpu_before, started.elapsed());
+        serve.stop().await?;
+        stop_listening.cancel();
+        let mut to_commit = listening.await??;
+        to_commit.sort_by(f64::total_cmp);
+        let mut to_start: Vec<f64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM processed_at - received_at) * 1000)::float8
+             FROM webhook_events WHERE event_id LIKE 'evt\\_e2e\\_%'",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        to_start.sort_by(f64::total_cmp);
+
+        println!(
+            "fixed rate {rate}/s for {seconds}s (open loop, through the receiver): accepted {}  refused {}  ack p99 {:.1} ms",
+            posted.accepted,
+            posted.refused,
+            percentile(&posted.ack_ms, 99.0)
+        );
+        for (what, latencies) in [
+            ("received → transaction start (processed_at)", &to_start),
+            ("received → committed (NOTIFY at commit)    ", &to_commit),
+        ] {
+            println!(
+                "  e2e {what}: p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  ({} events)",
+                percentile(latencies, 50.0),
+                percentile(latencies, 99.0),
+                latencies.last().copied().unwrap_or(f64::NAN),
+                latencies.len()
+            );
+        }
+        println!("  CPU during the fixed rate, {cpu}");
+        Ok(percentile(&to_commit, 99.0))
+    }
+
+    /// Phase 3: PostgreSQL's own rate for a comparable one-transaction reconcile, same database.
+    async fn pgbench(&self, clients: u64, invoices: u64) -> anyhow::Result<f64> {
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE bench_invoices (
+                 id          integer PRIMARY KEY,
+                 amount_due  bigint NOT NULL,
+                 amount_paid bigint NOT NULL DEFAULT 0,
+                 updated_at  timestamptz NOT NULL DEFAULT now());
+             INSERT INTO bench_invoices (id, amount_due) SELECT n, {AMOUNT} FROM generate_series(1, {invoices}) AS n;
+             CREATE TABLE bench_events (
+                 id           bigserial PRIMARY KEY,
+                 invoice_id   integer NOT NULL,
+                 event_id     text NOT NULL,
+                 received_at  timestamptz NOT NULL,
+                 processed_at timestamptz NOT NULL DEFAULT now());"
+        ))
+        .execute(&self.db)
+        .await?;
+        // On its own: several statements in one query run in one transaction, VACUUM cannot.
+        sqlx::query("VACUUM ANALYZE bench_invoices")
+            .execute(&self.db)
+            .await?;
+        let script =
+            std::env::temp_dir().join(format!("settle-worker-bench-{}.sql", std::process::id()));
+        std::fs::write(
+            &script,
+            format!(
+                "\\set id random(1, {invoices})
+BEGIN;
+UPDATE bench_invoices SET amount_paid = amount_paid + 1, updated_at = now() WHERE id = :id;
+INSERT INTO bench_events (invoice_id, event_id, received_at) VALUES (:id, 'evt_' || :id, now());
+COMMIT;
+"
+            ),
+        )?;
+        let url = reqwest::Url::parse(&self.database_url)?;
+        let cpu_before = Cpu::now();
+        let started = Instant::now();
+        let mut command = std::process::Command::new(pgbench_binary());
+        command
+            .args(["-n", "-M", "prepared", "-j", "2"])
+            .args([
+                "-c",
+                &clients.to_string(),
+                "-T",
+                &PGBENCH_SECONDS.to_string(),
+            ])
+            .arg("-f")
+            .arg(&script)
+            .env("PGHOST", url.host_str().unwrap_or("127.0.0.1"))
+            .env("PGPORT", url.port().unwrap_or(5432).to_string())
+            .env("PGUSER", url.username())
+            .env("PGPASSWORD", url.password().unwrap_or_default())
+            .env("PGDATABASE", url.path().trim_start_matches('/'));
+        let output = tokio::task::spawn_blocking(move || command.output()).await?;
+        let cpu = Cpu::now().since(&cpu_before, started.elapsed());
+        let _ = std::fs::remove_file(&script);
+        let output = output?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "pgbench failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = |prefix: &str| stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or("");
+        let tps: f64 = line("tps = ")
+            .trim_start_matches("tps = ")
+            .split_whitespace()
+            .next()
+            .and_then(|tps| tps.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no `tps = …` line in pgbench's output:\n{stdout}"))?;
+        println!(
+            "pgbench (update invoice + insert event, one transaction; -c {clients} -j 2 -T {PGBENCH_SECONDS}): tps {tps:>7.0}  {}",
+            line("latency average")
+        );
+        println!("  CPU during pgbench, {cpu}");
+        Ok(tps)
+    }
+
+    async fn wait_for_outbox(&self) -> anyhow::Result<()> {
+        let mut last = (-1, Instant::now());
+        loop {
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&self.db)
+                    .await?;
+            if unpublished == 0 {
+                return Ok(());
+            }
+            if unpublished != last.0 {
+                last = (unpublished, Instant::now());
+            }
+            anyhow::ensure!(
+                last.1.elapsed() < STALL,
+                "the outbox relay stalled with {unpublished} rows unpublished"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+        }
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::new(
+            &self.settings.amqp.prefix,
+            &self.settings.worker.retry_delays_ms,
+            self.settings.amqp.delivery_limit,
+        )
+    }
+
+    async fn delete_topology(&self) -> anyhow::Result<()> {
+        let connection =
+            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        self.topology().delete(&channel).await?;
+        let _ = channel.close(200, "done".into()).await;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    }
+}
+
+/// An in-process settle app of one role, on port 0.
+struct Running {
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let app = Application::build(settings, role, shutdown.clone()).await?;
+        let addr = app.local_addr();
+        let broker = app.state().broker.clone();
+        let task = tokio::spawn(app.run());
+        broker
+            .connected()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the app's broker closed before connecting"))?;
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+/// A `payment_intent.succeeded` event from Stripe's published example objects, paying AMOUNT GBP,
+/// with placeholders for its id, its PaymentIntent's id and `metadata.invoice_id`.
+fn event_template() -> String {
+    let fixtures: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/fixtures/stripe-objects.json")).unwrap();
+    let mut event = fixtures["event"].clone();
+    event["id"] = "@EVENT@".into();
+    event["type"] = "payment_intent.succeeded".into();
+    event["created"] = chrono::Utc::now().timestamp().into();
+    let mut object = fixtures["payment_intent"].clone();
+    object["id"] = "@PAYMENT_INTENT@".into();
+    object["amount"] = AMOUNT.into();
+    object["amount_received"] = AMOUNT.into();
+    object["currency"] = "gbp".into();
+    object["metadata"] = serde_json::json!({ "invoice_id": "@INVOICE@" });
+    event["data"]["object"] = object;
+    serde_json::to_string(&event).unwrap()
+}
+
+/// Event `n` of a phase (`drain` or `e2e`): `evt_<phase>_<n>` pays `inv_<phase>_<n>` through
+/// `pi_<phase>_<n>`.
+fn event_body(template: &str, phase: &str, n: u64) -> (String, Vec<u8>) {
+    let event_id = format!("evt_{phase}_{n}");
+    let body = template
+        .replace("@EVENT@", &event_id)
+        .replace("@PAYMENT_INTENT@", &format!("pi_{phase}_{n}"))
+        .replace("@INVOICE@", &format!("inv_{phase}_{n}"));
+    (event_id, body.into_bytes())
+}
+
+/// The message the receiver would publish for event `n` (src/ingress/mod.rs: same routing key,
+/// message id and headers).
+fn queued_event(
+    exchange: &str,
+    template: &str,
+    phase: &str,
+    n: u64,
+    received_at: &str,
+) -> OutgoingMessage {
+    let (event_id, body) = event_body(template, phase, n);
+    OutgoingMessage {
+        exchange: exchange.to_owned(),
+        routing_key: "stripe.payment_intent.succeeded".into(),
+        message_id: format!("stripe:{event_id}"),
+        headers: vec![
+            (headers::PROVIDER.into(), HeaderValue::Text("stripe".into())),
+            (headers::EVENT_ID.into(), HeaderValue::Text(event_id)),
+            (
+                headers::EVENT_TYPE.into(),
+                HeaderValue::Text("payment_intent.succeeded".into()),
+            ),
+            (
+                headers::RECEIVED_AT.into(),
+                HeaderValue::Text(received_at.to_owned()),
+            ),
+        ],
+        body,
+    }
+}
+
+fn received_at_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+struct Posted {
+    accepted: u64,
+    refused: u64,
+    ack_ms: Vec<f64>,
+}
+
+/// Posts `rate` signed events a second for `seconds`, each at its scheduled time whatever the
+/// earlier ones are doing (open loop). Ack latency is measured from the scheduled time.
+async fn open_loop(url: &str, rate: u64, seconds: u64) -> Posted {
+    let client = reqwest::Client::new();
+    let template = Arc::new(event_template());
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity((rate * seconds) as usize);
+    for n in 0..rate * seconds {
+        let scheduled = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (client, url, template) = (client.clone(), url.to_owned(), template.clone());
+        tasks.push(tokio::spawn(async move {
+            let (_, body) = event_body(&template, "e2e", n);
+            let signature = settle::ingress::stripe::sign(
+                &SecretString::from(SECRET),
+                chrono::Utc::now().timestamp(),
+                &body,
+            );
+            let response = client
+                .post(&url)
+                .header("Stripe-Signature", signature)
+                .body(body)
+                .send()
+                .await;
+            let ok = matches!(response, Ok(response) if response.status().is_success());
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut posted = Posted {
+        accepted: 0,
+        refused: 0,
+        ack_ms: Vec::new(),
+    };
+    for task in tasks {
+        match task.await {
+            Ok((true, latency)) => {
+                posted.accepted += 1;
+                posted.ack_ms.push(latency.as_secs_f64() * 1000.0);
+            }
+            _ => posted.refused += 1,
+        }
+    }
+    posted.ack_ms.sort_by(f64::total_cmp);
+    posted
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// Messages ready (not yet delivered) in `queue`; a passive declare consumes nothing.
+async fn ready_messages(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(declared.message_count())
+}
+
+/// One statement on its own connection (CREATE/DROP DATABASE cannot run in a pool's transaction).
+async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+    sqlx::raw_sql(statement).execute(&mut connection).await?;
+    sqlx::Connection::close(connection).await?;
+    Ok(())
+}
+
+/// Drops the benchmark's database. A plain DROP first: it asks autovacuum workers (busy on the
+/// freshly written tables) to leave, which `WITH (FORCE)` refuses to do for a role that is not a
+/// superuser; then FORCE for sessions still connected. A few tries.
+async fn drop_database(server_url: &str, database: &str) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let force = if attempt % 2 == 1 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        let dropped = execute(
+            server_url,
+            &format!(r#"DROP DATABASE IF EXISTS "{database}"{force}"#),
+        )
+        .await;
+        attempt += 1;
+        if dropped.is_ok() || attempt == 6 {
+            return dropped;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // let the other sessions go
+    }
+}
+
+fn pgbench_binary() -> &'static str {
+    const DEBIAN: &str = "/usr/lib/postgresql/15/bin/pgbench";
+    if Path::new(DEBIAN).exists() {
+        DEBIAN
+    } else {
+        "pgbench"
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// CPU seconds used so far, from Linux's /proc (zeros elsewhere): by this process (the settle
+/// apps run in it), by its finished children (pgbench), by the PostgreSQL server (its processes,
+/// and through the postmaster's children time, the backends that have already exited), by
+/// RabbitMQ (`beam.smp`: every local node), and by the whole machine.
+#[derive(Default)]
+struct Cpu {
+    settle: f64,
+    pgbench: f64,
+    postgres: f64,
+    rabbitmq: f64,
+    busy: f64,
+}
+
+/// Linux reports process and machine CPU time in USER_HZ ticks, 100 a second.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl Cpu {
+    fn now() -> Self {
+        let mut cpu = Self::default();
+        // The machine: `cpu  user nice system idle iowait irq softirq steal …`.
+        if let Some(line) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| stat.lines().next().map(str::to_owned))
+        {
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+            cpu.busy = (ticks.iter().sum::<f64>() - idle) / TICKS_PER_SECOND;
+        }
+        let own = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state … utime stime cutime cstime …`: the 12th to 15th fields after
+            // the command name; cutime and cstime are those of the children it has waited for.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<f64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let [user, system, children_user, children_system] = fields[..] else {
+                continue;
+            };
+            let own_time = (user + system) / TICKS_PER_SECOND;
+            let children = (children_user + children_system) / TICKS_PER_SECOND;
+            if entry.file_name().to_str() == Some(own.as_str()) {
+                cpu.settle += own_time;
+                cpu.pgbench += children;
+            } else if head.ends_with("(postgres") {
+                cpu.postgres += own_time + children;
+            } else if head.ends_with("(beam.smp") {
+                cpu.rabbitmq += own_time;
+            }
+        }
+        cpu
+    }
+
+    /// The average cores each used between `before` and now, over `elapsed`.
+    fn since(&self, before: &Self, elapsed: Duration) -> CpuUse {
+        let per_second = |now: f64, then: f64| (now - then) / elapsed.as_secs_f64();
+        CpuUse {
+            settle: per_second(self.settle, before.settle),
+            pgbench: per_second(self.pgbench, before.pgbench),
+            postgres: per_second(self.postgres, before.postgres),
+            rabbitmq: per_second(self.rabbitmq, before.rabbitmq),
+            busy: per_second(self.busy, before.busy),
+        }
+    }
+}
+
+struct CpuUse {
+    settle: f64,
+    pgbench: f64,
+    postgres: f64,
+    rabbitmq: f64,
+    busy: f64,
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = self.settle + self.pgbench + self.postgres + self.rabbitmq;
+        write!(
+            f,
+            "in cores of {}: machine busy {:.2} = settle process {:.2} + PostgreSQL {:.2} + RabbitMQ {:.2}",
+            cores(),
+            self.busy,
+            self.settle,
+            self.postgres,
+            self.rabbitmq,
+        )?;
+        if self.pgbench > 0.0 {
+            write!(f, " + pgbench {:.2}", self.pgbench)?;
+        }
+        write!(f, " + other {:.2}", (self.busy - known).max(0.0))
+    }
+}
