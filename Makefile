@@ -15,10 +15,11 @@ test: services-chaos
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(MAKE) clean-test-state
+	# Benchmarks are programs that print figures (make bench), not tests: --lib --bins --tests.
 	$(ENV) && if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --all-targets --no-fail-fast; \
+		cargo nextest run --lib --bins --tests --no-fail-fast; \
 	else \
-		cargo test --all-targets --no-fail-fast; \
+		cargo test --lib --bins --tests --no-fail-fast; \
 	fi
 
 services:
