@@ -19,9 +19,9 @@ pub async fn replay(
 ) -> anyhow::Result<u8> {
     let provider = provider.to_uppercase();
     let mut tx = db.begin().await?;
-    let row: Option<(String, serde_json::Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
-         RETURNING event_type, payload, received_at",
+         RETURNING event_type, payload::text, received_at",
     )
     .bind(&provider)
     .bind(event_id)
@@ -40,7 +40,7 @@ pub async fn replay(
         event_id,
         &event_type,
         &received_at.to_rfc3339(),
-        payload.to_string().into_bytes(),
+        payload.into_bytes(),
     );
     let published = broker.publish_all(std::slice::from_ref(&message)).await;
     broker.close().await;

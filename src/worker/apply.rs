@@ -96,6 +96,9 @@ pub async fn apply(
     };
     let payload: Value =
         serde_json::from_slice(&envelope.body).map_err(|e| unparseable(e.to_string()))?;
+    // Parsed above, so valid UTF-8: the inbox keeps the body exactly as it arrived.
+    let raw_payload =
+        std::str::from_utf8(&envelope.body).map_err(|e| unparseable(e.to_string()))?;
     let event = interpret(
         envelope.provider,
         &envelope.event_type,
@@ -109,14 +112,14 @@ pub async fn apply(
     // Recorded as applied up front (the common case); another outcome is written over it below.
     let inserted = sqlx::query(
         "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
-         VALUES ($1, $2, $3, $4, $5, $6, 'applied')
+         VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
          ON CONFLICT (provider, event_id) DO NOTHING",
     )
     .bind(envelope.provider.as_str())
     .bind(&envelope.event_id)
     .bind(account_id)
     .bind(&envelope.event_type)
-    .bind(&payload)
+    .bind(raw_payload)
     .bind(envelope.received_at)
     .execute(&mut *tx)
     .await?
@@ -153,8 +156,8 @@ struct Context<'a> {
     settings: &'a Settings,
     envelope: &'a Envelope,
     account_id: &'a str,
-    /// Reconciliation events of this transaction: (id, type, payload), written in one statement.
-    outbox: Vec<(String, &'static str, Value)>,
+    /// Reconciliation events of this transaction: (id, type, JSON body), written in one statement.
+    outbox: Vec<(String, &'static str, String)>,
 }
 
 impl Context<'_> {
@@ -174,14 +177,14 @@ impl Context<'_> {
             "accountId": self.account_id,
             "data": data,
         });
-        self.outbox.push((id, event_type, payload));
+        self.outbox.push((id, event_type, payload.to_string()));
     }
 
     async fn flush_outbox(&mut self, tx: &mut PgConnection) -> sqlx::Result<()> {
         if self.outbox.is_empty() {
             return Ok(());
         }
-        let (ids, types, payloads): (Vec<String>, Vec<&str>, Vec<Value>) =
+        let (ids, types, payloads): (Vec<String>, Vec<&str>, Vec<String>) =
             self.outbox.drain(..).fold(
                 (vec![], vec![], vec![]),
                 |(mut i, mut t, mut p), (id, kind, payload)| {
@@ -193,7 +196,7 @@ impl Context<'_> {
             );
         sqlx::query(
             "INSERT INTO outbox (account_id, message_id, routing_key, payload)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::jsonb[])
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[]::json[])
              ON CONFLICT (message_id) DO NOTHING",
         )
         .bind(self.account_id)
