@@ -394,6 +394,19 @@ rmq_dump_logs() {
     tail -n 40 "$d/log/$1@$RMQ_HOST.log" >&2 2>/dev/null || true
 }
 
+# rmq_heal NODE: a quorum queue's at-least-once dead-letter workers hang off rabbit_fifo_dlx_sup.
+# RabbitMQ 3.10 can lose that supervisor for good: its workers crash when queues are deleted just
+# after an app restart (the chaos test's teardown), it gives up, and from then on every quorum
+# queue declared with a dead-letter exchange fails with INTERNAL_ERROR. Restarting the app heals it.
+rmq_heal() {
+    local n="$1"
+    [ "$(ctl "$n" eval 'is_pid(whereis(rabbit_fifo_dlx_sup)).' 2>/dev/null)" = true ] && return 0
+    log "rabbitmq $n@$RMQ_HOST: dead-letter supervisor lost (RabbitMQ 3.10); restarting the app"
+    CTL_TIMEOUT=30 ctl "$n" stop_app >/dev/null
+    CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" start_app >/dev/null
+    wait_amqp "$n" "$DEADLINE_RMQ"
+}
+
 # rmq_launch NODE: start NODE in the background if it isn't running. Sets
 # LAUNCHED=1 if the caller must then rmq_wait_started it.
 rmq_launch() {
@@ -403,6 +416,7 @@ rmq_launch() {
     if rmq_pid "$n" >/dev/null; then
         if port_open "$port"; then
             log "rabbitmq $n@$RMQ_HOST: already running"
+            rmq_heal "$n"
             return 0
         fi
         # VM up but app stopped (e.g. a chaos test died mid-outage): start the app.
