@@ -3,19 +3,25 @@
 //! ```text
 //! BEGIN
 //!   INSERT inbox row (provider, event id) ON CONFLICT DO NOTHING  → already there: skip
-//!   lock the invoice (FOR UPDATE), then the payment                → one event per invoice at a time
+//!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
+//!   read the payment, its siblings and the settings               → sees every earlier commit
 //!   decide the payment's transition (reconcile::payment)           → pure
-//!   update payment, derive invoice totals (reconcile::invoice)     → pure
-//!   INSERT outbox rows (reconciliation events, stable ids)
+//!   derive the invoice's totals (reconcile::invoice)               → pure
+//!   write payment + invoice totals + outbox rows, one statement    → reconciliation events, stable ids
 //! COMMIT                                                           → then ack
 //! ```
+//!
+//! Five round trips for a payment event. The read after the lock cannot join the lock's statement:
+//! under READ COMMITTED that statement's snapshot is taken before a wait for the lock, and would
+//! miss what the transaction it waited for wrote.
 //!
 //! A crash anywhere before COMMIT applies nothing; the redelivery starts again. A redelivery after
 //! COMMIT finds the inbox row and changes nothing. That, not luck, is why effects happen once.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row};
 
 use crate::config::Settings;
 use crate::reconcile::events::{DomainEvent, MethodEvent, PaymentEvent, interpret};
@@ -109,36 +115,28 @@ pub async fn apply(
     let account_id = settings.account.id.as_str();
 
     let mut tx = db.begin().await?;
-    // Recorded as applied up front (the common case); another outcome is written over it below.
-    let inserted = sqlx::query(
-        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
-         VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
-         ON CONFLICT (provider, event_id) DO NOTHING",
-    )
-    .bind(envelope.provider.as_str())
-    .bind(&envelope.event_id)
-    .bind(account_id)
-    .bind(&envelope.event_type)
-    .bind(raw_payload)
-    .bind(envelope.received_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        return Ok(Outcome::Duplicate);
-    }
     let mut context = Context {
         settings,
         envelope,
         account_id,
+        raw_payload,
         outbox: Vec::new(),
     };
+    // A payment event is recorded by the statement that locks its invoice (the hot path, one round
+    // trip fewer); every other event is recorded first.
+    let recorded_first = !matches!(event, DomainEvent::Payment(_));
+    if recorded_first && !context.record_in_inbox(&mut tx).await? {
+        return Ok(Outcome::Duplicate);
+    }
     let outcome = match event {
         DomainEvent::Payment(event) => apply_payment(&mut tx, &mut context, event).await?,
         DomainEvent::Method(event) => apply_method(&mut tx, &mut context, event).await?,
         DomainEvent::Ignored(why) => Outcome::Ignored(why),
     };
+    if outcome == Outcome::Duplicate {
+        // Nothing was written; dropping the transaction releases the invoice's lock.
+        return Ok(outcome);
+    }
     if outcome != Outcome::Applied {
         sqlx::query("UPDATE webhook_events SET outcome = $3 WHERE provider = $1 AND event_id = $2")
             .bind(envelope.provider.as_str())
@@ -152,15 +150,61 @@ pub async fn apply(
     Ok(outcome)
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 struct Context<'a> {
     settings: &'a Settings,
     envelope: &'a Envelope,
     account_id: &'a str,
+    /// The event as it arrived, for the inbox.
+    raw_payload: &'a str,
     /// Reconciliation events of this transaction: (id, type, JSON body), written in one statement.
     outbox: Vec<(String, &'static str, String)>,
 }
 
-impl Context<'_> {
+/// Records the event in the inbox, as applied (the common case; another outcome is written over
+/// it later): $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time. Writes
+/// nothing when the event is there already. A macro so the invoice lock can share it.
+macro_rules! inbox_insert {
+    () => {
+        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
+         VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
+         ON CONFLICT (provider, event_id) DO NOTHING"
+    };
+}
+
+/// Writes the queued reconciliation events: $1 the account, $2 ids, $3 types, $4 JSON bodies.
+/// A macro so that `PaymentChange` can end its statement with the same insert.
+macro_rules! outbox_insert {
+    () => {
+        "INSERT INTO outbox (account_id, message_id, routing_key, payload)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[]::json[])
+         ON CONFLICT (message_id) DO NOTHING"
+    };
+}
+
+impl<'a> Context<'a> {
+    /// Binds `inbox_insert!`'s parameters, $1 to $6.
+    fn bind_inbox(&self, query: PgQuery<'a>) -> PgQuery<'a> {
+        query
+            .bind(self.envelope.provider.as_str())
+            .bind(&self.envelope.event_id)
+            .bind(self.account_id)
+            .bind(&self.envelope.event_type)
+            .bind(self.raw_payload)
+            .bind(self.envelope.received_at)
+    }
+
+    /// Records the event in the inbox; false when it was there already (a redelivery).
+    async fn record_in_inbox(&self, tx: &mut PgConnection) -> sqlx::Result<bool> {
+        let inserted = self
+            .bind_inbox(sqlx::query(inbox_insert!()))
+            .execute(tx)
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
     /// Queues a reconciliation event for the outbox. Its id is derived from the provider event and
     /// the type, so replays and redeliveries can never produce a second one.
     fn emit(&mut self, event_type: &'static str, occurred_at: DateTime<Utc>, data: Value) {
@@ -180,31 +224,112 @@ impl Context<'_> {
         self.outbox.push((id, event_type, payload.to_string()));
     }
 
+    /// The queued reconciliation events as the columns `outbox_insert!` binds ($2, $3, $4).
+    fn take_outbox(&mut self) -> (Vec<String>, Vec<&'static str>, Vec<String>) {
+        self.outbox.drain(..).fold(
+            (vec![], vec![], vec![]),
+            |(mut ids, mut types, mut payloads), (id, kind, payload)| {
+                ids.push(id);
+                types.push(kind);
+                payloads.push(payload);
+                (ids, types, payloads)
+            },
+        )
+    }
+
     async fn flush_outbox(&mut self, tx: &mut PgConnection) -> sqlx::Result<()> {
         if self.outbox.is_empty() {
             return Ok(());
         }
-        let (ids, types, payloads): (Vec<String>, Vec<&str>, Vec<String>) =
-            self.outbox.drain(..).fold(
-                (vec![], vec![], vec![]),
-                |(mut i, mut t, mut p), (id, kind, payload)| {
-                    i.push(id);
-                    t.push(kind);
-                    p.push(payload);
-                    (i, t, p)
-                },
-            );
-        sqlx::query(
-            "INSERT INTO outbox (account_id, message_id, routing_key, payload)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[]::json[])
-             ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(self.account_id)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&payloads)
-        .execute(tx)
-        .await?;
+        let (ids, types, payloads) = self.take_outbox();
+        sqlx::query(outbox_insert!())
+            .bind(self.account_id)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&payloads)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Everything decided about one payment event under the invoice's lock: the payment's row, the
+/// invoice's totals and the queued reconciliation events are then written in one statement, one
+/// round trip, instead of one each.
+struct PaymentChange<'a> {
+    payment_id: &'a str,
+    /// A payment settle sees for the first time.
+    insert: bool,
+    /// A known payment the event moves.
+    update: bool,
+    status: PaymentStatus,
+    amount: i64,
+    failure: Option<&'a crate::reconcile::events::Failure>,
+    /// The event's provider time, when the event was applied.
+    applied_at: Option<DateTime<Utc>>,
+    effective: crate::reconcile::settings::EffectiveSettings,
+    /// The invoice's new amount paid and status, when they changed.
+    invoice_totals: Option<(i64, InvoiceStatus)>,
+}
+
+const WRITE_PAYMENT_CHANGE: &str = concat!(
+    "WITH new_payment AS (
+         INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
+             currency, status, collected, failure_code, failure_message, last_event_at,
+             effective_provider, effective_auto_charge)
+         SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+         WHERE $19
+     ), moved_payment AS (
+         UPDATE payments SET status = $12, collected = $13, amount = $10,
+             failure_code = CASE WHEN $21 THEN $14 ELSE failure_code END,
+             failure_message = CASE WHEN $21 THEN $15 ELSE failure_message END,
+             last_event_at = GREATEST(last_event_at, $16),
+             effective_provider = $17, effective_auto_charge = $18, updated_at = now()
+         WHERE id = $5 AND $20
+     ), invoice_totals AS (
+         UPDATE invoices SET amount_paid = $22, status = $23, updated_at = now()
+         WHERE id = $7 AND $23 IS NOT NULL
+     )
+     ",
+    outbox_insert!()
+);
+
+impl PaymentChange<'_> {
+    async fn write(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &mut Context<'_>,
+        invoice: &invoices::InvoiceRow,
+        event: &PaymentEvent,
+    ) -> sqlx::Result<()> {
+        let (ids, types, payloads) = ctx.take_outbox();
+        let (amount_paid, invoice_status) = self.invoice_totals.unzip();
+        sqlx::query(WRITE_PAYMENT_CHANGE)
+            .bind(ctx.account_id)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&payloads)
+            .bind(self.payment_id)
+            .bind(&invoice.account_id)
+            .bind(&invoice.id)
+            .bind(event.provider.as_str())
+            .bind(&event.provider_payment_id)
+            .bind(self.amount)
+            .bind(&invoice.currency)
+            .bind(self.status.as_str())
+            .bind(self.status.is_collected())
+            .bind(self.failure.and_then(|f| f.code.as_deref()))
+            .bind(self.failure.and_then(|f| f.message.as_deref()))
+            .bind(self.applied_at)
+            .bind(self.effective.payment_provider.value.as_str())
+            .bind(self.effective.auto_charge.value)
+            .bind(self.insert)
+            .bind(self.update)
+            .bind(self.failure.is_some())
+            .bind(amount_paid)
+            .bind(invoice_status.map(InvoiceStatus::as_str))
+            .execute(tx)
+            .await?;
         Ok(())
     }
 }
@@ -269,6 +394,22 @@ const PAYMENT_CONTEXT: &str = "
     LEFT JOIN payment_settings b_s ON b_s.level = 'BILLING_SCHEDULE' AND b_s.target_id = $4
     LEFT JOIN payment_settings c_s ON c_s.level = 'CUSTOMER' AND c_s.target_id = $5";
 
+/// Records the event in the inbox and locks its invoice, in one statement: `recorded` is false for
+/// a redelivery, the invoice's columns are NULL when it is not registered. The registered payment's
+/// invoice wins over the provider's metadata ($7 provider, $8 provider payment id, $9 invoice ref).
+const RECORD_AND_LOCK_INVOICE: &str = concat!(
+    "WITH inbox AS (",
+    inbox_insert!(),
+    " RETURNING 1)
+     SELECT EXISTS (SELECT FROM inbox) AS recorded, invoice.*
+     FROM (SELECT 1) AS one
+     LEFT JOIN LATERAL (
+         SELECT * FROM invoices WHERE id = COALESCE(
+             (SELECT invoice_id FROM payments WHERE provider = $7 AND provider_payment_id = $8), $9)
+         FOR UPDATE
+     ) AS invoice ON true"
+);
+
 async fn apply_payment(
     tx: &mut PgConnection,
     ctx: &mut Context<'_>,
@@ -276,18 +417,21 @@ async fn apply_payment(
 ) -> Result<Outcome, ApplyError> {
     let provider = event.provider.as_str();
     // Lock the invoice first: every writer of an invoice's payments and totals holds this lock, so
-    // events of one invoice apply one at a time. The registered payment's invoice wins over the
-    // provider's metadata.
-    let invoice: Option<invoices::InvoiceRow> = sqlx::query_as(
-        "SELECT * FROM invoices WHERE id = COALESCE(
-             (SELECT invoice_id FROM payments WHERE provider = $1 AND provider_payment_id = $2), $3)
-         FOR UPDATE",
-    )
-    .bind(provider)
-    .bind(&event.provider_payment_id)
-    .bind(&event.invoice_ref)
-    .fetch_optional(&mut *tx)
-    .await?;
+    // events of one invoice apply one at a time.
+    let locked = ctx
+        .bind_inbox(sqlx::query(RECORD_AND_LOCK_INVOICE))
+        .bind(provider)
+        .bind(&event.provider_payment_id)
+        .bind(&event.invoice_ref)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked.try_get::<bool, _>("recorded")? {
+        return Ok(Outcome::Duplicate);
+    }
+    let invoice = match locked.try_get::<Option<String>, _>("id")? {
+        Some(_) => Some(invoices::InvoiceRow::from_row(&locked)?),
+        None => None,
+    };
     let Some(invoice) = invoice else {
         return match &event.invoice_ref {
             Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref.clone())),
@@ -371,59 +515,27 @@ async fn apply_payment(
         .clone()
         .filter(|_| next == PaymentStatus::Failed);
     let applied = matches!(decision, Decision::Apply(_)) && event.signal != PaymentSignal::Recorded;
-    let payment_id = match &known.payment_id {
-        Some(id) if !applied => id.clone(),
-        Some(id) => {
-            sqlx::query(
-                "UPDATE payments SET status = $2, collected = $3, amount = $4,
-                     failure_code = CASE WHEN $5 THEN $6 ELSE failure_code END,
-                     failure_message = CASE WHEN $5 THEN $7 ELSE failure_message END,
-                     last_event_at = GREATEST(last_event_at, $8),
-                     effective_provider = $9, effective_auto_charge = $10, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(next.as_str())
-            .bind(next.is_collected())
-            .bind(amount)
-            .bind(failure.is_some())
-            .bind(failure.as_ref().and_then(|f| f.code.clone()))
-            .bind(failure.as_ref().and_then(|f| f.message.clone()))
-            .bind(event.occurred_at)
-            .bind(effective_provider.as_str())
-            .bind(effective.auto_charge.value)
-            .execute(&mut *tx)
-            .await?;
-            id.clone()
-        }
-        None => {
-            let id = repository::new_id("pay");
-            sqlx::query(
-                "INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
-                     currency, status, collected, failure_code, failure_message, last_event_at,
-                     effective_provider, effective_auto_charge)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(&id)
-            .bind(&invoice.account_id)
-            .bind(&invoice.id)
-            .bind(provider)
-            .bind(&event.provider_payment_id)
-            .bind(amount)
-            .bind(&invoice.currency)
-            .bind(next.as_str())
-            .bind(next.is_collected())
-            .bind(failure.as_ref().and_then(|f| f.code.clone()))
-            .bind(failure.as_ref().and_then(|f| f.message.clone()))
-            .bind(applied.then_some(event.occurred_at))
-            .bind(effective_provider.as_str())
-            .bind(effective.auto_charge.value)
-            .execute(&mut *tx)
-            .await?;
-            id
-        }
+    let new_payment = known.payment_id.is_none();
+    let payment_id = known
+        .payment_id
+        .clone()
+        .unwrap_or_else(|| repository::new_id("pay"));
+    let mut change = PaymentChange {
+        payment_id: &payment_id,
+        insert: new_payment,
+        update: applied && !new_payment,
+        status: next,
+        amount,
+        failure: failure.as_ref(),
+        applied_at: applied.then_some(event.occurred_at),
+        effective,
+        invoice_totals: None,
     };
     if !applied {
+        // A payment settle has not seen before is recorded even when no event applies to it.
+        if new_payment {
+            change.write(tx, ctx, &invoice, &event).await?;
+        }
         return Ok(
             if event.signal == PaymentSignal::Recorded && matches!(decision, Decision::Apply(_)) {
                 Outcome::Applied
@@ -450,14 +562,7 @@ async fn apply_payment(
     let before = InvoiceStatus::parse(&invoice.status).unwrap_or(InvoiceStatus::Open);
     let totals = invoice::totals(invoice.amount_due, &collected, latest_failed);
     if totals.amount_paid != invoice.amount_paid || totals.status != before {
-        sqlx::query(
-            "UPDATE invoices SET amount_paid = $2, status = $3, updated_at = now() WHERE id = $1",
-        )
-        .bind(&invoice.id)
-        .bind(totals.amount_paid)
-        .bind(totals.status.as_str())
-        .execute(&mut *tx)
-        .await?;
+        change.invoice_totals = Some((totals.amount_paid, totals.status));
     }
 
     let payment_data = json!({
@@ -499,6 +604,7 @@ async fn apply_payment(
     for event_type in invoice::status_events(before, totals, invoice.amount_paid) {
         ctx.emit(event_type, event.occurred_at, invoice_data.clone());
     }
+    change.write(tx, ctx, &invoice, &event).await?;
     // A failure on an invoice that is still not paid tells the customer and the business, once
     // per (payment, failure event): the rows' key makes redeliveries and replays write nothing.
     if next == PaymentStatus::Failed && totals.status != InvoiceStatus::Paid {
