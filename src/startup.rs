@@ -20,6 +20,9 @@ use crate::config::Settings;
 
 /// How long a request may wait for a pooled database connection before failing with 503.
 const DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A pooled connection idle for longer than this is pinged before it is handed out. sqlx pings
+/// every connection by default: a round trip per transaction, a sixth of the worker's.
+const DATABASE_PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// What a process does: `serve` takes HTTP traffic, `worker` reconciles, `run` does both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,16 @@ pub fn database_pool(settings: &Settings) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(DATABASE_ACQUIRE_TIMEOUT)
+        // A connection in steady use has just proved itself; one that sat idle may have been cut
+        // (a database restart, a proxy's timeout) and is checked, and replaced if dead.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                // false: the pool closes this connection and hands out another, or a new one.
+                Ok(meta.idle_for < DATABASE_PING_WHEN_IDLE_FOR
+                    || sqlx::Connection::ping(connection).await.is_ok())
+            })
+        })
         .connect_lazy_with(options))
 }
 
