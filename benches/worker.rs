@@ -10,7 +10,11 @@
 //!    `received-at` to (a) `webhook_events.processed_at`, which is `now()` of the worker's
 //!    transaction, i.e. its start, and (b) the commit: a trigger on the inbox NOTIFYs, which
 //!    PostgreSQL delivers only at commit, and the benchmark stamps each notification on arrival;
-//! 3. the machine's own limit in the same run: `pgbench` with a one-transaction reconcile of its own
+//! 3. the worker's transaction alone: `apply` called straight from as many tasks as the prefetch,
+//!    on BENCH_TX_EVENTS (default: a fifth of BENCH_EVENTS) invoices of their own, with no broker
+//!    and no relay. Set beside the drain, it shows what the transaction costs and what consuming,
+//!    acking and relaying through RabbitMQ add;
+//! 4. the machine's own limit in the same run: `pgbench` with a one-transaction reconcile of its own
 //!    tables (update an invoice row, insert an event row), with as many clients as the worker's
 //!    prefetch; then the ratio of the worker's events/s to pgbench's tps.
 //!
@@ -20,7 +24,8 @@
 //! Run with `make bench`, or `cargo bench --bench worker` with the services up
 //! (`./scripts/services.sh start`, then `eval "$(./scripts/services.sh env)"`).
 //! Env: BENCH_EVENTS, BENCH_RATE, BENCH_SECONDS, BENCH_PREFETCH (default: `worker.prefetch`),
-//! BENCH_DB_CONNECTIONS (default: `database.max_connections`), DATABASE_URL, AMQP_URL.
+//! BENCH_TX_EVENTS, BENCH_DB_CONNECTIONS (default: `database.max_connections`), DATABASE_URL,
+//! AMQP_URL.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +39,9 @@ use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
 use settle::broker::{Broker, HeaderValue, OutgoingMessage, Topology, headers};
 use settle::config::Settings;
+use settle::reconcile::methods::MethodProvider;
 use settle::startup::{Application, Role};
+use settle::worker::apply::{Envelope, Outcome, apply};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +126,7 @@ impl Bench {
         let events = env_number("BENCH_EVENTS", 100_000);
         let rate = env_number("BENCH_RATE", 500);
         let seconds = env_number("BENCH_SECONDS", 20);
+        let tx_events = env_number("BENCH_TX_EVENTS", events / 5).max(1);
         let prefetch = self.settings.worker.prefetch;
         println!(
             "settle worker benchmark: {events} backlog events, then {rate}/s for {seconds}s; prefetch {prefetch}, {} database connections, {} cores",
@@ -129,10 +137,10 @@ impl Bench {
         settle::startup::migrate(&self.db).await?;
         settle::repository::ensure_account(&self.db, &self.settings.account.id).await?;
         let started = Instant::now();
-        self.seed(events, rate * seconds).await?;
+        self.seed(events, rate * seconds, tx_events).await?;
         println!(
             "seeded {CUSTOMERS} customers and {} invoices of {AMOUNT} minor units GBP in {:.1} s",
-            events + rate * seconds,
+            events + rate * seconds + tx_events,
             started.elapsed().as_secs_f64()
         );
 
@@ -140,19 +148,27 @@ impl Bench {
         let commit_p99_ms = self.fixed_rate(rate, seconds).await;
         worker.stop().await?;
         let commit_p99_ms = commit_p99_ms?;
+        let transaction_rate = self.transaction_alone(tx_events, prefetch.into()).await?;
 
         let tps = self.pgbench(prefetch.into(), events).await?;
         println!(
-            "ratio worker events/s ÷ pgbench tps: {:.2} (target ≥ 0.40); e2e p99 (received → committed) at {rate}/s: {:.1} ms (target ≤ 100 ms)",
+            "ratio worker events/s ÷ pgbench tps: {:.2} (target ≥ 0.40; the transaction alone: {:.2}); e2e p99 (received → committed) at {rate}/s: {:.1} ms (target ≤ 100 ms)",
             drain_rate / tps,
+            transaction_rate / tps,
             commit_p99_ms
         );
         Ok(())
     }
 
-    /// Customers, then one open invoice per event: `inv_drain_…` for the backlog and `inv_e2e_…`
-    /// for the fixed-rate phase. Plain SQL in bulk: the same rows `POST /invoices` writes.
-    async fn seed(&self, drain_invoices: u64, e2e_invoices: u64) -> anyhow::Result<()> {
+    /// Customers, then one open invoice per event: `inv_drain_…` for the backlog, `inv_e2e_…`
+    /// for the fixed-rate phase and `inv_tx_…` for the transaction alone. Plain SQL in bulk: the
+    /// same rows `POST /invoices` writes.
+    async fn seed(
+        &self,
+        drain_invoices: u64,
+        e2e_invoices: u64,
+        tx_invoices: u64,
+    ) -> anyhow::Result<()> {
         let account = &self.settings.account.id;
         sqlx::query(
             "INSERT INTO customers (id, account_id, legal_name, email, billing_emails, external_ids,
@@ -167,7 +183,11 @@ impl Bench {
         .bind(CUSTOMERS as i64)
         .execute(&self.db)
         .await?;
-        for (kind, count) in [("drain", drain_invoices), ("e2e", e2e_invoices)] {
+        for (kind, count) in [
+            ("drain", drain_invoices),
+            ("e2e", e2e_invoices),
+            ("tx", tx_invoices),
+        ] {
             sqlx::query(&format!(
                 "INSERT INTO invoices (id, account_id, customer_id, number, currency, amount_due,
                                        due_date)
@@ -387,6 +407,40 @@ impl Bench {
     }
 
     /// Phase 3: PostgreSQL's own rate for a comparable one-transaction reconcile, same database.
+    /// Phase 3: the worker's transaction (`apply`) from `concurrency` tasks, no broker. Returns
+    /// events/s.
+    async fn transaction_alone(&self, events: u64, concurrency: usize) -> anyhow::Result<f64> {
+        let template = event_template();
+        let received_at = chrono::Utc::now();
+        let cpu_before = Cpu::now();
+        let started = Instant::now();
+        let outcomes: Vec<Outcome> = futures_util::stream::iter(0..events)
+            .map(|n| {
+                let (event_id, body) = event_body(&template, "tx", n);
+                let envelope = Envelope {
+                    provider: MethodProvider::Stripe,
+                    event_id,
+                    event_type: "payment_intent.succeeded".into(),
+                    received_at,
+                    body,
+                };
+                async move { apply(&self.db, &self.settings, &envelope).await }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        let elapsed = started.elapsed();
+        let cpu = Cpu::now().since(&cpu_before, elapsed);
+        let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count();
+        let rate = events as f64 / elapsed.as_secs_f64();
+        println!(
+            "worker transaction alone ({concurrency} tasks calling apply(), no broker, no relay): {rate:>7.0} events/s  ({events} events in {:.2} s; {applied} applied)",
+            elapsed.as_secs_f64()
+        );
+        println!("  CPU during the transactions, {cpu}");
+        Ok(rate)
+    }
+
     async fn pgbench(&self, clients: u64, invoices: u64) -> anyhow::Result<f64> {
         sqlx::raw_sql(&format!(
             "CREATE TABLE bench_invoices (
