@@ -100,11 +100,11 @@ pub async fn apply(
         reason: "unparseable",
         detail,
     };
-    let payload: Value =
-        serde_json::from_slice(&envelope.body).map_err(|e| unparseable(e.to_string()))?;
-    // Parsed above, so valid UTF-8: the inbox keeps the body exactly as it arrived.
+    // The inbox keeps the body exactly as it arrived; JSON is UTF-8, so this text is what parses.
     let raw_payload =
         std::str::from_utf8(&envelope.body).map_err(|e| unparseable(e.to_string()))?;
+    let payload: Value =
+        serde_json::from_str(raw_payload).map_err(|e| unparseable(e.to_string()))?;
     let event = interpret(
         envelope.provider,
         &envelope.event_type,
@@ -428,17 +428,14 @@ async fn apply_payment(
     if !locked.try_get::<bool, _>("recorded")? {
         return Ok(Outcome::Duplicate);
     }
-    let invoice = match locked.try_get::<Option<String>, _>("id")? {
-        Some(_) => Some(invoices::InvoiceRow::from_row(&locked)?),
-        None => None,
-    };
-    let Some(invoice) = invoice else {
+    if locked.try_get::<Option<String>, _>("id")?.is_none() {
         return match &event.invoice_ref {
             Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref.clone())),
             // No registered payment and no invoice reference: not one of ours.
             None => Ok(Outcome::Ignored("payment is not ours")),
         };
-    };
+    }
+    let invoice = invoices::InvoiceRow::from_row(&locked)?;
     if let Some(currency) = &event.currency {
         let currency =
             Currency::parse_any_case(currency).map_err(|detail| ApplyError::Permanent {
