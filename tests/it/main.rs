@@ -13,6 +13,5 @@ mod notify;
 mod openapi;
 mod ops;
 mod shutdown;
-mod smtp;
 mod webhooks;
 mod worker;

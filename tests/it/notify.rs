@@ -7,21 +7,16 @@ use serde_json::json;
 use settle::startup::Role;
 
 use crate::helpers::*;
-use crate::smtp::SmtpSink;
-use crate::worker::{
-    gocardless_event, post_gocardless_batch, post_stripe, stripe_payment_event,
-    wait_invoice_status, wait_processed,
-};
 
 async fn app_with_mail(sink: &SmtpSink) -> TestApp {
     spawn_app_with(AppOptions {
         role: Role::Run,
         smtp_url: Some(sink.url()),
-        tweak: |settings| {
+        tweak: Box::new(|settings| {
             settings.notifications.poll_ms = 100;
             settings.notifications.max_backoff_secs = 1;
             settings.worker.outbox_poll_ms = 100;
-        },
+        }),
         ..AppOptions::default()
     })
     .await
@@ -67,9 +62,9 @@ async fn a_failure_delivered_three_times_mails_the_customer_and_the_business_onc
         .await;
     let body = failed_stripe_payment("evt_fail", "pi_fail", "inv_1", T0).await;
     for _ in 0..3 {
-        post_stripe(&app, &body).await;
+        app.deliver_stripe(&body).await;
     }
-    wait_invoice_status(&app, "inv_1", "PAYMENT_FAILED").await;
+    app.wait_invoice_status("inv_1", "PAYMENT_FAILED").await;
     let mails = sink.wait_for(2).await;
     // Stop gracefully: every delivery finished, so a duplicate would have been written by now.
     app.shutdown_only().await;
@@ -132,13 +127,10 @@ async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
     app.create_customer("acme").await;
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
-    post_stripe(
-        &app,
-        &failed_stripe_payment("evt_out", "pi_out", "inv_1", T0).await,
-    )
-    .await;
+    app.deliver_stripe(&failed_stripe_payment("evt_out", "pi_out", "inv_1", T0).await)
+        .await;
     // Reconciliation does not wait for mail.
-    wait_invoice_status(&app, "inv_1", "PAYMENT_FAILED").await;
+    app.wait_invoice_status("inv_1", "PAYMENT_FAILED").await;
     let db = app.db();
     poll_until("a failed send attempt", Duration::from_secs(20), || async {
         let failed: i64 = sqlx::query_scalar(
@@ -172,32 +164,23 @@ async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
     app.create_customer("acme").await;
     app.create_invoice("inv_paid", "acme", None, "GBP", 12_500)
         .await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_ok",
-            "pi_ok",
-            Some("inv_paid"),
-            12_500,
-            T0 + 100,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_ok",
+        "pi_ok",
+        Some("inv_paid"),
+        12_500,
+        T0 + 100,
+    ))
     .await;
-    wait_invoice_status(&app, "inv_paid", "PAID").await;
+    app.wait_invoice_status("inv_paid", "PAID").await;
     // A stale failure of the same payment, and a failure of another attempt on the paid invoice.
-    post_stripe(
-        &app,
-        &failed_stripe_payment("evt_stale", "pi_ok", "inv_paid", T0 + 50).await,
-    )
-    .await;
-    post_stripe(
-        &app,
-        &failed_stripe_payment("evt_other", "pi_other", "inv_paid", T0 + 200).await,
-    )
-    .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_stale").await, "stale");
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_other").await, "applied");
+    app.deliver_stripe(&failed_stripe_payment("evt_stale", "pi_ok", "inv_paid", T0 + 50).await)
+        .await;
+    app.deliver_stripe(&failed_stripe_payment("evt_other", "pi_other", "inv_paid", T0 + 200).await)
+        .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_stale").await, "stale");
+    assert_eq!(app.wait_processed("STRIPE", "evt_other").await, "applied");
     assert_eq!(notification_count(&app).await, 0);
     assert!(sink.mails().is_empty());
     app.stop().await;
@@ -214,31 +197,25 @@ async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
         .api_post("/invoices/inv_dd/payments", json!({"provider": "GOCARDLESS", "providerPaymentId": "PM_DD", "amount": 3000, "currency": "GBP"}))
         .await;
     assert_eq!(status, 201, "{body}");
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_C",
-            "payments",
-            "confirmed",
-            json!({"payment": "PM_DD"}),
-            "2026-11-02T12:00:00.000Z",
-        )],
-    )
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_C",
+        "payments",
+        "confirmed",
+        json!({"payment": "PM_DD"}),
+        "2026-11-02T12:00:00.000Z",
+    )])
     .await;
-    wait_invoice_status(&app, "inv_dd", "PAID").await;
+    app.wait_invoice_status("inv_dd", "PAID").await;
     // The fixture's `failed` event says will_attempt_retry: true.
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_F",
-            "payments",
-            "failed",
-            json!({"payment": "PM_DD"}),
-            "2026-11-05T12:00:00.000Z",
-        )],
-    )
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_F",
+        "payments",
+        "failed",
+        json!({"payment": "PM_DD"}),
+        "2026-11-05T12:00:00.000Z",
+    )])
     .await;
-    wait_invoice_status(&app, "inv_dd", "PAYMENT_FAILED").await;
+    app.wait_invoice_status("inv_dd", "PAYMENT_FAILED").await;
     let mails = sink.wait_for(2).await;
     let customer = mails
         .iter()

@@ -8,9 +8,6 @@ use serde_json::Value;
 use settle::startup::Role;
 
 use crate::helpers::*;
-use crate::worker::{
-    invoice, post_stripe, stripe_payment_event, subscribe, wait_invoice_status, wait_processed,
-};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -54,35 +51,19 @@ async fn settle(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn dead_letter_app() -> TestApp {
-    spawn_app_with(AppOptions {
-        role: Role::Run,
-        tweak: |settings| {
-            settings.worker.retry_delays_ms = vec![100, 200];
-            settings.worker.max_attempts = 3;
-            settings.worker.outbox_poll_ms = 100;
-        },
-        ..AppOptions::default()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
-    let app = dead_letter_app().await;
+    let app = spawn_worker(Retries::GIVE_UP_SOON).await;
     app.create_customer("cust").await;
-    let subscriber = subscribe(&app).await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_orphan",
-            "pi_orphan",
-            Some("inv_missing"),
-            800,
-            1_790_000_000,
-        ),
-    )
+    let subscriber = app.subscribe().await;
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_orphan",
+        "pi_orphan",
+        Some("inv_missing"),
+        800,
+        1_790_000_000,
+    ))
     .await;
 
     let db = app.db();
@@ -135,7 +116,7 @@ async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
         .await;
     let (code, _, err) = settle(&app, &["dlq", "replay", &id.to_string()]).await;
     assert_eq!(code, 0, "{err}");
-    wait_invoice_status(&app, "inv_missing", "PAID").await;
+    app.wait_invoice_status("inv_missing", "PAID").await;
     // Replaying again (an operator's double click) changes nothing: the inbox absorbs it.
     let (code, _, err) = settle(&app, &["dlq", "replay", &id.to_string()]).await;
     assert_eq!(code, 0, "{err}");
@@ -150,7 +131,7 @@ async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
     })
     .await;
     assert_eq!(
-        invoice(&app, "inv_missing").await["amountPaid"],
+        app.invoice("inv_missing").await["amountPaid"],
         800,
         "applied once"
     );
@@ -174,22 +155,19 @@ async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
 
 #[tokio::test]
 async fn events_replay_re_drives_an_archived_event_without_doubling_effects() {
-    let app = dead_letter_app().await;
+    let app = spawn_worker(Retries::GIVE_UP_SOON).await;
     app.create_customer("cust").await;
     app.create_invoice("inv_r", "cust", None, "GBP", 500).await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_r",
-            "pi_r",
-            Some("inv_r"),
-            500,
-            1_790_000_000,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_r",
+        "pi_r",
+        Some("inv_r"),
+        500,
+        1_790_000_000,
+    ))
     .await;
-    wait_invoice_status(&app, "inv_r", "PAID").await;
+    app.wait_invoice_status("inv_r", "PAID").await;
     let db = app.db();
     let processed_at = |db: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
@@ -207,8 +185,8 @@ async fn events_replay_re_drives_an_archived_event_without_doubling_effects() {
         processed_at(db.clone()).await.filter(|at| *at > first)
     })
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_r").await, "applied");
-    let invoice = invoice(&app, "inv_r").await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_r").await, "applied");
+    let invoice = app.invoice("inv_r").await;
     assert_eq!(invoice["amountPaid"], 500);
     let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
         .fetch_one(&db)
@@ -229,7 +207,7 @@ async fn a_worker_killed_mid_batch_applies_every_event_exactly_once_after_restar
         ..AppOptions::default()
     })
     .await;
-    let subscriber = subscribe(&app).await;
+    let subscriber = app.subscribe().await;
     const EVENTS: usize = 300;
     app.create_customer("cust").await;
     for i in 0..EVENTS {

@@ -1,172 +1,9 @@
 //! The reconciliation worker, end to end: every flow starts with a signed webhook through the real
 //! receiver, goes through RabbitMQ, and is checked in PostgreSQL and on the reconciliation exchange.
 
-use std::time::Duration;
-
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use settle::startup::Role;
 
 use crate::helpers::*;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-pub async fn worker_app() -> TestApp {
-    spawn_app_with(AppOptions {
-        role: Role::Run,
-        tweak: |settings| {
-            settings.worker.retry_delays_ms = vec![300, 600];
-            settings.worker.max_attempts = 20;
-            settings.worker.outbox_poll_ms = 100;
-        },
-        ..AppOptions::default()
-    })
-    .await
-}
-
-/// A Stripe event from Stripe's published example objects, with the fields that matter set.
-pub fn stripe_payment_event(
-    event_type: &str,
-    event_id: &str,
-    payment_intent: &str,
-    invoice_id: Option<&str>,
-    amount: i64,
-    created: i64,
-) -> Vec<u8> {
-    let object_kind = match event_type.split('.').next().unwrap() {
-        "checkout" => "checkout.session",
-        kind => kind,
-    };
-    let fixtures: Value =
-        serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
-    let mut event = fixtures["event"].clone();
-    event["id"] = event_id.into();
-    event["type"] = event_type.into();
-    event["created"] = created.into();
-    let mut object = fixtures[object_kind].clone();
-    match object_kind {
-        "payment_intent" => {
-            object["id"] = payment_intent.into();
-            object["amount"] = amount.into();
-            object["amount_received"] = amount.into();
-        }
-        "checkout.session" => {
-            object["payment_intent"] = payment_intent.into();
-            object["amount_total"] = amount.into();
-            object["payment_status"] = "paid".into();
-        }
-        "invoice" => {
-            object["payment_intent"] = payment_intent.into();
-            object["amount_paid"] = amount.into();
-            object["amount_due"] = amount.into();
-        }
-        _ => {}
-    }
-    object["currency"] = "gbp".into();
-    object["metadata"] = match invoice_id {
-        Some(id) => json!({ "invoice_id": id }),
-        None => json!({}),
-    };
-    event["data"]["object"] = object;
-    serde_json::to_vec(&event).unwrap()
-}
-
-pub fn gocardless_event(
-    id: &str,
-    resource_type: &str,
-    action: &str,
-    links: Value,
-    created_at: &str,
-) -> Value {
-    let fixture: Value =
-        serde_json::from_str(include_str!("../fixtures/gocardless-webhook.json")).unwrap();
-    let mut event = fixture["events"][1].clone(); // the `failed` payment: every field present
-    event["id"] = id.into();
-    event["resource_type"] = resource_type.into();
-    event["action"] = action.into();
-    event["links"] = links;
-    event["created_at"] = created_at.into();
-    event
-}
-
-pub async fn post_gocardless_batch(app: &TestApp, events: Vec<Value>) {
-    let body =
-        serde_json::to_vec(&json!({"events": events, "meta": {"webhook_id": "WB_TEST"}})).unwrap();
-    let response = app
-        .post_gocardless(&body, &gocardless_signature(&body))
-        .await;
-    assert_eq!(response.status(), 204);
-}
-
-pub async fn post_stripe(app: &TestApp, body: &[u8]) {
-    let response = app.post_stripe_signed(body).await;
-    assert_eq!(response.status(), 200);
-}
-
-pub async fn invoice(app: &TestApp, id: &str) -> Value {
-    let (status, body) = app.api_get(&format!("/invoices/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-pub async fn wait_invoice_status(app: &TestApp, id: &str, status: &str) -> Value {
-    poll_until(&format!("invoice {id} to be {status}"), WAIT, || async {
-        let invoice = invoice(app, id).await;
-        (invoice["status"] == status).then_some(invoice)
-    })
-    .await
-}
-
-/// Waits until the worker has recorded the event in its inbox, and returns the outcome.
-pub async fn wait_processed(app: &TestApp, provider: &str, event_id: &str) -> String {
-    let db = app.db();
-    poll_until(
-        &format!("event {event_id} to be processed"),
-        WAIT,
-        || async {
-            sqlx::query_scalar::<_, String>(
-                "SELECT outcome FROM webhook_events WHERE provider = $1 AND event_id = $2",
-            )
-            .bind(provider)
-            .bind(event_id)
-            .fetch_optional(&db)
-            .await
-            .unwrap()
-        },
-    )
-    .await
-}
-
-/// A queue bound to the reconciliation exchange, as a subscribing service would have.
-pub async fn subscribe(app: &TestApp) -> String {
-    let queue = app.queue("test-subscriber");
-    let connection = Connection::connect(&app.amqp_url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            app.queue("reconciliation").as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = connection.close(200, "done".into()).await;
-    queue
-}
 
 async fn setup(app: &TestApp, invoice_id: &str, amount_due: i64) {
     app.create_customer("cust").await;
@@ -174,37 +11,11 @@ async fn setup(app: &TestApp, invoice_id: &str, amount_due: i64) {
         .await;
 }
 
-async fn register_payment(
-    app: &TestApp,
-    invoice_id: &str,
-    provider: &str,
-    provider_payment_id: &str,
-    amount: i64,
-) {
-    let (status, body) = app
-        .api_post(
-            &format!("/invoices/{invoice_id}/payments"),
-            json!({"provider": provider, "providerPaymentId": provider_payment_id, "amount": amount, "currency": "GBP"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-}
-
-fn payment_status(invoice: &Value, provider_payment_id: &str) -> String {
-    invoice["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["providerPaymentId"] == provider_payment_id)
-        .map(|p| p["status"].as_str().unwrap().to_owned())
-        .unwrap_or_else(|| panic!("no payment {provider_payment_id} in {invoice}"))
-}
-
 const T0: i64 = 1_790_000_000;
 
 #[tokio::test]
 async fn every_stripe_payment_row_of_the_table() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
     // (event type, payment status after it, invoice status after it)
     let rows = [
@@ -238,15 +49,15 @@ async fn every_stripe_payment_row_of_the_table() {
             2500,
             T0,
         );
-        post_stripe(&app, &body).await;
+        app.deliver_stripe(&body).await;
     }
     for (i, (event_type, payment, invoice_status)) in rows.iter().enumerate() {
         assert_eq!(
-            wait_processed(&app, "STRIPE", &format!("evt_{i}")).await,
+            app.wait_processed("STRIPE", &format!("evt_{i}")).await,
             "applied",
             "{event_type}"
         );
-        let invoice = invoice(&app, &format!("inv_{i}")).await;
+        let invoice = app.invoice(&format!("inv_{i}")).await;
         assert_eq!(
             payment_status(&invoice, &format!("pi_{i}")),
             *payment,
@@ -257,14 +68,14 @@ async fn every_stripe_payment_row_of_the_table() {
         assert_eq!(invoice["amountPaid"], expected_paid, "{event_type}");
     }
     // A failure keeps the provider's reason.
-    let failed = invoice(&app, "inv_5").await;
+    let failed = app.invoice("inv_5").await;
     assert!(failed["payments"][0].get("failureCode").is_some());
     app.stop().await;
 }
 
 #[tokio::test]
 async fn every_gocardless_payment_row_of_the_table() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
     let rows = [
         ("created", "PENDING", "OPEN"),
@@ -285,7 +96,8 @@ async fn every_gocardless_payment_row_of_the_table() {
         let invoice_id = format!("inv_{i}");
         app.create_invoice(&invoice_id, "cust", None, "GBP", 4000)
             .await;
-        register_payment(&app, &invoice_id, "GOCARDLESS", &format!("PM{i}"), 4000).await;
+        app.register_payment(&invoice_id, "GOCARDLESS", &format!("PM{i}"), 4000)
+            .await;
         events.push(gocardless_event(
             &format!("EV{i}"),
             "payments",
@@ -295,10 +107,10 @@ async fn every_gocardless_payment_row_of_the_table() {
         ));
     }
     // One batch of unrelated resources: every event is handled on its own.
-    post_gocardless_batch(&app, events).await;
+    app.deliver_gocardless(events).await;
     for (i, (action, payment, invoice_status)) in rows.iter().enumerate() {
-        wait_processed(&app, "GOCARDLESS", &format!("EV{i}")).await;
-        let invoice = invoice(&app, &format!("inv_{i}")).await;
+        app.wait_processed("GOCARDLESS", &format!("EV{i}")).await;
+        let invoice = app.invoice(&format!("inv_{i}")).await;
         assert_eq!(
             payment_status(&invoice, &format!("PM{i}")),
             *payment,
@@ -307,15 +119,15 @@ async fn every_gocardless_payment_row_of_the_table() {
         assert_eq!(invoice["status"], *invoice_status, "{action}");
     }
     // GoCardless gives no amount: the registered payment's amount counts.
-    assert_eq!(invoice(&app, "inv_4").await["amountPaid"], 4000);
+    assert_eq!(app.invoice("inv_4").await["amountPaid"], 4000);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_gocardless_payment_nobody_registered_uses_the_invoice_outstanding_amount() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_gc", 7000).await;
-    let subscriber = subscribe(&app).await;
+    let subscriber = app.subscribe().await;
     let mut event = gocardless_event(
         "EV_META",
         "payments",
@@ -324,8 +136,8 @@ async fn a_gocardless_payment_nobody_registered_uses_the_invoice_outstanding_amo
         "2026-11-02T12:00:00.000Z",
     );
     event["resource_metadata"] = json!({"invoice_id": "inv_gc"});
-    post_gocardless_batch(&app, vec![event]).await;
-    let invoice = wait_invoice_status(&app, "inv_gc", "PAID").await;
+    app.deliver_gocardless(vec![event]).await;
+    let invoice = app.wait_invoice_status("inv_gc", "PAID").await;
     assert_eq!(invoice["amountPaid"], 7000);
     let messages = app.take_messages(&subscriber, 2).await;
     let succeeded = messages
@@ -339,9 +151,9 @@ async fn a_gocardless_payment_nobody_registered_uses_the_invoice_outstanding_amo
 
 #[tokio::test]
 async fn the_same_event_delivered_ten_times_concurrently_has_one_effect_and_one_event_id() {
-    let mut app = worker_app().await;
+    let mut app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_dup", 1500).await;
-    let subscriber = subscribe(&app).await;
+    let subscriber = app.subscribe().await;
     let body = stripe_payment_event(
         "payment_intent.succeeded",
         "evt_dup",
@@ -354,7 +166,7 @@ async fn the_same_event_delivered_ten_times_concurrently_has_one_effect_and_one_
     for response in futures_util::future::join_all(posts).await {
         assert_eq!(response.status(), 200);
     }
-    let invoice = wait_invoice_status(&app, "inv_dup", "PAID").await;
+    let invoice = app.wait_invoice_status("inv_dup", "PAID").await;
     assert_eq!(invoice["amountPaid"], 1500, "counted once");
     assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
 
@@ -392,49 +204,40 @@ async fn the_same_event_delivered_ten_times_concurrently_has_one_effect_and_one_
 
 #[tokio::test]
 async fn stripe_out_of_order_a_success_is_not_undone_by_older_events() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_ooo", 1000).await;
     // succeeded before processing; then a failure older than the success.
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_s",
-            "pi_ooo",
-            Some("inv_ooo"),
-            1000,
-            T0 + 100,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_s",
+        "pi_ooo",
+        Some("inv_ooo"),
+        1000,
+        T0 + 100,
+    ))
     .await;
-    wait_invoice_status(&app, "inv_ooo", "PAID").await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.processing",
-            "evt_p",
-            "pi_ooo",
-            Some("inv_ooo"),
-            1000,
-            T0 + 50,
-        ),
-    )
+    app.wait_invoice_status("inv_ooo", "PAID").await;
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.processing",
+        "evt_p",
+        "pi_ooo",
+        Some("inv_ooo"),
+        1000,
+        T0 + 50,
+    ))
     .await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.payment_failed",
-            "evt_f",
-            "pi_ooo",
-            Some("inv_ooo"),
-            1000,
-            T0 + 90,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.payment_failed",
+        "evt_f",
+        "pi_ooo",
+        Some("inv_ooo"),
+        1000,
+        T0 + 90,
+    ))
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_p").await, "stale");
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_f").await, "stale");
-    let invoice = invoice(&app, "inv_ooo").await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_p").await, "stale");
+    assert_eq!(app.wait_processed("STRIPE", "evt_f").await, "stale");
+    let invoice = app.invoice("inv_ooo").await;
     assert_eq!(invoice["status"], "PAID");
     assert_eq!(payment_status(&invoice, "pi_ooo"), "SUCCEEDED");
     app.stop().await;
@@ -442,23 +245,27 @@ async fn stripe_out_of_order_a_success_is_not_undone_by_older_events() {
 
 #[tokio::test]
 async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_fan", 1000).await;
     for (event_type, id) in [
         ("payment_intent.succeeded", "evt_a"),
         ("checkout.session.completed", "evt_b"),
         ("invoice.paid", "evt_c"),
     ] {
-        post_stripe(
-            &app,
-            &stripe_payment_event(event_type, id, "pi_fan", Some("inv_fan"), 1000, T0),
-        )
+        app.deliver_stripe(&stripe_payment_event(
+            event_type,
+            id,
+            "pi_fan",
+            Some("inv_fan"),
+            1000,
+            T0,
+        ))
         .await;
     }
     for id in ["evt_a", "evt_b", "evt_c"] {
-        wait_processed(&app, "STRIPE", id).await;
+        app.wait_processed("STRIPE", id).await;
     }
-    let invoice = invoice(&app, "inv_fan").await;
+    let invoice = app.invoice("inv_fan").await;
     assert_eq!(invoice["amountPaid"], 1000);
     assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
     app.stop().await;
@@ -466,36 +273,30 @@ async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
 
 #[tokio::test]
 async fn partial_payments_add_up_to_paid() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_part", 1000).await;
-    let subscriber = subscribe(&app).await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_1",
-            "pi_1",
-            Some("inv_part"),
-            400,
-            T0,
-        ),
-    )
+    let subscriber = app.subscribe().await;
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_1",
+        "pi_1",
+        Some("inv_part"),
+        400,
+        T0,
+    ))
     .await;
-    let invoice = wait_invoice_status(&app, "inv_part", "PARTIALLY_PAID").await;
+    let invoice = app.wait_invoice_status("inv_part", "PARTIALLY_PAID").await;
     assert_eq!(invoice["amountPaid"], 400);
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_2",
-            "pi_2",
-            Some("inv_part"),
-            600,
-            T0 + 1,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_2",
+        "pi_2",
+        Some("inv_part"),
+        600,
+        T0 + 1,
+    ))
     .await;
-    let invoice = wait_invoice_status(&app, "inv_part", "PAID").await;
+    let invoice = app.wait_invoice_status("inv_part", "PAID").await;
     assert_eq!(invoice["amountPaid"], 1000);
     let messages = app.take_messages(&subscriber, 4).await;
     let types: Vec<_> = messages.iter().map(|m| m.routing_key.as_str()).collect();
@@ -519,34 +320,29 @@ async fn partial_payments_add_up_to_paid() {
 
 #[tokio::test]
 async fn gocardless_late_failure_after_confirmed_reopens_the_invoice() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_late", 3000).await;
-    register_payment(&app, "inv_late", "GOCARDLESS", "PM_LATE", 3000).await;
-    let subscriber = subscribe(&app).await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_C",
-            "payments",
-            "confirmed",
-            json!({"payment": "PM_LATE"}),
-            "2026-11-02T12:00:00.000Z",
-        )],
-    )
+    app.register_payment("inv_late", "GOCARDLESS", "PM_LATE", 3000)
+        .await;
+    let subscriber = app.subscribe().await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_C",
+        "payments",
+        "confirmed",
+        json!({"payment": "PM_LATE"}),
+        "2026-11-02T12:00:00.000Z",
+    )])
     .await;
-    wait_invoice_status(&app, "inv_late", "PAID").await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_F",
-            "payments",
-            "failed",
-            json!({"payment": "PM_LATE"}),
-            "2026-11-05T12:00:00.000Z",
-        )],
-    )
+    app.wait_invoice_status("inv_late", "PAID").await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_F",
+        "payments",
+        "failed",
+        json!({"payment": "PM_LATE"}),
+        "2026-11-05T12:00:00.000Z",
+    )])
     .await;
-    let invoice = wait_invoice_status(&app, "inv_late", "PAYMENT_FAILED").await;
+    let invoice = app.wait_invoice_status("inv_late", "PAYMENT_FAILED").await;
     assert_eq!(invoice["amountPaid"], 0);
     assert_eq!(invoice["payments"][0]["failureCode"], "insufficient_funds");
     let messages = app.take_messages(&subscriber, 4).await;
@@ -558,89 +354,77 @@ async fn gocardless_late_failure_after_confirmed_reopens_the_invoice() {
 
 #[tokio::test]
 async fn gocardless_paid_out_before_confirmed_stays_paid() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_po", 3000).await;
-    register_payment(&app, "inv_po", "GOCARDLESS", "PM_PO", 3000).await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_PO",
-            "payments",
-            "paid_out",
-            json!({"payment": "PM_PO"}),
-            "2026-11-06T12:00:00.000Z",
-        )],
-    )
+    app.register_payment("inv_po", "GOCARDLESS", "PM_PO", 3000)
+        .await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_PO",
+        "payments",
+        "paid_out",
+        json!({"payment": "PM_PO"}),
+        "2026-11-06T12:00:00.000Z",
+    )])
     .await;
-    wait_invoice_status(&app, "inv_po", "PAID").await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_CO",
-            "payments",
-            "confirmed",
-            json!({"payment": "PM_PO"}),
-            "2026-11-03T12:00:00.000Z",
-        )],
-    )
+    app.wait_invoice_status("inv_po", "PAID").await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_CO",
+        "payments",
+        "confirmed",
+        json!({"payment": "PM_PO"}),
+        "2026-11-03T12:00:00.000Z",
+    )])
     .await;
-    assert_eq!(wait_processed(&app, "GOCARDLESS", "EV_CO").await, "stale");
-    assert_eq!(invoice(&app, "inv_po").await["status"], "PAID");
+    assert_eq!(app.wait_processed("GOCARDLESS", "EV_CO").await, "stale");
+    assert_eq!(app.invoice("inv_po").await["status"], "PAID");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn gocardless_chargeback_then_chargeback_cancelled() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_cb", 3000).await;
-    register_payment(&app, "inv_cb", "GOCARDLESS", "PM_CB", 3000).await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_1",
-            "payments",
-            "paid_out",
-            json!({"payment": "PM_CB"}),
-            "2026-11-02T12:00:00.000Z",
-        )],
-    )
+    app.register_payment("inv_cb", "GOCARDLESS", "PM_CB", 3000)
+        .await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_1",
+        "payments",
+        "paid_out",
+        json!({"payment": "PM_CB"}),
+        "2026-11-02T12:00:00.000Z",
+    )])
     .await;
-    wait_invoice_status(&app, "inv_cb", "PAID").await;
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_2",
-            "payments",
-            "charged_back",
-            json!({"payment": "PM_CB"}),
-            "2026-11-10T12:00:00.000Z",
-        )],
-    )
+    app.wait_invoice_status("inv_cb", "PAID").await;
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_2",
+        "payments",
+        "charged_back",
+        json!({"payment": "PM_CB"}),
+        "2026-11-10T12:00:00.000Z",
+    )])
     .await;
-    let invoice = wait_invoice_status(&app, "inv_cb", "OPEN").await;
+    let invoice = app.wait_invoice_status("inv_cb", "OPEN").await;
     assert_eq!(invoice["amountPaid"], 0);
     assert_eq!(payment_status(&invoice, "PM_CB"), "REVERSED");
-    post_gocardless_batch(
-        &app,
-        vec![gocardless_event(
-            "EV_3",
-            "payments",
-            "chargeback_cancelled",
-            json!({"payment": "PM_CB"}),
-            "2026-11-12T12:00:00.000Z",
-        )],
-    )
+    app.deliver_gocardless(vec![gocardless_event(
+        "EV_3",
+        "payments",
+        "chargeback_cancelled",
+        json!({"payment": "PM_CB"}),
+        "2026-11-12T12:00:00.000Z",
+    )])
     .await;
-    let invoice = wait_invoice_status(&app, "inv_cb", "PAID").await;
+    let invoice = app.wait_invoice_status("inv_cb", "PAID").await;
     assert_eq!(invoice["amountPaid"], 3000);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_gocardless_batch_mixing_payments_and_mandates() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_mix", 2000).await;
-    register_payment(&app, "inv_mix", "GOCARDLESS", "PM_MIX", 2000).await;
+    app.register_payment("inv_mix", "GOCARDLESS", "PM_MIX", 2000)
+        .await;
     let (status, body) = app
         .api_put(
             "/customers/cust/payment-method",
@@ -655,45 +439,42 @@ async fn a_gocardless_batch_mixing_payments_and_mandates() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    post_gocardless_batch(
-        &app,
-        vec![
-            gocardless_event(
-                "EV_P",
-                "payments",
-                "confirmed",
-                json!({"payment": "PM_MIX"}),
-                "2026-11-02T12:00:00.000Z",
-            ),
-            gocardless_event(
-                "EV_M1",
-                "mandates",
-                "cancelled",
-                json!({"mandate": "MD0002"}),
-                "2026-11-02T12:00:01.000Z",
-            ),
-            gocardless_event(
-                "EV_M2",
-                "mandates",
-                "replaced",
-                json!({"mandate": "MD0001", "new_mandate": "MD0003"}),
-                "2026-11-02T12:00:02.000Z",
-            ),
-            gocardless_event(
-                "EV_R",
-                "refunds",
-                "created",
-                json!({"refund": "RF1"}),
-                "2026-11-02T12:00:03.000Z",
-            ),
-        ],
-    )
+    app.deliver_gocardless(vec![
+        gocardless_event(
+            "EV_P",
+            "payments",
+            "confirmed",
+            json!({"payment": "PM_MIX"}),
+            "2026-11-02T12:00:00.000Z",
+        ),
+        gocardless_event(
+            "EV_M1",
+            "mandates",
+            "cancelled",
+            json!({"mandate": "MD0002"}),
+            "2026-11-02T12:00:01.000Z",
+        ),
+        gocardless_event(
+            "EV_M2",
+            "mandates",
+            "replaced",
+            json!({"mandate": "MD0001", "new_mandate": "MD0003"}),
+            "2026-11-02T12:00:02.000Z",
+        ),
+        gocardless_event(
+            "EV_R",
+            "refunds",
+            "created",
+            json!({"refund": "RF1"}),
+            "2026-11-02T12:00:03.000Z",
+        ),
+    ])
     .await;
-    wait_invoice_status(&app, "inv_mix", "PAID").await;
+    app.wait_invoice_status("inv_mix", "PAID").await;
     for id in ["EV_M1", "EV_M2"] {
-        assert_eq!(wait_processed(&app, "GOCARDLESS", id).await, "applied");
+        assert_eq!(app.wait_processed("GOCARDLESS", id).await, "applied");
     }
-    assert_eq!(wait_processed(&app, "GOCARDLESS", "EV_R").await, "ignored");
+    assert_eq!(app.wait_processed("GOCARDLESS", "EV_R").await, "ignored");
     let (_, methods) = app.api_get("/customers/cust/payment-methods").await;
     let by_reference = |reference: &str| {
         methods
@@ -718,7 +499,7 @@ async fn a_gocardless_batch_mixing_payments_and_mandates() {
 
 #[tokio::test]
 async fn stripe_payment_method_events_keep_the_method_on_file_current() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("stripe1").await; // Stripe customer id cus_stripe1
     let fixtures: Value =
         serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
@@ -733,105 +514,90 @@ async fn stripe_payment_method_events_keep_the_method_on_file_current() {
         event["data"]["object"] = object;
         serde_json::to_vec(&event).unwrap()
     };
-    post_stripe(
-        &app,
-        &method_event(
-            "evt_att",
-            "payment_method.attached",
-            Some("cus_stripe1"),
-            T0,
-        ),
-    )
+    app.deliver_stripe(&method_event(
+        "evt_att",
+        "payment_method.attached",
+        Some("cus_stripe1"),
+        T0,
+    ))
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_att").await, "applied");
+    assert_eq!(app.wait_processed("STRIPE", "evt_att").await, "applied");
     let (_, methods) = app.api_get("/customers/stripe1/payment-methods").await;
     assert_eq!(methods[0]["referenceId"], "cus_stripe1/pm_card1");
     assert_eq!(methods[0]["onFile"], true);
     assert_eq!(methods[0]["card"], json!({"expMonth": 8, "expYear": 2030}));
     // Detached (Stripe sends customer: null then).
-    post_stripe(
-        &app,
-        &method_event("evt_det", "payment_method.detached", None, T0 + 10),
-    )
+    app.deliver_stripe(&method_event(
+        "evt_det",
+        "payment_method.detached",
+        None,
+        T0 + 10,
+    ))
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_det").await, "applied");
+    assert_eq!(app.wait_processed("STRIPE", "evt_det").await, "applied");
     let (_, methods) = app.api_get("/customers/stripe1/payment-methods").await;
     assert_eq!(methods[0]["status"], "INACTIVE");
     assert_eq!(methods[0]["onFile"], false);
     // An older `updated` arriving late does not bring it back.
-    post_stripe(
-        &app,
-        &method_event(
-            "evt_upd",
-            "payment_method.updated",
-            Some("cus_stripe1"),
-            T0 + 5,
-        ),
-    )
+    app.deliver_stripe(&method_event(
+        "evt_upd",
+        "payment_method.updated",
+        Some("cus_stripe1"),
+        T0 + 5,
+    ))
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_upd").await, "stale");
+    assert_eq!(app.wait_processed("STRIPE", "evt_upd").await, "stale");
     // A customer that is not ours is recorded and ignored.
-    post_stripe(
-        &app,
-        &method_event(
-            "evt_other",
-            "payment_method.attached",
-            Some("cus_unknown"),
-            T0,
-        ),
-    )
+    app.deliver_stripe(&method_event(
+        "evt_other",
+        "payment_method.attached",
+        Some("cus_unknown"),
+        T0,
+    ))
     .await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_other").await, "ignored");
+    assert_eq!(app.wait_processed("STRIPE", "evt_other").await, "ignored");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored() {
-    let app = worker_app().await;
-    post_stripe(&app, &stripe_event("plan.created", "invoice", "evt_plan")).await;
-    assert_eq!(wait_processed(&app, "STRIPE", "evt_plan").await, "ignored");
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_foreign",
-            "pi_foreign",
-            None,
-            100,
-            T0,
-        ),
-    )
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.deliver_stripe(&stripe_event("plan.created", "invoice", "evt_plan"))
+        .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_plan").await, "ignored");
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_foreign",
+        "pi_foreign",
+        None,
+        100,
+        T0,
+    ))
     .await;
-    assert_eq!(
-        wait_processed(&app, "STRIPE", "evt_foreign").await,
-        "ignored"
-    );
+    assert_eq!(app.wait_processed("STRIPE", "evt_foreign").await, "ignored");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn settings_are_resolved_and_a_provider_mismatch_is_flagged() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_mm", 1000).await;
     app.api_put(
         "/payments/settings/customers/cust",
         json!({"paymentProvider": "GOCARDLESS", "autoCharge": true}),
     )
     .await;
-    let subscriber = subscribe(&app).await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_mm",
-            "pi_mm",
-            Some("inv_mm"),
-            1000,
-            T0,
-        ),
-    )
+    let subscriber = app.subscribe().await;
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_mm",
+        "pi_mm",
+        Some("inv_mm"),
+        1000,
+        T0,
+    ))
     .await;
-    wait_invoice_status(&app, "inv_mm", "PAID").await;
+    app.wait_invoice_status("inv_mm", "PAID").await;
     let messages = app.take_messages(&subscriber, 2).await;
     let paid = messages
         .iter()
@@ -855,7 +621,7 @@ async fn settings_are_resolved_and_a_provider_mismatch_is_flagged() {
 
 #[tokio::test]
 async fn a_currency_mismatch_is_dead_lettered_at_once() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_eur", 1000).await;
     let mut event: Value = serde_json::from_slice(&stripe_payment_event(
         "payment_intent.succeeded",
@@ -867,7 +633,8 @@ async fn a_currency_mismatch_is_dead_lettered_at_once() {
     ))
     .unwrap();
     event["data"]["object"]["currency"] = "eur".into();
-    post_stripe(&app, &serde_json::to_vec(&event).unwrap()).await;
+    app.deliver_stripe(&serde_json::to_vec(&event).unwrap())
+        .await;
     let db = app.db();
     let (reason, attempts): (String, i32) = poll_until("the dead letter", WAIT, || async {
         sqlx::query_as("SELECT reason, attempts FROM dead_letters WHERE event_id = 'evt_cur'")
@@ -878,25 +645,22 @@ async fn a_currency_mismatch_is_dead_lettered_at_once() {
     .await;
     assert_eq!(reason, "currency_mismatch");
     assert_eq!(attempts, 1, "permanent failures are not retried");
-    assert_eq!(invoice(&app, "inv_eur").await["amountPaid"], 0);
+    assert_eq!(app.invoice("inv_eur").await["amountPaid"], 0);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn an_event_before_its_invoice_is_retried_then_applied() {
-    let app = worker_app().await;
+    let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
-    post_stripe(
-        &app,
-        &stripe_payment_event(
-            "payment_intent.succeeded",
-            "evt_early",
-            "pi_early",
-            Some("inv_later"),
-            900,
-            T0,
-        ),
-    )
+    app.deliver_stripe(&stripe_payment_event(
+        "payment_intent.succeeded",
+        "evt_early",
+        "pi_early",
+        Some("inv_later"),
+        900,
+        T0,
+    ))
     .await;
     // Wait until it has failed at least once and sits in a retry tier.
     poll_until("the event to wait in a retry tier", WAIT, || async {
@@ -908,7 +672,7 @@ async fn an_event_before_its_invoice_is_retried_then_applied() {
     .await;
     app.create_invoice("inv_later", "cust", None, "GBP", 900)
         .await;
-    let invoice = wait_invoice_status(&app, "inv_later", "PAID").await;
+    let invoice = app.wait_invoice_status("inv_later", "PAID").await;
     assert_eq!(invoice["amountPaid"], 900);
     app.stop().await;
 }

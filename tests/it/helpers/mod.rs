@@ -1,21 +1,35 @@
 //! `spawn_app()` and typed helpers: the real application, isolated per test.
+//!
+//! - this file: the app (`TestApp`, `spawn_app`, `spawn_worker`), its HTTP API, the webhook
+//!   deliveries and reads the worker tests share, `poll_until`, and the assertions;
+//! - `fixtures`: provider events built from the providers' own example objects, and signatures;
+//! - `broker`: the RabbitMQ side (a subscriber's queue, taking and counting messages);
+//! - `smtp`: a real SMTP server on loopback, for the notification tests.
+
+pub mod broker;
+pub mod fixtures;
+pub mod smtp;
 
 use std::path::Path;
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions};
-use lapin::types::AMQPValue;
-use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
+use serde_json::{Value, json};
 use settle::config::Settings;
 use settle::startup::{Application, Role};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use fixtures::*;
+pub use smtp::SmtpSink;
+
 pub const STRIPE_SECRET: &str = "whsec_test_secret_for_it";
 pub const GOCARDLESS_SECRET: &str = "gc_test_secret_for_it";
 pub const API_KEY_ID: &str = "billing-test";
 pub const API_SECRET: &str = "api-test-secret";
+
+/// How long the worker helpers wait for the worker to get somewhere.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Where the shared services of `scripts/services.sh` listen, unless the environment says otherwise.
 fn env_or(name: &str, default: &str) -> String {
@@ -52,7 +66,7 @@ pub struct AppOptions {
     /// Use this database instead of a fresh one (and apply no migrations to it).
     pub database_url: Option<String>,
     /// Last changes to the settings before the app is built (shorter retry delays, …).
-    pub tweak: fn(&mut Settings),
+    pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
     /// The SMTP server failure mails go to (a test's own sink).
     pub smtp_url: Option<String>,
 }
@@ -64,14 +78,53 @@ impl Default for AppOptions {
             amqp_url: amqp_url(),
             wait_ready: true,
             database_url: None,
-            tweak: |_| {},
+            tweak: Box::new(|_| {}),
             smtp_url: None,
         }
     }
 }
 
+/// How a test worker retries a delivery that failed for now (say, its invoice does not exist yet).
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// The retry tiers, shortest first.
+    pub delays_ms: [u64; 2],
+    /// Deliveries after which the event is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Retries {
+    /// Keeps trying for a while (20 attempts, 300 ms and 600 ms tiers): an event that arrives
+    /// before its invoice is applied once the invoice exists.
+    pub const PATIENT: Self = Self {
+        delays_ms: [300, 600],
+        max_attempts: 20,
+    };
+    /// Gives up after three attempts (100 ms and 200 ms tiers): the dead-letter tests get their
+    /// dead letter within a second.
+    pub const GIVE_UP_SOON: Self = Self {
+        delays_ms: [100, 200],
+        max_attempts: 3,
+    };
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
+}
+
+/// The receiver and the worker in one app (`Role::Run`), retrying as `retries` says, with the
+/// outbox relayed every 100 ms.
+pub async fn spawn_worker(retries: Retries) -> TestApp {
+    spawn_app_with(AppOptions {
+        role: Role::Run,
+        tweak: Box::new(move |settings| {
+            settings.worker.retry_delays_ms = retries.delays_ms.to_vec();
+            settings.worker.max_attempts = retries.max_attempts;
+            settings.worker.outbox_poll_ms = 100;
+        }),
+        ..AppOptions::default()
+    })
+    .await
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
@@ -172,25 +225,7 @@ where
     }
 }
 
-/// A message as the broker holds it.
-#[derive(Debug)]
-pub struct QueuedMessage {
-    pub routing_key: String,
-    pub message_id: Option<String>,
-    pub delivery_mode: Option<u8>,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl QueuedMessage {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
+/// The app's HTTP side: webhooks and the API.
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -232,8 +267,8 @@ impl TestApp {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method, self.url(path))
@@ -245,22 +280,22 @@ impl TestApp {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         let body = if text.is_empty() {
-            serde_json::Value::Null
+            Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"))
         };
         (status, body)
     }
 
-    pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
         self.api(reqwest::Method::GET, path, None).await
     }
 
-    pub async fn api_post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
         self.api(reqwest::Method::POST, path, Some(body)).await
     }
 
-    pub async fn api_put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    pub async fn api_put(&self, path: &str, body: Value) -> (u16, Value) {
         self.api(reqwest::Method::PUT, path, Some(body)).await
     }
 
@@ -269,7 +304,7 @@ impl TestApp {
         let (status, body) = self
             .api_post(
                 "/customers",
-                serde_json::json!({
+                json!({
                     "id": id,
                     "legalName": format!("{id} Ltd"),
                     "email": format!("{id}@example.com"),
@@ -297,7 +332,7 @@ impl TestApp {
         let (status, body) = self
             .api_post(
                 "/invoices",
-                serde_json::json!({
+                json!({
                     "id": id,
                     "customerId": customer_id,
                     "billingScheduleId": schedule_id,
@@ -312,7 +347,31 @@ impl TestApp {
         id.to_owned()
     }
 
-    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+    /// Registers a payment in GBP on an invoice, as the billing service does before collecting.
+    pub async fn register_payment(
+        &self,
+        invoice_id: &str,
+        provider: &str,
+        provider_payment_id: &str,
+        amount: i64,
+    ) {
+        let (status, body) = self
+            .api_post(
+                &format!("/invoices/{invoice_id}/payments"),
+                json!({"provider": provider, "providerPaymentId": provider_payment_id, "amount": amount, "currency": "GBP"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// The invoice as the API shows it.
+    pub async fn invoice(&self, id: &str) -> Value {
+        let (status, body) = self.api_get(&format!("/invoices/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn readyz(&self) -> (u16, Value) {
         let response = self.http.get(self.url("/readyz")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
@@ -324,63 +383,57 @@ impl TestApp {
         })
         .await;
     }
+}
 
-    /// Takes every message currently in `queue` (acking them), waiting until at least `at_least`
-    /// have arrived.
-    pub async fn take_messages(&self, queue: &str, at_least: usize) -> Vec<QueuedMessage> {
-        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
-            .await
-            .expect("test AMQP connection");
-        let channel = connection.create_channel().await.unwrap();
-        let mut messages = Vec::new();
-        let started = tokio::time::Instant::now();
-        loop {
-            match channel
-                .basic_get(queue.into(), BasicGetOptions::default())
-                .await
-                .expect("basic.get")
-            {
-                Some(message) => {
-                    let delivery = &message.delivery;
-                    messages.push(QueuedMessage {
-                        routing_key: delivery.routing_key.as_str().to_owned(),
-                        message_id: delivery
-                            .properties
-                            .message_id()
-                            .as_ref()
-                            .map(|id| id.as_str().to_owned()),
-                        delivery_mode: *delivery.properties.delivery_mode(),
-                        headers: delivery
-                            .properties
-                            .headers()
-                            .as_ref()
-                            .map(|table| {
-                                table
-                                    .inner()
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str().to_owned(), text(v)))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        body: delivery.data.clone(),
-                    });
-                    delivery.ack(BasicAckOptions::default()).await.unwrap();
-                }
-                None if messages.len() >= at_least => break,
-                None => {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(10),
-                        "only {} of {at_least} messages arrived in {queue}",
-                        messages.len()
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
-                }
-            }
-        }
-        let _ = connection.close(200, "done".into()).await;
-        messages
+/// Webhook deliveries, and what the worker made of them.
+impl TestApp {
+    /// Posts a signed Stripe event and asserts that it was queued (200).
+    pub async fn deliver_stripe(&self, body: &[u8]) {
+        let response = self.post_stripe_signed(body).await;
+        assert_eq!(response.status(), 200);
     }
 
+    /// Posts one signed GoCardless batch of `events` and asserts that it was queued (204).
+    pub async fn deliver_gocardless(&self, events: Vec<Value>) {
+        let body = gocardless_batch(events);
+        let response = self
+            .post_gocardless(&body, &gocardless_signature(&body))
+            .await;
+        assert_eq!(response.status(), 204);
+    }
+
+    /// Waits until the invoice has `status`, and returns it.
+    pub async fn wait_invoice_status(&self, id: &str, status: &str) -> Value {
+        poll_until(&format!("invoice {id} to be {status}"), WAIT, || async {
+            let invoice = self.invoice(id).await;
+            (invoice["status"] == status).then_some(invoice)
+        })
+        .await
+    }
+
+    /// Waits until the worker has recorded the event in its inbox, and returns the outcome.
+    pub async fn wait_processed(&self, provider: &str, event_id: &str) -> String {
+        let db = self.db();
+        poll_until(
+            &format!("event {event_id} to be processed"),
+            WAIT,
+            || async {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT outcome FROM webhook_events WHERE provider = $1 AND event_id = $2",
+                )
+                .bind(provider)
+                .bind(event_id)
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+            },
+        )
+        .await
+    }
+}
+
+/// The app's lifecycle and its database.
+impl TestApp {
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
@@ -391,31 +444,6 @@ impl TestApp {
             .max_connections(2)
             .connect_lazy(&self.database_url)
             .expect("a valid database URL")
-    }
-
-    /// Messages ready in `queues` (passive declares: nothing is consumed).
-    pub async fn queued_count(&self, queues: &[String]) -> u32 {
-        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
-            .await
-            .expect("test AMQP connection");
-        let channel = connection.create_channel().await.unwrap();
-        let mut count = 0;
-        for queue in queues {
-            let declared = channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("the queue exists");
-            count += declared.message_count();
-        }
-        let _ = connection.close(200, "done".into()).await;
-        count
     }
 
     /// Graceful shutdown, as on SIGTERM; then removes this test's topology from the broker.
@@ -431,56 +459,21 @@ impl TestApp {
             running.await.expect("app task").expect("app exits cleanly");
         }
     }
-
-    pub async fn delete_topology(&self) {
-        let Ok(connection) =
-            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
-        else {
-            return;
-        };
-        let topology = settle::broker::Topology::new(
-            &self.prefix,
-            &self.settings.worker.retry_delays_ms,
-            self.settings.amqp.delivery_limit,
-        );
-        let channel = connection.create_channel().await.unwrap();
-        let _ = topology.delete(&channel).await;
-        let _ = connection.close(200, "done".into()).await;
-    }
 }
 
-fn text(value: &AMQPValue) -> String {
-    match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-pub fn stripe_signature(body: &[u8], timestamp: i64) -> String {
-    settle::ingress::stripe::sign(&SecretString::from(STRIPE_SECRET), timestamp, body)
-}
-
-pub fn gocardless_signature(body: &[u8]) -> String {
-    settle::ingress::gocardless::sign(&SecretString::from(GOCARDLESS_SECRET), body)
-}
-
-/// A Stripe event built from Stripe's own published example objects (tests/fixtures), with the
-/// fields that matter set: real-shaped, with every field Stripe sends.
-pub fn stripe_event(event_type: &str, object_kind: &str, id: &str) -> Vec<u8> {
-    let fixtures: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
-    let mut event = fixtures["event"].clone();
-    event["id"] = id.into();
-    event["type"] = event_type.into();
-    event["created"] = chrono::Utc::now().timestamp().into();
-    event["data"]["object"] = fixtures[object_kind].clone();
-    serde_json::to_vec(&event).unwrap()
+/// The status of the invoice's payment `provider_payment_id`.
+pub fn payment_status(invoice: &Value, provider_payment_id: &str) -> String {
+    invoice["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["providerPaymentId"] == provider_payment_id)
+        .map(|p| p["status"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no payment {provider_payment_id} in {invoice}"))
 }
 
 /// Asserts an API error answer: its status and `error.code`.
-pub fn assert_api_error(status: u16, body: &serde_json::Value, expected: u16, code: &str) {
+pub fn assert_api_error(status: u16, body: &Value, expected: u16, code: &str) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
@@ -492,7 +485,7 @@ pub fn assert_api_error(status: u16, body: &serde_json::Value, expected: u16, co
 }
 
 /// Asserts a 400 `validation_failed` whose message names `field` first (`amountDue: …`).
-pub fn assert_validation_error(status: u16, body: &serde_json::Value, field: &str) {
+pub fn assert_validation_error(status: u16, body: &Value, field: &str) {
     assert_api_error(status, body, 400, "validation_failed");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(

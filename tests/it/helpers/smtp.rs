@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::poll_until;
+use super::poll_until;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Mail {

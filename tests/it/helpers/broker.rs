@@ -1,0 +1,168 @@
+//! The broker side of a test: a subscriber's queue on the reconciliation exchange, the messages a
+//! queue holds, and the test's topology removed at the end.
+
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
+
+use super::TestApp;
+
+/// A message as the broker holds it.
+#[derive(Debug)]
+pub struct QueuedMessage {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub delivery_mode: Option<u8>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl QueuedMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+impl TestApp {
+    async fn amqp(&self) -> Connection {
+        Connection::connect(&self.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("test AMQP connection")
+    }
+
+    /// A queue bound to the reconciliation exchange, as a subscribing service would have.
+    pub async fn subscribe(&self) -> String {
+        let queue = self.queue("test-subscriber");
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.queue("reconciliation").as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+        queue
+    }
+
+    /// Takes every message currently in `queue` (acking them), waiting until at least `at_least`
+    /// have arrived.
+    pub async fn take_messages(&self, queue: &str, at_least: usize) -> Vec<QueuedMessage> {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut messages = Vec::new();
+        let started = tokio::time::Instant::now();
+        loop {
+            match channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .expect("basic.get")
+            {
+                Some(message) => {
+                    let delivery = &message.delivery;
+                    messages.push(QueuedMessage {
+                        routing_key: delivery.routing_key.as_str().to_owned(),
+                        message_id: delivery
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|id| id.as_str().to_owned()),
+                        delivery_mode: *delivery.properties.delivery_mode(),
+                        headers: delivery
+                            .properties
+                            .headers()
+                            .as_ref()
+                            .map(|table| {
+                                table
+                                    .inner()
+                                    .iter()
+                                    .map(|(k, v)| (k.as_str().to_owned(), header_text(v)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        body: delivery.data.clone(),
+                    });
+                    delivery.ack(BasicAckOptions::default()).await.unwrap();
+                }
+                None if messages.len() >= at_least => break,
+                None => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "only {} of {at_least} messages arrived in {queue}",
+                        messages.len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+                }
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+        messages
+    }
+
+    /// Messages ready in `queues` (passive declares: nothing is consumed).
+    pub async fn queued_count(&self, queues: &[String]) -> u32 {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut count = 0;
+        for queue in queues {
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("the queue exists");
+            count += declared.message_count();
+        }
+        let _ = connection.close(200, "done".into()).await;
+        count
+    }
+
+    /// Removes this test's exchanges and queues (best effort: the broker may be gone).
+    pub async fn delete_topology(&self) {
+        let Ok(connection) =
+            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let topology = settle::broker::Topology::new(
+            &self.prefix,
+            &self.settings.worker.retry_delays_ms,
+            self.settings.amqp.delivery_limit,
+        );
+        let channel = connection.create_channel().await.unwrap();
+        let _ = topology.delete(&channel).await;
+        let _ = connection.close(200, "done".into()).await;
+    }
+}
+
+/// An AMQP header value as text, the way settle writes its headers.
+fn header_text(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
