@@ -22,7 +22,7 @@ async fn broker_down_gives_503_and_both_recover_in_the_same_process() {
         ..AppOptions::default()
     })
     .await;
-    let before = stripe_event("payment_intent.succeeded", "payment_intent", "evt_before");
+    let before = stripe_event("payment_intent.succeeded", "evt_before");
     assert_eq!(app.post_stripe_signed(&before).await.status(), 200);
 
     chaos_node("broker-stop-app");
@@ -33,14 +33,14 @@ async fn broker_down_gives_503_and_both_recover_in_the_same_process() {
     .await;
     assert_eq!(status, 503);
     assert_eq!(body["checks"]["broker"], "down");
-    let during = stripe_event("payment_intent.succeeded", "payment_intent", "evt_during");
+    let during = stripe_event("payment_intent.succeeded", "evt_during");
     let response = app.post_stripe_signed(&during).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
 
     chaos_node("broker-start-app");
     app.wait_until_ready(true).await;
-    let after = stripe_event("payment_intent.succeeded", "payment_intent", "evt_after");
+    let after = stripe_event("payment_intent.succeeded", "evt_after");
     assert_eq!(app.post_stripe_signed(&after).await.status(), 200);
 
     let messages = app.take_messages(&app.queue("reconcile"), 2).await;

@@ -31,7 +31,7 @@ async fn serve_stays_ready_and_takes_webhooks_while_the_database_is_unreachable(
     assert_eq!(body["checks"]["database"], "down");
     assert_eq!(body["checks"]["broker"], "up");
 
-    let event = stripe_event("payment_intent.succeeded", "payment_intent", "evt_db_down");
+    let event = stripe_event("payment_intent.succeeded", "evt_db_down");
     assert_eq!(app.post_stripe_signed(&event).await.status(), 200);
     assert_eq!(app.take_messages(&app.queue("reconcile"), 1).await.len(), 1);
     app.stop().await;
@@ -63,7 +63,7 @@ async fn a_worker_is_not_ready_without_its_database() {
 #[tokio::test]
 async fn metrics_count_webhooks_by_provider_and_outcome() {
     let app = spawn_app().await;
-    let event = stripe_event("payment_intent.succeeded", "payment_intent", "evt_metrics");
+    let event = stripe_event("payment_intent.succeeded", "evt_metrics");
     assert_eq!(app.post_stripe_signed(&event).await.status(), 200);
     let metrics = app
         .http

@@ -22,26 +22,19 @@ async fn app_with_mail(sink: &SmtpSink) -> TestApp {
     .await
 }
 
-async fn failed_stripe_payment(
+/// A card payment of GBP 125.00 on `invoice` that failed for insufficient funds.
+fn failed_stripe_payment(
     event_id: &str,
     payment_intent: &str,
     invoice: &str,
     created: i64,
 ) -> Vec<u8> {
-    let mut event: serde_json::Value = serde_json::from_slice(&stripe_payment_event(
-        "payment_intent.payment_failed",
-        event_id,
-        payment_intent,
-        Some(invoice),
-        12_500,
-        created,
-    ))
-    .unwrap();
-    event["data"]["object"]["last_payment_error"] = json!({
-        "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
-        "message": "Your card has insufficient funds."
-    });
-    serde_json::to_vec(&event).unwrap()
+    StripeEvent::new("payment_intent.payment_failed", event_id)
+        .created(created)
+        .payment(payment_intent, 12_500, "gbp")
+        .invoice_id(invoice)
+        .object(declined_for_insufficient_funds)
+        .to_bytes()
 }
 
 async fn notification_count(app: &TestApp) -> i64 {
@@ -60,7 +53,7 @@ async fn a_failure_delivered_three_times_mails_the_customer_and_the_business_onc
     app.create_customer("acme").await; // billing email billing+acme@example.com
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
-    let body = failed_stripe_payment("evt_fail", "pi_fail", "inv_1", T0).await;
+    let body = failed_stripe_payment("evt_fail", "pi_fail", "inv_1", T0);
     for _ in 0..3 {
         app.deliver_stripe(&body).await;
     }
@@ -127,7 +120,7 @@ async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
     app.create_customer("acme").await;
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
-    app.deliver_stripe(&failed_stripe_payment("evt_out", "pi_out", "inv_1", T0).await)
+    app.deliver_stripe(&failed_stripe_payment("evt_out", "pi_out", "inv_1", T0))
         .await;
     // Reconciliation does not wait for mail.
     app.wait_invoice_status("inv_1", "PAYMENT_FAILED").await;
@@ -164,21 +157,30 @@ async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
     app.create_customer("acme").await;
     app.create_invoice("inv_paid", "acme", None, "GBP", 12_500)
         .await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_ok",
-        "pi_ok",
-        Some("inv_paid"),
-        12_500,
-        T0 + 100,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_ok")
+            .created(T0 + 100)
+            .payment("pi_ok", 12_500, "gbp")
+            .invoice_id("inv_paid")
+            .to_bytes(),
+    )
     .await;
     app.wait_invoice_status("inv_paid", "PAID").await;
     // A stale failure of the same payment, and a failure of another attempt on the paid invoice.
-    app.deliver_stripe(&failed_stripe_payment("evt_stale", "pi_ok", "inv_paid", T0 + 50).await)
-        .await;
-    app.deliver_stripe(&failed_stripe_payment("evt_other", "pi_other", "inv_paid", T0 + 200).await)
-        .await;
+    app.deliver_stripe(&failed_stripe_payment(
+        "evt_stale",
+        "pi_ok",
+        "inv_paid",
+        T0 + 50,
+    ))
+    .await;
+    app.deliver_stripe(&failed_stripe_payment(
+        "evt_other",
+        "pi_other",
+        "inv_paid",
+        T0 + 200,
+    ))
+    .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_stale").await, "stale");
     assert_eq!(app.wait_processed("STRIPE", "evt_other").await, "applied");
     assert_eq!(notification_count(&app).await, 0);
@@ -197,23 +199,16 @@ async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
         .api_post("/invoices/inv_dd/payments", json!({"provider": "GOCARDLESS", "providerPaymentId": "PM_DD", "amount": 3000, "currency": "GBP"}))
         .await;
     assert_eq!(status, 201, "{body}");
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_C",
-        "payments",
-        "confirmed",
-        json!({"payment": "PM_DD"}),
-        "2026-11-02T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_C", "confirmed", "PM_DD")
+            .created_at("2026-11-02T12:00:00.000Z"),
+    ])
     .await;
     app.wait_invoice_status("inv_dd", "PAID").await;
     // The fixture's `failed` event says will_attempt_retry: true.
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_F",
-        "payments",
-        "failed",
-        json!({"payment": "PM_DD"}),
-        "2026-11-05T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_F", "failed", "PM_DD").created_at("2026-11-05T12:00:00.000Z"),
+    ])
     .await;
     app.wait_invoice_status("inv_dd", "PAYMENT_FAILED").await;
     let mails = sink.wait_for(2).await;

@@ -56,14 +56,13 @@ async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
     let app = spawn_worker(Retries::GIVE_UP_SOON).await;
     app.create_customer("cust").await;
     let subscriber = app.subscribe().await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_orphan",
-        "pi_orphan",
-        Some("inv_missing"),
-        800,
-        1_790_000_000,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_orphan")
+            .created(1_790_000_000)
+            .payment("pi_orphan", 800, "gbp")
+            .invoice_id("inv_missing")
+            .to_bytes(),
+    )
     .await;
 
     let db = app.db();
@@ -158,14 +157,13 @@ async fn events_replay_re_drives_an_archived_event_without_doubling_effects() {
     let app = spawn_worker(Retries::GIVE_UP_SOON).await;
     app.create_customer("cust").await;
     app.create_invoice("inv_r", "cust", None, "GBP", 500).await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_r",
-        "pi_r",
-        Some("inv_r"),
-        500,
-        1_790_000_000,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_r")
+            .created(1_790_000_000)
+            .payment("pi_r", 500, "gbp")
+            .invoice_id("inv_r")
+            .to_bytes(),
+    )
     .await;
     app.wait_invoice_status("inv_r", "PAID").await;
     let db = app.db();
@@ -227,14 +225,11 @@ async fn a_worker_killed_mid_batch_applies_every_event_exactly_once_after_restar
     let app_ref = &app;
     let posts: Vec<_> = (0..EVENTS)
         .map(|i| {
-            let body = stripe_payment_event(
-                "payment_intent.succeeded",
-                &format!("evt_{i:03}"),
-                &format!("pi_{i:03}"),
-                Some(&format!("inv_{i:03}")),
-                100,
-                1_790_000_000,
-            );
+            let body = StripeEvent::new("payment_intent.succeeded", &format!("evt_{i:03}"))
+                .created(1_790_000_000)
+                .payment(&format!("pi_{i:03}"), 100, "gbp")
+                .invoice_id(&format!("inv_{i:03}"))
+                .to_bytes();
             async move { app_ref.post_stripe_signed(&body).await.status().as_u16() }
         })
         .collect();

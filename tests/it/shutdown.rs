@@ -7,13 +7,7 @@ use crate::helpers::*;
 async fn requests_in_flight_at_shutdown_finish_with_their_messages_queued() {
     let app = spawn_app().await;
     let bodies: Vec<Vec<u8>> = (0..40)
-        .map(|i| {
-            stripe_event(
-                "payment_intent.succeeded",
-                "payment_intent",
-                &format!("evt_drain_{i}"),
-            )
-        })
+        .map(|i| stripe_event("payment_intent.succeeded", &format!("evt_drain_{i}")))
         .collect();
     let requests: Vec<_> = bodies
         .iter()

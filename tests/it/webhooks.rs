@@ -8,7 +8,7 @@ fn unique(prefix: &str) -> String {
 async fn a_signed_stripe_event_becomes_exactly_one_persistent_message() {
     let app = spawn_app().await;
     let id = unique("evt");
-    let body = stripe_event("payment_intent.succeeded", "payment_intent", &id);
+    let body = stripe_event("payment_intent.succeeded", &id);
 
     let response = app.post_stripe_signed(&body).await;
     assert_eq!(response.status(), 200);
@@ -78,11 +78,7 @@ async fn a_gocardless_batch_of_three_becomes_three_messages_and_204() {
 #[tokio::test]
 async fn the_same_event_posted_twice_is_accepted_both_times() {
     let app = spawn_app().await;
-    let body = stripe_event(
-        "payment_intent.processing",
-        "payment_intent",
-        &unique("evt"),
-    );
+    let body = stripe_event("payment_intent.processing", &unique("evt"));
     assert_eq!(app.post_stripe_signed(&body).await.status(), 200);
     assert_eq!(app.post_stripe_signed(&body).await.status(), 200);
     // Both are queued; the worker's inbox dedupes by event id.
@@ -103,7 +99,7 @@ async fn error_code(response: reqwest::Response) -> String {
 #[tokio::test]
 async fn refused_webhooks_get_the_right_status_and_queue_nothing() {
     let app = spawn_app().await;
-    let body = stripe_event("payment_intent.succeeded", "payment_intent", &unique("evt"));
+    let body = stripe_event("payment_intent.succeeded", &unique("evt"));
     let now = chrono::Utc::now().timestamp();
 
     // Signed with another secret.
@@ -153,7 +149,7 @@ async fn refused_webhooks_get_the_right_status_and_queue_nothing() {
     assert_eq!(response.status(), 400);
 
     // One good event last, so "nothing queued" is checked against a message that did arrive.
-    let good = stripe_event("charge.succeeded", "charge", &unique("evt"));
+    let good = stripe_event("charge.succeeded", &unique("evt"));
     assert_eq!(app.post_stripe_signed(&good).await.status(), 200);
     let messages = app.take_messages(&app.queue("reconcile"), 1).await;
     assert_eq!(messages.len(), 1, "only the good event was queued");

@@ -41,14 +41,11 @@ async fn every_stripe_payment_row_of_the_table() {
         let invoice_id = format!("inv_{i}");
         app.create_invoice(&invoice_id, "cust", None, "GBP", 2500)
             .await;
-        let body = stripe_payment_event(
-            event_type,
-            &format!("evt_{i}"),
-            &format!("pi_{i}"),
-            Some(&invoice_id),
-            2500,
-            T0,
-        );
+        let body = StripeEvent::new(event_type, &format!("evt_{i}"))
+            .created(T0)
+            .payment(&format!("pi_{i}"), 2500, "gbp")
+            .invoice_id(&invoice_id)
+            .to_bytes();
         app.deliver_stripe(&body).await;
     }
     for (i, (event_type, payment, invoice_status)) in rows.iter().enumerate() {
@@ -98,13 +95,10 @@ async fn every_gocardless_payment_row_of_the_table() {
             .await;
         app.register_payment(&invoice_id, "GOCARDLESS", &format!("PM{i}"), 4000)
             .await;
-        events.push(gocardless_event(
-            &format!("EV{i}"),
-            "payments",
-            action,
-            json!({"payment": format!("PM{i}")}),
-            "2026-11-02T12:00:00.000Z",
-        ));
+        events.push(
+            GoCardlessEvent::payment(&format!("EV{i}"), action, &format!("PM{i}"))
+                .created_at("2026-11-02T12:00:00.000Z"),
+        );
     }
     // One batch of unrelated resources: every event is handled on its own.
     app.deliver_gocardless(events).await;
@@ -128,14 +122,9 @@ async fn a_gocardless_payment_nobody_registered_uses_the_invoice_outstanding_amo
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_gc", 7000).await;
     let subscriber = app.subscribe().await;
-    let mut event = gocardless_event(
-        "EV_META",
-        "payments",
-        "confirmed",
-        json!({"payment": "PM_NEW"}),
-        "2026-11-02T12:00:00.000Z",
-    );
-    event["resource_metadata"] = json!({"invoice_id": "inv_gc"});
+    let event = GoCardlessEvent::payment("EV_META", "confirmed", "PM_NEW")
+        .created_at("2026-11-02T12:00:00.000Z")
+        .edit(|event| event["resource_metadata"] = json!({"invoice_id": "inv_gc"}));
     app.deliver_gocardless(vec![event]).await;
     let invoice = app.wait_invoice_status("inv_gc", "PAID").await;
     assert_eq!(invoice["amountPaid"], 7000);
@@ -154,14 +143,11 @@ async fn the_same_event_delivered_ten_times_concurrently_has_one_effect_and_one_
     let mut app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_dup", 1500).await;
     let subscriber = app.subscribe().await;
-    let body = stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_dup",
-        "pi_dup",
-        Some("inv_dup"),
-        1500,
-        T0,
-    );
+    let body = StripeEvent::new("payment_intent.succeeded", "evt_dup")
+        .created(T0)
+        .payment("pi_dup", 1500, "gbp")
+        .invoice_id("inv_dup")
+        .to_bytes();
     let posts: Vec<_> = (0..10).map(|_| app.post_stripe_signed(&body)).collect();
     for response in futures_util::future::join_all(posts).await {
         assert_eq!(response.status(), 200);
@@ -207,33 +193,30 @@ async fn stripe_out_of_order_a_success_is_not_undone_by_older_events() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_ooo", 1000).await;
     // succeeded before processing; then a failure older than the success.
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_s",
-        "pi_ooo",
-        Some("inv_ooo"),
-        1000,
-        T0 + 100,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_s")
+            .created(T0 + 100)
+            .payment("pi_ooo", 1000, "gbp")
+            .invoice_id("inv_ooo")
+            .to_bytes(),
+    )
     .await;
     app.wait_invoice_status("inv_ooo", "PAID").await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.processing",
-        "evt_p",
-        "pi_ooo",
-        Some("inv_ooo"),
-        1000,
-        T0 + 50,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.processing", "evt_p")
+            .created(T0 + 50)
+            .payment("pi_ooo", 1000, "gbp")
+            .invoice_id("inv_ooo")
+            .to_bytes(),
+    )
     .await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.payment_failed",
-        "evt_f",
-        "pi_ooo",
-        Some("inv_ooo"),
-        1000,
-        T0 + 90,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.payment_failed", "evt_f")
+            .created(T0 + 90)
+            .payment("pi_ooo", 1000, "gbp")
+            .invoice_id("inv_ooo")
+            .to_bytes(),
+    )
     .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_p").await, "stale");
     assert_eq!(app.wait_processed("STRIPE", "evt_f").await, "stale");
@@ -252,14 +235,13 @@ async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
         ("checkout.session.completed", "evt_b"),
         ("invoice.paid", "evt_c"),
     ] {
-        app.deliver_stripe(&stripe_payment_event(
-            event_type,
-            id,
-            "pi_fan",
-            Some("inv_fan"),
-            1000,
-            T0,
-        ))
+        app.deliver_stripe(
+            &StripeEvent::new(event_type, id)
+                .created(T0)
+                .payment("pi_fan", 1000, "gbp")
+                .invoice_id("inv_fan")
+                .to_bytes(),
+        )
         .await;
     }
     for id in ["evt_a", "evt_b", "evt_c"] {
@@ -276,25 +258,23 @@ async fn partial_payments_add_up_to_paid() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_part", 1000).await;
     let subscriber = app.subscribe().await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_1",
-        "pi_1",
-        Some("inv_part"),
-        400,
-        T0,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_1")
+            .created(T0)
+            .payment("pi_1", 400, "gbp")
+            .invoice_id("inv_part")
+            .to_bytes(),
+    )
     .await;
     let invoice = app.wait_invoice_status("inv_part", "PARTIALLY_PAID").await;
     assert_eq!(invoice["amountPaid"], 400);
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_2",
-        "pi_2",
-        Some("inv_part"),
-        600,
-        T0 + 1,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_2")
+            .created(T0 + 1)
+            .payment("pi_2", 600, "gbp")
+            .invoice_id("inv_part")
+            .to_bytes(),
+    )
     .await;
     let invoice = app.wait_invoice_status("inv_part", "PAID").await;
     assert_eq!(invoice["amountPaid"], 1000);
@@ -325,22 +305,16 @@ async fn gocardless_late_failure_after_confirmed_reopens_the_invoice() {
     app.register_payment("inv_late", "GOCARDLESS", "PM_LATE", 3000)
         .await;
     let subscriber = app.subscribe().await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_C",
-        "payments",
-        "confirmed",
-        json!({"payment": "PM_LATE"}),
-        "2026-11-02T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_C", "confirmed", "PM_LATE")
+            .created_at("2026-11-02T12:00:00.000Z"),
+    ])
     .await;
     app.wait_invoice_status("inv_late", "PAID").await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_F",
-        "payments",
-        "failed",
-        json!({"payment": "PM_LATE"}),
-        "2026-11-05T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_F", "failed", "PM_LATE")
+            .created_at("2026-11-05T12:00:00.000Z"),
+    ])
     .await;
     let invoice = app.wait_invoice_status("inv_late", "PAYMENT_FAILED").await;
     assert_eq!(invoice["amountPaid"], 0);
@@ -358,22 +332,16 @@ async fn gocardless_paid_out_before_confirmed_stays_paid() {
     setup(&app, "inv_po", 3000).await;
     app.register_payment("inv_po", "GOCARDLESS", "PM_PO", 3000)
         .await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_PO",
-        "payments",
-        "paid_out",
-        json!({"payment": "PM_PO"}),
-        "2026-11-06T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_PO", "paid_out", "PM_PO")
+            .created_at("2026-11-06T12:00:00.000Z"),
+    ])
     .await;
     app.wait_invoice_status("inv_po", "PAID").await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_CO",
-        "payments",
-        "confirmed",
-        json!({"payment": "PM_PO"}),
-        "2026-11-03T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_CO", "confirmed", "PM_PO")
+            .created_at("2026-11-03T12:00:00.000Z"),
+    ])
     .await;
     assert_eq!(app.wait_processed("GOCARDLESS", "EV_CO").await, "stale");
     assert_eq!(app.invoice("inv_po").await["status"], "PAID");
@@ -386,33 +354,24 @@ async fn gocardless_chargeback_then_chargeback_cancelled() {
     setup(&app, "inv_cb", 3000).await;
     app.register_payment("inv_cb", "GOCARDLESS", "PM_CB", 3000)
         .await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_1",
-        "payments",
-        "paid_out",
-        json!({"payment": "PM_CB"}),
-        "2026-11-02T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_1", "paid_out", "PM_CB")
+            .created_at("2026-11-02T12:00:00.000Z"),
+    ])
     .await;
     app.wait_invoice_status("inv_cb", "PAID").await;
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_2",
-        "payments",
-        "charged_back",
-        json!({"payment": "PM_CB"}),
-        "2026-11-10T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_2", "charged_back", "PM_CB")
+            .created_at("2026-11-10T12:00:00.000Z"),
+    ])
     .await;
     let invoice = app.wait_invoice_status("inv_cb", "OPEN").await;
     assert_eq!(invoice["amountPaid"], 0);
     assert_eq!(payment_status(&invoice, "PM_CB"), "REVERSED");
-    app.deliver_gocardless(vec![gocardless_event(
-        "EV_3",
-        "payments",
-        "chargeback_cancelled",
-        json!({"payment": "PM_CB"}),
-        "2026-11-12T12:00:00.000Z",
-    )])
+    app.deliver_gocardless(vec![
+        GoCardlessEvent::payment("EV_3", "chargeback_cancelled", "PM_CB")
+            .created_at("2026-11-12T12:00:00.000Z"),
+    ])
     .await;
     let invoice = app.wait_invoice_status("inv_cb", "PAID").await;
     assert_eq!(invoice["amountPaid"], 3000);
@@ -440,34 +399,17 @@ async fn a_gocardless_batch_mixing_payments_and_mandates() {
         .await;
     assert_eq!(status, 200, "{body}");
     app.deliver_gocardless(vec![
-        gocardless_event(
-            "EV_P",
-            "payments",
-            "confirmed",
-            json!({"payment": "PM_MIX"}),
-            "2026-11-02T12:00:00.000Z",
-        ),
-        gocardless_event(
-            "EV_M1",
-            "mandates",
-            "cancelled",
-            json!({"mandate": "MD0002"}),
-            "2026-11-02T12:00:01.000Z",
-        ),
-        gocardless_event(
-            "EV_M2",
-            "mandates",
-            "replaced",
-            json!({"mandate": "MD0001", "new_mandate": "MD0003"}),
-            "2026-11-02T12:00:02.000Z",
-        ),
-        gocardless_event(
-            "EV_R",
-            "refunds",
-            "created",
-            json!({"refund": "RF1"}),
-            "2026-11-02T12:00:03.000Z",
-        ),
+        GoCardlessEvent::payment("EV_P", "confirmed", "PM_MIX")
+            .created_at("2026-11-02T12:00:00.000Z"),
+        GoCardlessEvent::new("EV_M1", "mandates", "cancelled")
+            .links(json!({"mandate": "MD0002"}))
+            .created_at("2026-11-02T12:00:01.000Z"),
+        GoCardlessEvent::new("EV_M2", "mandates", "replaced")
+            .links(json!({"mandate": "MD0001", "new_mandate": "MD0003"}))
+            .created_at("2026-11-02T12:00:02.000Z"),
+        GoCardlessEvent::new("EV_R", "refunds", "created")
+            .links(json!({"refund": "RF1"}))
+            .created_at("2026-11-02T12:00:03.000Z"),
     ])
     .await;
     app.wait_invoice_status("inv_mix", "PAID").await;
@@ -501,18 +443,13 @@ async fn a_gocardless_batch_mixing_payments_and_mandates() {
 async fn stripe_payment_method_events_keep_the_method_on_file_current() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("stripe1").await; // Stripe customer id cus_stripe1
-    let fixtures: Value =
-        serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
+    // Stripe's example payment method (a Visa card expiring 8/2030), as `pm_card1`.
     let method_event = |event_id: &str, event_type: &str, customer: Option<&str>, created: i64| {
-        let mut event = fixtures["event"].clone();
-        event["id"] = event_id.into();
-        event["type"] = event_type.into();
-        event["created"] = created.into();
-        let mut object = fixtures["payment_method"].clone();
-        object["id"] = "pm_card1".into();
-        object["customer"] = customer.map(Value::from).unwrap_or(Value::Null);
-        event["data"]["object"] = object;
-        serde_json::to_vec(&event).unwrap()
+        StripeEvent::new(event_type, event_id)
+            .created(created)
+            .object_id("pm_card1")
+            .customer(customer)
+            .to_bytes()
     };
     app.deliver_stripe(&method_event(
         "evt_att",
@@ -562,17 +499,15 @@ async fn stripe_payment_method_events_keep_the_method_on_file_current() {
 #[tokio::test]
 async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored() {
     let app = spawn_worker(Retries::PATIENT).await;
-    app.deliver_stripe(&stripe_event("plan.created", "invoice", "evt_plan"))
+    app.deliver_stripe(&stripe_event("plan.created", "evt_plan"))
         .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_plan").await, "ignored");
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_foreign",
-        "pi_foreign",
-        None,
-        100,
-        T0,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_foreign")
+            .created(T0)
+            .payment("pi_foreign", 100, "gbp")
+            .to_bytes(),
+    )
     .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_foreign").await, "ignored");
     app.stop().await;
@@ -588,14 +523,13 @@ async fn settings_are_resolved_and_a_provider_mismatch_is_flagged() {
     )
     .await;
     let subscriber = app.subscribe().await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_mm",
-        "pi_mm",
-        Some("inv_mm"),
-        1000,
-        T0,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_mm")
+            .created(T0)
+            .payment("pi_mm", 1000, "gbp")
+            .invoice_id("inv_mm")
+            .to_bytes(),
+    )
     .await;
     app.wait_invoice_status("inv_mm", "PAID").await;
     let messages = app.take_messages(&subscriber, 2).await;
@@ -623,18 +557,14 @@ async fn settings_are_resolved_and_a_provider_mismatch_is_flagged() {
 async fn a_currency_mismatch_is_dead_lettered_at_once() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_eur", 1000).await;
-    let mut event: Value = serde_json::from_slice(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_cur",
-        "pi_cur",
-        Some("inv_eur"),
-        1000,
-        T0,
-    ))
-    .unwrap();
-    event["data"]["object"]["currency"] = "eur".into();
-    app.deliver_stripe(&serde_json::to_vec(&event).unwrap())
-        .await;
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_cur")
+            .created(T0)
+            .payment("pi_cur", 1000, "eur")
+            .invoice_id("inv_eur")
+            .to_bytes(),
+    )
+    .await;
     let db = app.db();
     let (reason, attempts): (String, i32) = poll_until("the dead letter", WAIT, || async {
         sqlx::query_as("SELECT reason, attempts FROM dead_letters WHERE event_id = 'evt_cur'")
@@ -653,14 +583,13 @@ async fn a_currency_mismatch_is_dead_lettered_at_once() {
 async fn an_event_before_its_invoice_is_retried_then_applied() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
-    app.deliver_stripe(&stripe_payment_event(
-        "payment_intent.succeeded",
-        "evt_early",
-        "pi_early",
-        Some("inv_later"),
-        900,
-        T0,
-    ))
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_early")
+            .created(T0)
+            .payment("pi_early", 900, "gbp")
+            .invoice_id("inv_later")
+            .to_bytes(),
+    )
     .await;
     // Wait until it has failed at least once and sits in a retry tier.
     poll_until("the event to wait in a retry tier", WAIT, || async {

@@ -394,7 +394,7 @@ impl TestApp {
     }
 
     /// Posts one signed GoCardless batch of `events` and asserts that it was queued (204).
-    pub async fn deliver_gocardless(&self, events: Vec<Value>) {
+    pub async fn deliver_gocardless(&self, events: impl IntoIterator<Item = GoCardlessEvent>) {
         let body = gocardless_batch(events);
         let response = self
             .post_gocardless(&body, &gocardless_signature(&body))
