@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use settle::startup::Role;
 
 use crate::helpers::*;
@@ -195,22 +194,11 @@ async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
     app.create_customer("acme").await;
     app.create_invoice("inv_dd", "acme", None, "GBP", 3000)
         .await;
-    let (status, body) = app
-        .api_post("/invoices/inv_dd/payments", json!({"provider": "GOCARDLESS", "providerPaymentId": "PM_DD", "amount": 3000, "currency": "GBP"}))
+    app.register_payment("inv_dd", "GOCARDLESS", "PM_DD", 3000)
         .await;
-    assert_eq!(status, 201, "{body}");
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_C", "confirmed", "PM_DD")
-            .created_at("2026-11-02T12:00:00.000Z"),
-    ])
-    .await;
-    app.wait_invoice_status("inv_dd", "PAID").await;
     // The fixture's `failed` event says will_attempt_retry: true.
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_F", "failed", "PM_DD").created_at("2026-11-05T12:00:00.000Z"),
-    ])
-    .await;
-    app.wait_invoice_status("inv_dd", "PAYMENT_FAILED").await;
+    app.gocardless_confirmed_then_failed("inv_dd", "PM_DD")
+        .await;
     let mails = sink.wait_for(2).await;
     let customer = mails
         .iter()

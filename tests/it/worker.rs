@@ -305,18 +305,9 @@ async fn gocardless_late_failure_after_confirmed_reopens_the_invoice() {
     app.register_payment("inv_late", "GOCARDLESS", "PM_LATE", 3000)
         .await;
     let subscriber = app.subscribe().await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_C", "confirmed", "PM_LATE")
-            .created_at("2026-11-02T12:00:00.000Z"),
-    ])
-    .await;
-    app.wait_invoice_status("inv_late", "PAID").await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_F", "failed", "PM_LATE")
-            .created_at("2026-11-05T12:00:00.000Z"),
-    ])
-    .await;
-    let invoice = app.wait_invoice_status("inv_late", "PAYMENT_FAILED").await;
+    let invoice = app
+        .gocardless_confirmed_then_failed("inv_late", "PM_LATE")
+        .await;
     assert_eq!(invoice["amountPaid"], 0);
     assert_eq!(invoice["payments"][0]["failureCode"], "insufficient_funds");
     let messages = app.take_messages(&subscriber, 4).await;
@@ -332,17 +323,11 @@ async fn gocardless_paid_out_before_confirmed_stays_paid() {
     setup(&app, "inv_po", 3000).await;
     app.register_payment("inv_po", "GOCARDLESS", "PM_PO", 3000)
         .await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_PO", "paid_out", "PM_PO")
-            .created_at("2026-11-06T12:00:00.000Z"),
-    ])
-    .await;
+    app.gocardless_payment("EV_PO", "paid_out", "PM_PO", "2026-11-06T12:00:00.000Z")
+        .await;
     app.wait_invoice_status("inv_po", "PAID").await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_CO", "confirmed", "PM_PO")
-            .created_at("2026-11-03T12:00:00.000Z"),
-    ])
-    .await;
+    app.gocardless_payment("EV_CO", "confirmed", "PM_PO", "2026-11-03T12:00:00.000Z")
+        .await;
     assert_eq!(app.wait_processed("GOCARDLESS", "EV_CO").await, "stale");
     assert_eq!(app.invoice("inv_po").await["status"], "PAID");
     app.stop().await;
@@ -354,24 +339,20 @@ async fn gocardless_chargeback_then_chargeback_cancelled() {
     setup(&app, "inv_cb", 3000).await;
     app.register_payment("inv_cb", "GOCARDLESS", "PM_CB", 3000)
         .await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_1", "paid_out", "PM_CB")
-            .created_at("2026-11-02T12:00:00.000Z"),
-    ])
-    .await;
+    app.gocardless_payment("EV_1", "paid_out", "PM_CB", "2026-11-02T12:00:00.000Z")
+        .await;
     app.wait_invoice_status("inv_cb", "PAID").await;
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_2", "charged_back", "PM_CB")
-            .created_at("2026-11-10T12:00:00.000Z"),
-    ])
-    .await;
+    app.gocardless_payment("EV_2", "charged_back", "PM_CB", "2026-11-10T12:00:00.000Z")
+        .await;
     let invoice = app.wait_invoice_status("inv_cb", "OPEN").await;
     assert_eq!(invoice["amountPaid"], 0);
     assert_eq!(payment_status(&invoice, "PM_CB"), "REVERSED");
-    app.deliver_gocardless(vec![
-        GoCardlessEvent::payment("EV_3", "chargeback_cancelled", "PM_CB")
-            .created_at("2026-11-12T12:00:00.000Z"),
-    ])
+    app.gocardless_payment(
+        "EV_3",
+        "chargeback_cancelled",
+        "PM_CB",
+        "2026-11-12T12:00:00.000Z",
+    )
     .await;
     let invoice = app.wait_invoice_status("inv_cb", "PAID").await;
     assert_eq!(invoice["amountPaid"], 3000);

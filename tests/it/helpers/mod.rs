@@ -402,6 +402,36 @@ impl TestApp {
         assert_eq!(response.status(), 204);
     }
 
+    /// Delivers a batch of one GoCardless payment event: `action` on `payment_id`, created `at`.
+    pub async fn gocardless_payment(
+        &self,
+        event_id: &str,
+        action: &str,
+        payment_id: &str,
+        at: &str,
+    ) {
+        self.deliver_gocardless([
+            GoCardlessEvent::payment(event_id, action, payment_id).created_at(at)
+        ])
+        .await;
+    }
+
+    /// A GoCardless payment confirmed (`EV_C`, 2 November: the invoice turns `PAID`), then failed
+    /// late (`EV_F`, 5 November, with the fixture's cause `insufficient_funds` and
+    /// `will_attempt_retry: true`). Returns the invoice once it is `PAYMENT_FAILED`.
+    pub async fn gocardless_confirmed_then_failed(
+        &self,
+        invoice_id: &str,
+        payment_id: &str,
+    ) -> Value {
+        self.gocardless_payment("EV_C", "confirmed", payment_id, "2026-11-02T12:00:00.000Z")
+            .await;
+        self.wait_invoice_status(invoice_id, "PAID").await;
+        self.gocardless_payment("EV_F", "failed", payment_id, "2026-11-05T12:00:00.000Z")
+            .await;
+        self.wait_invoice_status(invoice_id, "PAYMENT_FAILED").await
+    }
+
     /// Waits until the invoice has `status`, and returns it.
     pub async fn wait_invoice_status(&self, id: &str, status: &str) -> Value {
         poll_until(&format!("invoice {id} to be {status}"), WAIT, || async {
