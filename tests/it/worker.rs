@@ -41,12 +41,16 @@ async fn every_stripe_payment_row_of_the_table() {
         let invoice_id = format!("inv_{i}");
         app.create_invoice(&invoice_id, "cust", None, "GBP", 2500)
             .await;
-        let body = StripeEvent::new(event_type, &format!("evt_{i}"))
+        let event = StripeEvent::new(event_type, &format!("evt_{i}"))
             .created(T0)
             .payment(&format!("pi_{i}"), 2500, "gbp")
-            .invoice_id(&invoice_id)
-            .to_bytes();
-        app.deliver_stripe(&body).await;
+            .invoice_id(&invoice_id);
+        // A failure that says why (the fixture's `last_payment_error` has only a `type`).
+        let event = match *event_type {
+            "payment_intent.payment_failed" => event.object(declined_for_insufficient_funds),
+            _ => event,
+        };
+        app.deliver_stripe(&event.to_bytes()).await;
     }
     for (i, (event_type, payment, invoice_status)) in rows.iter().enumerate() {
         assert_eq!(
@@ -64,9 +68,20 @@ async fn every_stripe_payment_row_of_the_table() {
         let expected_paid = if *invoice_status == "PAID" { 2500 } else { 0 };
         assert_eq!(invoice["amountPaid"], expected_paid, "{event_type}");
     }
-    // A failure keeps the provider's reason.
+    // A failure keeps the provider's reason: the decline code, the more precise, and the message.
     let failed = app.invoice("inv_5").await;
-    assert!(failed["payments"][0].get("failureCode").is_some());
+    assert_eq!(
+        failed["payments"][0]["providerPaymentId"], "pi_5",
+        "{failed}"
+    );
+    assert_eq!(
+        failed["payments"][0]["failureCode"], "insufficient_funds",
+        "{failed}"
+    );
+    assert_eq!(
+        failed["payments"][0]["failureMessage"], "Your card has insufficient funds.",
+        "{failed}"
+    );
     app.stop().await;
 }
 
