@@ -17,27 +17,43 @@ const T0: i64 = 1_790_000_000;
 async fn every_stripe_payment_row_of_the_table() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
-    // (event type, payment status after it, invoice status after it)
+    // (event type, payment status after it, invoice status after it, the failure's reason as the
+    // payment keeps it: code and message, for the failures whose event gives one)
     let rows = [
-        ("payment_intent.succeeded", "SUCCEEDED", "PAID"),
-        ("checkout.session.completed", "SUCCEEDED", "PAID"),
+        ("payment_intent.succeeded", "SUCCEEDED", "PAID", None),
+        ("checkout.session.completed", "SUCCEEDED", "PAID", None),
         (
             "checkout.session.async_payment_succeeded",
             "SUCCEEDED",
             "PAID",
+            None,
         ),
-        ("invoice.paid", "SUCCEEDED", "PAID"),
-        ("payment_intent.processing", "PENDING", "OPEN"),
-        ("payment_intent.payment_failed", "FAILED", "PAYMENT_FAILED"),
+        ("invoice.paid", "SUCCEEDED", "PAID", None),
+        ("charge.succeeded", "SUCCEEDED", "PAID", None),
+        ("payment_intent.processing", "PENDING", "OPEN", None),
+        (
+            "payment_intent.payment_failed",
+            "FAILED",
+            "PAYMENT_FAILED",
+            // The decline code, the more precise, wins over the error code `card_declined`.
+            Some(("insufficient_funds", "Your card has insufficient funds.")),
+        ),
         (
             "checkout.session.async_payment_failed",
             "FAILED",
             "PAYMENT_FAILED",
+            None,
         ),
-        ("invoice.payment_failed", "FAILED", "PAYMENT_FAILED"),
-        ("payment_intent.canceled", "CANCELED", "OPEN"),
+        ("invoice.payment_failed", "FAILED", "PAYMENT_FAILED", None),
+        (
+            "charge.failed",
+            "FAILED",
+            "PAYMENT_FAILED",
+            Some(("card_declined", "Your card was declined.")),
+        ),
+        ("payment_intent.canceled", "CANCELED", "OPEN", None),
     ];
-    for (i, (event_type, _, _)) in rows.iter().enumerate() {
+    for (i, (event_type, ..)) in rows.iter().enumerate() {
         let invoice_id = format!("inv_{i}");
         app.create_invoice(&invoice_id, "cust", None, "GBP", 2500)
             .await;
@@ -45,43 +61,40 @@ async fn every_stripe_payment_row_of_the_table() {
             .created(T0)
             .payment(&format!("pi_{i}"), 2500, "gbp")
             .invoice_id(&invoice_id);
-        // A failure that says why (the fixture's `last_payment_error` has only a `type`).
+        // Failures that say why (the fixture PaymentIntent's `last_payment_error` has only a
+        // `type`, and its charge succeeded).
         let event = match *event_type {
             "payment_intent.payment_failed" => event.object(declined_for_insufficient_funds),
+            "charge.failed" => event.object(|charge| {
+                charge["status"] = "failed".into();
+                charge["failure_code"] = "card_declined".into();
+                charge["failure_message"] = "Your card was declined.".into();
+            }),
             _ => event,
         };
         app.deliver_stripe(&event.to_bytes()).await;
     }
-    for (i, (event_type, payment, invoice_status)) in rows.iter().enumerate() {
+    for (i, (event_type, payment_status, invoice_status, failure)) in rows.iter().enumerate() {
         assert_eq!(
             app.wait_processed("STRIPE", &format!("evt_{i}")).await,
             "applied",
             "{event_type}"
         );
         let invoice = app.invoice(&format!("inv_{i}")).await;
-        assert_eq!(
-            payment_status(&invoice, &format!("pi_{i}")),
-            *payment,
-            "{event_type}"
-        );
+        let payment = payment(&invoice, &format!("pi_{i}"));
+        assert_eq!(payment["status"], *payment_status, "{event_type}");
         assert_eq!(invoice["status"], *invoice_status, "{event_type}");
         let expected_paid = if *invoice_status == "PAID" { 2500 } else { 0 };
         assert_eq!(invoice["amountPaid"], expected_paid, "{event_type}");
+        // A failure keeps the provider's reason.
+        if let Some((code, message)) = failure {
+            assert_eq!(payment["failureCode"], *code, "{event_type}: {payment}");
+            assert_eq!(
+                payment["failureMessage"], *message,
+                "{event_type}: {payment}"
+            );
+        }
     }
-    // A failure keeps the provider's reason: the decline code, the more precise, and the message.
-    let failed = app.invoice("inv_5").await;
-    assert_eq!(
-        failed["payments"][0]["providerPaymentId"], "pi_5",
-        "{failed}"
-    );
-    assert_eq!(
-        failed["payments"][0]["failureCode"], "insufficient_funds",
-        "{failed}"
-    );
-    assert_eq!(
-        failed["payments"][0]["failureMessage"], "Your card has insufficient funds.",
-        "{failed}"
-    );
     app.stop().await;
 }
 

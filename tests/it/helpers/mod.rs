@@ -491,15 +491,22 @@ impl TestApp {
     }
 }
 
-/// The status of the invoice's payment `provider_payment_id`.
-pub fn payment_status(invoice: &Value, provider_payment_id: &str) -> String {
+/// The invoice's payment `provider_payment_id`, as the API shows it.
+pub fn payment<'a>(invoice: &'a Value, provider_payment_id: &str) -> &'a Value {
     invoice["payments"]
         .as_array()
         .unwrap()
         .iter()
         .find(|p| p["providerPaymentId"] == provider_payment_id)
-        .map(|p| p["status"].as_str().unwrap().to_owned())
         .unwrap_or_else(|| panic!("no payment {provider_payment_id} in {invoice}"))
+}
+
+/// The status of the invoice's payment `provider_payment_id`.
+pub fn payment_status(invoice: &Value, provider_payment_id: &str) -> String {
+    payment(invoice, provider_payment_id)["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Asserts an API error answer: its status and `error.code`.
