@@ -94,6 +94,13 @@ async fn effective(app: &TestApp) -> serde_json::Value {
     body
 }
 
+/// PUTs settings on one level, asserting they were stored (200), and returns what was stored.
+async fn put_settings(app: &TestApp, path: &str, settings: serde_json::Value) -> serde_json::Value {
+    let (status, stored) = app.api_put(path, settings).await;
+    assert_eq!(status, 200, "{stored}");
+    stored
+}
+
 #[tokio::test]
 async fn effective_settings_follow_invoice_then_schedule_then_customer_then_default() {
     let app = app_with_invoice().await;
@@ -103,12 +110,14 @@ async fn effective_settings_follow_invoice_then_schedule_then_customer_then_defa
                "autoCharge": {"value": false, "source": "ACCOUNT_DEFAULT"}})
     );
 
-    app.api_put(
+    put_settings(
+        &app,
         "/payments/settings/customers/cust1",
         json!({"paymentProvider": "STRIPE", "autoCharge": true}),
     )
     .await;
-    app.api_put(
+    put_settings(
+        &app,
         "/payments/settings/billing-schedules/bs1",
         json!({"paymentProvider": "GOCARDLESS"}),
     )
@@ -119,7 +128,8 @@ async fn effective_settings_follow_invoice_then_schedule_then_customer_then_defa
                "autoCharge": {"value": true, "source": "CUSTOMER"}})
     );
 
-    app.api_put(
+    put_settings(
+        &app,
         "/payments/settings/invoices/inv1",
         json!({"paymentProvider": "STRIPE", "autoCharge": false}),
     )
@@ -131,12 +141,12 @@ async fn effective_settings_follow_invoice_then_schedule_then_customer_then_defa
     );
 
     // null clears a field: the next level decides again. autoCharge left out stays as it was.
-    let (_, cleared) = app
-        .api_put(
-            "/payments/settings/invoices/inv1",
-            json!({"paymentProvider": null}),
-        )
-        .await;
+    let cleared = put_settings(
+        &app,
+        "/payments/settings/invoices/inv1",
+        json!({"paymentProvider": null}),
+    )
+    .await;
     assert_eq!(cleared["paymentProvider"], serde_json::Value::Null);
     assert_eq!(cleared["autoCharge"], false);
     assert_eq!(
@@ -144,7 +154,8 @@ async fn effective_settings_follow_invoice_then_schedule_then_customer_then_defa
         json!({"paymentProvider": {"value": "GOCARDLESS", "source": "BILLING_SCHEDULE"},
                "autoCharge": {"value": false, "source": "INVOICE"}})
     );
-    app.api_put(
+    put_settings(
+        &app,
         "/payments/settings/invoices/inv1",
         json!({"paymentProvider": null, "autoCharge": null}),
     )

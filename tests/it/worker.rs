@@ -526,11 +526,13 @@ async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored()
 async fn settings_are_resolved_and_a_provider_mismatch_is_flagged() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_mm", 1000).await;
-    app.api_put(
-        "/payments/settings/customers/cust",
-        json!({"paymentProvider": "GOCARDLESS", "autoCharge": true}),
-    )
-    .await;
+    let (status, body) = app
+        .api_put(
+            "/payments/settings/customers/cust",
+            json!({"paymentProvider": "GOCARDLESS", "autoCharge": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let subscriber = app.subscribe().await;
     app.deliver_stripe(
         &StripeEvent::new("payment_intent.succeeded", "evt_mm")
