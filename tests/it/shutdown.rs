@@ -1,11 +1,69 @@
+//! Graceful shutdown: what was accepted is finished and queued, and SIGTERM exits 0.
+
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use crate::helpers::*;
+
+/// A signed Stripe webhook held in flight on its own connection: the head is sent with
+/// `Expect: 100-continue` and the server has answered `100 Continue`, which it does only once the
+/// handler reads the body. The body is sent by `finish`.
+struct HeldRequest {
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+impl HeldRequest {
+    async fn start(app: &TestApp, body: Vec<u8>) -> Self {
+        let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {}\r\nStripe-Signature: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            app.addr,
+            stripe_signature(&body, chrono::Utc::now().timestamp()),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let interim = read_response_head(&mut stream).await;
+        assert!(
+            interim.starts_with("HTTP/1.1 100 "),
+            "the handler reads the body: {interim:?}"
+        );
+        Self { stream, body }
+    }
+
+    /// Sends the body; returns the response's status.
+    async fn finish(mut self) -> u16 {
+        self.stream.write_all(&self.body).await.unwrap();
+        let head = read_response_head(&mut self.stream).await;
+        head.split(' ')
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head:?}"))
+    }
+}
+
+/// Reads one response head (up to the blank line).
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = stream.read_u8().await.expect("a response head");
+            head.push(byte);
+        }
+    })
+    .await
+    .expect("a response head in time");
+    String::from_utf8(head).unwrap()
+}
 
 #[tokio::test]
 async fn requests_in_flight_at_shutdown_finish_with_their_messages_queued() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
+    let queue = app.queue("reconcile");
     let bodies: Vec<Vec<u8>> = (0..40)
         .map(|i| stripe_event("payment_intent.succeeded", &format!("evt_drain_{i}")))
         .collect();
@@ -24,14 +82,31 @@ async fn requests_in_flight_at_shutdown_finish_with_their_messages_queued() {
             tokio::spawn(request)
         })
         .collect();
-    let queue = app.queue("reconcile");
-    // Shut down while the requests are in flight.
-    let mut app = app;
-    let stopping = tokio::spawn(async move {
-        app.shutdown_only().await;
-        app
-    });
+    // Some held in flight for certain: the server is reading their bodies when shutdown begins.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let body = stripe_event("payment_intent.succeeded", &format!("evt_held_{i}"));
+        held.push(HeldRequest::start(&app, body).await);
+    }
+
+    app.begin_shutdown();
+    let addr = app.addr;
+    poll_until(
+        "the server to stop accepting connections",
+        WAIT,
+        || async move { TcpStream::connect(addr).await.is_err().then_some(()) },
+    )
+    .await;
     let mut accepted = 0;
+    for request in held {
+        // Sent while the server drains: it must still be answered, with its message queued.
+        assert_eq!(
+            request.finish().await,
+            200,
+            "a request in flight at shutdown"
+        );
+        accepted += 1;
+    }
     for request in requests {
         match request.await.unwrap() {
             Ok(response) => {
@@ -43,7 +118,8 @@ async fn requests_in_flight_at_shutdown_finish_with_their_messages_queued() {
             Err(error) => assert!(error.is_connect() || error.is_request(), "{error}"),
         }
     }
-    let app = stopping.await.unwrap();
+    assert!(accepted > 0, "requests were in flight at shutdown");
+    app.shutdown_only().await;
     let messages = app.take_messages(&queue, accepted).await;
     assert_eq!(
         messages.len(),

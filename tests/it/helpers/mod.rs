@@ -482,6 +482,11 @@ impl TestApp {
         self.delete_topology().await;
     }
 
+    /// Starts a graceful shutdown, as SIGTERM does, without waiting for it (`shutdown_only` waits).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Graceful shutdown, as on SIGTERM, asserting that the app exits cleanly.
     pub async fn shutdown_only(&mut self) {
         self.shutdown.cancel();
