@@ -99,25 +99,33 @@ async fn every_stripe_payment_row_of_the_table() {
 }
 
 #[tokio::test]
+#[ignore = "needs the recorded outcome (issue 10 §5)"]
 async fn every_gocardless_payment_row_of_the_table() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;
+    // (action, the inbox outcome, payment status after it, invoice status after it)
     let rows = [
-        ("created", "PENDING", "OPEN"),
-        ("submitted", "PENDING", "OPEN"),
-        ("customer_approval_granted", "PENDING", "OPEN"),
-        ("resubmission_requested", "PENDING", "OPEN"),
-        ("confirmed", "SUCCEEDED", "PAID"),
-        ("paid_out", "SUCCEEDED", "PAID"),
-        ("failed", "FAILED", "PAYMENT_FAILED"),
-        ("cancelled", "FAILED", "PAYMENT_FAILED"),
-        ("customer_approval_denied", "FAILED", "PAYMENT_FAILED"),
-        ("late_failure_settled", "REGISTERED", "OPEN"),
-        ("chargeback_settled", "REGISTERED", "OPEN"),
-        ("surcharge_fee_debited", "REGISTERED", "OPEN"),
+        ("created", "applied", "PENDING", "OPEN"),
+        ("submitted", "applied", "PENDING", "OPEN"),
+        ("customer_approval_granted", "applied", "PENDING", "OPEN"),
+        ("resubmission_requested", "applied", "PENDING", "OPEN"),
+        ("confirmed", "applied", "SUCCEEDED", "PAID"),
+        ("paid_out", "applied", "SUCCEEDED", "PAID"),
+        ("failed", "applied", "FAILED", "PAYMENT_FAILED"),
+        ("cancelled", "applied", "FAILED", "PAYMENT_FAILED"),
+        (
+            "customer_approval_denied",
+            "applied",
+            "FAILED",
+            "PAYMENT_FAILED",
+        ),
+        // Recorded only: nothing about the payment changes, and the outcome says so.
+        ("late_failure_settled", "recorded", "REGISTERED", "OPEN"),
+        ("chargeback_settled", "recorded", "REGISTERED", "OPEN"),
+        ("surcharge_fee_debited", "recorded", "REGISTERED", "OPEN"),
     ];
     let mut events = Vec::new();
-    for (i, (action, _, _)) in rows.iter().enumerate() {
+    for (i, (action, ..)) in rows.iter().enumerate() {
         let invoice_id = format!("inv_{i}");
         app.create_invoice(&invoice_id, "cust", None, "GBP", 4000)
             .await;
@@ -130,8 +138,12 @@ async fn every_gocardless_payment_row_of_the_table() {
     }
     // One batch of unrelated resources: every event is handled on its own.
     app.deliver_gocardless(events).await;
-    for (i, (action, payment, invoice_status)) in rows.iter().enumerate() {
-        app.wait_processed("GOCARDLESS", &format!("EV{i}")).await;
+    for (i, (action, outcome, payment, invoice_status)) in rows.iter().enumerate() {
+        assert_eq!(
+            app.wait_processed("GOCARDLESS", &format!("EV{i}")).await,
+            *outcome,
+            "{action}"
+        );
         let invoice = app.invoice(&format!("inv_{i}")).await;
         assert_eq!(
             payment_status(&invoice, &format!("PM{i}")),
