@@ -19,7 +19,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOption
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::SecretString;
 use settle::config::Settings;
-use settle::startup::{Application, Role};
+use settle::role::Role;
+use settle::startup::Application;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +56,8 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let app = Application::build(settings, Role::Serve, shutdown.clone()).await?;
-    let url = format!("http://{}/webhooks/stripe", app.local_addr());
-    let broker = app.state().broker.clone();
+    let url = format!("http://{}/webhooks/stripe", app.local_addr()?);
+    let broker = app.broker().clone();
     let running = tokio::spawn(app.run());
     while !broker.is_connected() {
         tokio::time::sleep(Duration::from_millis(50)).await; // poll until the app is connected

@@ -37,11 +37,14 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
-use settle::broker::{Broker, HeaderValue, OutgoingMessage, Topology, headers};
+use settle::broker::{Broker, OutgoingMessage, Topology};
 use settle::config::Settings;
-use settle::reconcile::methods::MethodProvider;
-use settle::startup::{Application, Role};
-use settle::worker::apply::{Envelope, Outcome, apply};
+use settle::envelope::QueuedEvent;
+use settle::provider::Provider;
+use settle::reconcile::outcome::Outcome;
+use settle::role::Role;
+use settle::startup::{Application, worker_policy};
+use settle::worker::apply::apply;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -216,13 +219,16 @@ impl Bench {
             .await
             .ok_or_else(|| anyhow::anyhow!("the broker closed before connecting"))?;
         let template = event_template();
-        let exchange = broker.topology().webhooks_exchange.clone();
+        let topology = broker.topology().clone();
         let started = Instant::now();
         futures_util::stream::iter((0..events).step_by(PUBLISH_BATCH as usize))
             .map(|first| {
-                let received_at = received_at_now();
+                let received_at = chrono::Utc::now();
                 let messages: Vec<OutgoingMessage> = (first..(first + PUBLISH_BATCH).min(events))
-                    .map(|n| queued_event(&exchange, &template, "drain", n, &received_at))
+                    .map(|n| {
+                        queued_event(&template, "drain", n, received_at)
+                            .to_webhook_message(&topology)
+                    })
                     .collect();
                 let broker = broker.clone();
                 async move { broker.publish_all(&messages).await }
@@ -412,18 +418,13 @@ impl Bench {
     async fn transaction_alone(&self, events: u64, concurrency: usize) -> anyhow::Result<f64> {
         let template = event_template();
         let received_at = chrono::Utc::now();
+        let policy = worker_policy(&self.settings);
         let run = |numbers: std::ops::Range<u64>| {
             futures_util::stream::iter(numbers)
                 .map(|n| {
-                    let (event_id, body) = event_body(&template, "tx", n);
-                    let envelope = Envelope {
-                        provider: MethodProvider::Stripe,
-                        event_id,
-                        event_type: "payment_intent.succeeded".into(),
-                        received_at,
-                        body,
-                    };
-                    async move { apply(&self.db, &self.settings, &envelope).await }
+                    let event = queued_event(&template, "tx", n, received_at);
+                    let policy = &policy;
+                    async move { apply(&self.db, policy, &event).await }
                 })
                 .buffer_unordered(concurrency)
                 .try_collect::<Vec<Outcome>>()
@@ -548,11 +549,7 @@ COMMIT;
     }
 
     fn topology(&self) -> Topology {
-        Topology::new(
-            &self.settings.amqp.prefix,
-            &self.settings.worker.retry_delays_ms,
-            self.settings.amqp.delivery_limit,
-        )
+        Topology::from_settings(&self.settings)
     }
 
     async fn delete_topology(&self) -> anyhow::Result<()> {
@@ -577,8 +574,8 @@ impl Running {
     async fn start(settings: Settings, role: Role) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let app = Application::build(settings, role, shutdown.clone()).await?;
-        let addr = app.local_addr();
-        let broker = app.state().broker.clone();
+        let addr = app.local_addr()?;
+        let broker = app.broker().clone();
         let task = tokio::spawn(app.run());
         broker
             .connected()
@@ -628,38 +625,23 @@ fn event_body(template: &str, phase: &str, n: u64) -> (String, Vec<u8>) {
     (event_id, body.into_bytes())
 }
 
-/// The message the receiver would publish for event `n` (src/ingress/mod.rs: same routing key,
-/// message id and headers).
+/// Event `n` as the receiver would queue it (the same envelope, so the same routing key, message
+/// id and headers).
 fn queued_event(
-    exchange: &str,
     template: &str,
     phase: &str,
     n: u64,
-    received_at: &str,
-) -> OutgoingMessage {
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> QueuedEvent {
     let (event_id, body) = event_body(template, phase, n);
-    OutgoingMessage {
-        exchange: exchange.to_owned(),
-        routing_key: "stripe.payment_intent.succeeded".into(),
-        message_id: format!("stripe:{event_id}"),
-        headers: vec![
-            (headers::PROVIDER.into(), HeaderValue::Text("stripe".into())),
-            (headers::EVENT_ID.into(), HeaderValue::Text(event_id)),
-            (
-                headers::EVENT_TYPE.into(),
-                HeaderValue::Text("payment_intent.succeeded".into()),
-            ),
-            (
-                headers::RECEIVED_AT.into(),
-                HeaderValue::Text(received_at.to_owned()),
-            ),
-        ],
+    QueuedEvent::new(
+        Provider::Stripe,
+        event_id,
+        "payment_intent.succeeded".into(),
+        received_at,
         body,
-    }
-}
-
-fn received_at_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+    .expect("bench event ids fit AMQP")
 }
 
 struct Posted {

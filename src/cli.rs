@@ -5,7 +5,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::ops::{self, dlq};
-use crate::startup::{Application, Role};
+use crate::provider::Provider;
+use crate::role::Role;
+use crate::startup::Application;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,7 +88,8 @@ pub enum EventsCommand {
     /// Re-drive an event archived in the inbox: it is applied again (its effects are idempotent).
     Replay {
         /// stripe or gocardless.
-        provider: String,
+        #[arg(value_parser = ops::parse_provider)]
+        provider: Provider,
         event_id: String,
     },
 }
@@ -138,7 +141,7 @@ impl Cli {
                 command: EventsCommand::Replay { provider, event_id },
             } => {
                 let db = crate::startup::database_pool(&settings)?;
-                return ops::events::replay(&db, &settings, &provider, &event_id).await;
+                return ops::events::replay(&db, &settings, provider, &event_id).await;
             }
         };
         if options.no_migrate {

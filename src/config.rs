@@ -1,6 +1,9 @@
 //! Configuration: `config/default.toml`, overlaid by `config/<SETTLE_ENV>.toml`, then the
 //! environment (the ecosystem's usual names for common settings, `SETTLE__SECTION__KEY` for the
 //! rest). Secrets are `SecretString`s, so a `Debug` of the settings never prints them.
+//!
+//! Plain data: this module imports nothing of settle's but the provider vocabulary, so every part
+//! can read its own section without depending on any other part.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -109,7 +112,7 @@ pub struct WorkerSettings {
     pub retry_delays_ms: Vec<u64>,
     /// Attempts (the first delivery included) before a transient failure is dead-lettered.
     pub max_attempts: u32,
-    pub gocardless_collected_at: crate::reconcile::events::GoCardlessCollectedAt,
+    pub gocardless_collected_at: crate::provider::GoCardlessCollectedAt,
     /// How often the outbox relay looks for rows committed by other processes.
     pub outbox_poll_ms: u64,
 }
@@ -160,17 +163,8 @@ impl TryFrom<String> for ApiCredential {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccountSettings {
     pub id: String,
-    pub default_payment_provider: crate::reconcile::settings::PaymentProvider,
+    pub default_payment_provider: crate::provider::PaymentProvider,
     pub default_auto_charge: bool,
-}
-
-impl AccountSettings {
-    pub fn defaults(&self) -> crate::reconcile::settings::AccountDefaults {
-        crate::reconcile::settings::AccountDefaults {
-            payment_provider: self.default_payment_provider,
-            auto_charge: self.default_auto_charge,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,10 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::broker::{HeaderValue, OutgoingMessage};
-use crate::startup::AppState;
+use crate::broker::{Broker, HeaderValue, OutgoingMessage};
+use crate::envelope::headers;
+use crate::repository::outbox;
+use crate::telemetry as metric;
 
 /// Rows published per round trip to the broker.
 const BATCH: i64 = 200;
@@ -18,14 +22,21 @@ const BATCH: i64 = 200;
 const COALESCE: Duration = Duration::from_millis(5);
 
 pub struct Relay {
-    state: AppState,
+    db: PgPool,
+    broker: Broker,
+    /// How often to look for rows committed by other processes (this process's commits wake it).
+    poll: Duration,
+    shutdown: CancellationToken,
     wake: Arc<Notify>,
 }
 
 impl Relay {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(db: PgPool, broker: Broker, poll: Duration, shutdown: CancellationToken) -> Self {
         Self {
-            state,
+            db,
+            broker,
+            poll,
+            shutdown,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -36,7 +47,7 @@ impl Relay {
     }
 
     pub async fn run(self) {
-        let poll = Duration::from_millis(self.state.settings.worker.outbox_poll_ms);
+        let poll = self.poll;
         let mut last_backlog_report: Option<Instant> = None;
         loop {
             match self.publish_pending().await {
@@ -55,7 +66,7 @@ impl Relay {
                 last_backlog_report = Some(Instant::now());
             }
             tokio::select! {
-                _ = self.state.shutdown.cancelled() => {
+                _ = self.shutdown.cancelled() => {
                     // One last pass so events committed during shutdown are not left waiting.
                     let _ = self.publish_pending().await;
                     return;
@@ -70,53 +81,39 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch of unpublished rows. `FOR UPDATE SKIP LOCKED` lets several relays
-    /// (several worker processes) share the table without sending a row twice at the same time.
+    /// Publishes one batch of unpublished rows (locked so several relays share the table), then
+    /// marks them published in the same transaction.
     async fn publish_pending(&self) -> anyhow::Result<usize> {
-        let mut tx = self.state.db.begin().await?;
-        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT id, message_id, routing_key, payload::text FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut tx = self.db.begin().await?;
+        let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let exchange = &self.state.broker.topology().reconciliation_exchange;
-        let count = rows.len();
-        let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+        let exchange = &self.broker.topology().reconciliation_exchange;
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         let messages: Vec<OutgoingMessage> = rows
             .into_iter()
-            .map(|(_, message_id, routing_key, payload)| OutgoingMessage {
+            .map(|row| OutgoingMessage {
                 exchange: exchange.clone(),
                 headers: vec![(
-                    "event-type".to_owned(),
-                    HeaderValue::Text(routing_key.clone()),
+                    headers::EVENT_TYPE.to_owned(),
+                    HeaderValue::Text(row.routing_key.clone()),
                 )],
-                routing_key,
-                message_id,
-                body: payload.into_bytes(),
+                routing_key: row.routing_key,
+                message_id: row.message_id,
+                body: row.payload.into_bytes(),
             })
             .collect();
-        self.state.broker.publish_all_unrouted_ok(&messages).await?;
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        self.broker.publish_all_unrouted_ok(&messages).await?;
+        outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
-        metrics::counter!("settle_outbox_published_total").increment(count as u64);
-        Ok(count)
+        metrics::counter!(metric::OUTBOX_PUBLISHED).increment(ids.len() as u64);
+        Ok(ids.len())
     }
 
     async fn report_backlog(&self) {
-        if let Ok(backlog) =
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.state.db)
-                .await
-        {
-            metrics::gauge!("settle_outbox_backlog").set(backlog as f64);
+        if let Ok(backlog) = outbox::backlog(&self.db).await {
+            metrics::gauge!(metric::OUTBOX_BACKLOG).set(backlog as f64);
         }
     }
 }

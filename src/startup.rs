@@ -1,5 +1,6 @@
-//! Builds a process from its settings: database pool, broker supervisor, HTTP listener and, for
-//! the worker roles, the consumers. Tests build the same `Application` in-process on port 0.
+//! The composition root: builds a process (serve, worker or run) from its settings, giving each
+//! part the state it needs and no more, and runs it until shutdown. Nothing imports this module
+//! but the command line (and the tests, which build the same `Application` in-process on port 0).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
+use crate::api::ApiState;
 use crate::broker::{Broker, Topology};
 use crate::config::Settings;
+use crate::http::probes::{self, ProbeState};
+use crate::ingress::IngressState;
+use crate::notify::sender::Sender;
+use crate::outbox::Relay;
+use crate::reconcile::settings::AccountDefaults;
+use crate::role::Role;
+use crate::worker::Worker;
+use crate::worker::apply::Policy;
 
 /// How long a request may wait for a pooled database connection before failing with 503.
 const DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,48 +34,16 @@ const DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// every connection by default: a round trip per transaction, a sixth of the worker's.
 const DATABASE_PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
-/// What a process does: `serve` takes HTTP traffic, `worker` reconciles, `run` does both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Serve,
-    Worker,
-    Run,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Serve => "serve",
-            Self::Worker => "worker",
-            Self::Run => "run",
-        }
-    }
-
-    fn takes_webhooks(self) -> bool {
-        matches!(self, Self::Serve | Self::Run)
-    }
-
-    fn consumes(self) -> bool {
-        matches!(self, Self::Worker | Self::Run)
-    }
-}
-
-/// What every request handler and background task shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub role: Role,
-    pub broker: Broker,
-    /// Lazy pool: connections are opened on demand, so the process starts (and keeps taking
-    /// webhooks) while the database is down.
-    pub db: PgPool,
-    /// Cancelled when shutdown begins: readiness turns 503 and loops stop taking work.
-    pub shutdown: CancellationToken,
-}
-
 pub struct Application {
     listener: TcpListener,
-    state: AppState,
+    settings: Settings,
+    role: Role,
+    broker: Broker,
+    /// Lazy pool: connections are opened on demand, so the process starts (and keeps taking
+    /// webhooks) while the database is down.
+    db: PgPool,
+    /// Cancelled when shutdown begins: readiness turns 503 and loops stop taking work.
+    shutdown: CancellationToken,
 }
 
 /// A lazy pool for `settings`; nothing connects until the first query.
@@ -100,6 +78,26 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
         .context("applying database migrations")
 }
 
+/// The account's defaults for payment settings, from `[account]`.
+pub fn account_defaults(settings: &Settings) -> AccountDefaults {
+    AccountDefaults {
+        payment_provider: settings.account.default_payment_provider,
+        auto_charge: settings.account.default_auto_charge,
+    }
+}
+
+/// The worker's policy, from the settings: the account, its defaults and the operator's choices.
+pub fn worker_policy(settings: &Settings) -> Policy {
+    Policy {
+        account_id: settings.account.id.clone(),
+        defaults: account_defaults(settings),
+        gocardless_collected_at: settings.worker.gocardless_collected_at,
+        business_email: Some(settings.notifications.business_email.clone())
+            .filter(|email| !email.is_empty()),
+        business_name: settings.notifications.business_name.clone(),
+    }
+}
+
 impl Application {
     pub async fn build(
         settings: Settings,
@@ -113,72 +111,116 @@ impl Application {
             migrate(&db).await?;
             crate::repository::ensure_account(&db, &settings.account.id).await?;
         }
-        let topology = Topology::new(
-            &settings.amqp.prefix,
-            &settings.worker.retry_delays_ms,
-            settings.amqp.delivery_limit,
-        );
-        let broker = Broker::start(settings.amqp.clone(), topology);
+        let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(&settings));
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("binding {}", settings.http.addr))?;
         Ok(Self {
             listener,
-            state: AppState {
-                settings: Arc::new(settings),
-                role,
-                broker,
-                db,
-                shutdown,
-            },
+            settings,
+            role,
+            broker,
+            db,
+            shutdown,
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+    /// The process's broker (benchmarks publish through it).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener.local_addr().context("the listener's address")
     }
 
     /// Runs until the shutdown token is cancelled, then drains: the HTTP server stops accepting and
     /// lets in-flight requests finish (each still awaiting its confirms), consumers finish the
     /// deliveries they hold, and only then is the broker connection closed.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, state } = self;
         let tasks = TaskTracker::new();
-        if state.role.consumes() {
-            tasks.spawn(crate::worker::run(state.clone()));
+        if self.role.consumes() {
+            self.spawn_worker(&tasks);
         }
         tracing::info!(
-            role = state.role.as_str(),
-            addr = %listener.local_addr()?,
-            prefix = %state.settings.amqp.prefix,
+            role = self.role.as_str(),
+            addr = %self.listener.local_addr()?,
+            prefix = %self.settings.amqp.prefix,
             "settle started"
         );
-        let shutdown = state.shutdown.clone();
-        axum::serve(listener, router(state.clone()))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        let router = self.router();
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
             .await
             .context("HTTP server")?;
         tasks.close();
         tasks.wait().await;
-        state.broker.close().await;
-        state.db.close().await;
+        self.broker.close().await;
+        self.db.close().await;
         tracing::info!("settle stopped");
         Ok(())
     }
-}
 
-fn router(state: AppState) -> Router {
-    let mut router = crate::ingress::health::router();
-    if state.role.takes_webhooks() {
-        router = router
-            .merge(crate::ingress::router())
-            .merge(crate::api::router());
+    /// The consumers, the outbox relay and the notification sender.
+    fn spawn_worker(&self, tasks: &TaskTracker) {
+        let settings = &self.settings;
+        match Sender::new(
+            self.db.clone(),
+            &settings.smtp,
+            settings.notifications.clone(),
+            self.shutdown.clone(),
+        ) {
+            Ok(sender) => {
+                tasks.spawn(sender.run());
+            }
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "notification sender not started"
+            ),
+        }
+        let relay = Relay::new(
+            self.db.clone(),
+            self.broker.clone(),
+            Duration::from_millis(settings.worker.outbox_poll_ms),
+            self.shutdown.clone(),
+        );
+        let wake_relay = relay.notifier();
+        tasks.spawn(relay.run());
+        let worker = Worker {
+            db: self.db.clone(),
+            broker: self.broker.clone(),
+            policy: Arc::new(worker_policy(settings)),
+            prefetch: settings.worker.prefetch,
+            max_attempts: settings.worker.max_attempts,
+            shutdown: self.shutdown.clone(),
+        };
+        tasks.spawn(worker.run(wake_relay));
     }
-    router.layer(TraceLayer::new_for_http()).with_state(state)
+
+    /// Probes for every role; webhooks and the API where the role takes HTTP traffic.
+    fn router(&self) -> Router {
+        let mut router = probes::router(ProbeState {
+            role: self.role,
+            broker: self.broker.clone(),
+            db: self.db.clone(),
+            shutdown: self.shutdown.clone(),
+        });
+        if self.role.takes_webhooks() {
+            let settings = &self.settings;
+            router = router
+                .merge(crate::ingress::router(IngressState {
+                    broker: self.broker.clone(),
+                    webhooks: Arc::new(settings.webhooks.clone()),
+                    body_limit: settings.http.body_limit_bytes,
+                }))
+                .merge(crate::api::router(ApiState {
+                    db: self.db.clone(),
+                    credentials: settings.api.credentials.clone().into(),
+                    account_id: settings.account.id.as_str().into(),
+                    defaults: account_defaults(settings),
+                    body_limit: settings.http.body_limit_bytes,
+                }));
+        }
+        router.layer(TraceLayer::new_for_http())
+    }
 }

@@ -1,4 +1,6 @@
-//! Logs (tracing, JSON or pretty) and metrics (Prometheus text at `/metrics`).
+//! Logs (tracing, JSON or pretty) and metrics (Prometheus text at `/metrics`). Every metric's
+//! name is a constant here, described once (its HELP text) when the recorder is installed, so
+//! the README's list and `/metrics` come from one place.
 
 use std::sync::OnceLock;
 
@@ -6,6 +8,72 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetrySettings};
+
+pub const WEBHOOK_REQUESTS: &str = "settle_webhook_requests_total";
+pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
+pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
+pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
+pub const WORKER_PANICS: &str = "settle_worker_panics_total";
+pub const END_TO_END_SECONDS: &str = "settle_end_to_end_seconds";
+pub const DEAD_LETTERS: &str = "settle_dead_letters_total";
+pub const OUTBOX_PUBLISHED: &str = "settle_outbox_published_total";
+pub const OUTBOX_BACKLOG: &str = "settle_outbox_backlog";
+pub const NOTIFICATIONS: &str = "settle_notifications_total";
+pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
+    "settle_notifications_oldest_pending_seconds";
+
+/// Every metric with its HELP text.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        WEBHOOK_REQUESTS,
+        "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, broker_unavailable, not_configured, unknown_provider)."
+    );
+    describe_histogram!(
+        PUBLISH_CONFIRM_SECONDS,
+        Unit::Seconds,
+        "Time a webhook request waited for the broker to confirm its events."
+    );
+    describe_counter!(
+        WORKER_MESSAGES,
+        "Deliveries handled by the worker, by result (applied, duplicate, stale, unchanged, recorded, ignored, retried, dead_lettered)."
+    );
+    describe_histogram!(
+        WORKER_PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time the worker spent on one delivery, transaction included."
+    );
+    describe_counter!(
+        WORKER_PANICS,
+        "Deliveries whose handler panicked (caught; the delivery went down the retry path)."
+    );
+    describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "From the webhook's arrival to the commit of its effects, for applied events."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Events dead-lettered by the worker, by reason."
+    );
+    describe_counter!(
+        OUTBOX_PUBLISHED,
+        "Reconciliation events published by the outbox relay."
+    );
+    describe_gauge!(
+        OUTBOX_BACKLOG,
+        "Reconciliation events committed and not yet published."
+    );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Failure mails by outcome (sent, retry, failed)."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_OLDEST_PENDING_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest failure mail waiting to be sent (0 when none waits)."
+    );
+}
 
 /// Latency buckets in seconds, from sub-millisecond confirms to multi-second stalls.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -28,10 +96,12 @@ pub fn init_logging(settings: &TelemetrySettings) {
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("bucket list is not empty")
             .install_recorder()
-            .expect("no other metrics recorder is installed")
+            .expect("no other metrics recorder is installed");
+        describe_metrics();
+        handle
     })
 }

@@ -5,11 +5,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::extract::{ApiJson, Caller, parse_json};
-use super::validate;
+use super::ApiState;
+use super::error::{ApiError, unique_constraint};
+use super::extract::{ApiBody, ApiJson, Caller, parse_json};
+use super::validate::{self, MAX_LIST, MAX_SHORT, MAX_TEXT, MAX_URL};
 use crate::repository::customers::{self as repo, CustomerRow, CustomerWrite};
-use crate::startup::AppState;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -110,29 +110,65 @@ impl CustomerFields {
         let v = |field: &str, result: Result<(), String>| {
             result.map_err(|message| ApiError::validation(field, message))
         };
+        let bounded = |field: &str, value: &Option<String>, max: usize| match value {
+            Some(value) => v(field, validate::at_most(value, max)),
+            None => Ok(()),
+        };
         if let Some(name) = &self.legal_name {
-            v("legalName", validate::non_empty(name))?;
+            v("legalName", validate::non_empty(name, MAX_TEXT))?;
         }
+        bounded("contactName", &self.contact_name, MAX_TEXT)?;
+        bounded("telephone", &self.telephone, MAX_SHORT)?;
+        bounded("url", &self.url, MAX_URL)?;
+        bounded("label", &self.label, MAX_TEXT)?;
+        bounded("taxStatus", &self.tax_status, MAX_SHORT)?;
         if let Some(email) = &self.email {
             v("email", validate::email(email))?;
         }
-        for (i, email) in self.billing_emails.iter().flatten().enumerate() {
-            v(&format!("billingEmails[{i}]"), validate::email(email))?;
+        if let Some(emails) = &self.billing_emails {
+            v("billingEmails", validate::list_at_most(emails, MAX_LIST))?;
+            for (i, email) in emails.iter().enumerate() {
+                v(&format!("billingEmails[{i}]"), validate::email(email))?;
+            }
         }
-        if let Some(country) = self.address.as_ref().and_then(|a| a.country.as_deref()) {
-            v("address.country", validate::country(country))?;
+        if let Some(aliases) = &self.customer_aliases {
+            v("customerAliases", validate::list_at_most(aliases, MAX_LIST))?;
+            for (i, alias) in aliases.iter().enumerate() {
+                v(
+                    &format!("customerAliases[{i}]"),
+                    validate::at_most(alias, MAX_TEXT),
+                )?;
+            }
+        }
+        if let Some(address) = &self.address {
+            for (field, value) in [
+                ("address.line1", &address.line1),
+                ("address.line2", &address.line2),
+                ("address.postcode", &address.postcode),
+                ("address.town", &address.town),
+                ("address.state", &address.state),
+            ] {
+                bounded(field, value, MAX_TEXT)?;
+            }
+            if let Some(country) = address.country.as_deref() {
+                v("address.country", validate::country(country))?;
+            }
         }
         let mut write = CustomerWrite::default();
         if let Some(external_ids) = &self.external_ids {
+            v(
+                "externalIds",
+                validate::list_at_most(external_ids, MAX_LIST),
+            )?;
             let mut stripe = None;
             let mut gocardless = None;
             for (i, external) in external_ids.iter().enumerate() {
                 let field = format!("externalIds[{i}].value");
                 v(
                     &format!("externalIds[{i}].key"),
-                    validate::non_empty(&external.key),
+                    validate::non_empty(&external.key, MAX_SHORT),
                 )?;
-                v(&field, validate::non_empty(&external.value))?;
+                v(&field, validate::non_empty(&external.value, MAX_TEXT))?;
                 let slot = match external.key.as_str() {
                     "Stripe" => {
                         if !external.value.starts_with("cus_") {
@@ -164,7 +200,7 @@ impl CustomerFields {
             // The list replaces the old one, so an id left out is removed.
             write.stripe_customer_id = Some(stripe);
             write.gocardless_customer_id = Some(gocardless);
-            write.external_ids = Some(serde_json::to_value(external_ids).expect("serializable"));
+            write.external_ids = Some(json_value(external_ids)?);
         }
         write.legal_name = self.legal_name;
         write.contact_name = self.contact_name;
@@ -174,28 +210,27 @@ impl CustomerFields {
         write.url = self.url;
         write.label = self.label;
         write.tax_status = self.tax_status;
-        write.address = self
-            .address
-            .map(|a| serde_json::to_value(a).expect("serializable"));
+        write.address = self.address.as_ref().map(json_value).transpose()?;
         write.customer_aliases = self.customer_aliases;
         Ok(write)
     }
 }
 
+/// A validated request part as the JSON the table stores.
+fn json_value(value: &impl Serialize) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|error| ApiError::Internal(error.into()))
+}
+
 /// A provider customer id claimed by another customer is a conflict the caller can fix.
 fn conflict_on_external_id(error: sqlx::Error) -> ApiError {
-    match &error {
-        sqlx::Error::Database(db)
-            if db.is_unique_violation() && db.constraint() != Some("customers_pkey") =>
-        {
-            ApiError::Conflict(
-                "another customer already has this Stripe or GoCardless customer id".into(),
-            )
-        }
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
+    match unique_constraint(&error) {
+        Some("customers_pkey") => {
             ApiError::Conflict("a customer with this id already exists".into())
         }
-        _ => error.into(),
+        Some(_) => ApiError::Conflict(
+            "another customer already has this Stripe or GoCardless customer id".into(),
+        ),
+        None => error.into(),
     }
 }
 
@@ -204,10 +239,9 @@ fn conflict_on_external_id(error: sqlx::Error) -> ApiError {
     responses((status = 201, body = Customer), (status = 400), (status = 401), (status = 409)))]
 pub async fn create(
     _: Caller,
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    State(state): State<ApiState>,
+    ApiBody(bytes): ApiBody,
 ) -> Result<(StatusCode, axum::Json<Customer>), ApiError> {
-    let bytes = axum::body::Bytes::from(body.to_string());
     let CustomerId { id } = parse_json(&bytes)?;
     let fields: CustomerFields = parse_json(&bytes)?;
     validate::id(&id).map_err(|m| ApiError::validation("id", m))?;
@@ -215,7 +249,7 @@ pub async fn create(
         return Err(ApiError::validation("legalName", "is required"));
     }
     let write = fields.into_write()?;
-    let account = &state.settings.account.id;
+    let account = &state.account_id;
     let mut tx = state.db.begin().await?;
     crate::repository::ensure_account(&mut *tx, account).await?;
     let row = repo::insert(&mut *tx, account, &id, &write)
@@ -230,7 +264,7 @@ pub async fn create(
     params(("id" = String, Path)), responses((status = 200, body = Customer), (status = 404)))]
 pub async fn get(
     _: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Customer>, ApiError> {
     let row = repo::get(&state.db, &id)
@@ -245,7 +279,7 @@ pub async fn get(
     responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409)))]
 pub async fn update(
     _: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(fields): ApiJson<CustomerFields>,
 ) -> Result<axum::Json<Customer>, ApiError> {

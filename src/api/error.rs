@@ -5,6 +5,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::http::{error_body, unavailable};
+use crate::repository::DbFailure;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{field}: {message}")]
@@ -53,21 +56,30 @@ impl ApiError {
     }
 }
 
-/// Database errors: an unreachable database is the caller's "retry later"; constraint violations
-/// that handlers did not anticipate are conflicts; the rest is internal.
+/// Database errors, classified as the worker classifies them (`repository::classify`): one that
+/// may pass is the caller's "retry later"; a unique violation a handler did not anticipate is a
+/// conflict; the rest is internal.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(format!(
+        match crate::repository::classify(&error) {
+            DbFailure::Unavailable => Self::DatabaseUnavailable(error),
+            DbFailure::UniqueViolation => Self::Conflict(format!(
                 "already exists ({})",
-                db.constraint().unwrap_or("unique")
+                unique_constraint(&error).unwrap_or("unique")
             )),
-            _ => Self::Internal(anyhow::Error::new(error).context("database query")),
+            DbFailure::Permanent => {
+                Self::Internal(anyhow::Error::new(error).context("database query"))
+            }
         }
+    }
+}
+
+/// The unique constraint a database error names, for handlers that turn one into a precise
+/// conflict message.
+pub fn unique_constraint(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint(),
+        _ => None,
     }
 }
 
@@ -83,21 +95,18 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let mut response = crate::ingress::error(status, code, &self.to_string());
+        let message = self.to_string();
         match self {
+            Self::DatabaseUnavailable(_) => unavailable(code, &message),
             Self::Unauthorized => {
+                let mut response = error_body(status, code, &message);
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Basic realm="settle""#),
                 );
-            }
-            Self::DatabaseUnavailable(_) => {
                 response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            _ => {}
+            _ => error_body(status, code, &message),
         }
-        response
     }
 }

@@ -9,21 +9,35 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
+use super::ApiState;
 use super::error::ApiError;
-use crate::startup::AppState;
 
-/// A JSON body. Deserialization errors become 400s naming the path of the offending field.
+/// A JSON body, read under the configured body limit (413 in the API's shape past it).
+/// Deserialization errors become 400s naming the path of the offending field.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<ApiState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.settings.http.body_limit_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::TooLarge(limit))?;
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let ApiBody(bytes) = ApiBody::from_request(request, state).await?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw body, read under the configured body limit: for a handler that parses it more than
+/// one way.
+pub struct ApiBody(pub Bytes);
+
+impl FromRequest<ApiState> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let limit = state.body_limit;
+        axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map(ApiBody)
+            .map_err(|_| ApiError::TooLarge(limit))
     }
 }
 
@@ -63,10 +77,10 @@ fn missing_field(message: &str) -> Option<&str> {
 /// A query string. Errors become 400s in the API's shape, naming the parameter.
 pub struct ApiQuery<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
+impl<T: DeserializeOwned> FromRequestParts<ApiState> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
@@ -90,10 +104,10 @@ pub struct Caller {
     pub key_id: String,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -109,7 +123,7 @@ impl FromRequestParts<AppState> for Caller {
         let (key_id, secret) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
         // Compare against every configured credential without stopping early, in constant time.
         let mut matched = None;
-        for credential in &state.settings.api.credentials {
+        for credential in state.credentials.iter() {
             let (expected_id, expected_secret) = credential.parts();
             let id_ok = expected_id.as_bytes().ct_eq(key_id.as_bytes());
             let secret_ok = expected_secret
@@ -131,10 +145,10 @@ pub struct SequenceVersion;
 
 pub const SUPPORTED_SEQUENCE_VERSION: &str = "2024-07-30";
 
-impl FromRequestParts<AppState> for SequenceVersion {
+impl FromRequestParts<ApiState> for SequenceVersion {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, ApiError> {
         match parts.headers.get("Sequence-Version") {
             None => Ok(Self),
             Some(value) if value.as_bytes() == SUPPORTED_SEQUENCE_VERSION.as_bytes() => Ok(Self),

@@ -1,33 +1,56 @@
 //! The HTTP API for the billing system and other internal services: customers, billing schedules,
-//! invoices, payment attempts, payment settings and payment methods. Every route requires Basic
-//! credentials (`Caller`); the OpenAPI document is generated from the same route list that builds
-//! the router, so the two cannot drift apart.
+//! invoices, payment attempts, payment settings and payment methods. Every route but
+//! `GET /openapi.json` requires Basic credentials (`Caller`); the OpenAPI document is generated
+//! from the same route list that builds the router, so the two cannot drift apart.
 
+pub mod billing_schedules;
 pub mod customers;
 pub mod error;
 pub mod extract;
 pub mod invoices;
-pub mod methods;
+pub mod payment_methods;
+pub mod payments;
+pub mod schema;
 pub mod settings;
 pub mod validate;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::routing::get;
+use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::startup::AppState;
+use crate::config::ApiCredential;
+use crate::reconcile::settings::AccountDefaults;
+
+/// What the API needs: the database, the callers' credentials and the account it serves. No
+/// broker: the API only reads and writes PostgreSQL.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: PgPool,
+    pub credentials: Arc<[ApiCredential]>,
+    /// The account every row belongs to.
+    pub account_id: Arc<str>,
+    /// Payment settings used when no level of an invoice sets them.
+    pub defaults: AccountDefaults,
+    pub body_limit: usize,
+}
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "settle", description = "Payment reconciliation API for internal services."),
+    info(
+        title = "settle",
+        description = "Payment reconciliation API for internal services. Every operation takes HTTP Basic credentials; this document itself (`GET /openapi.json`) is served without them."
+    ),
     modifiers(&BasicAuth),
     security(("basic" = []))
 )]
 struct ApiDoc;
 
-/// Declares the Basic-auth scheme every route uses.
+/// Declares the Basic-auth scheme every operation uses.
 struct BasicAuth;
 
 impl utoipa::Modify for BasicAuth {
@@ -42,7 +65,7 @@ impl utoipa::Modify for BasicAuth {
 }
 
 /// The API routes and their OpenAPI document, built from one list.
-pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(settings::put_customer, settings::get_customer))
         .routes(routes!(
@@ -53,26 +76,28 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::effective))
         .routes(routes!(customers::create))
         .routes(routes!(customers::get, customers::update))
-        .routes(routes!(methods::put))
-        .routes(routes!(methods::list))
-        .routes(routes!(invoices::create_billing_schedule))
-        .routes(routes!(invoices::get_billing_schedule))
-        .routes(routes!(invoices::create_invoice, invoices::list_invoices))
-        .routes(routes!(invoices::get_invoice))
-        .routes(routes!(invoices::create_payment))
-        .routes(routes!(invoices::get_payment))
+        .routes(routes!(payment_methods::put))
+        .routes(routes!(payment_methods::list))
+        .routes(routes!(billing_schedules::create))
+        .routes(routes!(billing_schedules::get))
+        .routes(routes!(invoices::create, invoices::list))
+        .routes(routes!(invoices::get))
+        .routes(routes!(payments::create))
+        .routes(routes!(payments::get))
         .split_for_parts()
 }
 
-/// The API with `GET /openapi.json`.
-pub fn router() -> Router<AppState> {
+/// The API with `GET /openapi.json` (unauthenticated: it is the contract, no data).
+pub fn router(state: ApiState) -> Router {
     let (router, document) = router_and_document();
-    let document = std::sync::Arc::new(document);
-    router.route(
-        "/openapi.json",
-        get(move || {
-            let document = document.clone();
-            async move { axum::Json(document.as_ref().clone()) }
-        }),
-    )
+    let document = Arc::new(document);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .with_state(state)
 }

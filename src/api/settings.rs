@@ -4,16 +4,17 @@
 //! billing schedules and invoices. `autoCharge` may be set too (it appears in the answer once set),
 //! and `null` clears a field. `GET /invoices/{id}/payment-settings` gives the effective values.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::ApiState;
 use super::error::ApiError;
-use super::extract::{Caller, SequenceVersion, parse_json};
-use crate::reconcile::settings::{EffectiveSettings, PaymentProvider, SettingsSource};
+use super::extract::{ApiJson, Caller, SequenceVersion};
+use super::schema::EffectivePaymentSettings;
+use crate::provider::PaymentProvider;
+use crate::reconcile::settings::SettingsLevel;
 use crate::repository::settings::{self as repo, StoredSettings};
-use crate::startup::AppState;
 
 /// Distinguishes a field that is absent (`None`) from one that is `null` (`Some(None)`).
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -56,13 +57,12 @@ pub struct PaymentSettings {
 }
 
 impl PaymentSettings {
-    fn new(level: SettingsSource, stored: StoredSettings) -> Self {
-        let settings = stored.level();
+    fn new(level: SettingsLevel, stored: StoredSettings) -> Self {
         let target = Some(stored.target_id);
         let (customer_id, billing_schedule_id, invoice_id) = match level {
-            SettingsSource::Customer => (target, None, None),
-            SettingsSource::BillingSchedule => (None, target, None),
-            _ => (None, None, target),
+            SettingsLevel::Customer => (target, None, None),
+            SettingsLevel::BillingSchedule => (None, target, None),
+            SettingsLevel::Invoice => (None, None, target),
         };
         Self {
             id: stored.id,
@@ -70,35 +70,34 @@ impl PaymentSettings {
             customer_id,
             billing_schedule_id,
             invoice_id,
-            payment_provider: settings.payment_provider,
-            auto_charge: settings.auto_charge,
+            payment_provider: stored.payment_provider,
+            auto_charge: stored.auto_charge,
         }
     }
 }
 
-fn settings_of(level: SettingsSource) -> &'static str {
+fn settings_of(level: SettingsLevel) -> &'static str {
     match level {
-        SettingsSource::Customer => "payment settings of customer",
-        SettingsSource::BillingSchedule => "payment settings of billing schedule",
-        _ => "payment settings of invoice",
+        SettingsLevel::Customer => "payment settings of customer",
+        SettingsLevel::BillingSchedule => "payment settings of billing schedule",
+        SettingsLevel::Invoice => "payment settings of invoice",
     }
 }
 
-fn level_name(level: SettingsSource) -> &'static str {
+fn level_name(level: SettingsLevel) -> &'static str {
     match level {
-        SettingsSource::Customer => "customer",
-        SettingsSource::BillingSchedule => "billing schedule",
-        _ => "invoice",
+        SettingsLevel::Customer => "customer",
+        SettingsLevel::BillingSchedule => "billing schedule",
+        SettingsLevel::Invoice => "invoice",
     }
 }
 
 async fn put(
-    state: &AppState,
-    level: SettingsSource,
+    state: &ApiState,
+    level: SettingsLevel,
     target_id: &str,
-    body: &Bytes,
+    update: SettingsUpdate,
 ) -> Result<axum::Json<PaymentSettings>, ApiError> {
-    let update: SettingsUpdate = parse_json(body)?;
     let payment_provider = update.payment_provider.ok_or_else(|| {
         ApiError::validation(
             "paymentProvider",
@@ -110,7 +109,7 @@ async fn put(
     }
     let stored = repo::upsert(
         &state.db,
-        &state.settings.account.id,
+        &state.account_id,
         level,
         target_id,
         payment_provider,
@@ -121,8 +120,8 @@ async fn put(
 }
 
 async fn get(
-    state: &AppState,
-    level: SettingsSource,
+    state: &ApiState,
+    level: SettingsLevel,
     target_id: &str,
 ) -> Result<axum::Json<PaymentSettings>, ApiError> {
     if !repo::target_exists(&state.db, level, target_id).await? {
@@ -140,15 +139,15 @@ macro_rules! level_handlers {
         #[doc = concat!("Set the payment settings of a ", $tag, ".")]
         #[utoipa::path(put, path = $path, tag = "payment settings", request_body = SettingsUpdate,
             params(("id" = String, Path), ("Sequence-Version" = Option<String>, Header, description = "optional, 2024-07-30")),
-            responses((status = 200, body = PaymentSettings), (status = 400), (status = 401), (status = 404)))]
+            responses((status = 200, body = PaymentSettings), (status = 400), (status = 401), (status = 404), (status = 413)))]
         pub async fn $put(
             _: Caller,
             _: SequenceVersion,
-            State(state): State<AppState>,
+            State(state): State<ApiState>,
             Path(id): Path<String>,
-            body: Bytes,
+            ApiJson(update): ApiJson<SettingsUpdate>,
         ) -> Result<axum::Json<PaymentSettings>, ApiError> {
-            put(&state, $level, &id, &body).await
+            put(&state, $level, &id, update).await
         }
 
         #[doc = concat!("Read the payment settings stored on a ", $tag, ".")]
@@ -158,7 +157,7 @@ macro_rules! level_handlers {
         pub async fn $get(
             _: Caller,
             _: SequenceVersion,
-            State(state): State<AppState>,
+            State(state): State<ApiState>,
             Path(id): Path<String>,
         ) -> Result<axum::Json<PaymentSettings>, ApiError> {
             get(&state, $level, &id).await
@@ -169,21 +168,21 @@ macro_rules! level_handlers {
 level_handlers!(
     put_customer,
     get_customer,
-    SettingsSource::Customer,
+    SettingsLevel::Customer,
     "/payments/settings/customers/{id}",
     "customer"
 );
 level_handlers!(
     put_billing_schedule,
     get_billing_schedule,
-    SettingsSource::BillingSchedule,
+    SettingsLevel::BillingSchedule,
     "/payments/settings/billing-schedules/{id}",
     "billing schedule"
 );
 level_handlers!(
     put_invoice,
     get_invoice,
-    SettingsSource::Invoice,
+    SettingsLevel::Invoice,
     "/payments/settings/invoices/{id}",
     "invoice"
 );
@@ -191,14 +190,14 @@ level_handlers!(
 /// The effective settings of an invoice, each field with the level it came from.
 #[utoipa::path(get, path = "/invoices/{id}/payment-settings", tag = "payment settings",
     params(("id" = String, Path)),
-    responses((status = 200, body = EffectiveSettings), (status = 401), (status = 404)))]
+    responses((status = 200, body = EffectivePaymentSettings), (status = 401), (status = 404)))]
 pub async fn effective(
     _: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<EffectiveSettings>, ApiError> {
-    repo::effective_for_invoice(&state.db, &id, state.settings.account.defaults())
+) -> Result<axum::Json<EffectivePaymentSettings>, ApiError> {
+    repo::effective_for_invoice(&state.db, &id, state.defaults)
         .await?
-        .map(axum::Json)
+        .map(|effective| axum::Json(effective.into()))
         .ok_or_else(|| ApiError::not_found("invoice", &id))
 }

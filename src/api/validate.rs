@@ -1,23 +1,49 @@
 //! Field validation shared by the API's request types. Each check returns the message a caller
-//! reads after the field name.
+//! reads after the field name. Every string and list the API stores is bounded: a caller's bug
+//! must not become a 200,000-character row.
 
-/// A pragmatic email check: one `@`, a non-empty local part, a dotted domain, no spaces. Real
-/// deliverability is the mail server's call; this catches typos and wrong fields.
+use crate::provider::Provider;
+
+/// Names, address lines, labels.
+pub const MAX_TEXT: usize = 512;
+/// URLs (payment links, a customer's site).
+pub const MAX_URL: usize = 2048;
+/// Telephone numbers, tax statuses and other short codes.
+pub const MAX_SHORT: usize = 64;
+/// An address as RFC 5321 bounds it.
+pub const MAX_EMAIL: usize = 254;
+/// Entries of a list (billing emails, aliases, external ids).
+pub const MAX_LIST: usize = 50;
+
+/// An email address as the sender will parse it (`lettre::Address`), so an address the API takes
+/// is one a mail can be sent to.
 pub fn email(value: &str) -> Result<(), String> {
-    let valid = value.len() <= 254
-        && !value.chars().any(char::is_whitespace)
-        && value.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains("..")
-        });
-    if valid {
-        Ok(())
+    at_most(value, MAX_EMAIL)?;
+    value
+        .parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|_| format!("`{value}` is not an email address"))
+}
+
+/// At most `max` characters.
+pub fn at_most(value: &str, max: usize) -> Result<(), String> {
+    let length = value.chars().count();
+    if length > max {
+        Err(format!("must be at most {max} characters (got {length})"))
     } else {
-        Err(format!("`{value}` is not an email address"))
+        Ok(())
+    }
+}
+
+/// At most `max` entries.
+pub fn list_at_most<T>(values: &[T], max: usize) -> Result<(), String> {
+    if values.len() > max {
+        Err(format!(
+            "must have at most {max} entries (got {})",
+            values.len()
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -41,6 +67,28 @@ pub fn country(value: &str) -> Result<(), String> {
     }
 }
 
+/// A provider's payment id as the provider issues it: a Stripe PaymentIntent `pi_…`, a
+/// GoCardless payment `PM…`.
+pub fn provider_payment_id(provider: Provider, value: &str) -> Result<(), String> {
+    let prefix = match provider {
+        Provider::Stripe => "pi_",
+        Provider::GoCardless => "PM",
+    };
+    if value.len() > prefix.len() && value.starts_with(prefix) {
+        id(value)
+    } else {
+        Err(format!(
+            "a {} payment id starts with `{prefix}`",
+            provider.stored_name()
+        ))
+    }
+}
+
+/// An id field, as a 400 naming it.
+pub fn check_id(field: &str, value: &str) -> Result<(), super::error::ApiError> {
+    id(value).map_err(|message| super::error::ApiError::validation(field, message))
+}
+
 /// Ids are the caller's strings: non-empty, at most 255 characters, no control characters or
 /// slashes (they appear in URL paths).
 pub fn id(value: &str) -> Result<(), String> {
@@ -53,11 +101,12 @@ pub fn id(value: &str) -> Result<(), String> {
     }
 }
 
-pub fn non_empty(value: &str) -> Result<(), String> {
+/// Not blank, and at most `max` characters.
+pub fn non_empty(value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
         Err("must not be empty".to_owned())
     } else {
-        Ok(())
+        at_most(value, max)
     }
 }
 
@@ -71,10 +120,28 @@ mod tests {
             assert!(email(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "a", "a@", "@b.co", "a@b", "a b@c.co", "a@b@c.co", "a@.co", "a@b..co",
+            "", "a", "a@", "@b.co", "a b@c.co", "a@b@c.co", "a@.co", "a@b..co",
         ] {
             assert!(email(bad).is_err(), "{bad}");
         }
+        // What the API takes, the sender can address.
+        assert!("billing+x@example.co.uk".parse::<lettre::Address>().is_ok());
+        assert!(email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn bounds_name_their_limit() {
+        assert!(
+            at_most(&"é".repeat(512), MAX_TEXT).is_ok(),
+            "characters, not bytes"
+        );
+        assert_eq!(
+            at_most(&"x".repeat(513), MAX_TEXT).unwrap_err(),
+            "must be at most 512 characters (got 513)"
+        );
+        assert!(list_at_most(&[0; 50], MAX_LIST).is_ok());
+        assert!(list_at_most(&[0; 51], MAX_LIST).is_err());
+        assert!(non_empty("  ", MAX_TEXT).is_err());
     }
 
     #[test]

@@ -6,150 +6,49 @@
 //! needs a settle restart. Readers (`publish`, consumers, readiness) only ever see a complete,
 //! working set of channels, or nothing.
 
+pub mod message;
 pub mod topology;
-
-/// Header names settle sets on queued events. The receiver sets the first four; the worker adds
-/// the failure ones when it sends a message to a retry tier or the dead-letter queue (its own
-/// attempt count, not `x-death`, which RabbitMQ 4 no longer maintains for republished messages).
-pub mod headers {
-    pub const PROVIDER: &str = "provider";
-    pub const EVENT_ID: &str = "event-id";
-    pub const EVENT_TYPE: &str = "event-type";
-    pub const RECEIVED_AT: &str = "received-at";
-    pub const ATTEMPTS: &str = "x-settle-attempts";
-    pub const FIRST_FAILURE_AT: &str = "x-settle-first-failure-at";
-    pub const LAST_FAILURE_AT: &str = "x-settle-last-failure-at";
-    pub const LAST_ERROR: &str = "x-settle-last-error";
-    pub const REASON: &str = "x-settle-reason";
-    pub const DEAD_LETTER_KEY: &str = "x-settle-dead-letter-key";
-}
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpSettings;
+pub use message::{HeaderValue, OutgoingMessage, headers_json};
 pub use topology::Topology;
 
 /// How often the supervisor looks at the connection's state. Losing the connection is also
 /// noticed at once by any publish that fails, so this only bounds how stale readiness can be.
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// A message to publish with confirms.
-#[derive(Debug, Clone)]
-pub struct OutgoingMessage {
-    pub exchange: String,
-    pub routing_key: String,
-    /// Stable id (`<provider>:<event id>` for webhook events) so consumers can dedupe.
-    pub message_id: String,
-    pub body: Vec<u8>,
-    pub headers: Vec<(String, HeaderValue)>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum HeaderValue {
-    Text(String),
-    Int(i64),
-}
-
-impl OutgoingMessage {
-    fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        for (name, value) in &self.headers {
-            let value = match value {
-                HeaderValue::Text(text) => AMQPValue::LongString(text.as_str().into()),
-                HeaderValue::Int(n) => AMQPValue::LongLongInt(*n),
-            };
-            headers.insert(name.as_str().into(), value);
-        }
-        BasicProperties::default()
-            // Persistent: written to disk, so it survives a broker restart.
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(self.message_id.as_str().into())
-            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
-            .with_app_id("settle".into())
-            .with_headers(headers)
+/// Acks, checking that the ack went through. A failed ack means the broker will redeliver; the
+/// inbox makes that harmless, so it is logged, not retried.
+pub async fn ack(delivery: &Delivery, what: &str) {
+    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %error, what, "ack failed; the message will be redelivered");
     }
 }
 
-impl OutgoingMessage {
-    /// The same message (body, message id, headers) sent elsewhere, with `extra` headers set on top
-    /// of the original ones: how the worker moves a delivery to a retry tier or the DLQ.
-    pub fn republish(
-        delivery: &lapin::message::Delivery,
-        exchange: &str,
-        routing_key: &str,
-        extra: Vec<(String, HeaderValue)>,
-    ) -> Self {
-        let mut headers: Vec<(String, HeaderValue)> = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .map(|table| {
-                table
-                    .inner()
-                    .iter()
-                    .filter_map(|(name, value)| {
-                        let value = match value {
-                            AMQPValue::LongString(s) => HeaderValue::Text(
-                                String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                            ),
-                            AMQPValue::ShortString(s) => HeaderValue::Text(s.as_str().to_owned()),
-                            AMQPValue::LongLongInt(n) => HeaderValue::Int(*n),
-                            AMQPValue::LongInt(n) => HeaderValue::Int((*n).into()),
-                            // Broker-added headers (x-death tables) are not carried over.
-                            _ => return None,
-                        };
-                        Some((name.as_str().to_owned(), value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (name, value) in extra {
-            headers.retain(|(existing, _)| *existing != name);
-            headers.push((name, value));
-        }
-        Self {
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_owned())
-                .unwrap_or_default(),
-            body: delivery.data.clone(),
-            headers,
-        }
-    }
-}
-
-/// A text header of a delivery (`None` when absent or not text).
-pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// An integer header of a delivery.
-pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongInt(n) => Some((*n).into()),
-        AMQPValue::ShortInt(n) => Some((*n).into()),
-        AMQPValue::LongUInt(n) => Some((*n).into()),
-        _ => None,
+/// Hands a delivery back to the queue, to be delivered again (the queue's delivery limit is the
+/// last net for one that keeps coming back).
+pub async fn nack_requeue(delivery: &Delivery, what: &str) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.nack(options).await {
+        tracing::warn!(error = %error, what, "nack failed; the message will be redelivered when the channel closes");
     }
 }
 

@@ -40,6 +40,16 @@ pub struct RetryQueue {
 }
 
 impl Topology {
+    /// The topology every process of a deployment declares: the prefix, retry tiers and delivery
+    /// limit of its settings.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self::new(
+            &settings.amqp.prefix,
+            &settings.worker.retry_delays_ms,
+            settings.amqp.delivery_limit,
+        )
+    }
+
     pub fn new(prefix: &str, retry_delays_ms: &[u64], delivery_limit: u32) -> Self {
         Self {
             webhooks_exchange: format!("{prefix}.webhooks"),

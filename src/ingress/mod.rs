@@ -1,112 +1,46 @@
 //! 1. The HTTP edge for providers: verify the signature on the raw body, split the body into
 //!    events, publish one persistent message per event, and answer 2xx only once the broker has
-//!    confirmed every one of them. Nothing here touches the database, so a database outage never
-//!    stops webhook intake.
+//!    confirmed every one of them. Nothing here touches the database (the state holds none), so a
+//!    database outage never stops webhook intake.
 
 pub mod gocardless;
-pub mod health;
 pub mod signature;
 pub mod stripe;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue as HttpHeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use crate::broker::{HeaderValue, OutgoingMessage, PublishError, headers};
-use crate::startup::AppState;
+use crate::broker::{Broker, PublishError};
+use crate::config::WebhookSettings;
+use crate::envelope::{EnvelopeError, QueuedEvent};
+use crate::http::{error_body, unavailable};
+use crate::provider::Provider;
 
-/// Seconds a provider is asked to wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Stripe,
-    GoCardless,
+/// What the webhook edge needs: the broker to publish to and the secrets to verify with. No
+/// database: intake keeps going while PostgreSQL is down.
+#[derive(Clone)]
+pub struct IngressState {
+    pub broker: Broker,
+    pub webhooks: Arc<WebhookSettings>,
+    pub body_limit: usize,
 }
 
-impl Provider {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "stripe" => Some(Self::Stripe),
-            "gocardless" => Some(Self::GoCardless),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stripe => "stripe",
-            Self::GoCardless => "gocardless",
-        }
-    }
-
-    /// What the provider expects on success: GoCardless documents 204 for a processed batch.
-    fn success(self, queued: usize) -> Response {
-        match self {
-            Self::Stripe => {
-                (StatusCode::OK, axum::Json(json!({ "queued": queued }))).into_response()
-            }
-            Self::GoCardless => StatusCode::NO_CONTENT.into_response(),
-        }
-    }
-
-    /// GoCardless's documented convention for a bad signature is 498; Stripe's SDKs use 400.
-    fn invalid_signature_status(self) -> StatusCode {
-        match self {
-            Self::Stripe => StatusCode::BAD_REQUEST,
-            Self::GoCardless => StatusCode::from_u16(498).expect("498 is a valid status code"),
-        }
-    }
-
-    fn verify(
-        self,
-        state: &AppState,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(), SignatureError> {
-        let webhooks = &state.settings.webhooks;
-        match self {
-            Self::Stripe => stripe::verify(
-                header_text(headers, stripe::SIGNATURE_HEADER)?,
-                body,
-                &webhooks.stripe_secrets,
-                webhooks.stripe_tolerance_secs,
-                chrono::Utc::now().timestamp(),
-            ),
-            Self::GoCardless => gocardless::verify(
-                header_text(headers, gocardless::SIGNATURE_HEADER)?,
-                body,
-                &webhooks.gocardless_secrets,
-            ),
-        }
-    }
-
-    fn events(self, body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
-        match self {
-            Self::Stripe => stripe::events(body),
-            Self::GoCardless => gocardless::events(body),
-        }
-    }
+/// Webhook routes. They authenticate by signature, not by API credentials.
+pub fn router(state: IngressState) -> Router {
+    Router::new()
+        .route("/webhooks/{provider}", post(receive))
+        .with_state(state)
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, SignatureError> {
-    headers
-        .get(name)
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| SignatureError::MalformedHeader("header is not visible ASCII"))
-        })
-        .transpose()
-}
-
-/// One provider event, as it will be queued.
+/// One provider event as the provider module split it out of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingEvent {
     pub id: String,
@@ -150,171 +84,186 @@ pub enum PayloadError {
     MalformedJson(String),
     #[error("the event has no `{0}`")]
     MissingField(&'static str),
-    #[error("the event id or type is too long: {0}")]
-    TooLong(String),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
 }
 
-/// Webhook routes. They authenticate by signature, not by API credentials.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhooks/{provider}", post(receive))
+/// Everything a webhook request can end in other than success: the status, the error code and
+/// the metric label of each come from here.
+#[derive(Debug, thiserror::Error)]
+enum IngressError {
+    #[error("no such webhook provider")]
+    UnknownProvider,
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Signature(SignatureError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("the events could not be queued; retry later")]
+    BrokerUnavailable(#[source] PublishError),
+}
+
+impl IngressError {
+    /// The `outcome` label of `settle_webhook_requests_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider => "unknown_provider",
+            Self::TooLarge(_) => "too_large",
+            Self::Signature(SignatureError::NotConfigured) => "not_configured",
+            Self::Signature(_) => "invalid_signature",
+            Self::Payload(_) => "invalid_payload",
+            Self::BrokerUnavailable(_) => "broker_unavailable",
+        }
+    }
+
+    fn response(&self, provider: Option<Provider>) -> Response {
+        let message = self.to_string();
+        match self {
+            Self::UnknownProvider => {
+                error_body(StatusCode::NOT_FOUND, "unknown_provider", &message)
+            }
+            Self::TooLarge(_) => {
+                error_body(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
+            }
+            // Our misconfiguration, not the provider's fault: a 500 makes it retry later.
+            Self::Signature(reason @ SignatureError::NotConfigured) => {
+                error_body(StatusCode::INTERNAL_SERVER_ERROR, reason.code(), &message)
+            }
+            Self::Signature(reason) => {
+                error_body(invalid_signature_status(provider), reason.code(), &message)
+            }
+            Self::Payload(_) => error_body(StatusCode::BAD_REQUEST, "invalid_payload", &message),
+            Self::BrokerUnavailable(_) => unavailable("broker_unavailable", &message),
+        }
+    }
+}
+
+/// GoCardless's documented convention for a bad signature is 498; Stripe's SDKs use 400.
+fn invalid_signature_status(provider: Option<Provider>) -> StatusCode {
+    match provider {
+        Some(Provider::GoCardless) => StatusCode::from_u16(498).unwrap_or(StatusCode::BAD_REQUEST),
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// What the provider expects on success: GoCardless documents 204 for a processed batch.
+fn success(provider: Provider, queued: usize) -> Response {
+    match provider {
+        Provider::Stripe => {
+            (StatusCode::OK, axum::Json(json!({ "queued": queued }))).into_response()
+        }
+        Provider::GoCardless => StatusCode::NO_CONTENT.into_response(),
+    }
 }
 
 async fn receive(
-    State(state): State<AppState>,
+    State(state): State<IngressState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(provider) = Provider::parse(&provider) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_provider",
-            "no such webhook provider",
-        );
+    let Some(provider) = Provider::from_wire_name(&provider) else {
+        return IngressError::UnknownProvider.response(None);
     };
-    let (outcome, response) = handle(&state, provider, &headers, body).await;
+    let (outcome, response) = match handle(&state, provider, &headers, body).await {
+        Ok(queued) => ("queued", success(provider, queued)),
+        Err(error) => {
+            match &error {
+                IngressError::Signature(SignatureError::NotConfigured) => {
+                    tracing::error!(%provider, "webhook refused: no secret configured")
+                }
+                IngressError::BrokerUnavailable(failure) => {
+                    tracing::warn!(%provider, error = %failure, "webhook not queued; provider will retry")
+                }
+                other => tracing::info!(%provider, reason = %other, "webhook refused"),
+            }
+            (error.outcome(), error.response(Some(provider)))
+        }
+    };
     metrics::counter!(
-        "settle_webhook_requests_total",
-        "provider" => provider.as_str(),
+        crate::telemetry::WEBHOOK_REQUESTS,
+        "provider" => provider.wire_name(),
         "outcome" => outcome,
     )
     .increment(1);
     response
 }
 
-/// The webhook pipeline; returns the metrics outcome label with the response.
+/// The webhook pipeline: read, verify, split, publish; the number of events queued.
 async fn handle(
-    state: &AppState,
+    state: &IngressState,
     provider: Provider,
     headers: &HeaderMap,
     body: Body,
-) -> (&'static str, Response) {
-    let limit = state.settings.http.body_limit_bytes;
+) -> Result<usize, IngressError> {
+    let limit = state.body_limit;
     // Read the raw bytes ourselves: the signature is over them, and parsing comes after.
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        let message = format!("the body is larger than {limit} bytes");
-        return (
-            "too_large",
-            error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message),
-        );
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| IngressError::TooLarge(limit))?;
+    verify(&state.webhooks, provider, headers, &body).map_err(IngressError::Signature)?;
+    let incoming = match provider {
+        Provider::Stripe => stripe::events(&body)?,
+        Provider::GoCardless => gocardless::events(&body)?,
     };
-    if let Err(reason) = provider.verify(state, headers, &body) {
-        if reason == SignatureError::NotConfigured {
-            tracing::error!(
-                provider = provider.as_str(),
-                "webhook refused: no secret configured"
-            );
-            return (
-                "not_configured",
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    reason.code(),
-                    &reason.to_string(),
-                ),
-            );
-        }
-        tracing::info!(provider = provider.as_str(), reason = %reason, "webhook signature refused");
-        return (
-            "invalid_signature",
-            error(
-                provider.invalid_signature_status(),
-                reason.code(),
-                &reason.to_string(),
-            ),
-        );
-    }
-    let events = match provider.events(&body) {
-        Ok(events) => events,
-        Err(reason) => {
-            tracing::info!(provider = provider.as_str(), reason = %reason, "signed webhook with a bad payload");
-            return (
-                "invalid_payload",
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_payload",
-                    &reason.to_string(),
-                ),
-            );
-        }
-    };
-    let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let messages: Vec<OutgoingMessage> = events
+    let received_at = chrono::Utc::now();
+    let topology = state.broker.topology();
+    let messages = incoming
         .into_iter()
-        .map(|event| event_message(state, provider, event, &received_at))
-        .collect();
+        .map(|event| {
+            QueuedEvent::new(
+                provider,
+                event.id,
+                event.event_type,
+                received_at,
+                event.body,
+            )
+            .map(|queued| queued.to_webhook_message(topology))
+            .map_err(PayloadError::from)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let started = Instant::now();
     let result = state.broker.publish_all(&messages).await;
-    metrics::histogram!("settle_publish_confirm_seconds", "provider" => provider.as_str())
+    metrics::histogram!(crate::telemetry::PUBLISH_CONFIRM_SECONDS, "provider" => provider.wire_name())
         .record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => {
-            for message in &messages {
-                tracing::debug!(message_id = %message.message_id, routing_key = %message.routing_key, "webhook event queued");
-            }
-            ("queued", provider.success(messages.len()))
-        }
-        Err(PublishError::NameTooLong(name)) => {
-            let reason = PayloadError::TooLong(name);
-            (
-                "invalid_payload",
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_payload",
-                    &reason.to_string(),
-                ),
-            )
-        }
-        Err(failure) => {
-            tracing::warn!(provider = provider.as_str(), error = %failure, events = messages.len(), "webhook not queued; provider will retry");
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                "the events could not be queued; retry later",
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HttpHeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-            ("broker_unavailable", response)
-        }
+    result.map_err(IngressError::BrokerUnavailable)?;
+    for message in &messages {
+        tracing::debug!(message_id = %message.message_id, routing_key = %message.routing_key, "webhook event queued");
     }
+    Ok(messages.len())
 }
 
-fn event_message(
-    state: &AppState,
+fn verify(
+    webhooks: &WebhookSettings,
     provider: Provider,
-    event: IncomingEvent,
-    received_at: &str,
-) -> OutgoingMessage {
-    OutgoingMessage {
-        exchange: state.broker.topology().webhooks_exchange.clone(),
-        routing_key: format!("{}.{}", provider.as_str(), event.event_type),
-        message_id: format!("{}:{}", provider.as_str(), event.id),
-        headers: vec![
-            (
-                headers::PROVIDER.into(),
-                HeaderValue::Text(provider.as_str().to_owned()),
-            ),
-            (headers::EVENT_ID.into(), HeaderValue::Text(event.id)),
-            (
-                headers::EVENT_TYPE.into(),
-                HeaderValue::Text(event.event_type),
-            ),
-            (
-                headers::RECEIVED_AT.into(),
-                HeaderValue::Text(received_at.to_owned()),
-            ),
-        ],
-        body: event.body,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    match provider {
+        Provider::Stripe => stripe::verify(
+            header_text(headers, stripe::SIGNATURE_HEADER)?,
+            body,
+            &webhooks.stripe_secrets,
+            webhooks.stripe_tolerance_secs,
+            chrono::Utc::now().timestamp(),
+        ),
+        Provider::GoCardless => gocardless::verify(
+            header_text(headers, gocardless::SIGNATURE_HEADER)?,
+            body,
+            &webhooks.gocardless_secrets,
+        ),
     }
 }
 
-/// The error body shared by every route: `{"error":{"code":…,"message":…}}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, SignatureError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| SignatureError::MalformedHeader("header is not visible ASCII"))
+        })
+        .transpose()
 }

@@ -14,18 +14,26 @@ use std::sync::OnceLock;
 
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 
-/// What a failure mail says. Rendered once, when the failure is recorded.
+use crate::reconcile::money::format_amount;
+use crate::reconcile::plan::{FailureNotification, RetryOutlook};
+use crate::repository::customers::CustomerRow;
+use crate::repository::invoices::InvoiceRow;
+use crate::repository::notifications::NewNotification;
+
+/// What a failure mail says: the values its templates render.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureNotice {
     pub customer_id: String,
     pub customer_name: String,
     pub invoice_id: String,
     pub invoice_number: String,
-    /// "GBP 12.34".
+    /// "GBP 12.34", with the currency's own exponent.
     pub amount: String,
-    pub provider: String,
+    /// `STRIPE`, `GOCARDLESS`.
+    pub provider: &'static str,
+    /// `Stripe`, `GoCardless`: for sentences.
+    pub provider_name: &'static str,
     pub provider_payment_id: String,
     pub payment_id: String,
     pub event_id: String,
@@ -34,8 +42,8 @@ pub struct FailureNotice {
     /// The provider's reason in plain words.
     pub reason: String,
     pub will_retry: bool,
-    /// Why a retry will or will not happen, in one sentence.
-    pub retry_explanation: String,
+    /// Why a retry will or will not happen; `templates/retry.txt` says it in words.
+    pub retry_outlook: RetryOutlook,
     pub payment_link: Option<String>,
     pub business_name: String,
     /// The customer mail's recipients, shown to the business.
@@ -62,6 +70,87 @@ impl Recipient {
             Self::Business => "business",
         }
     }
+}
+
+/// The customer's billing emails, else their email.
+fn customer_recipients(customer: &CustomerRow) -> Vec<String> {
+    if customer.billing_emails.is_empty() {
+        customer.email.iter().cloned().collect()
+    } else {
+        customer.billing_emails.clone()
+    }
+}
+
+impl FailureNotice {
+    pub fn new(
+        notification: &FailureNotification,
+        invoice: &InvoiceRow,
+        customer: &CustomerRow,
+        event_id: &str,
+        business_name: &str,
+    ) -> Self {
+        let failure = &notification.failure;
+        Self {
+            customer_id: customer.id.clone(),
+            customer_name: customer
+                .contact_name
+                .clone()
+                .unwrap_or_else(|| customer.legal_name.clone()),
+            invoice_id: invoice.id.clone(),
+            invoice_number: invoice.number.clone(),
+            amount: format_amount(notification.amount, notification.currency),
+            provider: notification.provider.stored_name(),
+            provider_name: notification.provider.display_name(),
+            provider_payment_id: notification.provider_payment_id.clone(),
+            payment_id: notification.payment_id.clone(),
+            event_id: event_id.to_owned(),
+            reason: plain_reason(failure.code.as_deref(), failure.message.as_deref()),
+            failure_code: failure.code.clone(),
+            failure_message: failure.message.clone(),
+            will_retry: notification.outlook.will_retry(),
+            retry_outlook: notification.outlook,
+            payment_link: invoice.payment_link.clone(),
+            business_name: business_name.to_owned(),
+            customer_recipients: customer_recipients(customer).join(", "),
+        }
+    }
+}
+
+/// The mails of one failure, rendered: one to the customer, one to the business. A recipient
+/// kind with no address is skipped (and logged).
+pub fn compose(
+    notification: &FailureNotification,
+    invoice: &InvoiceRow,
+    customer: &CustomerRow,
+    event_id: &str,
+    business_name: &str,
+    business_email: Option<&str>,
+) -> Result<Vec<NewNotification>, minijinja::Error> {
+    let notice = FailureNotice::new(notification, invoice, customer, event_id, business_name);
+    let business: Vec<String> = business_email.into_iter().map(str::to_owned).collect();
+    [
+        (Recipient::Customer, customer_recipients(customer)),
+        (Recipient::Business, business),
+    ]
+    .into_iter()
+    .filter_map(|(recipient, addresses)| {
+        if addresses.is_empty() {
+            tracing::warn!(invoice = %notice.invoice_id, recipient = recipient.as_str(), "no address to notify of a failed payment");
+            return None;
+        }
+        Some(render(recipient, &notice).map(|(subject, body_text, body_html)| {
+            NewNotification {
+                payment_id: notice.payment_id.clone(),
+                failure_event_id: notice.event_id.clone(),
+                recipient_kind: recipient.as_str(),
+                recipients: addresses,
+                subject,
+                body_text,
+                body_html,
+            }
+        }))
+    })
+    .collect()
 }
 
 #[derive(Deserialize)]
@@ -104,6 +193,7 @@ fn templates() -> &'static Environment<'static> {
             ),
             ("business.txt", include_str!("templates/business.txt")),
             ("business.html", include_str!("templates/business.html")),
+            ("retry.txt", include_str!("templates/retry.txt")),
         ] {
             env.add_template(name, source).expect("templates parse");
         }
@@ -111,58 +201,22 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
-/// (subject, plain text, HTML) of one recipient's mail.
-pub fn render(recipient: Recipient, notice: &FailureNotice) -> (String, String, String) {
+/// (subject, plain text, HTML) of one recipient's mail. The templates are compiled in and every
+/// one is rendered by the tests, so an error here is a bug, reported rather than panicked on.
+pub fn render(
+    recipient: Recipient,
+    notice: &FailureNotice,
+) -> Result<(String, String, String), minijinja::Error> {
     let render = |suffix: &str| {
         templates()
             .get_template(&format!("{}.{suffix}", recipient.template()))
             .and_then(|t| t.render(notice))
-            .expect("templates render with a FailureNotice")
     };
-    (
-        render("subject.txt").trim().to_owned(),
-        render("txt"),
-        render("html"),
-    )
-}
-
-/// Writes the notification rows for a failure, in the caller's transaction. Idempotent per
-/// (payment, failure event, recipient kind). A recipient kind with no address is skipped.
-pub async fn enqueue(
-    tx: &mut PgConnection,
-    account_id: &str,
-    notice: &FailureNotice,
-    customer_recipients: &[String],
-    business_email: Option<&str>,
-) -> sqlx::Result<()> {
-    let business: Vec<String> = business_email.into_iter().map(str::to_owned).collect();
-    for (recipient, addresses) in [
-        (Recipient::Customer, customer_recipients),
-        (Recipient::Business, business.as_slice()),
-    ] {
-        if addresses.is_empty() {
-            tracing::warn!(invoice = %notice.invoice_id, recipient = recipient.as_str(), "no address to notify of a failed payment");
-            continue;
-        }
-        let (subject, text, html) = render(recipient, notice);
-        sqlx::query(
-            "INSERT INTO notifications (account_id, payment_id, failure_event_id, recipient_kind,
-                 recipients, subject, body_text, body_html)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (payment_id, failure_event_id, recipient_kind) DO NOTHING",
-        )
-        .bind(account_id)
-        .bind(&notice.payment_id)
-        .bind(&notice.event_id)
-        .bind(recipient.as_str())
-        .bind(addresses)
-        .bind(subject)
-        .bind(text)
-        .bind(html)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    Ok((
+        render("subject.txt")?.trim().to_owned(),
+        render("txt")?,
+        render("html")?,
+    ))
 }
 
 #[cfg(test)]
@@ -176,7 +230,8 @@ mod tests {
             invoice_id: "inv_1".into(),
             invoice_number: "INV-0001".into(),
             amount: "GBP 125.00".into(),
-            provider: "GOCARDLESS".into(),
+            provider: "GOCARDLESS",
+            provider_name: "GoCardless",
             provider_payment_id: "PM1".into(),
             payment_id: "pay_1".into(),
             event_id: "EV1".into(),
@@ -184,7 +239,7 @@ mod tests {
             failure_message: Some("The customer's account had insufficient funds.".into()),
             reason: plain_reason(Some("insufficient_funds"), None),
             will_retry: true,
-            retry_explanation: "GoCardless will retry the payment.".into(),
+            retry_outlook: RetryOutlook::ProviderRetries,
             payment_link: None,
             business_name: "Acme Billing".into(),
             customer_recipients: "billing@acme.example".into(),
@@ -193,11 +248,11 @@ mod tests {
 
     #[test]
     fn the_customer_mail_says_what_failed_whether_it_retries_and_how_to_pay() {
-        let (subject, text, html) = render(Recipient::Customer, &notice());
+        let (subject, text, html) = render(Recipient::Customer, &notice()).unwrap();
         assert_eq!(subject, "Payment failed for invoice INV-0001");
         assert!(text.contains("GBP 125.00"));
         assert!(text.contains("there were not enough funds in the account"));
-        assert!(text.contains("GoCardless will retry the payment."));
+        assert!(text.contains("GoCardless will retry the payment automatically"));
         assert!(text.contains("Acme Billing will be in touch"));
         assert!(
             html.contains("Acme &lt;Ltd&gt;"),
@@ -206,14 +261,16 @@ mod tests {
         let mut with_link = notice();
         with_link.payment_link = Some("https://pay.example/inv_1".into());
         with_link.will_retry = false;
-        let (_, text, _) = render(Recipient::Customer, &with_link);
+        with_link.retry_outlook = RetryOutlook::AutoChargeOff;
+        let (_, text, _) = render(Recipient::Customer, &with_link).unwrap();
         assert!(text.contains("https://pay.example/inv_1"));
         assert!(text.contains("will not retry"));
+        assert!(text.contains("Automatic collection is off for this invoice."));
     }
 
     #[test]
     fn the_business_mail_adds_the_code_and_ids() {
-        let (subject, text, _) = render(Recipient::Business, &notice());
+        let (subject, text, _) = render(Recipient::Business, &notice()).unwrap();
         assert!(subject.contains("INV-0001") && subject.contains("GBP 125.00"));
         for expected in [
             "insufficient_funds",
@@ -224,6 +281,43 @@ mod tests {
             "cust_1",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
+
+    #[test]
+    fn every_retry_outlook_is_said_in_every_mail() {
+        use RetryOutlook as R;
+        let said = [
+            (
+                R::ProviderRetries,
+                "GoCardless will retry the payment automatically in the next few days.",
+            ),
+            (
+                R::ProviderWillNotRetry,
+                "GoCardless will not retry this payment.",
+            ),
+            (
+                R::RetryWithMethodOnFile,
+                "We will retry the payment automatically with the payment method on file.",
+            ),
+            (
+                R::NoUsableMethod,
+                "There is no usable payment method on file to retry with.",
+            ),
+            (
+                R::AutoChargeOff,
+                "Automatic collection is off for this invoice.",
+            ),
+        ];
+        for (outlook, sentence) in said {
+            let mut notice = notice();
+            notice.retry_outlook = outlook;
+            notice.will_retry = outlook.will_retry();
+            for recipient in [Recipient::Customer, Recipient::Business] {
+                let (_, text, html) = render(recipient, &notice).unwrap();
+                assert!(text.contains(sentence), "{outlook:?} {recipient:?}: {text}");
+                assert!(html.contains(sentence), "{outlook:?} {recipient:?}: {html}");
+            }
         }
     }
 

@@ -1,129 +1,112 @@
-//! Sends pending notification rows over SMTP. Each row is sent on its own: a recipient that keeps
-//! failing is retried with exponential backoff and never holds up the others. A transient failure
-//! (server down, 4xx) is retried for as long as it takes; a permanent one (5xx, bad address) is
-//! retried a few times, then the row is marked FAILED for an operator to look at.
+//! Sends pending notification rows over SMTP, one row per transaction: the row is locked
+//! (`SKIP LOCKED`, so several workers share the table), sent, and its outcome committed at once.
+//! A crash can therefore re-send only the one mail that was in flight, never those already sent.
+//! A recipient that keeps failing is retried with exponential backoff and so steps aside for the
+//! others. A transient failure (server down, 4xx) is retried for as long as it takes; a permanent
+//! one (5xx, bad address) is retried a few times, then the row is marked FAILED for an operator.
 
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-use crate::startup::AppState;
-
-/// Rows taken per pass.
-const BATCH: i64 = 50;
-
-#[derive(sqlx::FromRow)]
-struct Pending {
-    id: i64,
-    recipients: Vec<String>,
-    subject: String,
-    body_text: String,
-    body_html: String,
-    attempts: i32,
-}
+use crate::config::{NotificationSettings, SmtpSettings};
+use crate::repository::notifications::{self as rows, PendingNotification};
+use crate::telemetry as metric;
 
 pub struct Sender {
-    state: AppState,
+    db: PgPool,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    settings: NotificationSettings,
+    shutdown: CancellationToken,
 }
 
 impl Sender {
-    pub fn new(state: AppState) -> anyhow::Result<Self> {
-        let smtp = &state.settings.smtp;
+    pub fn new(
+        db: PgPool,
+        smtp: &SmtpSettings,
+        settings: NotificationSettings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp.url.expose_secret())
             .map_err(|e| anyhow::anyhow!("SMTP_URL (smtp.url) is not a valid SMTP URL: {e}"))?
             .timeout(Some(Duration::from_secs(smtp.timeout_secs)))
             .build();
-        let from = state
-            .settings
-            .notifications
+        let from = settings
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("notifications.from is not a mailbox: {e}"))?;
         Ok(Self {
-            state,
+            db,
             transport,
             from,
+            settings,
+            shutdown,
         })
     }
 
     pub async fn run(self) {
-        let poll = Duration::from_millis(self.state.settings.notifications.poll_ms);
+        let poll = Duration::from_millis(self.settings.poll_ms);
         loop {
-            match self.send_due().await {
-                Ok(sent) if sent as i64 == BATCH => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    "notification sender failed; will retry"
-                ),
+            // Send every row that is due, one at a time, then wait for the next poll.
+            loop {
+                match self.send_next().await {
+                    Ok(true) if !self.shutdown.is_cancelled() => continue,
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "notification sender failed; will retry"
+                    ),
+                }
+                break;
             }
             self.report_oldest_pending().await;
             tokio::select! {
-                _ = self.state.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(poll) => {}
             }
         }
     }
 
-    /// One pass over the rows that are due. Each row is locked (`SKIP LOCKED`, so several
-    /// workers share the table), sent, and its outcome committed with it.
-    async fn send_due(&self) -> anyhow::Result<usize> {
-        let mut tx = self.state.db.begin().await?;
-        let rows: Vec<Pending> = sqlx::query_as(
-            "SELECT id, recipients, subject, body_text, body_html, attempts FROM notifications
-             WHERE status = 'PENDING' AND next_attempt_at <= now()
-             ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-        let count = rows.len();
-        for row in rows {
-            let outcome = self.send(&row).await;
-            let settings = &self.state.settings.notifications;
-            match outcome {
-                Ok(()) => {
-                    sqlx::query("UPDATE notifications SET status = 'SENT', sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                        .bind(row.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    metrics::counter!("settle_notifications_total", "outcome" => "sent")
-                        .increment(1);
-                }
-                Err(failure) => {
-                    let attempts = row.attempts + 1;
-                    let give_up =
-                        failure.permanent && attempts >= settings.permanent_failure_attempts;
-                    let backoff = backoff(attempts, settings.max_backoff_secs);
-                    sqlx::query(
-                        "UPDATE notifications SET attempts = $2, last_error = $3,
-                             status = CASE WHEN $4 THEN 'FAILED' ELSE 'PENDING' END,
-                             next_attempt_at = now() + make_interval(secs => $5)
-                         WHERE id = $1",
-                    )
-                    .bind(row.id)
-                    .bind(attempts)
-                    .bind(&failure.message)
-                    .bind(give_up)
-                    .bind(backoff.as_secs_f64())
-                    .execute(&mut *tx)
-                    .await?;
-                    let outcome = if give_up { "failed" } else { "retry" };
-                    metrics::counter!("settle_notifications_total", "outcome" => outcome)
-                        .increment(1);
-                    tracing::warn!(notification = row.id, attempts, error = %failure.message, outcome, "notification not sent");
-                }
+    /// Sends the next due row in its own transaction; false when none is due.
+    async fn send_next(&self) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let Some(row) = rows::lock_next_due(&mut tx).await? else {
+            return Ok(false);
+        };
+        match self.send(&row).await {
+            Ok(()) => {
+                rows::mark_sent(&mut tx, row.id).await?;
+                metrics::counter!(metric::NOTIFICATIONS, "outcome" => "sent").increment(1);
+            }
+            Err(failure) => {
+                let attempts = row.attempts + 1;
+                let give_up =
+                    failure.permanent && attempts >= self.settings.permanent_failure_attempts;
+                let backoff = backoff(attempts, self.settings.max_backoff_secs);
+                rows::mark_attempt_failed(
+                    &mut tx,
+                    row.id,
+                    attempts,
+                    &failure.message,
+                    give_up,
+                    backoff,
+                )
+                .await?;
+                let outcome = if give_up { "failed" } else { "retry" };
+                metrics::counter!(metric::NOTIFICATIONS, "outcome" => outcome).increment(1);
+                tracing::warn!(notification = row.id, attempts, error = %failure.message, outcome, "notification not sent");
             }
         }
         tx.commit().await?;
-        Ok(count)
+        Ok(true)
     }
 
-    async fn send(&self, row: &Pending) -> Result<(), SendFailure> {
+    async fn send(&self, row: &PendingNotification) -> Result<(), SendFailure> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(&row.subject);
@@ -154,16 +137,8 @@ impl Sender {
     }
 
     async fn report_oldest_pending(&self) {
-        if let Ok(Some(age)) = sqlx::query_scalar::<_, Option<f64>>(
-            "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM notifications WHERE status = 'PENDING'",
-        )
-        .fetch_one(&self.state.db)
-        .await
-        {
-            metrics::gauge!("settle_notifications_oldest_pending_seconds").set(age);
-        } else {
-            metrics::gauge!("settle_notifications_oldest_pending_seconds").set(0.0);
-        }
+        let age = rows::oldest_pending_age(&self.db).await.unwrap_or(0.0);
+        metrics::gauge!(metric::NOTIFICATIONS_OLDEST_PENDING_SECONDS).set(age);
     }
 }
 

@@ -6,18 +6,20 @@
 //! worker's inbox absorbs.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgPool;
 
 use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED};
+use crate::broker::Broker;
 use crate::config::Settings;
+use crate::envelope::QueuedEvent;
+use crate::repository::dead_letters::{self as store, DeadLetter, Selection};
 
 /// Which dead letters a command applies to.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Filters {
     /// Only this provider (stripe or gocardless).
-    #[arg(long)]
-    pub provider: Option<String>,
+    #[arg(long, value_parser = crate::ops::parse_provider)]
+    pub provider: Option<crate::provider::Provider>,
     /// Only this reason (invoice_not_found, currency_mismatch, unparseable, …).
     #[arg(long)]
     pub reason: Option<String>,
@@ -33,49 +35,16 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
-    pub id: i64,
-    pub message_id: Option<String>,
-    pub provider: Option<String>,
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub reason: String,
-    pub last_error: Option<String>,
-    pub attempts: i32,
-    pub first_failure_at: Option<DateTime<Utc>>,
-    pub last_failure_at: Option<DateTime<Utc>>,
-    pub dead_lettered_at: DateTime<Utc>,
-    pub replayed_at: Option<DateTime<Utc>>,
-    pub replay_count: i32,
-}
-
-const COLUMNS: &str = "id, message_id, provider, event_id, event_type, reason, last_error, attempts, \
-    first_failure_at, last_failure_at, dead_lettered_at, replayed_at, replay_count";
-
-async fn select(
-    db: &PgPool,
-    ids: &[i64],
-    filters: &Filters,
-    limit: i64,
-) -> sqlx::Result<Vec<DeadLetter>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dead_letters
-         WHERE (cardinality($1::bigint[]) = 0 OR id = ANY($1))
-           AND ($2::text IS NULL OR provider = $2)
-           AND ($3::text IS NULL OR reason = $3)
-           AND ($4::timestamptz IS NULL OR dead_lettered_at >= $4)
-         ORDER BY id
-         LIMIT $5"
-    ))
-    .bind(ids)
-    .bind(filters.provider.as_deref().map(str::to_lowercase))
-    .bind(&filters.reason)
-    .bind(filters.since)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+impl Filters {
+    fn selection<'a>(&'a self, ids: &'a [i64], limit: i64) -> Selection<'a> {
+        Selection {
+            ids,
+            provider: self.provider.map(crate::provider::Provider::wire_name),
+            reason: self.reason.as_deref(),
+            since: self.since,
+            limit,
+        }
+    }
 }
 
 pub async fn list(
@@ -84,7 +53,7 @@ pub async fn list(
     limit: i64,
     output: Output,
 ) -> anyhow::Result<u8> {
-    let rows = select(db, &[], filters, limit).await?;
+    let rows = store::select(db, &filters.selection(&[], limit)).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Table => {
@@ -115,15 +84,14 @@ pub async fn list(
 }
 
 pub async fn show(db: &PgPool, id: i64) -> anyhow::Result<u8> {
-    let Some(row) = select(db, &[id], &Filters::default(), 1).await?.pop() else {
+    let Some(row) = store::select(db, &Filters::default().selection(&[id], 1))
+        .await?
+        .pop()
+    else {
         eprintln!("no dead letter {id}");
         return Ok(EXIT_NOTHING_MATCHED);
     };
-    let (headers, body): (serde_json::Value, Vec<u8>) =
-        sqlx::query_as("SELECT headers, body FROM dead_letters WHERE id = $1")
-            .bind(id)
-            .fetch_one(db)
-            .await?;
+    let (headers, body) = store::message(db, id).await?;
     let payload = serde_json::from_slice::<serde_json::Value>(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let shown = serde_json::json!({
@@ -151,7 +119,7 @@ pub async fn replay(
     filters: &Filters,
     dry_run: bool,
 ) -> anyhow::Result<u8> {
-    let rows = select(db, ids, filters, i64::MAX).await?;
+    let rows = store::select(db, &filters.selection(ids, i64::MAX)).await?;
     if rows.is_empty() {
         eprintln!("no dead letter matched");
         return Ok(EXIT_NOTHING_MATCHED);
@@ -190,38 +158,18 @@ pub async fn replay(
     })
 }
 
-async fn replay_one(
-    db: &PgPool,
-    broker: &crate::broker::Broker,
-    row: &DeadLetter,
-) -> anyhow::Result<()> {
-    let (headers, body): (serde_json::Value, Vec<u8>) =
-        sqlx::query_as("SELECT headers, body FROM dead_letters WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(db)
-            .await?;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
+async fn replay_one(db: &PgPool, broker: &Broker, row: &DeadLetter) -> anyhow::Result<()> {
+    let (headers, body) = store::message(db, row.id).await?;
+    let headers = match headers {
+        serde_json::Value::Object(headers) => headers,
+        _ => serde_json::Map::new(),
     };
-    let message = super::requeue_message(
-        broker.topology(),
-        row.message_id.as_deref().unwrap_or_default(),
-        &header(crate::broker::headers::PROVIDER),
-        &header(crate::broker::headers::EVENT_ID),
-        &header(crate::broker::headers::EVENT_TYPE),
-        &header(crate::broker::headers::RECEIVED_AT),
-        body,
-    );
+    // As the receiver queued it: the same message id and provider headers, no failure headers.
+    let message =
+        QueuedEvent::from_headers(&headers, body)?.to_work_queue_message(broker.topology());
     // Confirmed first, marked second: a crash between the two replays it again, never loses it.
     broker.publish_all(std::slice::from_ref(&message)).await?;
-    sqlx::query("UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1")
-        .bind(row.id)
-        .execute(db)
-        .await?;
+    store::mark_replayed(db, row.id).await?;
     Ok(())
 }
 
@@ -231,16 +179,7 @@ pub async fn purge(
     older_than: Option<chrono::Duration>,
 ) -> anyhow::Result<u8> {
     let cutoff = older_than.map(|age| Utc::now() - age);
-    let deleted = sqlx::query(
-        "DELETE FROM dead_letters
-         WHERE (cardinality($1::bigint[]) = 0 OR id = ANY($1))
-           AND ($2::timestamptz IS NULL OR dead_lettered_at < $2)",
-    )
-    .bind(ids)
-    .bind(cutoff)
-    .execute(db)
-    .await?
-    .rows_affected();
+    let deleted = store::purge(db, ids, cutoff).await?;
     println!("purged {deleted} dead letter(s)");
     Ok(if deleted == 0 {
         EXIT_NOTHING_MATCHED

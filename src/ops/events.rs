@@ -6,46 +6,41 @@
 //! Re-applying is safe: effects derive from state, and outbox and notification rows are keyed by
 //! the event, so nothing is sent twice.
 
+use anyhow::Context;
 use sqlx::PgPool;
 
 use super::{EXIT_NOTHING_MATCHED, EXIT_OK};
 use crate::config::Settings;
+use crate::envelope::QueuedEvent;
+use crate::provider::Provider;
+use crate::repository::inbox;
 
 pub async fn replay(
     db: &PgPool,
     settings: &Settings,
-    provider: &str,
+    provider: Provider,
     event_id: &str,
 ) -> anyhow::Result<u8> {
-    let provider = provider.to_uppercase();
     let mut tx = db.begin().await?;
-    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
-         RETURNING event_type, payload::text, received_at",
-    )
-    .bind(&provider)
-    .bind(event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((event_type, payload, received_at)) = row else {
+    let Some(archived) = inbox::take_for_replay(&mut tx, provider, event_id).await? else {
         eprintln!("no archived event {provider} {event_id}");
         return Ok(EXIT_NOTHING_MATCHED);
     };
+    let event_type = archived.event_type.clone();
+    let event = QueuedEvent::new(
+        provider,
+        event_id.to_owned(),
+        archived.event_type,
+        archived.received_at,
+        archived.payload.into_bytes(),
+    )
+    .context("the archived event cannot be queued")?;
     let broker = super::connect_broker(settings).await?;
-    let provider_header = provider.to_lowercase();
-    let message = super::requeue_message(
-        broker.topology(),
-        &format!("{provider_header}:{event_id}"),
-        &provider_header,
-        event_id,
-        &event_type,
-        &received_at.to_rfc3339(),
-        payload.into_bytes(),
-    );
+    let message = event.to_work_queue_message(broker.topology());
     let published = broker.publish_all(std::slice::from_ref(&message)).await;
     broker.close().await;
     published?;
     tx.commit().await?;
-    println!("re-queued {provider_header} event {event_id} ({event_type})");
+    println!("re-queued {provider} event {event_id} ({event_type})");
     Ok(EXIT_OK)
 }

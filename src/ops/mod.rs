@@ -1,6 +1,7 @@
 //! Operator commands: `settle dlq …` and `settle events replay`. Each is a function over the
-//! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed
-//! (clap itself exits 2 on a usage error).
+//! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
+//! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
+//! usage or configuration error (clap's own convention).
 
 pub mod dlq;
 pub mod events;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::broker::{Broker, HeaderValue, OutgoingMessage, Topology, headers};
+use crate::broker::{Broker, Topology};
 use crate::config::Settings;
 
 pub const EXIT_OK: u8 = 0;
@@ -22,12 +23,7 @@ const BROKER_WAIT: Duration = Duration::from_secs(15);
 
 /// A connected broker for a one-off command (no HTTP, no consumers).
 pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
-    let topology = Topology::new(
-        &settings.amqp.prefix,
-        &settings.worker.retry_delays_ms,
-        settings.amqp.delivery_limit,
-    );
-    let broker = Broker::start(settings.amqp.clone(), topology);
+    let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(settings));
     tokio::time::timeout(BROKER_WAIT, broker.connected())
         .await
         .ok()
@@ -36,41 +32,10 @@ pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
     Ok(broker)
 }
 
-/// A provider event re-queued on the work queue, as the receiver would have queued it: the same
-/// message id and provider headers, and no failure headers, so its attempts start again.
-pub fn requeue_message(
-    topology: &Topology,
-    message_id: &str,
-    provider: &str,
-    event_id: &str,
-    event_type: &str,
-    received_at: &str,
-    body: Vec<u8>,
-) -> OutgoingMessage {
-    OutgoingMessage {
-        exchange: String::new(),
-        routing_key: topology.reconcile_queue.clone(),
-        message_id: message_id.to_owned(),
-        body,
-        headers: vec![
-            (
-                headers::PROVIDER.into(),
-                HeaderValue::Text(provider.to_owned()),
-            ),
-            (
-                headers::EVENT_ID.into(),
-                HeaderValue::Text(event_id.to_owned()),
-            ),
-            (
-                headers::EVENT_TYPE.into(),
-                HeaderValue::Text(event_type.to_owned()),
-            ),
-            (
-                headers::RECEIVED_AT.into(),
-                HeaderValue::Text(received_at.to_owned()),
-            ),
-        ],
-    }
+/// A provider as operators type it: `stripe`, `gocardless`, in any case.
+pub fn parse_provider(text: &str) -> Result<crate::provider::Provider, String> {
+    crate::provider::Provider::from_wire_name(&text.to_lowercase())
+        .ok_or_else(|| format!("`{text}` is not a provider: stripe or gocardless"))
 }
 
 /// `30m`, `24h`, `7d` or `90s`.

@@ -1,7 +1,21 @@
 //! An invoice's amount paid and status follow from its payments: the sum of those that currently
 //! count as collected. So a reversal (late failure, chargeback) reopens the invoice by itself.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum InvoiceStatus {
     Open,
     PartiallyPaid,
@@ -11,24 +25,9 @@ pub enum InvoiceStatus {
 }
 
 impl InvoiceStatus {
+    /// The stored and published name (`PARTIALLY_PAID`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "OPEN",
-            Self::PartiallyPaid => "PARTIALLY_PAID",
-            Self::Paid => "PAID",
-            Self::PaymentFailed => "PAYMENT_FAILED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Open,
-            Self::PartiallyPaid,
-            Self::Paid,
-            Self::PaymentFailed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        self.into()
     }
 
     /// Whether money counts towards it (a move from one of these to a lower state is a reopening).
@@ -52,7 +51,9 @@ pub struct InvoiceTotals {
 
 /// Derives the totals from the collected amounts and whether the latest attempt failed.
 pub fn totals(amount_due: i64, collected: &[i64], latest_attempt_failed: bool) -> InvoiceTotals {
-    let amount_paid: i64 = collected.iter().sum();
+    // Amounts are bounded (`MinorUnits::MAX`), so this cannot saturate in practice; saturating
+    // rather than wrapping keeps an impossible sum from ever turning negative.
+    let amount_paid = collected.iter().copied().fold(0_i64, i64::saturating_add);
     let status = if amount_paid >= amount_due {
         InvoiceStatus::Paid
     } else if amount_paid > 0 {
@@ -69,23 +70,32 @@ pub fn totals(amount_due: i64, collected: &[i64], latest_attempt_failed: bool) -
     }
 }
 
-/// The reconciliation event types an invoice's change of status announces.
+/// What an invoice's change of status announces to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceChange {
+    Reopened,
+    Paid,
+    PartiallyPaid,
+    PaymentFailed,
+}
+
+/// The changes an invoice's move from (`before`, `amount_paid_before`) to `after` announces.
 pub fn status_events(
     before: InvoiceStatus,
     after: InvoiceTotals,
     amount_paid_before: i64,
-) -> Vec<&'static str> {
+) -> Vec<InvoiceChange> {
     let mut events = Vec::new();
     if after.amount_paid < amount_paid_before || after.status.rank() < before.rank() {
-        events.push("invoice.reopened");
+        events.push(InvoiceChange::Reopened);
     }
     match after.status {
-        InvoiceStatus::Paid if before != InvoiceStatus::Paid => events.push("invoice.paid"),
+        InvoiceStatus::Paid if before != InvoiceStatus::Paid => events.push(InvoiceChange::Paid),
         InvoiceStatus::PartiallyPaid if after.amount_paid != amount_paid_before => {
-            events.push("invoice.partially_paid")
+            events.push(InvoiceChange::PartiallyPaid)
         }
         InvoiceStatus::PaymentFailed if before != InvoiceStatus::PaymentFailed => {
-            events.push("invoice.payment_failed")
+            events.push(InvoiceChange::PaymentFailed)
         }
         _ => {}
     }
@@ -95,6 +105,7 @@ pub fn status_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use InvoiceChange as C;
     use InvoiceStatus as I;
 
     #[test]
@@ -123,23 +134,23 @@ mod tests {
     fn status_changes_announce_themselves() {
         assert_eq!(
             status_events(I::Open, totals(1000, &[1000], false), 0),
-            ["invoice.paid"]
+            [C::Paid]
         );
         assert_eq!(
             status_events(I::Open, totals(1000, &[300], false), 0),
-            ["invoice.partially_paid"]
+            [C::PartiallyPaid]
         );
         assert_eq!(
             status_events(I::Open, totals(1000, &[], true), 0),
-            ["invoice.payment_failed"]
+            [C::PaymentFailed]
         );
         assert_eq!(
             status_events(I::Paid, totals(1000, &[], true), 1000),
-            ["invoice.reopened", "invoice.payment_failed"]
+            [C::Reopened, C::PaymentFailed]
         );
         assert_eq!(
             status_events(I::Paid, totals(1000, &[], false), 1000),
-            ["invoice.reopened"]
+            [C::Reopened]
         );
         assert!(status_events(I::Paid, totals(1000, &[1000], false), 1000).is_empty());
         assert!(status_events(I::PaymentFailed, totals(1000, &[], true), 0).is_empty());

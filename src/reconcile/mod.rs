@@ -1,9 +1,14 @@
-//! 3. The domain core, pure: money, payment settings and their overrides, payment-method
-//!    references. No axum, lapin or sqlx here; the repository module does the I/O.
+//! 3. The domain core, pure: provider events and what they mean, the payment state machine, the
+//!    planner that turns one event into its effects, invoice totals, payment settings and their
+//!    overrides, payment-method references, money. No axum, lapin, sqlx or tokio here: the worker
+//!    reads state and writes effects, the repository holds the SQL.
 
 pub mod events;
 pub mod invoice;
-pub mod methods;
 pub mod money;
+pub mod outcome;
 pub mod payment;
+pub mod payment_methods;
+pub mod plan;
+pub mod reconciliation_events;
 pub mod settings;

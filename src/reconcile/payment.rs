@@ -22,7 +22,21 @@
 
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     Registered,
     Pending,
@@ -42,19 +56,9 @@ impl PaymentStatus {
         Self::Reversed,
     ];
 
+    /// The stored and published name (`SUCCEEDED`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Registered => "REGISTERED",
-            Self::Pending => "PENDING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Canceled => "CANCELED",
-            Self::Reversed => "REVERSED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        self.into()
     }
 
     /// Whether the payment's amount counts towards the invoice's amount paid.
@@ -252,7 +256,8 @@ mod tests {
     fn only_succeeded_counts_as_collected() {
         for status in PaymentStatus::ALL {
             assert_eq!(status.is_collected(), status == P::Succeeded);
-            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+            assert_eq!(status.as_str().parse(), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
     }
 }

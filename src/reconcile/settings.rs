@@ -2,39 +2,44 @@
 //! else billing schedule, else customer, else the account default from config; the result says
 //! which level each value came from.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+use crate::provider::PaymentProvider;
+
+/// A level settings are stored on, most specific first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentProvider {
-    Stripe,
-    #[serde(rename = "GOCARDLESS")]
-    GoCardless,
-    None,
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum SettingsLevel {
+    Invoice,
+    BillingSchedule,
+    Customer,
 }
 
-impl PaymentProvider {
+impl SettingsLevel {
+    /// The stored name (`BILLING_SCHEDULE`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stripe => "STRIPE",
-            Self::GoCardless => "GOCARDLESS",
-            Self::None => "NONE",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "STRIPE" => Some(Self::Stripe),
-            "GOCARDLESS" => Some(Self::GoCardless),
-            "NONE" => Some(Self::None),
-            _ => None,
-        }
+        self.into()
     }
 }
 
-/// Where a settings value is stored, and where an effective value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// Where an effective value came from: a stored level, or the account's defaults.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum SettingsSource {
     Invoice,
     BillingSchedule,
@@ -42,13 +47,12 @@ pub enum SettingsSource {
     AccountDefault,
 }
 
-impl SettingsSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Invoice => "INVOICE",
-            Self::BillingSchedule => "BILLING_SCHEDULE",
-            Self::Customer => "CUSTOMER",
-            Self::AccountDefault => "ACCOUNT_DEFAULT",
+impl From<SettingsLevel> for SettingsSource {
+    fn from(level: SettingsLevel) -> Self {
+        match level {
+            SettingsLevel::Invoice => Self::Invoice,
+            SettingsLevel::BillingSchedule => Self::BillingSchedule,
+            SettingsLevel::Customer => Self::Customer,
         }
     }
 }
@@ -61,23 +65,38 @@ pub struct LevelSettings {
 }
 
 /// The account's defaults: every field has a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountDefaults {
     pub payment_provider: PaymentProvider,
     pub auto_charge: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sourced<T> {
     pub value: T,
     pub source: SettingsSource,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSettings {
     pub payment_provider: Sourced<PaymentProvider>,
     pub auto_charge: Sourced<bool>,
+}
+
+/// The stored settings of an invoice's three levels; a level that stores nothing (or does not
+/// apply, an invoice without a billing schedule) is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvoiceLevels {
+    pub invoice: Option<LevelSettings>,
+    pub billing_schedule: Option<LevelSettings>,
+    pub customer: Option<LevelSettings>,
+}
+
+impl InvoiceLevels {
+    pub fn resolve(self, defaults: AccountDefaults) -> EffectiveSettings {
+        resolve(self.invoice, self.billing_schedule, self.customer, defaults)
+    }
 }
 
 /// Resolves each field on its own, most specific level first. A level that does not apply (an

@@ -1,6 +1,11 @@
+//! Customers, as the billing system registers them, with the provider customer ids the worker
+//! finds them by.
+
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use sqlx::types::Json;
+
+use crate::provider::Provider;
 
 /// Everything stored about a customer. `address` and `external_ids` are kept as the caller sent
 /// them (validated); the two provider customer ids are also columns, for the worker's lookups.
@@ -143,12 +148,12 @@ pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
 pub async fn find_by_provider_customer_id(
     db: impl PgExecutor<'_>,
     account_id: &str,
-    provider: crate::reconcile::methods::MethodProvider,
+    provider: Provider,
     provider_customer_id: &str,
 ) -> sqlx::Result<Option<CustomerRow>> {
     let column = match provider {
-        crate::reconcile::methods::MethodProvider::Stripe => "stripe_customer_id",
-        crate::reconcile::methods::MethodProvider::GoCardless => "gocardless_customer_id",
+        Provider::Stripe => "stripe_customer_id",
+        Provider::GoCardless => "gocardless_customer_id",
     };
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM customers WHERE account_id = $1 AND {column} = $2"

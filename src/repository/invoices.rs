@@ -1,5 +1,10 @@
+//! Invoices and billing schedules, as the billing system registers them.
+
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
+
+use crate::reconcile::invoice::InvoiceStatus;
+use crate::reconcile::money::{Currency, MinorUnits};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvoiceRow {
@@ -8,10 +13,10 @@ pub struct InvoiceRow {
     pub customer_id: String,
     pub billing_schedule_id: Option<String>,
     pub number: String,
-    pub currency: String,
+    pub currency: Currency,
     pub amount_due: i64,
     pub amount_paid: i64,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub due_date: Option<NaiveDate>,
     pub payment_link: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -24,8 +29,8 @@ pub struct NewInvoice<'a> {
     pub customer_id: &'a str,
     pub billing_schedule_id: Option<&'a str>,
     pub number: &'a str,
-    pub currency: &'a str,
-    pub amount_due: i64,
+    pub currency: Currency,
+    pub amount_due: MinorUnits,
     pub due_date: Option<NaiveDate>,
     pub payment_link: Option<&'a str>,
 }
@@ -46,7 +51,7 @@ pub async fn insert(db: impl PgExecutor<'_>, invoice: &NewInvoice<'_>) -> sqlx::
     .bind(invoice.billing_schedule_id)
     .bind(invoice.number)
     .bind(invoice.currency)
-    .bind(invoice.amount_due)
+    .bind(invoice.amount_due.get())
     .bind(invoice.due_date)
     .bind(invoice.payment_link)
     .fetch_one(db)
@@ -60,22 +65,11 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Invoi
         .await
 }
 
-/// Locks the invoice row for the rest of the transaction: every change to an invoice's payments
-/// and totals happens under this lock, so concurrent events for one invoice apply one at a time.
-pub async fn get_for_update(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
 /// A page of invoices in id order, after `after` (the cursor), optionally filtered.
 pub async fn list(
     db: impl PgExecutor<'_>,
     customer_id: Option<&str>,
-    status: Option<&str>,
+    status: Option<InvoiceStatus>,
     after: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<InvoiceRow>> {

@@ -1,10 +1,19 @@
-//! The SQL. Every query settle runs lives here, as functions over plain types, so the API and the
-//! worker share one way of reading and writing each table. Functions take a `PgExecutor`, so the
-//! same query runs on the pool or inside a caller's transaction.
+//! The SQL. Every query settle runs lives here, as functions over plain types, so the API, the
+//! worker, the relay, the sender and the operator tools share one way of reading and writing each
+//! table. Functions take a `PgExecutor` (or a connection, when they run several statements), so
+//! the same query runs on the pool or inside a caller's transaction.
+//!
+//! Enums of the core are stored as their names (`text_column!`); database errors are classified
+//! once (`DbFailure`) for the worker's retry decision and the API's status codes alike.
 
 pub mod customers;
+pub mod dead_letters;
+pub mod inbox;
+pub mod invoice_state;
 pub mod invoices;
-pub mod methods;
+pub mod notifications;
+pub mod outbox;
+pub mod payment_methods;
 pub mod payments;
 pub mod settings;
 
@@ -19,7 +28,124 @@ pub async fn ensure_account(db: impl PgExecutor<'_>, account_id: &str) -> sqlx::
     Ok(())
 }
 
+/// One round trip: is the database there?
+pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("SELECT 1").execute(db).await.map(|_| ())
+}
+
 /// A fresh id for rows whose id settle chooses: `<prefix>_<32 hex digits>`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// What a database error means to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// It may pass: the database is unreachable or restarting, the pool is exhausted, a
+    /// serialization failure, a deadlock, a lock or statement timeout. Worth retrying.
+    Unavailable,
+    /// A unique constraint refused the row (the caller may know which, and why).
+    UniqueViolation,
+    /// Retrying cannot help: another constraint, a decode error, an SQL error (a bug).
+    Permanent,
+}
+
+/// Classifies a database error. SQLSTATE classes: 08 connection exception, 40 transaction
+/// rollback (serialization failure, deadlock), 53 insufficient resources, 57 operator intervention
+/// (admin shutdown, statement timeout); 55P03 lock not available.
+pub fn classify(error: &sqlx::Error) -> DbFailure {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => DbFailure::Unavailable,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db.is_unique_violation() {
+                DbFailure::UniqueViolation
+            } else if ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "55P03"
+            {
+                DbFailure::Unavailable
+            } else {
+                DbFailure::Permanent
+            }
+        }
+        _ => DbFailure::Permanent,
+    }
+}
+
+/// Stores a core enum as its name in a `text` column (and reads it back), through its
+/// `IntoStaticStr` and `FromStr` (strum derives). A stored name the enum does not know is a decode
+/// error, never a silent fallback.
+macro_rules! text_column {
+    ($($ty:ty),* $(,)?) => {$(
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+        impl sqlx::postgres::PgHasArrayType for $ty {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+        }
+        impl sqlx::Encode<'_, sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                let name: &'static str = (*self).into();
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(name, buf)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                name.parse()
+                    .map_err(|_| format!("unknown {} `{name}`", stringify!($ty)).into())
+            }
+        }
+    )*};
+}
+
+text_column!(
+    crate::provider::Provider,
+    crate::provider::PaymentProvider,
+    crate::reconcile::payment::PaymentStatus,
+    crate::reconcile::invoice::InvoiceStatus,
+    crate::reconcile::settings::SettingsLevel,
+    crate::reconcile::payment_methods::MethodStatus,
+    crate::reconcile::money::Currency,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_pass_are_unavailable() {
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbFailure::Unavailable);
+        assert_eq!(
+            classify(&sqlx::Error::Io(
+                std::io::ErrorKind::ConnectionRefused.into()
+            )),
+            DbFailure::Unavailable
+        );
+        assert_eq!(classify(&sqlx::Error::RowNotFound), DbFailure::Permanent);
+        assert_eq!(
+            classify(&sqlx::Error::ColumnNotFound("x".into())),
+            DbFailure::Permanent
+        );
+    }
 }

@@ -1,21 +1,27 @@
+//! Payment attempts: registered by the billing system, moved by the worker.
+
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
+
+use crate::provider::{PaymentProvider, Provider};
+use crate::reconcile::money::{Currency, MinorUnits};
+use crate::reconcile::payment::PaymentStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: String,
     pub account_id: String,
     pub invoice_id: String,
-    pub provider: String,
+    pub provider: Provider,
     pub provider_payment_id: String,
     pub amount: i64,
-    pub currency: String,
-    pub status: String,
+    pub currency: Currency,
+    pub status: PaymentStatus,
     pub collected: bool,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub last_event_at: Option<DateTime<Utc>>,
-    pub effective_provider: Option<String>,
+    pub effective_provider: Option<PaymentProvider>,
     pub effective_auto_charge: Option<bool>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -25,10 +31,10 @@ pub struct NewPayment<'a> {
     pub id: &'a str,
     pub account_id: &'a str,
     pub invoice_id: &'a str,
-    pub provider: &'a str,
+    pub provider: Provider,
     pub provider_payment_id: &'a str,
-    pub amount: i64,
-    pub currency: &'a str,
+    pub amount: MinorUnits,
+    pub currency: Currency,
 }
 
 const COLUMNS: &str = "id, account_id, invoice_id, provider, provider_payment_id, amount, currency, \
@@ -46,7 +52,7 @@ pub async fn insert(db: impl PgExecutor<'_>, payment: &NewPayment<'_>) -> sqlx::
     .bind(payment.invoice_id)
     .bind(payment.provider)
     .bind(payment.provider_payment_id)
-    .bind(payment.amount)
+    .bind(payment.amount.get())
     .bind(payment.currency)
     .fetch_one(db)
     .await
@@ -68,19 +74,5 @@ pub async fn for_invoice(
     ))
     .bind(invoice_id)
     .fetch_all(db)
-    .await
-}
-
-pub async fn find_by_provider_id(
-    db: impl PgExecutor<'_>,
-    provider: &str,
-    provider_payment_id: &str,
-) -> sqlx::Result<Option<PaymentRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE provider = $1 AND provider_payment_id = $2"
-    ))
-    .bind(provider)
-    .bind(provider_payment_id)
-    .fetch_optional(db)
     .await
 }

@@ -1,7 +1,10 @@
+//! Payment settings: one row per (level, target), and the effective settings of an invoice.
+
 use sqlx::PgExecutor;
 
+use crate::provider::PaymentProvider;
 use crate::reconcile::settings::{
-    AccountDefaults, EffectiveSettings, LevelSettings, PaymentProvider, SettingsSource, resolve,
+    AccountDefaults, EffectiveSettings, InvoiceLevels, LevelSettings, SettingsLevel,
 };
 
 /// A level's stored settings row.
@@ -10,35 +13,22 @@ pub struct StoredSettings {
     pub id: String,
     pub account_id: String,
     pub target_id: String,
-    pub payment_provider: Option<String>,
+    pub payment_provider: Option<PaymentProvider>,
     pub auto_charge: Option<bool>,
 }
 
-impl StoredSettings {
-    pub fn level(&self) -> LevelSettings {
-        LevelSettings {
-            payment_provider: self
-                .payment_provider
-                .as_deref()
-                .and_then(PaymentProvider::parse),
-            auto_charge: self.auto_charge,
-        }
-    }
-}
-
 /// Which table holds the target of a settings level.
-fn target_table(level: SettingsSource) -> &'static str {
+fn target_table(level: SettingsLevel) -> &'static str {
     match level {
-        SettingsSource::Customer => "customers",
-        SettingsSource::BillingSchedule => "billing_schedules",
-        SettingsSource::Invoice => "invoices",
-        SettingsSource::AccountDefault => unreachable!("account defaults live in config"),
+        SettingsLevel::Customer => "customers",
+        SettingsLevel::BillingSchedule => "billing_schedules",
+        SettingsLevel::Invoice => "invoices",
     }
 }
 
 pub async fn target_exists(
     db: impl PgExecutor<'_>,
-    level: SettingsSource,
+    level: SettingsLevel,
     target_id: &str,
 ) -> sqlx::Result<bool> {
     let query = format!(
@@ -56,7 +46,7 @@ pub async fn target_exists(
 pub async fn upsert(
     db: impl PgExecutor<'_>,
     account_id: &str,
-    level: SettingsSource,
+    level: SettingsLevel,
     target_id: &str,
     payment_provider: Option<PaymentProvider>,
     auto_charge: Option<Option<bool>>,
@@ -72,9 +62,9 @@ pub async fn upsert(
     )
     .bind(super::new_id("pset"))
     .bind(account_id)
-    .bind(level.as_str())
+    .bind(level)
     .bind(target_id)
-    .bind(payment_provider.map(PaymentProvider::as_str))
+    .bind(payment_provider)
     .bind(auto_charge.flatten())
     .bind(auto_charge.is_some())
     .fetch_one(db)
@@ -83,59 +73,63 @@ pub async fn upsert(
 
 pub async fn get(
     db: impl PgExecutor<'_>,
-    level: SettingsSource,
+    level: SettingsLevel,
     target_id: &str,
 ) -> sqlx::Result<Option<StoredSettings>> {
     sqlx::query_as(
         "SELECT id, account_id, target_id, payment_provider, auto_charge
          FROM payment_settings WHERE level = $1 AND target_id = $2",
     )
-    .bind(level.as_str())
+    .bind(level)
     .bind(target_id)
     .fetch_optional(db)
     .await
 }
 
-#[derive(sqlx::FromRow)]
-struct InvoiceLevels {
-    invoice_provider: Option<String>,
+/// One row of the `invoice_settings` view: the stored settings of an invoice's three levels.
+/// Every read of effective settings goes through it (the API here, the worker in
+/// `invoice_state`), so the two cannot disagree.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvoiceLevelsRow {
+    invoice_provider: Option<PaymentProvider>,
     invoice_auto: Option<bool>,
-    schedule_provider: Option<String>,
+    schedule_provider: Option<PaymentProvider>,
     schedule_auto: Option<bool>,
-    customer_provider: Option<String>,
+    customer_provider: Option<PaymentProvider>,
     customer_auto: Option<bool>,
 }
 
-/// The effective settings of an invoice, resolved from its three levels in one query. `None` when
-/// the invoice does not exist.
+/// The view's columns, for queries that join it.
+pub(crate) const INVOICE_LEVELS_COLUMNS: &str = "s.invoice_provider, s.invoice_auto, \
+    s.schedule_provider, s.schedule_auto, s.customer_provider, s.customer_auto";
+
+impl InvoiceLevelsRow {
+    pub fn levels(&self) -> InvoiceLevels {
+        let level = |payment_provider, auto_charge| {
+            Some(LevelSettings {
+                payment_provider,
+                auto_charge,
+            })
+        };
+        InvoiceLevels {
+            invoice: level(self.invoice_provider, self.invoice_auto),
+            billing_schedule: level(self.schedule_provider, self.schedule_auto),
+            customer: level(self.customer_provider, self.customer_auto),
+        }
+    }
+}
+
+/// The effective settings of an invoice. `None` when the invoice does not exist.
 pub async fn effective_for_invoice(
     db: impl PgExecutor<'_>,
     invoice_id: &str,
     defaults: AccountDefaults,
 ) -> sqlx::Result<Option<EffectiveSettings>> {
-    let levels: Option<InvoiceLevels> = sqlx::query_as(
-        "SELECT i_s.payment_provider AS invoice_provider, i_s.auto_charge AS invoice_auto,
-                b_s.payment_provider AS schedule_provider, b_s.auto_charge AS schedule_auto,
-                c_s.payment_provider AS customer_provider, c_s.auto_charge AS customer_auto
-         FROM invoices i
-         LEFT JOIN payment_settings i_s ON i_s.level = 'INVOICE' AND i_s.target_id = i.id
-         LEFT JOIN payment_settings b_s ON b_s.level = 'BILLING_SCHEDULE' AND b_s.target_id = i.billing_schedule_id
-         LEFT JOIN payment_settings c_s ON c_s.level = 'CUSTOMER' AND c_s.target_id = i.customer_id
-         WHERE i.id = $1",
-    )
+    let levels: Option<InvoiceLevelsRow> = sqlx::query_as(&format!(
+        "SELECT {INVOICE_LEVELS_COLUMNS} FROM invoice_settings s WHERE s.invoice_id = $1"
+    ))
     .bind(invoice_id)
     .fetch_optional(db)
     .await?;
-    Ok(levels.map(|l| {
-        let level = |provider: Option<String>, auto_charge| LevelSettings {
-            payment_provider: provider.as_deref().and_then(PaymentProvider::parse),
-            auto_charge,
-        };
-        resolve(
-            Some(level(l.invoice_provider, l.invoice_auto)),
-            Some(level(l.schedule_provider, l.schedule_auto)),
-            Some(level(l.customer_provider, l.customer_auto)),
-            defaults,
-        )
-    }))
+    Ok(levels.map(|row| row.levels().resolve(defaults)))
 }

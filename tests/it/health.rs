@@ -1,4 +1,4 @@
-use settle::startup::Role;
+use settle::role::Role;
 
 use crate::helpers::*;
 

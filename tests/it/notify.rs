@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use settle::startup::Role;
+use settle::role::Role;
 
 use crate::helpers::*;
 

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use settle::startup::Role;
+use settle::role::Role;
 
 use crate::helpers::*;
 

@@ -99,7 +99,6 @@ async fn every_stripe_payment_row_of_the_table() {
 }
 
 #[tokio::test]
-#[ignore = "needs the recorded outcome (issue 10 §5)"]
 async fn every_gocardless_payment_row_of_the_table() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.create_customer("cust").await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
 use super::TestApp;
@@ -79,24 +79,16 @@ impl TestApp {
                     let delivery = &message.delivery;
                     messages.push(QueuedMessage {
                         routing_key: delivery.routing_key.as_str().to_owned(),
-                        message_id: delivery
-                            .properties
-                            .message_id()
-                            .as_ref()
-                            .map(|id| id.as_str().to_owned()),
+                        message_id: settle::broker::message::message_id(&delivery.properties),
                         delivery_mode: *delivery.properties.delivery_mode(),
-                        headers: delivery
-                            .properties
-                            .headers()
-                            .as_ref()
-                            .map(|table| {
-                                table
-                                    .inner()
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str().to_owned(), header_text(v)))
-                                    .collect()
+                        // The service's own decoder: the tests read headers as the worker does.
+                        headers: settle::broker::headers_json(&delivery.properties)
+                            .into_iter()
+                            .map(|(name, value)| match value {
+                                serde_json::Value::String(text) => (name, text),
+                                other => (name, other.to_string()),
                             })
-                            .unwrap_or_default(),
+                            .collect(),
                         body: delivery.data.clone(),
                     });
                     delivery.ack(BasicAckOptions::default()).await.unwrap();
@@ -146,23 +138,9 @@ impl TestApp {
         else {
             return;
         };
-        let topology = settle::broker::Topology::new(
-            &self.prefix,
-            &self.settings.worker.retry_delays_ms,
-            self.settings.amqp.delivery_limit,
-        );
+        let topology = settle::broker::Topology::from_settings(&self.settings);
         let channel = connection.create_channel().await.unwrap();
         let _ = topology.delete(&channel).await;
         let _ = connection.close(200, "done".into()).await;
-    }
-}
-
-/// An AMQP header value as text, the way settle writes its headers.
-fn header_text(value: &AMQPValue) -> String {
-    match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        other => format!("{other:?}"),
     }
 }

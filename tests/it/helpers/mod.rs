@@ -16,7 +16,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use settle::config::Settings;
-use settle::startup::{Application, Role};
+use settle::role::Role;
+use settle::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -170,7 +171,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let app = Application::build(settings.clone(), options.role, shutdown.clone())
         .await
         .expect("application builds");
-    let addr = app.local_addr();
+    let addr = app.local_addr().expect("a bound listener has an address");
     let running = tokio::spawn(app.run());
     let test_app = TestApp {
         addr,

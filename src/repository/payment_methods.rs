@@ -1,17 +1,23 @@
+//! Payment methods on file: set by the API, kept current by the worker's provider events.
+
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::provider::Provider;
+use crate::reconcile::payment_methods::MethodStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentMethodRow {
     pub id: String,
     pub account_id: String,
     pub customer_id: String,
-    pub provider: String,
+    pub provider: Provider,
+    /// The provider's type (`card`, `sepa_debit`, …): Stripe has more than the API takes.
     #[sqlx(rename = "type")]
     pub method_type: String,
     pub reference_id: String,
-    pub status: String,
+    pub status: MethodStatus,
     pub on_file: bool,
     pub billing_details: Option<Json<serde_json::Value>>,
     pub card_exp_month: Option<i16>,
@@ -24,10 +30,10 @@ pub struct PaymentMethodRow {
 pub struct MethodWrite<'a> {
     pub account_id: &'a str,
     pub customer_id: &'a str,
-    pub provider: &'a str,
+    pub provider: Provider,
     pub method_type: &'a str,
     pub reference_id: &'a str,
-    pub status: &'a str,
+    pub status: MethodStatus,
     pub billing_details: Option<serde_json::Value>,
     pub card_exp_month: Option<i16>,
     pub card_exp_year: Option<i16>,
@@ -40,7 +46,7 @@ const COLUMNS: &str = "id, account_id, customer_id, provider, type, reference_id
 /// Makes `method` the customer's method on file (inserting or updating it by reference) and takes
 /// every other method of the customer off file. Run inside a transaction.
 pub async fn put_on_file(
-    tx: &mut sqlx::PgConnection,
+    tx: &mut PgConnection,
     method: &MethodWrite<'_>,
 ) -> sqlx::Result<PaymentMethodRow> {
     sqlx::query(
@@ -103,4 +109,62 @@ pub async fn for_customer(
     .bind(customer_id)
     .fetch_all(db)
     .await
+}
+
+/// Whether a method of `provider` matching `reference` (a LIKE pattern: Stripe events name the
+/// method, `%/pm_…`, not its customer) has seen an event newer than `occurred_at`.
+pub async fn newer_event_exists(
+    tx: &mut PgConnection,
+    provider: Provider,
+    reference: &str,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payment_methods
+                        WHERE provider = $1 AND reference_id LIKE $2 AND last_event_at > $3)",
+    )
+    .bind(provider)
+    .bind(reference)
+    .bind(occurred_at)
+    .fetch_one(tx)
+    .await
+}
+
+/// Marks the method usable or not; an unusable method is no longer the one on file.
+pub async fn set_usable(
+    tx: &mut PgConnection,
+    provider: Provider,
+    reference: &str,
+    usable: bool,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<Option<PaymentMethodRow>> {
+    sqlx::query_as(&format!(
+        "UPDATE payment_methods SET status = $3, on_file = on_file AND $4,
+             last_event_at = GREATEST(last_event_at, $5), updated_at = now()
+         WHERE provider = $1 AND reference_id LIKE $2
+         RETURNING {COLUMNS}"
+    ))
+    .bind(provider)
+    .bind(reference)
+    .bind(MethodStatus::usable(usable))
+    .bind(usable)
+    .bind(occurred_at)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Records the provider time of an event applied to the method.
+pub async fn touch_last_event(
+    tx: &mut PgConnection,
+    id: &str,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE payment_methods SET last_event_at = GREATEST(last_event_at, $2) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(occurred_at)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -1,8 +1,6 @@
-//! `/healthz` (the process is alive), `/readyz` (it can do its main job) and `/metrics`.
-//!
-//! Readiness depends on the role. `serve` exists to take webhooks, which needs only the broker: a
-//! database outage must not make it unready, or a load balancer would stop webhook intake exactly
-//! when it should keep going. A worker needs both. The body always reports every dependency.
+//! `/healthz` (the process is alive), `/readyz` (it can do its main job) and `/metrics`, served by
+//! every role. Readiness follows the role (`Role::needs_database_to_be_ready`); the body always
+//! reports every dependency.
 
 use std::time::Duration;
 
@@ -12,31 +10,43 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-use crate::startup::{AppState, Role};
+use crate::broker::Broker;
+use crate::role::Role;
 
 /// A readiness probe must answer quickly even when the database hangs.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
+/// What the probes look at.
+#[derive(Clone)]
+pub struct ProbeState {
+    pub role: Role,
+    pub broker: Broker,
+    pub db: PgPool,
+    /// Cancelled when shutdown begins: readiness turns 503 at once.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: ProbeState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<ProbeState>) -> Response {
     let broker_up = state.broker.is_connected();
-    let database_up = tokio::time::timeout(
-        DATABASE_CHECK_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&state.db),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
+    let database_up =
+        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, crate::repository::ping(&state.db))
+            .await
+            .is_ok_and(|result| result.is_ok());
     let draining = state.shutdown.is_cancelled();
     let ready = !draining && broker_up && (database_up || !state.role.needs_database_to_be_ready());
     let status = if ready {
@@ -62,10 +72,4 @@ async fn metrics() -> Response {
         crate::telemetry::metrics_handle().render(),
     )
         .into_response()
-}
-
-impl Role {
-    fn needs_database_to_be_ready(self) -> bool {
-        !matches!(self, Role::Serve)
-    }
 }

@@ -6,15 +6,16 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
-use super::validate;
-use crate::reconcile::methods::{
-    MethodProvider, MethodReference, MethodType, validate_card_expiry,
+use super::validate::{self, MAX_SHORT, MAX_TEXT};
+use crate::provider::Provider;
+use crate::reconcile::payment_methods::{
+    MethodReference, MethodStatus, MethodType, validate_card_expiry,
 };
 use crate::repository::customers;
-use crate::repository::methods::{self as repo, MethodWrite, PaymentMethodRow};
-use crate::startup::AppState;
+use crate::repository::payment_methods::{self as repo, MethodWrite, PaymentMethodRow};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -48,7 +49,7 @@ pub struct CardExpiry {
 pub struct PutPaymentMethod {
     #[serde(rename = "type")]
     pub method_type: MethodType,
-    pub provider: MethodProvider,
+    pub provider: Provider,
     /// Stripe `cus_…`, `cus_…/pm_…`, `cus_…/card_…`, `cus_…/ba_…`, or GoCardless mandate `MD…`.
     pub reference_id: String,
     pub billing_details: Option<BillingDetails>,
@@ -61,12 +62,14 @@ pub struct PaymentMethod {
     pub id: String,
     pub sequence_account_id: String,
     pub customer_id: String,
-    pub provider: String,
+    pub provider: Provider,
+    /// The provider's type: `card`, `direct_debit`, … (Stripe may report others, `sepa_debit`,
+    /// `us_bank_account`).
     #[serde(rename = "type")]
     pub method_type: String,
     pub reference_id: String,
-    /// ACTIVE or INACTIVE (a cancelled mandate, a detached card).
-    pub status: String,
+    /// INACTIVE for a cancelled mandate, a detached card.
+    pub status: MethodStatus,
     /// The method a retry or auto-charge would use.
     pub on_file: bool,
     pub billing_details: Option<BillingDetails>,
@@ -101,7 +104,10 @@ impl From<PaymentMethodRow> for PaymentMethod {
 }
 
 impl PutPaymentMethod {
-    fn validate(&self) -> Result<(), ApiError> {
+    /// Validates the request; the parsed reference is what the handler checks further.
+    fn validate(&self) -> Result<MethodReference, ApiError> {
+        validate::at_most(&self.reference_id, MAX_TEXT)
+            .map_err(|m| ApiError::validation("referenceId", m))?;
         let reference = MethodReference::parse(self.provider, &self.reference_id)
             .map_err(|m| ApiError::validation("referenceId", m))?;
         if !reference.allows(self.method_type) {
@@ -115,13 +121,32 @@ impl PutPaymentMethod {
             ));
         }
         if let Some(details) = &self.billing_details {
+            let bounded = |field: &str, value: &Option<String>, max: usize| match value {
+                Some(value) => {
+                    validate::at_most(value, max).map_err(|m| ApiError::validation(field, m))
+                }
+                None => Ok(()),
+            };
+            bounded("billingDetails.name", &details.name, MAX_TEXT)?;
+            bounded("billingDetails.phone", &details.phone, MAX_SHORT)?;
             if let Some(email) = &details.email {
                 validate::email(email)
                     .map_err(|m| ApiError::validation("billingDetails.email", m))?;
             }
-            if let Some(country) = details.address.as_ref().and_then(|a| a.country.as_deref()) {
-                validate::country(country)
-                    .map_err(|m| ApiError::validation("billingDetails.address.country", m))?;
+            if let Some(address) = &details.address {
+                for (field, value) in [
+                    ("billingDetails.address.city", &address.city),
+                    ("billingDetails.address.line1", &address.line1),
+                    ("billingDetails.address.line2", &address.line2),
+                    ("billingDetails.address.postalCode", &address.postal_code),
+                    ("billingDetails.address.state", &address.state),
+                ] {
+                    bounded(field, value, MAX_TEXT)?;
+                }
+                if let Some(country) = address.country.as_deref() {
+                    validate::country(country)
+                        .map_err(|m| ApiError::validation("billingDetails.address.country", m))?;
+                }
             }
         }
         match (self.card, self.method_type) {
@@ -130,13 +155,16 @@ impl PutPaymentMethod {
                 card.exp_year,
                 chrono::Utc::now().date_naive(),
             )
-            .map_err(|(field, message)| ApiError::validation(field, message)),
-            (Some(_), _) => Err(ApiError::validation(
-                "card",
-                "only a method of type `card` has card details",
-            )),
-            (None, _) => Ok(()),
+            .map_err(|(field, message)| ApiError::validation(field, message))?,
+            (Some(_), _) => {
+                return Err(ApiError::validation(
+                    "card",
+                    "only a method of type `card` has card details",
+                ));
+            }
+            (None, _) => {}
         }
+        Ok(reference)
     }
 }
 
@@ -146,28 +174,24 @@ impl PutPaymentMethod {
     responses((status = 200, body = PaymentMethod), (status = 400), (status = 404)))]
 pub async fn put(
     _: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(customer_id): Path<String>,
     ApiJson(request): ApiJson<PutPaymentMethod>,
 ) -> Result<axum::Json<PaymentMethod>, ApiError> {
-    request.validate()?;
+    let reference = request.validate()?;
     let mut tx = state.db.begin().await?;
     let customer = customers::get(&mut *tx, &customer_id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer", &customer_id))?;
     // A Stripe reference must name this customer's own Stripe customer, when one is registered.
     if let (
-        Ok(
-            MethodReference::StripeCustomer { customer: stripe }
-            | MethodReference::StripeMethod {
-                customer: stripe, ..
-            },
-        ),
+        MethodReference::StripeCustomer { customer: stripe }
+        | MethodReference::StripeMethod {
+            customer: stripe, ..
+        },
         Some(registered),
-    ) = (
-        MethodReference::parse(request.provider, &request.reference_id),
-        customer.stripe_customer_id.as_deref(),
-    ) && stripe != registered
+    ) = (&reference, customer.stripe_customer_id.as_deref())
+        && stripe != registered
     {
         return Err(ApiError::validation(
             "referenceId",
@@ -177,16 +201,19 @@ pub async fn put(
     let row = repo::put_on_file(
         &mut tx,
         &MethodWrite {
-            account_id: &state.settings.account.id,
+            account_id: &state.account_id,
             customer_id: &customer_id,
-            provider: request.provider.as_str(),
+            provider: request.provider,
             method_type: request.method_type.as_str(),
             reference_id: &request.reference_id,
-            status: "ACTIVE",
+            status: MethodStatus::Active,
             billing_details: request
                 .billing_details
                 .as_ref()
-                .map(|d| serde_json::to_value(d).expect("serializable")),
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|error| ApiError::Internal(error.into()))?,
+            // validate_card_expiry keeps both in range (1–12, 1000–9999).
             card_exp_month: request.card.map(|c| c.exp_month as i16),
             card_exp_year: request.card.map(|c| c.exp_year as i16),
             details: serde_json::json!({}),
@@ -202,7 +229,7 @@ pub async fn put(
     params(("id" = String, Path)), responses((status = 200, body = Vec<PaymentMethod>), (status = 404)))]
 pub async fn list(
     _: Caller,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(customer_id): Path<String>,
 ) -> Result<axum::Json<Vec<PaymentMethod>>, ApiError> {
     if !customers::exists(&state.db, &customer_id).await? {

@@ -3,45 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::PaymentProvider;
+use crate::provider::Provider;
 
-/// The providers that hold payment methods (a method never has provider `NONE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum MethodProvider {
-    #[serde(rename = "STRIPE")]
-    Stripe,
-    #[serde(rename = "GOCARDLESS")]
-    GoCardless,
-}
-
-impl MethodProvider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stripe => "STRIPE",
-            Self::GoCardless => "GOCARDLESS",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "STRIPE" => Some(Self::Stripe),
-            "GOCARDLESS" => Some(Self::GoCardless),
-            _ => None,
-        }
-    }
-}
-
-impl From<MethodProvider> for PaymentProvider {
-    fn from(provider: MethodProvider) -> Self {
-        match provider {
-            MethodProvider::Stripe => Self::Stripe,
-            MethodProvider::GoCardless => Self::GoCardless,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MethodType {
     Card,
     DirectDebit,
@@ -52,13 +29,33 @@ pub enum MethodType {
 
 impl MethodType {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Card => "card",
-            Self::DirectDebit => "direct_debit",
-            Self::BankAccount => "bank_account",
-            Self::SepaDebit => "sepa_debit",
-            Self::BacsDebit => "bacs_debit",
-        }
+        self.into()
+    }
+}
+
+/// Whether a method can be charged: a cancelled mandate or a detached card is `Inactive`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum MethodStatus {
+    Active,
+    Inactive,
+}
+
+impl MethodStatus {
+    pub fn usable(usable: bool) -> Self {
+        if usable { Self::Active } else { Self::Inactive }
     }
 }
 
@@ -91,9 +88,9 @@ fn is_id_tail(text: &str) -> bool {
 }
 
 impl MethodReference {
-    pub fn parse(provider: MethodProvider, reference: &str) -> Result<Self, String> {
+    pub fn parse(provider: Provider, reference: &str) -> Result<Self, String> {
         match provider {
-            MethodProvider::Stripe => {
+            Provider::Stripe => {
                 let (customer, method) = match reference.split_once('/') {
                     Some((customer, method)) => (customer, Some(method)),
                     None => (reference, None),
@@ -125,7 +122,7 @@ impl MethodReference {
                     kind,
                 })
             }
-            MethodProvider::GoCardless => {
+            Provider::GoCardless => {
                 let valid = reference.strip_prefix("MD").is_some_and(|rest| {
                     !rest.is_empty()
                         && rest
@@ -203,7 +200,7 @@ mod tests {
     #[test]
     fn stripe_references_in_every_seed_form() {
         assert!(matches!(
-            MethodReference::parse(MethodProvider::Stripe, "cus_ABC123").unwrap(),
+            MethodReference::parse(Provider::Stripe, "cus_ABC123").unwrap(),
             MethodReference::StripeCustomer { .. }
         ));
         for (reference, kind) in [
@@ -211,7 +208,7 @@ mod tests {
             ("cus_ABC/card_123", StripeMethodKind::Card),
             ("cus_ABC/ba_123", StripeMethodKind::BankAccount),
         ] {
-            match MethodReference::parse(MethodProvider::Stripe, reference).unwrap() {
+            match MethodReference::parse(Provider::Stripe, reference).unwrap() {
                 MethodReference::StripeMethod {
                     kind: parsed,
                     customer,
@@ -234,7 +231,7 @@ mod tests {
             "cus_ABC/pm_1/x",
         ] {
             assert!(
-                MethodReference::parse(MethodProvider::Stripe, bad).is_err(),
+                MethodReference::parse(Provider::Stripe, bad).is_err(),
                 "{bad:?}"
             );
         }
@@ -242,10 +239,10 @@ mod tests {
 
     #[test]
     fn gocardless_mandates() {
-        assert!(MethodReference::parse(MethodProvider::GoCardless, "MD0000XH9A3T4C").is_ok());
+        assert!(MethodReference::parse(Provider::GoCardless, "MD0000XH9A3T4C").is_ok());
         for bad in ["", "MD", "md123", "MD12 3", "PM123", "cus_ABC"] {
             assert!(
-                MethodReference::parse(MethodProvider::GoCardless, bad).is_err(),
+                MethodReference::parse(Provider::GoCardless, bad).is_err(),
                 "{bad:?}"
             );
         }
@@ -253,10 +250,10 @@ mod tests {
 
     #[test]
     fn types_must_fit_the_reference() {
-        let card = MethodReference::parse(MethodProvider::Stripe, "cus_A/card_1").unwrap();
+        let card = MethodReference::parse(Provider::Stripe, "cus_A/card_1").unwrap();
         assert!(card.allows(MethodType::Card));
         assert!(!card.allows(MethodType::DirectDebit));
-        let mandate = MethodReference::parse(MethodProvider::GoCardless, "MD1").unwrap();
+        let mandate = MethodReference::parse(Provider::GoCardless, "MD1").unwrap();
         assert!(mandate.allows(MethodType::DirectDebit));
         assert!(!mandate.allows(MethodType::Card));
     }

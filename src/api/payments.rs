@@ -1,0 +1,143 @@
+//! Payment attempts: `POST /invoices/{id}/payments` registers one before its webhooks arrive,
+//! `GET /payments/{id}` reads it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::error::{ApiError, unique_constraint};
+use super::extract::{ApiJson, Caller};
+use super::validate;
+use crate::provider::Provider;
+use crate::reconcile::money::{Currency, MinorUnits};
+use crate::reconcile::payment::PaymentStatus;
+use crate::repository::invoices;
+use crate::repository::payments::{self as repo, NewPayment, PaymentRow};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub id: String,
+    pub sequence_account_id: String,
+    pub invoice_id: String,
+    pub provider: Provider,
+    pub provider_payment_id: String,
+    pub amount: i64,
+    #[schema(value_type = String, example = "GBP")]
+    pub currency: Currency,
+    pub status: PaymentStatus,
+    /// Whether the amount counts towards the invoice's amountPaid.
+    pub collected: bool,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub last_event_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<PaymentRow> for Payment {
+    fn from(row: PaymentRow) -> Self {
+        Self {
+            id: row.id,
+            sequence_account_id: row.account_id,
+            invoice_id: row.invoice_id,
+            provider: row.provider,
+            provider_payment_id: row.provider_payment_id,
+            amount: row.amount,
+            currency: row.currency,
+            status: row.status,
+            collected: row.collected,
+            failure_code: row.failure_code,
+            failure_message: row.failure_message,
+            last_event_at: row.last_event_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePayment {
+    /// Optional; settle makes one (`pay_…`) when left out.
+    pub id: Option<String>,
+    pub provider: Provider,
+    /// Stripe PaymentIntent id (`pi_…`) or GoCardless payment id (`PM…`).
+    pub provider_payment_id: String,
+    #[schema(value_type = i64)]
+    pub amount: MinorUnits,
+    #[schema(value_type = String, example = "GBP")]
+    pub currency: Currency,
+}
+
+/// Register a payment attempt before its webhooks arrive.
+#[utoipa::path(post, path = "/invoices/{id}/payments", tag = "payments",
+    params(("id" = String, Path)), request_body = CreatePayment,
+    responses((status = 201, body = Payment), (status = 400), (status = 404), (status = 409)))]
+pub async fn create(
+    _: Caller,
+    State(state): State<ApiState>,
+    Path(invoice_id): Path<String>,
+    ApiJson(request): ApiJson<CreatePayment>,
+) -> Result<(StatusCode, axum::Json<Payment>), ApiError> {
+    let id = match request.id {
+        Some(id) => {
+            validate::check_id("id", &id)?;
+            id
+        }
+        None => crate::repository::new_id("pay"),
+    };
+    validate::provider_payment_id(request.provider, &request.provider_payment_id)
+        .map_err(|message| ApiError::validation("providerPaymentId", message))?;
+    let invoice = invoices::get(&state.db, &invoice_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invoice", &invoice_id))?;
+    if invoice.currency != request.currency {
+        return Err(ApiError::validation(
+            "currency",
+            format!(
+                "{} differs from the invoice's currency {}",
+                request.currency, invoice.currency
+            ),
+        ));
+    }
+    let row = repo::insert(
+        &state.db,
+        &NewPayment {
+            id: &id,
+            account_id: &invoice.account_id,
+            invoice_id: &invoice.id,
+            provider: request.provider,
+            provider_payment_id: &request.provider_payment_id,
+            amount: request.amount,
+            currency: request.currency,
+        },
+    )
+    .await
+    .map_err(|error| match unique_constraint(&error) {
+        Some("payments_provider_provider_payment_id_key") => ApiError::Conflict(format!(
+            "{} payment `{}` is already registered",
+            request.provider.stored_name(),
+            request.provider_payment_id
+        )),
+        Some(_) => ApiError::Conflict(format!("payment `{id}` already exists")),
+        None => error.into(),
+    })?;
+    Ok((StatusCode::CREATED, axum::Json(row.into())))
+}
+
+/// Read a payment.
+#[utoipa::path(get, path = "/payments/{id}", tag = "payments",
+    params(("id" = String, Path)), responses((status = 200, body = Payment), (status = 404)))]
+pub async fn get(
+    _: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Payment>, ApiError> {
+    repo::get(&state.db, &id)
+        .await?
+        .map(|row| axum::Json(row.into()))
+        .ok_or_else(|| ApiError::not_found("payment", &id))
+}

@@ -1,0 +1,240 @@
+//! The queued-event message: what the receiver publishes for each provider event, and what the
+//! worker, the dead-letter consumer and the operator tools read back. This is settle's own
+//! contract on the work queue (RabbitMQ only carries it), so it has one owner: built here, parsed
+//! here.
+//!
+//! A message carries the provider's exact event JSON as its body, the message id
+//! `<provider>:<event id>` and the headers below. The worker adds the failure headers when it
+//! moves a message to a retry tier or the dead-letter queue (its own attempt count, not `x-death`,
+//! which RabbitMQ 4 no longer maintains for republished messages).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+use crate::broker::{HeaderValue, OutgoingMessage, Topology};
+use crate::provider::Provider;
+
+/// Header names. The receiver sets the first four; the worker adds the rest on failure.
+pub mod headers {
+    pub const PROVIDER: &str = "provider";
+    pub const EVENT_ID: &str = "event-id";
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const RECEIVED_AT: &str = "received-at";
+    pub const ATTEMPTS: &str = "x-settle-attempts";
+    pub const FIRST_FAILURE_AT: &str = "x-settle-first-failure-at";
+    pub const LAST_FAILURE_AT: &str = "x-settle-last-failure-at";
+    pub const LAST_ERROR: &str = "x-settle-last-error";
+    pub const REASON: &str = "x-settle-reason";
+    pub const DEAD_LETTER_KEY: &str = "x-settle-dead-letter-key";
+}
+
+/// AMQP short strings (routing keys, message ids) hold at most 255 bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// One provider event on the work queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEvent {
+    pub provider: Provider,
+    pub event_id: String,
+    /// Stripe's `type`; GoCardless's `<resource_type>.<action>`.
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+    /// The event's exact JSON as the provider sent it.
+    pub body: Vec<u8>,
+}
+
+/// Why a message is not a queued event settle can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("no `{0}` header")]
+    MissingHeader(&'static str),
+    #[error("unknown provider `{0}`")]
+    UnknownProvider(String),
+    #[error("the event id or type is too long for AMQP: `{0}`")]
+    NameTooLong(String),
+}
+
+impl QueuedEvent {
+    /// Checks that the names derived from the event fit AMQP, so a hostile or odd event id is
+    /// refused at the edge rather than failing at publish.
+    pub fn new(
+        provider: Provider,
+        event_id: String,
+        event_type: String,
+        received_at: DateTime<Utc>,
+        body: Vec<u8>,
+    ) -> Result<Self, EnvelopeError> {
+        let event = Self {
+            provider,
+            event_id,
+            event_type,
+            received_at,
+            body,
+        };
+        for name in [event.message_id(), event.routing_key()] {
+            if name.len() > MAX_NAME_BYTES {
+                return Err(EnvelopeError::NameTooLong(name));
+            }
+        }
+        Ok(event)
+    }
+
+    /// `<provider>:<event id>`: stable across redeliveries, replays and backfills.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.provider.wire_name(), self.event_id)
+    }
+
+    /// `<provider>.<event type>` on the webhooks exchange.
+    pub fn routing_key(&self) -> String {
+        format!("{}.{}", self.provider.wire_name(), self.event_type)
+    }
+
+    fn headers(&self) -> Vec<(String, HeaderValue)> {
+        let text = |name: &str, value: &str| (name.to_owned(), HeaderValue::Text(value.to_owned()));
+        vec![
+            text(headers::PROVIDER, self.provider.wire_name()),
+            text(headers::EVENT_ID, &self.event_id),
+            text(headers::EVENT_TYPE, &self.event_type),
+            text(
+                headers::RECEIVED_AT,
+                &self
+                    .received_at
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
+            ),
+        ]
+    }
+
+    /// As the receiver publishes it: to the webhooks exchange, routed by provider and type.
+    pub fn to_webhook_message(self, topology: &Topology) -> OutgoingMessage {
+        OutgoingMessage {
+            exchange: topology.webhooks_exchange.clone(),
+            routing_key: self.routing_key(),
+            message_id: self.message_id(),
+            headers: self.headers(),
+            body: self.body,
+        }
+    }
+
+    /// Straight onto the work queue, as the receiver would have queued it, with no failure
+    /// headers, so its attempts start again: how operators replay an event.
+    pub fn to_work_queue_message(self, topology: &Topology) -> OutgoingMessage {
+        OutgoingMessage {
+            exchange: String::new(),
+            routing_key: topology.reconcile_queue.clone(),
+            message_id: self.message_id(),
+            headers: self.headers(),
+            body: self.body,
+        }
+    }
+
+    /// Reads a message back from its headers (as `broker::headers_json` decodes them, or as the
+    /// dead-letter table stores them). A missing or unreadable `received-at` is taken as now.
+    pub fn from_headers(
+        headers: &Map<String, Value>,
+        body: Vec<u8>,
+    ) -> Result<Self, EnvelopeError> {
+        let text = |name: &'static str| {
+            header_text(headers, name).ok_or(EnvelopeError::MissingHeader(name))
+        };
+        let provider = text(headers::PROVIDER)?;
+        let provider = Provider::from_wire_name(provider)
+            .ok_or_else(|| EnvelopeError::UnknownProvider(provider.to_owned()))?;
+        let received_at = header_text(headers, headers::RECEIVED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        Ok(Self {
+            provider,
+            event_id: text(headers::EVENT_ID)?.to_owned(),
+            event_type: text(headers::EVENT_TYPE)?.to_owned(),
+            received_at,
+            body,
+        })
+    }
+}
+
+/// A text header.
+pub fn header_text<'a>(headers: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    headers.get(name)?.as_str()
+}
+
+/// An integer header.
+pub fn header_int(headers: &Map<String, Value>, name: &str) -> Option<i64> {
+    headers.get(name)?.as_i64()
+}
+
+/// A time header, as the worker writes them (RFC 3339).
+pub fn header_time(headers: &Map<String, Value>, name: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(header_text(headers, name)?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> QueuedEvent {
+        QueuedEvent::new(
+            Provider::GoCardless,
+            "EV123".into(),
+            "payments.confirmed".into(),
+            "2026-11-02T12:00:00.123456Z".parse().unwrap(),
+            br#"{"id":"EV123"}"#.to_vec(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_message_reads_back_as_the_event_it_was_built_from() {
+        let topology = Topology::new("p", &[1000], 10);
+        let message = event().to_webhook_message(&topology);
+        assert_eq!(message.exchange, "p.webhooks");
+        assert_eq!(message.routing_key, "gocardless.payments.confirmed");
+        assert_eq!(message.message_id, "gocardless:EV123");
+        let headers: Map<String, Value> = message
+            .headers
+            .iter()
+            .map(|(name, value)| match value {
+                HeaderValue::Text(text) => (name.clone(), Value::from(text.as_str())),
+                HeaderValue::Int(n) => (name.clone(), Value::from(*n)),
+            })
+            .collect();
+        assert_eq!(
+            QueuedEvent::from_headers(&headers, message.body),
+            Ok(event())
+        );
+
+        let replay = event().to_work_queue_message(&topology);
+        assert_eq!(
+            (replay.exchange.as_str(), replay.routing_key.as_str()),
+            ("", "p.reconcile")
+        );
+        assert_eq!(replay.headers, message.headers);
+    }
+
+    #[test]
+    fn unreadable_messages_say_what_is_wrong() {
+        let mut headers = Map::new();
+        assert_eq!(
+            QueuedEvent::from_headers(&headers, vec![]),
+            Err(EnvelopeError::MissingHeader(headers::PROVIDER))
+        );
+        headers.insert(headers::PROVIDER.into(), "paypal".into());
+        assert_eq!(
+            QueuedEvent::from_headers(&headers, vec![]),
+            Err(EnvelopeError::UnknownProvider("paypal".into()))
+        );
+        headers.insert(headers::PROVIDER.into(), "stripe".into());
+        assert_eq!(
+            QueuedEvent::from_headers(&headers, vec![]),
+            Err(EnvelopeError::MissingHeader(headers::EVENT_ID))
+        );
+    }
+
+    #[test]
+    fn names_that_do_not_fit_amqp_are_refused() {
+        let long = "x".repeat(250);
+        let refused = QueuedEvent::new(Provider::Stripe, long, "t".into(), Utc::now(), vec![]);
+        assert!(matches!(refused, Err(EnvelopeError::NameTooLong(_))));
+    }
+}

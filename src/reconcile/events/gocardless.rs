@@ -1,0 +1,226 @@
+//! GoCardless events: `<resource_type>.<action>` with links to the resource. Payment events carry
+//! no amount (the registered payment's or the invoice's outstanding amount counts); mandate events
+//! make the customer's direct-debit method usable or not.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, text};
+use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::reconcile::payment::PaymentSignal;
+
+pub(super) fn interpret(
+    event: &Value,
+    collected_at: GoCardlessCollectedAt,
+) -> Result<DomainEvent, EventError> {
+    let occurred_at = text(event, "/created_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or(EventError::Missing("created_at"))?;
+    let resource_type = text(event, "/resource_type").unwrap_or_default();
+    let action = text(event, "/action").unwrap_or_default();
+    use PaymentSignal as S;
+    match resource_type.as_str() {
+        "payments" => {
+            let signal = match action.as_str() {
+                "created"
+                | "submitted"
+                | "customer_approval_granted"
+                | "resubmission_requested" => S::Pending,
+                "confirmed" => match collected_at {
+                    GoCardlessCollectedAt::Confirmed => S::Succeeded,
+                    GoCardlessCollectedAt::PaidOut => S::Pending,
+                },
+                "paid_out" => S::Succeeded,
+                "failed" | "cancelled" | "customer_approval_denied" => S::Failed,
+                "charged_back" => S::ChargedBack,
+                "chargeback_cancelled" => S::ChargebackCancelled,
+                "late_failure_settled" | "chargeback_settled" => S::Recorded,
+                a if a.starts_with("surcharge_fee_") => S::Recorded,
+                _ => return Ok(DomainEvent::Ignored("unhandled GoCardless payment action")),
+            };
+            let provider_payment_id =
+                text(event, "/links/payment").ok_or(EventError::Missing("links.payment"))?;
+            let failure = (signal == S::Failed).then(|| Failure {
+                code: text(event, "/details/cause"),
+                message: text(event, "/details/description"),
+            });
+            // Cancellation and a denied approval are final: GoCardless will not retry them.
+            let provider_will_retry = match action.as_str() {
+                "cancelled" | "customer_approval_denied" => Some(false),
+                _ => event
+                    .pointer("/details/will_attempt_retry")
+                    .and_then(Value::as_bool),
+            };
+            Ok(DomainEvent::Payment(PaymentEvent {
+                provider: Provider::GoCardless,
+                provider_payment_id,
+                invoice_ref: text(event, "/resource_metadata/invoice_id")
+                    .or_else(|| text(event, "/metadata/invoice_id")),
+                signal,
+                amount: None,
+                currency: None,
+                occurred_at,
+                failure,
+                provider_will_retry,
+            }))
+        }
+        "mandates" => {
+            let mandate =
+                text(event, "/links/mandate").ok_or(EventError::Missing("links.mandate"))?;
+            let usable = match action.as_str() {
+                "active" | "reinstated" | "transferred" => true,
+                "cancelled" | "failed" | "expired" | "consumed" | "blocked" => false,
+                "replaced" => {
+                    let new_mandate = text(event, "/links/new_mandate")
+                        .ok_or(EventError::Missing("links.new_mandate"))?;
+                    return Ok(DomainEvent::Method(MethodEvent::MandateReplaced {
+                        mandate,
+                        new_mandate,
+                        occurred_at,
+                    }));
+                }
+                _ => return Ok(DomainEvent::Ignored("unhandled GoCardless mandate action")),
+            };
+            Ok(DomainEvent::Method(MethodEvent::Mandate {
+                mandate,
+                usable,
+                occurred_at,
+            }))
+        }
+        _ => Ok(DomainEvent::Ignored("unhandled GoCardless resource type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `interpret` over raw bytes, as they come off the queue.
+    fn interpret(
+        body: &[u8],
+        collected_at: GoCardlessCollectedAt,
+    ) -> Result<DomainEvent, EventError> {
+        super::interpret(&serde_json::from_slice(body).unwrap(), collected_at)
+    }
+
+    fn payment(event: DomainEvent) -> PaymentEvent {
+        match event {
+            DomainEvent::Payment(payment) => payment,
+            other => panic!("not a payment event: {other:?}"),
+        }
+    }
+
+    const C: GoCardlessCollectedAt = GoCardlessCollectedAt::Confirmed;
+
+    fn gocardless_event(resource_type: &str, action: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": "EV1", "created_at": "2026-11-02T12:00:03.000Z",
+            "resource_type": resource_type, "action": action,
+            "links": {"payment": "PM1", "mandate": "MD1", "new_mandate": "MD2"},
+            "details": {"cause": "insufficient_funds", "description": "No money.", "will_attempt_retry": true},
+            "resource_metadata": {"invoice_id": "inv_9"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gocardless_payment_rows_of_the_table() {
+        use PaymentSignal as S;
+        let rows: &[(&str, S)] = &[
+            ("created", S::Pending),
+            ("submitted", S::Pending),
+            ("customer_approval_granted", S::Pending),
+            ("resubmission_requested", S::Pending),
+            ("confirmed", S::Succeeded),
+            ("paid_out", S::Succeeded),
+            ("failed", S::Failed),
+            ("cancelled", S::Failed),
+            ("customer_approval_denied", S::Failed),
+            ("charged_back", S::ChargedBack),
+            ("chargeback_cancelled", S::ChargebackCancelled),
+            ("late_failure_settled", S::Recorded),
+            ("chargeback_settled", S::Recorded),
+            ("surcharge_fee_debited", S::Recorded),
+        ];
+        for (action, signal) in rows {
+            let event = payment(interpret(&gocardless_event("payments", action), C).unwrap());
+            assert_eq!(event.signal, *signal, "{action}");
+            assert_eq!(event.provider_payment_id, "PM1");
+            assert_eq!(event.invoice_ref.as_deref(), Some("inv_9"));
+            assert_eq!(event.amount, None);
+        }
+        let failed = payment(interpret(&gocardless_event("payments", "failed"), C).unwrap());
+        assert_eq!(failed.provider_will_retry, Some(true));
+        assert_eq!(
+            failed.failure.unwrap().code.as_deref(),
+            Some("insufficient_funds")
+        );
+        let cancelled = payment(interpret(&gocardless_event("payments", "cancelled"), C).unwrap());
+        assert_eq!(cancelled.provider_will_retry, Some(false));
+        let confirmed = payment(
+            interpret(
+                &gocardless_event("payments", "confirmed"),
+                GoCardlessCollectedAt::PaidOut,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            confirmed.signal,
+            S::Pending,
+            "counted only at paid_out when so configured"
+        );
+        assert!(matches!(
+            interpret(&gocardless_event("payments", "brand_new_action"), C).unwrap(),
+            DomainEvent::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn gocardless_mandate_rows_of_the_table() {
+        for (action, usable) in [
+            ("active", true),
+            ("reinstated", true),
+            ("transferred", true),
+            ("cancelled", false),
+            ("failed", false),
+            ("expired", false),
+            ("consumed", false),
+            ("blocked", false),
+        ] {
+            match interpret(&gocardless_event("mandates", action), C).unwrap() {
+                DomainEvent::Method(MethodEvent::Mandate {
+                    mandate, usable: u, ..
+                }) => {
+                    assert_eq!(mandate, "MD1");
+                    assert_eq!(u, usable, "{action}");
+                }
+                other => panic!("{action}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            interpret(&gocardless_event("mandates", "replaced"), C).unwrap(),
+            DomainEvent::Method(MethodEvent::MandateReplaced {
+                mandate: "MD1".into(),
+                new_mandate: "MD2".into(),
+                occurred_at: "2026-11-02T12:00:03Z".parse().unwrap()
+            })
+        );
+        assert!(matches!(
+            interpret(&gocardless_event("refunds", "created"), C).unwrap(),
+            DomainEvent::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn the_shared_gocardless_fixture_interprets_without_error() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/gocardless-webhook.json"
+        ))
+        .unwrap();
+        for event in fixture["events"].as_array().unwrap() {
+            let body = serde_json::to_vec(event).unwrap();
+            interpret(&body, C).unwrap();
+        }
+    }
+}

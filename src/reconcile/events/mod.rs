@@ -1,0 +1,117 @@
+//! Provider events → what they mean to settle. This is DESIGN §5's event → effect table, as pure
+//! functions over the provider's JSON, one module per provider. Unknown types and actions are
+//! `Ignored`, never errors: a new provider event type must not need a release, nor end in the
+//! dead-letter queue. JSON pointers, not typed structs, so Stripe's schema drift never breaks a
+//! parse.
+
+mod gocardless;
+mod stripe;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::money::{Currency, MinorUnits};
+use super::payment::PaymentSignal;
+use crate::provider::{GoCardlessCollectedAt, Provider};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DomainEvent {
+    Payment(PaymentEvent),
+    Method(MethodEvent),
+    /// Recorded in the inbox with this reason and acknowledged; nothing else happens.
+    Ignored(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentEvent {
+    pub provider: Provider,
+    /// Stripe PaymentIntent id (every Stripe event of one payment keys on it) or GoCardless `PM…`.
+    pub provider_payment_id: String,
+    /// The billing system's invoice id from the provider's metadata, when present.
+    pub invoice_ref: Option<String>,
+    pub signal: PaymentSignal,
+    /// Stripe gives amounts; GoCardless events carry none.
+    pub amount: Option<MinorUnits>,
+    pub currency: Option<Currency>,
+    pub occurred_at: DateTime<Utc>,
+    /// The provider's reason, on a failure.
+    pub failure: Option<Failure>,
+    /// GoCardless `details.will_attempt_retry` (`Some(false)` for a final cancellation).
+    pub provider_will_retry: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MethodEvent {
+    /// A Stripe payment method attached to (or set up for) a customer: it becomes the method on
+    /// file when `on_file`, and its details are refreshed either way.
+    StripeMethod {
+        customer: Option<String>,
+        method_id: String,
+        method_type: String,
+        on_file: bool,
+        exp_month: Option<i16>,
+        exp_year: Option<i16>,
+        billing_details: Option<Value>,
+        details: Value,
+        occurred_at: DateTime<Utc>,
+    },
+    StripeDetached {
+        method_id: String,
+        occurred_at: DateTime<Utc>,
+    },
+    /// A GoCardless mandate became usable or unusable.
+    Mandate {
+        mandate: String,
+        usable: bool,
+        occurred_at: DateTime<Utc>,
+    },
+    /// `replaced`: the customer's method switches to the new mandate.
+    MandateReplaced {
+        mandate: String,
+        new_mandate: String,
+        occurred_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("the event has no usable `{0}`")]
+    Missing(&'static str),
+    #[error("`{field}` is invalid: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn text(value: &Value, pointer: &str) -> Option<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn integer(value: &Value, pointer: &str) -> Option<i64> {
+    value.pointer(pointer).and_then(Value::as_i64)
+}
+
+/// Interprets one provider event (the exact JSON queued by the receiver). Stripe's type is its
+/// `type` field; GoCardless's comes from `resource_type` and `action`. Both are read from the body,
+/// the one source of truth, not from the message headers.
+pub fn interpret(
+    provider: Provider,
+    event: &Value,
+    collected_at: GoCardlessCollectedAt,
+) -> Result<DomainEvent, EventError> {
+    match provider {
+        Provider::Stripe => stripe::interpret(event),
+        Provider::GoCardless => gocardless::interpret(event, collected_at),
+    }
+}

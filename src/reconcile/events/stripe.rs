@@ -1,0 +1,351 @@
+//! Stripe events: one payment fans out into several event types (PaymentIntent, charge, Checkout
+//! Session, Stripe invoice), and they all key on the PaymentIntent id, so money is counted once
+//! per payment.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, integer, text};
+use crate::provider::Provider;
+use crate::reconcile::money::{Currency, MinorUnits};
+use crate::reconcile::payment::PaymentSignal;
+
+pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
+    let event_type = text(event, "/type").ok_or(EventError::Missing("type"))?;
+    let event_type = event_type.as_str();
+    let occurred_at = integer(event, "/created")
+        .and_then(|t| DateTime::from_timestamp(t, 0))
+        .ok_or(EventError::Missing("created"))?;
+    let object = event
+        .pointer("/data/object")
+        .ok_or(EventError::Missing("data.object"))?;
+    let id = || text(object, "/id").ok_or(EventError::Missing("data.object.id"));
+    use PaymentSignal as S;
+
+    // (signal, the amount's field), per event type.
+    let (signal, amount_field) = match event_type {
+        "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
+        "payment_intent.processing" => (S::Pending, "/amount"),
+        "payment_intent.payment_failed" => (S::Failed, "/amount"),
+        "payment_intent.canceled" => (S::Canceled, "/amount"),
+        "checkout.session.completed" => {
+            let paid = text(object, "/payment_status").as_deref() == Some("paid");
+            (
+                if paid { S::Succeeded } else { S::Pending },
+                "/amount_total",
+            )
+        }
+        "checkout.session.async_payment_succeeded" => (S::Succeeded, "/amount_total"),
+        "checkout.session.async_payment_failed" => (S::Failed, "/amount_total"),
+        "invoice.paid" => (S::Succeeded, "/amount_paid"),
+        "invoice.payment_failed" => (S::Failed, "/amount_due"),
+        "charge.succeeded" => (S::Succeeded, "/amount_captured"),
+        "charge.failed" => (S::Failed, "/amount"),
+        "payment_method.attached"
+        | "payment_method.updated"
+        | "payment_method.automatically_updated" => {
+            return Ok(DomainEvent::Method(method(
+                object,
+                event_type == "payment_method.attached",
+                occurred_at,
+            )?));
+        }
+        "payment_method.detached" => {
+            return Ok(DomainEvent::Method(MethodEvent::StripeDetached {
+                method_id: id()?,
+                occurred_at,
+            }));
+        }
+        "setup_intent.succeeded" => {
+            let method_id = text(object, "/payment_method")
+                .or_else(|| text(object, "/payment_method/id"))
+                .ok_or(EventError::Missing("data.object.payment_method"))?;
+            return Ok(DomainEvent::Method(MethodEvent::StripeMethod {
+                customer: text(object, "/customer"),
+                method_id,
+                method_type: text(object, "/payment_method_types/0")
+                    .unwrap_or_else(|| "card".into()),
+                on_file: true,
+                exp_month: None,
+                exp_year: None,
+                billing_details: None,
+                details: serde_json::json!({ "setupIntent": text(object, "/id") }),
+                occurred_at,
+            }));
+        }
+        _ => return Ok(DomainEvent::Ignored("unhandled Stripe event type")),
+    };
+
+    // Every event of one payment keys on its PaymentIntent, so money is counted once per payment.
+    let object_kind = event_type.split('.').next().unwrap_or_default();
+    let provider_payment_id = if object_kind == "payment_intent" {
+        id()?
+    } else {
+        text(object, "/payment_intent")
+            .or_else(|| text(object, "/payment_intent/id"))
+            .or_else(|| text(object, "/id"))
+            .ok_or(EventError::Missing("data.object.payment_intent"))?
+    };
+    let amount = integer(object, amount_field)
+        .or_else(|| integer(object, "/amount"))
+        .map(|amount| {
+            MinorUnits::new(amount).map_err(|message| EventError::Invalid {
+                field: "data.object.amount",
+                message,
+            })
+        })
+        .transpose()?;
+    // Stripe writes currencies in lower case (`gbp`).
+    let currency = text(object, "/currency")
+        .map(|code| {
+            Currency::parse_any_case(&code).map_err(|message| EventError::Invalid {
+                field: "data.object.currency",
+                message,
+            })
+        })
+        .transpose()?;
+    let failure = (signal == S::Failed).then(|| failure(object));
+    Ok(DomainEvent::Payment(PaymentEvent {
+        provider: Provider::Stripe,
+        provider_payment_id,
+        invoice_ref: text(object, "/metadata/invoice_id"),
+        signal,
+        amount,
+        currency,
+        occurred_at,
+        failure,
+        provider_will_retry: None,
+    }))
+}
+
+/// The provider's reason: a PaymentIntent's `last_payment_error` (decline code first, it is the
+/// more precise), a charge's `failure_code`/`outcome`.
+fn failure(object: &Value) -> Failure {
+    let code = text(object, "/last_payment_error/decline_code")
+        .or_else(|| text(object, "/last_payment_error/code"))
+        .or_else(|| text(object, "/failure_code"))
+        .or_else(|| text(object, "/outcome/reason"));
+    let message = text(object, "/last_payment_error/message")
+        .or_else(|| text(object, "/failure_message"))
+        .or_else(|| text(object, "/outcome/seller_message"));
+    Failure { code, message }
+}
+
+fn method(
+    object: &Value,
+    attached: bool,
+    occurred_at: DateTime<Utc>,
+) -> Result<MethodEvent, EventError> {
+    let method_id = text(object, "/id").ok_or(EventError::Missing("data.object.id"))?;
+    let mut details = serde_json::Map::new();
+    for (key, pointer) in [
+        ("brand", "/card/brand"),
+        ("last4", "/card/last4"),
+        ("funding", "/card/funding"),
+    ] {
+        if let Some(value) = text(object, pointer) {
+            details.insert(key.into(), value.into());
+        }
+    }
+    Ok(MethodEvent::StripeMethod {
+        customer: text(object, "/customer"),
+        method_id,
+        method_type: text(object, "/type").unwrap_or_else(|| "card".into()),
+        on_file: attached,
+        exp_month: integer(object, "/card/exp_month").and_then(|m| i16::try_from(m).ok()),
+        exp_year: integer(object, "/card/exp_year").and_then(|y| i16::try_from(y).ok()),
+        billing_details: object
+            .get("billing_details")
+            .filter(|v| v.is_object())
+            .cloned(),
+        details: Value::Object(details),
+        occurred_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/stripe-objects.json");
+
+    /// `interpret` over raw bytes, as they come off the queue.
+    fn interpret(body: &[u8]) -> Result<DomainEvent, EventError> {
+        super::interpret(&serde_json::from_slice(body).unwrap())
+    }
+
+    fn stripe_event(event_type: &str, object_kind: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let fixtures: Value = serde_json::from_str(FIXTURES).unwrap();
+        let mut event = fixtures["event"].clone();
+        event["type"] = event_type.into();
+        event["created"] = 1_800_000_000.into();
+        event["data"]["object"] = fixtures[object_kind].clone();
+        edit(&mut event["data"]["object"]);
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    fn payment(event: DomainEvent) -> PaymentEvent {
+        match event {
+            DomainEvent::Payment(payment) => payment,
+            other => panic!("not a payment event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stripe_payment_rows_of_the_table() {
+        use PaymentSignal as S;
+        let rows: &[(&str, &str, &str, S)] = &[
+            (
+                "payment_intent.succeeded",
+                "payment_intent",
+                "",
+                S::Succeeded,
+            ),
+            (
+                "payment_intent.processing",
+                "payment_intent",
+                "",
+                S::Pending,
+            ),
+            (
+                "payment_intent.payment_failed",
+                "payment_intent",
+                "",
+                S::Failed,
+            ),
+            ("payment_intent.canceled", "payment_intent", "", S::Canceled),
+            (
+                "checkout.session.completed",
+                "checkout.session",
+                "paid",
+                S::Succeeded,
+            ),
+            (
+                "checkout.session.completed",
+                "checkout.session",
+                "unpaid",
+                S::Pending,
+            ),
+            (
+                "checkout.session.async_payment_succeeded",
+                "checkout.session",
+                "",
+                S::Succeeded,
+            ),
+            (
+                "checkout.session.async_payment_failed",
+                "checkout.session",
+                "",
+                S::Failed,
+            ),
+            ("invoice.paid", "invoice", "", S::Succeeded),
+            ("invoice.payment_failed", "invoice", "", S::Failed),
+        ];
+        for (event_type, kind, payment_status, signal) in rows {
+            let body = stripe_event(event_type, kind, |object| {
+                object["metadata"] = serde_json::json!({"invoice_id": "inv_1"});
+                if *kind != "payment_intent" {
+                    object["payment_intent"] = "pi_shared".into();
+                } else {
+                    object["id"] = "pi_shared".into();
+                }
+                if !payment_status.is_empty() {
+                    object["payment_status"] = (*payment_status).into();
+                }
+            });
+            let event = payment(interpret(&body).unwrap());
+            assert_eq!(event.signal, *signal, "{event_type} {payment_status}");
+            assert_eq!(
+                event.provider_payment_id, "pi_shared",
+                "{event_type} keys on the PaymentIntent"
+            );
+            assert_eq!(event.invoice_ref.as_deref(), Some("inv_1"));
+            assert_eq!(event.occurred_at.timestamp(), 1_800_000_000);
+        }
+    }
+
+    #[test]
+    fn stripe_failures_carry_the_decline_code_and_message() {
+        let body = stripe_event(
+            "payment_intent.payment_failed",
+            "payment_intent",
+            |object| {
+                object["last_payment_error"] = serde_json::json!({
+                    "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                    "message": "Your card has insufficient funds."
+                });
+            },
+        );
+        let event = payment(interpret(&body).unwrap());
+        let failure = event.failure.unwrap();
+        assert_eq!(failure.code.as_deref(), Some("insufficient_funds"));
+        assert_eq!(
+            failure.message.as_deref(),
+            Some("Your card has insufficient funds.")
+        );
+        // The fixture's odd `last_payment_error` with only a `type` parses to no reason at all.
+        let body = stripe_event("payment_intent.payment_failed", "payment_intent", |_| {});
+        let event = payment(interpret(&body).unwrap());
+        assert_eq!(
+            event.failure,
+            Some(Failure {
+                code: None,
+                message: None
+            })
+        );
+    }
+
+    #[test]
+    fn stripe_amounts_come_from_the_field_that_means_money_moved() {
+        let body = stripe_event("payment_intent.succeeded", "payment_intent", |object| {
+            object["amount"] = 5000.into();
+            object["amount_received"] = 4000.into();
+        });
+        let event = payment(interpret(&body).unwrap());
+        assert_eq!(event.amount.map(MinorUnits::get), Some(4000));
+        assert_eq!(
+            event.currency.map(|c| c.to_string()).as_deref(),
+            Some("USD")
+        );
+    }
+
+    #[test]
+    fn stripe_method_events() {
+        let body = stripe_event("payment_method.attached", "payment_method", |object| {
+            object["customer"] = "cus_1".into();
+        });
+        match interpret(&body).unwrap() {
+            DomainEvent::Method(MethodEvent::StripeMethod {
+                customer,
+                on_file,
+                exp_month,
+                exp_year,
+                ..
+            }) => {
+                assert_eq!(customer.as_deref(), Some("cus_1"));
+                assert!(on_file);
+                assert_eq!((exp_month, exp_year), (Some(8), Some(2030)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = stripe_event("payment_method.detached", "payment_method", |_| {});
+        assert!(matches!(
+            interpret(&body).unwrap(),
+            DomainEvent::Method(MethodEvent::StripeDetached { .. })
+        ));
+        let body = stripe_event("setup_intent.succeeded", "setup_intent", |object| {
+            object["customer"] = "cus_1".into();
+            object["payment_method"] = "pm_1".into();
+        });
+        assert!(matches!(
+            interpret(&body).unwrap(),
+            DomainEvent::Method(MethodEvent::StripeMethod { on_file: true, .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_stripe_types_are_ignored_not_errors() {
+        let body = stripe_event("plan.created", "invoice", |_| {});
+        assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
+    }
+}

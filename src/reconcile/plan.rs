@@ -1,0 +1,789 @@
+//! The payment planner: what one payment event does to an invoice, decided over plain values.
+//!
+//! `plan(state, event) -> (new state, effects)`. The state is everything the decision reads about
+//! one invoice (its totals, all its payments, its effective settings); the effects are everything
+//! the worker then writes (the payment's row, the invoice's totals, the reconciliation events, the
+//! failure notification) and the outcome it records. The worker only reads the state under the
+//! invoice's lock, calls this, and writes the effects; folding a batch of events over a map of
+//! states gives the same result as applying them one by one.
+//!
+//! The rules, in order:
+//! 1. An event in another currency than its invoice is refused (`PlanError::CurrencyMismatch`).
+//! 2. The payment's transition comes from `payment::decide` (ordering, then the table).
+//!    A recorded-only event is `Recorded`, an older one `Stale`, a refused move `Unchanged`;
+//!    none of them changes anything, except that a payment settle sees for the first time is
+//!    registered.
+//! 3. The amount: a success carries the amount that moved (the event's); otherwise the payment
+//!    keeps its amount; a payment seen for the first time takes the event's amount, else (a
+//!    GoCardless event carries none) what the invoice still owes.
+//! 4. The invoice's totals follow from its collected payments (`invoice::totals`); it is
+//!    `PAYMENT_FAILED` when nothing is collected and the attempt with the latest provider event
+//!    failed.
+//! 5. Events: `payment.succeeded` when a payment becomes succeeded, `payment.failed` on every
+//!    applied failure, and the invoice's changes of status (`invoice::status_events`).
+//! 6. A failure on an invoice that is still not paid notifies the customer and the business, with
+//!    the outlook of a retry.
+
+use chrono::{DateTime, Utc};
+
+use super::events::{Failure, PaymentEvent};
+use super::invoice::{self, InvoiceChange, InvoiceStatus};
+use super::money::{Currency, MinorUnits};
+use super::outcome::Outcome;
+use super::payment::{Decision, PaymentSignal, PaymentStatus, decide};
+use super::reconciliation_events::{AmountSource, InvoiceData, PaymentData, ReconciliationEvent};
+use super::settings::EffectiveSettings;
+use crate::provider::{PaymentProvider, Provider};
+
+/// What the planner knows about one invoice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceState {
+    pub invoice: InvoiceFacts,
+    /// Every payment of the invoice, in the order they were registered.
+    pub payments: Vec<PaymentFacts>,
+    pub settings: EffectiveSettings,
+    /// The customer has an active payment method on file (a retry could use it).
+    pub usable_method_on_file: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceFacts {
+    pub id: String,
+    pub customer_id: String,
+    pub number: String,
+    pub currency: Currency,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub status: InvoiceStatus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentFacts {
+    pub id: String,
+    pub provider: Provider,
+    pub provider_payment_id: String,
+    pub amount: i64,
+    pub status: PaymentStatus,
+    /// Provider time of the last applied event: an older event never overrides a newer state.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// The provider's reason of the last failure.
+    pub failure: Option<Failure>,
+}
+
+/// What the worker writes for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effects {
+    pub outcome: Outcome,
+    /// The payment's row as it must be after the event, when it changed.
+    pub payment: Option<PaymentWrite>,
+    /// The invoice's new amount paid and status, when they changed.
+    pub invoice_totals: Option<(i64, InvoiceStatus)>,
+    /// Reconciliation events for the outbox, in order.
+    pub events: Vec<ReconciliationEvent>,
+    pub notification: Option<FailureNotification>,
+    /// Paid more than due (for the log; the invoice events say so too).
+    pub overpaid: bool,
+    /// The money moved through another provider than the effective settings name.
+    pub provider_mismatch: bool,
+}
+
+impl Effects {
+    fn nothing(outcome: Outcome, provider_mismatch: bool) -> Self {
+        Self {
+            outcome,
+            payment: None,
+            invoice_totals: None,
+            events: Vec::new(),
+            notification: None,
+            overpaid: false,
+            provider_mismatch,
+        }
+    }
+}
+
+/// A payment's row to insert (`is_new`) or update, with the settings in force when it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentWrite {
+    pub payment: PaymentFacts,
+    pub is_new: bool,
+    pub settings: EffectiveSettings,
+}
+
+/// A failed payment to tell the customer and the business about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureNotification {
+    pub payment_id: String,
+    pub amount: MinorUnits,
+    pub currency: Currency,
+    pub provider: Provider,
+    pub provider_payment_id: String,
+    pub failure: Failure,
+    pub outlook: RetryOutlook,
+}
+
+/// Whether a failed payment will be tried again, and why. The mails put it in words
+/// (`notify/templates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOutlook {
+    /// The provider said it will retry (GoCardless `will_attempt_retry`).
+    ProviderRetries,
+    /// The provider said it will not (or the payment was cancelled).
+    ProviderWillNotRetry,
+    /// Auto-charge is on and the customer has a usable method on file.
+    RetryWithMethodOnFile,
+    /// Auto-charge is on, but there is nothing to charge.
+    NoUsableMethod,
+    AutoChargeOff,
+}
+
+impl RetryOutlook {
+    pub fn new(provider_will_retry: Option<bool>, auto_charge: bool, usable_method: bool) -> Self {
+        match (provider_will_retry, auto_charge, usable_method) {
+            (Some(true), _, _) => Self::ProviderRetries,
+            (Some(false), _, _) => Self::ProviderWillNotRetry,
+            (None, true, true) => Self::RetryWithMethodOnFile,
+            (None, true, false) => Self::NoUsableMethod,
+            (None, false, _) => Self::AutoChargeOff,
+        }
+    }
+
+    pub fn will_retry(self) -> bool {
+        matches!(self, Self::ProviderRetries | Self::RetryWithMethodOnFile)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "{provider} payment {provider_payment_id} is in {payment}, invoice {invoice_id} is in {invoice}"
+    )]
+    CurrencyMismatch {
+        provider: Provider,
+        provider_payment_id: String,
+        payment: Currency,
+        invoice_id: String,
+        invoice: Currency,
+    },
+}
+
+/// Plans one payment event (see the module doc). `new_payment_id` names a payment settle sees for
+/// the first time.
+pub fn plan(
+    mut state: InvoiceState,
+    event: &PaymentEvent,
+    new_payment_id: impl FnOnce() -> String,
+) -> Result<(InvoiceState, Effects), PlanError> {
+    if let Some(currency) = event.currency
+        && currency != state.invoice.currency
+    {
+        return Err(PlanError::CurrencyMismatch {
+            provider: event.provider,
+            provider_payment_id: event.provider_payment_id.clone(),
+            payment: currency,
+            invoice_id: state.invoice.id.clone(),
+            invoice: state.invoice.currency,
+        });
+    }
+    let effective_provider = state.settings.payment_provider.value;
+    let provider_mismatch = PaymentProvider::from(event.provider) != effective_provider;
+    let index = state.payments.iter().position(|payment| {
+        payment.provider == event.provider
+            && payment.provider_payment_id == event.provider_payment_id
+    });
+    let known = index.map(|i| &state.payments[i]);
+
+    let current = known.map_or(PaymentStatus::Registered, |p| p.status);
+    let decision = decide(
+        current,
+        known.and_then(|p| p.last_event_at),
+        event.signal,
+        event.occurred_at,
+    );
+    let applied = matches!(decision, Decision::Apply(_));
+    let next = match decision {
+        Decision::Apply(next) => next,
+        Decision::Stale | Decision::NoChange => current,
+    };
+
+    let (previous_amount, amount_source) = match (known, event.amount) {
+        (Some(payment), Some(_)) => (payment.amount, AmountSource::Event),
+        (Some(payment), None) => (payment.amount, AmountSource::RegisteredPayment),
+        (None, Some(amount)) => (amount.get(), AmountSource::Event),
+        (None, None) => (
+            (state.invoice.amount_due - state.invoice.amount_paid).max(0),
+            AmountSource::InvoiceOutstanding,
+        ),
+    };
+    let amount = match (next, event.amount) {
+        (PaymentStatus::Succeeded, Some(amount)) if applied => amount.get(),
+        _ => previous_amount,
+    };
+    let failure = event
+        .failure
+        .clone()
+        .filter(|_| next == PaymentStatus::Failed);
+    let updated = PaymentFacts {
+        id: known.map_or_else(new_payment_id, |p| p.id.clone()),
+        provider: event.provider,
+        provider_payment_id: event.provider_payment_id.clone(),
+        amount,
+        status: next,
+        last_event_at: match (known.and_then(|p| p.last_event_at), applied) {
+            (Some(last), true) => Some(last.max(event.occurred_at)),
+            (None, true) => Some(event.occurred_at),
+            (last, false) => last,
+        },
+        failure: failure
+            .clone()
+            .or_else(|| known.and_then(|p| p.failure.clone())),
+    };
+    let is_new = known.is_none();
+    let write = PaymentWrite {
+        payment: updated.clone(),
+        is_new,
+        settings: state.settings,
+    };
+
+    if !applied {
+        let outcome = match (event.signal, decision) {
+            (PaymentSignal::Recorded, _) => Outcome::Recorded,
+            (_, Decision::Stale) => Outcome::Stale,
+            _ => Outcome::Unchanged,
+        };
+        let mut effects = Effects::nothing(outcome, provider_mismatch);
+        // A payment settle has not seen before is registered even when no event applies to it.
+        if is_new {
+            effects.payment = Some(write);
+            state.payments.push(updated);
+        }
+        return Ok((state, effects));
+    }
+
+    let others = || {
+        state
+            .payments
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != index)
+            .map(|(_, payment)| payment)
+    };
+    let others_collected = others()
+        .filter(|p| p.status.is_collected())
+        .map(|p| p.amount)
+        .fold(0_i64, i64::saturating_add);
+    let mut collected = vec![others_collected];
+    if next.is_collected() {
+        collected.push(amount);
+    }
+    // The invoice's latest attempt is the payment with the latest provider event.
+    let this_event_at = updated.last_event_at;
+    let latest_other = others()
+        .filter(|p| p.last_event_at.is_some())
+        .max_by_key(|p| p.last_event_at);
+    let latest_failed = match latest_other {
+        Some(other) if other.last_event_at > this_event_at => other.status == PaymentStatus::Failed,
+        _ => next == PaymentStatus::Failed,
+    };
+    let invoice = &state.invoice;
+    let before = invoice.status;
+    let totals = invoice::totals(invoice.amount_due, &collected, latest_failed);
+    let invoice_totals = (totals.amount_paid != invoice.amount_paid || totals.status != before)
+        .then_some((totals.amount_paid, totals.status));
+
+    let mut events = Vec::new();
+    let payment_data = || PaymentData {
+        payment_id: updated.id.clone(),
+        invoice_id: invoice.id.clone(),
+        provider: event.provider,
+        provider_payment_id: event.provider_payment_id.clone(),
+        amount,
+        currency: invoice.currency,
+        amount_source,
+        status: next,
+        failure_code: failure.as_ref().and_then(|f| f.code.clone()),
+        failure_message: failure.as_ref().and_then(|f| f.message.clone()),
+        provider_will_retry: event.provider_will_retry,
+        effective_payment_provider: effective_provider,
+        provider_mismatch,
+    };
+    match next {
+        PaymentStatus::Succeeded if current != PaymentStatus::Succeeded => {
+            events.push(ReconciliationEvent::PaymentSucceeded(payment_data()));
+        }
+        PaymentStatus::Failed => events.push(ReconciliationEvent::PaymentFailed(payment_data())),
+        _ => {}
+    }
+    let invoice_data = || InvoiceData {
+        invoice_id: invoice.id.clone(),
+        customer_id: invoice.customer_id.clone(),
+        number: invoice.number.clone(),
+        currency: invoice.currency,
+        amount_due: invoice.amount_due,
+        amount_paid: totals.amount_paid,
+        status: totals.status,
+        overpaid: totals.overpaid,
+        payment_id: updated.id.clone(),
+        provider: event.provider,
+        effective_payment_provider: effective_provider,
+        provider_mismatch,
+    };
+    for change in invoice::status_events(before, totals, invoice.amount_paid) {
+        events.push(match change {
+            InvoiceChange::Reopened => ReconciliationEvent::InvoiceReopened(invoice_data()),
+            InvoiceChange::Paid => ReconciliationEvent::InvoicePaid(invoice_data()),
+            InvoiceChange::PartiallyPaid => {
+                ReconciliationEvent::InvoicePartiallyPaid(invoice_data())
+            }
+            InvoiceChange::PaymentFailed => {
+                ReconciliationEvent::InvoicePaymentFailed(invoice_data())
+            }
+        });
+    }
+
+    // A failure on an invoice that is still not paid tells the customer and the business.
+    let notification = (next == PaymentStatus::Failed && totals.status != InvoiceStatus::Paid)
+        .then(|| FailureNotification {
+            payment_id: updated.id.clone(),
+            amount: MinorUnits::new(amount).unwrap_or(MinorUnits::ZERO),
+            currency: invoice.currency,
+            provider: event.provider,
+            provider_payment_id: event.provider_payment_id.clone(),
+            failure: event.failure.clone().unwrap_or_default(),
+            outlook: RetryOutlook::new(
+                event.provider_will_retry,
+                state.settings.auto_charge.value,
+                state.usable_method_on_file,
+            ),
+        });
+
+    let effects = Effects {
+        outcome: Outcome::Applied,
+        payment: Some(write),
+        invoice_totals,
+        events,
+        notification,
+        overpaid: totals.overpaid,
+        provider_mismatch,
+    };
+    state.invoice.amount_paid = totals.amount_paid;
+    state.invoice.status = totals.status;
+    match index {
+        Some(i) => state.payments[i] = updated,
+        None => state.payments.push(updated),
+    }
+    Ok((state, effects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::settings::{SettingsSource, Sourced};
+    use InvoiceStatus as I;
+    use PaymentSignal as S;
+    use PaymentStatus as P;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(T0 + seconds, 0).unwrap()
+    }
+
+    fn gbp() -> Currency {
+        Currency::parse("GBP").unwrap()
+    }
+
+    fn settings(provider: PaymentProvider, auto_charge: bool) -> EffectiveSettings {
+        EffectiveSettings {
+            payment_provider: Sourced {
+                value: provider,
+                source: SettingsSource::Customer,
+            },
+            auto_charge: Sourced {
+                value: auto_charge,
+                source: SettingsSource::AccountDefault,
+            },
+        }
+    }
+
+    fn payment(id: &str, provider_payment_id: &str, amount: i64, status: P) -> PaymentFacts {
+        PaymentFacts {
+            id: id.into(),
+            provider: Provider::Stripe,
+            provider_payment_id: provider_payment_id.into(),
+            amount,
+            status,
+            last_event_at: (status != P::Registered).then(|| at(0)),
+            failure: None,
+        }
+    }
+
+    /// An invoice of 10.00 with `payments`, its totals consistent with them.
+    fn state(payments: Vec<PaymentFacts>) -> InvoiceState {
+        let paid: i64 = payments
+            .iter()
+            .filter(|p| p.status.is_collected())
+            .map(|p| p.amount)
+            .sum();
+        let latest_failed = payments
+            .iter()
+            .max_by_key(|p| p.last_event_at)
+            .is_some_and(|p| p.status == P::Failed);
+        let totals = invoice::totals(1000, &[paid], latest_failed);
+        InvoiceState {
+            invoice: InvoiceFacts {
+                id: "inv_1".into(),
+                customer_id: "cust_1".into(),
+                number: "INV-1".into(),
+                currency: gbp(),
+                amount_due: 1000,
+                amount_paid: totals.amount_paid,
+                status: totals.status,
+            },
+            payments,
+            settings: settings(PaymentProvider::Stripe, false),
+            usable_method_on_file: false,
+        }
+    }
+
+    fn event(signal: S, seconds: i64) -> PaymentEvent {
+        PaymentEvent {
+            provider: Provider::Stripe,
+            provider_payment_id: "pi_1".into(),
+            invoice_ref: Some("inv_1".into()),
+            signal,
+            amount: Some(MinorUnits::new(1000).unwrap()),
+            currency: Some(gbp()),
+            occurred_at: at(seconds),
+            failure: (signal == S::Failed).then(|| Failure {
+                code: Some("insufficient_funds".into()),
+                message: Some("No money.".into()),
+            }),
+            provider_will_retry: None,
+        }
+    }
+
+    fn run(state: InvoiceState, event: &PaymentEvent) -> (InvoiceState, Effects) {
+        plan(state, event, || "pay_new".into()).unwrap()
+    }
+
+    fn types(effects: &Effects) -> Vec<&'static str> {
+        effects
+            .events
+            .iter()
+            .map(ReconciliationEvent::event_type)
+            .collect()
+    }
+
+    const PS: &str = "payment.succeeded";
+    const PF: &str = "payment.failed";
+    const IP: &str = "invoice.paid";
+    const IPF: &str = "invoice.payment_failed";
+    const IR: &str = "invoice.reopened";
+
+    /// (payment before (None: not known), signal) → (outcome, payment after, invoice after,
+    /// events, notifies). Written out by hand, not computed: every pair the planner handles.
+    #[expect(clippy::type_complexity, reason = "a table of plain values reads best inline")]
+    #[rustfmt::skip]
+    const TABLE: &[(Option<P>, S, Outcome, P, I, &[&str], bool)] = &[
+        (None, S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
+        (None, S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (None, S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (None, S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (None, S::ChargedBack, Outcome::Unchanged, P::Registered, I::Open, &[], false),
+        (None, S::ChargebackCancelled, Outcome::Unchanged, P::Registered, I::Open, &[], false),
+        (None, S::Recorded, Outcome::Recorded, P::Registered, I::Open, &[], false),
+        (Some(P::Registered), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
+        (Some(P::Registered), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Registered), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Registered), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Registered), S::ChargedBack, Outcome::Unchanged, P::Registered, I::Open, &[], false),
+        (Some(P::Registered), S::ChargebackCancelled, Outcome::Unchanged, P::Registered, I::Open, &[], false),
+        (Some(P::Registered), S::Recorded, Outcome::Recorded, P::Registered, I::Open, &[], false),
+        (Some(P::Pending), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
+        (Some(P::Pending), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Pending), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Pending), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Pending), S::ChargedBack, Outcome::Unchanged, P::Pending, I::Open, &[], false),
+        (Some(P::Pending), S::ChargebackCancelled, Outcome::Unchanged, P::Pending, I::Open, &[], false),
+        (Some(P::Pending), S::Recorded, Outcome::Recorded, P::Pending, I::Open, &[], false),
+        (Some(P::Succeeded), S::Pending, Outcome::Unchanged, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Succeeded), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Succeeded), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IR, IPF], true),
+        (Some(P::Succeeded), S::Canceled, Outcome::Unchanged, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Succeeded), S::ChargedBack, Outcome::Applied, P::Reversed, I::Open, &[IR], false),
+        (Some(P::Succeeded), S::ChargebackCancelled, Outcome::Unchanged, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Succeeded), S::Recorded, Outcome::Recorded, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Failed), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
+        (Some(P::Failed), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Failed), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF], true),
+        (Some(P::Failed), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Failed), S::ChargedBack, Outcome::Unchanged, P::Failed, I::PaymentFailed, &[], false),
+        (Some(P::Failed), S::ChargebackCancelled, Outcome::Unchanged, P::Failed, I::PaymentFailed, &[], false),
+        (Some(P::Failed), S::Recorded, Outcome::Recorded, P::Failed, I::PaymentFailed, &[], false),
+        (Some(P::Canceled), S::Pending, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Canceled), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Canceled), S::Failed, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Canceled), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Canceled), S::ChargedBack, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Canceled), S::ChargebackCancelled, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Canceled), S::Recorded, Outcome::Recorded, P::Canceled, I::Open, &[], false),
+        (Some(P::Reversed), S::Pending, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        (Some(P::Reversed), S::Succeeded, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        (Some(P::Reversed), S::Failed, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        (Some(P::Reversed), S::Canceled, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        (Some(P::Reversed), S::ChargedBack, Outcome::Applied, P::Reversed, I::Open, &[], false),
+        (Some(P::Reversed), S::ChargebackCancelled, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Reversed), S::Recorded, Outcome::Recorded, P::Reversed, I::Open, &[], false),
+    ];
+
+    #[test]
+    fn every_payment_state_and_signal_pair_plans_as_the_table_says() {
+        assert_eq!(TABLE.len(), 7 * 7);
+        for &(before, signal, outcome, after, invoice_after, events, notifies) in TABLE {
+            let known: Vec<_> = before
+                .map(|s| payment("pay_1", "pi_1", 1000, s))
+                .into_iter()
+                .collect();
+            let initial = state(known);
+            let (next, effects) = run(initial.clone(), &event(signal, 10));
+            let case = format!("{before:?} × {signal:?}");
+            assert_eq!(effects.outcome, outcome, "{case}");
+            assert_eq!(
+                next.payments.len(),
+                1,
+                "{case}: the payment is known afterwards"
+            );
+            assert_eq!(next.payments[0].status, after, "{case}");
+            assert_eq!(next.invoice.status, invoice_after, "{case}");
+            assert_eq!(types(&effects), events, "{case}");
+            assert_eq!(effects.notification.is_some(), notifies, "{case}");
+            // Written: an applied event, or a payment seen for the first time.
+            let written = outcome == Outcome::Applied || before.is_none();
+            assert_eq!(effects.payment.is_some(), written, "{case}");
+            if let Some(write) = &effects.payment {
+                assert_eq!(
+                    write.payment, next.payments[0],
+                    "{case}: the write is the new state"
+                );
+                assert_eq!(write.is_new, before.is_none(), "{case}");
+            }
+            // The invoice's totals are written exactly when they changed.
+            let changed = next.invoice.amount_paid != initial.invoice.amount_paid
+                || next.invoice.status != initial.invoice.status;
+            assert_eq!(effects.invoice_totals.is_some(), changed, "{case}");
+            if outcome != Outcome::Applied {
+                assert_eq!(next.invoice, initial.invoice, "{case}: nothing applied");
+            }
+        }
+    }
+
+    #[test]
+    fn an_older_event_is_stale_in_every_state_and_recorded_only_events_stay_recorded() {
+        for status in PaymentStatus::ALL {
+            for signal in PaymentSignal::ALL {
+                let initial = state(vec![payment("pay_1", "pi_1", 1000, status)]);
+                let mut known = initial.clone();
+                known.payments[0].last_event_at = Some(at(100));
+                let (next, effects) = run(known.clone(), &event(signal, 50));
+                let expected = if signal == S::Recorded {
+                    Outcome::Recorded
+                } else {
+                    Outcome::Stale
+                };
+                assert_eq!(effects.outcome, expected, "{status:?} × {signal:?}");
+                assert_eq!(next, known, "nothing changes");
+                assert!(effects.payment.is_none() && effects.events.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_same_second_event_goes_through_the_table() {
+        let known = state(vec![payment("pay_1", "pi_1", 1000, P::Pending)]);
+        let (next, effects) = run(known, &event(S::Succeeded, 0));
+        assert_eq!(effects.outcome, Outcome::Applied);
+        assert_eq!(next.invoice.status, I::Paid);
+    }
+
+    #[test]
+    fn a_payment_in_another_currency_is_refused() {
+        let mut eur = event(S::Succeeded, 10);
+        eur.currency = Some(Currency::parse("EUR").unwrap());
+        let refused = plan(state(vec![]), &eur, || "pay_new".into()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "stripe payment pi_1 is in EUR, invoice inv_1 is in GBP"
+        );
+        // No currency at all (GoCardless) is fine.
+        let mut none = event(S::Succeeded, 10);
+        none.currency = None;
+        assert!(plan(state(vec![]), &none, || "pay_new".into()).is_ok());
+    }
+
+    fn payment_data(effects: &Effects) -> &PaymentData {
+        effects
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ReconciliationEvent::PaymentSucceeded(d)
+                | ReconciliationEvent::PaymentFailed(d) => Some(d),
+                _ => None,
+            })
+            .expect("a payment event")
+    }
+
+    #[test]
+    fn the_amount_comes_from_the_event_the_registered_payment_or_what_is_owed() {
+        // A success carries the amount that moved.
+        let registered = state(vec![payment("pay_1", "pi_1", 1000, P::Registered)]);
+        let mut partial = event(S::Succeeded, 10);
+        partial.amount = Some(MinorUnits::new(400).unwrap());
+        let (next, effects) = run(registered.clone(), &partial);
+        assert_eq!(next.payments[0].amount, 400);
+        assert_eq!(next.invoice.amount_paid, 400);
+        assert_eq!(next.invoice.status, I::PartiallyPaid);
+        assert_eq!(payment_data(&effects).amount_source, AmountSource::Event);
+        assert_eq!(types(&effects), [PS, "invoice.partially_paid"]);
+
+        // A failure keeps the attempt's registered amount.
+        let mut failed = event(S::Failed, 10);
+        failed.amount = Some(MinorUnits::new(1).unwrap());
+        let (next, _) = run(registered.clone(), &failed);
+        assert_eq!(next.payments[0].amount, 1000);
+
+        // GoCardless gives none: the registered payment's, else what the invoice still owes.
+        let mut no_amount = event(S::Succeeded, 10);
+        no_amount.amount = None;
+        let (_, effects) = run(registered, &no_amount);
+        assert_eq!(
+            payment_data(&effects).amount_source,
+            AmountSource::RegisteredPayment
+        );
+        let mut owing = state(vec![payment("pay_0", "pi_0", 300, P::Succeeded)]);
+        owing.invoice.status = I::PartiallyPaid;
+        let (next, effects) = run(owing, &no_amount);
+        assert_eq!(payment_data(&effects).amount, 700);
+        assert_eq!(
+            payment_data(&effects).amount_source,
+            AmountSource::InvoiceOutstanding
+        );
+        assert_eq!(next.invoice.status, I::Paid);
+        assert_eq!(next.payments[1].id, "pay_new");
+    }
+
+    #[test]
+    fn over_payment_is_flagged_and_a_provider_mismatch_is_said() {
+        let mut over = event(S::Succeeded, 10);
+        over.amount = Some(MinorUnits::new(1500).unwrap());
+        let mut gocardless_invoice = state(vec![]);
+        gocardless_invoice.settings = settings(PaymentProvider::GoCardless, true);
+        let (next, effects) = run(gocardless_invoice, &over);
+        assert_eq!(next.invoice.amount_paid, 1500);
+        assert!(effects.overpaid && effects.provider_mismatch);
+        for event in &effects.events {
+            match event {
+                ReconciliationEvent::InvoicePaid(data) => {
+                    assert!(data.overpaid && data.provider_mismatch);
+                    assert_eq!(data.effective_payment_provider, PaymentProvider::GoCardless);
+                }
+                ReconciliationEvent::PaymentSucceeded(data) => assert!(data.provider_mismatch),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_latest_attempt_decides_whether_an_unpaid_invoice_shows_a_failure() {
+        // Another attempt failed later than this one's failure: still PAYMENT_FAILED; a success
+        // of this one pays.
+        let mut other_failed = payment("pay_0", "pi_0", 1000, P::Failed);
+        other_failed.last_event_at = Some(at(50));
+        let (next, _) = run(state(vec![other_failed.clone()]), &event(S::Pending, 10));
+        assert_eq!(
+            next.invoice.status,
+            I::PaymentFailed,
+            "the other attempt is the latest"
+        );
+        let (next, _) = run(state(vec![other_failed]), &event(S::Pending, 60));
+        assert_eq!(
+            next.invoice.status,
+            I::Open,
+            "this attempt is the latest and pending"
+        );
+    }
+
+    #[test]
+    fn a_chargeback_with_another_payment_collected_leaves_the_invoice_partly_paid() {
+        let other = payment("pay_0", "pi_0", 400, P::Succeeded);
+        let this = payment("pay_1", "pi_1", 600, P::Succeeded);
+        let (next, effects) = run(state(vec![other, this]), &event(S::ChargedBack, 10));
+        assert_eq!(next.invoice.amount_paid, 400);
+        assert_eq!(next.invoice.status, I::PartiallyPaid);
+        assert_eq!(types(&effects), [IR, "invoice.partially_paid"]);
+        assert_eq!(effects.invoice_totals, Some((400, I::PartiallyPaid)));
+    }
+
+    #[test]
+    fn a_failure_keeps_the_reason_and_a_later_event_keeps_the_last_one() {
+        let (next, effects) = run(state(vec![]), &event(S::Failed, 10));
+        let reason = next.payments[0].failure.clone().unwrap();
+        assert_eq!(reason.code.as_deref(), Some("insufficient_funds"));
+        assert_eq!(
+            payment_data(&effects).failure_code.as_deref(),
+            Some("insufficient_funds")
+        );
+        let (next, effects) = run(next, &event(S::Pending, 20));
+        assert_eq!(
+            next.payments[0].failure,
+            Some(reason),
+            "kept for the record"
+        );
+        assert!(effects.events.is_empty());
+    }
+
+    #[test]
+    fn the_retry_outlook_follows_the_provider_then_auto_charge_and_the_method_on_file() {
+        use RetryOutlook as R;
+        let cases = [
+            (Some(true), false, false, R::ProviderRetries, true),
+            (Some(false), true, true, R::ProviderWillNotRetry, false),
+            (None, true, true, R::RetryWithMethodOnFile, true),
+            (None, true, false, R::NoUsableMethod, false),
+            (None, false, true, R::AutoChargeOff, false),
+        ];
+        for (provider_says, auto_charge, usable, outlook, will_retry) in cases {
+            let mut known = state(vec![]);
+            known.settings = settings(PaymentProvider::Stripe, auto_charge);
+            known.usable_method_on_file = usable;
+            let mut failed = event(S::Failed, 10);
+            failed.provider_will_retry = provider_says;
+            let (_, effects) = run(known, &failed);
+            let notification = effects.notification.unwrap();
+            assert_eq!(notification.outlook, outlook);
+            assert_eq!(outlook.will_retry(), will_retry);
+            assert_eq!(
+                notification.failure.code.as_deref(),
+                Some("insufficient_funds")
+            );
+        }
+    }
+
+    #[test]
+    fn events_of_one_invoice_fold_over_the_state_as_if_applied_one_by_one() {
+        let events = [
+            event(S::Pending, 1),
+            event(S::Failed, 2),
+            event(S::Succeeded, 3),
+        ];
+        let mut state = state(vec![]);
+        let mut all = Vec::new();
+        for event in &events {
+            let (next, effects) = run(state, event);
+            state = next;
+            all.extend(types(&effects));
+        }
+        assert_eq!(state.invoice.status, I::Paid);
+        assert_eq!(all, [PF, IPF, PS, IP]);
+    }
+}

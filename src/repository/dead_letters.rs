@@ -1,0 +1,144 @@
+//! Dead letters copied off the DLQ, so operators can list, inspect and replay them
+//! (`settle dlq …`).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+/// A dead letter as the DLQ consumer received it.
+#[derive(Debug)]
+pub struct NewDeadLetter<'a> {
+    /// Set by whoever dead-lettered the message: a redelivered dead letter is copied once.
+    pub key: &'a str,
+    pub message_id: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub routing_key: &'a str,
+    pub headers: &'a serde_json::Value,
+    pub body: &'a [u8],
+    pub reason: &'a str,
+    pub last_error: Option<&'a str>,
+    pub attempts: i32,
+    pub first_failure_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, letter: &NewDeadLetter<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO dead_letters (dead_letter_key, message_id, provider, event_id, event_type,
+             routing_key, headers, body, reason, last_error, attempts, first_failure_at, last_failure_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (dead_letter_key) DO NOTHING",
+    )
+    .bind(letter.key)
+    .bind(letter.message_id)
+    .bind(letter.provider)
+    .bind(letter.event_id)
+    .bind(letter.event_type)
+    .bind(letter.routing_key)
+    .bind(letter.headers)
+    .bind(letter.body)
+    .bind(letter.reason)
+    .bind(letter.last_error)
+    .bind(letter.attempts)
+    .bind(letter.first_failure_at)
+    .bind(letter.last_failure_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Which dead letters an operator command applies to.
+#[derive(Debug, Default, Clone)]
+pub struct Selection<'a> {
+    /// These ids only (none: any id).
+    pub ids: &'a [i64],
+    /// Wire name (`stripe`, `gocardless`).
+    pub provider: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    pub message_id: Option<String>,
+    pub provider: Option<String>,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub reason: String,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub first_failure_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub dead_lettered_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+    pub replay_count: i32,
+}
+
+pub async fn select(
+    db: impl PgExecutor<'_>,
+    selection: &Selection<'_>,
+) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        "SELECT id, message_id, provider, event_id, event_type, reason, last_error, attempts,
+             first_failure_at, last_failure_at, dead_lettered_at, replayed_at, replay_count
+         FROM dead_letters
+         WHERE (cardinality($1::bigint[]) = 0 OR id = ANY($1))
+           AND ($2::text IS NULL OR provider = $2)
+           AND ($3::text IS NULL OR reason = $3)
+           AND ($4::timestamptz IS NULL OR dead_lettered_at >= $4)
+         ORDER BY id
+         LIMIT $5",
+    )
+    .bind(selection.ids)
+    .bind(selection.provider)
+    .bind(selection.reason)
+    .bind(selection.since)
+    .bind(selection.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A dead letter's stored headers and body.
+pub async fn message(
+    db: impl PgExecutor<'_>,
+    id: i64,
+) -> sqlx::Result<(serde_json::Value, Vec<u8>)> {
+    sqlx::query_as("SELECT headers, body FROM dead_letters WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+pub async fn mark_replayed(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the given ids (none: any id) dead-lettered before `cutoff` (none: any time).
+pub async fn purge(
+    db: impl PgExecutor<'_>,
+    ids: &[i64],
+    cutoff: Option<DateTime<Utc>>,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM dead_letters
+         WHERE (cardinality($1::bigint[]) = 0 OR id = ANY($1))
+           AND ($2::timestamptz IS NULL OR dead_lettered_at < $2)",
+    )
+    .bind(ids)
+    .bind(cutoff)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,103 @@
+//! The worker's inbox, `webhook_events`: one row per (provider, event id), inserted in the same
+//! transaction as the event's effects, so an event is applied exactly once however often it is
+//! delivered. The row keeps the event as it arrived, for `settle events replay`.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::{PgConnection, Postgres};
+
+use crate::provider::Provider;
+use crate::reconcile::outcome::Outcome;
+
+/// An event to record.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxEntry<'a> {
+    pub provider: Provider,
+    pub event_id: &'a str,
+    pub account_id: &'a str,
+    pub event_type: &'a str,
+    /// The event's JSON exactly as it arrived.
+    pub payload: &'a str,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Records the event as applied (the common case; another outcome is written over it later):
+/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time. Writes nothing
+/// when the event is there already. A macro so the invoice lock (`invoice_state`) can share it.
+macro_rules! inbox_insert {
+    () => {
+        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
+         VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
+         ON CONFLICT (provider, event_id) DO NOTHING"
+    };
+}
+pub(crate) use inbox_insert;
+
+impl<'a> InboxEntry<'a> {
+    /// Binds `inbox_insert!`'s parameters, $1 to $6.
+    pub(crate) fn bind(
+        &self,
+        query: sqlx::query::Query<'a, Postgres, PgArguments>,
+    ) -> sqlx::query::Query<'a, Postgres, PgArguments> {
+        query
+            .bind(self.provider)
+            .bind(self.event_id)
+            .bind(self.account_id)
+            .bind(self.event_type)
+            .bind(self.payload)
+            .bind(self.received_at)
+    }
+}
+
+/// Records the event; false when it was there already (a redelivery).
+pub async fn record(tx: &mut PgConnection, entry: &InboxEntry<'_>) -> sqlx::Result<bool> {
+    let inserted = entry
+        .bind(sqlx::query(inbox_insert!()))
+        .execute(tx)
+        .await?
+        .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Writes an outcome other than `applied`, with the reason of an ignored event.
+pub async fn set_outcome(
+    tx: &mut PgConnection,
+    entry: &InboxEntry<'_>,
+    outcome: Outcome,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE webhook_events SET outcome = $3, outcome_reason = $4
+         WHERE provider = $1 AND event_id = $2",
+    )
+    .bind(entry.provider)
+    .bind(entry.event_id)
+    .bind(outcome.as_str())
+    .bind(outcome.reason())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// An archived event, as `settle events replay` re-drives it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ArchivedEvent {
+    pub event_type: String,
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Deletes the event's inbox row and returns it: replaying it lets the worker apply it again.
+pub async fn take_for_replay(
+    tx: &mut PgConnection,
+    provider: Provider,
+    event_id: &str,
+) -> sqlx::Result<Option<ArchivedEvent>> {
+    sqlx::query_as(
+        "DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
+         RETURNING event_type, payload::text AS payload, received_at",
+    )
+    .bind(provider)
+    .bind(event_id)
+    .fetch_optional(tx)
+    .await
+}

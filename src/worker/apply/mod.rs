@@ -1,0 +1,170 @@
+//! The worker's transaction: one provider event in, its effects out, atomically.
+//!
+//! ```text
+//! BEGIN
+//!   INSERT inbox row (provider, event id) ON CONFLICT DO NOTHING  → already there: skip
+//!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
+//!   read the invoice's state                                       → sees every earlier commit
+//!   reconcile::plan::plan(state, event)                            → pure: outcome, writes, events
+//!   write payment + invoice totals + outbox rows, one statement    → reconciliation events, stable ids
+//!   (a failure on an unpaid invoice) notification rows
+//! COMMIT                                                           → then ack
+//! ```
+//!
+//! Three round trips for a payment event besides BEGIN and COMMIT (`repository::invoice_state`
+//! says why the read cannot join the lock). A crash anywhere before COMMIT applies nothing; the
+//! redelivery starts again. A redelivery after COMMIT finds the inbox row and changes nothing.
+//! That, not luck, is why effects happen once.
+
+mod method;
+mod payment;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::envelope::QueuedEvent;
+use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::reconcile::events::{DomainEvent, interpret};
+use crate::reconcile::outcome::Outcome;
+use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
+use crate::reconcile::settings::AccountDefaults;
+use crate::repository::inbox::{self, InboxEntry};
+use crate::repository::outbox::OutboxRow;
+use crate::repository::{DbFailure, classify};
+
+/// What the worker's decisions depend on besides the event: the account it writes for and the
+/// operator's choices.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The account every row belongs to.
+    pub account_id: String,
+    /// Payment settings used when no level of an invoice sets them.
+    pub defaults: AccountDefaults,
+    pub gocardless_collected_at: GoCardlessCollectedAt,
+    /// Where the business's copy of a failure mail goes (`None`: nowhere).
+    pub business_email: Option<String>,
+    /// The business's name as its customers know it, for the mails.
+    pub business_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Classified by `repository::classify`: retried when it may pass, dead-lettered
+    /// (`database_error`) when retrying cannot fix it.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The invoice may simply not be registered yet: retried, then dead-lettered.
+    #[error("invoice `{0}` is not registered")]
+    InvoiceNotFound(String),
+    /// Retrying cannot help: dead-lettered at once.
+    #[error("{reason}: {detail}")]
+    Permanent {
+        reason: &'static str,
+        detail: String,
+    },
+    /// A bug: retried like a failure that may pass (a transient cause is possible), then
+    /// dead-lettered.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+}
+
+impl ApplyError {
+    /// Whether a later attempt may succeed. A unique violation counts: it is a race with another
+    /// transaction that registered the same row first, and a retry sees that row.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Database(error) => classify(error) != DbFailure::Permanent,
+            Self::InvoiceNotFound(_) | Self::Panicked(_) => true,
+            Self::Permanent { .. } => false,
+        }
+    }
+
+    /// The dead-letter reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Database(_) if self.retryable() => "transient_failures_exhausted",
+            Self::Database(_) => "database_error",
+            Self::InvoiceNotFound(_) => "invoice_not_found",
+            Self::Permanent { reason, .. } => reason,
+            Self::Panicked(_) => "panicked",
+        }
+    }
+}
+
+fn unparseable(detail: impl ToString) -> ApplyError {
+    ApplyError::Permanent {
+        reason: "unparseable",
+        detail: detail.to_string(),
+    }
+}
+
+/// Applies one event in one transaction and returns what happened to it.
+pub async fn apply(
+    db: &PgPool,
+    policy: &Policy,
+    event: &QueuedEvent,
+) -> Result<Outcome, ApplyError> {
+    // The inbox keeps the body exactly as it arrived; JSON is UTF-8, so this text is what parses.
+    let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
+    let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
+    let domain_event =
+        interpret(event.provider, &payload, policy.gocardless_collected_at).map_err(unparseable)?;
+    let entry = InboxEntry {
+        provider: event.provider,
+        event_id: &event.event_id,
+        account_id: &policy.account_id,
+        event_type: &event.event_type,
+        payload: raw_payload,
+        received_at: event.received_at,
+    };
+
+    let mut tx = db.begin().await?;
+    // A payment event is recorded by the statement that locks its invoice (one round trip fewer
+    // on the hot path); every other event is recorded first.
+    let outcome = match domain_event {
+        DomainEvent::Payment(payment) => payment::apply(&mut tx, policy, &entry, payment).await?,
+        DomainEvent::Method(method) if inbox::record(&mut tx, &entry).await? => {
+            method::apply(&mut tx, policy, &entry, method).await?
+        }
+        DomainEvent::Ignored(reason) if inbox::record(&mut tx, &entry).await? => {
+            Outcome::Ignored(reason)
+        }
+        DomainEvent::Method(_) | DomainEvent::Ignored(_) => Outcome::Duplicate,
+    };
+    if outcome == Outcome::Duplicate {
+        // Nothing was written; dropping the transaction releases the invoice's lock.
+        return Ok(outcome);
+    }
+    if outcome != Outcome::Applied {
+        inbox::set_outcome(&mut tx, &entry, outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The outbox rows of reconciliation events caused by one provider event.
+fn outbox_rows(
+    events: &[ReconciliationEvent],
+    provider: Provider,
+    event_id: &str,
+    occurred_at: DateTime<Utc>,
+    account_id: &str,
+) -> Result<Vec<OutboxRow>, ApplyError> {
+    events
+        .iter()
+        .map(|event| {
+            let message = Message::new(event, provider, event_id, occurred_at, account_id);
+            Ok(OutboxRow {
+                routing_key: message.event_type,
+                payload: serde_json::to_string(&message).map_err(|error| {
+                    ApplyError::Permanent {
+                        reason: "internal_error",
+                        detail: format!("a reconciliation event did not serialize: {error}"),
+                    }
+                })?,
+                message_id: message.id,
+            })
+        })
+        .collect()
+}
