@@ -6,7 +6,10 @@ Each message is written to DIR as <n>.eml (the raw message), appended to DIR/mes
 parts) and summarised in DIR/mail.log for people. `make run` starts one on 127.0.0.1:56725; tests
 start their own on a free port.
 
-usage: smtp_sink.py --port PORT --dir DIR [--host 127.0.0.1]
+usage: smtp_sink.py --port PORT --dir DIR [--host 127.0.0.1] [--stall-after N]
+
+--stall-after N accepts N messages, then never answers the DATA of the next ones: a server that
+hangs mid-conversation, for the tests of what the sender has committed while a send is in flight.
 """
 import argparse
 import asyncio
@@ -20,12 +23,15 @@ from aiosmtpd.controller import Controller
 
 
 class Sink:
-    def __init__(self, directory):
+    def __init__(self, directory, stall_after=None):
         self.directory = directory
+        self.stall_after = stall_after
         os.makedirs(directory, exist_ok=True)
         self.count = len([f for f in os.listdir(directory) if f.endswith(".eml")])
 
     async def handle_DATA(self, server, session, envelope):
+        if self.stall_after is not None and self.count >= self.stall_after:
+            await asyncio.Event().wait()  # never answers
         self.count += 1
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -58,8 +64,9 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--stall-after", type=int, default=None)
     args = parser.parse_args()
-    controller = Controller(Sink(args.dir), hostname=args.host, port=args.port)
+    controller = Controller(Sink(args.dir, args.stall_after), hostname=args.host, port=args.port)
     controller.start()
     print(f"smtp sink listening on {args.host}:{args.port}, mail in {args.dir}", flush=True)
     loop = asyncio.new_event_loop()

@@ -21,6 +21,8 @@ pub struct Sender {
     db: PgPool,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// The most one send may take, connection and every reply included.
+    send_timeout: Duration,
     settings: NotificationSettings,
     shutdown: CancellationToken,
 }
@@ -44,6 +46,7 @@ impl Sender {
             db,
             transport,
             from,
+            send_timeout: Duration::from_secs(smtp.timeout_secs),
             settings,
             shutdown,
         })
@@ -126,14 +129,22 @@ impl Sender {
                 permanent: true,
                 message: e.to_string(),
             })?;
-        self.transport
-            .send(message)
+        // lettre's timeout bounds each socket operation, but a server that accepts the message and
+        // never answers its DATA holds an async send forever: bound the whole send as well, so one
+        // hung server cannot stop the sender (or a graceful shutdown).
+        let sent = tokio::time::timeout(self.send_timeout, self.transport.send(message))
             .await
-            .map(|_| ())
-            .map_err(|e| SendFailure {
-                permanent: e.is_permanent(),
-                message: e.to_string(),
-            })
+            .map_err(|_| SendFailure {
+                permanent: false,
+                message: format!(
+                    "the SMTP server did not answer within {:?}",
+                    self.send_timeout
+                ),
+            })?;
+        sent.map(|_| ()).map_err(|e| SendFailure {
+            permanent: e.is_permanent(),
+            message: e.to_string(),
+        })
     }
 
     async fn report_oldest_pending(&self) {

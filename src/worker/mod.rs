@@ -165,15 +165,7 @@ impl Worker {
                 return self.fail(&delivery, &failure, None).await;
             }
         };
-        // A bug must cost one delivery its attempt, not the worker a prefetch slot: a panic that
-        // escaped would drop the delivery without an ack or a nack.
-        let result = AssertUnwindSafe(apply::apply(&self.db, &self.policy, &event))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                metrics::counter!(metric::WORKER_PANICS).increment(1);
-                Err(ApplyError::Panicked(panic_message(panic.as_ref())))
-            });
+        let result = guarded(apply::apply(&self.db, &self.policy, &event)).await;
         metrics::histogram!(metric::WORKER_PROCESSING_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -264,6 +256,22 @@ impl Worker {
     }
 }
 
+/// Runs a handler's work, turning a panic into `ApplyError::Panicked`: a bug must cost one
+/// delivery an attempt, not the worker a prefetch slot (a panic that escaped would drop the
+/// delivery without an ack or a nack, and the slot would stay taken until the channel closed).
+async fn guarded<F>(work: F) -> Result<Outcome, ApplyError>
+where
+    F: Future<Output = Result<Outcome, ApplyError>>,
+{
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            metrics::counter!(metric::WORKER_PANICS).increment(1);
+            Err(ApplyError::Panicked(panic_message(panic.as_ref())))
+        })
+}
+
 /// The text a panic carried (`panic!("…")` gives a `&str` or a `String`).
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -271,4 +279,26 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_that_goes_down_the_retry_path() {
+        let failed = guarded(async { panic!("stored amount is negative") }).await;
+        let Err(error) = failed else {
+            panic!("a panic is an error");
+        };
+        assert!(matches!(&error, ApplyError::Panicked(m) if m == "stored amount is negative"));
+        assert!(error.retryable());
+        assert_eq!(error.reason(), "panicked");
+        let owned = guarded(async { panic!("{} is not a status", "X") }).await;
+        assert!(matches!(owned, Err(ApplyError::Panicked(m)) if m == "X is not a status"));
+        assert_eq!(
+            guarded(async { Ok(Outcome::Applied) }).await.unwrap(),
+            Outcome::Applied
+        );
+    }
 }

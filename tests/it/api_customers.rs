@@ -293,6 +293,55 @@ async fn invalid_customer_fields_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
+async fn every_string_and_list_is_bounded_and_the_error_names_the_limit() {
+    let app = spawn_app().await;
+    let long = |n: usize| json!("x".repeat(n));
+    let emails: Vec<String> = (0..51).map(|i| format!("b{i}@acme.example")).collect();
+    let cases = [
+        (
+            "legalName",
+            with(acme("c1"), "legalName", long(200_000)),
+            "at most 512 characters",
+        ),
+        (
+            "contactName",
+            with(acme("c1"), "contactName", long(513)),
+            "at most 512 characters",
+        ),
+        (
+            "telephone",
+            with(acme("c1"), "telephone", long(65)),
+            "at most 64 characters",
+        ),
+        (
+            "billingEmails",
+            with(acme("c1"), "billingEmails", json!(emails)),
+            "at most 50 entries",
+        ),
+        (
+            "address.line1",
+            with(acme("c1"), "address", json!({"line1": "x".repeat(513)})),
+            "at most 512 characters",
+        ),
+        // The address the sender would refuse is refused here already (lettre parses both).
+        (
+            "email",
+            with(acme("c1"), "email", json!("ada..lovelace@acme.example")),
+            "not an email",
+        ),
+    ];
+    for (field, body, limit) in cases {
+        let (status, answer) = app.api_post("/customers", body).await;
+        assert_validation_error(status, &answer, field);
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{message}");
+    }
+    let (status, _) = app.api_get("/customers/c1").await;
+    assert_eq!(status, 404, "nothing was stored");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_field_of_the_wrong_type_is_named_on_create_as_on_update() {
     let app = spawn_app().await;
     app.create_customer("c1").await;

@@ -222,7 +222,15 @@ async fn invalid_invoices_are_refused_naming_the_field() {
         ("currency", set("currency", json!("gbp"))),
         ("currency", set("currency", json!("GBPX"))),
         ("currency", set("currency", json!("GB"))),
+        // Three upper-case letters, but not ISO 4217 money.
+        ("currency", set("currency", json!("XYZ"))),
+        ("currency", set("currency", json!("XXX"))),
         ("amountDue", set("amountDue", json!(-1))),
+        // So large that sums of amounts could overflow.
+        (
+            "amountDue",
+            set("amountDue", json!(9_223_372_036_854_775_807_i64)),
+        ),
         ("amountDue", set("amountDue", json!(12.5))),
         ("amountDue", set("amountDue", json!("12500"))),
         ("dueDate", set("dueDate", json!("31/12/2026"))),

@@ -245,6 +245,21 @@ async fn invalid_settings_requests_are_refused_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_settings_body_over_the_limit_is_a_json_413() {
+    let app = app_with_invoice().await;
+    let limit = app.settings.http.body_limit_bytes;
+    let padding = "x".repeat(limit);
+    let (status, body) = app
+        .api_put(
+            "/payments/settings/customers/cust1",
+            json!({"paymentProvider": "STRIPE", "padding": padding}),
+        )
+        .await;
+    assert_api_error(status, &body, 413, "body_too_large");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn missing_or_bad_credentials_get_401() {
     let app = app_with_invoice().await;
     let put = |auth: Option<(&'static str, &'static str)>| {

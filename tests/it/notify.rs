@@ -210,3 +210,43 @@ async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
     assert!(text.contains("there were not enough funds"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_mail_is_marked_sent_as_soon_as_it_is_sent_not_when_its_batch_ends() {
+    // The server takes the first mail, then hangs on the second: the first must already be
+    // committed as SENT, so a crash now would not send it again.
+    let sink = SmtpSink::stalling_after(1).await;
+    let mut app = spawn_app_with(AppOptions {
+        role: Role::Run,
+        smtp_url: Some(sink.url()),
+        tweak: Box::new(|settings| {
+            settings.notifications.poll_ms = 100;
+            settings.smtp.timeout_secs = 5;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    app.create_customer("acme").await;
+    app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
+        .await;
+    app.deliver_stripe(&failed_stripe_payment("evt_fail", "pi_fail", "inv_1", T0))
+        .await;
+    sink.wait_for(1).await;
+    let db = app.db();
+    poll_until("the first mail to be committed as sent", WAIT, || async {
+        let sent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'SENT'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        (sent == 1).then_some(())
+    })
+    .await;
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'PENDING'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 1, "the second mail is still to be sent");
+    app.shutdown_only().await;
+}

@@ -530,6 +530,25 @@ async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored()
     )
     .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_foreign").await, "ignored");
+    // Each says why, so an operator can tell an unknown type from someone else's payment.
+    let reasons: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT event_id, outcome_reason FROM webhook_events ORDER BY event_id")
+            .fetch_all(&app.db())
+            .await
+            .unwrap();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "evt_foreign".to_owned(),
+                Some("payment is not ours".to_owned())
+            ),
+            (
+                "evt_plan".to_owned(),
+                Some("unhandled Stripe event type".to_owned())
+            ),
+        ]
+    );
     app.stop().await;
 }
 
@@ -598,6 +617,37 @@ async fn a_currency_mismatch_is_dead_lettered_at_once() {
     assert_eq!(reason, "currency_mismatch");
     assert_eq!(attempts, 1, "permanent failures are not retried");
     assert_eq!(app.invoice("inv_eur").await["amountPaid"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_error_retrying_cannot_fix_is_dead_lettered_at_once() {
+    // A card expiring in month 13 breaks the table's CHECK constraint: no retry will ever pass.
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("stripe1").await;
+    app.deliver_stripe(
+        &StripeEvent::new("payment_method.attached", "evt_bad_card")
+            .created(T0)
+            .object_id("pm_card1")
+            .customer(Some("cus_stripe1"))
+            .object(|method| method["card"]["exp_month"] = 13.into())
+            .to_bytes(),
+    )
+    .await;
+    let db = app.db();
+    let (reason, attempts, error): (String, i32, String) =
+        poll_until("the dead letter", WAIT, || async {
+            sqlx::query_as(
+                "SELECT reason, attempts, last_error FROM dead_letters WHERE event_id = 'evt_bad_card'",
+            )
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+        })
+        .await;
+    assert_eq!(reason, "database_error");
+    assert_eq!(attempts, 1, "not retried: {error}");
+    assert!(error.contains("card_exp_month"), "{error}");
     app.stop().await;
 }
 

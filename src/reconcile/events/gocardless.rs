@@ -111,17 +111,20 @@ mod tests {
         }
     }
 
+    use crate::reconcile::events::fixtures::GoCardlessEvent;
+
     const C: GoCardlessCollectedAt = GoCardlessCollectedAt::Confirmed;
 
+    /// The fixture's full event (its `details` say insufficient funds, will retry), as
+    /// `action` on `resource_type`, linked to payment PM1 and mandates MD1 → MD2.
     fn gocardless_event(resource_type: &str, action: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "id": "EV1", "created_at": "2026-11-02T12:00:03.000Z",
-            "resource_type": resource_type, "action": action,
-            "links": {"payment": "PM1", "mandate": "MD1", "new_mandate": "MD2"},
-            "details": {"cause": "insufficient_funds", "description": "No money.", "will_attempt_retry": true},
-            "resource_metadata": {"invoice_id": "inv_9"}
-        }))
-        .unwrap()
+        GoCardlessEvent::new("EV1", resource_type, action)
+            .links(serde_json::json!({"payment": "PM1", "mandate": "MD1", "new_mandate": "MD2"}))
+            .created_at("2026-11-02T12:00:03.000Z")
+            .edit(|event| event["resource_metadata"] = serde_json::json!({"invoice_id": "inv_9"}))
+            .json()
+            .to_string()
+            .into_bytes()
     }
 
     #[test]

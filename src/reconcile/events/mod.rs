@@ -115,3 +115,9 @@ pub fn interpret(
         Provider::GoCardless => gocardless::interpret(event, collected_at),
     }
 }
+
+/// The test suite's provider-event builders (Stripe's and GoCardless's example objects), shared
+/// with the integration tests.
+#[cfg(test)]
+#[path = "../../../tests/fixtures/events.rs"]
+pub(crate) mod fixtures;

@@ -167,21 +167,19 @@ fn method(
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = include_str!("../../../tests/fixtures/stripe-objects.json");
+    use crate::reconcile::events::fixtures::StripeEvent;
 
     /// `interpret` over raw bytes, as they come off the queue.
     fn interpret(body: &[u8]) -> Result<DomainEvent, EventError> {
         super::interpret(&serde_json::from_slice(body).unwrap())
     }
 
-    fn stripe_event(event_type: &str, object_kind: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-        let fixtures: Value = serde_json::from_str(FIXTURES).unwrap();
-        let mut event = fixtures["event"].clone();
-        event["type"] = event_type.into();
-        event["created"] = 1_800_000_000.into();
-        event["data"]["object"] = fixtures[object_kind].clone();
-        edit(&mut event["data"]["object"]);
-        serde_json::to_vec(&event).unwrap()
+    /// An event of `event_type` around Stripe's example object of its kind, edited by `edit`.
+    fn stripe_event(event_type: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+        StripeEvent::new(event_type, "evt_1")
+            .created(1_800_000_000)
+            .object(edit)
+            .to_bytes()
     }
 
     fn payment(event: DomainEvent) -> PaymentEvent {
@@ -240,9 +238,11 @@ mod tests {
             ),
             ("invoice.paid", "invoice", "", S::Succeeded),
             ("invoice.payment_failed", "invoice", "", S::Failed),
+            ("charge.succeeded", "charge", "", S::Succeeded),
+            ("charge.failed", "charge", "", S::Failed),
         ];
         for (event_type, kind, payment_status, signal) in rows {
-            let body = stripe_event(event_type, kind, |object| {
+            let body = stripe_event(event_type, |object| {
                 object["metadata"] = serde_json::json!({"invoice_id": "inv_1"});
                 if *kind != "payment_intent" {
                     object["payment_intent"] = "pi_shared".into();
@@ -266,16 +266,12 @@ mod tests {
 
     #[test]
     fn stripe_failures_carry_the_decline_code_and_message() {
-        let body = stripe_event(
-            "payment_intent.payment_failed",
-            "payment_intent",
-            |object| {
-                object["last_payment_error"] = serde_json::json!({
-                    "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
-                    "message": "Your card has insufficient funds."
-                });
-            },
-        );
+        let body = stripe_event("payment_intent.payment_failed", |object| {
+            object["last_payment_error"] = serde_json::json!({
+                "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                "message": "Your card has insufficient funds."
+            });
+        });
         let event = payment(interpret(&body).unwrap());
         let failure = event.failure.unwrap();
         assert_eq!(failure.code.as_deref(), Some("insufficient_funds"));
@@ -284,7 +280,7 @@ mod tests {
             Some("Your card has insufficient funds.")
         );
         // The fixture's odd `last_payment_error` with only a `type` parses to no reason at all.
-        let body = stripe_event("payment_intent.payment_failed", "payment_intent", |_| {});
+        let body = stripe_event("payment_intent.payment_failed", |_| {});
         let event = payment(interpret(&body).unwrap());
         assert_eq!(
             event.failure,
@@ -297,7 +293,7 @@ mod tests {
 
     #[test]
     fn stripe_amounts_come_from_the_field_that_means_money_moved() {
-        let body = stripe_event("payment_intent.succeeded", "payment_intent", |object| {
+        let body = stripe_event("payment_intent.succeeded", |object| {
             object["amount"] = 5000.into();
             object["amount_received"] = 4000.into();
         });
@@ -311,7 +307,7 @@ mod tests {
 
     #[test]
     fn stripe_method_events() {
-        let body = stripe_event("payment_method.attached", "payment_method", |object| {
+        let body = stripe_event("payment_method.attached", |object| {
             object["customer"] = "cus_1".into();
         });
         match interpret(&body).unwrap() {
@@ -328,12 +324,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let body = stripe_event("payment_method.detached", "payment_method", |_| {});
+        let body = stripe_event("payment_method.detached", |_| {});
         assert!(matches!(
             interpret(&body).unwrap(),
             DomainEvent::Method(MethodEvent::StripeDetached { .. })
         ));
-        let body = stripe_event("setup_intent.succeeded", "setup_intent", |object| {
+        let body = stripe_event("setup_intent.succeeded", |object| {
             object["customer"] = "cus_1".into();
             object["payment_method"] = "pm_1".into();
         });
@@ -345,7 +341,7 @@ mod tests {
 
     #[test]
     fn unknown_stripe_types_are_ignored_not_errors() {
-        let body = stripe_event("plan.created", "invoice", |_| {});
+        let body = stripe_event("plan.created", |_| {});
         assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
     }
 }

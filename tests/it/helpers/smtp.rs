@@ -18,11 +18,22 @@ pub struct Mail {
 pub struct SmtpSink {
     pub port: u16,
     dir: PathBuf,
+    /// Accept this many mails, then hang on the next ones (`--stall-after`).
+    stall_after: Option<usize>,
     process: Option<tokio::process::Child>,
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that accepts `accepted` mails, then never answers the next ones.
+    pub async fn stalling_after(accepted: usize) -> Self {
+        Self::start_with(Some(accepted)).await
+    }
+
+    async fn start_with(stall_after: Option<usize>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -33,6 +44,7 @@ impl SmtpSink {
         let mut sink = Self {
             port,
             dir,
+            stall_after,
             process: None,
         };
         sink.resume().await;
@@ -52,14 +64,17 @@ impl SmtpSink {
 
     pub async fn resume(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/smtp_sink.py");
-        let process = tokio::process::Command::new("/usr/bin/python3")
-            .arg(script)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--dir",
-                self.dir.to_str().unwrap(),
-            ])
+        let mut command = tokio::process::Command::new("/usr/bin/python3");
+        command.arg(script).args([
+            "--port",
+            &self.port.to_string(),
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]);
+        if let Some(accepted) = self.stall_after {
+            command.args(["--stall-after", &accepted.to_string()]);
+        }
+        let process = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
