@@ -1,3 +1,7 @@
+//! The `settle` binary: parse the command line, load the configuration, start logging, run the
+//! command. Exit codes: 0 done, 1 failed (the cause is printed and logged), 2 a usage or
+//! configuration error, and for the operator tools 3 nothing matched, 4 partly failed.
+
 use clap::Parser;
 
 use settle::cli::Cli;
