@@ -6,6 +6,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
+COPY tests/fixtures ./tests/fixtures
+# The compile-time query checks read the saved schema, not a database.
+COPY .sqlx ./.sqlx
+ENV SQLX_OFFLINE=true
 RUN cargo build --release --locked --bin settle
 
 FROM debian:bookworm-slim

@@ -4,7 +4,11 @@ SHELL := /bin/bash
 SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
 
-.PHONY: run test services services-chaos services-stop fmt lint unit it bench clean-test-state
+# The static queries are checked at compile time (sqlx::query!) against the schema saved in .sqlx/,
+# so building needs no database. After changing a query or a migration: make sqlx-prepare.
+export SQLX_OFFLINE := true
+
+.PHONY: run test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 
 ## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080.
 run: services
@@ -42,3 +46,13 @@ clean-test-state:
 ## (backlog drain events/s and end-to-end latency beside pgbench on the same database).
 bench: services
 	$(ENV) && cargo bench --bench ingress && cargo bench --bench worker
+
+## Refresh .sqlx/ (the query metadata the compile-time checks read) from a database migrated from
+## migrations/: run after changing a query!/query_as! or a migration, and commit .sqlx/.
+sqlx-prepare: services
+	$(ENV) && db="$${DATABASE_URL%/*}/settle_sqlx" \
+		&& psql "$$DATABASE_URL" -qc 'DROP DATABASE IF EXISTS settle_sqlx' \
+		&& psql "$$DATABASE_URL" -qc 'CREATE DATABASE settle_sqlx' \
+		&& for migration in migrations/*.sql; do psql "$$db" -q -v ON_ERROR_STOP=1 -f "$$migration"; done \
+		&& rm -rf .sqlx && mkdir .sqlx && touch src/lib.rs \
+		&& SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$$PWD/.sqlx" DATABASE_URL="$$db" cargo check --all-targets

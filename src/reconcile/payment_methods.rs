@@ -263,21 +263,14 @@ mod tests {
         let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         assert!(validate_card_expiry(11, 2026, today).is_ok());
         assert!(validate_card_expiry(1, 2030, today).is_ok());
-        assert_eq!(
-            validate_card_expiry(10, 2026, today).unwrap_err().0,
-            "card.expYear"
-        );
-        assert_eq!(
-            validate_card_expiry(0, 2030, today).unwrap_err().0,
-            "card.expMonth"
-        );
-        assert_eq!(
-            validate_card_expiry(13, 2030, today).unwrap_err().0,
-            "card.expMonth"
-        );
-        assert_eq!(
-            validate_card_expiry(5, 30, today).unwrap_err().0,
-            "card.expYear"
-        );
+        for (month, year, field) in [
+            (10, 2026, "card.expYear"),
+            (0, 2030, "card.expMonth"),
+            (13, 2030, "card.expMonth"),
+            (5, 30, "card.expYear"),
+        ] {
+            let refused = validate_card_expiry(month, year, today).unwrap_err();
+            assert_eq!(refused.0, field, "{month}/{year}");
+        }
     }
 }

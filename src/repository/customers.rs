@@ -138,10 +138,12 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Custo
 }
 
 pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1)")
-        .bind(id)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1) AS "exists!""#,
+        id
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// The customer a provider event refers to, by the provider's customer id.

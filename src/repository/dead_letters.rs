@@ -25,25 +25,25 @@ pub struct NewDeadLetter<'a> {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, letter: &NewDeadLetter<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO dead_letters (dead_letter_key, message_id, provider, event_id, event_type,
              routing_key, headers, body, reason, last_error, attempts, first_failure_at, last_failure_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (dead_letter_key) DO NOTHING",
+        letter.key,
+        letter.message_id,
+        letter.provider,
+        letter.event_id,
+        letter.event_type,
+        letter.routing_key,
+        letter.headers,
+        letter.body,
+        letter.reason,
+        letter.last_error,
+        letter.attempts,
+        letter.first_failure_at,
+        letter.last_failure_at,
     )
-    .bind(letter.key)
-    .bind(letter.message_id)
-    .bind(letter.provider)
-    .bind(letter.event_id)
-    .bind(letter.event_type)
-    .bind(letter.routing_key)
-    .bind(letter.headers)
-    .bind(letter.body)
-    .bind(letter.reason)
-    .bind(letter.last_error)
-    .bind(letter.attempts)
-    .bind(letter.first_failure_at)
-    .bind(letter.last_failure_at)
     .execute(db)
     .await?;
     Ok(())
@@ -61,7 +61,7 @@ pub struct Selection<'a> {
     pub limit: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: i64,
@@ -83,7 +83,8 @@ pub async fn select(
     db: impl PgExecutor<'_>,
     selection: &Selection<'_>,
 ) -> sqlx::Result<Vec<DeadLetter>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeadLetter,
         "SELECT id, message_id, provider, event_id, event_type, reason, last_error, attempts,
              first_failure_at, last_failure_at, dead_lettered_at, replayed_at, replay_count
          FROM dead_letters
@@ -93,12 +94,12 @@ pub async fn select(
            AND ($4::timestamptz IS NULL OR dead_lettered_at >= $4)
          ORDER BY id
          LIMIT $5",
+        selection.ids,
+        selection.provider,
+        selection.reason,
+        selection.since,
+        selection.limit,
     )
-    .bind(selection.ids)
-    .bind(selection.provider)
-    .bind(selection.reason)
-    .bind(selection.since)
-    .bind(selection.limit)
     .fetch_all(db)
     .await
 }
@@ -108,18 +109,18 @@ pub async fn message(
     db: impl PgExecutor<'_>,
     id: i64,
 ) -> sqlx::Result<(serde_json::Value, Vec<u8>)> {
-    sqlx::query_as("SELECT headers, body FROM dead_letters WHERE id = $1")
-        .bind(id)
+    let row = sqlx::query!("SELECT headers, body FROM dead_letters WHERE id = $1", id)
         .fetch_one(db)
-        .await
+        .await?;
+    Ok((row.headers, row.body))
 }
 
 pub async fn mark_replayed(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
          WHERE id = $1",
+        id,
     )
-    .bind(id)
     .execute(db)
     .await?;
     Ok(())
@@ -131,13 +132,13 @@ pub async fn purge(
     ids: &[i64],
     cutoff: Option<DateTime<Utc>>,
 ) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "DELETE FROM dead_letters
          WHERE (cardinality($1::bigint[]) = 0 OR id = ANY($1))
            AND ($2::timestamptz IS NULL OR dead_lettered_at < $2)",
+        ids,
+        cutoff,
     )
-    .bind(ids)
-    .bind(cutoff)
     .execute(db)
     .await?
     .rows_affected())

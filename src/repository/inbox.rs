@@ -65,21 +65,21 @@ pub async fn set_outcome(
     entry: &InboxEntry<'_>,
     outcome: Outcome,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE webhook_events SET outcome = $3, outcome_reason = $4
          WHERE provider = $1 AND event_id = $2",
+        entry.provider.stored_name(),
+        entry.event_id,
+        outcome.as_str(),
+        outcome.reason(),
     )
-    .bind(entry.provider)
-    .bind(entry.event_id)
-    .bind(outcome.as_str())
-    .bind(outcome.reason())
     .execute(tx)
     .await?;
     Ok(())
 }
 
 /// An archived event, as `settle events replay` re-drives it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct ArchivedEvent {
     pub event_type: String,
     pub payload: String,
@@ -92,12 +92,13 @@ pub async fn take_for_replay(
     provider: Provider,
     event_id: &str,
 ) -> sqlx::Result<Option<ArchivedEvent>> {
-    sqlx::query_as(
-        "DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
-         RETURNING event_type, payload::text AS payload, received_at",
+    sqlx::query_as!(
+        ArchivedEvent,
+        r#"DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
+         RETURNING event_type, payload::text AS "payload!", received_at"#,
+        provider.stored_name(),
+        event_id,
     )
-    .bind(provider)
-    .bind(event_id)
     .fetch_optional(tx)
     .await
 }

@@ -251,14 +251,8 @@ pub async fn write(
     if payment.is_none() && totals.is_none() && outbox.is_empty() {
         return Ok(());
     }
-    let (ids, types, payloads) = OutboxRow::columns(outbox);
-    sqlx::query(WRITE_EFFECTS)
-        .bind(payment)
-        .bind(totals)
-        .bind(&invoice.account_id)
-        .bind(ids)
-        .bind(types)
-        .bind(payloads)
+    let query = sqlx::query(WRITE_EFFECTS).bind(payment).bind(totals);
+    OutboxRow::bind(query, &invoice.account_id, outbox)
         .execute(tx)
         .await?;
     Ok(())

@@ -21,16 +21,21 @@ use sqlx::PgExecutor;
 
 /// Creates the configured account if it is missing. Idempotent.
 pub async fn ensure_account(db: impl PgExecutor<'_>, account_id: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO accounts (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-        .bind(account_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO accounts (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+        account_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// One round trip: is the database there?
 pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("SELECT 1").execute(db).await.map(|_| ())
+    sqlx::query_scalar!("SELECT 1 AS one")
+        .fetch_one(db)
+        .await
+        .map(|_| ())
 }
 
 /// A fresh id for rows whose id settle chooses: `<prefix>_<32 hex digits>`.

@@ -25,20 +25,20 @@ pub async fn insert(
     notifications: &[NewNotification],
 ) -> sqlx::Result<()> {
     for notification in notifications {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO notifications (account_id, payment_id, failure_event_id, recipient_kind,
                  recipients, subject, body_text, body_html)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (payment_id, failure_event_id, recipient_kind) DO NOTHING",
+            account_id,
+            notification.payment_id,
+            notification.failure_event_id,
+            notification.recipient_kind,
+            &notification.recipients,
+            notification.subject,
+            notification.body_text,
+            notification.body_html,
         )
-        .bind(account_id)
-        .bind(&notification.payment_id)
-        .bind(&notification.failure_event_id)
-        .bind(notification.recipient_kind)
-        .bind(&notification.recipients)
-        .bind(&notification.subject)
-        .bind(&notification.body_text)
-        .bind(&notification.body_html)
         .execute(&mut *tx)
         .await?;
     }
@@ -46,7 +46,7 @@ pub async fn insert(
 }
 
 /// A mail that is due.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct PendingNotification {
     pub id: i64,
     pub recipients: Vec<String>,
@@ -59,7 +59,8 @@ pub struct PendingNotification {
 /// Locks the next due row for the caller's transaction (`SKIP LOCKED`: several senders share the
 /// table, and never take the same row at once).
 pub async fn lock_next_due(tx: &mut PgConnection) -> sqlx::Result<Option<PendingNotification>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        PendingNotification,
         "SELECT id, recipients, subject, body_text, body_html, attempts FROM notifications
          WHERE status = 'PENDING' AND next_attempt_at <= now()
          ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -69,12 +70,12 @@ pub async fn lock_next_due(tx: &mut PgConnection) -> sqlx::Result<Option<Pending
 }
 
 pub async fn mark_sent(tx: &mut PgConnection, id: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE notifications SET status = 'SENT', sent_at = now(), attempts = attempts + 1,
              last_error = NULL
          WHERE id = $1",
+        id,
     )
-    .bind(id)
     .execute(tx)
     .await?;
     Ok(())
@@ -89,17 +90,17 @@ pub async fn mark_attempt_failed(
     give_up: bool,
     backoff: Duration,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE notifications SET attempts = $2, last_error = $3,
              status = CASE WHEN $4 THEN 'FAILED' ELSE 'PENDING' END,
              next_attempt_at = now() + make_interval(secs => $5)
          WHERE id = $1",
+        id,
+        attempts,
+        error,
+        give_up,
+        backoff.as_secs_f64(),
     )
-    .bind(id)
-    .bind(attempts)
-    .bind(error)
-    .bind(give_up)
-    .bind(backoff.as_secs_f64())
     .execute(tx)
     .await?;
     Ok(())
@@ -107,7 +108,7 @@ pub async fn mark_attempt_failed(
 
 /// Seconds the oldest pending mail has waited (0 when none waits).
 pub async fn oldest_pending_age(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
-    sqlx::query_scalar::<_, Option<f64>>(
+    sqlx::query_scalar!(
         "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM notifications
          WHERE status = 'PENDING'",
     )

@@ -1,7 +1,8 @@
 //! The outbox: reconciliation events written in the worker's transaction, published afterwards by
 //! the relay (`crate::outbox`), so none is lost when a process dies between commit and publish.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 
 /// A reconciliation event to publish: its stable id, routing key and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,12 +13,16 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
-    /// The rows as the three arrays `outbox_insert!` binds.
-    pub(crate) fn columns(rows: &[Self]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
-        let ids = rows.iter().map(|r| r.message_id.as_str()).collect();
-        let types = rows.iter().map(|r| r.routing_key).collect();
-        let payloads = rows.iter().map(|r| r.payload.as_str()).collect();
-        (ids, types, payloads)
+    /// Binds `outbox_insert!`'s parameters, in order: the account, then the rows as three arrays.
+    pub(crate) fn bind<'q>(
+        query: sqlx::query::Query<'q, Postgres, PgArguments>,
+        account_id: &'q str,
+        rows: &'q [Self],
+    ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.routing_key).collect();
+        let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+        query.bind(account_id).bind(ids).bind(types).bind(payloads)
     }
 }
 
@@ -49,19 +54,18 @@ pub async fn insert(
     if rows.is_empty() {
         return Ok(());
     }
-    let (ids, types, payloads) = OutboxRow::columns(rows);
-    sqlx::query(outbox_insert!("$1", "$2", "$3", "$4"))
-        .bind(account_id)
-        .bind(ids)
-        .bind(types)
-        .bind(payloads)
-        .execute(tx)
-        .await?;
+    OutboxRow::bind(
+        sqlx::query(outbox_insert!("$1", "$2", "$3", "$4")),
+        account_id,
+        rows,
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 /// An unpublished row, locked by the relay's transaction.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct PendingMessage {
     pub id: i64,
     pub message_id: String,
@@ -75,26 +79,29 @@ pub async fn lock_unpublished(
     tx: &mut PgConnection,
     limit: i64,
 ) -> sqlx::Result<Vec<PendingMessage>> {
-    sqlx::query_as(
-        "SELECT id, message_id, routing_key, payload::text AS payload FROM outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    sqlx::query_as!(
+        PendingMessage,
+        r#"SELECT id, message_id, routing_key, payload::text AS "payload!" FROM outbox
+         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        limit,
     )
-    .bind(limit)
     .fetch_all(tx)
     .await
 }
 
 pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+        ids
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 /// Rows waiting to be published.
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox WHERE published_at IS NULL"#)
         .fetch_one(db)
         .await
 }

@@ -119,13 +119,13 @@ pub async fn newer_event_exists(
     reference: &str,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM payment_methods
-                        WHERE provider = $1 AND reference_id LIKE $2 AND last_event_at > $3)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_methods
+                        WHERE provider = $1 AND reference_id LIKE $2 AND last_event_at > $3) AS "newer!""#,
+        provider.stored_name(),
+        reference,
+        occurred_at,
     )
-    .bind(provider)
-    .bind(reference)
-    .bind(occurred_at)
     .fetch_one(tx)
     .await
 }
@@ -159,11 +159,11 @@ pub async fn touch_last_event(
     id: &str,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payment_methods SET last_event_at = GREATEST(last_event_at, $2) WHERE id = $1",
+        id,
+        occurred_at,
     )
-    .bind(id)
-    .bind(occurred_at)
     .execute(tx)
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use crate::reconcile::settings::{
 };
 
 /// A level's stored settings row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredSettings {
     pub id: String,
     pub account_id: String,
@@ -51,22 +51,24 @@ pub async fn upsert(
     payment_provider: Option<PaymentProvider>,
     auto_charge: Option<Option<bool>>,
 ) -> sqlx::Result<StoredSettings> {
-    sqlx::query_as(
-        "INSERT INTO payment_settings (id, account_id, level, target_id, payment_provider, auto_charge)
+    sqlx::query_as!(
+        StoredSettings,
+        r#"INSERT INTO payment_settings (id, account_id, level, target_id, payment_provider, auto_charge)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (level, target_id) DO UPDATE SET
              payment_provider = EXCLUDED.payment_provider,
              auto_charge = CASE WHEN $7 THEN EXCLUDED.auto_charge ELSE payment_settings.auto_charge END,
              updated_at = now()
-         RETURNING id, account_id, target_id, payment_provider, auto_charge",
+         RETURNING id, account_id, target_id,
+             payment_provider AS "payment_provider: PaymentProvider", auto_charge"#,
+        super::new_id("pset"),
+        account_id,
+        level.as_str(),
+        target_id,
+        payment_provider.map(PaymentProvider::stored_name),
+        auto_charge.flatten(),
+        auto_charge.is_some(),
     )
-    .bind(super::new_id("pset"))
-    .bind(account_id)
-    .bind(level)
-    .bind(target_id)
-    .bind(payment_provider)
-    .bind(auto_charge.flatten())
-    .bind(auto_charge.is_some())
     .fetch_one(db)
     .await
 }
@@ -76,12 +78,14 @@ pub async fn get(
     level: SettingsLevel,
     target_id: &str,
 ) -> sqlx::Result<Option<StoredSettings>> {
-    sqlx::query_as(
-        "SELECT id, account_id, target_id, payment_provider, auto_charge
-         FROM payment_settings WHERE level = $1 AND target_id = $2",
+    sqlx::query_as!(
+        StoredSettings,
+        r#"SELECT id, account_id, target_id,
+             payment_provider AS "payment_provider: PaymentProvider", auto_charge
+         FROM payment_settings WHERE level = $1 AND target_id = $2"#,
+        level.as_str(),
+        target_id,
     )
-    .bind(level)
-    .bind(target_id)
     .fetch_optional(db)
     .await
 }
