@@ -4,9 +4,8 @@ SHELL := /bin/bash
 SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
 
-# The static queries are checked at compile time (sqlx::query!) against the schema saved in .sqlx/,
+# The static queries are checked at compile time against .sqlx/ (SQLX_OFFLINE in .cargo/config.toml),
 # so building needs no database. After changing a query or a migration: make sqlx-prepare.
-export SQLX_OFFLINE := true
 
 .PHONY: run test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 

@@ -50,8 +50,8 @@ pub enum EnvelopeError {
     MissingHeader(&'static str),
     #[error("unknown provider `{0}`")]
     UnknownProvider(String),
-    #[error("the event id or type is too long for AMQP: `{0}`")]
-    NameTooLong(String),
+    #[error("the event id or type is too long: it makes a {0}-byte AMQP name, the limit is {limit}", limit = MAX_NAME_BYTES)]
+    NameTooLong(usize),
 }
 
 impl QueuedEvent {
@@ -73,7 +73,8 @@ impl QueuedEvent {
         };
         for name in [event.message_id(), event.routing_key()] {
             if name.len() > MAX_NAME_BYTES {
-                return Err(EnvelopeError::NameTooLong(name));
+                // The length, not the name: an error body must not echo a megabyte back.
+                return Err(EnvelopeError::NameTooLong(name.len()));
             }
         }
         Ok(event)
