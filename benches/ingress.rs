@@ -10,6 +10,9 @@
 //! Run with `make bench` (or `cargo bench --bench ingress` with the services up).
 //! Env: BENCH_SECONDS (default 10) per phase, BENCH_CONCURRENCY (default 64).
 
+// A benchmark that cannot set up has failed: unwrap and expect are how it reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

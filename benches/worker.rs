@@ -27,6 +27,9 @@
 //! BENCH_TX_EVENTS, BENCH_DB_CONNECTIONS (default: `database.max_connections`), DATABASE_URL,
 //! AMQP_URL.
 
+// A benchmark that cannot set up has failed: unwrap and expect are how it reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,6 +4,10 @@
 use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
+#[expect(
+    clippy::expect_used,
+    reason = "at start: a process that cannot hear SIGTERM must not run"
+)]
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -93,6 +93,10 @@ pub fn init_logging(settings: &TelemetrySettings) {
 
 /// The process-wide Prometheus recorder, installed on first use. Metrics are global to a process
 /// by nature (the `metrics` facade has one recorder), so every app in a process shares it.
+#[expect(
+    clippy::expect_used,
+    reason = "a constant bucket list, installed once per process at start"
+)]
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {

@@ -47,7 +47,7 @@ struct EventEnvelope {
 /// One event per element of `events`, each message body being that element's exact JSON. The
 /// event type is `<resource_type>.<action>`, e.g. `payments.confirmed`.
 pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
-    let batch: Batch =
+    let batch: Batch<'_> =
         serde_json::from_slice(body).map_err(|e| PayloadError::MalformedJson(e.to_string()))?;
     batch
         .events

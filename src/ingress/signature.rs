@@ -7,6 +7,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Lowercase hex HMAC-SHA256 of `parts` concatenated, keyed with the secret's bytes as written.
+#[expect(clippy::expect_used, reason = "HMAC takes keys of any length")]
 pub fn hmac_sha256_hex(secret: &SecretString, parts: &[&[u8]]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
         .expect("HMAC accepts keys of any length");

@@ -159,6 +159,10 @@ struct Reasons {
     codes: HashMap<String, String>,
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "compiled in; every code is read by the tests"
+)]
 fn reasons() -> &'static Reasons {
     static REASONS: OnceLock<Reasons> = OnceLock::new();
     REASONS.get_or_init(|| {
@@ -175,6 +179,10 @@ pub fn plain_reason(code: Option<&str>, message: Option<&str>) -> String {
         .unwrap_or_else(|| reasons.generic.clone())
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "compiled in; every template is rendered by the tests"
+)]
 fn templates() -> &'static Environment<'static> {
     static TEMPLATES: OnceLock<Environment<'static>> = OnceLock::new();
     TEMPLATES.get_or_init(|| {

@@ -2,6 +2,9 @@
 //! in-process on port 0 with its own database and its own RabbitMQ name prefix, against the real
 //! PostgreSQL and RabbitMQ started by `scripts/services.sh`.
 
+// A test that cannot set up has failed: unwrap and expect are how these tests report it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod api_customers;
