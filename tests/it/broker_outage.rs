@@ -1,3 +1,6 @@
+//! A broker outage: intake answers 503 (the provider retries) and everything recovers in the same
+//! process once the node is back.
+
 use std::time::Duration;
 
 use crate::helpers::*;

@@ -1,3 +1,5 @@
+//! `/healthz`, `/readyz` (per role, with the database down) and `/metrics`.
+
 use settle::role::Role;
 
 use crate::helpers::*;
@@ -82,5 +84,15 @@ async fn metrics_count_webhooks_by_provider_and_outcome() {
         metrics.contains("settle_publish_confirm_seconds_bucket"),
         "{metrics}"
     );
+    // Each metric says what it counts.
+    for name in [
+        "settle_webhook_requests_total",
+        "settle_publish_confirm_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name}: {metrics}"
+        );
+    }
     app.stop().await;
 }

@@ -1,3 +1,5 @@
+//! The webhook receiver: signed events in, one persistent message each; refusals queue nothing.
+
 use crate::helpers::*;
 
 fn unique(prefix: &str) -> String {
