@@ -73,7 +73,18 @@ impl fmt::Display for Currency {
 }
 
 /// A non-negative amount in minor units (pence, cents), at most [`MinorUnits::MAX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize
+)]
 #[serde(try_from = "i64", into = "i64")]
 pub struct MinorUnits(i64);
 

@@ -40,7 +40,15 @@ pub struct PaymentEvent {
     pub provider_will_retry: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize
+)]
 pub struct Failure {
     pub code: Option<String>,
     pub message: Option<String>,
