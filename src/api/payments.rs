@@ -11,6 +11,7 @@ use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, Caller};
 use super::validate;
 use crate::provider::Provider;
+use crate::reconcile::invoice;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::reconcile::payment::PaymentStatus;
 use crate::repository::invoices;
@@ -70,6 +71,9 @@ pub struct CreatePayment {
     pub amount: MinorUnits,
     #[schema(value_type = String, example = "GBP")]
     pub currency: Currency,
+    /// An attempt for more than the invoice still owes is refused unless this is true.
+    #[serde(default)]
+    pub allow_overpayment: bool,
 }
 
 /// Register a payment attempt before its webhooks arrive.
@@ -103,6 +107,12 @@ pub async fn create(
             ),
         ));
     }
+    invoice::check_attempt(
+        request.amount.get(),
+        invoice::outstanding(invoice.amount_due, invoice.amount_paid),
+        request.allow_overpayment,
+    )
+    .map_err(|message| ApiError::validation("amount", message))?;
     let row = repo::insert(
         &state.db,
         &NewPayment {

@@ -32,6 +32,23 @@ impl InvoiceStatus {
     }
 }
 
+/// What the invoice still owes (never negative: an over-paid invoice owes nothing).
+pub fn outstanding(amount_due: i64, amount_paid: i64) -> i64 {
+    amount_due.saturating_sub(amount_paid).max(0)
+}
+
+/// Whether a payment attempt of `amount` may be registered on an invoice that still owes
+/// `outstanding`: more than that is refused unless the caller says the over-payment is meant.
+pub fn check_attempt(amount: i64, outstanding: i64, allow_overpayment: bool) -> Result<(), String> {
+    if amount <= outstanding || allow_overpayment {
+        Ok(())
+    } else {
+        Err(format!(
+            "{amount} is more than the {outstanding} the invoice still owes; set allowOverpayment to register it anyway"
+        ))
+    }
+}
+
 /// The invoice's totals after a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvoiceTotals {
@@ -114,6 +131,18 @@ mod tests {
         assert_eq!(
             (over.amount_paid, over.status, over.overpaid),
             (1100, I::Paid, true)
+        );
+    }
+
+    #[test]
+    fn an_attempt_above_what_is_owed_needs_allow_overpayment() {
+        assert_eq!(outstanding(12_500, 2_500), 10_000);
+        assert_eq!(outstanding(1_000, 1_500), 0, "over-paid owes nothing");
+        assert!(check_attempt(10_000, 10_000, false).is_ok());
+        assert!(check_attempt(999_999_999, 12_500, true).is_ok());
+        assert_eq!(
+            check_attempt(999_999_999, 12_500, false).unwrap_err(),
+            "999999999 is more than the 12500 the invoice still owes; set allowOverpayment to register it anyway"
         );
     }
 

@@ -595,9 +595,39 @@ async fn invalid_payments_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
+async fn an_attempt_above_what_the_invoice_owes_needs_allow_overpayment() {
+    let app = app_with_invoice().await; // 125.00 GBP, nothing paid
+    let (status, answer) = app
+        .api_post(
+            "/invoices/inv1/payments",
+            payment("STRIPE", "pi_huge", 999_999_999),
+        )
+        .await;
+    assert_validation_error(status, &answer, "amount");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("999999999") && message.contains("12500"),
+        "names both amounts: {message}"
+    );
+    // Exactly what is owed is fine; more, when the caller says it means it.
+    let (status, answer) = app
+        .api_post(
+            "/invoices/inv1/payments",
+            payment("STRIPE", "pi_exact", 12_500),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let mut meant = payment("STRIPE", "pi_huge", 999_999_999);
+    meant["allowOverpayment"] = json!(true);
+    let (status, answer) = app.api_post("/invoices/inv1/payments", meant).await;
+    assert_eq!(status, 201, "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_payment_registered_twice_is_a_conflict() {
     let app = app_with_invoice().await;
-    app.create_invoice("inv2", "c1", None, "GBP", 1_000).await;
+    app.create_invoice("inv2", "c1", None, "GBP", 5_000).await;
     let mut first = payment("STRIPE", "pi_3MtwBwLkdIwHu7ix28a3tqPa", 5_000);
     first["id"] = json!("pay_1");
     let (status, created) = app.api_post("/invoices/inv1/payments", first).await;
