@@ -183,6 +183,8 @@ pub async fn put(
     let customer = customers::get(&mut *tx, &customer_id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer", &customer_id))?;
+    // The same lock as the worker's method events: one writer of a customer's methods at a time.
+    customers::lock(&mut tx, &customer_id).await?;
     // A Stripe reference must name this customer's own Stripe customer, when one is registered.
     if let (
         MethodReference::StripeCustomer { customer: stripe }

@@ -137,6 +137,16 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Custo
         .await
 }
 
+/// Locks the customer for the rest of the transaction: every writer of a customer's payment
+/// methods holds this lock, so their events (and the API) apply one at a time and an older event
+/// cannot overtake a newer one.
+pub async fn lock(tx: &mut sqlx::PgConnection, id: &str) -> sqlx::Result<()> {
+    sqlx::query_scalar!("SELECT id FROM customers WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1) AS "exists!""#,

@@ -111,6 +111,25 @@ pub async fn for_customer(
     .await
 }
 
+/// Locks the customers that hold a method of `provider` matching `reference` (see
+/// `customers::lock`), in id order so two transactions never wait on each other.
+pub async fn lock_holders(
+    tx: &mut PgConnection,
+    provider: Provider,
+    reference: &str,
+) -> sqlx::Result<()> {
+    sqlx::query_scalar!(
+        "SELECT id FROM customers
+         WHERE id IN (SELECT customer_id FROM payment_methods WHERE provider = $1 AND reference_id LIKE $2)
+         ORDER BY id FOR UPDATE",
+        provider.stored_name(),
+        reference,
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(())
+}
+
 /// Whether a method of `provider` matching `reference` (a LIKE pattern: Stripe events name the
 /// method, `%/pm_…`, not its customer) has seen an event newer than `occurred_at`.
 pub async fn newer_event_exists(

@@ -517,6 +517,77 @@ async fn stripe_payment_method_events_keep_the_method_on_file_current() {
 }
 
 #[tokio::test]
+async fn an_older_method_event_running_beside_a_newer_detach_never_wins() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let method_event = |event_id: String, event_type: &str, i: usize, customer: bool, at: i64| {
+        StripeEvent::new(event_type, &event_id)
+            .created(at)
+            .object_id(&format!("pm_card{i}"))
+            .customer(customer.then(|| format!("cus_c{i}")).as_deref())
+            .to_bytes()
+    };
+    let methods = 12;
+    for i in 0..methods {
+        app.create_customer(&format!("c{i}")).await; // Stripe customer cus_c{i}
+        app.deliver_stripe(&method_event(
+            format!("evt_att{i}"),
+            "payment_method.attached",
+            i,
+            true,
+            T0,
+        ))
+        .await;
+    }
+    for i in 0..methods {
+        assert_eq!(
+            app.wait_processed("STRIPE", &format!("evt_att{i}")).await,
+            "applied"
+        );
+    }
+    // For every method at once: an older update and a newer detach, processed side by side.
+    let bodies: Vec<Vec<u8>> = (0..methods)
+        .flat_map(|i| {
+            [
+                method_event(
+                    format!("evt_upd{i}"),
+                    "payment_method.updated",
+                    i,
+                    true,
+                    T0 + 5,
+                ),
+                method_event(
+                    format!("evt_det{i}"),
+                    "payment_method.detached",
+                    i,
+                    false,
+                    T0 + 10,
+                ),
+            ]
+        })
+        .collect();
+    let posts: Vec<_> = bodies
+        .iter()
+        .map(|body| app.post_stripe_signed(body))
+        .collect();
+    for response in futures_util::future::join_all(posts).await {
+        assert_eq!(response.status(), 200);
+    }
+    for i in 0..methods {
+        app.wait_processed("STRIPE", &format!("evt_upd{i}")).await;
+        app.wait_processed("STRIPE", &format!("evt_det{i}")).await;
+        let (_, listed) = app
+            .api_get(&format!("/customers/c{i}/payment-methods"))
+            .await;
+        assert_eq!(
+            listed[0]["status"], "INACTIVE",
+            "method {i}: the newer detach wins"
+        );
+        assert_eq!(listed[0]["onFile"], false, "method {i}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.deliver_stripe(&stripe_event("plan.created", "evt_plan"))

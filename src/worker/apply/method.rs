@@ -1,7 +1,10 @@
 //! The shell for payment-method events: keep the customer's method on file current.
 //!
 //! Ordering as for payments: each method keeps the provider time of the last event applied to
-//! it, and an older event is `Stale`.
+//! it, and an older event is `Stale`. The events of one customer's methods are serialised by a
+//! lock on the customer, taken before the staleness check: without it, an older `attached` and a
+//! newer `detached` running at once would each find no newer event, and the older could commit
+//! last and win.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -47,6 +50,7 @@ pub(super) async fn apply(
             else {
                 return Ok(Outcome::Ignored("customer is not ours"));
             };
+            customers::lock(tx, &customer_row.id).await?;
             let pattern = stripe_method_pattern(&method_id);
             if methods::newer_event_exists(tx, Provider::Stripe, &pattern, occurred_at).await? {
                 return Ok(Outcome::Stale);
@@ -76,6 +80,7 @@ pub(super) async fn apply(
             occurred_at,
         } => {
             let pattern = stripe_method_pattern(&method_id);
+            methods::lock_holders(tx, Provider::Stripe, &pattern).await?;
             if methods::newer_event_exists(tx, Provider::Stripe, &pattern, occurred_at).await? {
                 return Ok(Outcome::Stale);
             }
@@ -88,6 +93,7 @@ pub(super) async fn apply(
             usable,
             occurred_at,
         } => {
+            methods::lock_holders(tx, Provider::GoCardless, &mandate).await?;
             if methods::newer_event_exists(tx, Provider::GoCardless, &mandate, occurred_at).await? {
                 return Ok(Outcome::Stale);
             }
@@ -100,6 +106,7 @@ pub(super) async fn apply(
             new_mandate,
             occurred_at,
         } => {
+            methods::lock_holders(tx, Provider::GoCardless, &mandate).await?;
             let Some(old) =
                 methods::set_usable(tx, Provider::GoCardless, &mandate, false, occurred_at).await?
             else {
