@@ -6,19 +6,21 @@
 //! transition table below, which refuses the moves that make no sense whatever the clock says
 //! (a pending event never un-collects money, a chargeback is only undone by its cancellation).
 //!
-//! | current \ signal | Pending | Succeeded | Failed | Canceled | ChargedBack | ChargebackCancelled | Recorded |
-//! |------------------|---------|-----------|--------|----------|-------------|---------------------|----------|
-//! | REGISTERED       | PENDING | SUCCEEDED | FAILED | CANCELED | ·           | ·                   | ·        |
-//! | PENDING          | PENDING | SUCCEEDED | FAILED | CANCELED | ·           | ·                   | ·        |
-//! | SUCCEEDED        | ·       | SUCCEEDED | FAILED¹| ·        | REVERSED    | ·                   | ·        |
-//! | FAILED           | PENDING²| SUCCEEDED³| FAILED | CANCELED | ·           | ·                   | ·        |
-//! | CANCELED         | ·       | SUCCEEDED⁴| ·      | CANCELED | ·           | ·                   | ·        |
-//! | REVERSED         | ·       | ·         | ·      | ·        | REVERSED    | SUCCEEDED           | ·        |
+//! | current \ signal | Pending | Succeeded | Failed | AttemptFailed | Canceled | ChargedBack | ChargebackCancelled | Recorded |
+//! |------------------|---------|-----------|--------|---------------|----------|-------------|---------------------|----------|
+//! | REGISTERED       | PENDING | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | PENDING          | PENDING | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | SUCCEEDED        | ·       | SUCCEEDED | FAILED¹| ·⁵            | ·        | REVERSED    | ·                   | ·        |
+//! | FAILED           | PENDING²| SUCCEEDED³| FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | CANCELED         | ·       | SUCCEEDED⁴| ·      | ·             | CANCELED | ·           | ·                   | ·        |
+//! | REVERSED         | ·       | ·         | ·      | ·             | ·        | REVERSED    | SUCCEEDED           | ·        |
 //!
 //! `·` = no change (recorded only). ¹ a late failure (GoCardless `failed` after `confirmed`)
 //! reopens the invoice. ² GoCardless `resubmission_requested`. ³ a Stripe PaymentIntent may fail
 //! and later succeed. ⁴ money moved: a success is applied whatever came before, except after a
-//! chargeback, which only `chargeback_cancelled` undoes.
+//! chargeback, which only `chargeback_cancelled` undoes. ⁵ a Stripe PaymentIntent that succeeded is
+//! final: a failure of one of its attempts that arrives late, or stamped the same second, never
+//! moves it (only refunds and disputes move its money back).
 
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
@@ -64,7 +66,11 @@ impl PaymentStatus {
 pub enum PaymentSignal {
     Pending,
     Succeeded,
+    /// The payment itself failed (GoCardless `failed`, possibly late, after `confirmed`).
     Failed,
+    /// One attempt at the payment failed (Stripe): the payment may still succeed, and a success
+    /// stays a success.
+    AttemptFailed,
     Canceled,
     ChargedBack,
     ChargebackCancelled,
@@ -73,10 +79,16 @@ pub enum PaymentSignal {
 }
 
 impl PaymentSignal {
-    pub const ALL: [Self; 7] = [
+    /// Whether the event says a payment (or an attempt at it) failed.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::AttemptFailed)
+    }
+
+    pub const ALL: [Self; 8] = [
         Self::Pending,
         Self::Succeeded,
         Self::Failed,
+        Self::AttemptFailed,
         Self::Canceled,
         Self::ChargedBack,
         Self::ChargebackCancelled,
@@ -104,6 +116,7 @@ pub fn transition(current: PaymentStatus, signal: PaymentSignal) -> Option<Payme
         (P::Reversed, S::Succeeded) => None,
         (_, S::Succeeded) => Some(P::Succeeded),
         (P::Registered | P::Pending | P::Succeeded | P::Failed, S::Failed) => Some(P::Failed),
+        (P::Registered | P::Pending | P::Failed, S::AttemptFailed) => Some(P::Failed),
         (P::Registered | P::Pending | P::Failed | P::Canceled, S::Canceled) => Some(P::Canceled),
         (P::Succeeded | P::Reversed, S::ChargedBack) => Some(P::Reversed),
         (P::Reversed, S::ChargebackCancelled) => Some(P::Succeeded),
@@ -136,10 +149,11 @@ mod tests {
 
     /// The table of the module doc, row by row, as data: every (state, signal) pair.
     fn expected(current: PaymentStatus, signal: PaymentSignal) -> Option<PaymentStatus> {
-        let row: [Option<PaymentStatus>; 7] = match current {
+        let row: [Option<PaymentStatus>; 8] = match current {
             P::Registered | P::Pending | P::Failed => [
                 Some(P::Pending),
                 Some(P::Succeeded),
+                Some(P::Failed),
                 Some(P::Failed),
                 Some(P::Canceled),
                 None,
@@ -151,6 +165,7 @@ mod tests {
                 Some(P::Succeeded),
                 Some(P::Failed),
                 None,
+                None,
                 Some(P::Reversed),
                 None,
                 None,
@@ -159,12 +174,14 @@ mod tests {
                 None,
                 Some(P::Succeeded),
                 None,
+                None,
                 Some(P::Canceled),
                 None,
                 None,
                 None,
             ],
             P::Reversed => [
+                None,
                 None,
                 None,
                 None,
@@ -194,7 +211,7 @@ mod tests {
                 pairs += 1;
             }
         }
-        assert_eq!(pairs, 42);
+        assert_eq!(pairs, 48);
     }
 
     #[test]

@@ -455,7 +455,7 @@ mod tests {
             amount: Some(MinorUnits::new(1000).unwrap()),
             currency: Some(gbp()),
             occurred_at: at(seconds),
-            failure: (signal == S::Failed).then(|| Failure {
+            failure: signal.is_failure().then(|| Failure {
                 code: Some("insufficient_funds".into()),
                 message: Some("No money.".into()),
             }),
@@ -535,11 +535,19 @@ mod tests {
         (Some(P::Reversed), S::ChargedBack, Outcome::Applied, P::Reversed, I::Open, &[], false),
         (Some(P::Reversed), S::ChargebackCancelled, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
         (Some(P::Reversed), S::Recorded, Outcome::Recorded, P::Reversed, I::Open, &[], false),
+        // A Stripe attempt's failure: like a failure, except that a success stays a success.
+        (None, S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Registered), S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Pending), S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Succeeded), S::AttemptFailed, Outcome::Unchanged, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Failed), S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF], true),
+        (Some(P::Canceled), S::AttemptFailed, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Reversed), S::AttemptFailed, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
     ];
 
     #[test]
     fn every_payment_state_and_signal_pair_plans_as_the_table_says() {
-        assert_eq!(TABLE.len(), 7 * 7);
+        assert_eq!(TABLE.len(), 7 * PaymentSignal::ALL.len());
         for &(before, signal, outcome, after, invoice_after, events, notifies) in TABLE {
             let known: Vec<_> = before
                 .map(|s| payment("pay_1", "pi_1", 1000, s))

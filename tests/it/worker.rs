@@ -266,6 +266,62 @@ async fn stripe_out_of_order_a_success_is_not_undone_by_older_events() {
 }
 
 #[tokio::test]
+async fn a_stripe_failure_stamped_the_same_second_as_the_success_never_reopens_the_invoice() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust").await;
+    let subscriber = app.subscribe().await;
+    let event = |event_type: &str, id: &str, invoice: &str| {
+        let event = StripeEvent::new(event_type, id)
+            .created(T0)
+            .payment(&format!("pi_{invoice}"), 1000, "gbp")
+            .invoice_id(invoice);
+        match event_type {
+            "payment_intent.payment_failed" => event.object(declined_for_insufficient_funds),
+            _ => event,
+        }
+        .to_bytes()
+    };
+    // Both orders of arrival, each on an invoice of its own.
+    for (invoice, first, second) in [
+        (
+            "inv_sf",
+            "payment_intent.succeeded",
+            "payment_intent.payment_failed",
+        ),
+        (
+            "inv_fs",
+            "payment_intent.payment_failed",
+            "payment_intent.succeeded",
+        ),
+    ] {
+        app.create_invoice(invoice, "cust", None, "GBP", 1000).await;
+        let (first_id, second_id) = (format!("evt_{invoice}_1"), format!("evt_{invoice}_2"));
+        app.deliver_stripe(&event(first, &first_id, invoice)).await;
+        app.wait_processed("STRIPE", &first_id).await;
+        app.deliver_stripe(&event(second, &second_id, invoice))
+            .await;
+        app.wait_processed("STRIPE", &second_id).await;
+        let paid = app.invoice(invoice).await;
+        assert_eq!(paid["status"], "PAID", "{first} then {second}");
+        assert_eq!(paid["amountPaid"], 1000, "{first} then {second}");
+    }
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_inv_sf_2").await,
+        "unchanged",
+        "a success is final"
+    );
+    // Only the failure that came first, while the payment could still fail, was announced.
+    let messages = app.take_messages(&subscriber, 6).await;
+    let failed: Vec<String> = messages
+        .iter()
+        .filter(|m| m.routing_key == "payment.failed")
+        .map(|m| serde_json::from_slice::<Value>(&m.body).unwrap()["data"]["invoiceId"].to_string())
+        .collect();
+    assert_eq!(failed, ["\"inv_fs\""]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_fan", 1000).await;

@@ -26,7 +26,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     let (signal, amount_field) = match event_type {
         "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
         "payment_intent.processing" => (S::Pending, "/amount"),
-        "payment_intent.payment_failed" => (S::Failed, "/amount"),
+        "payment_intent.payment_failed" => (S::AttemptFailed, "/amount"),
         "payment_intent.canceled" => (S::Canceled, "/amount"),
         "checkout.session.completed" => {
             let paid = text(object, "/payment_status").as_deref() == Some("paid");
@@ -36,11 +36,11 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
             )
         }
         "checkout.session.async_payment_succeeded" => (S::Succeeded, "/amount_total"),
-        "checkout.session.async_payment_failed" => (S::Failed, "/amount_total"),
+        "checkout.session.async_payment_failed" => (S::AttemptFailed, "/amount_total"),
         "invoice.paid" => (S::Succeeded, "/amount_paid"),
-        "invoice.payment_failed" => (S::Failed, "/amount_due"),
+        "invoice.payment_failed" => (S::AttemptFailed, "/amount_due"),
         "charge.succeeded" => (S::Succeeded, "/amount_captured"),
-        "charge.failed" => (S::Failed, "/amount"),
+        "charge.failed" => (S::AttemptFailed, "/amount"),
         "payment_method.attached"
         | "payment_method.updated"
         | "payment_method.automatically_updated" => {
@@ -104,7 +104,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
             })
         })
         .transpose()?;
-    let failure = (signal == S::Failed).then(|| failure(object));
+    let failure = signal.is_failure().then(|| failure(object));
     Ok(DomainEvent::Payment(PaymentEvent {
         provider: Provider::Stripe,
         provider_payment_id,
@@ -209,7 +209,7 @@ mod tests {
                 "payment_intent.payment_failed",
                 "payment_intent",
                 "",
-                S::Failed,
+                S::AttemptFailed,
             ),
             ("payment_intent.canceled", "payment_intent", "", S::Canceled),
             (
@@ -234,12 +234,12 @@ mod tests {
                 "checkout.session.async_payment_failed",
                 "checkout.session",
                 "",
-                S::Failed,
+                S::AttemptFailed,
             ),
             ("invoice.paid", "invoice", "", S::Succeeded),
-            ("invoice.payment_failed", "invoice", "", S::Failed),
+            ("invoice.payment_failed", "invoice", "", S::AttemptFailed),
             ("charge.succeeded", "charge", "", S::Succeeded),
-            ("charge.failed", "charge", "", S::Failed),
+            ("charge.failed", "charge", "", S::AttemptFailed),
         ];
         for (event_type, kind, payment_status, signal) in rows {
             let body = stripe_event(event_type, |object| {
