@@ -141,7 +141,11 @@ pub fn compose(
         Some(render(recipient, &notice).map(|(subject, body_text, body_html)| {
             NewNotification {
                 payment_id: notice.payment_id.clone(),
-                failure_event_id: notice.event_id.clone(),
+                // One pair of mails per failed attempt, whichever event reported it first.
+                failure_event_id: notification
+                    .attempt_id
+                    .clone()
+                    .unwrap_or_else(|| notice.event_id.clone()),
                 recipient_kind: recipient.as_str(),
                 recipients: addresses,
                 subject,

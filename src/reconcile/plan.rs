@@ -23,6 +23,9 @@
 //!    applied failure, and the invoice's changes of status (`invoice::status_events`).
 //! 6. A failure on an invoice that is still not paid notifies the customer and the business, with
 //!    the outlook of a retry.
+//! 7. One failed attempt is one failure: a failure of the attempt the payment's last failure
+//!    already recorded (`PaymentEvent::attempt_id`, the failing Stripe charge) is `Unchanged`, so
+//!    `payment_intent.payment_failed` and `charge.failed` of one decline announce and mail once.
 
 use chrono::{DateTime, Utc};
 
@@ -68,6 +71,8 @@ pub struct PaymentFacts {
     pub last_event_at: Option<DateTime<Utc>>,
     /// The provider's reason of the last failure.
     pub failure: Option<Failure>,
+    /// The attempt of the last failure, when the provider names one.
+    pub failure_attempt: Option<String>,
 }
 
 /// What the worker writes for one event.
@@ -113,6 +118,8 @@ pub struct PaymentWrite {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailureNotification {
     pub payment_id: String,
+    /// The failed attempt, when the provider names one: the mails are keyed by it.
+    pub attempt_id: Option<String>,
     pub amount: MinorUnits,
     pub currency: Currency,
     pub provider: Provider,
@@ -200,8 +207,15 @@ pub fn plan(
         event.signal,
         event.occurred_at,
     );
-    let applied = matches!(decision, Decision::Apply(_));
+    // A failure of the attempt already recorded as the payment's last failure is the same decline
+    // reported by another event type.
+    let repeated_attempt = current == PaymentStatus::Failed
+        && event.signal.is_failure()
+        && event.attempt_id.is_some()
+        && known.and_then(|p| p.failure_attempt.as_ref()) == event.attempt_id.as_ref();
+    let applied = matches!(decision, Decision::Apply(_)) && !repeated_attempt;
     let next = match decision {
+        Decision::Apply(_) if repeated_attempt => current,
         Decision::Apply(next) => next,
         Decision::Stale | Decision::NoChange => current,
     };
@@ -237,6 +251,10 @@ pub fn plan(
         failure: failure
             .clone()
             .or_else(|| known.and_then(|p| p.failure.clone())),
+        failure_attempt: match next {
+            PaymentStatus::Failed if applied => event.attempt_id.clone(),
+            _ => known.and_then(|p| p.failure_attempt.clone()),
+        },
     };
     let is_new = known.is_none();
     let write = PaymentWrite {
@@ -345,6 +363,7 @@ pub fn plan(
     let notification = (next == PaymentStatus::Failed && totals.status != InvoiceStatus::Paid)
         .then(|| FailureNotification {
             payment_id: updated.id.clone(),
+            attempt_id: event.attempt_id.clone(),
             amount: MinorUnits::new(amount).unwrap_or(MinorUnits::ZERO),
             currency: invoice.currency,
             provider: event.provider,
@@ -415,6 +434,7 @@ mod tests {
             status,
             last_event_at: (status != P::Registered).then(|| at(0)),
             failure: None,
+            failure_attempt: None,
         }
     }
 
@@ -459,6 +479,7 @@ mod tests {
                 code: Some("insufficient_funds".into()),
                 message: Some("No money.".into()),
             }),
+            attempt_id: None,
             provider_will_retry: None,
         }
     }
@@ -748,6 +769,40 @@ mod tests {
             "kept for the record"
         );
         assert!(effects.events.is_empty());
+    }
+
+    #[test]
+    fn one_failed_attempt_reported_by_two_event_types_is_one_failure() {
+        let mut declined = event(S::AttemptFailed, 10);
+        declined.attempt_id = Some("ch_1".into());
+        let (state, first) = run(state(vec![]), &declined);
+        assert_eq!(types(&first), [PF, IPF]);
+        assert_eq!(
+            first.notification.unwrap().attempt_id.as_deref(),
+            Some("ch_1")
+        );
+        assert_eq!(state.payments[0].failure_attempt.as_deref(), Some("ch_1"));
+        // The same decline as charge.failed, a second later: nothing new to say.
+        let mut same = declined.clone();
+        same.occurred_at = at(11);
+        let (after, second) = run(state.clone(), &same);
+        assert_eq!(second.outcome, Outcome::Unchanged);
+        assert!(second.events.is_empty() && second.notification.is_none());
+        assert!(second.payment.is_none(), "nothing to write");
+        assert_eq!(after, state);
+        // Another attempt (a retry on a new charge) fails on its own: announced and mailed again.
+        let mut retry = declined.clone();
+        retry.attempt_id = Some("ch_2".into());
+        retry.occurred_at = at(20);
+        let (after, third) = run(state.clone(), &retry);
+        assert_eq!(types(&third), [PF]);
+        assert!(third.notification.is_some());
+        assert_eq!(after.payments[0].failure_attempt.as_deref(), Some("ch_2"));
+        // An event that names no attempt is an attempt of its own, as before.
+        let mut unnamed = declined;
+        unnamed.attempt_id = None;
+        let (_, fourth) = run(state, &unnamed);
+        assert_eq!(types(&fourth), [PF]);
     }
 
     #[test]

@@ -90,6 +90,7 @@ struct PaymentJson {
     last_event_at: Option<DateTime<Utc>>,
     failure_code: Option<String>,
     failure_message: Option<String>,
+    failure_attempt_id: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -107,7 +108,8 @@ static READ_STATE: LazyLock<String> = LazyLock::new(|| {
                 SELECT json_agg(json_build_object(
                     'id', p.id, 'provider', p.provider, 'provider_payment_id', p.provider_payment_id,
                     'amount', p.amount, 'status', p.status, 'last_event_at', p.last_event_at,
-                    'failure_code', p.failure_code, 'failure_message', p.failure_message)
+                    'failure_code', p.failure_code, 'failure_message', p.failure_message,
+                    'failure_attempt_id', p.failure_attempt_id)
                     ORDER BY p.created_at, p.id)
                 FROM payments p WHERE p.invoice_id = $1), '[]') AS payments,
             {INVOICE_LEVELS_COLUMNS},
@@ -155,6 +157,7 @@ pub async fn read(
                         message: p.failure_message,
                     },
                 ),
+                failure_attempt: p.failure_attempt_id,
             })
             .collect(),
         settings: row.levels.levels().resolve(defaults),
@@ -176,6 +179,7 @@ struct PaymentRecord<'a> {
     collected: bool,
     failure_code: Option<&'a str>,
     failure_message: Option<&'a str>,
+    failure_attempt_id: Option<&'a str>,
     last_event_at: Option<DateTime<Utc>>,
     effective_provider: PaymentProvider,
     effective_auto_charge: bool,
@@ -195,16 +199,16 @@ struct InvoiceTotalsRecord<'a> {
 const WRITE_EFFECTS: &str = concat!(
     "WITH payment AS (
          INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
-             currency, status, collected, failure_code, failure_message, last_event_at,
-             effective_provider, effective_auto_charge)
+             currency, status, collected, failure_code, failure_message, failure_attempt_id,
+             last_event_at, effective_provider, effective_auto_charge)
          SELECT id, account_id, invoice_id, provider, provider_payment_id, amount,
-             currency, status, collected, failure_code, failure_message, last_event_at,
-             effective_provider, effective_auto_charge
+             currency, status, collected, failure_code, failure_message, failure_attempt_id,
+             last_event_at, effective_provider, effective_auto_charge
          FROM jsonb_populate_record(NULL::payments, $1) WHERE $1 IS NOT NULL
          ON CONFLICT (id) DO UPDATE SET
              status = EXCLUDED.status, collected = EXCLUDED.collected, amount = EXCLUDED.amount,
              failure_code = EXCLUDED.failure_code, failure_message = EXCLUDED.failure_message,
-             last_event_at = EXCLUDED.last_event_at,
+             failure_attempt_id = EXCLUDED.failure_attempt_id, last_event_at = EXCLUDED.last_event_at,
              effective_provider = EXCLUDED.effective_provider,
              effective_auto_charge = EXCLUDED.effective_auto_charge, updated_at = now()
      ), invoice_totals AS (
@@ -236,6 +240,7 @@ pub async fn write(
             collected: p.status.is_collected(),
             failure_code: p.failure.as_ref().and_then(|f| f.code.as_deref()),
             failure_message: p.failure.as_ref().and_then(|f| f.message.as_deref()),
+            failure_attempt_id: p.failure_attempt.as_deref(),
             last_event_at: p.last_event_at,
             effective_provider: write.settings.payment_provider.value,
             effective_auto_charge: write.settings.auto_charge.value,

@@ -150,6 +150,58 @@ async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
 }
 
 #[tokio::test]
+async fn one_declined_attempt_reported_as_payment_intent_and_charge_failures_mails_once() {
+    let sink = SmtpSink::start().await;
+    let mut app = app_with_mail(&sink).await;
+    app.create_customer("acme").await;
+    app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
+        .await;
+    let subscriber = app.subscribe().await;
+    // Stripe sends both for one decline: the PaymentIntent names its failing charge.
+    let intent = StripeEvent::new("payment_intent.payment_failed", "evt_pi_failed")
+        .created(T0)
+        .payment("pi_1", 12_500, "gbp")
+        .invoice_id("inv_1")
+        .object(|o| {
+            declined_for_insufficient_funds(o);
+            o["latest_charge"] = "ch_declined".into();
+        })
+        .to_bytes();
+    let charge = StripeEvent::new("charge.failed", "evt_ch_failed")
+        .created(T0)
+        .payment("pi_1", 12_500, "gbp")
+        .invoice_id("inv_1")
+        .object(|o| {
+            o["id"] = "ch_declined".into();
+            o["status"] = "failed".into();
+            o["failure_code"] = "card_declined".into();
+            o["failure_message"] = "Your card was declined.".into();
+        })
+        .to_bytes();
+    app.deliver_stripe(&intent).await;
+    app.deliver_stripe(&charge).await;
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_pi_failed").await,
+        "applied"
+    );
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_ch_failed").await,
+        "unchanged"
+    );
+    sink.wait_for(2).await;
+    app.shutdown_only().await;
+    assert_eq!(notification_count(&app).await, 2, "one pair of mails");
+    assert_eq!(sink.mails().len(), 2);
+    let messages = app.take_messages(&subscriber, 2).await;
+    let failed = messages
+        .iter()
+        .filter(|m| m.routing_key == "payment.failed")
+        .count();
+    assert_eq!(failed, 1, "one payment.failed");
+    app.delete_topology().await;
+}
+
+#[tokio::test]
 async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink).await;

@@ -62,6 +62,8 @@ pub(super) fn interpret(
                 currency: None,
                 occurred_at,
                 failure,
+                // Each GoCardless failure event is an attempt of its own.
+                attempt_id: None,
                 provider_will_retry,
             }))
         }

@@ -36,6 +36,9 @@ pub struct PaymentEvent {
     pub occurred_at: DateTime<Utc>,
     /// The provider's reason, on a failure.
     pub failure: Option<Failure>,
+    /// The attempt a failure belongs to (Stripe: the failing charge, which the PaymentIntent, the
+    /// charge and the old-shape invoice events all name). `None`: the event is its own attempt.
+    pub attempt_id: Option<String>,
     /// GoCardless `details.will_attempt_retry` (`Some(false)` for a final cancellation).
     pub provider_will_retry: Option<bool>,
 }

@@ -105,6 +105,10 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         })
         .transpose()?;
     let failure = signal.is_failure().then(|| failure(object));
+    let attempt_id = signal
+        .is_failure()
+        .then(|| failing_charge(object_kind, object))
+        .flatten();
     Ok(DomainEvent::Payment(PaymentEvent {
         provider: Provider::Stripe,
         provider_payment_id,
@@ -114,8 +118,23 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         currency,
         occurred_at,
         failure,
+        attempt_id,
         provider_will_retry: None,
     }))
+}
+
+/// The charge whose failure an event reports: a charge's own id, a PaymentIntent's failing charge
+/// (`last_payment_error.charge`, else `latest_charge`), an invoice's `charge` (API versions before
+/// 2025; current invoices name none). Ids or expanded objects alike.
+fn failing_charge(object_kind: &str, object: &Value) -> Option<String> {
+    let id_at =
+        |pointer: &str| text(object, pointer).or_else(|| text(object, &format!("{pointer}/id")));
+    match object_kind {
+        "charge" => text(object, "/id"),
+        "payment_intent" => id_at("/last_payment_error/charge").or_else(|| id_at("/latest_charge")),
+        "invoice" => id_at("/charge"),
+        _ => None,
+    }
 }
 
 /// The provider's reason: a PaymentIntent's `last_payment_error` (decline code first, it is the
@@ -262,6 +281,40 @@ mod tests {
             assert_eq!(event.invoice_ref.as_deref(), Some("inv_1"));
             assert_eq!(event.occurred_at.timestamp(), 1_800_000_000);
         }
+    }
+
+    #[test]
+    fn a_failure_names_its_attempt_the_failing_charge_in_every_shape() {
+        let attempt = |event_type: &str, edit: &dyn Fn(&mut Value)| {
+            payment(interpret(&stripe_event(event_type, |o| edit(o))).unwrap()).attempt_id
+        };
+        // The PaymentIntent names the charge in its error, or as its latest charge.
+        let in_error = attempt("payment_intent.payment_failed", &|o| {
+            o["last_payment_error"] = serde_json::json!({"type": "card_error", "charge": "ch_1"});
+        });
+        assert_eq!(in_error.as_deref(), Some("ch_1"));
+        let latest = attempt("payment_intent.payment_failed", &|o| {
+            o["latest_charge"] = "ch_1".into();
+        });
+        assert_eq!(latest.as_deref(), Some("ch_1"));
+        // A charge is the attempt; an old-shape invoice names its charge, expanded or not.
+        let charge = attempt("charge.failed", &|o| o["id"] = "ch_1".into());
+        assert_eq!(charge.as_deref(), Some("ch_1"));
+        let invoice = attempt("invoice.payment_failed", &|o| {
+            o["charge"] = serde_json::json!({"id": "ch_1", "object": "charge"});
+        });
+        assert_eq!(invoice.as_deref(), Some("ch_1"));
+        // The current invoice shape and Checkout name none; a success has no attempt.
+        assert_eq!(attempt("invoice.payment_failed", &|_| {}), None);
+        assert_eq!(
+            attempt("checkout.session.async_payment_failed", &|_| {}),
+            None
+        );
+        assert_eq!(
+            attempt("payment_intent.succeeded", &|o| o["latest_charge"] =
+                "ch_1".into()),
+            None
+        );
     }
 
     #[test]
