@@ -322,6 +322,42 @@ async fn a_stripe_failure_stamped_the_same_second_as_the_success_never_reopens_t
 }
 
 #[tokio::test]
+async fn a_payment_whose_invoice_event_has_the_current_shape_is_counted_once() {
+    // payment_intent.succeeded, charge.succeeded and invoice.paid of one payment, the invoice as
+    // current API versions send it: no payment_intent (the fixture's own shape).
+    let app = spawn_worker(Retries::PATIENT).await;
+    setup(&app, "inv_now", 1000).await;
+    let events = [
+        StripeEvent::new("payment_intent.succeeded", "evt_pi")
+            .payment("pi_now", 1000, "gbp")
+            .invoice_id("inv_now"),
+        StripeEvent::new("charge.succeeded", "evt_ch")
+            .payment("pi_now", 1000, "gbp")
+            .invoice_id("inv_now"),
+        StripeEvent::new("invoice.paid", "evt_in")
+            .invoice_id("inv_now")
+            .object(|invoice| {
+                assert!(invoice.get("payment_intent").is_none(), "the current shape");
+                invoice["amount_paid"] = 1000.into();
+                invoice["amount_due"] = 1000.into();
+                invoice["currency"] = "gbp".into();
+            }),
+    ];
+    for event in events {
+        app.deliver_stripe(&event.created(T0).to_bytes()).await;
+    }
+    for id in ["evt_pi", "evt_ch", "evt_in"] {
+        app.wait_processed("STRIPE", id).await;
+    }
+    let invoice = app.invoice("inv_now").await;
+    assert_eq!(invoice["amountPaid"], 1000, "10.00, not 20.00");
+    assert_eq!(invoice["status"], "PAID");
+    assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(invoice["payments"][0]["providerPaymentId"], "pi_now");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
     let app = spawn_worker(Retries::PATIENT).await;
     setup(&app, "inv_fan", 1000).await;

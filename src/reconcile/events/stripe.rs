@@ -77,14 +77,22 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     };
 
     // Every event of one payment keys on its PaymentIntent, so money is counted once per payment.
+    // A legacy charge without one keys on the charge. An invoice or a Checkout Session without one
+    // (the current API's invoices name none; Checkout in subscription mode) only confirms money
+    // its PaymentIntent's own events count: keyed on the invoice or session, it would be counted
+    // a second time.
     let object_kind = event_type.split('.').next().unwrap_or_default();
-    let provider_payment_id = if object_kind == "payment_intent" {
-        id()?
-    } else {
-        text(object, "/payment_intent")
-            .or_else(|| text(object, "/payment_intent/id"))
-            .or_else(|| text(object, "/id"))
-            .ok_or(EventError::Missing("data.object.payment_intent"))?
+    let payment_intent =
+        text(object, "/payment_intent").or_else(|| text(object, "/payment_intent/id"));
+    let provider_payment_id = match (object_kind, payment_intent) {
+        ("payment_intent", _) => id()?,
+        (_, Some(payment_intent)) => payment_intent,
+        ("charge", None) => id()?,
+        (_, None) => {
+            return Ok(DomainEvent::Ignored(
+                "names no PaymentIntent: its PaymentIntent's events count the money",
+            ));
+        }
     };
     let amount = integer(object, amount_field)
         .or_else(|| integer(object, "/amount"))
@@ -284,9 +292,44 @@ mod tests {
     }
 
     #[test]
+    fn an_invoice_or_session_without_a_payment_intent_never_counts_money_itself() {
+        // The current API's invoice names no PaymentIntent (the fixture is that shape).
+        for event_type in [
+            "invoice.paid",
+            "invoice.payment_failed",
+            "checkout.session.completed",
+        ] {
+            let body = stripe_event(event_type, |object| {
+                object["payment_intent"] = Value::Null;
+                object["metadata"] = serde_json::json!({"invoice_id": "inv_1"});
+            });
+            assert!(
+                matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)),
+                "{event_type}"
+            );
+        }
+        // A legacy charge without one is its own payment.
+        let body = stripe_event("charge.succeeded", |object| {
+            object["payment_intent"] = Value::Null;
+            object["id"] = "ch_legacy".into();
+        });
+        assert_eq!(
+            payment(interpret(&body).unwrap()).provider_payment_id,
+            "ch_legacy"
+        );
+    }
+
+    #[test]
     fn a_failure_names_its_attempt_the_failing_charge_in_every_shape() {
+        // Each object as it names its PaymentIntent (the 2024-06-20 invoice shape does).
         let attempt = |event_type: &str, edit: &dyn Fn(&mut Value)| {
-            payment(interpret(&stripe_event(event_type, |o| edit(o))).unwrap()).attempt_id
+            let body = stripe_event(event_type, |o| {
+                if !event_type.starts_with("payment_intent") {
+                    o["payment_intent"] = "pi_1".into();
+                }
+                edit(o)
+            });
+            payment(interpret(&body).unwrap()).attempt_id
         };
         // The PaymentIntent names the charge in its error, or as its latest charge.
         let in_error = attempt("payment_intent.payment_failed", &|o| {
@@ -304,8 +347,7 @@ mod tests {
             o["charge"] = serde_json::json!({"id": "ch_1", "object": "charge"});
         });
         assert_eq!(invoice.as_deref(), Some("ch_1"));
-        // The current invoice shape and Checkout name none; a success has no attempt.
-        assert_eq!(attempt("invoice.payment_failed", &|_| {}), None);
+        // Checkout names none, and a success has no attempt.
         assert_eq!(
             attempt("checkout.session.async_payment_failed", &|_| {}),
             None
