@@ -1,8 +1,19 @@
-//! An invoice's amount paid and status follow from its payments: the sum of those that currently
-//! count as collected. So a reversal (late failure, chargeback) reopens the invoice by itself.
+//! An invoice's figures and status follow from its ledger (`reconcile::ledger`): what was collected,
+//! less what disputes hold or took, is the amount paid. So a reversal (late failure, chargeback,
+//! lost dispute) reopens the invoice by itself, and a won dispute pays it again.
+//!
+//! | situation                                        | status                                      |
+//! |--------------------------------------------------|---------------------------------------------|
+//! | a dispute holds funds of a payment, outcome open | `DISPUTED`                                  |
+//! | paid ≥ due (a zero invoice too)                  | `PAID` (refunds leave it paid: `refundState`)|
+//! | 0 < paid < due                                   | `PARTIALLY_PAID`                            |
+//! | nothing paid, the latest attempt failed          | `PAYMENT_FAILED`                            |
+//! | nothing paid                                     | `OPEN`                                      |
 
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
+
+use super::ledger::{RefundState, Sums};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[derive(Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray)]
@@ -14,6 +25,8 @@ pub enum InvoiceStatus {
     Paid,
     /// Open, and the most recent payment attempt failed.
     PaymentFailed,
+    /// A dispute holds funds of one of its payments and its outcome is not known yet.
+    Disputed,
 }
 
 impl InvoiceStatus {
@@ -27,7 +40,7 @@ impl InvoiceStatus {
         match self {
             Self::Open | Self::PaymentFailed => 0,
             Self::PartiallyPaid => 1,
-            Self::Paid => 2,
+            Self::Paid | Self::Disputed => 2,
         }
     }
 }
@@ -49,21 +62,39 @@ pub fn check_attempt(amount: i64, outstanding: i64, allow_overpayment: bool) -> 
     }
 }
 
-/// The invoice's totals after a change.
+/// The invoice's figures after a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvoiceTotals {
+pub struct InvoiceFigures {
+    /// Collected, less what disputes and chargebacks hold or took.
     pub amount_paid: i64,
+    pub amount_refunded: i64,
+    /// What open disputes claim.
+    pub amount_in_dispute: i64,
+    pub refund_state: RefundState,
     pub status: InvoiceStatus,
     /// Paid more than due: recorded and flagged, never silently absorbed.
     pub overpaid: bool,
 }
 
-/// Derives the totals from the collected amounts and whether the latest attempt failed.
-pub fn totals(amount_due: i64, collected: &[i64], latest_attempt_failed: bool) -> InvoiceTotals {
-    // Amounts are bounded (`MinorUnits::MAX`), so this cannot saturate in practice; saturating
-    // rather than wrapping keeps an impossible sum from ever turning negative.
-    let amount_paid = collected.iter().copied().fold(0_i64, i64::saturating_add);
-    let status = if amount_paid >= amount_due {
+impl InvoiceFigures {
+    /// Paid less refunded: what the business keeps.
+    pub fn amount_net(&self) -> i64 {
+        self.amount_paid - self.amount_refunded
+    }
+}
+
+/// Derives the figures from the ledger's sums, what open disputes claim, and whether the latest
+/// attempt failed (see the module doc's table).
+pub fn figures(
+    amount_due: i64,
+    sums: Sums,
+    amount_in_dispute: i64,
+    latest_attempt_failed: bool,
+) -> InvoiceFigures {
+    let amount_paid = sums.paid();
+    let status = if amount_in_dispute > 0 {
+        InvoiceStatus::Disputed
+    } else if amount_paid >= amount_due {
         InvoiceStatus::Paid
     } else if amount_paid > 0 {
         InvoiceStatus::PartiallyPaid
@@ -72,41 +103,54 @@ pub fn totals(amount_due: i64, collected: &[i64], latest_attempt_failed: bool) -
     } else {
         InvoiceStatus::Open
     };
-    InvoiceTotals {
+    InvoiceFigures {
         amount_paid,
+        amount_refunded: sums.refunded(),
+        amount_in_dispute,
+        refund_state: RefundState::of(sums),
         status,
         overpaid: amount_paid > amount_due,
     }
 }
 
-/// What an invoice's change of status announces to subscribers.
+/// What an invoice's change announces to subscribers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvoiceChange {
     Reopened,
     Paid,
     PartiallyPaid,
     PaymentFailed,
+    Disputed,
+    Refunded,
 }
 
-/// The changes an invoice's move from (`before`, `amount_paid_before`) to `after` announces.
-pub fn status_events(
-    before: InvoiceStatus,
-    after: InvoiceTotals,
-    amount_paid_before: i64,
-) -> Vec<InvoiceChange> {
+/// The changes an invoice's move from `before` to `after` announces. A dispute that opens
+/// withdraws funds but is announced as `Disputed`, not as a reopening; the reopening comes if it
+/// is lost.
+pub fn status_events(before: &InvoiceFigures, after: &InvoiceFigures) -> Vec<InvoiceChange> {
+    use InvoiceStatus as S;
     let mut events = Vec::new();
-    if after.amount_paid < amount_paid_before || after.status.rank() < before.rank() {
+    let reopened = match (before.status, after.status) {
+        (_, S::Disputed) => false,
+        (S::Disputed, after) => after.rank() < S::Paid.rank(),
+        _ => after.amount_paid < before.amount_paid || after.status.rank() < before.status.rank(),
+    };
+    if reopened {
         events.push(InvoiceChange::Reopened);
     }
     match after.status {
-        InvoiceStatus::Paid if before != InvoiceStatus::Paid => events.push(InvoiceChange::Paid),
-        InvoiceStatus::PartiallyPaid if after.amount_paid != amount_paid_before => {
+        S::Disputed if before.status != S::Disputed => events.push(InvoiceChange::Disputed),
+        S::Paid if before.status != S::Paid => events.push(InvoiceChange::Paid),
+        S::PartiallyPaid if after.amount_paid != before.amount_paid => {
             events.push(InvoiceChange::PartiallyPaid)
         }
-        InvoiceStatus::PaymentFailed if before != InvoiceStatus::PaymentFailed => {
+        S::PaymentFailed if before.status != S::PaymentFailed => {
             events.push(InvoiceChange::PaymentFailed)
         }
         _ => {}
+    }
+    if after.amount_refunded > before.amount_refunded {
+        events.push(InvoiceChange::Refunded);
     }
     events
 }
@@ -116,6 +160,15 @@ mod tests {
     use super::*;
     use InvoiceChange as C;
     use InvoiceStatus as I;
+
+    /// The figures of an invoice of `due` whose payments collected `collected`.
+    fn totals(due: i64, collected: &[i64], latest_failed: bool) -> InvoiceFigures {
+        let sums = Sums {
+            collected: collected.iter().sum(),
+            ..Sums::default()
+        };
+        figures(due, sums, 0, latest_failed)
+    }
 
     #[test]
     fn partial_payments_add_up_to_paid() {
@@ -131,6 +184,49 @@ mod tests {
         assert_eq!(
             (over.amount_paid, over.status, over.overpaid),
             (1100, I::Paid, true)
+        );
+    }
+
+    #[test]
+    fn every_row_of_the_status_table() {
+        let sums = |collected, withdrawn, reinstated, refunded| Sums {
+            collected,
+            withdrawn,
+            reinstated,
+            refunded,
+            ..Sums::default()
+        };
+        // A dispute holds funds, outcome open: disputed, whatever the sums say.
+        let disputed = figures(1000, sums(1000, 1000, 0, 0), 1000, false);
+        assert_eq!((disputed.status, disputed.amount_paid), (I::Disputed, 0));
+        // Lost: the funds stay withdrawn and the invoice is open again (or part paid).
+        assert_eq!(
+            figures(1000, sums(1000, 1000, 0, 0), 0, false).status,
+            I::Open
+        );
+        assert_eq!(
+            figures(1000, sums(1500, 1000, 0, 0), 0, false).status,
+            I::PartiallyPaid
+        );
+        assert_eq!(
+            figures(1000, sums(1000, 1000, 0, 0), 0, true).status,
+            I::PaymentFailed
+        );
+        // Won: reinstated, paid again.
+        assert_eq!(
+            figures(1000, sums(1000, 1000, 1000, 0), 0, false).status,
+            I::Paid
+        );
+        // Refunded in part or in full: still paid, the refund state says how much went back.
+        let partly = figures(1000, sums(1000, 0, 0, 300), 0, false);
+        assert_eq!(
+            (partly.status, partly.refund_state, partly.amount_net()),
+            (I::Paid, RefundState::Partial, 700)
+        );
+        let fully = figures(1000, sums(1000, 0, 0, 1000), 0, false);
+        assert_eq!(
+            (fully.status, fully.refund_state),
+            (I::Paid, RefundState::Full)
         );
     }
 
@@ -153,27 +249,47 @@ mod tests {
 
     #[test]
     fn status_changes_announce_themselves() {
+        let open = totals(1000, &[], false);
+        let paid = totals(1000, &[1000], false);
+        let failed = totals(1000, &[], true);
+        assert_eq!(status_events(&open, &paid), [C::Paid]);
         assert_eq!(
-            status_events(I::Open, totals(1000, &[1000], false), 0),
-            [C::Paid]
-        );
-        assert_eq!(
-            status_events(I::Open, totals(1000, &[300], false), 0),
+            status_events(&open, &totals(1000, &[300], false)),
             [C::PartiallyPaid]
         );
+        assert_eq!(status_events(&open, &failed), [C::PaymentFailed]);
         assert_eq!(
-            status_events(I::Open, totals(1000, &[], true), 0),
-            [C::PaymentFailed]
-        );
-        assert_eq!(
-            status_events(I::Paid, totals(1000, &[], true), 1000),
+            status_events(&paid, &failed),
             [C::Reopened, C::PaymentFailed]
         );
-        assert_eq!(
-            status_events(I::Paid, totals(1000, &[], false), 1000),
-            [C::Reopened]
+        assert_eq!(status_events(&paid, &open), [C::Reopened]);
+        assert!(status_events(&paid, &paid).is_empty());
+        assert!(status_events(&failed, &failed).is_empty());
+    }
+
+    #[test]
+    fn a_dispute_announces_itself_and_its_outcome() {
+        let paid = totals(1000, &[1000], false);
+        let held = Sums {
+            collected: 1000,
+            withdrawn: 1000,
+            ..Sums::default()
+        };
+        let disputed = figures(1000, held, 1000, false);
+        assert_eq!(status_events(&paid, &disputed), [C::Disputed]);
+        let lost = figures(1000, held, 0, false);
+        assert_eq!(status_events(&disputed, &lost), [C::Reopened]);
+        assert_eq!(status_events(&disputed, &paid), [C::Paid]);
+        let refunded = figures(
+            1000,
+            Sums {
+                collected: 1000,
+                refunded: 250,
+                ..Sums::default()
+            },
+            0,
+            false,
         );
-        assert!(status_events(I::Paid, totals(1000, &[1000], false), 1000).is_empty());
-        assert!(status_events(I::PaymentFailed, totals(1000, &[], true), 0).is_empty());
+        assert_eq!(status_events(&paid, &refunded), [C::Refunded]);
     }
 }

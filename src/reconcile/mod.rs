@@ -3,12 +3,15 @@
 //!    overrides, payment-method references, money. No axum, lapin, sqlx or tokio here: the worker
 //!    reads state and writes effects, the repository holds the SQL.
 
+pub mod dispute;
 pub mod events;
 pub mod invoice;
+pub mod ledger;
 pub mod money;
 pub mod outcome;
 pub mod payment;
 pub mod payment_methods;
 pub mod plan;
 pub mod reconciliation_events;
+pub mod refund;
 pub mod settings;

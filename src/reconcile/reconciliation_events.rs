@@ -9,10 +9,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::dispute::DisputeStatus;
 use super::invoice::InvoiceStatus;
+use super::ledger::RefundState;
 use super::money::Currency;
 use super::payment::PaymentStatus;
 use super::payment_methods::MethodStatus;
+use super::refund::RefundStatus;
 use crate::provider::{PaymentProvider, Provider};
 
 /// One reconciliation event, typed by what it announces.
@@ -25,6 +28,13 @@ pub enum ReconciliationEvent {
     InvoicePartiallyPaid(InvoiceData),
     InvoicePaymentFailed(InvoiceData),
     InvoiceReopened(InvoiceData),
+    InvoiceDisputed(InvoiceData),
+    InvoiceRefunded(InvoiceData),
+    PaymentRefunded(RefundData),
+    PaymentRefundFailed(RefundData),
+    PaymentDisputed(DisputeData),
+    DisputeWon(DisputeData),
+    DisputeLost(DisputeData),
     PaymentMethodUpdated(PaymentMethodData),
 }
 
@@ -38,19 +48,53 @@ impl ReconciliationEvent {
             Self::InvoicePartiallyPaid(_) => "invoice.partially_paid",
             Self::InvoicePaymentFailed(_) => "invoice.payment_failed",
             Self::InvoiceReopened(_) => "invoice.reopened",
+            Self::InvoiceDisputed(_) => "invoice.disputed",
+            Self::InvoiceRefunded(_) => "invoice.refunded",
+            Self::PaymentRefunded(_) => "payment.refunded",
+            Self::PaymentRefundFailed(_) => "payment.refund_failed",
+            Self::PaymentDisputed(_) => "payment.disputed",
+            Self::DisputeWon(_) => "dispute.won",
+            Self::DisputeLost(_) => "dispute.lost",
             Self::PaymentMethodUpdated(_) => "payment_method.updated",
+        }
+    }
+
+    /// The refund or dispute an event is about: part of its id, since one provider event may
+    /// report several refunds (`charge.refunded` lists them all).
+    fn subject(&self) -> Option<&str> {
+        match self {
+            Self::PaymentRefunded(data) | Self::PaymentRefundFailed(data) => {
+                Some(&data.provider_refund_id)
+            }
+            Self::PaymentDisputed(data) | Self::DisputeWon(data) | Self::DisputeLost(data) => {
+                Some(&data.provider_dispute_id)
+            }
+            _ => None,
         }
     }
 }
 
-/// Where a payment's `amount` came from: the provider's event, the payment the billing system
-/// registered (GoCardless events carry no amount), or, with neither, what the invoice still owed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where an amount came from: the provider's event; the payment or refund the billing system
+/// registered (GoCardless events carry no amount); or, with neither, what the invoice still owed
+/// (a payment) or what was left to refund of the payment (a refund). `migrated`: a payment
+/// settle recorded before the ledger existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Serialize, serde::Deserialize, strum::IntoStaticStr, strum::EnumString)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AmountSource {
     Event,
     RegisteredPayment,
     InvoiceOutstanding,
+    RegisteredRefund,
+    PaymentRemainder,
+    Migrated,
+}
+
+impl AmountSource {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// `payment.succeeded`, `payment.failed`.
@@ -74,7 +118,27 @@ pub struct PaymentData {
     pub provider_mismatch: bool,
 }
 
-/// `invoice.paid`, `invoice.partially_paid`, `invoice.payment_failed`, `invoice.reopened`.
+/// An invoice's figures, derived from its ledger, as every invoice, refund and dispute event
+/// carries them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiguresData {
+    pub status: InvoiceStatus,
+    pub amount_due: i64,
+    /// Collected, less what disputes and chargebacks hold or took.
+    pub amount_paid: i64,
+    pub amount_refunded: i64,
+    /// What open disputes claim.
+    pub amount_in_dispute: i64,
+    /// Paid less refunded.
+    pub amount_net: i64,
+    pub refund_state: RefundState,
+    /// Paid more than due: recorded and flagged, never silently absorbed.
+    pub overpaid: bool,
+}
+
+/// `invoice.paid`, `invoice.partially_paid`, `invoice.payment_failed`, `invoice.reopened`,
+/// `invoice.disputed`, `invoice.refunded`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceData {
@@ -82,16 +146,54 @@ pub struct InvoiceData {
     pub customer_id: String,
     pub number: String,
     pub currency: Currency,
-    pub amount_due: i64,
-    pub amount_paid: i64,
-    pub status: InvoiceStatus,
-    /// Paid more than due: recorded and flagged, never silently absorbed.
-    pub overpaid: bool,
+    #[serde(flatten)]
+    pub figures: FiguresData,
     /// The payment whose event changed the invoice.
     pub payment_id: String,
     pub provider: Provider,
     pub effective_payment_provider: PaymentProvider,
     pub provider_mismatch: bool,
+}
+
+/// `payment.refunded`, `payment.refund_failed`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundData {
+    pub refund_id: String,
+    pub provider_refund_id: String,
+    pub payment_id: String,
+    pub provider_payment_id: Option<String>,
+    pub invoice_id: String,
+    pub provider: Provider,
+    pub amount: i64,
+    pub currency: Currency,
+    pub amount_source: AmountSource,
+    pub status: RefundStatus,
+    pub failure_reason: Option<String>,
+    /// The invoice's figures after the refund.
+    pub invoice: FiguresData,
+}
+
+/// `payment.disputed`, `dispute.won`, `dispute.lost`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeData {
+    pub dispute_id: String,
+    pub provider_dispute_id: String,
+    pub payment_id: String,
+    pub provider_payment_id: Option<String>,
+    pub invoice_id: String,
+    pub provider: Provider,
+    /// The disputed amount (the dispute's own; it may differ from the payment's).
+    pub amount: i64,
+    pub currency: Currency,
+    pub status: DisputeStatus,
+    /// The provider's own status (`warning_needs_response`, `needs_response`, `lost`, …).
+    pub provider_status: String,
+    pub reason: Option<String>,
+    pub evidence_due_by: Option<DateTime<Utc>>,
+    /// The invoice's figures after the event.
+    pub invoice: FiguresData,
 }
 
 /// `payment_method.updated`.
@@ -130,8 +232,12 @@ impl<'a> Message<'a> {
         account_id: &'a str,
     ) -> Self {
         let event_type = event.event_type();
+        let mut id = format!("{}:{event_id}:{event_type}", provider.wire_name());
+        if let Some(subject) = event.subject() {
+            id = format!("{id}:{subject}");
+        }
         Self {
-            id: format!("{}:{event_id}:{event_type}", provider.wire_name()),
+            id,
             event_type,
             occurred_at,
             account_id,
@@ -151,10 +257,16 @@ mod tests {
             customer_id: "cust_1".into(),
             number: "INV-1".into(),
             currency: Currency::parse("GBP").unwrap(),
-            amount_due: 1000,
-            amount_paid: 1000,
-            status: InvoiceStatus::Paid,
-            overpaid: false,
+            figures: FiguresData {
+                status: InvoiceStatus::Paid,
+                amount_due: 1000,
+                amount_paid: 1000,
+                amount_refunded: 0,
+                amount_in_dispute: 0,
+                amount_net: 1000,
+                refund_state: RefundState::None,
+                overpaid: false,
+            },
             payment_id: "pay_1".into(),
             provider: Provider::Stripe,
             effective_payment_provider: PaymentProvider::None,
@@ -172,7 +284,8 @@ mod tests {
                 "data": {
                     "invoiceId": "inv_1", "customerId": "cust_1", "number": "INV-1",
                     "currency": "GBP", "amountDue": 1000, "amountPaid": 1000, "status": "PAID",
-                    "overpaid": false, "paymentId": "pay_1", "provider": "STRIPE",
+                    "amountRefunded": 0, "amountInDispute": 0, "amountNet": 1000,
+                    "refundState": "NONE", "overpaid": false, "paymentId": "pay_1", "provider": "STRIPE",
                     "effectivePaymentProvider": "NONE", "providerMismatch": true
                 }
             })

@@ -2,11 +2,12 @@
 //!
 //! 1. `record_and_lock`: the inbox row and the invoice's `FOR UPDATE` lock, one statement (a
 //!    redelivery is still told apart from a missing invoice);
-//! 2. `read`: the invoice's state for the planner — every payment, the settings levels, whether
-//!    a usable method is on file. A statement of its own: under READ COMMITTED a statement's
+//! 2. `read`: the invoice's state for the planner — every payment, its ledger, refunds and
+//!    disputes, the settings levels, whether a usable method is on file. A statement of its own: under READ COMMITTED a statement's
 //!    snapshot is taken before any lock wait, so a read joined to the lock would miss what the
 //!    transaction it waited for wrote;
-//! 3. `write`: the payment's row, the invoice's totals and the outbox rows, one statement. Every
+//! 3. `write`: the payment's row, the ledger's new rows, the refund and dispute rows, the
+//!    invoice's figures and the outbox rows, one statement. Every
 //!    value in it was decided by the planner; the rows travel as JSON records whose keys are the
 //!    column names, so each value sits next to its name.
 
@@ -22,11 +23,17 @@ use super::invoices::InvoiceRow;
 use super::outbox::{OutboxRow, outbox_insert};
 use super::settings::{INVOICE_LEVELS_COLUMNS, InvoiceLevelsRow};
 use crate::provider::{PaymentProvider, Provider};
+use crate::reconcile::dispute::DisputeStatus;
 use crate::reconcile::events::Failure;
 use crate::reconcile::invoice::InvoiceStatus;
+use crate::reconcile::ledger::{Ledger, Movement, MovementKind, RefundState};
 use crate::reconcile::money::Currency;
 use crate::reconcile::payment::PaymentStatus;
-use crate::reconcile::plan::{Effects, InvoiceFacts, InvoiceState, PaymentFacts};
+use crate::reconcile::plan::{
+    DisputeFacts, Effects, InvoiceFacts, InvoiceState, PaymentFacts, RefundFacts,
+};
+use crate::reconcile::reconciliation_events::AmountSource;
+use crate::reconcile::refund::RefundStatus;
 use crate::reconcile::settings::AccountDefaults;
 
 /// What the lock statement found.
@@ -34,14 +41,17 @@ use crate::reconcile::settings::AccountDefaults;
 pub enum Locked {
     /// The event is in the inbox already: nothing was written.
     Duplicate,
-    /// Neither a registered payment nor the event's invoice reference names a registered invoice.
+    /// Neither a registered payment (or refund) nor the event's invoice reference names a
+    /// registered invoice.
     NoInvoice,
     /// The invoice, locked for the rest of the transaction.
     Invoice(Box<InvoiceRow>),
 }
 
 /// Records the event in the inbox and locks its invoice. The registered payment's invoice wins
-/// over the provider's metadata ($7 provider, $8 provider payment id, $9 invoice reference).
+/// over the provider's metadata; a GoCardless refund event names only its refund, which the
+/// billing system registered against its payment ($7 provider, $8 provider payment id, $9 invoice
+/// reference, $10 provider refund id).
 const RECORD_AND_LOCK_INVOICE: &str = concat!(
     "WITH inbox AS (",
     inbox_insert!(),
@@ -50,24 +60,35 @@ const RECORD_AND_LOCK_INVOICE: &str = concat!(
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
          SELECT * FROM invoices WHERE id = COALESCE(
-             (SELECT invoice_id FROM payments WHERE provider = $7 AND provider_payment_id = $8), $9)
+             (SELECT invoice_id FROM payments WHERE provider = $7 AND provider_payment_id = $8),
+             (SELECT p.invoice_id FROM refunds r JOIN payments p ON p.id = r.payment_id
+              WHERE r.provider = $7 AND r.provider_refund_id = $10),
+             $9)
          FOR UPDATE
      ) AS invoice ON true"
 );
+
+/// What names an event's invoice: its payment, its refund (GoCardless) or the provider metadata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InvoiceKey<'a> {
+    pub provider_payment_id: Option<&'a str>,
+    pub provider_refund_id: Option<&'a str>,
+    pub invoice_ref: Option<&'a str>,
+}
 
 /// Every writer of an invoice's payments and totals holds this lock, so events of one invoice
 /// apply one at a time.
 pub async fn record_and_lock(
     tx: &mut PgConnection,
     entry: &InboxEntry<'_>,
-    provider_payment_id: &str,
-    invoice_ref: Option<&str>,
+    key: InvoiceKey<'_>,
 ) -> sqlx::Result<Locked> {
     let row = entry
         .bind(sqlx::query(RECORD_AND_LOCK_INVOICE))
         .bind(entry.provider)
-        .bind(provider_payment_id)
-        .bind(invoice_ref)
+        .bind(key.provider_payment_id)
+        .bind(key.invoice_ref)
+        .bind(key.provider_refund_id)
         .fetch_one(tx)
         .await?;
     if !row.try_get::<bool, _>("recorded")? {
@@ -93,9 +114,52 @@ struct PaymentJson {
     failure_attempt_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct MovementJson {
+    payment_id: String,
+    provider: Provider,
+    provider_object_id: String,
+    kind: MovementKind,
+    seq: i32,
+    amount: i64,
+    amount_source: AmountSource,
+}
+
+/// A `refunds` row (`row_to_json`).
+#[derive(Deserialize)]
+struct RefundJson {
+    id: String,
+    payment_id: String,
+    provider: Provider,
+    provider_refund_id: String,
+    amount: Option<i64>,
+    amount_source: Option<AmountSource>,
+    status: RefundStatus,
+    failure_reason: Option<String>,
+    last_event_at: Option<DateTime<Utc>>,
+}
+
+/// A `disputes` row (`row_to_json`).
+#[derive(Deserialize)]
+struct DisputeJson {
+    id: String,
+    payment_id: String,
+    provider: Provider,
+    provider_dispute_id: String,
+    amount: i64,
+    status: DisputeStatus,
+    provider_status: Option<String>,
+    reason: Option<String>,
+    evidence_due_by: Option<DateTime<Utc>>,
+    last_event_at: Option<DateTime<Utc>>,
+}
+
 #[derive(FromRow)]
 struct StateRow {
     payments: Json<Vec<PaymentJson>>,
+    movements: Json<Vec<MovementJson>>,
+    refunds: Json<Vec<RefundJson>>,
+    disputes: Json<Vec<DisputeJson>>,
     #[sqlx(flatten)]
     levels: InvoiceLevelsRow,
     usable_method_on_file: bool,
@@ -112,6 +176,20 @@ static READ_STATE: LazyLock<String> = LazyLock::new(|| {
                     'failure_attempt_id', p.failure_attempt_id)
                     ORDER BY p.created_at, p.id)
                 FROM payments p WHERE p.invoice_id = $1), '[]') AS payments,
+            COALESCE((
+                SELECT json_agg(json_build_object(
+                    'payment_id', m.payment_id, 'provider', m.provider,
+                    'provider_object_id', m.provider_object_id, 'kind', m.kind, 'seq', m.seq,
+                    'amount', m.amount, 'amount_source', m.amount_source) ORDER BY m.id)
+                FROM money_movements m WHERE m.invoice_id = $1), '[]') AS movements,
+            COALESCE((
+                SELECT json_agg(row_to_json(r) ORDER BY r.created_at, r.id)
+                FROM refunds r JOIN payments p ON p.id = r.payment_id
+                WHERE p.invoice_id = $1), '[]') AS refunds,
+            COALESCE((
+                SELECT json_agg(row_to_json(d) ORDER BY d.created_at, d.id)
+                FROM disputes d JOIN payments p ON p.id = d.payment_id
+                WHERE p.invoice_id = $1), '[]') AS disputes,
             {INVOICE_LEVELS_COLUMNS},
             EXISTS (SELECT 1 FROM payment_methods m
                     WHERE m.customer_id = $2 AND m.on_file AND m.status = 'ACTIVE') AS usable_method_on_file
@@ -137,8 +215,7 @@ pub async fn read(
             number: invoice.number.clone(),
             currency: invoice.currency,
             amount_due: invoice.amount_due,
-            amount_paid: invoice.amount_paid,
-            status: invoice.status,
+            figures: invoice.figures(),
         },
         payments: row
             .payments
@@ -158,6 +235,55 @@ pub async fn read(
                     },
                 ),
                 failure_attempt: p.failure_attempt_id,
+            })
+            .collect(),
+        ledger: Ledger {
+            movements: row
+                .movements
+                .0
+                .into_iter()
+                .map(|m| Movement {
+                    payment_id: m.payment_id,
+                    provider: m.provider,
+                    provider_object_id: m.provider_object_id,
+                    kind: m.kind,
+                    seq: m.seq,
+                    amount: m.amount,
+                    amount_source: m.amount_source.as_str(),
+                })
+                .collect(),
+        },
+        refunds: row
+            .refunds
+            .0
+            .into_iter()
+            .map(|r| RefundFacts {
+                id: r.id,
+                payment_id: r.payment_id,
+                provider: r.provider,
+                provider_refund_id: r.provider_refund_id,
+                amount: r.amount,
+                amount_source: r.amount_source,
+                status: r.status,
+                failure_reason: r.failure_reason,
+                last_event_at: r.last_event_at,
+            })
+            .collect(),
+        disputes: row
+            .disputes
+            .0
+            .into_iter()
+            .map(|d| DisputeFacts {
+                id: d.id,
+                payment_id: d.payment_id,
+                provider: d.provider,
+                provider_dispute_id: d.provider_dispute_id,
+                amount: d.amount,
+                status: d.status,
+                provider_status: d.provider_status.unwrap_or_default(),
+                reason: d.reason,
+                evidence_due_by: d.evidence_due_by,
+                last_event_at: d.last_event_at,
             })
             .collect(),
         settings: row.levels.levels().resolve(defaults),
@@ -187,15 +313,69 @@ struct PaymentRecord<'a> {
 
 /// The `invoices` columns the worker moves.
 #[derive(Serialize)]
-struct InvoiceTotalsRecord<'a> {
+struct InvoiceFiguresRecord<'a> {
     id: &'a str,
     amount_paid: i64,
+    amount_refunded: i64,
+    amount_in_dispute: i64,
+    refund_state: RefundState,
     status: InvoiceStatus,
 }
 
-/// $1 the payment record (or NULL), $2 the invoice totals record (or NULL), then
-/// `outbox_insert!`'s $3 account, $4 ids, $5 types, $6 payloads. A payment record either inserts
-/// a payment seen for the first time or updates the existing row with the same id.
+/// A `money_movements` row.
+#[derive(Serialize)]
+struct MovementRecord<'a> {
+    account_id: &'a str,
+    invoice_id: &'a str,
+    payment_id: &'a str,
+    provider: Provider,
+    provider_object_id: &'a str,
+    kind: MovementKind,
+    seq: i32,
+    amount: i64,
+    currency: Currency,
+    amount_source: &'a str,
+    occurred_at: DateTime<Utc>,
+    event_id: &'a str,
+}
+
+/// A `refunds` row.
+#[derive(Serialize)]
+struct RefundRecord<'a> {
+    id: &'a str,
+    account_id: &'a str,
+    payment_id: &'a str,
+    provider: Provider,
+    provider_refund_id: &'a str,
+    amount: Option<i64>,
+    amount_source: Option<AmountSource>,
+    status: RefundStatus,
+    failure_reason: Option<&'a str>,
+    last_event_at: Option<DateTime<Utc>>,
+}
+
+/// A `disputes` row.
+#[derive(Serialize)]
+struct DisputeRecord<'a> {
+    id: &'a str,
+    account_id: &'a str,
+    payment_id: &'a str,
+    provider: Provider,
+    provider_dispute_id: &'a str,
+    amount: i64,
+    status: DisputeStatus,
+    provider_status: &'a str,
+    reason: Option<&'a str>,
+    evidence_due_by: Option<DateTime<Utc>>,
+    last_event_at: Option<DateTime<Utc>>,
+}
+
+/// $1 the payment record (or NULL), $2 the invoice figures record (or NULL), $3 the ledger's new
+/// rows, $4 refund records, $5 the dispute record (or NULL), then `outbox_insert!`'s $6 account,
+/// $7 ids, $8 types, $9 payloads. A payment, refund or dispute record either inserts a row seen
+/// for the first time or updates the existing row with the same id. A movement is only ever
+/// inserted: its unique key refuses a second count of the same money. (The ledger's foreign key
+/// to a payment inserted by the same statement holds: constraint triggers fire at its end.)
 const WRITE_EFFECTS: &str = concat!(
     "WITH payment AS (
          INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
@@ -211,13 +391,49 @@ const WRITE_EFFECTS: &str = concat!(
              failure_attempt_id = EXCLUDED.failure_attempt_id, last_event_at = EXCLUDED.last_event_at,
              effective_provider = EXCLUDED.effective_provider,
              effective_auto_charge = EXCLUDED.effective_auto_charge, updated_at = now()
-     ), invoice_totals AS (
-         UPDATE invoices i SET amount_paid = t.amount_paid, status = t.status, updated_at = now()
+     ), invoice_figures AS (
+         UPDATE invoices i SET amount_paid = t.amount_paid, amount_refunded = t.amount_refunded,
+             amount_in_dispute = t.amount_in_dispute, refund_state = t.refund_state,
+             status = t.status, updated_at = now()
          FROM jsonb_populate_record(NULL::invoices, $2) t WHERE i.id = t.id
+     ), movements AS (
+         INSERT INTO money_movements (account_id, invoice_id, payment_id, provider,
+             provider_object_id, kind, seq, amount, currency, amount_source, occurred_at, event_id)
+         SELECT account_id, invoice_id, payment_id, provider, provider_object_id, kind, seq,
+             amount, currency, amount_source, occurred_at, event_id
+         FROM jsonb_populate_recordset(NULL::money_movements, $3)
+     ), refund_rows AS (
+         INSERT INTO refunds (id, account_id, payment_id, provider, provider_refund_id, amount,
+             amount_source, status, failure_reason, last_event_at)
+         SELECT id, account_id, payment_id, provider, provider_refund_id, amount, amount_source,
+             status, failure_reason, last_event_at
+         FROM jsonb_populate_recordset(NULL::refunds, $4)
+         ON CONFLICT (id) DO UPDATE SET
+             amount = EXCLUDED.amount, amount_source = EXCLUDED.amount_source,
+             status = EXCLUDED.status, failure_reason = EXCLUDED.failure_reason,
+             last_event_at = EXCLUDED.last_event_at, updated_at = now()
+     ), dispute_row AS (
+         INSERT INTO disputes (id, account_id, payment_id, provider, provider_dispute_id, amount,
+             status, provider_status, reason, evidence_due_by, last_event_at)
+         SELECT id, account_id, payment_id, provider, provider_dispute_id, amount, status,
+             provider_status, reason, evidence_due_by, last_event_at
+         FROM jsonb_populate_record(NULL::disputes, $5) WHERE $5 IS NOT NULL
+         ON CONFLICT (id) DO UPDATE SET
+             amount = EXCLUDED.amount, status = EXCLUDED.status,
+             provider_status = EXCLUDED.provider_status, reason = EXCLUDED.reason,
+             evidence_due_by = EXCLUDED.evidence_due_by, last_event_at = EXCLUDED.last_event_at,
+             updated_at = now()
      )
      ",
-    outbox_insert!("$3", "$4", "$5", "$6")
+    outbox_insert!("$6", "$7", "$8", "$9")
 );
+
+/// The provider event whose effects are written: each ledger row names it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedBy<'a> {
+    pub event_id: &'a str,
+    pub occurred_at: DateTime<Utc>,
+}
 
 /// Writes a plan's effects in one statement (none when there is nothing to write).
 pub async fn write(
@@ -225,12 +441,14 @@ pub async fn write(
     invoice: &InvoiceRow,
     effects: &Effects,
     outbox: &[OutboxRow],
+    recorded_by: RecordedBy<'_>,
 ) -> sqlx::Result<()> {
+    let account_id = invoice.account_id.as_str();
     let payment = effects.payment.as_ref().map(|write| {
         let p = &write.payment;
         Json(PaymentRecord {
             id: &p.id,
-            account_id: &invoice.account_id,
+            account_id,
             invoice_id: &invoice.id,
             provider: p.provider,
             provider_payment_id: &p.provider_payment_id,
@@ -246,18 +464,81 @@ pub async fn write(
             effective_auto_charge: write.settings.auto_charge.value,
         })
     });
-    let totals = effects.invoice_totals.map(|(amount_paid, status)| {
-        Json(InvoiceTotalsRecord {
+    let figures = effects.invoice_figures.map(|figures| {
+        Json(InvoiceFiguresRecord {
             id: &invoice.id,
-            amount_paid,
-            status,
+            amount_paid: figures.amount_paid,
+            amount_refunded: figures.amount_refunded,
+            amount_in_dispute: figures.amount_in_dispute,
+            refund_state: figures.refund_state,
+            status: figures.status,
         })
     });
-    if payment.is_none() && totals.is_none() && outbox.is_empty() {
+    let movements: Vec<_> = effects
+        .movements
+        .iter()
+        .map(|m| MovementRecord {
+            account_id,
+            invoice_id: &invoice.id,
+            payment_id: &m.payment_id,
+            provider: m.provider,
+            provider_object_id: &m.provider_object_id,
+            kind: m.kind,
+            seq: m.seq,
+            amount: m.amount,
+            currency: invoice.currency,
+            amount_source: m.amount_source,
+            occurred_at: recorded_by.occurred_at,
+            event_id: recorded_by.event_id,
+        })
+        .collect();
+    let refunds: Vec<_> = effects
+        .refunds
+        .iter()
+        .map(|r| RefundRecord {
+            id: &r.id,
+            account_id,
+            payment_id: &r.payment_id,
+            provider: r.provider,
+            provider_refund_id: &r.provider_refund_id,
+            amount: r.amount,
+            amount_source: r.amount_source,
+            status: r.status,
+            failure_reason: r.failure_reason.as_deref(),
+            last_event_at: r.last_event_at,
+        })
+        .collect();
+    let dispute = effects.dispute.as_ref().map(|d| {
+        Json(DisputeRecord {
+            id: &d.id,
+            account_id,
+            payment_id: &d.payment_id,
+            provider: d.provider,
+            provider_dispute_id: &d.provider_dispute_id,
+            amount: d.amount,
+            status: d.status,
+            provider_status: &d.provider_status,
+            reason: d.reason.as_deref(),
+            evidence_due_by: d.evidence_due_by,
+            last_event_at: d.last_event_at,
+        })
+    });
+    let nothing = payment.is_none()
+        && figures.is_none()
+        && movements.is_empty()
+        && refunds.is_empty()
+        && dispute.is_none()
+        && outbox.is_empty();
+    if nothing {
         return Ok(());
     }
-    let query = sqlx::query(WRITE_EFFECTS).bind(payment).bind(totals);
-    OutboxRow::bind(query, &invoice.account_id, outbox)
+    let query = sqlx::query(WRITE_EFFECTS)
+        .bind(payment)
+        .bind(figures)
+        .bind(Json(movements))
+        .bind(Json(refunds))
+        .bind(dispute);
+    OutboxRow::bind(query, account_id, outbox)
         .execute(tx)
         .await?;
     Ok(())

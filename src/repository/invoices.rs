@@ -3,7 +3,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 
-use crate::reconcile::invoice::InvoiceStatus;
+use crate::reconcile::invoice::{InvoiceFigures, InvoiceStatus};
+use crate::reconcile::ledger::RefundState;
 use crate::reconcile::money::{Currency, MinorUnits};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,6 +17,9 @@ pub struct InvoiceRow {
     pub currency: Currency,
     pub amount_due: i64,
     pub amount_paid: i64,
+    pub amount_refunded: i64,
+    pub amount_in_dispute: i64,
+    pub refund_state: RefundState,
     pub status: InvoiceStatus,
     pub due_date: Option<NaiveDate>,
     pub payment_link: Option<String>,
@@ -36,7 +40,22 @@ pub struct NewInvoice<'a> {
 }
 
 const COLUMNS: &str = "id, account_id, customer_id, billing_schedule_id, number, currency, \
-    amount_due, amount_paid, status, due_date, payment_link, created_at, updated_at";
+    amount_due, amount_paid, amount_refunded, amount_in_dispute, refund_state, status, due_date, \
+    payment_link, created_at, updated_at";
+
+impl InvoiceRow {
+    /// The figures the worker last derived from the invoice's ledger.
+    pub fn figures(&self) -> InvoiceFigures {
+        InvoiceFigures {
+            amount_paid: self.amount_paid,
+            amount_refunded: self.amount_refunded,
+            amount_in_dispute: self.amount_in_dispute,
+            refund_state: self.refund_state,
+            status: self.status,
+            overpaid: self.amount_paid > self.amount_due,
+        }
+    }
+}
 
 pub async fn insert(db: impl PgExecutor<'_>, invoice: &NewInvoice<'_>) -> sqlx::Result<InvoiceRow> {
     sqlx::query_as(&format!(

@@ -5,9 +5,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, text};
+use super::{
+    DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, RefundEvent, RefundObservation,
+    text,
+};
 use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::payment::PaymentSignal;
+use crate::reconcile::refund::RefundStatus;
 
 pub(super) fn interpret(
     event: &Value,
@@ -88,6 +92,35 @@ pub(super) fn interpret(
                 mandate,
                 usable,
                 occurred_at,
+            }))
+        }
+        "refunds" => {
+            // `funds_returned` and `bounced`: the refund never reached the customer and the
+            // money came back, even after it was paid.
+            let status = match action.as_str() {
+                "created" => RefundStatus::Pending,
+                "paid" | "refund_settled" => RefundStatus::Succeeded,
+                "failed" | "funds_returned" | "bounced" => RefundStatus::Failed,
+                _ => return Ok(DomainEvent::Ignored("unhandled GoCardless refund action")),
+            };
+            let provider_refund_id =
+                text(event, "/links/refund").ok_or(EventError::Missing("links.refund"))?;
+            Ok(DomainEvent::Refund(RefundEvent {
+                provider: Provider::GoCardless,
+                // Refund events link the refund only; the registered refund names its payment.
+                provider_payment_id: text(event, "/links/payment"),
+                currency: None,
+                occurred_at,
+                refunds: vec![RefundObservation {
+                    provider_refund_id,
+                    status,
+                    // GoCardless events carry no amounts.
+                    amount: None,
+                    failure_reason: status
+                        .is_reversed()
+                        .then(|| text(event, "/details/cause"))
+                        .flatten(),
+                }],
             }))
         }
         _ => Ok(DomainEvent::Ignored("unhandled GoCardless resource type")),
@@ -212,7 +245,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            interpret(&gocardless_event("refunds", "created"), C).unwrap(),
+            interpret(&gocardless_event("creditors", "updated"), C).unwrap(),
             DomainEvent::Ignored(_)
         ));
     }

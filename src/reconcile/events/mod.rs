@@ -10,13 +10,19 @@ mod stripe;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::dispute::DisputeStatus;
 use super::money::{Currency, MinorUnits};
 use super::payment::PaymentSignal;
+use super::refund::RefundStatus;
 use crate::provider::{GoCardlessCollectedAt, Provider};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
     Payment(PaymentEvent),
+    /// Money going back to the customer, or its reversal.
+    Refund(RefundEvent),
+    /// A dispute (Stripe) opened, moved funds, or closed.
+    Dispute(DisputeEvent),
     Method(MethodEvent),
     /// Recorded in the inbox with this reason and acknowledged; nothing else happens.
     Ignored(&'static str),
@@ -41,6 +47,54 @@ pub struct PaymentEvent {
     pub attempt_id: Option<String>,
     /// GoCardless `details.will_attempt_retry` (`Some(false)` for a final cancellation).
     pub provider_will_retry: Option<bool>,
+}
+
+/// What an event says about one or more refunds of one payment (Stripe's `charge.refunded` lists
+/// every refund of the charge; `refund.*` and GoCardless `refunds.*` name one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundEvent {
+    pub provider: Provider,
+    /// The refunded payment (Stripe PaymentIntent, or a legacy charge). GoCardless refund events
+    /// name none: the refund the billing system registered links it.
+    pub provider_payment_id: Option<String>,
+    pub currency: Option<Currency>,
+    pub occurred_at: DateTime<Utc>,
+    pub refunds: Vec<RefundObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundObservation {
+    pub provider_refund_id: String,
+    pub status: RefundStatus,
+    /// Stripe gives it; GoCardless events carry none.
+    pub amount: Option<MinorUnits>,
+    /// Why it failed (Stripe `failure_reason`, GoCardless `details.cause`).
+    pub failure_reason: Option<String>,
+}
+
+/// What an event says about one dispute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisputeEvent {
+    pub provider: Provider,
+    pub provider_payment_id: String,
+    pub provider_dispute_id: String,
+    pub status: DisputeStatus,
+    /// The provider's own status (`needs_response`).
+    pub provider_status: String,
+    /// The disputed amount: the dispute's own, which may differ from the charge's.
+    pub amount: MinorUnits,
+    pub currency: Option<Currency>,
+    pub reason: Option<String>,
+    pub evidence_due_by: Option<DateTime<Utc>>,
+    /// The event reports funds moving (`funds_withdrawn`, `funds_reinstated`).
+    pub funds: Option<DisputeFunds>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeFunds {
+    Withdrawn,
+    Reinstated,
 }
 
 #[derive(
@@ -111,6 +165,19 @@ fn text(value: &Value, pointer: &str) -> Option<String> {
 
 fn integer(value: &Value, pointer: &str) -> Option<i64> {
     value.pointer(pointer).and_then(Value::as_i64)
+}
+
+/// An amount in minor units at `pointer`, refused when out of bounds.
+fn amount(
+    value: &Value,
+    pointer: &str,
+    field: &'static str,
+) -> Result<Option<MinorUnits>, EventError> {
+    integer(value, pointer)
+        .map(|amount| {
+            MinorUnits::new(amount).map_err(|message| EventError::Invalid { field, message })
+        })
+        .transpose()
 }
 
 /// Interprets one provider event (the exact JSON queued by the receiver). Stripe's type is its

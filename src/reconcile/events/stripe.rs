@@ -5,10 +5,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, integer, text};
+use super::{
+    DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, MethodEvent, PaymentEvent,
+    RefundEvent, RefundObservation, amount, integer, text,
+};
 use crate::provider::Provider;
-use crate::reconcile::money::{Currency, MinorUnits};
+use crate::reconcile::dispute::DisputeStatus;
+use crate::reconcile::money::Currency;
 use crate::reconcile::payment::PaymentSignal;
+use crate::reconcile::refund::RefundStatus;
 
 pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     let event_type = text(event, "/type").ok_or(EventError::Missing("type"))?;
@@ -24,6 +29,13 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
 
     // (signal, the amount's field), per event type.
     let (signal, amount_field) = match event_type {
+        "charge.refunded" => return refunds_of_charge(object, occurred_at),
+        "refund.created" | "refund.updated" | "refund.failed" | "charge.refund.updated" => {
+            return one_refund(object, occurred_at);
+        }
+        dispute if dispute.starts_with("charge.dispute.") => {
+            return self::dispute(dispute, object, occurred_at);
+        }
         "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
         "payment_intent.processing" => (S::Pending, "/amount"),
         "payment_intent.payment_failed" => (S::AttemptFailed, "/amount"),
@@ -82,8 +94,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     // its PaymentIntent's own events count: keyed on the invoice or session, it would be counted
     // a second time.
     let object_kind = event_type.split('.').next().unwrap_or_default();
-    let payment_intent =
-        text(object, "/payment_intent").or_else(|| text(object, "/payment_intent/id"));
+    let payment_intent = id_at(object, "/payment_intent");
     let provider_payment_id = match (object_kind, payment_intent) {
         ("payment_intent", _) => id()?,
         (_, Some(payment_intent)) => payment_intent,
@@ -94,24 +105,11 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
             ));
         }
     };
-    let amount = integer(object, amount_field)
-        .or_else(|| integer(object, "/amount"))
-        .map(|amount| {
-            MinorUnits::new(amount).map_err(|message| EventError::Invalid {
-                field: "data.object.amount",
-                message,
-            })
-        })
-        .transpose()?;
-    // Stripe writes currencies in lower case (`gbp`).
-    let currency = text(object, "/currency")
-        .map(|code| {
-            Currency::parse_any_case(&code).map_err(|message| EventError::Invalid {
-                field: "data.object.currency",
-                message,
-            })
-        })
-        .transpose()?;
+    let amount = match amount(object, amount_field, "data.object.amount")? {
+        Some(amount) => Some(amount),
+        None => amount(object, "/amount", "data.object.amount")?,
+    };
+    let currency = currency(object)?;
     let failure = signal.is_failure().then(|| failure(object));
     let attempt_id = signal
         .is_failure()
@@ -131,12 +129,143 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     }))
 }
 
+/// Stripe writes currencies in lower case (`gbp`).
+fn currency(object: &Value) -> Result<Option<Currency>, EventError> {
+    text(object, "/currency")
+        .map(|code| {
+            Currency::parse_any_case(&code).map_err(|message| EventError::Invalid {
+                field: "data.object.currency",
+                message,
+            })
+        })
+        .transpose()
+}
+
+/// The id at `pointer`, whether Stripe sent the id or the expanded object.
+fn id_at(object: &Value, pointer: &str) -> Option<String> {
+    text(object, pointer).or_else(|| text(object, &format!("{pointer}/id")))
+}
+
+/// The payment a refund or dispute belongs to: its PaymentIntent, else (a legacy charge) its
+/// charge, as payment events key them.
+fn refunded_or_disputed_payment(object: &Value) -> Option<String> {
+    id_at(object, "/payment_intent").or_else(|| id_at(object, "/charge"))
+}
+
+/// `charge.refunded`: the refunds the charge lists (its `refunds` list, in API versions and
+/// expansions that include it), each keyed by its own id. The current API versions leave the list
+/// out: then the event only confirms what the refunds' own `refund.*` events count, as an invoice
+/// event only confirms its PaymentIntent's.
+fn refunds_of_charge(
+    charge: &Value,
+    occurred_at: DateTime<Utc>,
+) -> Result<DomainEvent, EventError> {
+    let listed = charge
+        .pointer("/refunds/data")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if listed.is_empty() {
+        return Ok(DomainEvent::Ignored(
+            "lists no refunds: the refunds' own refund.* events count the money",
+        ));
+    }
+    let provider_payment_id = id_at(charge, "/payment_intent")
+        .or_else(|| text(charge, "/id"))
+        .ok_or(EventError::Missing("data.object.id"))?;
+    let refunds = listed
+        .iter()
+        .filter_map(|refund| refund_observation(refund).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DomainEvent::Refund(RefundEvent {
+        provider: Provider::Stripe,
+        provider_payment_id: Some(provider_payment_id),
+        currency: currency(charge)?,
+        occurred_at,
+        refunds,
+    }))
+}
+
+/// `refund.created|updated|failed`, `charge.refund.updated`: one refund object.
+fn one_refund(refund: &Value, occurred_at: DateTime<Utc>) -> Result<DomainEvent, EventError> {
+    let Some(observation) = refund_observation(refund)? else {
+        return Ok(DomainEvent::Ignored("unknown Stripe refund status"));
+    };
+    let provider_payment_id = refunded_or_disputed_payment(refund)
+        .ok_or(EventError::Missing("data.object.payment_intent"))?;
+    Ok(DomainEvent::Refund(RefundEvent {
+        provider: Provider::Stripe,
+        provider_payment_id: Some(provider_payment_id),
+        currency: currency(refund)?,
+        occurred_at,
+        refunds: vec![observation],
+    }))
+}
+
+/// A refund object; `None` for a status settle does not know.
+fn refund_observation(refund: &Value) -> Result<Option<RefundObservation>, EventError> {
+    let status = match text(refund, "/status").as_deref() {
+        Some("pending" | "requires_action") => RefundStatus::Pending,
+        Some("succeeded") => RefundStatus::Succeeded,
+        Some("failed") => RefundStatus::Failed,
+        Some("canceled") => RefundStatus::Canceled,
+        _ => return Ok(None),
+    };
+    Ok(Some(RefundObservation {
+        provider_refund_id: text(refund, "/id").ok_or(EventError::Missing("refund id"))?,
+        status,
+        amount: Some(
+            amount(refund, "/amount", "refund amount")?
+                .ok_or(EventError::Missing("refund amount"))?,
+        ),
+        failure_reason: text(refund, "/failure_reason"),
+    }))
+}
+
+/// `charge.dispute.*`: the dispute object, its status, and whether the event says funds moved.
+fn dispute(
+    event_type: &str,
+    dispute: &Value,
+    occurred_at: DateTime<Utc>,
+) -> Result<DomainEvent, EventError> {
+    let provider_status =
+        text(dispute, "/status").ok_or(EventError::Missing("data.object.status"))?;
+    let status = match provider_status.as_str() {
+        "warning_needs_response" | "warning_under_review" => DisputeStatus::Inquiry,
+        "warning_closed" => DisputeStatus::InquiryClosed,
+        "needs_response" | "under_review" => DisputeStatus::Open,
+        "won" => DisputeStatus::Won,
+        "lost" => DisputeStatus::Lost,
+        _ => return Ok(DomainEvent::Ignored("unknown Stripe dispute status")),
+    };
+    let funds = match event_type {
+        "charge.dispute.funds_withdrawn" => Some(DisputeFunds::Withdrawn),
+        "charge.dispute.funds_reinstated" => Some(DisputeFunds::Reinstated),
+        _ => None,
+    };
+    Ok(DomainEvent::Dispute(DisputeEvent {
+        provider: Provider::Stripe,
+        provider_payment_id: refunded_or_disputed_payment(dispute)
+            .ok_or(EventError::Missing("data.object.charge"))?,
+        provider_dispute_id: text(dispute, "/id").ok_or(EventError::Missing("data.object.id"))?,
+        status,
+        provider_status,
+        amount: amount(dispute, "/amount", "data.object.amount")?
+            .ok_or(EventError::Missing("data.object.amount"))?,
+        currency: currency(dispute)?,
+        reason: text(dispute, "/reason"),
+        evidence_due_by: integer(dispute, "/evidence_details/due_by")
+            .and_then(|t| DateTime::from_timestamp(t, 0)),
+        funds,
+        occurred_at,
+    }))
+}
+
 /// The charge whose failure an event reports: a charge's own id, a PaymentIntent's failing charge
 /// (`last_payment_error.charge`, else `latest_charge`), an invoice's `charge` (API versions before
 /// 2025; current invoices name none). Ids or expanded objects alike.
 fn failing_charge(object_kind: &str, object: &Value) -> Option<String> {
-    let id_at =
-        |pointer: &str| text(object, pointer).or_else(|| text(object, &format!("{pointer}/id")));
+    let id_at = |pointer: &str| id_at(object, pointer);
     match object_kind {
         "charge" => text(object, "/id"),
         "payment_intent" => id_at("/last_payment_error/charge").or_else(|| id_at("/latest_charge")),
@@ -193,6 +322,7 @@ fn method(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::money::MinorUnits;
 
     use crate::reconcile::events::fixtures::StripeEvent;
 

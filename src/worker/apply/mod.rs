@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use self::payment::MoneyEvent;
 use crate::envelope::QueuedEvent;
 use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::events::{DomainEvent, interpret};
@@ -123,7 +124,15 @@ pub async fn apply(
     // A payment event is recorded by the statement that locks its invoice (one round trip fewer
     // on the hot path); every other event is recorded first.
     let outcome = match domain_event {
-        DomainEvent::Payment(payment) => payment::apply(&mut tx, policy, &entry, payment).await?,
+        DomainEvent::Payment(event) => {
+            payment::apply(&mut tx, policy, &entry, MoneyEvent::Payment(event)).await?
+        }
+        DomainEvent::Refund(event) => {
+            payment::apply(&mut tx, policy, &entry, MoneyEvent::Refund(event)).await?
+        }
+        DomainEvent::Dispute(event) => {
+            payment::apply(&mut tx, policy, &entry, MoneyEvent::Dispute(event)).await?
+        }
         DomainEvent::Method(method) if inbox::record(&mut tx, &entry).await? => {
             method::apply(&mut tx, policy, &entry, method).await?
         }

@@ -1,54 +1,112 @@
-//! The shell around the planner for payment events: lock, read, plan, write.
+//! The shell around the planners for the events of an invoice's money (payments, refunds,
+//! disputes): lock, read, plan, write.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{ApplyError, Policy, outbox_rows};
-use crate::reconcile::events::PaymentEvent;
+use crate::provider::Provider;
+use crate::reconcile::events::{DisputeEvent, PaymentEvent, RefundEvent};
 use crate::reconcile::outcome::Outcome;
-use crate::reconcile::plan::{FailureNotification, plan};
+use crate::reconcile::plan::{
+    Effects, FailureNotification, InvoiceState, PlanError, plan, plan_dispute, plan_refund,
+};
 use crate::repository::inbox::InboxEntry;
-use crate::repository::invoice_state::{self, Locked};
+use crate::repository::invoice_state::{self, InvoiceKey, Locked, RecordedBy};
 use crate::repository::invoices::InvoiceRow;
 use crate::repository::{customers, new_id, notifications};
+
+/// An event of an invoice's money.
+pub(super) enum MoneyEvent {
+    Payment(PaymentEvent),
+    Refund(RefundEvent),
+    Dispute(DisputeEvent),
+}
+
+impl MoneyEvent {
+    fn provider(&self) -> Provider {
+        match self {
+            Self::Payment(e) => e.provider,
+            Self::Refund(e) => e.provider,
+            Self::Dispute(e) => e.provider,
+        }
+    }
+
+    fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Payment(e) => e.occurred_at,
+            Self::Refund(e) => e.occurred_at,
+            Self::Dispute(e) => e.occurred_at,
+        }
+    }
+
+    /// What names the event's invoice.
+    fn key(&self) -> InvoiceKey<'_> {
+        match self {
+            Self::Payment(e) => InvoiceKey {
+                provider_payment_id: Some(&e.provider_payment_id),
+                invoice_ref: e.invoice_ref.as_deref(),
+                provider_refund_id: None,
+            },
+            Self::Refund(e) => InvoiceKey {
+                provider_payment_id: e.provider_payment_id.as_deref(),
+                provider_refund_id: e.refunds.first().map(|r| r.provider_refund_id.as_str()),
+                invoice_ref: None,
+            },
+            Self::Dispute(e) => InvoiceKey {
+                provider_payment_id: Some(&e.provider_payment_id),
+                ..InvoiceKey::default()
+            },
+        }
+    }
+
+    fn plan(&self, state: InvoiceState) -> Result<(InvoiceState, Effects), PlanError> {
+        match self {
+            Self::Payment(e) => plan(state, e, || new_id("pay")),
+            Self::Refund(e) => plan_refund(state, e, || new_id("ref")),
+            Self::Dispute(e) => plan_dispute(state, e, || new_id("dsp")),
+        }
+    }
+}
 
 pub(super) async fn apply(
     tx: &mut PgConnection,
     policy: &Policy,
     entry: &InboxEntry<'_>,
-    event: PaymentEvent,
+    event: MoneyEvent,
 ) -> Result<Outcome, ApplyError> {
-    let locked = invoice_state::record_and_lock(
-        tx,
-        entry,
-        &event.provider_payment_id,
-        event.invoice_ref.as_deref(),
-    )
-    .await?;
+    let key = event.key();
+    let locked = invoice_state::record_and_lock(tx, entry, key).await?;
     let invoice = match locked {
         Locked::Duplicate => return Ok(Outcome::Duplicate),
         Locked::Invoice(invoice) => invoice,
         Locked::NoInvoice => {
-            return match event.invoice_ref {
-                Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref)),
+            return match key.invoice_ref {
+                Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref.to_owned())),
                 // No registered payment and no invoice reference: not one of ours.
                 None => Ok(Outcome::Ignored("payment is not ours")),
             };
         }
     };
     let state = invoice_state::read(tx, &invoice, policy.defaults).await?;
-    let (_, effects) =
-        plan(state, &event, || new_id("pay")).map_err(|mismatch| ApplyError::Permanent {
+    let (_, effects) = event
+        .plan(state)
+        .map_err(|mismatch| ApplyError::Permanent {
             reason: "currency_mismatch",
             detail: mismatch.to_string(),
         })?;
     let outbox = outbox_rows(
         &effects.events,
-        event.provider,
+        event.provider(),
         entry.event_id,
-        event.occurred_at,
+        event.occurred_at(),
         &policy.account_id,
     )?;
-    invoice_state::write(tx, &invoice, &effects, &outbox).await?;
+    let recorded_by = RecordedBy {
+        event_id: entry.event_id,
+        occurred_at: event.occurred_at(),
+    };
+    invoice_state::write(tx, &invoice, &effects, &outbox, recorded_by).await?;
     if let Some(notification) = &effects.notification {
         notify_failure(tx, policy, entry, &invoice, notification).await?;
     }
@@ -56,7 +114,7 @@ pub(super) async fn apply(
         tracing::warn!(invoice = %invoice.id, amount_due = invoice.amount_due, "invoice overpaid");
     }
     if effects.provider_mismatch {
-        tracing::info!(invoice = %invoice.id, provider = %event.provider, "payment from a provider other than the effective one");
+        tracing::info!(invoice = %invoice.id, provider = %event.provider(), "payment from a provider other than the effective one");
     }
     Ok(effects.outcome)
 }
