@@ -11,12 +11,15 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::ledger::Money;
 use super::payments::Payment;
 use super::schema::EffectivePaymentSettings;
 use super::validate::{self, MAX_TEXT, MAX_URL};
 use crate::reconcile::invoice::InvoiceStatus;
+use crate::reconcile::ledger::RefundState;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::repository::invoices::{self as repo, InvoiceRow, NewInvoice};
+use crate::repository::ledger::Of;
 use crate::repository::{customers, payments, settings};
 
 const MAX_PAGE: i64 = 200;
@@ -50,7 +53,14 @@ pub struct Invoice {
     #[schema(value_type = String, example = "GBP")]
     pub currency: Currency,
     pub amount_due: i64,
+    /// Collected, less what disputes and chargebacks hold or took.
     pub amount_paid: i64,
+    pub amount_refunded: i64,
+    /// What open disputes claim.
+    pub amount_in_dispute: i64,
+    /// Paid less refunded.
+    pub amount_net: i64,
+    pub refund_state: RefundState,
     pub status: InvoiceStatus,
     pub due_date: Option<NaiveDate>,
     pub payment_link: Option<String>,
@@ -69,6 +79,10 @@ impl From<InvoiceRow> for Invoice {
             currency: row.currency,
             amount_due: row.amount_due,
             amount_paid: row.amount_paid,
+            amount_refunded: row.amount_refunded,
+            amount_in_dispute: row.amount_in_dispute,
+            amount_net: row.amount_paid - row.amount_refunded,
+            refund_state: row.refund_state,
             status: row.status,
             due_date: row.due_date,
             payment_link: row.payment_link,
@@ -78,13 +92,16 @@ impl From<InvoiceRow> for Invoice {
     }
 }
 
-/// An invoice with its payments and effective payment settings.
+/// An invoice with its payments, its money's movements, refunds and disputes, and effective
+/// payment settings.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceDetail {
     #[serde(flatten)]
     pub invoice: Invoice,
     pub payments: Vec<Payment>,
+    #[serde(flatten)]
+    pub money: Money,
     pub payment_settings: EffectivePaymentSettings,
 }
 
@@ -151,14 +168,17 @@ async fn detail(state: &ApiState, row: InvoiceRow) -> Result<InvoiceDetail, ApiE
     let payment_settings = settings::effective_for_invoice(&state.db, &row.id, state.defaults)
         .await?
         .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
+    let money = Money::read(&state.db, Of::Invoice(&row.id)).await?;
     Ok(InvoiceDetail {
         invoice: row.into(),
         payments: payments.into_iter().map(Payment::from).collect(),
+        money,
         payment_settings: payment_settings.into(),
     })
 }
 
-/// Read an invoice: status, amounts, payments and effective payment settings.
+/// Read an invoice: status, figures, payments, the movements of its money, its refunds and
+/// disputes, and effective payment settings.
 #[utoipa::path(get, path = "/invoices/{id}", tag = "invoices",
     params(("id" = String, Path)), responses((status = 200, body = InvoiceDetail), (status = 404)))]
 pub async fn get(

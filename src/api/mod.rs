@@ -8,6 +8,7 @@ pub mod customers;
 pub mod error;
 pub mod extract;
 pub mod invoices;
+pub mod ledger;
 pub mod payment_methods;
 pub mod payments;
 pub mod schema;

@@ -9,12 +9,14 @@ use utoipa::ToSchema;
 use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, Caller};
+use super::ledger::Money;
 use super::validate;
 use crate::provider::Provider;
 use crate::reconcile::invoice;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::reconcile::payment::PaymentStatus;
 use crate::repository::invoices;
+use crate::repository::ledger::Of;
 use crate::repository::payments::{self as repo, NewPayment, PaymentRow};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,6 +59,22 @@ impl From<PaymentRow> for Payment {
             updated_at: row.updated_at,
         }
     }
+}
+
+/// A payment with its money: what it collected, refunded and has in dispute, derived from its
+/// movements, and those movements, refunds and disputes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDetail {
+    #[serde(flatten)]
+    pub payment: Payment,
+    /// Collected, less what disputes and chargebacks hold or took.
+    pub amount_paid: i64,
+    pub amount_refunded: i64,
+    /// Paid less refunded.
+    pub amount_net: i64,
+    #[serde(flatten)]
+    pub money: Money,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -138,16 +156,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(row.into())))
 }
 
-/// Read a payment.
+/// Read a payment, with the movements of its money, its refunds and disputes.
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments",
-    params(("id" = String, Path)), responses((status = 200, body = Payment), (status = 404)))]
+    params(("id" = String, Path)), responses((status = 200, body = PaymentDetail), (status = 404)))]
 pub async fn get(
     _: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Payment>, ApiError> {
-    repo::get(&state.db, &id)
+) -> Result<axum::Json<PaymentDetail>, ApiError> {
+    let row = repo::get(&state.db, &id)
         .await?
-        .map(|row| axum::Json(row.into()))
-        .ok_or_else(|| ApiError::not_found("payment", &id))
+        .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    let money = Money::read(&state.db, Of::Payment(&row.id)).await?;
+    let sums = money.sums();
+    Ok(axum::Json(PaymentDetail {
+        payment: row.into(),
+        amount_paid: sums.paid(),
+        amount_refunded: sums.refunded(),
+        amount_net: sums.paid() - sums.refunded(),
+        money,
+    }))
 }

@@ -9,9 +9,12 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use crate::provider::{PaymentProvider, Provider};
+use crate::reconcile::dispute::DisputeStatus;
 use crate::reconcile::invoice::InvoiceStatus;
+use crate::reconcile::ledger::{MovementKind, RefundState};
 use crate::reconcile::payment::PaymentStatus;
 use crate::reconcile::payment_methods::{MethodStatus, MethodType};
+use crate::reconcile::refund::RefundStatus;
 use crate::reconcile::settings::{EffectiveSettings, SettingsSource, Sourced};
 
 /// A string schema listing the type's names.
@@ -40,6 +43,10 @@ names_schema!(
     MethodType,
     MethodStatus,
     SettingsSource,
+    MovementKind,
+    RefundState,
+    RefundStatus,
+    DisputeStatus,
 );
 
 /// The effective payment settings of an invoice, each field with the level it came from.
@@ -95,6 +102,10 @@ mod tests {
     fn every_schema_lists_the_names_serde_writes() {
         names_match_serde::<Provider>();
         names_match_serde::<PaymentProvider>();
+        names_match_serde::<MovementKind>();
+        names_match_serde::<RefundState>();
+        names_match_serde::<RefundStatus>();
+        names_match_serde::<DisputeStatus>();
         names_match_serde::<PaymentStatus>();
         names_match_serde::<InvoiceStatus>();
         names_match_serde::<MethodType>();

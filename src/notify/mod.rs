@@ -4,6 +4,10 @@
 //!    same failure writes nothing new. The sender (`sender.rs`) mails them afterwards, so an SMTP
 //!    outage delays mail without blocking reconciliation, and loses none.
 //!
+//!    The business is also mailed when a dispute (or an inquiry) opens, with the evidence due
+//!    date, and when one is lost: one mail each per dispute, keyed by (payment,
+//!    `dispute:<provider dispute id>:opened|lost`, `BUSINESS`).
+//!
 //!    The wording lives in `templates/` (plain text and HTML, rendered with minijinja; HTML is
 //!    escaped automatically), not in code.
 
@@ -15,19 +19,40 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
-use crate::reconcile::money::format_amount;
-use crate::reconcile::plan::{FailureNotification, RetryOutlook};
+use crate::reconcile::money::{MinorUnits, format_amount};
+use crate::reconcile::plan::{DisputeNotice, DisputeNoticeKind, FailureNotification, RetryOutlook};
 use crate::repository::customers::CustomerRow;
 use crate::repository::invoices::InvoiceRow;
 use crate::repository::notifications::NewNotification;
 
-/// What a failure mail says: the values its templates render.
+/// Whose invoice a mail is about: the part every mail's templates share.
 #[derive(Debug, Clone, Serialize)]
-pub struct FailureNotice {
+pub struct InvoiceParty {
     pub customer_id: String,
     pub customer_name: String,
     pub invoice_id: String,
     pub invoice_number: String,
+}
+
+impl InvoiceParty {
+    pub fn new(invoice: &InvoiceRow, customer: &CustomerRow) -> Self {
+        Self {
+            customer_id: customer.id.clone(),
+            customer_name: customer
+                .contact_name
+                .clone()
+                .unwrap_or_else(|| customer.legal_name.clone()),
+            invoice_id: invoice.id.clone(),
+            invoice_number: invoice.number.clone(),
+        }
+    }
+}
+
+/// What a failure mail says: the values its templates render.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureNotice {
+    #[serde(flatten)]
+    pub party: InvoiceParty,
     /// "GBP 12.34", with the currency's own exponent.
     pub amount: String,
     /// `STRIPE`, `GOCARDLESS`.
@@ -91,13 +116,7 @@ impl FailureNotice {
     ) -> Self {
         let failure = &notification.failure;
         Self {
-            customer_id: customer.id.clone(),
-            customer_name: customer
-                .contact_name
-                .clone()
-                .unwrap_or_else(|| customer.legal_name.clone()),
-            invoice_id: invoice.id.clone(),
-            invoice_number: invoice.number.clone(),
+            party: InvoiceParty::new(invoice, customer),
             amount: format_amount(notification.amount, notification.currency),
             provider: notification.provider.stored_name(),
             provider_name: notification.provider.display_name(),
@@ -135,7 +154,7 @@ pub fn compose(
     .into_iter()
     .filter_map(|(recipient, addresses)| {
         if addresses.is_empty() {
-            tracing::warn!(invoice = %notice.invoice_id, recipient = recipient.as_str(), "no address to notify of a failed payment");
+            tracing::warn!(invoice = %notice.party.invoice_id, recipient = recipient.as_str(), "no address to notify of a failed payment");
             return None;
         }
         Some(render(recipient, &notice).map(|(subject, body_text, body_html)| {
@@ -155,6 +174,87 @@ pub fn compose(
         }))
     })
     .collect()
+}
+
+/// What a dispute mail to the business says: the values its templates render.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisputeMail {
+    #[serde(flatten)]
+    pub party: InvoiceParty,
+    /// The disputed amount, "GBP 12.34".
+    pub amount: String,
+    /// The invoice's figures after the event, formatted alike.
+    pub amount_due: String,
+    pub amount_paid: String,
+    pub provider: &'static str,
+    pub provider_name: &'static str,
+    pub provider_dispute_id: String,
+    pub provider_payment_id: String,
+    pub payment_id: String,
+    pub provider_status: String,
+    pub reason: Option<String>,
+    /// "2026-12-15 23:59 UTC".
+    pub evidence_due_by: Option<String>,
+    pub inquiry: bool,
+    pub event_id: String,
+}
+
+/// The business's mail about a dispute (none without a business address: logged).
+pub fn compose_dispute(
+    notice: &DisputeNotice,
+    invoice: &InvoiceRow,
+    amount_paid: i64,
+    customer: &CustomerRow,
+    event_id: &str,
+    business_email: Option<&str>,
+) -> Result<Option<NewNotification>, minijinja::Error> {
+    let Some(business_email) = business_email else {
+        tracing::warn!(invoice = %invoice.id, dispute = %notice.dispute.provider_dispute_id, "no business address to notify of a dispute");
+        return Ok(None);
+    };
+    let dispute = &notice.dispute;
+    let money = |amount: i64| {
+        format_amount(
+            MinorUnits::new(amount).unwrap_or(MinorUnits::ZERO),
+            notice.currency,
+        )
+    };
+    let mail = DisputeMail {
+        party: InvoiceParty::new(invoice, customer),
+        amount: money(dispute.amount),
+        amount_due: money(invoice.amount_due),
+        amount_paid: money(amount_paid),
+        provider: dispute.provider.stored_name(),
+        provider_name: dispute.provider.display_name(),
+        provider_dispute_id: dispute.provider_dispute_id.clone(),
+        provider_payment_id: notice.provider_payment_id.clone(),
+        payment_id: dispute.payment_id.clone(),
+        provider_status: dispute.provider_status.clone(),
+        reason: dispute.reason.clone(),
+        evidence_due_by: dispute
+            .evidence_due_by
+            .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()),
+        inquiry: dispute.status.is_inquiry(),
+        event_id: event_id.to_owned(),
+    };
+    let template = match notice.kind {
+        DisputeNoticeKind::Opened => "dispute_opened",
+        DisputeNoticeKind::Lost => "dispute_lost",
+    };
+    let (subject, body_text, body_html) = render_template(template, &mail)?;
+    Ok(Some(NewNotification {
+        payment_id: dispute.payment_id.clone(),
+        failure_event_id: format!(
+            "dispute:{}:{}",
+            dispute.provider_dispute_id,
+            notice.kind.key()
+        ),
+        recipient_kind: Recipient::Business.as_str(),
+        recipients: vec![business_email.to_owned()],
+        subject,
+        body_text,
+        body_html,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -206,6 +306,30 @@ fn templates() -> &'static Environment<'static> {
             ("business.txt", include_str!("templates/business.txt")),
             ("business.html", include_str!("templates/business.html")),
             ("retry.txt", include_str!("templates/retry.txt")),
+            (
+                "dispute_opened.subject.txt",
+                include_str!("templates/dispute_opened.subject.txt"),
+            ),
+            (
+                "dispute_opened.txt",
+                include_str!("templates/dispute_opened.txt"),
+            ),
+            (
+                "dispute_opened.html",
+                include_str!("templates/dispute_opened.html"),
+            ),
+            (
+                "dispute_lost.subject.txt",
+                include_str!("templates/dispute_lost.subject.txt"),
+            ),
+            (
+                "dispute_lost.txt",
+                include_str!("templates/dispute_lost.txt"),
+            ),
+            (
+                "dispute_lost.html",
+                include_str!("templates/dispute_lost.html"),
+            ),
         ] {
             env.add_template(name, source).expect("templates parse");
         }
@@ -219,10 +343,19 @@ pub fn render(
     recipient: Recipient,
     notice: &FailureNotice,
 ) -> Result<(String, String, String), minijinja::Error> {
+    render_template(recipient.template(), notice)
+}
+
+/// (subject, plain text, HTML) of the mail whose templates are named `<name>.subject.txt`,
+/// `<name>.txt`, `<name>.html`.
+fn render_template(
+    name: &str,
+    values: &impl Serialize,
+) -> Result<(String, String, String), minijinja::Error> {
     let render = |suffix: &str| {
         templates()
-            .get_template(&format!("{}.{suffix}", recipient.template()))
-            .and_then(|t| t.render(notice))
+            .get_template(&format!("{name}.{suffix}"))
+            .and_then(|t| t.render(values))
     };
     Ok((
         render("subject.txt")?.trim().to_owned(),
@@ -235,12 +368,18 @@ pub fn render(
 mod tests {
     use super::*;
 
-    fn notice() -> FailureNotice {
-        FailureNotice {
+    fn party() -> InvoiceParty {
+        InvoiceParty {
             customer_id: "cust_1".into(),
             customer_name: "Acme <Ltd>".into(),
             invoice_id: "inv_1".into(),
             invoice_number: "INV-0001".into(),
+        }
+    }
+
+    fn notice() -> FailureNotice {
+        FailureNotice {
+            party: party(),
             amount: "GBP 125.00".into(),
             provider: "GOCARDLESS",
             provider_name: "GoCardless",
@@ -278,6 +417,54 @@ mod tests {
         assert!(text.contains("https://pay.example/inv_1"));
         assert!(text.contains("will not retry"));
         assert!(text.contains("Automatic collection is off for this invoice."));
+    }
+
+    #[test]
+    fn dispute_mails_say_what_is_disputed_and_when_evidence_is_due() {
+        let mut mail = DisputeMail {
+            party: party(),
+            amount: "GBP 40.00".into(),
+            amount_due: "GBP 125.00".into(),
+            amount_paid: "GBP 85.00".into(),
+            provider: "STRIPE",
+            provider_name: "Stripe",
+            provider_dispute_id: "dp_1".into(),
+            provider_payment_id: "pi_1".into(),
+            payment_id: "pay_1".into(),
+            provider_status: "needs_response".into(),
+            reason: Some("fraudulent".into()),
+            evidence_due_by: Some("2026-12-15 23:59 UTC".into()),
+            inquiry: false,
+            event_id: "evt_1".into(),
+        };
+        let (subject, text, html) = render_template("dispute_opened", &mail).unwrap();
+        assert_eq!(
+            subject,
+            "Dispute opened: Acme <Ltd>, invoice INV-0001, GBP 40.00, evidence due 2026-12-15 23:59 UTC"
+        );
+        for expected in [
+            "has withdrawn the disputed amount",
+            "fraudulent",
+            "dp_1",
+            "pi_1",
+            "pay_1",
+            "evt_1",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert!(html.contains("Acme &lt;Ltd&gt;"));
+        mail.inquiry = true;
+        mail.evidence_due_by = None;
+        let (subject, text, _) = render_template("dispute_opened", &mail).unwrap();
+        assert!(subject.starts_with("Inquiry opened") && !subject.contains("evidence due"));
+        assert!(text.contains("No money has been withdrawn yet"));
+        let (subject, text, html) = render_template("dispute_lost", &mail).unwrap();
+        assert_eq!(
+            subject,
+            "Dispute lost: Acme <Ltd>, invoice INV-0001, GBP 40.00"
+        );
+        assert!(text.contains("GBP 85.00 of GBP 125.00 now counts as paid"));
+        assert!(html.contains("dp_1"));
     }
 
     #[test]

@@ -141,7 +141,9 @@ pub fn status_events(before: &InvoiceFigures, after: &InvoiceFigures) -> Vec<Inv
     match after.status {
         S::Disputed if before.status != S::Disputed => events.push(InvoiceChange::Disputed),
         S::Paid if before.status != S::Paid => events.push(InvoiceChange::Paid),
-        S::PartiallyPaid if after.amount_paid != before.amount_paid => {
+        S::PartiallyPaid
+            if after.amount_paid != before.amount_paid || before.status != S::PartiallyPaid =>
+        {
             events.push(InvoiceChange::PartiallyPaid)
         }
         S::PaymentFailed if before.status != S::PaymentFailed => {
@@ -279,6 +281,17 @@ mod tests {
         assert_eq!(status_events(&paid, &disputed), [C::Disputed]);
         let lost = figures(1000, held, 0, false);
         assert_eq!(status_events(&disputed, &lost), [C::Reopened]);
+        // Lost for part of the payment: reopened, and partly paid (the amount paid did not move).
+        let part = Sums {
+            collected: 1000,
+            withdrawn: 400,
+            ..Sums::default()
+        };
+        let partly = figures(1000, part, 0, false);
+        assert_eq!(
+            status_events(&figures(1000, part, 400, false), &partly),
+            [C::Reopened, C::PartiallyPaid]
+        );
         assert_eq!(status_events(&disputed, &paid), [C::Paid]);
         let refunded = figures(
             1000,

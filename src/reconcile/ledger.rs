@@ -114,24 +114,12 @@ impl Ledger {
 
     /// The sums of one payment's movements (`None`: of the whole invoice).
     pub fn sums(&self, payment_id: Option<&str>) -> Sums {
-        let mut sums = Sums::default();
-        for movement in &self.movements {
-            if payment_id.is_some_and(|id| id != movement.payment_id) {
-                continue;
-            }
-            let amount = movement.amount;
-            let field = match movement.kind {
-                MovementKind::Collected => &mut sums.collected,
-                MovementKind::CollectionReversed => &mut sums.collection_reversed,
-                MovementKind::Refunded => &mut sums.refunded,
-                MovementKind::RefundReversed => &mut sums.refund_reversed,
-                MovementKind::DisputeWithdrawn => &mut sums.withdrawn,
-                MovementKind::DisputeReinstated => &mut sums.reinstated,
-            };
-            // Amounts are bounded (`MinorUnits::MAX`); saturating keeps an impossible sum sane.
-            *field = field.saturating_add(amount);
-        }
-        sums
+        Sums::of(
+            self.movements
+                .iter()
+                .filter(|m| payment_id.is_none_or(|id| id == m.payment_id))
+                .map(|m| (m.kind, m.amount)),
+        )
     }
 }
 
@@ -147,6 +135,24 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// The sums of movements given as (kind, amount).
+    pub fn of(movements: impl IntoIterator<Item = (MovementKind, i64)>) -> Self {
+        let mut sums = Self::default();
+        for (kind, amount) in movements {
+            let field = match kind {
+                MovementKind::Collected => &mut sums.collected,
+                MovementKind::CollectionReversed => &mut sums.collection_reversed,
+                MovementKind::Refunded => &mut sums.refunded,
+                MovementKind::RefundReversed => &mut sums.refund_reversed,
+                MovementKind::DisputeWithdrawn => &mut sums.withdrawn,
+                MovementKind::DisputeReinstated => &mut sums.reinstated,
+            };
+            // Amounts are bounded (`MinorUnits::MAX`); saturating keeps an impossible sum sane.
+            *field = field.saturating_add(amount);
+        }
+        sums
+    }
+
     /// Collected and not reversed: what the customer paid, before disputes.
     pub fn collected_net(self) -> i64 {
         (self.collected - self.collection_reversed).max(0)

@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod inbox;
 pub mod invoice_state;
 pub mod invoices;
+pub mod ledger;
 pub mod notifications;
 pub mod outbox;
 pub mod payment_methods;

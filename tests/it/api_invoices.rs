@@ -157,10 +157,17 @@ async fn an_invoice_is_registered_open_with_no_payments_and_effective_settings()
             "currency": "GBP",
             "amountDue": 12_500,
             "amountPaid": 0,
+            "amountRefunded": 0,
+            "amountInDispute": 0,
+            "amountNet": 0,
+            "refundState": "NONE",
             "status": "OPEN",
             "dueDate": "2026-12-31",
             "paymentLink": "https://pay.example/inv1",
             "payments": [],
+            "movements": [],
+            "refunds": [],
+            "disputes": [],
             "paymentSettings": account_defaults(),
         })
     );
@@ -360,7 +367,16 @@ async fn listing_pages_through_one_customers_invoices_in_id_order() {
     let (_, inv_bb) = app.api_get("/invoices/inv_bb").await;
     assert_eq!(
         page["data"][1],
-        without(&inv_bb, &["payments", "paymentSettings"])
+        without(
+            &inv_bb,
+            &[
+                "payments",
+                "movements",
+                "refunds",
+                "disputes",
+                "paymentSettings"
+            ]
+        )
     );
 
     let (status, page) = app.api_get("/invoices?customerId=nobody").await;
@@ -516,8 +532,20 @@ async fn a_registered_payment_appears_on_its_invoice_and_by_id() {
 
     for registered in [&stripe, &gocardless] {
         let id = registered["id"].as_str().unwrap();
-        let (status, read) = app.api_get(&format!("/payments/{id}")).await;
+        let (status, mut read) = app.api_get(&format!("/payments/{id}")).await;
         assert_eq!(status, 200, "{read}");
+        // The payment as registered, with its money: none has moved yet.
+        let money = read.as_object_mut().unwrap();
+        for (field, nothing) in [
+            ("amountPaid", json!(0)),
+            ("amountRefunded", json!(0)),
+            ("amountNet", json!(0)),
+            ("movements", json!([])),
+            ("refunds", json!([])),
+            ("disputes", json!([])),
+        ] {
+            assert_eq!(money.remove(field), Some(nothing), "{field}");
+        }
         assert_eq!(&read, registered);
     }
     app.stop().await;

@@ -12,6 +12,7 @@ mod api_invoices;
 mod api_settings;
 mod broker_outage;
 mod health;
+mod money;
 mod notify;
 mod openapi;
 mod ops;

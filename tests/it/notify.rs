@@ -7,20 +7,6 @@ use settle::role::Role;
 
 use crate::helpers::*;
 
-async fn app_with_mail(sink: &SmtpSink) -> TestApp {
-    spawn_app_with(AppOptions {
-        role: Role::Run,
-        smtp_url: Some(sink.url()),
-        tweak: Box::new(|settings| {
-            settings.notifications.poll_ms = 100;
-            settings.notifications.max_backoff_secs = 1;
-            settings.worker.outbox_poll_ms = 100;
-        }),
-        ..AppOptions::default()
-    })
-    .await
-}
-
 /// A card payment of GBP 125.00 on `invoice` that failed for insufficient funds.
 fn failed_stripe_payment(
     event_id: &str,
@@ -48,7 +34,7 @@ const T0: i64 = 1_790_000_000;
 #[tokio::test]
 async fn a_failure_delivered_three_times_mails_the_customer_and_the_business_once() {
     let sink = SmtpSink::start().await;
-    let mut app = app_with_mail(&sink).await;
+    let mut app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await; // billing email billing+acme@example.com
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
@@ -115,7 +101,7 @@ async fn a_failure_delivered_three_times_mails_the_customer_and_the_business_onc
 async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
     let mut sink = SmtpSink::start().await;
     sink.pause().await;
-    let app = app_with_mail(&sink).await;
+    let app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await;
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
@@ -152,7 +138,7 @@ async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
 #[tokio::test]
 async fn one_declined_attempt_reported_as_payment_intent_and_charge_failures_mails_once() {
     let sink = SmtpSink::start().await;
-    let mut app = app_with_mail(&sink).await;
+    let mut app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await;
     app.create_invoice("inv_1", "acme", None, "GBP", 12_500)
         .await;
@@ -203,7 +189,7 @@ async fn one_declined_attempt_reported_as_payment_intent_and_charge_failures_mai
 #[tokio::test]
 async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
     let sink = SmtpSink::start().await;
-    let app = app_with_mail(&sink).await;
+    let app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await;
     app.create_invoice("inv_paid", "acme", None, "GBP", 12_500)
         .await;
@@ -241,7 +227,7 @@ async fn no_mail_for_a_paid_invoice_or_a_stale_failure() {
 #[tokio::test]
 async fn a_gocardless_late_failure_mails_and_says_whether_gocardless_retries() {
     let sink = SmtpSink::start().await;
-    let app = app_with_mail(&sink).await;
+    let app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await;
     app.create_invoice("inv_dd", "acme", None, "GBP", 3000)
         .await;

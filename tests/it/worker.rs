@@ -187,10 +187,7 @@ async fn the_same_event_delivered_ten_times_concurrently_has_one_effect_and_one_
         .payment("pi_dup", 1500, "gbp")
         .invoice_id("inv_dup")
         .to_bytes();
-    let posts: Vec<_> = (0..10).map(|_| app.post_stripe_signed(&body)).collect();
-    for response in futures_util::future::join_all(posts).await {
-        assert_eq!(response.status(), 200);
-    }
+    app.deliver_stripe_concurrently(&vec![body; 10]).await;
     let invoice = app.wait_invoice_status("inv_dup", "PAID").await;
     assert_eq!(invoice["amountPaid"], 1500, "counted once");
     assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
@@ -657,13 +654,7 @@ async fn an_older_method_event_running_beside_a_newer_detach_never_wins() {
             ]
         })
         .collect();
-    let posts: Vec<_> = bodies
-        .iter()
-        .map(|body| app.post_stripe_signed(body))
-        .collect();
-    for response in futures_util::future::join_all(posts).await {
-        assert_eq!(response.status(), 200);
-    }
+    app.deliver_stripe_concurrently(&bodies).await;
     for i in 0..methods {
         app.wait_processed("STRIPE", &format!("evt_upd{i}")).await;
         app.wait_processed("STRIPE", &format!("evt_det{i}")).await;

@@ -251,6 +251,41 @@ mod tests {
     }
 
     #[test]
+    fn gocardless_refund_rows_of_the_table() {
+        use crate::reconcile::refund::RefundStatus as R;
+        for (action, status) in [
+            ("created", R::Pending),
+            ("paid", R::Succeeded),
+            ("refund_settled", R::Succeeded),
+            ("failed", R::Failed),
+            ("funds_returned", R::Failed),
+            ("bounced", R::Failed),
+        ] {
+            let body = GoCardlessEvent::new("EV1", "refunds", action)
+                .links(serde_json::json!({"refund": "RF1", "organisation": "OR1"}))
+                .json()
+                .to_string();
+            match interpret(body.as_bytes(), C).unwrap() {
+                DomainEvent::Refund(event) => {
+                    assert_eq!(
+                        event.provider_payment_id, None,
+                        "refund events name no payment"
+                    );
+                    assert_eq!(event.refunds[0].provider_refund_id, "RF1");
+                    assert_eq!(event.refunds[0].status, status, "{action}");
+                    assert_eq!(event.refunds[0].amount, None);
+                    assert_eq!(
+                        event.refunds[0].failure_reason.is_some(),
+                        status == R::Failed,
+                        "{action}: the fixture's details.cause"
+                    );
+                }
+                other => panic!("{action}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_shared_gocardless_fixture_interprets_without_error() {
         let fixture: Value = serde_json::from_str(include_str!(
             "../../../tests/fixtures/gocardless-webhook.json"

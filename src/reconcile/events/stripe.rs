@@ -565,6 +565,121 @@ mod tests {
     }
 
     #[test]
+    fn refund_events_name_their_refund_and_payment() {
+        use crate::reconcile::refund::RefundStatus as R;
+        let refund_of = |event_type: &str, status: &str| {
+            let body = StripeEvent::new(event_type, "evt_1")
+                .created(1_800_000_000)
+                .refund("re_1", "pi_1", 300, "gbp", status)
+                .to_bytes();
+            match interpret(&body).unwrap() {
+                DomainEvent::Refund(refund) => refund,
+                other => panic!("{event_type}: {other:?}"),
+            }
+        };
+        for (event_type, status, expected) in [
+            ("refund.created", "pending", R::Pending),
+            ("refund.updated", "succeeded", R::Succeeded),
+            ("refund.failed", "failed", R::Failed),
+            ("charge.refund.updated", "canceled", R::Canceled),
+            ("refund.updated", "requires_action", R::Pending),
+            ("charge.refunded", "succeeded", R::Succeeded),
+        ] {
+            let event = refund_of(event_type, status);
+            assert_eq!(event.provider_payment_id.as_deref(), Some("pi_1"));
+            assert_eq!(event.refunds.len(), 1, "{event_type}");
+            let refund = &event.refunds[0];
+            assert_eq!(refund.provider_refund_id, "re_1");
+            assert_eq!(refund.status, expected, "{event_type} {status}");
+            assert_eq!(refund.amount.map(MinorUnits::get), Some(300));
+            assert_eq!(refund.failure_reason.is_some(), status == "failed");
+        }
+        // The current API versions' charge.refunded lists no refunds: it only confirms.
+        let body = stripe_event("charge.refunded", |o| o["payment_intent"] = "pi_1".into());
+        assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
+        // A refund of a legacy charge keys on the charge.
+        let body = StripeEvent::new("refund.created", "evt_1")
+            .refund("re_1", "pi_1", 300, "gbp", "succeeded")
+            .object(|o| o["payment_intent"] = Value::Null)
+            .to_bytes();
+        match interpret(&body).unwrap() {
+            DomainEvent::Refund(refund) => assert_eq!(
+                refund.provider_payment_id.as_deref(),
+                Some("ch_1PgafuB7WZ01zgkWXYmPNZs8")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dispute_events_carry_their_status_amount_and_funds() {
+        use crate::reconcile::dispute::DisputeStatus as D;
+        let dispute_of = |event_type: &str, status: &str| {
+            let body = StripeEvent::new(event_type, "evt_1")
+                .created(1_800_000_000)
+                .dispute("dp_1", "pi_1", 400, "gbp", status)
+                .to_bytes();
+            match interpret(&body).unwrap() {
+                DomainEvent::Dispute(dispute) => dispute,
+                other => panic!("{event_type}: {other:?}"),
+            }
+        };
+        for (event_type, status, expected, funds) in [
+            (
+                "charge.dispute.created",
+                "warning_needs_response",
+                D::Inquiry,
+                None,
+            ),
+            (
+                "charge.dispute.updated",
+                "warning_under_review",
+                D::Inquiry,
+                None,
+            ),
+            (
+                "charge.dispute.closed",
+                "warning_closed",
+                D::InquiryClosed,
+                None,
+            ),
+            ("charge.dispute.created", "needs_response", D::Open, None),
+            (
+                "charge.dispute.funds_withdrawn",
+                "needs_response",
+                D::Open,
+                Some(DisputeFunds::Withdrawn),
+            ),
+            ("charge.dispute.updated", "under_review", D::Open, None),
+            ("charge.dispute.closed", "won", D::Won, None),
+            (
+                "charge.dispute.funds_reinstated",
+                "won",
+                D::Won,
+                Some(DisputeFunds::Reinstated),
+            ),
+            ("charge.dispute.closed", "lost", D::Lost, None),
+        ] {
+            let event = dispute_of(event_type, status);
+            assert_eq!(event.status, expected, "{event_type} {status}");
+            assert_eq!(event.funds, funds, "{event_type}");
+            assert_eq!(event.provider_payment_id, "pi_1");
+            assert_eq!(event.provider_dispute_id, "dp_1");
+            assert_eq!(event.amount.get(), 400);
+            assert_eq!(event.provider_status, status);
+            assert_eq!(event.reason.as_deref(), Some("general"));
+            assert_eq!(
+                event.evidence_due_by,
+                DateTime::from_timestamp(1_723_679_999, 0)
+            );
+        }
+        let body = StripeEvent::new("charge.dispute.updated", "evt_1")
+            .dispute("dp_1", "pi_1", 400, "gbp", "a_status_from_the_future")
+            .to_bytes();
+        assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
+    }
+
+    #[test]
     fn unknown_stripe_types_are_ignored_not_errors() {
         let body = stripe_event("plan.created", |_| {});
         assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));

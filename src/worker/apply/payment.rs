@@ -9,8 +9,10 @@ use crate::provider::Provider;
 use crate::reconcile::events::{DisputeEvent, PaymentEvent, RefundEvent};
 use crate::reconcile::outcome::Outcome;
 use crate::reconcile::plan::{
-    Effects, FailureNotification, InvoiceState, PlanError, plan, plan_dispute, plan_refund,
+    DisputeNotice, Effects, FailureNotification, InvoiceState, PlanError, plan, plan_dispute,
+    plan_refund,
 };
+use crate::repository::customers::CustomerRow;
 use crate::repository::inbox::InboxEntry;
 use crate::repository::invoice_state::{self, InvoiceKey, Locked, RecordedBy};
 use crate::repository::invoices::InvoiceRow;
@@ -110,6 +112,9 @@ pub(super) async fn apply(
     if let Some(notification) = &effects.notification {
         notify_failure(tx, policy, entry, &invoice, notification).await?;
     }
+    for notice in &effects.dispute_notices {
+        notify_dispute(tx, policy, entry, &invoice, &effects, notice).await?;
+    }
     if effects.overpaid {
         tracing::warn!(invoice = %invoice.id, amount_due = invoice.amount_due, "invoice overpaid");
     }
@@ -128,15 +133,7 @@ async fn notify_failure(
     invoice: &InvoiceRow,
     notification: &FailureNotification,
 ) -> Result<(), ApplyError> {
-    let customer = customers::get(&mut *tx, &invoice.customer_id)
-        .await?
-        .ok_or_else(|| ApplyError::Permanent {
-            reason: "database_error",
-            detail: format!(
-                "invoice {}'s customer {} is missing",
-                invoice.id, invoice.customer_id
-            ),
-        })?;
+    let customer = customer(tx, invoice).await?;
     let mails = crate::notify::compose(
         notification,
         invoice,
@@ -151,4 +148,46 @@ async fn notify_failure(
     })?;
     notifications::insert(tx, &policy.account_id, &mails).await?;
     Ok(())
+}
+
+/// Writes the business's mail about a dispute, keyed by (payment, dispute, kind): once each.
+async fn notify_dispute(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    entry: &InboxEntry<'_>,
+    invoice: &InvoiceRow,
+    effects: &Effects,
+    notice: &DisputeNotice,
+) -> Result<(), ApplyError> {
+    let customer = customer(tx, invoice).await?;
+    let amount_paid = effects
+        .invoice_figures
+        .map_or(invoice.amount_paid, |figures| figures.amount_paid);
+    let mail = crate::notify::compose_dispute(
+        notice,
+        invoice,
+        amount_paid,
+        &customer,
+        entry.event_id,
+        policy.business_email.as_deref(),
+    )
+    .map_err(|error| ApplyError::Permanent {
+        reason: "internal_error",
+        detail: format!("a dispute mail did not render: {error}"),
+    })?;
+    notifications::insert(tx, &policy.account_id, mail.as_slice()).await?;
+    Ok(())
+}
+
+/// The invoice's customer, which the schema guarantees.
+async fn customer(tx: &mut PgConnection, invoice: &InvoiceRow) -> Result<CustomerRow, ApplyError> {
+    customers::get(&mut *tx, &invoice.customer_id)
+        .await?
+        .ok_or_else(|| ApplyError::Permanent {
+            reason: "database_error",
+            detail: format!(
+                "invoice {}'s customer {} is missing",
+                invoice.id, invoice.customer_id
+            ),
+        })
 }

@@ -128,6 +128,22 @@ pub async fn spawn_worker(retries: Retries) -> TestApp {
     .await
 }
 
+/// The whole app (`run`), mailing through `sink`, with short polls so mail and events go out
+/// quickly.
+pub async fn spawn_app_with_mail(sink: &SmtpSink) -> TestApp {
+    spawn_app_with(AppOptions {
+        role: Role::Run,
+        smtp_url: Some(sink.url()),
+        tweak: Box::new(|settings| {
+            settings.notifications.poll_ms = 100;
+            settings.notifications.max_backoff_secs = 1;
+            settings.worker.outbox_poll_ms = 100;
+        }),
+        ..AppOptions::default()
+    })
+    .await
+}
+
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("test-{}", &id[..12]);
@@ -392,6 +408,17 @@ impl TestApp {
     pub async fn deliver_stripe(&self, body: &[u8]) {
         let response = self.post_stripe_signed(body).await;
         assert_eq!(response.status(), 200);
+    }
+
+    /// Posts every signed Stripe event at once and asserts that each was queued (200).
+    pub async fn deliver_stripe_concurrently(&self, bodies: &[Vec<u8>]) {
+        let posts: Vec<_> = bodies
+            .iter()
+            .map(|body| self.post_stripe_signed(body))
+            .collect();
+        for response in futures_util::future::join_all(posts).await {
+            assert_eq!(response.status(), 200);
+        }
     }
 
     /// Posts one signed GoCardless batch of `events` and asserts that it was queued (204).
