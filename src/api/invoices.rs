@@ -19,9 +19,6 @@ use crate::reconcile::money::{Currency, MinorUnits};
 use crate::repository::invoices::{self as repo, InvoiceRow, NewInvoice};
 use crate::repository::{customers, payments, settings};
 
-const MAX_PAGE: i64 = 200;
-const DEFAULT_PAGE: i64 = 50;
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateInvoice {
@@ -201,13 +198,7 @@ pub async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> Result<axum::Json<InvoicePage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = validate::page_limit(query.limit)?;
     let after = query
         .cursor
         .as_deref()
