@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! BEGIN
-//!   INSERT inbox row (provider, event id) ON CONFLICT DO NOTHING  → already there: skip
+//!   INSERT inbox row (provider, event id), nothing on conflict    → already there: skip
+//!     (a row there as `unmatched` is claimed instead: updated to `applied`)
 //!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
 //!   read the invoice's state                                       → sees every earlier commit
 //!   reconcile::plan::plan(state, event)                            → pure: outcome, writes, events
@@ -15,13 +16,17 @@
 //! says why the read cannot join the lock). A crash anywhere before COMMIT applies nothing; the
 //! redelivery starts again. A redelivery after COMMIT finds the inbox row and changes nothing.
 //! That, not luck, is why effects happen once.
+//!
+//! A payment event that names no invoice, for a payment nobody has registered yet, is kept as
+//! `unmatched` (DESIGN §5 said "not ours"; the billing system may register the payment a moment
+//! later); an inbox row is claimed by whoever applies it first (`repository::inbox`).
 
 mod method;
 mod payment;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::envelope::QueuedEvent;
 use crate::provider::{GoCardlessCollectedAt, Provider};
@@ -105,6 +110,22 @@ pub async fn apply(
     policy: &Policy,
     event: &QueuedEvent,
 ) -> Result<Outcome, ApplyError> {
+    let mut tx = db.begin().await?;
+    let outcome = apply_in(&mut tx, policy, event).await?;
+    if outcome == Outcome::Duplicate {
+        // Nothing was written; dropping the transaction releases the invoice's lock.
+        return Ok(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Applies one event inside the caller's transaction. A `Duplicate` wrote nothing.
+async fn apply_in(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    event: &QueuedEvent,
+) -> Result<Outcome, ApplyError> {
     // The inbox keeps the body exactly as it arrived; JSON is UTF-8, so this text is what parses.
     let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
     let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
@@ -119,28 +140,40 @@ pub async fn apply(
         received_at: event.received_at,
     };
 
-    let mut tx = db.begin().await?;
     // A payment event is recorded by the statement that locks its invoice (one round trip fewer
     // on the hot path); every other event is recorded first.
     let outcome = match domain_event {
-        DomainEvent::Payment(payment) => payment::apply(&mut tx, policy, &entry, payment).await?,
-        DomainEvent::Method(method) if inbox::record(&mut tx, &entry).await? => {
-            method::apply(&mut tx, policy, &entry, method).await?
+        DomainEvent::Payment(payment) => payment::apply(tx, policy, &entry, payment).await?,
+        DomainEvent::Method(method) if inbox::record(tx, &entry).await? => {
+            method::apply(tx, policy, &entry, method).await?
         }
-        DomainEvent::Ignored(reason) if inbox::record(&mut tx, &entry).await? => {
+        DomainEvent::Ignored(reason) if inbox::record(tx, &entry).await? => {
             Outcome::Ignored(reason)
         }
         DomainEvent::Method(_) | DomainEvent::Ignored(_) => Outcome::Duplicate,
     };
-    if outcome == Outcome::Duplicate {
-        // Nothing was written; dropping the transaction releases the invoice's lock.
-        return Ok(outcome);
+    // The row was recorded `applied`; `unmatched` was written with the payment it waits for.
+    if !matches!(
+        outcome,
+        Outcome::Applied | Outcome::Duplicate | Outcome::Unmatched
+    ) {
+        inbox::set_outcome(tx, &entry, outcome).await?;
     }
-    if outcome != Outcome::Applied {
-        inbox::set_outcome(&mut tx, &entry, outcome).await?;
-    }
-    tx.commit().await?;
     Ok(outcome)
+}
+
+/// Logs what happened to an event; `by` says who applied it (the worker, or the registration of
+/// the payment it waited for).
+pub(crate) fn log_reconciled(event: &QueuedEvent, outcome: Outcome, by: &'static str) {
+    tracing::info!(
+        provider = %event.provider,
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        outcome = outcome.as_str(),
+        reason = outcome.reason(),
+        by,
+        "event reconciled"
+    );
 }
 
 /// The outbox rows of reconciliation events caused by one provider event.

@@ -6,7 +6,7 @@ use super::{ApplyError, Policy, outbox_rows};
 use crate::reconcile::events::PaymentEvent;
 use crate::reconcile::outcome::Outcome;
 use crate::reconcile::plan::{FailureNotification, plan};
-use crate::repository::inbox::InboxEntry;
+use crate::repository::inbox::{self, InboxEntry};
 use crate::repository::invoice_state::{self, Locked};
 use crate::repository::invoices::InvoiceRow;
 use crate::repository::{customers, new_id, notifications};
@@ -30,8 +30,13 @@ pub(super) async fn apply(
         Locked::NoInvoice => {
             return match event.invoice_ref {
                 Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref)),
-                // No registered payment and no invoice reference: not one of ours.
-                None => Ok(Outcome::Ignored("payment is not ours")),
+                // No registered payment and no invoice reference: it waits for the payment's
+                // registration, which applies it.
+                None => {
+                    inbox::mark_unmatched(tx, entry, &event.provider_payment_id, event.occurred_at)
+                        .await?;
+                    Ok(Outcome::Unmatched)
+                }
             };
         }
     };
