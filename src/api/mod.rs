@@ -83,6 +83,8 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(invoices::create, invoices::list))
         .routes(routes!(invoices::get))
         .routes(routes!(payments::create))
+        // A static segment: matched before `/payments/{id}`, whatever the order here.
+        .routes(routes!(payments::unmatched))
         .routes(routes!(payments::get))
         .split_for_parts()
 }

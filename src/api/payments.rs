@@ -1,21 +1,22 @@
 //! Payment attempts: `POST /invoices/{id}/payments` registers one before its webhooks arrive,
-//! `GET /payments/{id}` reads it.
+//! `GET /payments/{id}` reads it, `GET /payments/unmatched` lists the events that arrived before
+//! their payment was registered and named no invoice.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::error::{ApiError, unique_constraint};
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use super::validate;
 use crate::provider::Provider;
 use crate::reconcile::invoice;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::reconcile::payment::PaymentStatus;
-use crate::repository::invoices;
 use crate::repository::payments::{self as repo, NewPayment, PaymentRow};
+use crate::repository::{inbox, invoices};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +88,14 @@ pub async fn create(
     ApiJson(request): ApiJson<CreatePayment>,
 ) -> Result<(StatusCode, axum::Json<Payment>), ApiError> {
     let id = match request.id {
+        Some(id) if id == UNMATCHED_PATH => {
+            return Err(ApiError::validation(
+                "id",
+                format!(
+                    "`{UNMATCHED_PATH}` is reserved: `GET /payments/{UNMATCHED_PATH}` lists unmatched events"
+                ),
+            ));
+        }
         Some(id) => {
             validate::check_id("id", &id)?;
             id
@@ -136,6 +145,66 @@ pub async fn create(
         None => error.into(),
     })?;
     Ok((StatusCode::CREATED, axum::Json(row.into())))
+}
+
+/// The path segment of `GET /payments/unmatched`, which no payment id may take (the route wins
+/// over `GET /payments/{id}`).
+const UNMATCHED_PATH: &str = "unmatched";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnmatchedQuery {
+    /// How many, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// A provider event that named no invoice and arrived before its payment was registered: it waits
+/// for that registration, which applies it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmatchedEvent {
+    pub provider: Provider,
+    pub event_id: String,
+    pub event_type: String,
+    /// The payment it waits for: `POST /invoices/{id}/payments` with this id applies the event.
+    pub provider_payment_id: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// When it happened, by the provider's clock.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<inbox::UnmatchedEvent> for UnmatchedEvent {
+    fn from(row: inbox::UnmatchedEvent) -> Self {
+        Self {
+            provider: row.provider,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            provider_payment_id: row.provider_payment_id,
+            received_at: row.received_at,
+            occurred_at: row.occurred_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnmatchedEvents {
+    /// Newest first.
+    pub data: Vec<UnmatchedEvent>,
+}
+
+/// List the events waiting for their payment's registration, newest first.
+#[utoipa::path(get, path = "/payments/unmatched", tag = "payments", params(UnmatchedQuery),
+    responses((status = 200, body = UnmatchedEvents), (status = 400)))]
+pub async fn unmatched(
+    _: Caller,
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<UnmatchedQuery>,
+) -> Result<axum::Json<UnmatchedEvents>, ApiError> {
+    let limit = validate::page_limit(query.limit)?;
+    let rows = inbox::list_unmatched(&state.db, limit).await?;
+    Ok(axum::Json(UnmatchedEvents {
+        data: rows.into_iter().map(UnmatchedEvent::from).collect(),
+    }))
 }
 
 /// Read a payment.

@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
-use sqlx::{PgConnection, Postgres};
+use sqlx::{PgConnection, PgExecutor, Postgres};
 
 use crate::provider::Provider;
 use crate::reconcile::outcome::Outcome;
@@ -116,6 +116,39 @@ pub async fn mark_unmatched(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// An unmatched event, as operators list it.
+#[derive(Debug)]
+pub struct UnmatchedEvent {
+    pub provider: Provider,
+    pub event_id: String,
+    pub event_type: String,
+    /// The provider payment it waits for.
+    pub provider_payment_id: String,
+    pub received_at: DateTime<Utc>,
+    /// The event's provider time.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// The unmatched events, newest first, at most `limit` of them.
+pub async fn list_unmatched(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<UnmatchedEvent>> {
+    sqlx::query_as!(
+        UnmatchedEvent,
+        r#"SELECT provider AS "provider: Provider", event_id, event_type,
+             unmatched_provider_payment_id AS "provider_payment_id!", received_at,
+             unmatched_occurred_at AS occurred_at
+         FROM webhook_events
+         WHERE unmatched_provider_payment_id IS NOT NULL
+         ORDER BY received_at DESC, provider, event_id
+         LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// An archived event, as `settle events replay` re-drives it.
