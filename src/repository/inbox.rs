@@ -5,8 +5,8 @@
 //! One outcome is not final: `unmatched`, a payment event that names no invoice, for a payment
 //! nobody has registered yet. Its row keeps the provider payment id it waits for
 //! (`mark_unmatched`), and whoever applies it first claims the row (`inbox_insert!` updates an
-//! unmatched row instead of skipping it): the registration of that payment, or a redelivery of
-//! the event. Claiming is an
+//! unmatched row instead of skipping it): the registration of that payment
+//! (`waiting_for`, in the registering transaction), or a redelivery of the event. Claiming is an
 //! update of the row, so a second claimant waits for the first one's transaction and then finds
 //! the row applied: a duplicate.
 
@@ -116,6 +116,36 @@ pub async fn mark_unmatched(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// An event waiting for its payment's registration, as the registration applies it.
+#[derive(Debug)]
+pub struct WaitingEvent {
+    pub event_id: String,
+    pub event_type: String,
+    /// The event's JSON exactly as it arrived.
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The events of `provider` waiting for its payment `provider_payment_id`, oldest provider time
+/// first (the order the worker applies out-of-order events in). Applying one claims it.
+pub async fn waiting_for(
+    tx: &mut PgConnection,
+    provider: Provider,
+    provider_payment_id: &str,
+) -> sqlx::Result<Vec<WaitingEvent>> {
+    sqlx::query_as!(
+        WaitingEvent,
+        r#"SELECT event_id, event_type, payload::text AS "payload!", received_at
+         FROM webhook_events
+         WHERE provider = $1 AND unmatched_provider_payment_id = $2
+         ORDER BY unmatched_occurred_at, received_at, event_id"#,
+        provider.stored_name(),
+        provider_payment_id,
+    )
+    .fetch_all(tx)
+    .await
 }
 
 /// An unmatched event, as operators list it.

@@ -16,5 +16,6 @@ mod notify;
 mod openapi;
 mod ops;
 mod shutdown;
+mod unmatched;
 mod webhooks;
 mod worker;

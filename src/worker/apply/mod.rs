@@ -19,14 +19,16 @@
 //!
 //! A payment event that names no invoice, for a payment nobody has registered yet, is kept as
 //! `unmatched` (DESIGN §5 said "not ours"; the billing system may register the payment a moment
-//! later); an inbox row is claimed by whoever applies it first (`repository::inbox`).
+//! later). The registration of that payment runs the same path over the waiting events, inside
+//! the registering transaction (`apply_waiting`); an inbox row is claimed by whoever applies it
+//! first (`repository::inbox`).
 
 mod method;
 mod payment;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::envelope::QueuedEvent;
 use crate::provider::{GoCardlessCollectedAt, Provider};
@@ -120,7 +122,9 @@ pub async fn apply(
     Ok(outcome)
 }
 
-/// Applies one event inside the caller's transaction. A `Duplicate` wrote nothing.
+/// Applies one event inside the caller's transaction: the worker's own (`apply`), or the
+/// registration of the payment an unmatched event waits for (`apply_waiting`). A `Duplicate`
+/// wrote nothing.
 async fn apply_in(
     tx: &mut PgConnection,
     policy: &Policy,
@@ -160,6 +164,53 @@ async fn apply_in(
         inbox::set_outcome(tx, &entry, outcome).await?;
     }
     Ok(outcome)
+}
+
+/// Applies the unmatched events waiting for the payment `provider_payment_id` of `provider`,
+/// oldest provider time first, inside the transaction that has just registered that payment
+/// (`POST /invoices/{id}/payments`, which locked the payment's invoice before inserting it, as
+/// every writer of an invoice does). Each goes through the worker's own path (`apply_in`), which
+/// claims its inbox row: an event the worker applied meanwhile is a duplicate here, and one
+/// applied here is a duplicate to any later delivery.
+///
+/// Each event runs in a savepoint: one that cannot be applied (a currency mismatch, say) is
+/// rolled back alone, logged, and stays unmatched for an operator (`settle events replay` sends
+/// it through the worker, which dead-letters it with its reason); the registration goes on. A
+/// failure that may pass (the database) fails the whole registration, which the caller retries.
+pub async fn apply_waiting(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    provider: Provider,
+    provider_payment_id: &str,
+) -> Result<(), ApplyError> {
+    for waiting in inbox::waiting_for(tx, provider, provider_payment_id).await? {
+        let event = QueuedEvent {
+            provider,
+            event_id: waiting.event_id,
+            event_type: waiting.event_type,
+            received_at: waiting.received_at,
+            body: waiting.payload.into_bytes(),
+        };
+        let mut savepoint = tx.begin().await?;
+        match apply_in(&mut savepoint, policy, &event).await {
+            Ok(outcome) => {
+                savepoint.commit().await?;
+                log_reconciled(&event, outcome, "payment_registration");
+            }
+            Err(failure) if failure.retryable() => return Err(failure),
+            Err(failure) => {
+                savepoint.rollback().await?;
+                tracing::warn!(
+                    provider = %event.provider,
+                    event_id = %event.event_id,
+                    reason = failure.reason(),
+                    error = %failure,
+                    "an unmatched event could not be applied at its payment's registration; it stays unmatched"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Logs what happened to an event; `by` says who applied it (the worker, or the registration of
