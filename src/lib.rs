@@ -14,8 +14,10 @@
 //! Modules are declared in the order data flows through them. Imports point down the list of
 //! layers, never up: `startup` (the composition root) and `cli` import everything and nothing
 //! imports them; the edges (`ingress`, `api`, `worker`, `outbox`, `notify`, `ops`) import the
-//! plumbing (`http`, `broker`, `envelope`, `repository`) and the core; the core (`reconcile`)
-//! imports only `provider`; `config`, `provider` and `role` import nothing of settle's.
+//! plumbing (`http`, `broker`, `envelope`, `repository`) and the core, and one edge another: `api`
+//! runs the worker's apply path (`worker::apply`) when a payment's registration applies the events
+//! that waited for it; the core (`reconcile`) imports only `provider`; `config`, `provider` and
+//! `role` import nothing of settle's.
 //!
 //! Errors, per boundary: `ingress` answers with its `IngressError` (status, code and metric label
 //! in one place); `api` with `ApiError` (what the caller can fix, or an opaque 500 whose cause

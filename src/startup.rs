@@ -87,6 +87,8 @@ pub fn account_defaults(settings: &Settings) -> AccountDefaults {
 }
 
 /// The worker's policy, from the settings: the account, its defaults and the operator's choices.
+/// The worker and the API (a registration applies the events waiting for it) both take it from
+/// here.
 pub fn worker_policy(settings: &Settings) -> Policy {
     Policy {
         account_id: settings.account.id.clone(),
@@ -218,6 +220,9 @@ impl Application {
                     credentials: settings.api.credentials.clone().into(),
                     account_id: settings.account.id.as_str().into(),
                     defaults: account_defaults(settings),
+                    // The worker's, built the same way: registering a payment applies the events
+                    // that waited for it.
+                    policy: Arc::new(worker_policy(settings)),
                     body_limit: settings.http.body_limit_bytes,
                 }));
         }

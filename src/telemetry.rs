@@ -36,7 +36,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         WORKER_MESSAGES,
-        "Deliveries handled by the worker, by result (applied, duplicate, stale, unchanged, recorded, ignored, retried, dead_lettered)."
+        "Deliveries handled by the worker, by result (applied, duplicate, stale, unchanged, recorded, ignored, unmatched, retried, dead_lettered)."
     );
     describe_histogram!(
         WORKER_PROCESSING_SECONDS,

@@ -22,9 +22,6 @@ use crate::repository::invoices::{self as repo, InvoiceRow, NewInvoice};
 use crate::repository::ledger::Of;
 use crate::repository::{customers, payments, settings};
 
-const MAX_PAGE: i64 = 200;
-const DEFAULT_PAGE: i64 = 50;
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateInvoice {
@@ -221,13 +218,7 @@ pub async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> Result<axum::Json<InvoicePage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = validate::page_limit(query.limit)?;
     let after = query
         .cursor
         .as_deref()

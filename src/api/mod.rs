@@ -2,6 +2,10 @@
 //! invoices, payment attempts, payment settings and payment methods. Every route but
 //! `GET /openapi.json` requires Basic credentials (`Caller`); the OpenAPI document is generated
 //! from the same route list that builds the router, so the two cannot drift apart.
+//!
+//! The API writes PostgreSQL only. One handler reaches into the worker: registering a payment
+//! applies the events that waited for it (`payments`), through the worker's own apply path, so
+//! the two can never decide differently.
 
 pub mod billing_schedules;
 pub mod customers;
@@ -26,6 +30,7 @@ use utoipa_axum::routes;
 
 use crate::config::ApiCredential;
 use crate::reconcile::settings::AccountDefaults;
+use crate::worker::apply::Policy;
 
 /// What the API needs: the database, the callers' credentials and the account it serves. No
 /// broker: the API only reads and writes PostgreSQL.
@@ -37,6 +42,9 @@ pub struct ApiState {
     pub account_id: Arc<str>,
     /// Payment settings used when no level of an invoice sets them.
     pub defaults: AccountDefaults,
+    /// The worker's policy: a payment's registration applies the events that waited for it, and
+    /// decides as the worker would.
+    pub policy: Arc<Policy>,
     pub body_limit: usize,
 }
 
@@ -84,6 +92,8 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(invoices::create, invoices::list))
         .routes(routes!(invoices::get))
         .routes(routes!(payments::create))
+        // A static segment: matched before `/payments/{id}`, whatever the order here.
+        .routes(routes!(payments::unmatched))
         .routes(routes!(payments::get))
         .split_for_parts()
 }

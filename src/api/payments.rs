@@ -1,23 +1,32 @@
 //! Payment attempts: `POST /invoices/{id}/payments` registers one before its webhooks arrive,
-//! `GET /payments/{id}` reads it.
+//! `GET /payments/{id}` reads it, `GET /payments/unmatched` lists the events that arrived before
+//! their payment was registered and named no invoice.
+//!
+//! A registration applies those events itself, exactly once, in its own transaction: it locks the
+//! invoice, inserts the payment, then runs each waiting event through the worker's apply path
+//! (`worker::apply::apply_waiting`), which claims the event's inbox row. Of two registrations of
+//! one provider payment the second waits (on the invoice's lock, or on the payment's unique key)
+//! and gets 409. A redelivery of a waiting event that the worker handles meanwhile is serialized
+//! with the registration on the event's inbox row: whichever claims it first, it applies once.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::error::{ApiError, unique_constraint};
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use super::ledger::Money;
 use super::validate;
 use crate::provider::Provider;
 use crate::reconcile::invoice;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::reconcile::payment::PaymentStatus;
-use crate::repository::invoices;
 use crate::repository::ledger::Of;
 use crate::repository::payments::{self as repo, NewPayment, PaymentRow};
+use crate::repository::{inbox, invoices};
+use crate::worker::apply::{self, ApplyError};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -94,17 +103,27 @@ pub struct CreatePayment {
     pub allow_overpayment: bool,
 }
 
-/// Register a payment attempt before its webhooks arrive.
+/// Register a payment attempt, usually before its webhooks arrive. Events of it that came first
+/// and named no invoice (`GET /payments/unmatched`) are applied in the same transaction: the
+/// answer shows the payment after them.
 #[utoipa::path(post, path = "/invoices/{id}/payments", tag = "payments",
     params(("id" = String, Path)), request_body = CreatePayment,
     responses((status = 201, body = Payment), (status = 400), (status = 404), (status = 409)))]
 pub async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(invoice_id): Path<String>,
     ApiJson(request): ApiJson<CreatePayment>,
 ) -> Result<(StatusCode, axum::Json<Payment>), ApiError> {
     let id = match request.id {
+        Some(id) if id == UNMATCHED_PATH => {
+            return Err(ApiError::validation(
+                "id",
+                format!(
+                    "`{UNMATCHED_PATH}` is reserved: `GET /payments/{UNMATCHED_PATH}` lists unmatched events"
+                ),
+            ));
+        }
         Some(id) => {
             validate::check_id("id", &id)?;
             id
@@ -113,7 +132,11 @@ pub async fn create(
     };
     validate::provider_payment_id(request.provider, &request.provider_payment_id)
         .map_err(|message| ApiError::validation("providerPaymentId", message))?;
-    let invoice = invoices::get(&state.db, &invoice_id)
+    let mut tx = state.db.begin().await?;
+    // The invoice's lock first, as the worker takes it before it writes a payment: a worker
+    // applying another event of this invoice meanwhile finishes first, and nothing waits in the
+    // opposite order (the payment's unique key, then the invoice).
+    let invoice = invoices::lock(&mut tx, &invoice_id)
         .await?
         .ok_or_else(|| ApiError::not_found("invoice", &invoice_id))?;
     if invoice.currency != request.currency {
@@ -125,14 +148,10 @@ pub async fn create(
             ),
         ));
     }
-    invoice::check_attempt(
-        request.amount.get(),
-        invoice::outstanding(invoice.amount_due, invoice.amount_paid),
-        request.allow_overpayment,
-    )
-    .map_err(|message| ApiError::validation("amount", message))?;
-    let row = repo::insert(
-        &state.db,
+    // Inserted before the amount is checked: a payment registered already is a conflict, even
+    // when its own events have since paid the invoice (a rolled-back insert costs nothing).
+    repo::insert(
+        &mut *tx,
         &NewPayment {
             id: &id,
             account_id: &invoice.account_id,
@@ -153,7 +172,89 @@ pub async fn create(
         Some(_) => ApiError::Conflict(format!("payment `{id}` already exists")),
         None => error.into(),
     })?;
+    invoice::check_attempt(
+        request.amount.get(),
+        invoice::outstanding(invoice.amount_due, invoice.amount_paid),
+        request.allow_overpayment,
+    )
+    .map_err(|message| ApiError::validation("amount", message))?;
+    apply::apply_waiting(
+        &mut tx,
+        &state.policy,
+        request.provider,
+        &request.provider_payment_id,
+    )
+    .await
+    .map_err(|failure| match failure {
+        ApplyError::Database(error) => ApiError::from(error),
+        other => ApiError::Internal(anyhow::Error::new(other).context("applying unmatched events")),
+    })?;
+    let row = repo::get(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("payment `{id}` vanished in its own transaction"))?;
+    tx.commit().await?;
+    tracing::info!(payment = %id, invoice = %invoice.id, caller = %caller.key_id, "payment registered");
     Ok((StatusCode::CREATED, axum::Json(row.into())))
+}
+
+/// The path segment of `GET /payments/unmatched`, which no payment id may take (the route wins
+/// over `GET /payments/{id}`).
+const UNMATCHED_PATH: &str = "unmatched";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnmatchedQuery {
+    /// How many, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// A provider event that named no invoice and arrived before its payment was registered: it waits
+/// for that registration, which applies it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmatchedEvent {
+    pub provider: Provider,
+    pub event_id: String,
+    pub event_type: String,
+    /// The payment it waits for: `POST /invoices/{id}/payments` with this id applies the event.
+    pub provider_payment_id: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// When it happened, by the provider's clock.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<inbox::UnmatchedEvent> for UnmatchedEvent {
+    fn from(row: inbox::UnmatchedEvent) -> Self {
+        Self {
+            provider: row.provider,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            provider_payment_id: row.provider_payment_id,
+            received_at: row.received_at,
+            occurred_at: row.occurred_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnmatchedEvents {
+    /// Newest first.
+    pub data: Vec<UnmatchedEvent>,
+}
+
+/// List the events waiting for their payment's registration, newest first.
+#[utoipa::path(get, path = "/payments/unmatched", tag = "payments", params(UnmatchedQuery),
+    responses((status = 200, body = UnmatchedEvents), (status = 400)))]
+pub async fn unmatched(
+    _: Caller,
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<UnmatchedQuery>,
+) -> Result<axum::Json<UnmatchedEvents>, ApiError> {
+    let limit = validate::page_limit(query.limit)?;
+    let rows = inbox::list_unmatched(&state.db, limit).await?;
+    Ok(axum::Json(UnmatchedEvents {
+        data: rows.into_iter().map(UnmatchedEvent::from).collect(),
+    }))
 }
 
 /// Read a payment, with the movements of its money, its refunds and disputes.

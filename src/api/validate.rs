@@ -14,6 +14,9 @@ pub const MAX_SHORT: usize = 64;
 pub const MAX_EMAIL: usize = 254;
 /// Entries of a list (billing emails, aliases, external ids).
 pub const MAX_LIST: usize = 50;
+/// Rows of one page of a listing (`?limit=`), and the page size when the caller names none.
+pub const MAX_PAGE: i64 = 200;
+pub const DEFAULT_PAGE: i64 = 50;
 
 /// An email address as the sender will parse it (`lettre::Address`), so an address the API takes
 /// is one a mail can be sent to.
@@ -44,6 +47,20 @@ pub fn list_at_most<T>(values: &[T], max: usize) -> Result<(), String> {
         ))
     } else {
         Ok(())
+    }
+}
+
+/// A listing's page size, `?limit=` (`None`: the default), as a 400 naming `limit` when it is out
+/// of bounds.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, super::error::ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(super::error::ApiError::validation(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ))
     }
 }
 
@@ -142,6 +159,19 @@ mod tests {
         assert!(list_at_most(&[0; 50], MAX_LIST).is_ok());
         assert!(list_at_most(&[0; 51], MAX_LIST).is_err());
         assert!(non_empty("  ", MAX_TEXT).is_err());
+    }
+
+    #[test]
+    fn page_limits() {
+        assert_eq!(page_limit(None).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_limit(Some(1)).unwrap(), 1);
+        assert_eq!(page_limit(Some(MAX_PAGE)).unwrap(), MAX_PAGE);
+        for bad in [0, -1, MAX_PAGE + 1] {
+            assert_eq!(
+                page_limit(Some(bad)).unwrap_err().to_string(),
+                "limit: must be 1 to 200"
+            );
+        }
     }
 
     #[test]

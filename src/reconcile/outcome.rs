@@ -15,8 +15,13 @@ pub enum Outcome {
     Unchanged,
     /// An event worth keeping that changes nothing (GoCardless `chargeback_settled`, …).
     Recorded,
-    /// Not for settle (an unknown type, a payment that is not ours): recorded with the reason.
+    /// Not for settle (an unknown type, a payment method that is not ours): recorded with the
+    /// reason.
     Ignored(&'static str),
+    /// A payment event that names no invoice, for a payment nobody has registered yet: kept with
+    /// the provider payment id it waits for, and applied by the registration of that payment
+    /// (`POST /invoices/{id}/payments`).
+    Unmatched,
 }
 
 impl Outcome {
@@ -29,6 +34,7 @@ impl Outcome {
             Self::Unchanged => "unchanged",
             Self::Recorded => "recorded",
             Self::Ignored(_) => "ignored",
+            Self::Unmatched => "unmatched",
         }
     }
 

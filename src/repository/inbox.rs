@@ -1,10 +1,18 @@
 //! The worker's inbox, `webhook_events`: one row per (provider, event id), inserted in the same
 //! transaction as the event's effects, so an event is applied exactly once however often it is
 //! delivered. The row keeps the event as it arrived, for `settle events replay`.
+//!
+//! One outcome is not final: `unmatched`, a payment event that names no invoice, for a payment
+//! nobody has registered yet. Its row keeps the provider payment id it waits for
+//! (`mark_unmatched`), and whoever applies it first claims the row (`inbox_insert!` updates an
+//! unmatched row instead of skipping it): the registration of that payment
+//! (`waiting_for`, in the registering transaction), or a redelivery of the event. Claiming is an
+//! update of the row, so a second claimant waits for the first one's transaction and then finds
+//! the row applied: a duplicate.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
-use sqlx::{PgConnection, Postgres};
+use sqlx::{PgConnection, PgExecutor, Postgres};
 
 use crate::provider::Provider;
 use crate::reconcile::outcome::Outcome;
@@ -23,12 +31,22 @@ pub struct InboxEntry<'a> {
 
 /// Records the event as applied (the common case; another outcome is written over it later):
 /// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time. Writes nothing
-/// when the event is there already. A macro so the invoice lock (`invoice_state`) can share it.
+/// when the event is there already, unless it is there as `unmatched`: then this claims it (see
+/// the module doc). A macro so the invoice lock (`invoice_state`) can share it.
+///
+/// Why an update and not a delete-and-insert or a `FOR UPDATE` read first: one statement, the
+/// same one for every event, and PostgreSQL's `ON CONFLICT DO UPDATE` locks the conflicting row
+/// and evaluates the `WHERE` on its latest committed version. Of two claimants the second waits
+/// for the first to commit (it then sees `applied` and writes nothing) or to roll back (it then
+/// claims the row itself). A plain redelivery of a processed event is still a duplicate; it holds
+/// the row's lock until its transaction, which writes nothing, ends.
 macro_rules! inbox_insert {
     () => {
         "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
          VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
-         ON CONFLICT (provider, event_id) DO NOTHING"
+         ON CONFLICT (provider, event_id) DO UPDATE SET outcome = 'applied', outcome_reason = NULL,
+             unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL, processed_at = now()
+         WHERE webhook_events.outcome = 'unmatched'"
     };
 }
 pub(crate) use inbox_insert;
@@ -76,6 +94,91 @@ pub async fn set_outcome(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Keeps the event as `unmatched`, waiting for the provider payment `provider_payment_id` (of the
+/// event's provider) to be registered; `occurred_at` is the event's provider time.
+pub async fn mark_unmatched(
+    tx: &mut PgConnection,
+    entry: &InboxEntry<'_>,
+    provider_payment_id: &str,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE webhook_events SET outcome = 'unmatched', outcome_reason = NULL,
+             unmatched_provider_payment_id = $3, unmatched_occurred_at = $4
+         WHERE provider = $1 AND event_id = $2",
+        entry.provider.stored_name(),
+        entry.event_id,
+        provider_payment_id,
+        occurred_at,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// An event waiting for its payment's registration, as the registration applies it.
+#[derive(Debug)]
+pub struct WaitingEvent {
+    pub event_id: String,
+    pub event_type: String,
+    /// The event's JSON exactly as it arrived.
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The events of `provider` waiting for its payment `provider_payment_id`, oldest provider time
+/// first (the order the worker applies out-of-order events in). Applying one claims it.
+pub async fn waiting_for(
+    tx: &mut PgConnection,
+    provider: Provider,
+    provider_payment_id: &str,
+) -> sqlx::Result<Vec<WaitingEvent>> {
+    sqlx::query_as!(
+        WaitingEvent,
+        r#"SELECT event_id, event_type, payload::text AS "payload!", received_at
+         FROM webhook_events
+         WHERE provider = $1 AND unmatched_provider_payment_id = $2
+         ORDER BY unmatched_occurred_at, received_at, event_id"#,
+        provider.stored_name(),
+        provider_payment_id,
+    )
+    .fetch_all(tx)
+    .await
+}
+
+/// An unmatched event, as operators list it.
+#[derive(Debug)]
+pub struct UnmatchedEvent {
+    pub provider: Provider,
+    pub event_id: String,
+    pub event_type: String,
+    /// The provider payment it waits for.
+    pub provider_payment_id: String,
+    pub received_at: DateTime<Utc>,
+    /// The event's provider time.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// The unmatched events, newest first, at most `limit` of them.
+pub async fn list_unmatched(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<UnmatchedEvent>> {
+    sqlx::query_as!(
+        UnmatchedEvent,
+        r#"SELECT provider AS "provider: Provider", event_id, event_type,
+             unmatched_provider_payment_id AS "provider_payment_id!", received_at,
+             unmatched_occurred_at AS occurred_at
+         FROM webhook_events
+         WHERE unmatched_provider_payment_id IS NOT NULL
+         ORDER BY received_at DESC, provider, event_id
+         LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// An archived event, as `settle events replay` re-drives it.

@@ -1,7 +1,7 @@
 //! Invoices and billing schedules, as the billing system registers them.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 
 use crate::reconcile::invoice::{InvoiceFigures, InvoiceStatus};
 use crate::reconcile::ledger::RefundState;
@@ -82,6 +82,18 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Invoi
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// The invoice, locked for the rest of the caller's transaction: the lock every writer of an
+/// invoice's payments and totals takes first (`invoice_state::record_and_lock`), so they apply
+/// one at a time and never wait for each other in opposite orders.
+pub async fn lock(tx: &mut PgConnection, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await
 }
 
 /// A page of invoices in id order, after `after` (the cursor), optionally filtered.

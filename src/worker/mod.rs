@@ -178,14 +178,7 @@ impl Worker {
                 }
                 metrics::counter!(metric::WORKER_MESSAGES, "result" => outcome.as_str())
                     .increment(1);
-                tracing::info!(
-                    provider = %event.provider,
-                    event_id = %event.event_id,
-                    event_type = %event.event_type,
-                    outcome = outcome.as_str(),
-                    reason = outcome.reason(),
-                    "event reconciled"
-                );
+                apply::log_reconciled(&event, outcome, "worker");
                 ack(&delivery, "reconciled event").await;
             }
             Err(failure) => self.fail(&delivery, &failure, Some(&event)).await,

@@ -612,6 +612,12 @@ async fn invalid_payments_are_refused_naming_the_field() {
             body["id"] = json!("");
             body
         }),
+        // `GET /payments/unmatched` takes that path.
+        ("id", {
+            let mut body = payment("STRIPE", "pi_1", 100);
+            body["id"] = json!("unmatched");
+            body
+        }),
     ];
     for (field, body) in cases {
         let (status, answer) = app.api_post("/invoices/inv1/payments", body).await;

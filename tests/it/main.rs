@@ -17,5 +17,6 @@ mod notify;
 mod openapi;
 mod ops;
 mod shutdown;
+mod unmatched;
 mod webhooks;
 mod worker;

@@ -29,6 +29,7 @@ async fn every_documented_operation_is_routed_and_the_contract_is_documented() {
         ("get", "/invoices"),
         ("get", "/invoices/{id}"),
         ("post", "/invoices/{id}/payments"),
+        ("get", "/payments/unmatched"),
         ("get", "/payments/{id}"),
     ];
     for (method, path) in contract {

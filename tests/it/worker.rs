@@ -525,7 +525,8 @@ async fn a_gocardless_batch_mixing_payments_and_mandates() {
     for id in ["EV_M1", "EV_M2"] {
         assert_eq!(app.wait_processed("GOCARDLESS", id).await, "applied");
     }
-    assert_eq!(app.wait_processed("GOCARDLESS", "EV_R").await, "ignored");
+    // A refund nobody registered waits for its registration (GoCardless names no payment).
+    assert_eq!(app.wait_processed("GOCARDLESS", "EV_R").await, "unmatched");
     let (_, methods) = app.api_get("/customers/cust/payment-methods").await;
     let by_reference = |reference: &str| {
         methods
@@ -671,11 +672,12 @@ async fn an_older_method_event_running_beside_a_newer_detach_never_wins() {
 }
 
 #[tokio::test]
-async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored() {
+async fn unknown_types_are_recorded_and_ignored_with_why_and_payments_nobody_registered_wait() {
     let app = spawn_worker(Retries::PATIENT).await;
     app.deliver_stripe(&stripe_event("plan.created", "evt_plan"))
         .await;
     assert_eq!(app.wait_processed("STRIPE", "evt_plan").await, "ignored");
+    // No invoice named, no payment registered: it waits for the registration (tests/it/unmatched.rs).
     app.deliver_stripe(
         &StripeEvent::new("payment_intent.succeeded", "evt_foreign")
             .created(T0)
@@ -683,23 +685,30 @@ async fn unknown_types_and_payments_that_are_not_ours_are_recorded_and_ignored()
             .to_bytes(),
     )
     .await;
-    assert_eq!(app.wait_processed("STRIPE", "evt_foreign").await, "ignored");
-    // Each says why, so an operator can tell an unknown type from someone else's payment.
-    let reasons: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT event_id, outcome_reason FROM webhook_events ORDER BY event_id")
-            .fetch_all(&app.db())
-            .await
-            .unwrap();
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_foreign").await,
+        "unmatched"
+    );
+    // Each says why or what it waits for, so an operator can tell them apart.
+    let reasons: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT event_id, outcome_reason, unmatched_provider_payment_id
+         FROM webhook_events ORDER BY event_id",
+    )
+    .fetch_all(&app.db())
+    .await
+    .unwrap();
     assert_eq!(
         reasons,
         [
             (
                 "evt_foreign".to_owned(),
-                Some("payment is not ours".to_owned())
+                None,
+                Some("pi_foreign".to_owned())
             ),
             (
                 "evt_plan".to_owned(),
-                Some("unhandled Stripe event type".to_owned())
+                Some("unhandled Stripe event type".to_owned()),
+                None
             ),
         ]
     );

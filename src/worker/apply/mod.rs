@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! BEGIN
-//!   INSERT inbox row (provider, event id) ON CONFLICT DO NOTHING  → already there: skip
+//!   INSERT inbox row (provider, event id), nothing on conflict    → already there: skip
+//!     (a row there as `unmatched` is claimed instead: updated to `applied`)
 //!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
 //!   read the invoice's state                                       → sees every earlier commit
 //!   reconcile::plan::plan(state, event)                            → pure: outcome, writes, events
@@ -15,13 +16,19 @@
 //! says why the read cannot join the lock). A crash anywhere before COMMIT applies nothing; the
 //! redelivery starts again. A redelivery after COMMIT finds the inbox row and changes nothing.
 //! That, not luck, is why effects happen once.
+//!
+//! A payment event that names no invoice, for a payment nobody has registered yet, is kept as
+//! `unmatched` (DESIGN §5 said "not ours"; the billing system may register the payment a moment
+//! later). The registration of that payment runs the same path over the waiting events, inside
+//! the registering transaction (`apply_waiting`); an inbox row is claimed by whoever applies it
+//! first (`repository::inbox`).
 
 mod method;
 mod payment;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use self::payment::MoneyEvent;
 use crate::envelope::QueuedEvent;
@@ -106,6 +113,24 @@ pub async fn apply(
     policy: &Policy,
     event: &QueuedEvent,
 ) -> Result<Outcome, ApplyError> {
+    let mut tx = db.begin().await?;
+    let outcome = apply_in(&mut tx, policy, event).await?;
+    if outcome == Outcome::Duplicate {
+        // Nothing was written; dropping the transaction releases the invoice's lock.
+        return Ok(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Applies one event inside the caller's transaction: the worker's own (`apply`), or the
+/// registration of the payment an unmatched event waits for (`apply_waiting`). A `Duplicate`
+/// wrote nothing.
+async fn apply_in(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    event: &QueuedEvent,
+) -> Result<Outcome, ApplyError> {
     // The inbox keeps the body exactly as it arrived; JSON is UTF-8, so this text is what parses.
     let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
     let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
@@ -120,36 +145,95 @@ pub async fn apply(
         received_at: event.received_at,
     };
 
-    let mut tx = db.begin().await?;
     // A payment event is recorded by the statement that locks its invoice (one round trip fewer
     // on the hot path); every other event is recorded first.
     let outcome = match domain_event {
         DomainEvent::Payment(event) => {
-            payment::apply(&mut tx, policy, &entry, MoneyEvent::Payment(event)).await?
+            payment::apply(tx, policy, &entry, MoneyEvent::Payment(event)).await?
         }
         DomainEvent::Refund(event) => {
-            payment::apply(&mut tx, policy, &entry, MoneyEvent::Refund(event)).await?
+            payment::apply(tx, policy, &entry, MoneyEvent::Refund(event)).await?
         }
         DomainEvent::Dispute(event) => {
-            payment::apply(&mut tx, policy, &entry, MoneyEvent::Dispute(event)).await?
+            payment::apply(tx, policy, &entry, MoneyEvent::Dispute(event)).await?
         }
-        DomainEvent::Method(method) if inbox::record(&mut tx, &entry).await? => {
-            method::apply(&mut tx, policy, &entry, method).await?
+        DomainEvent::Method(method) if inbox::record(tx, &entry).await? => {
+            method::apply(tx, policy, &entry, method).await?
         }
-        DomainEvent::Ignored(reason) if inbox::record(&mut tx, &entry).await? => {
+        DomainEvent::Ignored(reason) if inbox::record(tx, &entry).await? => {
             Outcome::Ignored(reason)
         }
         DomainEvent::Method(_) | DomainEvent::Ignored(_) => Outcome::Duplicate,
     };
-    if outcome == Outcome::Duplicate {
-        // Nothing was written; dropping the transaction releases the invoice's lock.
-        return Ok(outcome);
+    // The row was recorded `applied`; `unmatched` was written with the payment it waits for.
+    if !matches!(
+        outcome,
+        Outcome::Applied | Outcome::Duplicate | Outcome::Unmatched
+    ) {
+        inbox::set_outcome(tx, &entry, outcome).await?;
     }
-    if outcome != Outcome::Applied {
-        inbox::set_outcome(&mut tx, &entry, outcome).await?;
-    }
-    tx.commit().await?;
     Ok(outcome)
+}
+
+/// Applies the unmatched events waiting for the payment `provider_payment_id` of `provider`,
+/// oldest provider time first, inside the transaction that has just registered that payment
+/// (`POST /invoices/{id}/payments`, which locked the payment's invoice before inserting it, as
+/// every writer of an invoice does). Each goes through the worker's own path (`apply_in`), which
+/// claims its inbox row: an event the worker applied meanwhile is a duplicate here, and one
+/// applied here is a duplicate to any later delivery.
+///
+/// Each event runs in a savepoint: one that cannot be applied (a currency mismatch, say) is
+/// rolled back alone, logged, and stays unmatched for an operator (`settle events replay` sends
+/// it through the worker, which dead-letters it with its reason); the registration goes on. A
+/// failure that may pass (the database) fails the whole registration, which the caller retries.
+pub async fn apply_waiting(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    provider: Provider,
+    provider_payment_id: &str,
+) -> Result<(), ApplyError> {
+    for waiting in inbox::waiting_for(tx, provider, provider_payment_id).await? {
+        let event = QueuedEvent {
+            provider,
+            event_id: waiting.event_id,
+            event_type: waiting.event_type,
+            received_at: waiting.received_at,
+            body: waiting.payload.into_bytes(),
+        };
+        let mut savepoint = tx.begin().await?;
+        match apply_in(&mut savepoint, policy, &event).await {
+            Ok(outcome) => {
+                savepoint.commit().await?;
+                log_reconciled(&event, outcome, "payment_registration");
+            }
+            Err(failure) if failure.retryable() => return Err(failure),
+            Err(failure) => {
+                savepoint.rollback().await?;
+                tracing::warn!(
+                    provider = %event.provider,
+                    event_id = %event.event_id,
+                    reason = failure.reason(),
+                    error = %failure,
+                    "an unmatched event could not be applied at its payment's registration; it stays unmatched"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs what happened to an event; `by` says who applied it (the worker, or the registration of
+/// the payment it waited for).
+pub(crate) fn log_reconciled(event: &QueuedEvent, outcome: Outcome, by: &'static str) {
+    tracing::info!(
+        provider = %event.provider,
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        outcome = outcome.as_str(),
+        reason = outcome.reason(),
+        by,
+        "event reconciled"
+    );
 }
 
 /// The outbox rows of reconciliation events caused by one provider event.

@@ -13,7 +13,7 @@ use crate::reconcile::plan::{
     plan_refund,
 };
 use crate::repository::customers::CustomerRow;
-use crate::repository::inbox::InboxEntry;
+use crate::repository::inbox::{self, InboxEntry};
 use crate::repository::invoice_state::{self, InvoiceKey, Locked, RecordedBy};
 use crate::repository::invoices::InvoiceRow;
 use crate::repository::{customers, new_id, notifications};
@@ -83,10 +83,19 @@ pub(super) async fn apply(
         Locked::Duplicate => return Ok(Outcome::Duplicate),
         Locked::Invoice(invoice) => invoice,
         Locked::NoInvoice => {
-            return match key.invoice_ref {
-                Some(invoice_ref) => Err(ApplyError::InvoiceNotFound(invoice_ref.to_owned())),
-                // No registered payment and no invoice reference: not one of ours.
-                None => Ok(Outcome::Ignored("payment is not ours")),
+            return match (
+                key.invoice_ref,
+                key.provider_payment_id.or(key.provider_refund_id),
+            ) {
+                (Some(invoice_ref), _) => Err(ApplyError::InvoiceNotFound(invoice_ref.to_owned())),
+                // No registered payment (or refund) and no invoice reference: it waits for the
+                // registration of its payment (a GoCardless refund event: of its refund), which
+                // applies it.
+                (None, Some(waits_for)) => {
+                    inbox::mark_unmatched(tx, entry, waits_for, event.occurred_at()).await?;
+                    Ok(Outcome::Unmatched)
+                }
+                (None, None) => Ok(Outcome::Ignored("names no payment")),
             };
         }
     };

@@ -131,6 +131,24 @@ impl TestApp {
         count
     }
 
+    /// Stops the app once its worker has handled every delivery queued so far: waits until the
+    /// work queue holds none ready, then shuts down gracefully, which finishes the deliveries in
+    /// flight and flushes the outbox. Returns how many messages wait in the work, retry and
+    /// dead-letter queues afterwards (a delivery that failed went to one of them).
+    pub async fn stop_when_idle(&mut self) -> u32 {
+        let topology = settle::broker::Topology::from_settings(&self.settings);
+        let work_queue = [topology.reconcile_queue.clone()];
+        super::poll_until("the work queue to be consumed", super::WAIT, || async {
+            (self.queued_count(&work_queue).await == 0).then_some(())
+        })
+        .await;
+        self.shutdown_only().await;
+        let mut queues = work_queue.to_vec();
+        queues.extend(topology.retry_queues.iter().map(|tier| tier.name.clone()));
+        queues.push(topology.dead_letter_queue.clone());
+        self.queued_count(&queues).await
+    }
+
     /// Removes this test's exchanges and queues (best effort: the broker may be gone).
     pub async fn delete_topology(&self) {
         let Ok(connection) =

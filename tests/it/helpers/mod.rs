@@ -364,14 +364,15 @@ impl TestApp {
         id.to_owned()
     }
 
-    /// Registers a payment in GBP on an invoice, as the billing service does before collecting.
+    /// Registers a payment in GBP on an invoice, as the billing service does before collecting,
+    /// and returns it as the API answered (after the events that waited for it, if any).
     pub async fn register_payment(
         &self,
         invoice_id: &str,
         provider: &str,
         provider_payment_id: &str,
         amount: i64,
-    ) {
+    ) -> Value {
         let (status, body) = self
             .api_post(
                 &format!("/invoices/{invoice_id}/payments"),
@@ -379,6 +380,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 201, "{body}");
+        body
     }
 
     /// The invoice as the API shows it.
