@@ -59,6 +59,17 @@ impl ApiError {
 /// Database errors, classified as the worker classifies them (`repository::classify`): one that
 /// may pass is the caller's "retry later"; a unique violation a handler did not anticipate is a
 /// conflict; the rest is internal.
+/// An event a registration applied (the unmatched events waiting for it) could not be: the
+/// database's failure is the API's; anything else is a bug of the registration.
+impl From<crate::worker::apply::ApplyError> for ApiError {
+    fn from(failure: crate::worker::apply::ApplyError) -> Self {
+        match failure {
+            crate::worker::apply::ApplyError::Database(error) => error.into(),
+            other => Self::Internal(anyhow::Error::new(other).context("applying unmatched events")),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match crate::repository::classify(&error) {

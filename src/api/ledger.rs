@@ -132,6 +132,11 @@ pub struct Money {
 
 impl Money {
     pub async fn read(db: &sqlx::PgPool, of: Of<'_>) -> Result<Self, ApiError> {
+        Self::read_in(&mut *db.acquire().await?, of).await
+    }
+
+    /// As `read`, in the caller's transaction.
+    pub async fn read_in(db: &mut sqlx::PgConnection, of: Of<'_>) -> Result<Self, ApiError> {
         let (movements, refunds, disputes) = repo::read(db, of).await?;
         Ok(Self {
             movements: movements.into_iter().map(Movement::from).collect(),

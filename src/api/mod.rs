@@ -15,6 +15,7 @@ pub mod invoices;
 pub mod ledger;
 pub mod payment_methods;
 pub mod payments;
+pub mod refunds;
 pub mod schema;
 pub mod settings;
 pub mod validate;
@@ -95,6 +96,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         // A static segment: matched before `/payments/{id}`, whatever the order here.
         .routes(routes!(payments::unmatched))
         .routes(routes!(payments::get))
+        .routes(routes!(refunds::create))
         .split_for_parts()
 }
 

@@ -26,7 +26,7 @@ use crate::reconcile::payment::PaymentStatus;
 use crate::repository::ledger::Of;
 use crate::repository::payments::{self as repo, NewPayment, PaymentRow};
 use crate::repository::{inbox, invoices};
-use crate::worker::apply::{self, ApplyError};
+use crate::worker::apply;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -184,11 +184,7 @@ pub async fn create(
         request.provider,
         &request.provider_payment_id,
     )
-    .await
-    .map_err(|failure| match failure {
-        ApplyError::Database(error) => ApiError::from(error),
-        other => ApiError::Internal(anyhow::Error::new(other).context("applying unmatched events")),
-    })?;
+    .await?;
     let row = repo::get(&mut *tx, &id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("payment `{id}` vanished in its own transaction"))?;

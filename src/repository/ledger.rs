@@ -78,8 +78,8 @@ impl Of<'_> {
 }
 
 /// The ledger, refunds and disputes of an invoice or a payment, oldest first.
-pub async fn read<'c>(
-    db: impl PgExecutor<'c> + Copy,
+pub async fn read(
+    db: &mut sqlx::PgConnection,
     of: Of<'_>,
 ) -> sqlx::Result<(Vec<MovementRow>, Vec<RefundRow>, Vec<DisputeRow>)> {
     let (filter, id) = of.filter();
@@ -89,15 +89,13 @@ pub async fn read<'c>(
          FROM money_movements t WHERE {filter} ORDER BY id"
     ))
     .bind(&id)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     let refunds = sqlx::query_as(&format!(
-        "SELECT id, payment_id, provider, provider_refund_id, amount, amount_source, status,
-             failure_reason, last_event_at, created_at, updated_at
-         FROM refunds t WHERE {filter} ORDER BY created_at, id"
+        "SELECT {REFUND_COLUMNS} FROM refunds t WHERE {filter} ORDER BY created_at, id"
     ))
     .bind(&id)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     let disputes = sqlx::query_as(&format!(
         "SELECT id, payment_id, provider, provider_dispute_id, amount, status, provider_status,
@@ -105,7 +103,49 @@ pub async fn read<'c>(
          FROM disputes t WHERE {filter} ORDER BY created_at, id"
     ))
     .bind(&id)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     Ok((movements, refunds, disputes))
+}
+
+/// A refund the billing system registers before its provider events arrive.
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub account_id: &'a str,
+    pub payment_id: &'a str,
+    pub provider: Provider,
+    pub provider_refund_id: &'a str,
+    pub amount: Option<i64>,
+}
+
+const REFUND_COLUMNS: &str = "id, payment_id, provider, provider_refund_id, amount, amount_source, \
+    status, failure_reason, last_event_at, created_at, updated_at";
+
+pub async fn insert_refund(
+    tx: &mut sqlx::PgConnection,
+    refund: &NewRefund<'_>,
+) -> sqlx::Result<RefundRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO refunds (id, account_id, payment_id, provider, provider_refund_id, amount,
+             amount_source)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 IS NULL THEN NULL ELSE 'registered_refund' END)
+         RETURNING {REFUND_COLUMNS}"
+    ))
+    .bind(refund.id)
+    .bind(refund.account_id)
+    .bind(refund.payment_id)
+    .bind(refund.provider)
+    .bind(refund.provider_refund_id)
+    .bind(refund.amount)
+    .fetch_one(tx)
+    .await
+}
+
+pub async fn get_refund(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<RefundRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }

@@ -416,3 +416,162 @@ async fn an_inquiry_moves_no_money_and_the_business_is_told() {
     assert!(subjects[0].starts_with("Inquiry opened"), "{subjects:?}");
     app.stop().await;
 }
+
+/// An invoice of GBP 10.00 paid by the GoCardless payment `PM1`, registered as `pay_gc`.
+async fn paid_by_gocardless(app: &TestApp, invoice_id: &str) {
+    app.create_customer("cust").await;
+    app.create_invoice(invoice_id, "cust", None, "GBP", 1000)
+        .await;
+    let (status, body) = app
+        .api_post(
+            &format!("/invoices/{invoice_id}/payments"),
+            serde_json::json!({"id": "pay_gc", "provider": "GOCARDLESS", "providerPaymentId": "PM1", "amount": 1000, "currency": "GBP"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    app.gocardless_payment("EV_PAID", "confirmed", "PM1", "2026-11-02T12:00:00.000Z")
+        .await;
+    app.wait_invoice_status(invoice_id, "PAID").await;
+}
+
+/// A GoCardless refund event of the fixture's shape: only `links.refund`, no amount.
+fn gocardless_refund(id: &str, action: &str, refund: &str, at: &str) -> GoCardlessEvent {
+    GoCardlessEvent::new(id, "refunds", action)
+        .links(serde_json::json!({"refund": refund, "organisation": "OR00001JZWPCMA"}))
+        .created_at(at)
+}
+
+#[tokio::test]
+async fn a_gocardless_refund_registered_then_paid_then_failed() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    paid_by_gocardless(&app, "inv_g").await;
+    let subscriber = app.subscribe().await;
+    // Refused: more than was paid, an unknown payment.
+    let (status, body) = app
+        .api_post(
+            "/payments/pay_gc/refunds",
+            serde_json::json!({"providerRefundId": "RF1", "amount": 1001}),
+        )
+        .await;
+    assert_validation_error(status, &body, "amount");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1001 is more than the 1000 left to refund"),
+        "{body}"
+    );
+    let (status, body) = app
+        .api_post(
+            "/payments/pay_nope/refunds",
+            serde_json::json!({"providerRefundId": "RF1"}),
+        )
+        .await;
+    assert_api_error(status, &body, 404, "not_found");
+
+    let (status, refund) = app
+        .api_post(
+            "/payments/pay_gc/refunds",
+            serde_json::json!({"providerRefundId": "RF1", "amount": 400}),
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["status"], "REGISTERED");
+    let (status, body) = app
+        .api_post(
+            "/payments/pay_gc/refunds",
+            serde_json::json!({"providerRefundId": "RF1"}),
+        )
+        .await;
+    assert_api_error(status, &body, 409, "conflict");
+
+    app.deliver_gocardless([gocardless_refund(
+        "EV_R1",
+        "created",
+        "RF1",
+        "2026-11-10T09:00:00.000Z",
+    )])
+    .await;
+    app.wait_processed("GOCARDLESS", "EV_R1").await;
+    assert_eq!(
+        figures(&app, "inv_g").await,
+        owned("PAID", 1000, 400, 0, 600, "PARTIAL")
+    );
+    app.deliver_gocardless([gocardless_refund(
+        "EV_R2",
+        "paid",
+        "RF1",
+        "2026-11-11T09:00:00.000Z",
+    )])
+    .await;
+    app.wait_processed("GOCARDLESS", "EV_R2").await;
+    app.deliver_gocardless([gocardless_refund(
+        "EV_R3",
+        "failed",
+        "RF1",
+        "2026-11-12T09:00:00.000Z",
+    )])
+    .await;
+    app.wait_processed("GOCARDLESS", "EV_R3").await;
+    assert_eq!(
+        figures(&app, "inv_g").await,
+        owned("PAID", 1000, 0, 0, 1000, "NONE")
+    );
+    let invoice = app.invoice("inv_g").await;
+    assert_eq!(invoice["refunds"][0]["status"], "FAILED");
+    assert_eq!(
+        invoice["refunds"][0]["failureReason"], "insufficient_funds",
+        "the fixture's details.cause"
+    );
+
+    let messages = published(&app, &subscriber, 3).await;
+    assert_eq!(
+        keys(&messages),
+        [
+            "payment.refunded",
+            "invoice.refunded",
+            "payment.refund_failed"
+        ]
+    );
+    assert_eq!(messages[0].1["data"]["amountSource"], "registered_refund");
+    assert_eq!(messages[0].1["data"]["amount"], 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gocardless_refund_before_its_registration_waits_and_takes_the_remainder() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    paid_by_gocardless(&app, "inv_gw").await;
+    let subscriber = app.subscribe().await;
+    app.deliver_gocardless([gocardless_refund(
+        "EV_W1",
+        "created",
+        "RF2",
+        "2026-11-10T09:00:00.000Z",
+    )])
+    .await;
+    assert_eq!(app.wait_processed("GOCARDLESS", "EV_W1").await, "unmatched");
+    // Registered without an amount: the payment's refundable remainder, applied at registration.
+    let (status, refund) = app
+        .api_post(
+            "/payments/pay_gc/refunds",
+            serde_json::json!({"providerRefundId": "RF2"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(
+        refund["status"], "PENDING",
+        "the waiting event applied: {refund}"
+    );
+    assert_eq!(refund["amount"], 1000);
+    assert_eq!(refund["amountSource"], "payment_remainder");
+    assert_eq!(app.wait_processed("GOCARDLESS", "EV_W1").await, "applied");
+    assert_eq!(
+        figures(&app, "inv_gw").await,
+        owned("PAID", 1000, 1000, 0, 0, "FULL")
+    );
+    let messages = published(&app, &subscriber, 2).await;
+    assert_eq!(keys(&messages), ["payment.refunded", "invoice.refunded"]);
+    assert_eq!(messages[0].1["data"]["amountSource"], "payment_remainder");
+    app.stop().await;
+}

@@ -143,16 +143,16 @@ fn plan_one_refund(
     let ledger = &state.ledger;
     let refund_id = &observation.provider_refund_id;
     let refunded_movement = ledger.find(event.provider, refund_id, MovementKind::Refunded);
-    // The amount: the registered refund's, else the event's, else (GoCardless, unregistered or
-    // registered without one) what is left to refund of the payment.
-    let (amount, source) = match (known.and_then(|r| r.amount), observation.amount) {
-        (Some(amount), _) => (
+    // The amount: the event's (Stripe), else the registered refund's (GoCardless events carry
+    // none), else (registered without one) what is left to refund of the payment.
+    let (amount, source) = match (observation.amount, known.and_then(|r| r.amount)) {
+        (Some(amount), _) => (amount.get(), AmountSource::Event),
+        (None, Some(amount)) => (
             amount,
             known
                 .and_then(|r| r.amount_source)
                 .unwrap_or(AmountSource::RegisteredRefund),
         ),
-        (None, Some(amount)) => (amount.get(), AmountSource::Event),
         (None, None) => (
             ledger.sums(Some(&payment.id)).refundable(),
             AmountSource::PaymentRemainder,
