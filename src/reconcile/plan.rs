@@ -655,6 +655,7 @@ mod tests {
             provider: Provider::Stripe,
             provider_payment_id: "pi_1".into(),
             invoice_ref: Some("inv_1".into()),
+            provider_invoice_id: None,
             signal,
             amount: Some(MinorUnits::new(1000).unwrap()),
             currency: Some(gbp()),

@@ -50,8 +50,9 @@ pub enum Locked {
 
 /// Records the event in the inbox and locks its invoice. The registered payment's invoice wins
 /// over the provider's metadata; a GoCardless refund event names only its refund, which the
-/// billing system registered against its payment ($7 provider, $8 provider payment id, $9 invoice
-/// reference, $10 provider refund id).
+/// billing system registered against its payment; a Stripe invoice payment names the Stripe
+/// invoice an earlier event linked ($7 provider, $8 provider payment id, $9 invoice reference,
+/// $10 provider refund id, $11 provider invoice id).
 const RECORD_AND_LOCK_INVOICE: &str = concat!(
     "WITH inbox AS (",
     inbox_insert!(),
@@ -63,17 +64,21 @@ const RECORD_AND_LOCK_INVOICE: &str = concat!(
              (SELECT invoice_id FROM payments WHERE provider = $7 AND provider_payment_id = $8),
              (SELECT p.invoice_id FROM refunds r JOIN payments p ON p.id = r.payment_id
               WHERE r.provider = $7 AND r.provider_refund_id = $10),
-             $9)
+             $9,
+             (SELECT invoice_id FROM provider_invoice_links
+              WHERE provider = $7 AND provider_invoice_id = $11))
          FOR UPDATE
      ) AS invoice ON true"
 );
 
-/// What names an event's invoice: its payment, its refund (GoCardless) or the provider metadata.
+/// What names an event's invoice: its payment, its refund (GoCardless), the provider metadata, or
+/// the provider's own invoice (linked).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InvoiceKey<'a> {
     pub provider_payment_id: Option<&'a str>,
     pub provider_refund_id: Option<&'a str>,
     pub invoice_ref: Option<&'a str>,
+    pub provider_invoice_id: Option<&'a str>,
 }
 
 /// Every writer of an invoice's payments and totals holds this lock, so events of one invoice
@@ -89,6 +94,7 @@ pub async fn record_and_lock(
         .bind(key.provider_payment_id)
         .bind(key.invoice_ref)
         .bind(key.provider_refund_id)
+        .bind(key.provider_invoice_id)
         .fetch_one(tx)
         .await?;
     if !row.try_get::<bool, _>("recorded")? {

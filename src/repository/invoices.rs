@@ -159,3 +159,43 @@ pub async fn get_billing_schedule(
     .fetch_optional(db)
     .await
 }
+
+/// What linking a provider's invoice to one of settle's did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Linked,
+    /// Linked before (to this invoice or, logged by the caller, another).
+    AlreadyLinked,
+    /// Settle's invoice is not registered (yet).
+    NoInvoice,
+}
+
+/// Links the provider's invoice `provider_invoice_id` to settle's `invoice_id` (the first link
+/// wins).
+pub async fn link_provider_invoice(
+    tx: &mut PgConnection,
+    provider: crate::provider::Provider,
+    provider_invoice_id: &str,
+    invoice_id: &str,
+    event_id: &str,
+) -> sqlx::Result<Link> {
+    let (invoice_exists, linked): (bool, bool) = sqlx::query_as(
+        "WITH linked AS (
+             INSERT INTO provider_invoice_links (provider, provider_invoice_id, invoice_id, event_id)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM invoices WHERE id = $3)
+             ON CONFLICT (provider, provider_invoice_id) DO NOTHING
+             RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM invoices WHERE id = $3), EXISTS (SELECT 1 FROM linked)",
+    )
+    .bind(provider)
+    .bind(provider_invoice_id)
+    .bind(invoice_id)
+    .bind(event_id)
+    .fetch_one(tx)
+    .await?;
+    Ok(match (invoice_exists, linked) {
+        (_, true) => Link::Linked,
+        (false, false) => Link::NoInvoice,
+        (true, false) => Link::AlreadyLinked,
+    })
+}

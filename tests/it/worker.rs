@@ -354,6 +354,90 @@ async fn a_payment_whose_invoice_event_has_the_current_shape_is_counted_once() {
     app.stop().await;
 }
 
+/// One Stripe Billing payment as current API versions send it: the PaymentIntent and its charge
+/// carry no `metadata.invoice_id`, the Stripe invoice names no PaymentIntent but carries settle's
+/// invoice in its metadata, and `invoice_payment.paid` names both.
+fn stripe_billing_payment(invoice_id: &str) -> [(&'static str, StripeEvent); 4] {
+    let no_metadata = |event: StripeEvent| event.object(|o| o["metadata"] = json!({}));
+    [
+        (
+            "evt_sb_pi",
+            no_metadata(
+                StripeEvent::new("payment_intent.succeeded", "evt_sb_pi")
+                    .payment("pi_sb", 1000, "gbp"),
+            ),
+        ),
+        (
+            "evt_sb_ch",
+            no_metadata(
+                StripeEvent::new("charge.succeeded", "evt_sb_ch").payment("pi_sb", 1000, "gbp"),
+            ),
+        ),
+        (
+            "evt_sb_inpay",
+            StripeEvent::new("invoice_payment.paid", "evt_sb_inpay").object(|o| {
+                o["invoice"] = "in_sb".into();
+                o["payment"] = json!({"type": "payment_intent", "payment_intent": "pi_sb"});
+                o["amount_paid"] = 1000.into();
+                o["currency"] = "gbp".into();
+                o["status"] = "paid".into();
+            }),
+        ),
+        (
+            "evt_sb_in",
+            StripeEvent::new("invoice.paid", "evt_sb_in")
+                .invoice_id(invoice_id)
+                .object(|invoice| {
+                    assert!(invoice.get("payment_intent").is_none(), "the current shape");
+                    invoice["id"] = "in_sb".into();
+                    invoice["amount_paid"] = 1000.into();
+                    invoice["currency"] = "gbp".into();
+                }),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_stripe_billing_payment_is_linked_through_its_invoice_and_counted_once_in_any_order() {
+    // The invoice's link last (everything waits for it), and first (nothing waits).
+    for (round, link_first) in [(1, false), (2, true)] {
+        let app = spawn_worker(Retries::PATIENT).await;
+        let invoice_id = format!("inv_sb{round}");
+        setup(&app, &invoice_id, 1000).await;
+        let subscriber = app.subscribe().await;
+        let mut events = stripe_billing_payment(&invoice_id).to_vec();
+        if link_first {
+            events.reverse();
+        }
+        for (id, event) in events {
+            app.deliver_stripe(&event.created(T0).to_bytes()).await;
+            app.wait_processed("STRIPE", id).await;
+        }
+        let invoice = app.wait_invoice_status(&invoice_id, "PAID").await;
+        assert_eq!(
+            invoice["amountPaid"], 1000,
+            "round {round}: 10.00, not 20.00"
+        );
+        assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
+        assert_eq!(invoice["payments"][0]["providerPaymentId"], "pi_sb");
+        assert_eq!(
+            invoice["movements"].as_array().unwrap().len(),
+            1,
+            "one collection"
+        );
+        let (_, unmatched) = app.api_get("/payments/unmatched").await;
+        assert_eq!(
+            unmatched["data"],
+            json!([]),
+            "round {round}: nothing left waiting"
+        );
+        let messages = app.take_messages(&subscriber, 2).await;
+        let keys: Vec<_> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+        assert_eq!(keys, ["payment.succeeded", "invoice.paid"], "round {round}");
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn stripe_fan_out_of_one_payment_counts_the_money_once() {
     let app = spawn_worker(Retries::PATIENT).await;

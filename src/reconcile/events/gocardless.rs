@@ -61,6 +61,7 @@ pub(super) fn interpret(
                 provider_payment_id,
                 invoice_ref: text(event, "/resource_metadata/invoice_id")
                     .or_else(|| text(event, "/metadata/invoice_id")),
+                provider_invoice_id: None,
                 signal,
                 amount: None,
                 currency: None,

@@ -24,6 +24,8 @@ pub enum DomainEvent {
     /// A dispute (Stripe) opened, moved funds, or closed.
     Dispute(DisputeEvent),
     Method(MethodEvent),
+    /// A provider's invoice belongs to settle's invoice (Stripe Billing: see `stripe`).
+    Link(InvoiceLink),
     /// Recorded in the inbox with this reason and acknowledged; nothing else happens.
     Ignored(&'static str),
 }
@@ -35,6 +37,9 @@ pub struct PaymentEvent {
     pub provider_payment_id: String,
     /// The billing system's invoice id from the provider's metadata, when present.
     pub invoice_ref: Option<String>,
+    /// The provider's own invoice the payment paid (Stripe `invoice_payment.paid`'s `in_…`),
+    /// linked to settle's invoice by an earlier `InvoiceLink`.
+    pub provider_invoice_id: Option<String>,
     pub signal: PaymentSignal,
     /// Stripe gives amounts; GoCardless events carry none.
     pub amount: Option<MinorUnits>,
@@ -47,6 +52,15 @@ pub struct PaymentEvent {
     pub attempt_id: Option<String>,
     /// GoCardless `details.will_attempt_retry` (`Some(false)` for a final cancellation).
     pub provider_will_retry: Option<bool>,
+}
+
+/// The provider's invoice `provider_invoice_id` is settle's invoice `invoice_ref`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceLink {
+    pub provider: Provider,
+    pub provider_invoice_id: String,
+    pub invoice_ref: String,
+    pub occurred_at: DateTime<Utc>,
 }
 
 /// What an event says about one or more refunds of one payment (Stripe's `charge.refunded` lists

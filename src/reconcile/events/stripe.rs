@@ -1,13 +1,21 @@
 //! Stripe events: one payment fans out into several event types (PaymentIntent, charge, Checkout
-//! Session, Stripe invoice), and they all key on the PaymentIntent id, so money is counted once
-//! per payment.
+//! Session, Stripe invoice, invoice payment), and they all key on the PaymentIntent id, so money
+//! is counted once per payment.
+//!
+//! Linking a payment to settle's invoice: the PaymentIntent's `metadata.invoice_id` when the
+//! billing system set it; else the payment it registered; else, for Stripe Billing (current API
+//! versions, whose invoices name no PaymentIntent, and Checkout in subscription mode), through the
+//! Stripe invoice: an `invoice.*` or `checkout.session.*` event whose object carries
+//! `metadata.invoice_id` links its Stripe invoice `in_…` to settle's invoice (`InvoiceLink`), and
+//! `invoice_payment.paid` names that Stripe invoice and the PaymentIntent that paid it. Events
+//! that arrive before the link wait as unmatched and are applied when it is made.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
-    DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, MethodEvent, PaymentEvent,
-    RefundEvent, RefundObservation, amount, integer, text,
+    DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, InvoiceLink, MethodEvent,
+    PaymentEvent, RefundEvent, RefundObservation, amount, integer, text,
 };
 use crate::provider::Provider;
 use crate::reconcile::dispute::DisputeStatus;
@@ -53,6 +61,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         "invoice.payment_failed" => (S::AttemptFailed, "/amount_due"),
         "charge.succeeded" => (S::Succeeded, "/amount_captured"),
         "charge.failed" => (S::AttemptFailed, "/amount"),
+        "invoice_payment.paid" => (S::Succeeded, "/amount_paid"),
         "payment_method.attached"
         | "payment_method.updated"
         | "payment_method.automatically_updated" => {
@@ -94,16 +103,18 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     // its PaymentIntent's own events count: keyed on the invoice or session, it would be counted
     // a second time.
     let object_kind = event_type.split('.').next().unwrap_or_default();
-    let payment_intent = id_at(object, "/payment_intent");
+    let payment_intent = match object_kind {
+        // An invoice payment names what paid: a PaymentIntent, or (legacy) a charge.
+        "invoice_payment" => {
+            id_at(object, "/payment/payment_intent").or_else(|| id_at(object, "/payment/charge"))
+        }
+        _ => id_at(object, "/payment_intent"),
+    };
     let provider_payment_id = match (object_kind, payment_intent) {
         ("payment_intent", _) => id()?,
         (_, Some(payment_intent)) => payment_intent,
         ("charge", None) => id()?,
-        (_, None) => {
-            return Ok(DomainEvent::Ignored(
-                "names no PaymentIntent: its PaymentIntent's events count the money",
-            ));
-        }
+        (_, None) => return Ok(invoice_link(object_kind, object, occurred_at)),
     };
     let amount = match amount(object, amount_field, "data.object.amount")? {
         Some(amount) => Some(amount),
@@ -119,6 +130,9 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         provider: Provider::Stripe,
         provider_payment_id,
         invoice_ref: text(object, "/metadata/invoice_id"),
+        provider_invoice_id: (object_kind == "invoice_payment")
+            .then(|| id_at(object, "/invoice"))
+            .flatten(),
         signal,
         amount,
         currency,
@@ -127,6 +141,28 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         attempt_id,
         provider_will_retry: None,
     }))
+}
+
+/// An invoice or Checkout Session that names no PaymentIntent: it confirms money its
+/// PaymentIntent's events count (counted here it would be counted twice), and links its Stripe
+/// invoice to settle's invoice when its metadata names one.
+fn invoice_link(object_kind: &str, object: &Value, occurred_at: DateTime<Utc>) -> DomainEvent {
+    let stripe_invoice = match object_kind {
+        "invoice" => text(object, "/id"),
+        // A Checkout Session in subscription mode names the invoice it created.
+        _ => id_at(object, "/invoice"),
+    };
+    match (stripe_invoice, text(object, "/metadata/invoice_id")) {
+        (Some(provider_invoice_id), Some(invoice_ref)) => DomainEvent::Link(InvoiceLink {
+            provider: Provider::Stripe,
+            provider_invoice_id,
+            invoice_ref,
+            occurred_at,
+        }),
+        _ => DomainEvent::Ignored(
+            "names no PaymentIntent: its PaymentIntent's events count the money",
+        ),
+    }
 }
 
 /// Stripe writes currencies in lower case (`gbp`).
@@ -423,21 +459,50 @@ mod tests {
 
     #[test]
     fn an_invoice_or_session_without_a_payment_intent_never_counts_money_itself() {
-        // The current API's invoice names no PaymentIntent (the fixture is that shape).
-        for event_type in [
-            "invoice.paid",
-            "invoice.payment_failed",
-            "checkout.session.completed",
-        ] {
+        // The current API's invoice names no PaymentIntent (the fixture is that shape): with
+        // settle's invoice in its metadata, it links its Stripe invoice; it counts nothing.
+        for event_type in ["invoice.paid", "invoice.payment_failed"] {
             let body = stripe_event(event_type, |object| {
+                object["id"] = "in_1".into();
                 object["payment_intent"] = Value::Null;
                 object["metadata"] = serde_json::json!({"invoice_id": "inv_1"});
             });
-            assert!(
-                matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)),
-                "{event_type}"
-            );
+            match interpret(&body).unwrap() {
+                DomainEvent::Link(link) => {
+                    assert_eq!(
+                        (link.provider_invoice_id.as_str(), link.invoice_ref.as_str()),
+                        ("in_1", "inv_1")
+                    );
+                }
+                other => panic!("{event_type}: {other:?}"),
+            }
+            let unnamed = stripe_event(event_type, |object| {
+                object["metadata"] = serde_json::json!({})
+            });
+            assert!(matches!(
+                interpret(&unnamed).unwrap(),
+                DomainEvent::Ignored(_)
+            ));
         }
+        // Checkout in subscription mode names the invoice it created; in payment mode, none.
+        let subscription = stripe_event("checkout.session.completed", |object| {
+            object["payment_intent"] = Value::Null;
+            object["invoice"] = "in_2".into();
+            object["metadata"] = serde_json::json!({"invoice_id": "inv_2"});
+        });
+        assert!(matches!(
+            interpret(&subscription).unwrap(),
+            DomainEvent::Link(InvoiceLink { ref provider_invoice_id, .. }) if provider_invoice_id == "in_2"
+        ));
+        let payment_mode = stripe_event("checkout.session.completed", |object| {
+            object["payment_intent"] = Value::Null;
+            object["invoice"] = Value::Null;
+            object["metadata"] = serde_json::json!({"invoice_id": "inv_2"});
+        });
+        assert!(matches!(
+            interpret(&payment_mode).unwrap(),
+            DomainEvent::Ignored(_)
+        ));
         // A legacy charge without one is its own payment.
         let body = stripe_event("charge.succeeded", |object| {
             object["payment_intent"] = Value::Null;
@@ -562,6 +627,27 @@ mod tests {
             interpret(&body).unwrap(),
             DomainEvent::Method(MethodEvent::StripeMethod { on_file: true, .. })
         ));
+    }
+
+    #[test]
+    fn an_invoice_payment_names_the_payment_intent_and_the_stripe_invoice_it_paid() {
+        let body = stripe_event("invoice_payment.paid", |object| {
+            object["invoice"] = "in_1".into();
+            object["payment"] =
+                serde_json::json!({"type": "payment_intent", "payment_intent": "pi_1"});
+            object["amount_paid"] = 1000.into();
+            object["currency"] = "gbp".into();
+            object["status"] = "paid".into();
+        });
+        let event = payment(interpret(&body).unwrap());
+        assert_eq!(event.signal, PaymentSignal::Succeeded);
+        assert_eq!(event.provider_payment_id, "pi_1");
+        assert_eq!(event.provider_invoice_id.as_deref(), Some("in_1"));
+        assert_eq!(event.invoice_ref, None);
+        assert_eq!(event.amount.map(MinorUnits::get), Some(1000));
+        // The fixture's own, paid by nothing it names: ignored.
+        let body = stripe_event("invoice_payment.paid", |_| {});
+        assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use self::payment::MoneyEvent;
 use crate::envelope::QueuedEvent;
 use crate::provider::{GoCardlessCollectedAt, Provider};
-use crate::reconcile::events::{DomainEvent, interpret};
+use crate::reconcile::events::{DomainEvent, InvoiceLink, interpret};
 use crate::reconcile::outcome::Outcome;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
 use crate::reconcile::settings::AccountDefaults;
@@ -160,10 +160,15 @@ async fn apply_in(
         DomainEvent::Method(method) if inbox::record(tx, &entry).await? => {
             method::apply(tx, policy, &entry, method).await?
         }
+        DomainEvent::Link(link) if inbox::record(tx, &entry).await? => {
+            link_invoice(tx, policy, &entry, &link).await?
+        }
         DomainEvent::Ignored(reason) if inbox::record(tx, &entry).await? => {
             Outcome::Ignored(reason)
         }
-        DomainEvent::Method(_) | DomainEvent::Ignored(_) => Outcome::Duplicate,
+        DomainEvent::Method(_) | DomainEvent::Link(_) | DomainEvent::Ignored(_) => {
+            Outcome::Duplicate
+        }
     };
     // The row was recorded `applied`; `unmatched` was written with the payment it waits for.
     if !matches!(
@@ -204,7 +209,7 @@ pub async fn apply_waiting(
         match apply_in(&mut savepoint, policy, &event).await {
             Ok(outcome) => {
                 savepoint.commit().await?;
-                log_reconciled(&event, outcome, "payment_registration");
+                log_reconciled(&event, outcome, "waited");
             }
             Err(failure) if failure.retryable() => return Err(failure),
             Err(failure) => {
@@ -220,6 +225,39 @@ pub async fn apply_waiting(
         }
     }
     Ok(())
+}
+
+/// Links a provider's invoice to settle's, and applies the events that waited for the link.
+async fn link_invoice(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    entry: &InboxEntry<'_>,
+    link: &InvoiceLink,
+) -> Result<Outcome, ApplyError> {
+    use crate::repository::invoices::{self, Link};
+    match invoices::link_provider_invoice(
+        tx,
+        link.provider,
+        &link.provider_invoice_id,
+        &link.invoice_ref,
+        entry.event_id,
+    )
+    .await?
+    {
+        Link::Linked => {
+            // Boxed: applying a waiting event runs this function's caller again.
+            Box::pin(apply_waiting(
+                tx,
+                policy,
+                link.provider,
+                &link.provider_invoice_id,
+            ))
+            .await?;
+            Ok(Outcome::Applied)
+        }
+        Link::AlreadyLinked => Ok(Outcome::Unchanged),
+        Link::NoInvoice => Err(ApplyError::InvoiceNotFound(link.invoice_ref.clone())),
+    }
 }
 
 /// Logs what happened to an event; `by` says who applied it (the worker, or the registration of

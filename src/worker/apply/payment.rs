@@ -48,12 +48,13 @@ impl MoneyEvent {
             Self::Payment(e) => InvoiceKey {
                 provider_payment_id: Some(&e.provider_payment_id),
                 invoice_ref: e.invoice_ref.as_deref(),
-                provider_refund_id: None,
+                provider_invoice_id: e.provider_invoice_id.as_deref(),
+                ..InvoiceKey::default()
             },
             Self::Refund(e) => InvoiceKey {
                 provider_payment_id: e.provider_payment_id.as_deref(),
                 provider_refund_id: e.refunds.first().map(|r| r.provider_refund_id.as_str()),
-                invoice_ref: None,
+                ..InvoiceKey::default()
             },
             Self::Dispute(e) => InvoiceKey {
                 provider_payment_id: Some(&e.provider_payment_id),
@@ -83,14 +84,15 @@ pub(super) async fn apply(
         Locked::Duplicate => return Ok(Outcome::Duplicate),
         Locked::Invoice(invoice) => invoice,
         Locked::NoInvoice => {
-            return match (
-                key.invoice_ref,
-                key.provider_payment_id.or(key.provider_refund_id),
-            ) {
+            let waits_for = key
+                .provider_invoice_id
+                .or(key.provider_payment_id)
+                .or(key.provider_refund_id);
+            return match (key.invoice_ref, waits_for) {
                 (Some(invoice_ref), _) => Err(ApplyError::InvoiceNotFound(invoice_ref.to_owned())),
-                // No registered payment (or refund) and no invoice reference: it waits for the
-                // registration of its payment (a GoCardless refund event: of its refund), which
-                // applies it.
+                // No registered payment (or refund), no invoice reference, no linked provider
+                // invoice: it waits for the link of its provider invoice, else the registration of
+                // its payment (a GoCardless refund event: of its refund), which applies it.
                 (None, Some(waits_for)) => {
                     inbox::mark_unmatched(tx, entry, waits_for, event.occurred_at()).await?;
                     Ok(Outcome::Unmatched)
@@ -118,6 +120,19 @@ pub(super) async fn apply(
         occurred_at: event.occurred_at(),
     };
     invoice_state::write(tx, &invoice, &effects, &outbox, recorded_by).await?;
+    // A payment settle registered itself (its invoice named by metadata or a linked provider
+    // invoice): the events of that payment that waited for it apply now. Boxed: that runs the
+    // worker's apply again.
+    if let Some(write) = effects.payment.as_ref().filter(|write| write.is_new) {
+        let payment = &write.payment;
+        Box::pin(super::apply_waiting(
+            tx,
+            policy,
+            payment.provider,
+            &payment.provider_payment_id,
+        ))
+        .await?;
+    }
     if let Some(notification) = &effects.notification {
         notify_failure(tx, policy, entry, &invoice, notification).await?;
     }
