@@ -292,11 +292,19 @@ pub fn plan(
         event.occurred_at,
     );
     // A failure of the attempt already recorded as the payment's last failure is the same decline
-    // reported by another event type.
+    // reported by another event type. A Stripe event that names no attempt (a Checkout Session's
+    // `async_payment_failed`), or a recorded failure that named none, is the same decline when it
+    // is stamped the same second as the recorded one: Stripe stamps one decline's events alike.
+    let recorded_attempt = known.and_then(|p| p.failure_attempt.as_ref());
+    let same_second = known.and_then(|p| p.last_event_at) == Some(event.occurred_at);
     let repeated_attempt = current == PaymentStatus::Failed
-        && event.signal.is_failure()
-        && event.attempt_id.is_some()
-        && known.and_then(|p| p.failure_attempt.as_ref()) == event.attempt_id.as_ref();
+        && match (recorded_attempt, event.attempt_id.as_ref()) {
+            (Some(recorded), Some(attempt)) => event.signal.is_failure() && recorded == attempt,
+            _ => event.signal == PaymentSignal::AttemptFailed && same_second,
+        };
+    // The same decline, now named: kept, so a later report naming it is known too.
+    let learned_attempt =
+        repeated_attempt && recorded_attempt.is_none() && event.attempt_id.is_some();
     let applied = matches!(decision, Decision::Apply(_)) && !repeated_attempt;
     let next = match decision {
         Decision::Apply(_) if repeated_attempt => current,
@@ -339,7 +347,7 @@ pub fn plan(
             .clone()
             .or_else(|| known.and_then(|p| p.failure.clone())),
         failure_attempt: match next {
-            PaymentStatus::Failed if applied => event.attempt_id.clone(),
+            PaymentStatus::Failed if applied || learned_attempt => event.attempt_id.clone(),
             _ => known.and_then(|p| p.failure_attempt.clone()),
         },
     };
@@ -357,10 +365,18 @@ pub fn plan(
             _ => Outcome::Unchanged,
         };
         let mut effects = Effects::nothing(outcome, provider_mismatch);
-        // A payment settle has not seen before is registered even when no event applies to it.
-        if is_new {
-            effects.payment = Some(write);
-            state.payments.push(updated);
+        // A payment settle has not seen before is registered even when no event applies to it;
+        // a decline's attempt learned from a later report is kept.
+        match index {
+            None => {
+                effects.payment = Some(write);
+                state.payments.push(updated);
+            }
+            Some(i) if learned_attempt => {
+                effects.payment = Some(write);
+                state.payments[i] = updated;
+            }
+            Some(_) => {}
         }
         return Ok((state, effects));
     }
@@ -986,11 +1002,35 @@ mod tests {
         assert_eq!(types(&third), [PF]);
         assert!(third.notification.is_some());
         assert_eq!(after.payments[0].failure_attempt.as_deref(), Some("ch_2"));
-        // An event that names no attempt is an attempt of its own, as before.
-        let mut unnamed = declined;
+        // An event that names no attempt (Checkout) is the same decline when stamped the same
+        // second, else an attempt of its own.
+        let mut unnamed = declined.clone();
         unnamed.attempt_id = None;
-        let (_, fourth) = run(state, &unnamed);
-        assert_eq!(types(&fourth), [PF]);
+        let (_, fourth) = run(state.clone(), &unnamed);
+        assert_eq!(fourth.outcome, Outcome::Unchanged);
+        unnamed.occurred_at = at(12);
+        let (_, fifth) = run(state, &unnamed);
+        assert_eq!(types(&fifth), [PF]);
+        // Checkout's report first, the charge's the same second: one decline, its charge kept.
+        let mut checkout = declined.clone();
+        checkout.attempt_id = None;
+        let (state, first) = run(super::tests::state(vec![]), &checkout);
+        assert_eq!(types(&first), [PF, IPF]);
+        let (state, second) = run(state, &declined);
+        assert_eq!(second.outcome, Outcome::Unchanged);
+        assert!(second.events.is_empty() && second.notification.is_none());
+        assert_eq!(
+            second.payment.unwrap().payment.failure_attempt.as_deref(),
+            Some("ch_1")
+        );
+        let mut later = declined.clone();
+        later.occurred_at = at(13);
+        let (_, third) = run(state, &later);
+        assert_eq!(
+            third.outcome,
+            Outcome::Unchanged,
+            "the charge's own event, later"
+        );
     }
 
     #[test]

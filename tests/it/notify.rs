@@ -136,7 +136,7 @@ async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
 }
 
 #[tokio::test]
-async fn one_declined_attempt_reported_as_payment_intent_and_charge_failures_mails_once() {
+async fn one_declined_attempt_reported_in_every_shape_mails_once_and_fails_once() {
     let sink = SmtpSink::start().await;
     let mut app = spawn_app_with_mail(&sink).await;
     app.create_customer("acme").await;
@@ -164,15 +164,35 @@ async fn one_declined_attempt_reported_as_payment_intent_and_charge_failures_mai
             o["failure_message"] = "Your card was declined.".into();
         })
         .to_bytes();
-    app.deliver_stripe(&intent).await;
-    app.deliver_stripe(&charge).await;
-    // The worker may take them in either order: whichever comes first records the decline.
-    let mut outcomes = [
-        app.wait_processed("STRIPE", "evt_pi_failed").await,
-        app.wait_processed("STRIPE", "evt_ch_failed").await,
+    // An invoice in the 2024-06-20 shape names the PaymentIntent and the failing charge.
+    let old_invoice = StripeEvent::new("invoice.payment_failed", "evt_in_failed")
+        .created(T0)
+        .payment("pi_1", 12_500, "gbp")
+        .invoice_id("inv_1")
+        .object(|o| o["charge"] = "ch_declined".into())
+        .to_bytes();
+    // Checkout's report names no charge: the same decline, stamped the same second.
+    let checkout = StripeEvent::new("checkout.session.async_payment_failed", "evt_cs_failed")
+        .created(T0)
+        .payment("pi_1", 12_500, "gbp")
+        .invoice_id("inv_1")
+        .to_bytes();
+    let all = [
+        "evt_pi_failed",
+        "evt_ch_failed",
+        "evt_in_failed",
+        "evt_cs_failed",
     ];
+    for body in [&intent, &charge, &old_invoice, &checkout] {
+        app.deliver_stripe(body).await;
+    }
+    // The worker may take them in any order: whichever comes first records the decline.
+    let mut outcomes = Vec::new();
+    for id in all {
+        outcomes.push(app.wait_processed("STRIPE", id).await);
+    }
     outcomes.sort();
-    assert_eq!(outcomes, ["applied", "unchanged"]);
+    assert_eq!(outcomes, ["applied", "unchanged", "unchanged", "unchanged"]);
     sink.wait_for(2).await;
     app.shutdown_only().await;
     assert_eq!(notification_count(&app).await, 2, "one pair of mails");
