@@ -575,3 +575,91 @@ async fn a_gocardless_refund_before_its_registration_waits_and_takes_the_remaind
     assert_eq!(messages[0].1["data"]["amountSource"], "payment_remainder");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn payments_recorded_before_the_ledger_are_migrated_into_it_and_keep_their_figures() {
+    use std::borrow::Cow;
+    let database = format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    create_database(&database).await;
+    let url = database_url_for(&database);
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    // The schema as it was before the ledger, with the payments of three invoices.
+    let all = sqlx::migrate!("./migrations");
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = Cow::Owned(
+        all.iter()
+            .filter(|m| m.version < 20261201000003)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id) VALUES ('acc_default');
+         INSERT INTO customers (id, account_id, legal_name) VALUES ('cust', 'acc_default', 'Cust Ltd');
+         INSERT INTO invoices (id, account_id, customer_id, number, currency, amount_due, amount_paid, status) VALUES
+             ('inv_paid', 'acc_default', 'cust', 'N-1', 'GBP', 1000, 1000, 'PAID'),
+             ('inv_back', 'acc_default', 'cust', 'N-2', 'GBP', 1000, 0, 'OPEN'),
+             ('inv_fail', 'acc_default', 'cust', 'N-3', 'GBP', 1000, 0, 'PAYMENT_FAILED');
+         INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount, currency, status, collected, last_event_at) VALUES
+             ('pay_paid', 'acc_default', 'inv_paid', 'STRIPE', 'pi_paid', 1000, 'GBP', 'SUCCEEDED', true, '2026-11-01T10:00:00Z'),
+             ('pay_back', 'acc_default', 'inv_back', 'GOCARDLESS', 'PM_BACK', 1000, 'GBP', 'REVERSED', false, '2026-11-02T10:00:00Z'),
+             ('pay_fail', 'acc_default', 'inv_fail', 'STRIPE', 'pi_fail', 1000, 'GBP', 'FAILED', false, '2026-11-03T10:00:00Z');",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    all.run(&db).await.unwrap();
+    let movements: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT payment_id, kind, amount FROM money_movements ORDER BY payment_id, id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        movements,
+        [
+            ("pay_back".into(), "COLLECTED".into(), 1000),
+            ("pay_back".into(), "DISPUTE_WITHDRAWN".into(), 1000),
+            ("pay_paid".into(), "COLLECTED".into(), 1000),
+        ]
+    );
+    db.close().await;
+
+    // The migrated invoices keep their figures, and the next events build on the ledger.
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        database_url: Some(url),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(
+        figures(&app, "inv_paid").await,
+        owned("PAID", 1000, 0, 0, 1000, "NONE")
+    );
+    assert_eq!(figures(&app, "inv_fail").await.0, "PAYMENT_FAILED");
+    app.gocardless_payment(
+        "EV_CC",
+        "chargeback_cancelled",
+        "PM_BACK",
+        "2026-11-20T10:00:00.000Z",
+    )
+    .await;
+    app.wait_invoice_status("inv_back", "PAID").await;
+    assert_eq!(
+        figures(&app, "inv_back").await,
+        owned("PAID", 1000, 0, 0, 1000, "NONE")
+    );
+    app.deliver_stripe(
+        &StripeEvent::new("refund.created", "evt_mr")
+            .created(T0)
+            .refund("re_m", "pi_paid", 250, "gbp", "succeeded")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_mr").await;
+    assert_eq!(
+        figures(&app, "inv_paid").await,
+        owned("PAID", 1000, 250, 0, 750, "PARTIAL")
+    );
+    app.stop().await;
+}

@@ -205,7 +205,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     test_app
 }
 
-fn database_url_for(database: &str) -> String {
+pub fn database_url_for(database: &str) -> String {
     let base = database_url();
     let (server, _) = base
         .rsplit_once('/')
@@ -213,7 +213,7 @@ fn database_url_for(database: &str) -> String {
     format!("{server}/{database}")
 }
 
-async fn create_database(name: &str) {
+pub async fn create_database(name: &str) {
     let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url())
         .await
         .expect("the test PostgreSQL is running (scripts/services.sh start)");
