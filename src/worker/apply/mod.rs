@@ -5,14 +5,18 @@
 //!   INSERT inbox row (provider, event id), nothing on conflict    → already there: skip
 //!     (a row there as `unmatched` is claimed instead: updated to `applied`)
 //!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
-//!   read the invoice's state                                       → sees every earlier commit
-//!   reconcile::plan::plan(state, event)                            → pure: outcome, writes, events
-//!   write payment + invoice totals + outbox rows, one statement    → reconciliation events, stable ids
-//!   (a failure on an unpaid invoice) notification rows
+//!   read the invoice's state (payments, ledger, refunds, disputes) → sees every earlier commit
+//!   reconcile::plan::{plan, plan_refund, plan_dispute}(state, event) → pure: outcome, writes, events
+//!   write payment, ledger rows, refund / dispute, invoice figures,
+//!     outbox rows: one statement                                   → reconciliation events, stable ids
+//!   (a failure on an unpaid invoice, a dispute) notification rows
+//!   (a payment settle registered itself, a provider invoice linked)
+//!     the unmatched events waiting for it, each in a savepoint     → applied once, here
 //! COMMIT                                                           → then ack
 //! ```
 //!
-//! Three round trips for a payment event besides BEGIN and COMMIT (`repository::invoice_state`
+//! Payments, refunds and disputes share this shell (`payment.rs`): the same lock, read and write,
+//! one planner each. Three round trips for a payment event besides BEGIN and COMMIT (`repository::invoice_state`
 //! says why the read cannot join the lock). A crash anywhere before COMMIT applies nothing; the
 //! redelivery starts again. A redelivery after COMMIT finds the inbox row and changes nothing.
 //! That, not luck, is why effects happen once.
