@@ -378,7 +378,9 @@ struct DisputeRecord<'a> {
 
 /// $1 the payment record (or NULL), $2 the invoice figures record (or NULL), $3 the ledger's new
 /// rows, $4 refund records, $5 the dispute record (or NULL), then `outbox_insert!`'s $6 account,
-/// $7 ids, $8 types, $9 payloads. A payment, refund or dispute record either inserts a row seen
+/// $7 ids, $8 types, $9 payloads; $10 and $11 the provider and id of a payment seen for the
+/// first time (else NULL): the statement says whether unmatched events wait for it, so the
+/// common case (none) costs no round trip of its own. A payment, refund or dispute record either inserts a row seen
 /// for the first time or updates the existing row with the same id. A movement is only ever
 /// inserted: its unique key refuses a second count of the same money. (The ledger's foreign key
 /// to a payment inserted by the same statement holds: constraint triggers fire at its end.)
@@ -429,9 +431,11 @@ const WRITE_EFFECTS: &str = concat!(
              provider_status = EXCLUDED.provider_status, reason = EXCLUDED.reason,
              evidence_due_by = EXCLUDED.evidence_due_by, last_event_at = EXCLUDED.last_event_at,
              updated_at = now()
-     )
-     ",
-    outbox_insert!("$6", "$7", "$8", "$9")
+     ), outbox_rows AS (",
+    outbox_insert!("$6", "$7", "$8", "$9"),
+    ")
+     SELECT EXISTS (SELECT 1 FROM webhook_events
+                    WHERE provider = $10 AND unmatched_provider_payment_id = $11) AS waiting"
 );
 
 /// The provider event whose effects are written: each ledger row names it.
@@ -441,14 +445,15 @@ pub struct RecordedBy<'a> {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Writes a plan's effects in one statement (none when there is nothing to write).
+/// Writes a plan's effects in one statement (none when there is nothing to write). True when
+/// the plan registered a payment for which unmatched events wait.
 pub async fn write(
     tx: &mut PgConnection,
     invoice: &InvoiceRow,
     effects: &Effects,
     outbox: &[OutboxRow],
     recorded_by: RecordedBy<'_>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     let account_id = invoice.account_id.as_str();
     let payment = effects.payment.as_ref().map(|write| {
         let p = &write.payment;
@@ -536,8 +541,13 @@ pub async fn write(
         && dispute.is_none()
         && outbox.is_empty();
     if nothing {
-        return Ok(());
+        return Ok(false);
     }
+    let new_payment = effects
+        .payment
+        .as_ref()
+        .filter(|write| write.is_new)
+        .map(|write| &write.payment);
     let query = sqlx::query(WRITE_EFFECTS)
         .bind(payment)
         .bind(figures)
@@ -545,7 +555,9 @@ pub async fn write(
         .bind(Json(refunds))
         .bind(dispute);
     OutboxRow::bind(query, account_id, outbox)
-        .execute(tx)
-        .await?;
-    Ok(())
+        .bind(new_payment.map(|p| p.provider))
+        .bind(new_payment.map(|p| p.provider_payment_id.as_str()))
+        .fetch_one(tx)
+        .await?
+        .try_get("waiting")
 }

@@ -119,11 +119,11 @@ pub(super) async fn apply(
         event_id: entry.event_id,
         occurred_at: event.occurred_at(),
     };
-    invoice_state::write(tx, &invoice, &effects, &outbox, recorded_by).await?;
+    let waiting = invoice_state::write(tx, &invoice, &effects, &outbox, recorded_by).await?;
     // A payment settle registered itself (its invoice named by metadata or a linked provider
-    // invoice): the events of that payment that waited for it apply now. Boxed: that runs the
-    // worker's apply again.
-    if let Some(write) = effects.payment.as_ref().filter(|write| write.is_new) {
+    // invoice) that unmatched events wait for: they apply now. Boxed: that runs the worker's
+    // apply again.
+    if let Some(write) = effects.payment.as_ref().filter(|_| waiting) {
         let payment = &write.payment;
         Box::pin(super::apply_waiting(
             tx,
