@@ -70,6 +70,45 @@ pub fn database_pool(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// Applies the migrations and the configured account, retrying with backoff while PostgreSQL is
+/// unreachable (or the database not created yet), then says so on `applied`. Several processes
+/// may do this at once: sqlx takes an advisory lock around the migrations.
+async fn migrate_until_applied(
+    db: PgPool,
+    account_id: String,
+    applied: tokio::sync::watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    const FIRST_RETRY: Duration = Duration::from_millis(500);
+    const MAX_RETRY: Duration = Duration::from_secs(30);
+    let mut retry_in = FIRST_RETRY;
+    loop {
+        let attempt = async {
+            migrate(&db).await?;
+            crate::repository::ensure_account(&db, &account_id)
+                .await
+                .context("registering the configured account")
+        };
+        match attempt.await {
+            Ok(()) => {
+                tracing::info!("database migrations applied");
+                applied.send_replace(true);
+                return;
+            }
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                retry_in_ms = retry_in.as_millis() as u64,
+                "database migrations not applied yet; intake goes on, the worker waits"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry_in) => {}
+            () = shutdown.cancelled() => return,
+        }
+        retry_in = (retry_in * 2).min(MAX_RETRY);
+    }
+}
+
 /// Applies pending migrations (embedded in the binary).
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
     sqlx::migrate!("./migrations")
@@ -108,11 +147,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records: until then the facade drops values.
         crate::telemetry::metrics_handle();
+        // The pool connects lazily and migrations run in `run`, in the background: a database
+        // outage never stops a process from starting, so intake never waits for PostgreSQL.
         let db = database_pool(&settings)?;
-        if settings.database.migrate_on_start {
-            migrate(&db).await?;
-            crate::repository::ensure_account(&db, &settings.account.id).await?;
-        }
         let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(&settings));
         let listener = TcpListener::bind(settings.http.addr)
             .await
@@ -141,8 +178,19 @@ impl Application {
     /// deliveries they hold, and only then is the broker connection closed.
     pub async fn run(self) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
+        // Without migrations on start, the schema is someone else's job (`settle migrate`).
+        let (schema_sender, schema) =
+            tokio::sync::watch::channel(!self.settings.database.migrate_on_start);
+        if self.settings.database.migrate_on_start {
+            tasks.spawn(migrate_until_applied(
+                self.db.clone(),
+                self.settings.account.id.clone(),
+                schema_sender,
+                self.shutdown.clone(),
+            ));
+        }
         if self.role.consumes() {
-            self.spawn_worker(&tasks);
+            self.spawn_worker(&tasks, schema.clone());
         }
         tracing::info!(
             role = self.role.as_str(),
@@ -150,7 +198,7 @@ impl Application {
             prefix = %self.settings.amqp.prefix,
             "settle started"
         );
-        let router = self.router();
+        let router = self.router(schema);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
             .await
@@ -163,23 +211,25 @@ impl Application {
         Ok(())
     }
 
-    /// The consumers, the outbox relay and the notification sender.
-    fn spawn_worker(&self, tasks: &TaskTracker) {
+    /// The consumers, the outbox relay and the notification sender, once the schema is migrated:
+    /// until then they wait (deliveries stay queued), and nothing is spent on a missing table.
+    fn spawn_worker(&self, tasks: &TaskTracker, mut schema: tokio::sync::watch::Receiver<bool>) {
         let settings = &self.settings;
-        match Sender::new(
+        let sender = match Sender::new(
             self.db.clone(),
             &settings.smtp,
             settings.notifications.clone(),
             self.shutdown.clone(),
         ) {
-            Ok(sender) => {
-                tasks.spawn(sender.run());
+            Ok(sender) => Some(sender),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "notification sender not started"
+                );
+                None
             }
-            Err(error) => tracing::error!(
-                error = format!("{error:#}"),
-                "notification sender not started"
-            ),
-        }
+        };
         let relay = Relay::new(
             self.db.clone(),
             self.broker.clone(),
@@ -187,7 +237,6 @@ impl Application {
             self.shutdown.clone(),
         );
         let wake_relay = relay.notifier();
-        tasks.spawn(relay.run());
         let worker = Worker {
             db: self.db.clone(),
             broker: self.broker.clone(),
@@ -196,15 +245,28 @@ impl Application {
             max_attempts: settings.worker.max_attempts,
             shutdown: self.shutdown.clone(),
         };
-        tasks.spawn(worker.run(wake_relay));
+        let shutdown = self.shutdown.clone();
+        let started = tasks.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+            if let Some(sender) = sender {
+                started.spawn(sender.run());
+            }
+            started.spawn(relay.run());
+            started.spawn(worker.run(wake_relay));
+        });
     }
 
     /// Probes for every role; webhooks and the API where the role takes HTTP traffic.
-    fn router(&self) -> Router {
+    fn router(&self, schema: tokio::sync::watch::Receiver<bool>) -> Router {
         let mut router = probes::router(ProbeState {
             role: self.role,
             broker: self.broker.clone(),
             db: self.db.clone(),
+            schema,
             shutdown: self.shutdown.clone(),
         });
         if self.role.takes_webhooks() {

@@ -25,6 +25,8 @@ pub struct ProbeState {
     pub role: Role,
     pub broker: Broker,
     pub db: PgPool,
+    /// Whether the schema is migrated: a consuming role is not ready before.
+    pub schema: tokio::sync::watch::Receiver<bool>,
     /// Cancelled when shutdown begins: readiness turns 503 at once.
     pub shutdown: CancellationToken,
 }
@@ -48,7 +50,10 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
             .await
             .is_ok_and(|result| result.is_ok());
     let draining = state.shutdown.is_cancelled();
-    let ready = !draining && broker_up && (database_up || !state.role.needs_database_to_be_ready());
+    let schema_applied = *state.schema.borrow();
+    let database_ready = database_up && schema_applied;
+    let ready =
+        !draining && broker_up && (database_ready || !state.role.needs_database_to_be_ready());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -61,6 +66,7 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         "checks": {
             "broker": if broker_up { "up" } else { "down" },
             "database": if database_up { "up" } else { "down" },
+            "migrations": if schema_applied { "applied" } else { "pending" },
         },
     });
     (status, axum::Json(body)).into_response()

@@ -76,6 +76,9 @@ pub fn classify(error: &sqlx::Error) -> DbFailure {
                 .iter()
                 .any(|class| code.starts_with(class))
                 || code == "55P03"
+                // A table missing: the schema is not migrated yet (a process started before
+                // PostgreSQL came back); it will be.
+                || code == "42P01"
             {
                 DbFailure::Unavailable
             } else {

@@ -23,14 +23,19 @@ async fn healthz_and_readyz_report_each_dependency() {
 #[tokio::test]
 async fn serve_stays_ready_and_takes_webhooks_while_the_database_is_unreachable() {
     let app = spawn_app_with(AppOptions {
-        // Nothing listens on port 1: every database call fails at once.
+        // Nothing listens on port 1: every database call fails at once. Migrations on start, as
+        // by default: they wait for the database in the background; intake does not.
         database_url: Some("postgres://settle:settle@127.0.0.1:1/settle".into()),
+        tweak: Box::new(|settings| settings.database.migrate_on_start = true),
+        wait_ready: false,
         ..AppOptions::default()
     })
     .await;
+    app.wait_until_ready(true).await;
     let (status, body) = app.readyz().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["database"], "down");
+    assert_eq!(body["checks"]["migrations"], "pending");
     assert_eq!(body["checks"]["broker"], "up");
 
     let event = stripe_event("payment_intent.succeeded", "evt_db_down");
@@ -94,5 +99,56 @@ async fn metrics_count_webhooks_by_provider_and_outcome() {
             "{name}: {metrics}"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_before_its_database_exists_waits_then_migrates_and_applies_what_was_queued()
+ {
+    // The database does not exist yet: the process starts all the same, takes webhooks, and its
+    // worker waits for the migrations instead of spending attempts.
+    let database = format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let app = spawn_app_with(AppOptions {
+        role: Role::Run,
+        database_url: Some(database_url_for(&database)),
+        wait_ready: false,
+        tweak: Box::new(|settings| {
+            settings.database.migrate_on_start = true;
+            settings.worker.outbox_poll_ms = 100;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let event = StripeEvent::new("payment_intent.succeeded", "evt_before_db")
+        .created(1_790_000_000)
+        .payment("pi_before_db", 1000, "gbp")
+        .invoice_id("inv_before_db")
+        .to_bytes();
+    poll_until(
+        "intake without a database",
+        std::time::Duration::from_secs(20),
+        || async { (app.post_stripe_signed(&event).await.status() == 200).then_some(()) },
+    )
+    .await;
+    let (status, body) = app.readyz().await;
+    assert_eq!(
+        status, 503,
+        "a worker is not ready without its schema: {body}"
+    );
+    assert_eq!(body["checks"]["migrations"], "pending");
+
+    create_database(&database).await;
+    app.wait_until_migrated().await;
+    app.wait_until_ready(true).await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_before_db", "cust", None, "GBP", 1000)
+        .await;
+    let invoice = app.wait_invoice_status("inv_before_db", "PAID").await;
+    assert_eq!(invoice["amountPaid"], 1000);
+    let attempts: Vec<(String,)> = sqlx::query_as("SELECT outcome FROM webhook_events")
+        .fetch_all(&app.db())
+        .await
+        .unwrap();
+    assert_eq!(attempts, [("applied".to_owned(),)]);
     app.stop().await;
 }

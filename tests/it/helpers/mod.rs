@@ -201,6 +201,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     };
     if options.wait_ready {
         test_app.wait_until_ready(true).await;
+        // Migrations run in the background, also for roles that are ready without them.
+        if test_app.settings.database.migrate_on_start {
+            test_app.wait_until_migrated().await;
+        }
     }
     test_app
 }
@@ -393,6 +397,15 @@ impl TestApp {
     pub async fn readyz(&self) -> (u16, Value) {
         let response = self.http.get(self.url("/readyz")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Waits until the process has applied the migrations (`/readyz` says so).
+    pub async fn wait_until_migrated(&self) {
+        poll_until("migrations", Duration::from_secs(30), || async {
+            let (_, body) = self.readyz().await;
+            (body["checks"]["migrations"] == "applied").then_some(())
+        })
+        .await;
     }
 
     pub async fn wait_until_ready(&self, ready: bool) {
