@@ -84,6 +84,13 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub migrate_on_start: bool,
+    /// Longest wait for a row lock (an invoice's) before the statement fails and is retried.
+    pub lock_timeout_ms: u64,
+    /// Longest any statement may run.
+    pub statement_timeout_ms: u64,
+    /// A session idle inside a transaction longer than this is ended by PostgreSQL, releasing
+    /// its locks.
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

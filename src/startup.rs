@@ -54,6 +54,20 @@ pub fn database_pool(settings: &Settings) -> anyhow::Result<PgPool> {
         .expose_secret()
         .parse()
         .context("DATABASE_URL (database.url) is not a valid PostgreSQL URL")?;
+    // Session defaults, sent at connect: no statement, lock wait or idle transaction of settle's
+    // can hold a connection, or an invoice's lock, without limit.
+    let database = &settings.database;
+    let options = options.options([
+        ("lock_timeout", format!("{}ms", database.lock_timeout_ms)),
+        (
+            "statement_timeout",
+            format!("{}ms", database.statement_timeout_ms),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", database.idle_in_transaction_timeout_ms),
+        ),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(DATABASE_ACQUIRE_TIMEOUT)
@@ -109,12 +123,25 @@ async fn migrate_until_applied(
     }
 }
 
-/// Applies pending migrations (embedded in the binary).
+/// Applies pending migrations (embedded in the binary), on a connection of its own without the
+/// pool's statement and lock limits (a migration may rewrite a large table).
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!("./migrations")
-        .run(db)
+    // The pool's own options, then the limits lifted (the last setting of a parameter wins).
+    let options = (*db.connect_options())
+        .clone()
+        .options([("statement_timeout", "0"), ("lock_timeout", "0")]);
+    let unlimited = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(DATABASE_ACQUIRE_TIMEOUT)
+        .connect_with(options)
         .await
-        .context("applying database migrations")
+        .context("connecting to migrate")?;
+    let applied = sqlx::migrate!("./migrations")
+        .run(&unlimited)
+        .await
+        .context("applying database migrations");
+    unlimited.close().await;
+    applied
 }
 
 /// The account's defaults for payment settings, from `[account]`.

@@ -924,3 +924,76 @@ async fn an_event_before_its_invoice_is_retried_then_applied() {
     assert_eq!(invoice["amountPaid"], 900);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_invoice_lock_delays_only_that_invoices_events() {
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(|settings| {
+            settings.database.lock_timeout_ms = 300;
+            settings.worker.prefetch = 4;
+            settings.worker.retry_delays_ms = vec![200, 400];
+            settings.worker.max_attempts = 100;
+            settings.worker.outbox_poll_ms = 100;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    // Every session of the app's pool carries the limits; the migrations' lift them.
+    let pool = settle::startup::database_pool(&app.settings).unwrap();
+    let shown: (String, String) = sqlx::query_as(
+        "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(shown, ("300ms".to_owned(), "1min".to_owned()));
+    app.create_customer("cust").await;
+    app.create_invoice("inv_locked", "cust", None, "GBP", 8000)
+        .await;
+    for i in 0..8 {
+        app.create_invoice(&format!("inv_free{i}"), "cust", None, "GBP", 1000)
+            .await;
+    }
+    // An operator's session holds the invoice's lock, and keeps it.
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(app.database_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM invoices WHERE id = 'inv_locked' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Twice the prefetch of events for the locked invoice first, then the others.
+    let paid = |invoice: &str, pi: String, id: String| {
+        StripeEvent::new("payment_intent.succeeded", &id)
+            .created(T0)
+            .payment(&pi, 1000, "gbp")
+            .invoice_id(invoice)
+            .to_bytes()
+    };
+    for i in 0..8 {
+        app.deliver_stripe(&paid("inv_locked", format!("pi_l{i}"), format!("evt_l{i}")))
+            .await;
+    }
+    for i in 0..8 {
+        let invoice = format!("inv_free{i}");
+        app.deliver_stripe(&paid(&invoice, format!("pi_f{i}"), format!("evt_f{i}")))
+            .await;
+    }
+    for i in 0..8 {
+        app.wait_invoice_status(&format!("inv_free{i}"), "PAID")
+            .await;
+    }
+    assert_eq!(
+        app.invoice("inv_locked").await["status"],
+        "OPEN",
+        "still locked"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let invoice = app.wait_invoice_status("inv_locked", "PAID").await;
+    assert_eq!(invoice["amountPaid"], 8000);
+    app.stop().await;
+}
