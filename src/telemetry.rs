@@ -14,6 +14,7 @@ pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
+pub const WORKER_WAITING_FOR_DATABASE: &str = "settle_worker_waiting_for_database";
 pub const END_TO_END_SECONDS: &str = "settle_end_to_end_seconds";
 pub const DEAD_LETTERS: &str = "settle_dead_letters_total";
 pub const OUTBOX_PUBLISHED: &str = "settle_outbox_published_total";
@@ -59,6 +60,10 @@ fn describe_metrics() {
     describe_counter!(
         OUTBOX_PUBLISHED,
         "Reconciliation events published by the outbox relay."
+    );
+    describe_gauge!(
+        WORKER_WAITING_FOR_DATABASE,
+        "Deliveries held, unacknowledged and with no attempt spent, until the database answers again."
     );
     describe_gauge!(
         OUTBOX_BACKLOG,

@@ -89,6 +89,29 @@ pub fn classify(error: &sqlx::Error) -> DbFailure {
     }
 }
 
+/// Whether `error` says the database itself is out of reach (down, restarting, refusing
+/// connections, the database missing), not that this statement failed: the worker then waits for
+/// it instead of spending the event's attempts. A lock or statement timeout, a deadlock or a
+/// serialization failure are the event's own and are not outages.
+pub fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            // connection exceptions; admin or crash shutdown, cannot connect now; too many
+            // connections; the database does not exist (yet, or renamed away).
+            code.starts_with("08") || ["57P01", "57P02", "57P03", "53300", "3D000"].contains(&code)
+        }
+        _ => false,
+    }
+}
+
 /// Stores a core enum as its name in a `text` column (and reads it back), through its
 /// `IntoStaticStr` and `FromStr` (strum derives). A stored name the enum does not know is a decode
 /// error, never a silent fallback.

@@ -8,6 +8,13 @@
 //!    healthy message never waits behind a failing one: the failing one leaves the work queue at
 //!    once. A handler that panics is caught and its delivery sent down the same retry path.
 //!
+//!    A database outage is no message's fault: a delivery whose transaction failed because
+//!    PostgreSQL is out of reach (`repository::is_outage`) is held, unacknowledged, until the
+//!    database answers again, and then applied; it spends no attempt, however long the outage.
+//!    Held deliveries fill the prefetch window, so consumption pauses by itself and resumes when
+//!    the database is back. (RabbitMQ's `consumer_timeout` must exceed the longest outage to ride
+//!    out without a redelivery; a redelivery is absorbed by the inbox.)
+//!
 //!    The same loop runs the dead-letter consumer (`dead_letters`); the outbox relay and the
 //!    notification sender run beside it (started by `startup`).
 
@@ -165,7 +172,18 @@ impl Worker {
                 return self.fail(&delivery, &failure, None).await;
             }
         };
-        let result = guarded(apply::apply(&self.db, &self.policy, &event)).await;
+        let result = loop {
+            let result = guarded(apply::apply(&self.db, &self.policy, &event)).await;
+            match &result {
+                Err(failure) if failure.is_outage() => {
+                    if !self.wait_for_database(&event, failure).await {
+                        // Shutting down with the database still away: the broker redelivers it.
+                        return nack_requeue(&delivery, "event held for the database").await;
+                    }
+                }
+                _ => break result,
+            }
+        };
         metrics::histogram!(metric::WORKER_PROCESSING_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -183,6 +201,29 @@ impl Worker {
             }
             Err(failure) => self.fail(&delivery, &failure, Some(&event)).await,
         }
+    }
+
+    /// Holds a delivery until the database answers a ping (backing off from 200 ms to 5 s), or
+    /// shutdown (false).
+    async fn wait_for_database(&self, event: &QueuedEvent, failure: &ApplyError) -> bool {
+        const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+        const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+        tracing::warn!(event_id = %event.event_id, error = %failure, "database out of reach; holding the event until it is back");
+        let waiting = metrics::gauge!(metric::WORKER_WAITING_FOR_DATABASE);
+        waiting.increment(1.0);
+        let mut pause = FIRST;
+        let back = loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            if crate::repository::ping(&self.db).await.is_ok() {
+                break true;
+            }
+            pause = (pause * 2).min(MAX);
+        };
+        waiting.decrement(1.0);
+        back
     }
 
     /// Sends a failed delivery to its next retry tier, or to the dead-letter queue, then acks it.

@@ -997,3 +997,92 @@ async fn a_held_invoice_lock_delays_only_that_invoices_events() {
     assert_eq!(invoice["amountPaid"], 8000);
     app.stop().await;
 }
+
+/// A metric's value as `/metrics` shows it (`name` with its labels), 0 when absent.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+async fn held_for_database(app: &TestApp) -> f64 {
+    metric(app, "settle_worker_waiting_for_database").await
+}
+
+#[tokio::test]
+async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
+    // Retries that give up after three attempts: an outage that spent attempts would
+    // dead-letter these events within a second.
+    let app = spawn_worker(Retries::GIVE_UP_SOON).await;
+    app.create_customer("cust").await;
+    for i in 0..3 {
+        app.create_invoice(&format!("inv_out{i}"), "cust", None, "GBP", 1000)
+            .await;
+    }
+    // The outage: the app's database renamed away, its sessions ended.
+    let database = app.database_url().rsplit('/').next().unwrap().to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url())
+        .await
+        .unwrap();
+    let rename = |from: String, to: String| format!(r#"ALTER DATABASE "{from}" RENAME TO "{to}""#);
+    let away = format!("{database}_away");
+    // Sessions reconnect at once: end them and rename until the rename wins.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&database)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        match sqlx::raw_sql(&rename(database.clone(), away.clone()))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the database could not be renamed away: {error}"
+            ),
+        }
+    }
+    for i in 0..3 {
+        app.deliver_stripe(
+            &StripeEvent::new("payment_intent.succeeded", &format!("evt_out{i}"))
+                .created(T0)
+                .payment(&format!("pi_out{i}"), 1000, "gbp")
+                .invoice_id(&format!("inv_out{i}"))
+                .to_bytes(),
+        )
+        .await;
+    }
+    // All three are held for the database, none retried or dead-lettered.
+    poll_until(
+        "three deliveries held",
+        std::time::Duration::from_secs(20),
+        || async { (held_for_database(&app).await == 3.0).then_some(()) },
+    )
+    .await;
+    sqlx::raw_sql(&rename(away, database))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        app.wait_invoice_status(&format!("inv_out{i}"), "PAID")
+            .await;
+    }
+    assert_eq!(held_for_database(&app).await, 0.0);
+    for result in ["retried", "dead_lettered"] {
+        let name = format!("settle_worker_messages_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&app, &name).await, 0.0, "no attempt spent: {result}");
+    }
+    app.stop().await;
+}

@@ -92,6 +92,12 @@ impl ApplyError {
         }
     }
 
+    /// Whether the database is out of reach (`repository::is_outage`): the delivery should wait
+    /// for it, not spend an attempt.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Database(error) if crate::repository::is_outage(error))
+    }
+
     /// The dead-letter reason.
     pub fn reason(&self) -> &'static str {
         match self {
