@@ -60,19 +60,16 @@ pub enum DbFailure {
 /// rollback (serialization failure, deadlock), 53 insufficient resources, 57 operator intervention
 /// (admin shutdown, statement timeout); 55P03 lock not available.
 pub fn classify(error: &sqlx::Error) -> DbFailure {
+    if is_outage(error) {
+        return DbFailure::Unavailable;
+    }
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => DbFailure::Unavailable,
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
             if db.is_unique_violation() {
                 DbFailure::UniqueViolation
-            } else if ["08", "40", "53", "57"]
+            } else if ["40", "53", "57"]
                 .iter()
                 .any(|class| code.starts_with(class))
                 || code == "55P03"

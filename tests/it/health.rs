@@ -72,15 +72,7 @@ async fn metrics_count_webhooks_by_provider_and_outcome() {
     let app = spawn_app().await;
     let event = stripe_event("payment_intent.succeeded", "evt_metrics");
     assert_eq!(app.post_stripe_signed(&event).await.status(), 200);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"settle_webhook_requests_total{provider="stripe",outcome="queued"}"#),
         "{metrics}"

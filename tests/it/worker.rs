@@ -998,24 +998,8 @@ async fn a_held_invoice_lock_delays_only_that_invoices_events() {
     app.stop().await;
 }
 
-/// A metric's value as `/metrics` shows it (`name` with its labels), 0 when absent.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 async fn held_for_database(app: &TestApp) -> f64 {
-    metric(app, "settle_worker_waiting_for_database").await
+    app.metric("settle_worker_waiting_for_database").await
 }
 
 #[tokio::test]
@@ -1082,7 +1066,7 @@ async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
     assert_eq!(held_for_database(&app).await, 0.0);
     for result in ["retried", "dead_lettered"] {
         let name = format!("settle_worker_messages_total{{result=\"{result}\"}}");
-        assert_eq!(metric(&app, &name).await, 0.0, "no attempt spent: {result}");
+        assert_eq!(app.metric(&name).await, 0.0, "no attempt spent: {result}");
     }
     app.stop().await;
 }

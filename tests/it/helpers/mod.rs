@@ -399,6 +399,21 @@ impl TestApp {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// One metric's value (`name` with its labels, as printed), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     /// Waits until the process has applied the migrations (`/readyz` says so).
     pub async fn wait_until_migrated(&self) {
         poll_until("migrations", Duration::from_secs(30), || async {
