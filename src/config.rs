@@ -77,6 +77,16 @@ pub struct AppSettings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
+    /// Open connections at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Requests in progress at once; one more is answered 503 with Retry-After (load shedding).
+    pub max_requests_in_flight: usize,
+    /// Longest wait for a request's headers (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// Longest a request may take, its body included: then 408.
+    pub request_timeout_ms: u64,
+    /// Longest the graceful drain waits for in-flight connections at shutdown.
+    pub drain_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

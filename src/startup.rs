@@ -225,9 +225,9 @@ impl Application {
             prefix = %self.settings.amqp.prefix,
             "settle started"
         );
-        let router = self.router(schema);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
+        let limits = crate::http::server::Limits::from(&self.settings.http);
+        let router = crate::http::server::with_request_limits(self.router(schema), limits);
+        crate::http::server::serve(self.listener, router, limits, self.shutdown.clone())
             .await
             .context("HTTP server")?;
         tasks.close();

@@ -2,13 +2,14 @@
 //! body every route answers with, and the probes every role serves.
 
 pub mod probes;
+pub mod server;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// Seconds a caller is asked to wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
 
 /// The error body shared by every route: `{"error":{"code":…,"message":…}}`.
 pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
