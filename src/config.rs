@@ -18,6 +18,7 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("AMQP_URL", "amqp.url"),
     ("SETTLE_HTTP_ADDR", "http.addr"),
+    ("SETTLE_ADMIN_ADDR", "http.admin_addr"),
     ("SETTLE_QUEUE_PREFIX", "amqp.prefix"),
     ("SMTP_URL", "smtp.url"),
 ];
@@ -76,6 +77,10 @@ pub struct AppSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// Where the internal API and `/metrics` listen, away from the public webhook address.
+    /// `None`: on `addr` with the webhooks.
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
     pub body_limit_bytes: usize,
     /// Open connections at once; one more is answered 503 and closed.
     pub max_connections: usize,

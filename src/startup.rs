@@ -36,6 +36,8 @@ const DATABASE_PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
+    /// `http.admin_addr`'s: the internal API and `/metrics`.
+    admin_listener: Option<TcpListener>,
     settings: Settings,
     role: Role,
     broker: Broker,
@@ -82,6 +84,12 @@ pub fn database_pool(settings: &Settings) -> anyhow::Result<PgPool> {
             })
         })
         .connect_lazy_with(options))
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
 }
 
 /// Applies the migrations and the configured account, retrying with backoff while PostgreSQL is
@@ -178,11 +186,14 @@ impl Application {
         // outage never stops a process from starting, so intake never waits for PostgreSQL.
         let db = database_pool(&settings)?;
         let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(&settings));
-        let listener = TcpListener::bind(settings.http.addr)
-            .await
-            .with_context(|| format!("binding {}", settings.http.addr))?;
+        let listener = bind(settings.http.addr).await?;
+        let admin_listener = match settings.http.admin_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            admin_listener,
             settings,
             role,
             broker,
@@ -198,6 +209,18 @@ impl Application {
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         self.listener.local_addr().context("the listener's address")
+    }
+
+    /// The internal API's own address, when `http.admin_addr` gives it one.
+    pub fn admin_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.admin_listener
+            .as_ref()
+            .map(|listener| {
+                listener
+                    .local_addr()
+                    .context("the admin listener's address")
+            })
+            .transpose()
     }
 
     /// Runs until the shutdown token is cancelled, then drains: the HTTP server stops accepting and
@@ -226,10 +249,18 @@ impl Application {
             "settle started"
         );
         let limits = crate::http::server::Limits::from(&self.settings.http);
-        let router = crate::http::server::with_request_limits(self.router(schema), limits);
-        crate::http::server::serve(self.listener, router, limits, self.shutdown.clone())
-            .await
-            .context("HTTP server")?;
+        let (public, admin) = self.routers(schema);
+        let limited = |router| crate::http::server::with_request_limits(router, limits);
+        let serve = |listener, router| {
+            crate::http::server::serve(listener, limited(router), limits, self.shutdown.clone())
+        };
+        match (self.admin_listener, admin) {
+            (Some(listener), Some(admin)) => {
+                tokio::try_join!(serve(self.listener, public), serve(listener, admin))
+                    .context("HTTP server")?;
+            }
+            _ => serve(self.listener, public).await.context("HTTP server")?,
+        }
         tasks.close();
         tasks.wait().await;
         self.broker.close().await;
@@ -287,34 +318,41 @@ impl Application {
         });
     }
 
-    /// Probes for every role; webhooks and the API where the role takes HTTP traffic.
-    fn router(&self, schema: tokio::sync::watch::Receiver<bool>) -> Router {
-        let mut router = probes::router(ProbeState {
+    /// The public router (probes for every role; webhooks where the role takes HTTP traffic) and,
+    /// with `http.admin_addr`, the internal one (probes, `/metrics`, the API); without it the
+    /// public router serves everything.
+    fn routers(&self, schema: tokio::sync::watch::Receiver<bool>) -> (Router, Option<Router>) {
+        let probes = probes::router(ProbeState {
             role: self.role,
             broker: self.broker.clone(),
             db: self.db.clone(),
             schema,
             shutdown: self.shutdown.clone(),
         });
+        let mut public = probes.clone();
+        let mut internal = probes::metrics_router();
         if self.role.takes_webhooks() {
             let settings = &self.settings;
-            router = router
-                .merge(crate::ingress::router(IngressState {
-                    broker: self.broker.clone(),
-                    webhooks: Arc::new(settings.webhooks.clone()),
-                    body_limit: settings.http.body_limit_bytes,
-                }))
-                .merge(crate::api::router(ApiState {
-                    db: self.db.clone(),
-                    credentials: settings.api.credentials.clone().into(),
-                    account_id: settings.account.id.as_str().into(),
-                    defaults: account_defaults(settings),
-                    // The worker's, built the same way: registering a payment applies the events
-                    // that waited for it.
-                    policy: Arc::new(worker_policy(settings)),
-                    body_limit: settings.http.body_limit_bytes,
-                }));
+            public = public.merge(crate::ingress::router(IngressState {
+                broker: self.broker.clone(),
+                webhooks: Arc::new(settings.webhooks.clone()),
+                body_limit: settings.http.body_limit_bytes,
+            }));
+            internal = internal.merge(crate::api::router(ApiState {
+                db: self.db.clone(),
+                credentials: settings.api.credentials.clone().into(),
+                account_id: settings.account.id.as_str().into(),
+                defaults: account_defaults(settings),
+                // The worker's, built the same way: registering a payment applies the events
+                // that waited for it.
+                policy: Arc::new(worker_policy(settings)),
+                body_limit: settings.http.body_limit_bytes,
+            }));
         }
-        router.layer(TraceLayer::new_for_http())
+        let trace = |router: Router| router.layer(TraceLayer::new_for_http());
+        match self.admin_listener {
+            Some(_) => (trace(public), Some(trace(probes.merge(internal)))),
+            None => (trace(public.merge(internal)), None),
+        }
     }
 }

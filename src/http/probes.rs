@@ -31,12 +31,17 @@ pub struct ProbeState {
     pub shutdown: CancellationToken,
 }
 
+/// `/healthz` and `/readyz`, served on every listener.
 pub fn router(state: ProbeState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// `/metrics`, served with the internal API.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn healthz() -> Response {

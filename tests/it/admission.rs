@@ -132,3 +132,35 @@ async fn the_graceful_drain_is_bounded() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_api_and_metrics_can_listen_apart_from_the_public_webhooks() {
+    let app = app_with_limits(|http| http.admin_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = app.admin_addr.expect("an admin listener");
+    let get = |addr: std::net::SocketAddr, path: &str| {
+        app.http
+            .get(format!("http://{addr}{path}"))
+            .basic_auth(API_KEY_ID, Some(API_SECRET))
+            .send()
+    };
+    // The public address: webhooks and probes only.
+    let event = stripe_event("payment_intent.succeeded", "evt_public");
+    assert_eq!(app.post_stripe_signed(&event).await.status(), 200);
+    for path in ["/invoices", "/metrics", "/openapi.json"] {
+        assert_eq!(get(app.addr, path).await.unwrap().status(), 404, "{path}");
+    }
+    assert_eq!(get(app.addr, "/readyz").await.unwrap().status(), 200);
+    // The internal one: the API, its document, metrics and probes; no webhooks.
+    for path in ["/invoices", "/metrics", "/openapi.json", "/readyz"] {
+        assert_eq!(get(admin, path).await.unwrap().status(), 200, "{path}");
+    }
+    let webhook = app
+        .http
+        .post(format!("http://{admin}/webhooks/stripe"))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 404);
+    app.stop().await;
+}

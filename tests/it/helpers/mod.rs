@@ -50,6 +50,8 @@ pub fn amqp_url() -> String {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The internal API's own address, when the settings give it one.
+    pub admin_addr: Option<std::net::SocketAddr>,
     pub prefix: String,
     pub amqp_url: String,
     pub settings: Settings,
@@ -188,9 +190,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("application builds");
     let addr = app.local_addr().expect("a bound listener has an address");
+    let admin_addr = app.admin_addr().expect("a bound listener has an address");
     let running = tokio::spawn(app.run());
     let test_app = TestApp {
         addr,
+        admin_addr,
         prefix,
         amqp_url: options.amqp_url,
         settings,
