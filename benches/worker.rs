@@ -40,7 +40,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
-use settle::broker::{Broker, OutgoingMessage, Topology};
+use settle::broker::{Broker, Connections, OutgoingMessage, Topology};
 use settle::config::Settings;
 use settle::envelope::QueuedEvent;
 use settle::provider::Provider;
@@ -216,7 +216,11 @@ impl Bench {
 
     /// Phase 1. Returns the worker, still running for phase 2, and the events/s.
     async fn queue_backlog_then_drain(&self, events: u64) -> anyhow::Result<(Running, f64)> {
-        let broker = Broker::start(self.settings.amqp.clone(), self.topology());
+        let broker = Broker::start(
+            self.settings.amqp.clone(),
+            self.topology(),
+            Connections::PublishOnly,
+        );
         broker
             .connected()
             .await

@@ -643,6 +643,17 @@ cmd_broker_app() { # stop|start NODE
     fi
 }
 
+cmd_broker_ctl() { # NODE ARGS...: rabbitmqctl on NODE, as the node's own user and environment
+    local node="${1:-}"
+    [ -n "$node" ] && [ $# -ge 2 ] || die "usage: $0 broker-ctl NODE ARGS... (e.g. $CHAOS_NODE@$RMQ_HOST list_queues)"
+    shift
+    require_root
+    local n
+    n="$(node_short "$node")"
+    rmq_pid "$n" >/dev/null || die "rabbitmq node $n@$RMQ_HOST is not running"
+    CTL_TIMEOUT=30 ctl "$n" "$@"
+}
+
 cmd_purge() {
     require_root
     rmq_pid "$MAIN_NODE" >/dev/null || die "rabbitmq node $MAIN_NODE@$RMQ_HOST is not running"
@@ -660,6 +671,7 @@ usage: $0 <command>
   env                      print export lines for the test environment
   broker-stop-app NODE     rabbitmqctl stop_app on NODE (e.g. $CHAOS_NODE@$RMQ_HOST)
   broker-start-app NODE    rabbitmqctl start_app on NODE and wait for AMQP
+  broker-ctl NODE ARGS...  rabbitmqctl ARGS on NODE (tests raise memory alarms and read queue counts)
   purge-test-queues        delete test-* queues and exchanges on the broker(s)
 EOF
     exit 2
@@ -676,6 +688,7 @@ main() {
         env) print_env ;;
         broker-stop-app) cmd_broker_app stop "$@" ;;
         broker-start-app) cmd_broker_app start "$@" ;;
+        broker-ctl) cmd_broker_ctl "$@" ;;
         purge-test-queues) cmd_purge ;;
         -h | --help | help) usage ;;
         *) log "unknown command: $cmd"; usage ;;

@@ -61,9 +61,12 @@ pub enum DlqCommand {
     Replay {
         /// Dead-letter ids.
         ids: Vec<i64>,
-        /// Every dead letter matching the filters.
+        /// Every dead letter matching the filters that was not replayed yet.
         #[arg(long)]
         all: bool,
+        /// With --all: those already replayed too.
+        #[arg(long, requires = "all")]
+        include_replayed: bool,
         #[command(flatten)]
         filters: dlq::Filters,
         /// Say what would be replayed, change nothing.
@@ -127,9 +130,12 @@ impl Cli {
                     DlqCommand::Replay {
                         ids,
                         all: _,
+                        include_replayed,
                         filters,
                         dry_run,
-                    } => dlq::replay(&db, &settings, &ids, &filters, dry_run).await,
+                    } => {
+                        dlq::replay(&db, &settings, &ids, &filters, include_replayed, dry_run).await
+                    }
                     DlqCommand::Purge {
                         ids,
                         older_than,

@@ -20,12 +20,25 @@ pub mod headers {
     pub const EVENT_ID: &str = "event-id";
     pub const EVENT_TYPE: &str = "event-type";
     pub const RECEIVED_AT: &str = "received-at";
-    pub const ATTEMPTS: &str = "x-settle-attempts";
-    pub const FIRST_FAILURE_AT: &str = "x-settle-first-failure-at";
-    pub const LAST_FAILURE_AT: &str = "x-settle-last-failure-at";
-    pub const LAST_ERROR: &str = "x-settle-last-error";
-    pub const REASON: &str = "x-settle-reason";
-    pub const DEAD_LETTER_KEY: &str = "x-settle-dead-letter-key";
+    // Not `x-…`: that prefix belongs to the broker (RabbitMQ sets and may one day strip such
+    // headers). Messages queued by settle before 0.2 carry these as `x-settle-…`; the readers
+    // below accept both, so a retry tier drained across an upgrade keeps its counts.
+    pub const ATTEMPTS: &str = "settle-attempts";
+    pub const FIRST_FAILURE_AT: &str = "settle-first-failure-at";
+    pub const LAST_FAILURE_AT: &str = "settle-last-failure-at";
+    pub const LAST_ERROR: &str = "settle-last-error";
+    pub const REASON: &str = "settle-reason";
+    pub const DEAD_LETTER_KEY: &str = "settle-dead-letter-key";
+    /// Fresh on every publish (`OutgoingMessage`): a redelivery keeps it, a retry, a dead
+    /// letter or a replay is a new publish and gets a new one. It names a dead letter, so a
+    /// delivery dead-lettered twice (its ack lost) is recorded once.
+    pub const PUBLISH_ID: &str = "settle-publish-id";
+
+    /// Whether a header is the broker's (`x-death`, `x-delivery-count`, `x-first-death-…`), or
+    /// one of ours under its old reserved name: never copied when a message is republished.
+    pub fn is_reserved(name: &str) -> bool {
+        name.starts_with("x-")
+    }
 }
 
 /// AMQP short strings (routing keys, message ids) hold at most 255 bytes.
@@ -153,14 +166,21 @@ impl QueuedEvent {
     }
 }
 
+/// A header by its name, or by the `x-` name settle used for its own headers before 0.2.
+fn header<'a>(headers: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    headers
+        .get(name)
+        .or_else(|| headers.get(&format!("x-{name}")))
+}
+
 /// A text header.
 pub fn header_text<'a>(headers: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    headers.get(name)?.as_str()
+    header(headers, name)?.as_str()
 }
 
 /// An integer header.
 pub fn header_int(headers: &Map<String, Value>, name: &str) -> Option<i64> {
-    headers.get(name)?.as_i64()
+    header(headers, name)?.as_i64()
 }
 
 /// A time header, as the worker writes them (RFC 3339).
@@ -173,6 +193,22 @@ pub fn header_time(headers: &Map<String, Value>, name: &str) -> Option<DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_headers_are_read_under_their_name_before_0_2_too() {
+        let Value::Object(old) =
+            serde_json::json!({"x-settle-attempts": 2, "x-settle-reason": "panicked"})
+        else {
+            unreachable!()
+        };
+        assert_eq!(header_int(&old, headers::ATTEMPTS), Some(2));
+        assert_eq!(header_text(&old, headers::REASON), Some("panicked"));
+        let Value::Object(new) = serde_json::json!({"settle-attempts": 3, "x-settle-attempts": 2})
+        else {
+            unreachable!()
+        };
+        assert_eq!(header_int(&new, headers::ATTEMPTS), Some(3));
+    }
 
     fn event() -> QueuedEvent {
         QueuedEvent::new(

@@ -3,6 +3,12 @@
 //!    A process killed between a commit and the publish loses nothing: the rows wait for the next
 //!    relay. A process killed between the publish and the mark publishes again; the event's
 //!    stable `id` lets subscribers drop the duplicate.
+//!
+//!    Each message of a batch is settled on its own: one the broker refuses (a subscriber's full
+//!    queue with `reject-publish`) stays unpublished for the next pass while the rest of the batch
+//!    is marked, so it never stalls the relay nor sends the others twice. One no subscriber queue
+//!    is bound for is published and gone (subscribers bind their own queues, or none yet), and
+//!    counted in `settle_outbox_unroutable_total`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +17,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, HeaderValue, OutgoingMessage};
+use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage};
 use crate::envelope::headers;
 use crate::repository::outbox;
 use crate::telemetry as metric;
@@ -20,6 +26,13 @@ use crate::telemetry as metric;
 const BATCH: i64 = 200;
 /// How long a wake-up waits for more commits before publishing; bounds the added latency.
 const COALESCE: Duration = Duration::from_millis(5);
+
+/// What one pass of the relay did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pass {
+    locked: usize,
+    published: usize,
+}
 
 pub struct Relay {
     db: PgPool,
@@ -51,8 +64,10 @@ impl Relay {
         let mut last_backlog_report: Option<Instant> = None;
         loop {
             match self.publish_pending().await {
-                // A full batch: there may be more, go again at once.
-                Ok(published) if published as i64 == BATCH => continue,
+                // A full batch of which some went through: there may be more, go again at once.
+                Ok(Pass { locked, published }) if locked as i64 == BATCH && published > 0 => {
+                    continue;
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(
                     error = format!("{error:#}"),
@@ -82,15 +97,15 @@ impl Relay {
     }
 
     /// Publishes one batch of unpublished rows (locked so several relays share the table), then
-    /// marks them published in the same transaction.
-    async fn publish_pending(&self) -> anyhow::Result<usize> {
+    /// marks those the broker took published in the same transaction.
+    async fn publish_pending(&self) -> anyhow::Result<Pass> {
         let mut tx = self.db.begin().await?;
         let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Pass::default());
         }
         let exchange = &self.broker.topology().reconciliation_exchange;
-        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let locked_ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         let messages: Vec<OutgoingMessage> = rows
             .into_iter()
             .map(|row| OutgoingMessage {
@@ -104,11 +119,30 @@ impl Relay {
                 body: row.payload.into_bytes(),
             })
             .collect();
-        self.broker.publish_all_unrouted_ok(&messages).await?;
+        let confirmed = self.broker.publish_each(&messages).await?;
+        let mut ids = Vec::with_capacity(locked_ids.len());
+        for ((id, message), confirmed) in locked_ids.iter().zip(&messages).zip(&confirmed) {
+            match confirmed {
+                Confirmed::Routed => {}
+                Confirmed::Unroutable => {
+                    metrics::counter!(metric::OUTBOX_UNROUTABLE).increment(1);
+                    tracing::debug!(message_id = %message.message_id, "no subscriber queue is bound for this reconciliation event");
+                }
+                Confirmed::Nacked => {
+                    metrics::counter!(metric::OUTBOX_NACKED).increment(1);
+                    tracing::warn!(message_id = %message.message_id, "the broker refused a reconciliation event; it will be published again");
+                    continue;
+                }
+            }
+            ids.push(*id);
+        }
         outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
         metrics::counter!(metric::OUTBOX_PUBLISHED).increment(ids.len() as u64);
-        Ok(ids.len())
+        Ok(Pass {
+            locked: locked_ids.len(),
+            published: ids.len(),
+        })
     }
 
     async fn report_backlog(&self) {

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::api::ApiState;
-use crate::broker::{Broker, Topology};
+use crate::broker::{Broker, Connections, Topology};
 use crate::config::Settings;
 use crate::http::probes::{self, ProbeState};
 use crate::ingress::IngressState;
@@ -185,7 +185,16 @@ impl Application {
         // The pool connects lazily and migrations run in `run`, in the background: a database
         // outage never stops a process from starting, so intake never waits for PostgreSQL.
         let db = database_pool(&settings)?;
-        let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(&settings));
+        let connections = if role.consumes() {
+            Connections::PublishAndConsume
+        } else {
+            Connections::PublishOnly
+        };
+        let broker = Broker::start(
+            settings.amqp.clone(),
+            Topology::from_settings(&settings),
+            connections,
+        );
         let listener = bind(settings.http.addr).await?;
         let admin_listener = match settings.http.admin_addr {
             Some(addr) => Some(bind(addr).await?),

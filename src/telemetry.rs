@@ -19,6 +19,9 @@ pub const END_TO_END_SECONDS: &str = "settle_end_to_end_seconds";
 pub const DEAD_LETTERS: &str = "settle_dead_letters_total";
 pub const OUTBOX_PUBLISHED: &str = "settle_outbox_published_total";
 pub const OUTBOX_BACKLOG: &str = "settle_outbox_backlog";
+pub const OUTBOX_UNROUTABLE: &str = "settle_outbox_unroutable_total";
+pub const OUTBOX_NACKED: &str = "settle_outbox_nacked_total";
+pub const BROKER_SETTLE_FAILURES: &str = "settle_broker_settle_failures_total";
 pub const NOTIFICATIONS: &str = "settle_notifications_total";
 pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
     "settle_notifications_oldest_pending_seconds";
@@ -65,6 +68,18 @@ fn describe_metrics() {
         WORKER_WAITING_FOR_DATABASE,
         "Deliveries held, unacknowledged and with no attempt spent, until the database answers again."
     );
+    describe_counter!(
+        OUTBOX_UNROUTABLE,
+        "Reconciliation events no subscriber queue was bound for (published, and gone)."
+    );
+    describe_counter!(
+        OUTBOX_NACKED,
+        "Reconciliation events the broker refused (a full subscriber queue); the relay publishes them again."
+    );
+    describe_counter!(
+        BROKER_SETTLE_FAILURES,
+        "Acks and nacks that did not go through, by how; the broker redelivers those messages."
+    );
     describe_gauge!(
         OUTBOX_BACKLOG,
         "Reconciliation events committed and not yet published."
@@ -86,8 +101,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 pub fn init_logging(settings: &TelemetrySettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
+    // lapin warns with the whole message (body included) for every message the broker returns
+    // as unroutable; settle reports those itself (a 503, or `settle_outbox_unroutable_total`).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},lapin::returned_messages=error",
+            settings.log_filter
+        ))
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // try_init: tests start several apps in one process and only the first installs a subscriber.
     let _ = match settings.log_format {

@@ -33,6 +33,11 @@ impl OutgoingMessage {
             };
             headers.insert(name.as_str().into(), value);
         }
+        // Set last: a republished copy is a new publish, never the original's id.
+        headers.insert(
+            crate::envelope::headers::PUBLISH_ID.into(),
+            AMQPValue::LongString(uuid::Uuid::new_v4().to_string().into()),
+        );
         BasicProperties::default()
             // Persistent: written to disk, so it survives a broker restart.
             .with_delivery_mode(2)
@@ -45,36 +50,47 @@ impl OutgoingMessage {
 
     /// The same message (body, message id, headers) sent elsewhere, with `extra` headers set on top
     /// of the original ones: how the worker moves a delivery to a retry tier or the DLQ.
-    /// Broker-added headers (`x-death` tables) are not carried over.
+    /// The broker's headers (`x-death`, `x-delivery-count`, …) are not carried over: the copy is a
+    /// new message to the broker, and a stale delivery count on it would mislead.
     pub fn republish(
         delivery: &lapin::message::Delivery,
         exchange: &str,
         routing_key: &str,
         extra: Vec<(String, HeaderValue)>,
     ) -> Self {
-        let mut headers: Vec<(String, HeaderValue)> = headers_json(&delivery.properties)
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let value = match value {
-                    Value::String(text) => HeaderValue::Text(text),
-                    Value::Number(n) => HeaderValue::Int(n.as_i64()?),
-                    _ => return None,
-                };
-                Some((name, value))
-            })
-            .collect();
-        for (name, value) in extra {
-            headers.retain(|(existing, _)| *existing != name);
-            headers.push((name, value));
-        }
         Self {
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
             message_id: message_id(&delivery.properties).unwrap_or_default(),
             body: delivery.data.clone(),
-            headers,
+            headers: carried_headers(headers_json(&delivery.properties), extra),
         }
     }
+}
+
+/// The headers a republished copy carries: the original's own (text and integers), without the
+/// broker's, with `extra` set on top.
+fn carried_headers(
+    original: Map<String, Value>,
+    extra: Vec<(String, HeaderValue)>,
+) -> Vec<(String, HeaderValue)> {
+    let mut headers: Vec<(String, HeaderValue)> = original
+        .into_iter()
+        .filter(|(name, _)| !crate::envelope::headers::is_reserved(name))
+        .filter_map(|(name, value)| {
+            let value = match value {
+                Value::String(text) => HeaderValue::Text(text),
+                Value::Number(n) => HeaderValue::Int(n.as_i64()?),
+                _ => return None,
+            };
+            Some((name, value))
+        })
+        .collect();
+    for (name, value) in extra {
+        headers.retain(|(existing, _)| *existing != name);
+        headers.push((name, value));
+    }
+    headers
 }
 
 /// The message id of a delivery, when it has one.
@@ -133,6 +149,31 @@ fn amqp_to_json(value: &AMQPValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_republished_copy_keeps_our_headers_and_drops_the_brokers() {
+        let original = serde_json::json!({
+            "provider": "stripe",
+            "settle-attempts": 1,
+            "x-settle-attempts": 1,
+            "x-delivery-count": 3,
+            "x-first-death-queue": "p.reconcile",
+            "x-death": {"count": 1},
+        });
+        let Value::Object(original) = original else {
+            unreachable!()
+        };
+        let extra = vec![("settle-attempts".to_owned(), HeaderValue::Int(2))];
+        let mut carried = carried_headers(original, extra);
+        carried.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            carried,
+            vec![
+                ("provider".to_owned(), HeaderValue::Text("stripe".into())),
+                ("settle-attempts".to_owned(), HeaderValue::Int(2)),
+            ]
+        );
+    }
 
     #[test]
     fn headers_decode_to_json_whatever_integer_width_the_sender_chose() {

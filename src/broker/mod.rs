@@ -1,10 +1,17 @@
-//! RabbitMQ plumbing: one supervised connection per process, the topology, confirmed publishing.
+//! RabbitMQ plumbing: supervised connections, the topology, confirmed publishing.
 //!
-//! The supervisor owns the connection. It connects, declares the topology, opens the publisher
-//! channels in confirm mode and publishes the result through a `watch` channel; when the
-//! connection or a channel dies it drops everything and builds it again, so a broker restart never
-//! needs a settle restart. Readers (`publish`, consumers, readiness) only ever see a complete,
-//! working set of channels, or nothing.
+//! The supervisor owns the connections. It connects, declares the topology, opens the publisher
+//! channels in confirm mode and publishes the result through a `watch` channel; when a connection
+//! or a channel dies it drops everything and builds it again, so a broker restart never needs a
+//! settle restart. Readers (`publish`, consumers, readiness) only ever see a complete, working set
+//! of channels, or nothing.
+//!
+//! A process that consumes gets two connections: one that only publishes and one that only
+//! consumes (and acks). RabbitMQ's memory and disk alarms block connections that publish, by no
+//! longer reading their socket; on a shared connection the worker's acks would stall with them, and
+//! the backlog that caused the alarm could never drain. While the publishing connection is blocked
+//! (`connection.blocked`) a publish fails at once (`PublishError::Blocked`): intake answers 503
+//! without waiting out its confirm deadline, and readiness says so.
 
 pub mod message;
 pub mod topology;
@@ -33,11 +40,9 @@ pub use topology::Topology;
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Acks, checking that the ack went through. A failed ack means the broker will redeliver; the
-/// inbox makes that harmless, so it is logged, not retried.
+/// inbox makes that harmless, so it is logged and counted, not retried.
 pub async fn ack(delivery: &Delivery, what: &str) {
-    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %error, what, "ack failed; the message will be redelivered");
-    }
+    settled(delivery.ack(BasicAckOptions::default()).await, "ack", what);
 }
 
 /// Hands a delivery back to the queue, to be delivered again (the queue's delivery limit is the
@@ -47,15 +52,32 @@ pub async fn nack_requeue(delivery: &Delivery, what: &str) {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    if let Err(error) = delivery.nack(options).await {
-        tracing::warn!(error = %error, what, "nack failed; the message will be redelivered when the channel closes");
-    }
+    settled(delivery.nack(options).await, "nack", what);
+}
+
+/// `Ok(false)` is a failure too: lapin sends nothing for a delivery whose acker was already used
+/// or whose channel has gone (the broker redelivers it once the channel closes).
+fn settled(result: lapin::Result<bool>, how: &'static str, what: &str) {
+    let error = match result {
+        Ok(true) => return,
+        Ok(false) => "the delivery's channel is gone or it was already settled".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    metrics::counter!(crate::telemetry::BROKER_SETTLE_FAILURES, "how" => how).increment(1);
+    tracing::warn!(
+        error,
+        how,
+        what,
+        "a delivery could not be settled; the broker will redeliver it"
+    );
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("the broker is not connected")]
     NotConnected,
+    #[error("the broker is blocking publishers (a memory or disk alarm)")]
+    Blocked,
     #[error("the broker did not confirm within {0:?}")]
     ConfirmTimeout(Duration),
     #[error("the broker returned message {0} as unroutable")]
@@ -68,19 +90,53 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
 }
 
-/// A live connection with its confirm-mode publisher channels.
+/// Which connections a process opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// Intake and the operator tools.
+    PublishOnly,
+    /// The worker: its consumers and acks on a connection of their own.
+    PublishAndConsume,
+}
+
+/// Live connections with the confirm-mode publisher channels.
 pub struct Connected {
-    pub connection: Connection,
+    publishing: Connection,
     publishers: Vec<Channel>,
     /// Round-robin over `publishers`; concurrent requests share channels and pipeline confirms.
     next_publisher: AtomicUsize,
+    consuming: Option<Connection>,
 }
 
 impl Connected {
     fn is_healthy(&self) -> bool {
-        self.connection.status().connected()
+        self.publishing.status().connected()
             && self.publishers.iter().all(|c| c.status().connected())
+            && self
+                .consuming
+                .as_ref()
+                .is_none_or(|c| c.status().connected())
     }
+
+    /// The connection consumers open their channels on; `None` in a broker started with
+    /// `Connections::PublishOnly`.
+    pub fn consuming(&self) -> Option<&Connection> {
+        self.consuming.as_ref()
+    }
+
+    fn connections(&self) -> impl Iterator<Item = &Connection> {
+        std::iter::once(&self.publishing).chain(&self.consuming)
+    }
+}
+
+/// How the broker confirmed one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    Routed,
+    /// Mandatory and no queue bound for it: returned, and acked.
+    Unroutable,
+    /// Refused, e.g. by a full queue with `reject-publish`.
+    Nacked,
 }
 
 /// Cheap to clone; every clone sees the same supervised connection.
@@ -92,6 +148,7 @@ pub struct Broker {
 struct Inner {
     settings: AmqpSettings,
     topology: Topology,
+    connections: Connections,
     /// The current connection, `None` while disconnected. Written only by the supervisor.
     current: watch::Sender<Option<Arc<Connected>>>,
     /// Stops the supervisor; `close` cancels it after the users of the broker have finished.
@@ -101,11 +158,12 @@ struct Inner {
 impl Broker {
     /// Starts the supervisor, which connects in the background: a broker that is down at start
     /// only makes the process unready until it comes up.
-    pub fn start(settings: AmqpSettings, topology: Topology) -> Self {
+    pub fn start(settings: AmqpSettings, topology: Topology, connections: Connections) -> Self {
         let (current, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             settings,
             topology,
+            connections,
             current,
             stop: CancellationToken::new(),
         });
@@ -125,6 +183,15 @@ impl Broker {
             .is_some_and(|c| c.is_healthy())
     }
 
+    /// Whether the broker has blocked the publishing connection (`connection.blocked`).
+    pub fn is_blocked(&self) -> bool {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.publishing.status().blocked())
+    }
+
     /// Waits for a live connection; `None` once the broker is closing.
     pub async fn connected(&self) -> Option<Arc<Connected>> {
         let mut changes = self.inner.current.subscribe();
@@ -140,31 +207,35 @@ impl Broker {
     /// the publishes are pipelined, not confirmed one by one. Succeeds only if the broker acked
     /// every message and returned none as unroutable.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
-        self.publish_with(messages, true).await
+        for (confirmed, message) in self.publish_each(messages).await?.into_iter().zip(messages) {
+            let id = message.message_id.clone();
+            match confirmed {
+                Confirmed::Routed => {}
+                Confirmed::Unroutable => return Err(PublishError::Unroutable(id)),
+                Confirmed::Nacked => return Err(PublishError::Nacked(id)),
+            }
+        }
+        Ok(())
     }
 
-    /// Like `publish_all`, but a message no queue is bound for is fine: for the outgoing
-    /// reconciliation events, whose subscribers bind their own queues (or none yet).
-    pub async fn publish_all_unrouted_ok(
+    /// Publishes every message (persistent, mandatory) and says how each was confirmed, so a
+    /// caller can settle the ones that went through and keep the others: the outbox relay. An
+    /// `Err` means none can be counted on (not connected, blocked, no confirm in time).
+    pub async fn publish_each(
         &self,
         messages: &[OutgoingMessage],
-    ) -> Result<(), PublishError> {
-        self.publish_with(messages, false).await
-    }
-
-    async fn publish_with(
-        &self,
-        messages: &[OutgoingMessage],
-        mandatory: bool,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Vec<Confirmed>, PublishError> {
         let connected = self
             .inner
             .current
             .borrow()
             .clone()
             .ok_or(PublishError::NotConnected)?;
+        if connected.publishing.status().blocked() {
+            return Err(PublishError::Blocked);
+        }
         let timeout = self.inner.settings.confirm_timeout();
-        tokio::time::timeout(timeout, publish_on(&connected, messages, mandatory))
+        tokio::time::timeout(timeout, publish_on(&connected, messages))
             .await
             .map_err(|_| PublishError::ConfirmTimeout(timeout))?
     }
@@ -174,11 +245,10 @@ impl Broker {
         self.inner.stop.cancel();
         let current = self.inner.current.send_replace(None);
         if let Some(connected) = current {
-            // Closing the connection closes its channels; confirms already received are kept.
-            let _ = connected
-                .connection
-                .close(200, "settle shutting down".into())
-                .await;
+            // Closing a connection closes its channels; confirms already received are kept.
+            for connection in connected.connections() {
+                let _ = connection.close(200, "settle shutting down".into()).await;
+            }
         }
     }
 }
@@ -186,8 +256,7 @@ impl Broker {
 async fn publish_on(
     connected: &Connected,
     messages: &[OutgoingMessage],
-    mandatory: bool,
-) -> Result<(), PublishError> {
+) -> Result<Vec<Confirmed>, PublishError> {
     let index = connected.next_publisher.fetch_add(1, Ordering::Relaxed);
     let channel = &connected.publishers[index % connected.publishers.len()];
     let mut confirms = Vec::with_capacity(messages.len());
@@ -202,7 +271,7 @@ async fn publish_on(
                 routing_key,
                 // Mandatory: an unroutable message comes back instead of vanishing.
                 BasicPublishOptions {
-                    mandatory,
+                    mandatory: true,
                     ..BasicPublishOptions::default()
                 },
                 &message.body,
@@ -211,18 +280,17 @@ async fn publish_on(
             .await?;
         confirms.push(confirm);
     }
-    for (confirmation, message) in join_all(confirms).await.into_iter().zip(messages) {
-        match confirmation? {
-            Confirmation::Ack(None) => {}
-            Confirmation::Ack(Some(_)) => {
-                return Err(PublishError::Unroutable(message.message_id.clone()));
-            }
-            Confirmation::Nack(_) | Confirmation::NotRequested => {
-                return Err(PublishError::Nacked(message.message_id.clone()));
-            }
-        }
-    }
-    Ok(())
+    join_all(confirms)
+        .await
+        .into_iter()
+        .map(|confirmation| {
+            Ok(match confirmation? {
+                Confirmation::Ack(None) => Confirmed::Routed,
+                Confirmation::Ack(Some(_)) => Confirmed::Unroutable,
+                Confirmation::Nack(_) | Confirmation::NotRequested => Confirmed::Nacked,
+            })
+        })
+        .collect()
 }
 
 async fn supervise(inner: Arc<Inner>) {
@@ -244,7 +312,9 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 inner.current.send_replace(None);
                 tracing::warn!("lost the broker connection; reconnecting");
-                let _ = connected.connection.close(200, "reconnecting".into()).await;
+                for connection in connected.connections() {
+                    let _ = connection.close(200, "reconnecting".into()).await;
+                }
             }
             Err(error) => {
                 tracing::warn!(error = %error, "cannot reach the broker; will retry");
@@ -258,8 +328,15 @@ async fn supervise(inner: Arc<Inner>) {
 }
 
 async fn connect(inner: &Inner) -> lapin::Result<Connected> {
-    let properties = ConnectionProperties::default().with_connection_name("settle".into());
-    let connection = Connection::connect(inner.settings.url.expose_secret(), properties).await?;
+    let open = |name: &'static str| {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        Connection::connect(inner.settings.url.expose_secret(), properties)
+    };
+    let connection = open("settle publish").await?;
+    let consuming = match inner.connections {
+        Connections::PublishOnly => None,
+        Connections::PublishAndConsume => Some(open("settle consume").await?),
+    };
     let setup = connection.create_channel().await?;
     inner.topology.declare(&setup).await?;
     let _ = setup.close(200, "topology declared".into()).await;
@@ -272,8 +349,9 @@ async fn connect(inner: &Inner) -> lapin::Result<Connected> {
         publishers.push(channel);
     }
     Ok(Connected {
-        connection,
+        publishing: connection,
         publishers,
         next_publisher: AtomicUsize::new(0),
+        consuming,
     })
 }

@@ -50,6 +50,9 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<ProbeState>) -> Response {
     let broker_up = state.broker.is_connected();
+    // A memory or disk alarm: intake would answer 503, so a load balancer should look elsewhere;
+    // consuming goes on (its connection is not blocked), so a worker stays ready.
+    let broker_blocked = broker_up && state.broker.is_blocked();
     let database_up =
         tokio::time::timeout(DATABASE_CHECK_TIMEOUT, crate::repository::ping(&state.db))
             .await
@@ -57,8 +60,10 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
     let draining = state.shutdown.is_cancelled();
     let schema_applied = *state.schema.borrow();
     let database_ready = database_up && schema_applied;
-    let ready =
-        !draining && broker_up && (database_ready || !state.role.needs_database_to_be_ready());
+    let ready = !draining
+        && broker_up
+        && !(broker_blocked && state.role.takes_webhooks())
+        && (database_ready || !state.role.needs_database_to_be_ready());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -69,7 +74,11 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         "role": state.role.as_str(),
         "draining": draining,
         "checks": {
-            "broker": if broker_up { "up" } else { "down" },
+            "broker": match (broker_up, broker_blocked) {
+                (false, _) => "down",
+                (true, true) => "blocked",
+                (true, false) => "up",
+            },
             "database": if database_up { "up" } else { "down" },
             "migrations": if schema_applied { "applied" } else { "pending" },
         },

@@ -42,6 +42,7 @@ impl Filters {
             provider: self.provider.map(crate::provider::Provider::wire_name),
             reason: self.reason.as_deref(),
             since: self.since,
+            not_replayed: false,
             limit,
         }
     }
@@ -117,9 +118,15 @@ pub async fn replay(
     settings: &Settings,
     ids: &[i64],
     filters: &Filters,
+    include_replayed: bool,
     dry_run: bool,
 ) -> anyhow::Result<u8> {
-    let rows = store::select(db, &filters.selection(ids, i64::MAX)).await?;
+    let selection = Selection {
+        // `--all` means what is still waiting; an id named, or --include-replayed, replays again.
+        not_replayed: ids.is_empty() && !include_replayed,
+        ..filters.selection(ids, i64::MAX)
+    };
+    let rows = store::select(db, &selection).await?;
     if rows.is_empty() {
         eprintln!("no dead letter matched");
         return Ok(EXIT_NOTHING_MATCHED);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::broker::{Broker, Topology};
+use crate::broker::{Broker, Connections, Topology};
 use crate::config::Settings;
 
 pub const EXIT_OK: u8 = 0;
@@ -23,7 +23,11 @@ const BROKER_WAIT: Duration = Duration::from_secs(15);
 
 /// A connected broker for a one-off command (no HTTP, no consumers).
 pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
-    let broker = Broker::start(settings.amqp.clone(), Topology::from_settings(settings));
+    let broker = Broker::start(
+        settings.amqp.clone(),
+        Topology::from_settings(settings),
+        Connections::PublishOnly,
+    );
     tokio::time::timeout(BROKER_WAIT, broker.connected())
         .await
         .ok()

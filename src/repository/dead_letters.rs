@@ -58,6 +58,8 @@ pub struct Selection<'a> {
     pub provider: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub since: Option<DateTime<Utc>>,
+    /// Leave out those already replayed.
+    pub not_replayed: bool,
     pub limit: i64,
 }
 
@@ -92,6 +94,7 @@ pub async fn select(
            AND ($2::text IS NULL OR provider = $2)
            AND ($3::text IS NULL OR reason = $3)
            AND ($4::timestamptz IS NULL OR dead_lettered_at >= $4)
+           AND (NOT $6 OR replayed_at IS NULL)
          ORDER BY id
          LIMIT $5",
         selection.ids,
@@ -99,6 +102,7 @@ pub async fn select(
         selection.reason,
         selection.since,
         selection.limit,
+        selection.not_replayed,
     )
     .fetch_all(db)
     .await

@@ -14,17 +14,7 @@ use crate::repository::dead_letters::{self, NewDeadLetter};
 pub async fn handle(db: &PgPool, delivery: Delivery) {
     let headers = headers_json(&delivery.properties);
     let headers_value = serde_json::Value::Object(headers.clone());
-    // The worker names each dead letter it sends; a message the broker dead-lettered itself (the
-    // delivery limit) gets a key from its content, stable across redeliveries of the copy.
-    let key = header_text(&headers, headers::DEAD_LETTER_KEY).map_or_else(
-        || {
-            let mut hash = Sha256::new();
-            hash.update(headers_value.to_string().as_bytes());
-            hash.update(&delivery.data);
-            format!("broker:{}", hex::encode(hash.finalize()))
-        },
-        str::to_owned,
-    );
+    let key = key(&headers, &delivery.data);
     // Only the broker's own dead-lettering lacks our reason: the delivery limit.
     let reason = header_text(&headers, headers::REASON).unwrap_or("delivery_limit");
     let message_id = message_id(&delivery.properties);
@@ -55,5 +45,41 @@ pub async fn handle(db: &PgPool, delivery: Delivery) {
             tracing::warn!(error = %error, "could not record a dead letter; it stays queued");
             nack_requeue(&delivery, "dead letter").await;
         }
+    }
+}
+
+/// The worker names each dead letter it sends (after the delivery it comes from); a message the
+/// broker dead-lettered itself (the delivery limit) gets a key from its content, stable across
+/// redeliveries of the copy (so without the count of those redeliveries).
+fn key(headers: &serde_json::Map<String, serde_json::Value>, body: &[u8]) -> String {
+    if let Some(key) = header_text(headers, headers::DEAD_LETTER_KEY) {
+        return key.to_owned();
+    }
+    let mut stable = headers.clone();
+    stable.remove("x-delivery-count");
+    let mut hash = Sha256::new();
+    hash.update(serde_json::Value::Object(stable).to_string().as_bytes());
+    hash.update(body);
+    format!("broker:{}", hex::encode(hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_dead_letter_redelivered_from_the_dlq_keeps_its_key() {
+        let first = headers(serde_json::json!({"event-id": "evt_1", "x-death": {"count": 1}}));
+        let again = headers(
+            serde_json::json!({"event-id": "evt_1", "x-death": {"count": 1}, "x-delivery-count": 2}),
+        );
+        assert_eq!(key(&first, b"{}"), key(&again, b"{}"));
+        assert_ne!(key(&first, b"{}"), key(&first, b"{ }"));
+        let named = headers(serde_json::json!({"settle-dead-letter-key": "pub-1"}));
+        assert_eq!(key(&named, b"{}"), "pub-1");
     }
 }

@@ -36,7 +36,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, HeaderValue, OutgoingMessage, ack, headers_json, nack_requeue};
+use crate::broker::{
+    Broker, HeaderValue, OutgoingMessage, PublishError, ack, headers_json, nack_requeue,
+};
 use crate::envelope::{QueuedEvent, header_int, header_text, headers};
 use crate::reconcile::outcome::Outcome;
 use crate::telemetry as metric;
@@ -82,12 +84,19 @@ impl Worker {
         tasks.wait().await;
     }
 
-    /// Consumes `queue` with `handler`, resubscribing after every connection loss, until shutdown.
+    /// Consumes `queue` with `handler`, resubscribing after every connection loss or cancel, until
+    /// shutdown. A subscription that keeps failing (its queue deleted and not re-declarable, a
+    /// permission revoked) is retried with backoff, not in a tight loop.
     async fn consume_forever<H, F>(self, queue: String, handler: H)
     where
         H: Fn(Worker, Delivery) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+        const MAX: std::time::Duration = std::time::Duration::from_secs(10);
+        // A subscription that lasted this long was healthy: the next failure starts afresh.
+        const HEALTHY: std::time::Duration = std::time::Duration::from_secs(10);
+        let mut pause = FIRST;
         loop {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -96,15 +105,29 @@ impl Worker {
                     None => return,
                 },
             };
-            if let Err(error) = self
-                .consume(&connected.connection, &queue, handler.clone())
-                .await
-            {
-                tracing::warn!(error = %error, queue = %queue, "consumer stopped; resubscribing");
-            }
+            let Some(connection) = connected.consuming() else {
+                tracing::error!(queue = %queue, "a consumer in a process whose broker only publishes: nothing consumed");
+                return;
+            };
+            let subscribed = Instant::now();
+            let result = self.consume(connection, &queue, handler.clone()).await;
             if self.shutdown.is_cancelled() {
                 return;
             }
+            if subscribed.elapsed() >= HEALTHY {
+                pause = FIRST;
+            }
+            match result {
+                Ok(()) => tracing::warn!(queue = %queue, "consumer cancelled; resubscribing"),
+                Err(error) => {
+                    tracing::warn!(error = %error, queue = %queue, retry_in = ?pause, "consumer stopped; resubscribing");
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX);
         }
     }
 
@@ -121,6 +144,9 @@ impl Worker {
         F: Future<Output = ()> + Send + 'static,
     {
         let channel = connection.create_channel().await?;
+        // Declared again on every subscribe, not only on connecting: a queue deleted under a live
+        // connection (by an operator, or a policy) comes back, and consuming resumes.
+        self.broker.topology().declare(&channel).await?;
         // Prefetch bounds how many deliveries this worker holds, and so its concurrency.
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
@@ -254,10 +280,11 @@ impl Worker {
             ),
             NextStep::DeadLetter => {
                 extra.push(text(headers::REASON, failure.reason().to_owned()));
-                extra.push(text(
-                    headers::DEAD_LETTER_KEY,
-                    uuid::Uuid::new_v4().to_string(),
-                ));
+                // Named by the delivery it comes from: if this delivery's ack is lost and it is
+                // dead-lettered again, the dead-letter consumer records it once.
+                let key = header_text(&received, headers::PUBLISH_ID)
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+                extra.push(text(headers::DEAD_LETTER_KEY, key));
                 (
                     OutgoingMessage::republish(delivery, "", &topology.dead_letter_queue, extra),
                     "dead_lettered",
@@ -265,11 +292,7 @@ impl Worker {
             }
         };
         let event_id = event.map_or("?", |e| e.event_id.as_str());
-        match self
-            .broker
-            .publish_all(std::slice::from_ref(&message))
-            .await
-        {
+        match self.move_on(&message).await {
             Ok(()) => {
                 metrics::counter!(metric::WORKER_MESSAGES, "result" => result_label).increment(1);
                 if step == NextStep::DeadLetter {
@@ -285,6 +308,30 @@ impl Worker {
                 // Not acked: the broker redelivers it (its delivery limit is the last net).
                 tracing::error!(event_id, error = %error, "could not move a failed event; leaving it to be redelivered");
                 nack_requeue(delivery, "failed event").await;
+            }
+        }
+    }
+
+    /// Publishes a failed delivery's copy to its retry tier or the DLQ. While the broker blocks
+    /// publishers (a memory or disk alarm) the delivery is held and the publish tried again,
+    /// backing off: a nack would bring it straight back, spinning against the alarm and spending
+    /// the queue's delivery limit on no fault of the message's.
+    async fn move_on(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+        const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut pause = FIRST;
+        loop {
+            match self.broker.publish_all(std::slice::from_ref(message)).await {
+                Err(PublishError::Blocked | PublishError::ConfirmTimeout(_))
+                    if !self.shutdown.is_cancelled() =>
+                {
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX);
+                }
+                result => return result,
             }
         }
     }

@@ -11,6 +11,7 @@ mod admission;
 mod api_customers;
 mod api_invoices;
 mod api_settings;
+mod broker_hygiene;
 mod broker_outage;
 mod health;
 mod money;

@@ -125,6 +125,16 @@ async fn an_unknown_invoice_is_dead_lettered_then_replayed_once_it_exists() {
         .await
         .unwrap();
     assert_eq!(replays, 2);
+    // `--all` means what still waits: a dead letter already replayed is not sent again.
+    let (code, _, _) = settle(&app, &["dlq", "replay", "--all", "--dry-run"]).await;
+    assert_eq!(code, 3, "nothing left to replay");
+    let (code, out, _) = settle(
+        &app,
+        &["dlq", "replay", "--all", "--include-replayed", "--dry-run"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("evt_orphan"), "{out}");
     poll_until("the second replay to be consumed", WAIT, || async {
         (app.queued_count(&[app.queue("reconcile")]).await == 0).then_some(())
     })

@@ -37,14 +37,21 @@ impl TestApp {
 
     /// A queue bound to the reconciliation exchange, as a subscribing service would have.
     pub async fn subscribe(&self) -> String {
-        let queue = self.queue("test-subscriber");
+        self.subscribe_as("test-subscriber", "#", FieldTable::default())
+            .await
+    }
+
+    /// A subscriber's queue `<prefix>.<name>`, declared with `arguments` (a length limit, say)
+    /// and bound with `binding`.
+    pub async fn subscribe_as(&self, name: &str, binding: &str, arguments: FieldTable) -> String {
+        let queue = self.queue(name);
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
         channel
             .queue_declare(
                 queue.as_str().into(),
                 QueueDeclareOptions::default(),
-                FieldTable::default(),
+                arguments,
             )
             .await
             .unwrap();
@@ -52,7 +59,7 @@ impl TestApp {
             .queue_bind(
                 queue.as_str().into(),
                 self.queue("reconciliation").as_str().into(),
-                "#".into(),
+                binding.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -60,6 +67,17 @@ impl TestApp {
             .unwrap();
         let _ = connection.close(200, "done".into()).await;
         queue
+    }
+
+    /// Deletes a queue, as an operator or a policy might under a running settle.
+    pub async fn delete_queue(&self, queue: &str) {
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
     }
 
     /// Takes every message currently in `queue` (acking them), waiting until at least `at_least`

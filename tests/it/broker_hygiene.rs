@@ -1,0 +1,115 @@
+//! The broker edge of the worker: a relay that settles each reconciliation event on its own, and
+//! consumers that come back when their queue is deleted under them.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::helpers::*;
+
+fn payment_for(invoice: &str, event_id: &str) -> Vec<u8> {
+    StripeEvent::new("payment_intent.succeeded", event_id)
+        .created(chrono::Utc::now().timestamp())
+        .payment(&format!("pi_{invoice}"), 1000, "gbp")
+        .invoice_id(invoice)
+        .to_bytes()
+}
+
+/// The routing keys of the outbox rows not published yet.
+async fn unpublished(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT routing_key FROM outbox WHERE published_at IS NULL ORDER BY id")
+        .fetch_all(&app.db())
+        .await
+        .unwrap()
+}
+
+/// One subscriber's queue is full (`reject-publish`) for `invoice.paid`; nobody subscribes to
+/// `payment.succeeded`. The relay marks what the broker took, counts what had no route, and keeps
+/// only the refused events for later: each pass never re-sends the others, never stalls on one.
+#[tokio::test]
+async fn the_relay_settles_each_event_on_its_own_refused_unroutable_or_routed() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let mut full = FieldTable::default();
+    full.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    full.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let full = app.subscribe_as("full-subscriber", "invoice.*", full).await;
+    let invoices = app
+        .subscribe_as("invoice-subscriber", "invoice.*", FieldTable::default())
+        .await;
+    app.create_customer("cust").await;
+    for i in 0..3 {
+        let invoice = format!("inv_relay{i}");
+        app.create_invoice(&invoice, "cust", None, "GBP", 1000)
+            .await;
+        // One at a time: each commit writes `payment.succeeded` and `invoice.paid` together, so a
+        // relay pass carries both kinds.
+        app.deliver_stripe(&payment_for(&invoice, &format!("evt_relay{i}")))
+            .await;
+        app.wait_invoice_status(&invoice, "PAID").await;
+    }
+    // The full queue took the first `invoice.paid` and refuses the other two; everything else
+    // is published.
+    poll_until("only the refused events left", WAIT, || async {
+        (unpublished(&app).await == ["invoice.paid", "invoice.paid"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.metric("settle_outbox_unroutable_total").await,
+        3.0,
+        "every payment.succeeded, which no queue is bound for, counted once"
+    );
+    assert!(app.metric("settle_outbox_nacked_total").await >= 2.0);
+
+    // The subscriber drains its queue: the refused events follow, one by one.
+    let delivered = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    poll_until("every invoice.paid in the full queue", WAIT, || async {
+        let taken = app.take_messages(&full, 0).await;
+        let mut delivered = delivered.lock().unwrap();
+        delivered.extend(taken.into_iter().map(|m| m.message_id.unwrap()));
+        (delivered.len() == 3).then_some(())
+    })
+    .await;
+    let delivered = delivered.into_inner().unwrap();
+    poll_until("the outbox empty", WAIT, || async {
+        unpublished(&app).await.is_empty().then_some(())
+    })
+    .await;
+    let others: std::collections::BTreeSet<_> = app
+        .take_messages(&invoices, 3)
+        .await
+        .into_iter()
+        .map(|message| message.message_id.unwrap())
+        .collect();
+    assert_eq!(
+        others, delivered,
+        "the other subscriber has every event too"
+    );
+    app.stop().await;
+}
+
+/// A work queue deleted under a running worker (an operator's mistake, a policy) is declared
+/// again when the consumer is cancelled, and consuming resumes.
+#[tokio::test]
+async fn a_deleted_work_queue_is_declared_again_and_consumed() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_before", "cust", None, "GBP", 1000)
+        .await;
+    app.create_invoice("inv_after", "cust", None, "GBP", 1000)
+        .await;
+    app.deliver_stripe(&payment_for("inv_before", "evt_before"))
+        .await;
+    app.wait_invoice_status("inv_before", "PAID").await;
+
+    app.delete_queue(&app.queue("reconcile")).await;
+    // Until the worker has declared it again, intake's mandatory publish has no route: 503,
+    // and the provider retries, as a provider would.
+    let after = payment_for("inv_after", "evt_after");
+    poll_until("the event queued again", WAIT, || async {
+        (app.post_stripe_signed(&after).await.status() == 200).then_some(())
+    })
+    .await;
+    app.wait_invoice_status("inv_after", "PAID").await;
+    app.stop().await;
+}
