@@ -46,6 +46,28 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     pub smtp: SmtpSettings,
     pub telemetry: TelemetrySettings,
+    pub retention: RetentionSettings,
+}
+
+/// How long rows are kept once their work is done (`retention`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Inbox rows: the payload and the dedupe key of each event. At least
+    /// `MIN_INBOX_DAYS`, the providers' retry horizon.
+    pub inbox_days: u32,
+    pub outbox_published_days: u32,
+    pub notifications_days: u32,
+    pub dead_letters_replayed_days: u32,
+    /// Seconds between runs; 0 turns retention off.
+    pub interval_secs: u64,
+    /// Rows per statement, so a run never holds many locks or a long transaction.
+    pub batch_size: u32,
+}
+
+impl RetentionSettings {
+    /// Stripe retries a webhook for 3 days, GoCardless up to 8 times over a few days, and both
+    /// resend from their dashboards: an inbox kept shorter would let a late retry apply twice.
+    pub const MIN_INBOX_DAYS: u32 = 7;
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +303,16 @@ impl Settings {
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
         }
+        if self.retention.inbox_days < RetentionSettings::MIN_INBOX_DAYS {
+            bail!(
+                "retention.inbox_days is {}, below {}: the inbox dedupes the providers' retries, which come for days",
+                self.retention.inbox_days,
+                RetentionSettings::MIN_INBOX_DAYS
+            );
+        }
+        if self.retention.batch_size == 0 {
+            bail!("retention.batch_size must be at least 1");
+        }
         if self.app.require_secrets {
             require_secrets(
                 &self.webhooks.stripe_secrets,
@@ -400,6 +432,27 @@ mod tests {
         assert!(settings.app.require_secrets);
         assert_eq!(settings.api.credentials.len(), 2);
         assert_eq!(settings.api.credentials[1].parts().0, "ops");
+    }
+
+    #[test]
+    fn an_inbox_kept_shorter_than_the_providers_retry_for_is_refused() {
+        let err = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[("SETTLE__RETENTION__INBOX_DAYS", "3")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("retention.inbox_days is 3, below 7"),
+            "{err:#}"
+        );
+        let kept = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[("SETTLE__RETENTION__INBOX_DAYS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(kept.retention.inbox_days, 7);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub mod outbox;
 // 5. Failure notifications: rendered by the worker's transaction, mailed by the sender.
 pub mod notify;
 
+// 6. Retention: what is past its window leaves the database, in small batches.
+pub mod retention;
+
 // The HTTP API for internal services.
 pub mod api;
 

@@ -304,6 +304,21 @@ impl Application {
             self.shutdown.clone(),
         );
         let wake_relay = relay.notifier();
+        let retention = crate::retention::Retention::new(
+            self.db.clone(),
+            settings.retention.clone(),
+            self.shutdown.clone(),
+        );
+        let needed = crate::worker::connections_needed(settings.worker.prefetch);
+        if settings.database.max_connections < needed {
+            // Not fatal: a delivery that waits past the acquire timeout is held like one in a
+            // database outage, with no attempt spent. But it is throughput lost for nothing.
+            tracing::warn!(
+                max_connections = settings.database.max_connections,
+                needed,
+                "database.max_connections is below worker.prefetch + 4 (dead letters) + 3 (relay, sender, readiness): deliveries will wait for connections"
+            );
+        }
         let worker = Worker {
             db: self.db.clone(),
             broker: self.broker.clone(),
@@ -323,6 +338,7 @@ impl Application {
                 started.spawn(sender.run());
             }
             started.spawn(relay.run());
+            started.spawn(retention.run());
             started.spawn(worker.run(wake_relay));
         });
     }

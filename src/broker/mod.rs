@@ -38,6 +38,9 @@ pub use topology::Topology;
 /// How often the supervisor looks at the connection's state. Losing the connection is also
 /// noticed at once by any publish that fails, so this only bounds how stale readiness can be.
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// A broker that accepts TCP but never answers (a frozen node, SIGSTOP) must not hold the
+/// supervisor: the attempt is abandoned and made again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Acks, checking that the ack went through. A failed ack means the broker will redeliver; the
 /// inbox makes that harmless, so it is logged and counted, not retried.
@@ -295,7 +298,15 @@ async fn publish_on(
 
 async fn supervise(inner: Arc<Inner>) {
     loop {
-        match connect(&inner).await {
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner))
+            .await
+            .unwrap_or_else(|_| {
+                Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                )))
+            });
+        match attempt {
             Ok(connected) => {
                 tracing::info!(prefix = %inner.settings.prefix, "connected to the broker");
                 let connected = Arc::new(connected);

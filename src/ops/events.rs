@@ -23,7 +23,9 @@ pub async fn replay(
 ) -> anyhow::Result<u8> {
     let mut tx = db.begin().await?;
     let Some(archived) = inbox::take_for_replay(&mut tx, provider, event_id).await? else {
-        eprintln!("no archived event {provider} {event_id}");
+        eprintln!(
+            "no archived event {provider} {event_id} (the inbox keeps events retention.inbox_days)"
+        );
         return Ok(EXIT_NOTHING_MATCHED);
     };
     let event_type = archived.event_type.clone();

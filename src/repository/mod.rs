@@ -16,6 +16,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod payment_methods;
 pub mod payments;
+pub mod retention;
 pub mod settings;
 
 use sqlx::PgExecutor;

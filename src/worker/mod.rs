@@ -45,13 +45,25 @@ use crate::telemetry as metric;
 use apply::{ApplyError, Policy};
 use retry::NextStep;
 
+/// Dead letters held at once: they are rare, and each holds a database connection while it is
+/// copied, so they get a small window of their own rather than the work queue's.
+pub const DEAD_LETTER_PREFETCH: u16 = 4;
+
+/// Database connections a consuming process needs at most at once: one per delivery in flight
+/// (work queue and dead letters), the outbox relay, the notification sender and a readiness
+/// probe. A pool at least this big never makes a delivery wait for a connection.
+pub fn connections_needed(prefetch: u16) -> u32 {
+    u32::from(prefetch) + u32::from(DEAD_LETTER_PREFETCH) + 3
+}
+
 /// What the consumers share. Cheap to clone.
 #[derive(Clone)]
 pub struct Worker {
     pub db: PgPool,
     pub broker: Broker,
     pub policy: Arc<Policy>,
-    /// Unacknowledged deliveries held at once (basic.qos), and so the concurrency.
+    /// Unacknowledged deliveries of the work queue held at once (basic.qos), and so the
+    /// concurrency. The dead-letter queue has its own, `DEAD_LETTER_PREFETCH`.
     pub prefetch: u16,
     /// Deliveries of one message (the first included) before a failure that may pass is
     /// dead-lettered.
@@ -66,20 +78,20 @@ impl Worker {
     pub async fn run(self, relay: Arc<Notify>) {
         let tasks = TaskTracker::new();
         let work_queue = self.broker.topology().reconcile_queue.clone();
-        tasks.spawn(
-            self.clone()
-                .consume_forever(work_queue, move |worker, delivery| {
-                    let relay = relay.clone();
-                    async move { worker.handle(delivery, relay).await }
-                }),
-        );
+        tasks.spawn(self.clone().consume_forever(
+            work_queue,
+            self.prefetch,
+            move |worker, delivery| {
+                let relay = relay.clone();
+                async move { worker.handle(delivery, relay).await }
+            },
+        ));
         let dead_queue = self.broker.topology().dead_letter_queue.clone();
-        tasks.spawn(
-            self.clone()
-                .consume_forever(dead_queue, |worker, delivery| async move {
-                    dead_letters::handle(&worker.db, delivery).await
-                }),
-        );
+        tasks.spawn(self.clone().consume_forever(
+            dead_queue,
+            DEAD_LETTER_PREFETCH,
+            |worker, delivery| async move { dead_letters::handle(&worker.db, delivery).await },
+        ));
         tasks.close();
         tasks.wait().await;
     }
@@ -87,7 +99,7 @@ impl Worker {
     /// Consumes `queue` with `handler`, resubscribing after every connection loss or cancel, until
     /// shutdown. A subscription that keeps failing (its queue deleted and not re-declarable, a
     /// permission revoked) is retried with backoff, not in a tight loop.
-    async fn consume_forever<H, F>(self, queue: String, handler: H)
+    async fn consume_forever<H, F>(self, queue: String, prefetch: u16, handler: H)
     where
         H: Fn(Worker, Delivery) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
@@ -110,7 +122,9 @@ impl Worker {
                 return;
             };
             let subscribed = Instant::now();
-            let result = self.consume(connection, &queue, handler.clone()).await;
+            let result = self
+                .consume(connection, &queue, prefetch, handler.clone())
+                .await;
             if self.shutdown.is_cancelled() {
                 return;
             }
@@ -137,6 +151,7 @@ impl Worker {
         &self,
         connection: &lapin::Connection,
         queue: &str,
+        prefetch: u16,
         handler: H,
     ) -> lapin::Result<()>
     where
@@ -149,7 +164,7 @@ impl Worker {
         self.broker.topology().declare(&channel).await?;
         // Prefetch bounds how many deliveries this worker holds, and so its concurrency.
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let mut consumer = channel
             .basic_consume(

@@ -18,6 +18,7 @@ mod money;
 mod notify;
 mod openapi;
 mod ops;
+mod retention;
 mod shutdown;
 mod unmatched;
 mod webhooks;
