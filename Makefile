@@ -3,11 +3,14 @@
 SHELL := /bin/bash
 SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
+# The fault suite's scenarios make test runs, quick: a worker killed, a duplicate storm, poison
+# messages beside healthy ones, bad signatures.
+CHAOS_IN_TEST := 6 10 12 14
 
 # The static queries are checked at compile time against .sqlx/ (SQLX_OFFLINE in .cargo/config.toml),
 # so building needs no database. After changing a query or a migration: make sqlx-prepare.
 
-.PHONY: run test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
+.PHONY: run test chaos services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 
 ## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080.
 run: services
@@ -24,6 +27,15 @@ test: services-chaos
 	else \
 		cargo test --lib --bins --tests --no-fail-fast; \
 	fi
+	# CI-sized variants of the fault suite's fastest scenarios (make chaos runs them all, full size).
+	cargo build --bin settle --example chaos
+	$(ENV) && ./target/debug/examples/chaos --quick $(CHAOS_IN_TEST)
+
+## The fault suite (not part of make test): the 17 scenarios, full size, against release builds.
+## One line each; exits non-zero if anything was lost, applied twice or unexpected. CHAOS=3 8 picks.
+chaos: services-chaos
+	cargo build --release --bin settle --example chaos
+	$(ENV) && ulimit -n 20000 && ./target/release/examples/chaos $(CHAOS)
 
 services:
 	$(SERVICES) start

@@ -654,6 +654,25 @@ cmd_broker_ctl() { # NODE ARGS...: rabbitmqctl on NODE, as the node's own user a
     CTL_TIMEOUT=30 ctl "$n" "$@"
 }
 
+cmd_broker_signal() { # KILL|STOP|CONT NODE: the node's Erlang VM, for the fault suite
+    local sig="$1" node="${2:-}"
+    [ -n "$node" ] || die "usage: $0 broker-$(echo "$sig" | tr 'A-Z' 'a-z') NODE"
+    require_root
+    local n pid
+    n="$(node_short "$node")"
+    pid="$(rmq_pid "$n")" || die "rabbitmq node $n@$RMQ_HOST is not running"
+    kill "-$sig" "$pid"
+    if [ "$sig" = KILL ]; then
+        while alive "$pid"; do sleep 0.1; done
+    fi
+}
+
+cmd_db() { # stop|start: the fault suite's PostgreSQL outage
+    require_root
+    take_lock
+    if [ "$1" = stop ]; then pg_stop; else pg_start; fi
+}
+
 cmd_purge() {
     require_root
     rmq_pid "$MAIN_NODE" >/dev/null || die "rabbitmq node $MAIN_NODE@$RMQ_HOST is not running"
@@ -672,6 +691,9 @@ usage: $0 <command>
   broker-stop-app NODE     rabbitmqctl stop_app on NODE (e.g. $CHAOS_NODE@$RMQ_HOST)
   broker-start-app NODE    rabbitmqctl start_app on NODE and wait for AMQP
   broker-ctl NODE ARGS...  rabbitmqctl ARGS on NODE (tests raise memory alarms and read queue counts)
+  broker-kill NODE         kill -9 the node's VM (start --chaos brings it back)
+  broker-pause NODE        SIGSTOP the node's VM; broker-resume NODE sends SIGCONT
+  db-stop | db-start       stop (fast) or start PostgreSQL
   purge-test-queues        delete test-* queues and exchanges on the broker(s)
 EOF
     exit 2
@@ -689,6 +711,11 @@ main() {
         broker-stop-app) cmd_broker_app stop "$@" ;;
         broker-start-app) cmd_broker_app start "$@" ;;
         broker-ctl) cmd_broker_ctl "$@" ;;
+        broker-kill) cmd_broker_signal KILL "$@" ;;
+        broker-pause) cmd_broker_signal STOP "$@" ;;
+        broker-resume) cmd_broker_signal CONT "$@" ;;
+        db-stop) cmd_db stop ;;
+        db-start) cmd_db start ;;
         purge-test-queues) cmd_purge ;;
         -h | --help | help) usage ;;
         *) log "unknown command: $cmd"; usage ;;

@@ -1,0 +1,342 @@
+//! After a scenario: wait for settle to drain, then read the database, the subscriber's queue and
+//! the SMTP sink, and count what was lost, applied twice, or not as it should be.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::deployment::Deployment;
+use crate::load::{Expect, Plan, Sent};
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub sent: usize,
+    pub acked: usize,
+    pub applied: usize,
+    pub lost: usize,
+    pub double_applied: usize,
+    pub unexpected: usize,
+    pub mails_expected: usize,
+    pub mails_got: usize,
+    pub drained_in: Duration,
+    /// What `unexpected` or `lost` counted, for the log.
+    pub notes: Vec<String>,
+}
+
+impl Row {
+    pub fn header() -> String {
+        format!(
+            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>11} {:>20} {:>11}",
+            "scenario",
+            "sent",
+            "acked(2xx)",
+            "applied",
+            "lost",
+            "double-applied",
+            "unexpected",
+            "mails(expected/got)",
+            "drained-in"
+        )
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>11} {:>20} {:>10.1}s",
+            self.scenario,
+            self.sent,
+            self.acked,
+            self.applied,
+            self.lost,
+            self.double_applied,
+            self.unexpected,
+            format!("{}/{}", self.mails_expected, self.mails_got),
+            self.drained_in.as_secs_f64()
+        )
+    }
+
+    pub fn passed(&self) -> bool {
+        self.lost == 0 && self.double_applied == 0 && self.unexpected == 0
+    }
+}
+
+/// A subscriber's queue on the reconciliation exchange, bound as the deployment starts (before any
+/// load), so every reconciliation event settle publishes can be counted.
+pub struct Subscriber {
+    queue: String,
+}
+
+async fn channel(amqp_url: &str) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let connection =
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    Ok((connection, channel))
+}
+
+impl Subscriber {
+    pub async fn bind(amqp_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let queue = format!("{prefix}.chaos-subscriber");
+        let (connection, channel) = channel(amqp_url).await?;
+        // Declared as settle declares it (durable topic), so the queue is bound before settle
+        // starts and misses nothing.
+        let exchange = format!("{prefix}.reconciliation");
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..lapin::options::ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        // Durable and quorum, as a subscriber that must not lose events declares it.
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = connection.close(200, "bound".into()).await;
+        Ok(Self { queue })
+    }
+
+    /// The distinct message ids in the queue (taking them).
+    pub async fn take(&self, deployment: &Deployment) -> anyhow::Result<BTreeSet<String>> {
+        let (connection, channel) = channel(&deployment.amqp_url).await?;
+        let mut ids = BTreeSet::new();
+        while let Some(message) = channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
+            .await?
+        {
+            if let Some(id) = settle::broker::message::message_id(&message.delivery.properties) {
+                ids.insert(id);
+            }
+            message.delivery.ack(BasicAckOptions::default()).await?;
+        }
+        let _ = connection.close(200, "taken".into()).await;
+        Ok(ids)
+    }
+}
+
+/// What else a scenario expects beyond its plan.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Dead letters it causes on purpose (poison messages).
+    pub dead_letters: usize,
+    /// Event ids of requests that must have been refused: none may reach the inbox.
+    pub refused: Vec<String>,
+}
+
+struct Snapshot {
+    inbox: BTreeSet<String>,
+    wrong_invoices: Vec<String>,
+    unpublished: i64,
+    pending_mails: i64,
+}
+
+async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
+    let inbox: Vec<String> = sqlx::query_scalar("SELECT event_id FROM webhook_events")
+        .fetch_all(db)
+        .await?;
+    let invoices: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, status, amount_paid::bigint FROM invoices")
+            .fetch_all(db)
+            .await?;
+    let found: std::collections::BTreeMap<_, _> = invoices
+        .into_iter()
+        .map(|(id, status, paid)| (id, (status, paid)))
+        .collect();
+    let wrong_invoices = plan
+        .invoices
+        .iter()
+        .filter(|invoice| {
+            let expected = match invoice.expect {
+                Expect::Paid => ("PAID", invoice.amount),
+                Expect::Failed => ("PAYMENT_FAILED", 0),
+            };
+            found
+                .get(&invoice.id)
+                .is_none_or(|(status, paid)| (status.as_str(), *paid) != expected)
+        })
+        .map(|invoice| invoice.id.clone())
+        .collect();
+    let unpublished = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(db)
+        .await?;
+    let pending_mails =
+        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'PENDING'")
+            .fetch_one(db)
+            .await?;
+    Ok(Snapshot {
+        inbox: inbox.into_iter().collect(),
+        wrong_invoices,
+        unpublished,
+        pending_mails,
+    })
+}
+
+/// Waits (up to `deadline`) for settle to apply everything acked, publish its outbox and send
+/// its mails, then counts. `drained-in` runs from `healed`, when the last fault ended.
+pub async fn check(
+    deployment: &Deployment,
+    plan: &Plan,
+    sent: &Sent,
+    expected: &Expected,
+    healed: Instant,
+    deadline: Duration,
+) -> anyhow::Result<Row> {
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy(&deployment.database_url)?;
+    let started = Instant::now();
+    let mails_expected = plan.mails();
+    let snapshot = loop {
+        match snapshot(&db, plan).await {
+            Ok(snapshot) => {
+                let settled = sent.acked.is_subset(&snapshot.inbox)
+                    && snapshot.wrong_invoices.is_empty()
+                    && snapshot.unpublished == 0
+                    && snapshot.pending_mails == 0
+                    && deployment.mails() >= mails_expected;
+                if settled || started.elapsed() > deadline {
+                    break snapshot;
+                }
+            }
+            Err(error) if started.elapsed() > deadline => return Err(error.into()),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // From the moment the last fault was healed to the moment everything was applied.
+    let drained_in = healed.elapsed();
+    let sent_ids = plan.event_ids();
+    let mut notes = Vec::new();
+
+    let lost_events: Vec<&String> = sent.acked.difference(&snapshot.inbox).collect();
+    let published: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox")
+        .fetch_all(&db)
+        .await?;
+    let received = deployment.subscriber.take(deployment).await?;
+    let lost_reconciliation: Vec<&String> = published
+        .iter()
+        .filter(|id| !received.contains(*id))
+        .collect();
+    if !lost_events.is_empty() {
+        notes.push(format!("acked, never applied: {lost_events:?}"));
+    }
+    if !lost_reconciliation.is_empty() {
+        notes.push(format!(
+            "reconciliation events never delivered: {lost_reconciliation:?}"
+        ));
+    }
+
+    let repeated_movements: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM money_movements WHERE seq > 1")
+            .fetch_one(&db)
+            .await?;
+    let overpaid: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invoices WHERE amount_paid > amount_due")
+            .fetch_one(&db)
+            .await?;
+    let repeated_notifications: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT payment_id, recipient_kind FROM notifications
+             GROUP BY 1, 2 HAVING count(*) > 1) repeated",
+    )
+    .fetch_one(&db)
+    .await?;
+    let double_applied = usize::try_from(repeated_movements + overpaid + repeated_notifications)?;
+    if double_applied > 0 {
+        notes.push(format!(
+            "movements counted twice {repeated_movements}, overpaid invoices {overpaid}, mails written twice {repeated_notifications}"
+        ));
+    }
+
+    let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&db)
+        .await?;
+    let extra_dead = usize::try_from(dead_letters)?.saturating_sub(expected.dead_letters);
+    let missing_dead = expected
+        .dead_letters
+        .saturating_sub(usize::try_from(dead_letters)?);
+    let refused_but_queued = expected
+        .refused
+        .iter()
+        .filter(|id| snapshot.inbox.contains(*id))
+        .count();
+    let mails_got = deployment.mails();
+    let missing_mails = mails_expected.saturating_sub(mails_got);
+    // Invoices wrong because an event was lost are counted as lost, not again here.
+    let wrong = snapshot.wrong_invoices.len();
+    let unexpected = wrong
+        + extra_dead
+        + missing_dead
+        + refused_but_queued
+        + usize::try_from(snapshot.unpublished + snapshot.pending_mails)?
+        + missing_mails;
+    for (count, what) in [
+        (wrong, "invoices not as expected"),
+        (extra_dead, "unexpected dead letters"),
+        (missing_dead, "expected dead letters missing"),
+        (
+            refused_but_queued,
+            "refused requests that reached the inbox",
+        ),
+        (
+            usize::try_from(snapshot.unpublished)?,
+            "outbox rows never published",
+        ),
+        (
+            usize::try_from(snapshot.pending_mails)?,
+            "mails still pending",
+        ),
+        (missing_mails, "mails never received"),
+    ] {
+        if count > 0 {
+            notes.push(format!("{what}: {count}"));
+        }
+    }
+    if wrong > 0 {
+        notes.push(format!(
+            "e.g. {:?}",
+            &snapshot.wrong_invoices[..wrong.min(5)]
+        ));
+    }
+    Ok(Row {
+        scenario: deployment.name.clone(),
+        sent: sent_ids.len(),
+        acked: sent.acked.intersection(&sent_ids).count(),
+        applied: sent_ids.intersection(&snapshot.inbox).count(),
+        lost: lost_events.len() + lost_reconciliation.len(),
+        double_applied,
+        unexpected,
+        mails_expected,
+        mails_got,
+        drained_in,
+        notes,
+    })
+}

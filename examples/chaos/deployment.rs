@@ -1,0 +1,409 @@
+//! One scenario's settle: its own database and queue prefix on the chaos broker node, an SMTP
+//! sink, `settle serve` and one or two `settle worker` processes, and the faults the scenarios
+//! inject (processes killed or frozen, the broker restarted, killed, frozen or alarmed,
+//! PostgreSQL stopped, an invoice row locked).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::check::Subscriber;
+
+pub const STRIPE_SECRET: &str = "whsec_chaos_suite";
+pub const GOCARDLESS_SECRET: &str = "gc_chaos_suite";
+pub const API_KEY_ID: &str = "chaos";
+pub const API_SECRET: &str = "chaos-secret";
+pub const BUSINESS_EMAIL: &str = "billing-team@business.example";
+/// The second RabbitMQ node of `scripts/services.sh start --chaos`: the one faults are made on.
+pub const CHAOS_NODE: &str = "settle-chaos@localhost";
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn services(args: &[&str]) -> Command {
+    let mut command = Command::new(root().join("scripts/services.sh"));
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `scripts/services.sh ARGS` to completion.
+pub async fn services_sh(args: &[&str]) -> anyhow::Result<()> {
+    let output = services(args).output().await?;
+    if !output.status.success() {
+        bail!(
+            "scripts/services.sh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What differs between scenarios in how settle runs.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub workers: usize,
+    /// `SETTLE__…` overrides.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Shape {
+    pub fn workers(workers: usize) -> Self {
+        Self {
+            workers,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A settle process of the deployment.
+pub struct Process {
+    role: &'static str,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    async fn start(&mut self, bin: &Path) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin)
+            .arg(self.role)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SETTLE_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting settle {}", self.role))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn pid(&self) -> Option<i32> {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .and_then(|pid| i32::try_from(pid).ok())
+    }
+
+    async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the process is not running")?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.signal("KILL").await?;
+        if let Some(mut child) = self.child.take() {
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process keeps its sockets and its deliveries, and does nothing.
+    pub async fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("STOP").await
+    }
+
+    pub async fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("CONT").await
+    }
+
+    /// SIGTERM, and waits for the graceful exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            return Ok(());
+        }
+        self.signal("TERM").await?;
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(60), child.wait())
+                .await
+                .is_err()
+        {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Deployment {
+    pub name: String,
+    pub prefix: String,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub dir: PathBuf,
+    bin: PathBuf,
+    smtp: Child,
+    mail_dir: PathBuf,
+    pub serve: Process,
+    pub workers: Vec<Process>,
+    pub subscriber: Subscriber,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Deployment {
+    pub async fn start(name: &str, shape: &Shape, bin: &Path) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("chaos-{}-{}", name, &id[..8]);
+        let database = format!("chaos_{}", &id[..16]);
+        let base =
+            std::env::var("DATABASE_URL").context("DATABASE_URL (scripts/services.sh env)")?;
+        let (server, _) = base
+            .rsplit_once('/')
+            .context("DATABASE_URL names a database")?;
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await?;
+        sqlx::query(&format!(r#"CREATE DATABASE "{database}""#))
+            .execute(&mut admin)
+            .await?;
+        let database_url = format!("{server}/{database}");
+        let amqp_url = std::env::var("SETTLE_TEST_CHAOS_AMQP_URL")
+            .context("SETTLE_TEST_CHAOS_AMQP_URL (scripts/services.sh env)")?;
+        let dir = root().join(".local/chaos").join(&prefix);
+        let mail_dir = dir.join("mail");
+        std::fs::create_dir_all(&mail_dir)?;
+
+        let smtp_port = free_port()?;
+        let smtp = Command::new("/usr/bin/python3")
+            .arg(root().join("scripts/smtp_sink.py"))
+            .args(["--port", &smtp_port.to_string(), "--dir"])
+            .arg(&mail_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("python3 with aiosmtpd (scripts/services.sh installs it)")?;
+
+        let mut env: Vec<(String, String)> = [
+            (
+                "SETTLE_CONFIG_DIR",
+                root().join("config").display().to_string(),
+            ),
+            ("SETTLE_ENV", "local".to_owned()),
+            ("DATABASE_URL", database_url.clone()),
+            ("AMQP_URL", amqp_url.clone()),
+            ("SETTLE_QUEUE_PREFIX", prefix.clone()),
+            ("STRIPE_WEBHOOK_SECRETS", STRIPE_SECRET.to_owned()),
+            ("GOCARDLESS_WEBHOOK_SECRETS", GOCARDLESS_SECRET.to_owned()),
+            (
+                "SETTLE_API_CREDENTIALS",
+                format!("{API_KEY_ID}:{API_SECRET}"),
+            ),
+            ("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
+            (
+                "SETTLE__NOTIFICATIONS__BUSINESS_EMAIL",
+                BUSINESS_EMAIL.to_owned(),
+            ),
+            ("SETTLE__NOTIFICATIONS__POLL_MS", "200".to_owned()),
+            ("SETTLE__NOTIFICATIONS__MAX_BACKOFF_SECS", "2".to_owned()),
+            ("SETTLE__WORKER__OUTBOX_POLL_MS", "200".to_owned()),
+            (
+                "SETTLE__WORKER__RETRY_DELAYS_MS",
+                "500,2000,5000".to_owned(),
+            ),
+            ("SETTLE__WORKER__MAX_ATTEMPTS", "10".to_owned()),
+            ("SETTLE__AMQP__RECONNECT_DELAY_MS", "300".to_owned()),
+            ("SETTLE__TELEMETRY__LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(shape.env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+
+        let migrate = Command::new(bin)
+            .arg("migrate")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SETTLE_HTTP_ADDR", "127.0.0.1:0")
+            .output()
+            .await?;
+        if !migrate.status.success() {
+            bail!(
+                "settle migrate: {}",
+                String::from_utf8_lossy(&migrate.stderr)
+            );
+        }
+        let process = |role: &'static str, n: usize| -> anyhow::Result<Process> {
+            Ok(Process {
+                role,
+                port: free_port()?,
+                env: env.clone(),
+                log: dir.join(format!("{role}-{n}.log")),
+                child: None,
+            })
+        };
+        let subscriber = Subscriber::bind(&amqp_url, &prefix).await?;
+        let mut deployment = Self {
+            name: name.to_owned(),
+            prefix,
+            database_url,
+            amqp_url,
+            dir: dir.clone(),
+            bin: bin.to_owned(),
+            smtp,
+            mail_dir,
+            subscriber,
+            serve: process("serve", 0)?,
+            workers: (0..shape.workers)
+                .map(|n| process("worker", n))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        deployment.serve.start(bin).await?;
+        for worker in &mut deployment.workers {
+            worker.start(bin).await?;
+        }
+        deployment.wait_ready().await?;
+        Ok(deployment)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.serve.port)
+    }
+
+    /// Every process answers `/readyz` with 200.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let ports: Vec<u16> = std::iter::once(self.serve.port)
+            .chain(self.workers.iter().map(|w| w.port))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        for port in ports {
+            loop {
+                let ready = http
+                    .get(format!("http://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("a settle process of {} is not ready after 120 s", self.name);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn restart_worker(&mut self, n: usize) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        self.workers[n].start(&bin).await
+    }
+
+    /// Runs `settle ARGS` with the deployment's environment; the child, to wait for or kill.
+    pub fn settle_command(&self, args: &[&str]) -> anyhow::Result<Child> {
+        Ok(Command::new(&self.bin)
+            .args(args)
+            .envs(self.serve.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SETTLE_HTTP_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?)
+    }
+
+    /// Mails the sink has received.
+    pub fn mails(&self) -> usize {
+        std::fs::read_to_string(self.mail_dir.join("messages.jsonl"))
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.serve.terminate().await?;
+        for worker in &mut self.workers {
+            worker.terminate().await?;
+        }
+        let _ = self.smtp.kill().await;
+        Ok(())
+    }
+}
+
+/// The broker faults, on the chaos node.
+pub mod broker {
+    use super::{CHAOS_NODE, services_sh};
+
+    pub async fn stop_app() -> anyhow::Result<()> {
+        services_sh(&["broker-stop-app", CHAOS_NODE]).await
+    }
+
+    pub async fn start_app() -> anyhow::Result<()> {
+        services_sh(&["broker-start-app", CHAOS_NODE]).await
+    }
+
+    pub async fn kill() -> anyhow::Result<()> {
+        services_sh(&["broker-kill", CHAOS_NODE]).await
+    }
+
+    /// Brings a killed node back (the services script starts what is not running).
+    pub async fn start_node() -> anyhow::Result<()> {
+        services_sh(&["start", "--chaos"]).await
+    }
+
+    pub async fn freeze() -> anyhow::Result<()> {
+        services_sh(&["broker-pause", CHAOS_NODE]).await
+    }
+
+    pub async fn thaw() -> anyhow::Result<()> {
+        services_sh(&["broker-resume", CHAOS_NODE]).await
+    }
+
+    /// A memory alarm: any real usage is above a watermark of one byte.
+    pub async fn raise_memory_alarm() -> anyhow::Result<()> {
+        services_sh(&[
+            "broker-ctl",
+            CHAOS_NODE,
+            "set_vm_memory_high_watermark",
+            "absolute",
+            "1",
+        ])
+        .await
+    }
+
+    pub async fn clear_memory_alarm() -> anyhow::Result<()> {
+        services_sh(&[
+            "broker-ctl",
+            CHAOS_NODE,
+            "set_vm_memory_high_watermark",
+            "0.4",
+        ])
+        .await
+    }
+}
+
+/// PostgreSQL itself, for every deployment at once.
+pub mod database {
+    use super::services_sh;
+
+    pub async fn stop() -> anyhow::Result<()> {
+        services_sh(&["db-stop"]).await
+    }
+
+    pub async fn start() -> anyhow::Result<()> {
+        services_sh(&["db-start"]).await
+    }
+}

@@ -1,0 +1,580 @@
+//! The seventeen scenarios: each a deployment shape, a load, and the faults made while the load
+//! runs. `quick` shortens every outage (CI-sized) without changing what it does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::sleep;
+
+use crate::check::{Expected, Row, check};
+use crate::deployment::{Deployment, Shape, broker, database};
+use crate::load::{Api, Plan, Provider, Sender, Sending, Webhook, random, stripe_signature};
+
+pub const NAMES: [&str; 17] = [
+    "1 broker restart under load",
+    "2 broker kill -9",
+    "3 broker down 5 min",
+    "4 broker SIGSTOP 30 s",
+    "5 memory alarm",
+    "6 worker SIGKILL mid-batch",
+    "7 worker hung (SIGSTOP)",
+    "8 PostgreSQL down 2 min",
+    "9 PostgreSQL row locked",
+    "10 duplicates x10 concurrent",
+    "11 reordering",
+    "12 poison messages",
+    "13 oversized/malformed/slowloris/251",
+    "14 bad/stale/replayed signatures",
+    "15 relay SIGKILL after commit",
+    "16 dlq replay SIGKILLed",
+    "17 all interleaved 10 min",
+];
+
+pub struct Run<'a> {
+    pub bin: &'a Path,
+    pub quick: bool,
+}
+
+/// One fault, made on a running deployment while the load goes on; the outages heal themselves
+/// after their duration.
+#[derive(Debug, Clone)]
+enum Fault {
+    BrokerRestart,
+    BrokerKilled,
+    BrokerDown(Duration),
+    BrokerFrozen(Duration),
+    MemoryAlarm(Duration),
+    /// `kill -9` of a worker, restarted after the pause.
+    WorkerKilled(usize, Duration),
+    WorkerFrozen(usize, Duration),
+    DatabaseDown(Duration),
+    InvoicesLocked(Vec<String>, Duration),
+    Poison(String),
+    BadSignatures,
+    /// Oversized and malformed requests while `connections` slowloris clients trickle bytes.
+    BadRequests {
+        connections: usize,
+        trickle_secs: u64,
+    },
+}
+
+impl Fault {
+    /// How long the fault lasts, for those that last.
+    fn duration(&self) -> Option<Duration> {
+        match self {
+            Self::BrokerDown(d)
+            | Self::BrokerFrozen(d)
+            | Self::MemoryAlarm(d)
+            | Self::WorkerKilled(_, d)
+            | Self::WorkerFrozen(_, d)
+            | Self::DatabaseDown(d)
+            | Self::InvoicesLocked(_, d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    async fn make(self, d: &mut Deployment, expected: &mut Expected) -> anyhow::Result<()> {
+        match self {
+            Self::BrokerRestart => {
+                broker::stop_app().await?;
+                broker::start_app().await?;
+            }
+            Self::BrokerKilled => {
+                broker::kill().await?;
+                sleep(Duration::from_secs(3)).await;
+                broker::start_node().await?;
+            }
+            Self::BrokerDown(down) => {
+                broker::stop_app().await?;
+                sleep(down).await;
+                broker::start_app().await?;
+            }
+            Self::BrokerFrozen(frozen) => {
+                broker::freeze().await?;
+                sleep(frozen).await;
+                broker::thaw().await?;
+            }
+            Self::MemoryAlarm(alarm) => {
+                broker::raise_memory_alarm().await?;
+                sleep(alarm).await;
+                broker::clear_memory_alarm().await?;
+            }
+            Self::WorkerKilled(worker, down) => {
+                d.workers[worker].kill().await?;
+                sleep(down).await;
+                d.restart_worker(worker).await?;
+            }
+            Self::WorkerFrozen(worker, hung) => {
+                d.workers[worker].freeze().await?;
+                sleep(hung).await;
+                d.workers[worker].thaw().await?;
+            }
+            Self::DatabaseDown(down) => {
+                database::stop().await?;
+                sleep(down).await;
+                database::start().await?;
+            }
+            Self::InvoicesLocked(invoices, held) => lock_invoices(d, &invoices, held).await?,
+            Self::Poison(tag) => expected.dead_letters += poison(d, &tag).await?,
+            Self::BadSignatures => expected.refused.extend(bad_signatures(d).await?),
+            Self::BadRequests {
+                connections,
+                trickle_secs,
+            } => {
+                let slowloris = tokio::spawn(slowloris(d.url(""), connections, trickle_secs));
+                expected.refused.extend(bad_requests(d).await?);
+                slowloris.await??;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// `full` seconds normally, `quick` in CI.
+    fn pick(&self, full: u64, quick: u64) -> Duration {
+        Duration::from_secs(if self.quick { quick } else { full })
+    }
+
+    pub async fn scenario(&self, number: usize) -> anyhow::Result<Row> {
+        let name = NAMES[number - 1];
+        let tag = format!("s{number}");
+        let (one, two) = (Shape::workers(1), Shape::workers(2));
+        let invoices = if self.quick { 60 } else { 200 };
+        let plan = || Plan::new(&tag, invoices, 1);
+        let sending = Sending {
+            rate: if self.quick { 40.0 } else { 25.0 },
+            ..Sending::default()
+        };
+        // Faults start a few seconds into the load.
+        let after = |secs: u64| self.pick(secs, secs.min(2));
+        let single = |fault: Fault| vec![(after(5), fault)];
+        // Most scenarios: one worker, the standard load, one fault five seconds in.
+        let alone = |fault: Fault| (one.clone(), plan(), sending, single(fault));
+        let (shape, plan, sending, faults) = match number {
+            1 => alone(Fault::BrokerRestart),
+            2 => alone(Fault::BrokerKilled),
+            3 => alone(Fault::BrokerDown(self.pick(300, 20))),
+            4 => alone(Fault::BrokerFrozen(self.pick(30, 10))),
+            5 => alone(Fault::MemoryAlarm(self.pick(20, 8))),
+            6 => {
+                let down = Duration::from_secs(2);
+                let faults = vec![
+                    (after(4), Fault::WorkerKilled(0, down)),
+                    (after(4), Fault::WorkerKilled(1, down)),
+                ];
+                (two.clone(), plan(), sending, faults)
+            }
+            7 => {
+                let fault = Fault::WorkerFrozen(0, self.pick(30, 10));
+                (two.clone(), plan(), sending, single(fault))
+            }
+            8 => alone(Fault::DatabaseDown(self.pick(120, 15))),
+            9 => {
+                let locked = (0..10).map(|i| format!("inv_{tag}_{i}")).collect();
+                let fault = Fault::InvoicesLocked(locked, self.pick(15, 8));
+                (one.clone(), plan(), sending, single(fault))
+            }
+            10 => {
+                let storm = Sending {
+                    rate: 10.0,
+                    copies: 10,
+                    ..sending
+                };
+                let plan = Plan::new(&tag, invoices / 2, 1);
+                (one.clone(), plan, storm, Vec::new())
+            }
+            11 => {
+                let mut plan = plan();
+                // Later events first: `paid_out` before `confirmed`, each Stripe fan-out backwards.
+                plan.webhooks.sort_by(|a, b| b.event_ids.cmp(&a.event_ids));
+                let reordered = Sending {
+                    duplicates: 0.3,
+                    ..sending
+                };
+                (two.clone(), plan, reordered, Vec::new())
+            }
+            12 => alone(Fault::Poison(tag.clone())),
+            13 => {
+                let (connections, trickle_secs) = if self.quick { (300, 8) } else { (3000, 20) };
+                // GoCardless events 251 to a webhook: one batch over the 250 GoCardless sends.
+                let plan = Plan::new(&tag, if self.quick { 120 } else { 520 }, 251);
+                let fault = Fault::BadRequests {
+                    connections,
+                    trickle_secs,
+                };
+                (one.clone(), plan, sending, vec![(after(2), fault)])
+            }
+            14 => alone(Fault::BadSignatures),
+            15 => {
+                // Killed again and again under load: some kills land between a commit and the
+                // relay's publish of what it wrote.
+                let faults = (0..6)
+                    .map(|kill| {
+                        (
+                            Duration::from_millis(1500),
+                            Fault::WorkerKilled(kill % 2, Duration::ZERO),
+                        )
+                    })
+                    .collect();
+                (two.clone(), plan(), sending, faults)
+            }
+            16 => return self.dlq_replay_killed(name, &tag, invoices).await,
+            17 => return self.interleaved(name, &tag).await,
+            _ => anyhow::bail!("no scenario {number}"),
+        };
+        self.standard(name, &shape, plan, sending, faults).await
+    }
+
+    /// Start, register, load while the `faults` are made one after another (each after its
+    /// pause), then check.
+    async fn standard(
+        &self,
+        name: &str,
+        shape: &Shape,
+        plan: Plan,
+        sending: Sending,
+        faults: Vec<(Duration, Fault)>,
+    ) -> anyhow::Result<Row> {
+        let mut deployment = Deployment::start(&slug(name), shape, self.bin).await?;
+        Api::new(&deployment).register(&plan).await?;
+        let sender = std::sync::Arc::new(Sender::new(&deployment));
+        let load = tokio::spawn(sender.send(plan.webhooks.clone(), sending));
+        let mut expected = Expected::default();
+        for (pause, fault) in faults {
+            sleep(pause).await;
+            fault.make(&mut deployment, &mut expected).await?;
+        }
+        let healed = tokio::time::Instant::now();
+        let sent = load.await?;
+        self.finish(name, deployment, &plan, &sent, &expected, healed)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        name: &str,
+        deployment: Deployment,
+        plan: &Plan,
+        sent: &crate::load::Sent,
+        expected: &Expected,
+        healed: tokio::time::Instant,
+    ) -> anyhow::Result<Row> {
+        deployment.wait_ready().await?;
+        let deadline = Duration::from_secs(240);
+        let mut row = check(&deployment, plan, sent, expected, healed, deadline).await?;
+        row.scenario = name.to_owned();
+        if !row.passed() {
+            row.notes
+                .push(format!("logs: {}", deployment.dir.display()));
+        }
+        deployment.stop().await?;
+        Ok(row)
+    }
+
+    /// Payments for invoices not registered yet, with one attempt allowed: every event is
+    /// dead-lettered at once. The invoices are then registered and `settle dlq replay --all`
+    /// is killed mid-run, then run again.
+    async fn dlq_replay_killed(
+        &self,
+        name: &str,
+        tag: &str,
+        invoices: usize,
+    ) -> anyhow::Result<Row> {
+        let shape = Shape {
+            workers: 1,
+            env: vec![("SETTLE__WORKER__MAX_ATTEMPTS", "1".to_owned())],
+        };
+        let deployment = Deployment::start(&slug(name), &shape, self.bin).await?;
+        let plan = Plan::new(tag, invoices, 1);
+        let sending = Sending {
+            rate: 60.0,
+            // Each delivery of an unknown invoice's event is a dead letter of its own.
+            duplicates: 0.0,
+            ..Sending::default()
+        };
+        let sent = std::sync::Arc::new(Sender::new(&deployment))
+            .send(plan.webhooks.clone(), sending)
+            .await;
+        // Every event names an invoice nobody registered (a GoCardless one through the
+        // fixture's `resource_metadata`): each is dead-lettered.
+        let events = plan.event_ids().len();
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy(&deployment.database_url)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+                .fetch_one(&db)
+                .await?;
+            if usize::try_from(letters)? >= events || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            sleep(Duration::from_millis(300)).await;
+        }
+        Api::new(&deployment).register(&plan).await?;
+        let mut replay = deployment.settle_command(&["dlq", "replay", "--all"])?;
+        sleep(Duration::from_millis(400)).await;
+        replay.kill().await?;
+        let status = deployment
+            .settle_command(&["dlq", "replay", "--all"])?
+            .wait()
+            .await?;
+        anyhow::ensure!(
+            status.success() || status.code() == Some(3),
+            "dlq replay: {status}"
+        );
+        let healed = tokio::time::Instant::now();
+        let expected = Expected {
+            dead_letters: events,
+            ..Expected::default()
+        };
+        self.finish(name, deployment, &plan, &sent, &expected, healed)
+            .await
+    }
+
+    /// Every kind of fault, one after another at random, under a steady load for ten minutes.
+    async fn interleaved(&self, name: &str, tag: &str) -> anyhow::Result<Row> {
+        let duration = self.pick(600, 60);
+        let rate = 8.0;
+        // About 2.2 webhooks per invoice: enough invoices to keep the load going throughout.
+        let invoices = (duration.as_secs_f64() * rate / 2.2) as usize;
+        let short = Duration::from_secs(8);
+        let pause = self.pick(15, 3);
+        let mut faults = Vec::new();
+        let mut planned = Duration::ZERO;
+        while planned + Duration::from_secs(20) < duration {
+            let round = faults.len();
+            let locked = (0..5)
+                .map(|_| format!("inv_{tag}_{}", random(invoices)))
+                .collect();
+            let kinds = [
+                Fault::BrokerRestart,
+                Fault::BrokerKilled,
+                Fault::BrokerFrozen(short),
+                Fault::MemoryAlarm(short),
+                Fault::WorkerKilled(random(2), Duration::ZERO),
+                Fault::WorkerFrozen(random(2), short),
+                Fault::DatabaseDown(Duration::from_secs(10)),
+                Fault::InvoicesLocked(locked, Duration::from_secs(7)),
+                Fault::Poison(format!("{tag}r{round}")),
+                Fault::BadSignatures,
+            ];
+            // The outages last their duration; the rest take a few seconds.
+            let lasts = kinds
+                .iter()
+                .map(|f| f.duration().unwrap_or(Duration::from_secs(4)));
+            let pick = random(kinds.len());
+            planned += pause + lasts.clone().nth(pick).unwrap_or_default();
+            faults.push((pause, kinds[pick].clone()));
+        }
+        let plan = Plan::new(tag, invoices, 1);
+        let sending = Sending {
+            rate,
+            ..Sending::default()
+        };
+        self.standard(name, &Shape::workers(2), plan, sending, faults)
+            .await
+    }
+}
+
+fn slug(name: &str) -> String {
+    name.split_whitespace().next().unwrap_or("x").to_owned()
+}
+
+/// Holds `invoices`' rows locked, as a stuck session would, for `held`.
+async fn lock_invoices(
+    deployment: &Deployment,
+    invoices: &[String],
+    held: Duration,
+) -> anyhow::Result<()> {
+    let mut session =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&deployment.database_url).await?;
+    let mut tx = sqlx::Connection::begin(&mut session).await?;
+    sqlx::query("SELECT id FROM invoices WHERE id = ANY($1) FOR UPDATE")
+        .bind(invoices)
+        .fetch_all(&mut *tx)
+        .await?;
+    sleep(held).await;
+    tx.rollback().await?;
+    Ok(())
+}
+
+/// Messages on the work queue that no receiver would ever queue: an unparseable body with the
+/// receiver's headers, a message with no headers at all, and a deeply nested body. Each must be
+/// dead-lettered alone, the healthy ones beside them untouched. Returns how many.
+async fn poison(deployment: &Deployment, tag: &str) -> anyhow::Result<usize> {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let connection =
+        lapin::Connection::connect(&deployment.amqp_url, lapin::ConnectionProperties::default())
+            .await?;
+    let channel = connection.create_channel().await?;
+    let queue = format!("{}.reconcile", deployment.prefix);
+    let headers = |id: &str| {
+        let mut table = FieldTable::default();
+        for (name, value) in [
+            ("provider", "stripe"),
+            ("event-id", id),
+            ("event-type", "payment_intent.succeeded"),
+        ] {
+            table.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
+        table
+    };
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let messages: Vec<(Vec<u8>, Option<FieldTable>)> = vec![
+        (
+            b"{\"id\": \"evt_poison\", not json".to_vec(),
+            Some(headers(&format!("evt_{tag}_garbage"))),
+        ),
+        (b"{}".to_vec(), None),
+        (
+            nested.into_bytes(),
+            Some(headers(&format!("evt_{tag}_nested"))),
+        ),
+    ];
+    let count = messages.len();
+    for (n, (body, headers)) in messages.into_iter().enumerate() {
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(format!("stripe:poison-{tag}-{n}").into());
+        if let Some(headers) = headers {
+            properties = properties.with_headers(headers);
+        }
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await?
+            .await?;
+    }
+    let _ = connection.close(200, "poisoned".into()).await;
+    Ok(count)
+}
+
+/// Requests the receiver must refuse: a body over the limit (413) and malformed JSON (400).
+/// Returns the event ids they carried.
+async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
+    let sender = Sender::new(deployment);
+    let padding = "x".repeat(1_100_000);
+    let oversized = Webhook {
+        provider: Provider::Stripe,
+        body: serde_json::to_vec(&serde_json::json!({
+            "id": "evt_oversized", "type": "payment_intent.succeeded", "padding": padding,
+        }))?,
+        event_ids: vec!["evt_oversized".into()],
+    };
+    let malformed = Webhook {
+        provider: Provider::Stripe,
+        body: b"{\"id\": \"evt_malformed\", \"type\": ".to_vec(),
+        event_ids: vec!["evt_malformed".into()],
+    };
+    for (webhook, expected) in [(&oversized, 413), (&malformed, 400)] {
+        let status = sender.post(webhook).await;
+        anyhow::ensure!(
+            status == expected,
+            "{:?}: {status}, not {expected}",
+            webhook.event_ids
+        );
+    }
+    Ok(vec!["evt_oversized".into(), "evt_malformed".into()])
+}
+
+/// `connections` clients that send a request line and then a header byte every second: each
+/// holds a connection until the header read timeout cuts it off.
+async fn slowloris(base: String, connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let addr = addr.clone();
+        tasks.spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                return;
+            };
+            if stream
+                .write_all(b"POST /webhooks/stripe HTTP/1.1\r\nHost: settle\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for _ in 0..seconds {
+                sleep(Duration::from_secs(1)).await;
+                if stream.write_all(b"X").await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Signed wrongly: another secret (Stripe 400, GoCardless 498), a timestamp an hour old, and a
+/// valid signature of one body sent with another (a replay). Returns their event ids.
+async fn bad_signatures(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let event = |suffix: &str| {
+        crate::fixtures::StripeEvent::new("payment_intent.succeeded", &format!("evt_{suffix}_{id}"))
+            .created(chrono::Utc::now().timestamp())
+            .to_bytes()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let (wrong, stale, replayed, original) = (
+        event("wrongsecret"),
+        event("stale"),
+        event("replayed"),
+        event("original"),
+    );
+    let stripe = [
+        (
+            wrong.clone(),
+            settle::ingress::stripe::sign(&"whsec_not_ours".to_owned().into(), now, &wrong),
+        ),
+        (stale.clone(), stripe_signature(&stale, now - 3600)),
+        (replayed.clone(), stripe_signature(&original, now)),
+    ];
+    for (body, signature) in stripe {
+        let status = http
+            .post(deployment.url("/webhooks/stripe"))
+            .header("Stripe-Signature", signature)
+            .body(body)
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status == 400, "a bad Stripe signature got {status}");
+    }
+    let gocardless =
+        crate::fixtures::gocardless_batch([crate::fixtures::GoCardlessEvent::payment(
+            &format!("EVBADSIG{id}"),
+            "confirmed",
+            "PMNOBODY",
+        )]);
+    let status = http
+        .post(deployment.url("/webhooks/gocardless"))
+        .header(
+            "Webhook-Signature",
+            settle::ingress::gocardless::sign(&"not-ours".to_owned().into(), &gocardless),
+        )
+        .body(gocardless)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status == 498, "a bad GoCardless signature got {status}");
+    Ok(["wrongsecret", "stale", "replayed"]
+        .iter()
+        .map(|s| format!("evt_{s}_{id}"))
+        .chain([format!("EVBADSIG{id}")])
+        .collect())
+}
