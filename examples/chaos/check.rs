@@ -201,7 +201,8 @@ async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
 }
 
 /// Waits (up to `deadline`) for settle to apply everything acked, publish its outbox and send
-/// its mails, then counts. `drained-in` runs from `healed`, when the last fault ended.
+/// its mails, then counts. `drained-in` runs from `healed`, when the load and the last fault
+/// were over.
 pub async fn check(
     deployment: &Deployment,
     plan: &Plan,
@@ -232,7 +233,7 @@ pub async fn check(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // From the moment the last fault was healed to the moment everything was applied.
+    // From the moment the load and the last fault were over to everything applied.
     let drained_in = healed.elapsed();
     let sent_ids = plan.event_ids();
     let mut notes = Vec::new();

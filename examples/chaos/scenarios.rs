@@ -246,8 +246,8 @@ impl Run<'_> {
             sleep(pause).await;
             fault.make(&mut deployment, &mut expected).await?;
         }
-        let healed = tokio::time::Instant::now();
         let sent = load.await?;
+        let healed = tokio::time::Instant::now();
         self.finish(name, deployment, &plan, &sent, &expected, healed)
             .await
     }
