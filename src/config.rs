@@ -21,6 +21,7 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
     ("SETTLE_ADMIN_ADDR", "http.admin_addr"),
     ("SETTLE_QUEUE_PREFIX", "amqp.prefix"),
     ("SMTP_URL", "smtp.url"),
+    ("SETTLE_SECRET_KEYS", "secrets.keys"),
 ];
 
 /// Comma-separated list variables (secret rotation), and the key each one sets.
@@ -47,6 +48,21 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub telemetry: TelemetrySettings,
     pub retention: RetentionSettings,
+    pub secrets: SecretSettings,
+}
+
+/// The keys provider secrets are sealed with in the database (`sealed`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretSettings {
+    /// `<key id>:<base64 of 32 bytes>`, comma-separated; the first seals, all open.
+    pub keys: SecretString,
+}
+
+impl Settings {
+    /// The keyring of `secrets.keys` (checked at load).
+    pub fn keyring(&self) -> Result<crate::sealed::Keyring, crate::sealed::SealError> {
+        crate::sealed::Keyring::parse(&self.secrets.keys)
+    }
 }
 
 /// How long rows are kept once their work is done (`retention`).
@@ -310,6 +326,7 @@ impl Settings {
                 RetentionSettings::MIN_INBOX_DAYS
             );
         }
+        self.keyring()?;
         if self.retention.batch_size == 0 {
             bail!("retention.batch_size must be at least 1");
         }
@@ -453,6 +470,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept.retention.inbox_days, 7);
+    }
+
+    #[test]
+    fn a_bad_secret_key_list_stops_the_process_at_load() {
+        let err = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[("SETTLE_SECRET_KEYS", "k1:not-32-bytes")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("key `k1` is not the base64 of 32 bytes"),
+            "{err:#}"
+        );
+        let local = Settings::load(&config_dir(), "local", vars(&[])).unwrap();
+        assert_eq!(local.keyring().unwrap().sealing_key_id(), Some("local"));
     }
 
     #[test]

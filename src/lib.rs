@@ -31,6 +31,7 @@
 pub mod config;
 pub mod provider;
 pub mod role;
+pub mod sealed;
 pub mod shutdown;
 pub mod telemetry;
 

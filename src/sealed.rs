@@ -1,0 +1,215 @@
+//! Secrets at rest. Provider webhook secrets and API keys stored in PostgreSQL are sealed with
+//! XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`: an AEAD with a random 24-byte nonce per
+//! seal, so no nonce bookkeeping) under a key from the environment, never stored in clear.
+//!
+//! `SETTLE_SECRET_KEYS` (`secrets.keys`) lists `<key id>:<base64 of 32 bytes>`, comma-separated.
+//! The first key seals; every listed key opens. A sealed value is `v1.<key id>.<base64 of nonce
+//! and ciphertext>`, and it is bound to what it belongs to (a connection's id and the field) as
+//! associated data, so a sealed value copied onto another row does not open.
+//!
+//! Rotating the key: put the new key first and keep the old one after it (both open); re-seal
+//! what was sealed under the old key; then remove it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use secrecy::{ExposeSecret, SecretString};
+
+const VERSION: &str = "v1";
+const NONCE_BYTES: usize = 24;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error(
+        "no secret key is configured (SETTLE_SECRET_KEYS): settle cannot store or read provider secrets"
+    )]
+    NoKey,
+    #[error("SETTLE_SECRET_KEYS: {0}")]
+    BadKeyList(String),
+    #[error("a sealed secret is not in settle's format (`v1.<key id>.<data>`)")]
+    Malformed,
+    #[error("a secret is sealed under key `{0}`, which SETTLE_SECRET_KEYS does not list")]
+    UnknownKey(String),
+    #[error("a sealed secret does not open with key `{0}`: altered, or sealed for another row")]
+    DoesNotOpen(String),
+}
+
+/// The keys secrets are sealed and opened with.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Vec<(String, XChaCha20Poly1305)>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+    }
+}
+
+impl Keyring {
+    /// Parses `<key id>:<base64 of 32 bytes>,…`. An empty list is a keyring that seals nothing.
+    pub fn parse(list: &SecretString) -> Result<Self, SealError> {
+        let mut keys = Vec::new();
+        for entry in list
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            // Errors name the key id at most, never the key.
+            let (id, key) = entry
+                .split_once(':')
+                .filter(|(id, _)| !id.is_empty() && !id.contains('.'))
+                .ok_or_else(|| {
+                    SealError::BadKeyList(
+                        "each entry is `<key id>:<base64 of 32 bytes>` (the id without dots)"
+                            .into(),
+                    )
+                })?;
+            let bytes = STANDARD
+                .decode(key)
+                .ok()
+                .filter(|bytes| bytes.len() == 32)
+                .ok_or_else(|| {
+                    SealError::BadKeyList(format!("key `{id}` is not the base64 of 32 bytes"))
+                })?;
+            if keys.iter().any(|(existing, _)| existing == id) {
+                return Err(SealError::BadKeyList(format!("key `{id}` is listed twice")));
+            }
+            let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
+                .map_err(|_| SealError::BadKeyList(format!("key `{id}` is not 32 bytes")))?;
+            keys.push((id.to_owned(), cipher));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Seals `secret` for `context` (what it belongs to) under the first key.
+    pub fn seal(&self, secret: &SecretString, context: &str) -> Result<String, SealError> {
+        let (id, cipher) = self.keys.first().ok_or(SealError::NoKey)?;
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let payload = Payload {
+            msg: secret.expose_secret().as_bytes(),
+            aad: context.as_bytes(),
+        };
+        // Encryption fails only for messages beyond the cipher's limit (far beyond a secret).
+        let sealed = cipher
+            .encrypt(&nonce, payload)
+            .map_err(|_| SealError::DoesNotOpen(id.clone()))?;
+        let mut data = nonce.to_vec();
+        data.extend(sealed);
+        Ok(format!("{VERSION}.{id}.{}", STANDARD.encode(data)))
+    }
+
+    /// Opens what `seal` sealed for the same `context`.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<SecretString, SealError> {
+        let mut parts = sealed.splitn(3, '.');
+        let (Some(VERSION), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(SealError::Malformed);
+        };
+        let (_, cipher) = self
+            .keys
+            .iter()
+            .find(|(key_id, _)| key_id == id)
+            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
+        let data = STANDARD.decode(data).map_err(|_| SealError::Malformed)?;
+        if data.len() < NONCE_BYTES {
+            return Err(SealError::Malformed);
+        }
+        let (nonce, ciphertext) = data.split_at(NONCE_BYTES);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: context.as_bytes(),
+        };
+        let opened = cipher
+            .decrypt(XNonce::from_slice(nonce), payload)
+            .map_err(|_| SealError::DoesNotOpen(id.to_owned()))?;
+        String::from_utf8(opened)
+            .map(SecretString::from)
+            .map_err(|_| SealError::DoesNotOpen(id.to_owned()))
+    }
+
+    /// The id of the key that seals, if any.
+    pub fn sealing_key_id(&self) -> Option<&str> {
+        self.keys.first().map(|(id, _)| id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring(list: &str) -> Keyring {
+        Keyring::parse(&SecretString::from(list)).unwrap()
+    }
+
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:HxYdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+
+    #[test]
+    fn a_sealed_secret_opens_for_its_row_only_and_never_shows_the_secret() {
+        let ring = keyring(K1);
+        let secret = SecretString::from("whsec_abc");
+        let sealed = ring.seal(&secret, "conn_1/webhook_secret").unwrap();
+        assert!(sealed.starts_with("v1.k1."), "{sealed}");
+        assert!(!sealed.contains("whsec_abc"));
+        assert_ne!(
+            sealed,
+            ring.seal(&secret, "conn_1/webhook_secret").unwrap(),
+            "a fresh nonce"
+        );
+        let opened = ring.open(&sealed, "conn_1/webhook_secret").unwrap();
+        assert_eq!(opened.expose_secret(), "whsec_abc");
+        assert_eq!(
+            ring.open(&sealed, "conn_2/webhook_secret").unwrap_err(),
+            SealError::DoesNotOpen("k1".into())
+        );
+        let mut altered = sealed.clone();
+        altered.pop();
+        altered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert!(ring.open(&altered, "conn_1/webhook_secret").is_err());
+    }
+
+    #[test]
+    fn rotation_seals_with_the_first_key_and_opens_with_any() {
+        let old = keyring(K1).seal(&SecretString::from("s"), "c").unwrap();
+        let rotated = keyring(&format!("{K2},{K1}"));
+        assert_eq!(rotated.sealing_key_id(), Some("k2"));
+        assert_eq!(rotated.open(&old, "c").unwrap().expose_secret(), "s");
+        assert!(
+            rotated
+                .seal(&SecretString::from("s"), "c")
+                .unwrap()
+                .starts_with("v1.k2.")
+        );
+        assert_eq!(
+            keyring(K2).open(&old, "c").unwrap_err(),
+            SealError::UnknownKey("k1".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_key_list_is_refused_naming_the_key_never_showing_it() {
+        for (list, expected) in [
+            ("k1", "each entry is"),
+            ("k1:c2hvcnQ=", "key `k1` is not the base64 of 32 bytes"),
+            (&format!("{K1},{K1}"), "key `k1` is listed twice"),
+        ] {
+            let error = Keyring::parse(&SecretString::from(list))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{list}: {error}");
+            assert!(!error.contains("c2hvcnQ"), "{error}");
+        }
+        assert_eq!(
+            keyring("").seal(&SecretString::from("s"), "c").unwrap_err(),
+            SealError::NoKey
+        );
+        assert_eq!(
+            keyring(K1).open("plain", "c").unwrap_err(),
+            SealError::Malformed
+        );
+    }
+}
