@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ops::{self, dlq};
+use crate::ops::{self, Output, accounts, dlq};
 use crate::provider::Provider;
 use crate::role::Role;
 use crate::startup::Application;
@@ -40,6 +40,93 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The businesses settle reconciles for.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// How each provider reaches an account: its id there, webhook secrets, API key.
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List the accounts (exit 3 when there is none).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show an account and its connections (exit 3 when it does not exist).
+    Show(Shown),
+}
+
+/// `show <id> [--output table|json]`.
+#[derive(Debug, clap::Args)]
+pub struct Shown {
+    id: String,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Add a connection to an account; prints its id. Secrets are sealed before they are stored.
+    Add {
+        #[arg(long)]
+        account: String,
+        /// stripe or gocardless.
+        #[arg(long, value_parser = ops::parse_provider)]
+        provider: Provider,
+        /// The provider's id for the account: Stripe `acct_…`, GoCardless `OR…`.
+        #[arg(long)]
+        external_id: String,
+        #[arg(long, value_enum, default_value_t)]
+        mode: accounts::Mode,
+        /// A webhook signing secret of the connection's own endpoint (repeat while rotating).
+        #[arg(long = "webhook-secret")]
+        webhook_secrets: Vec<secrecy::SecretString>,
+        /// The provider API key settle reads the provider's event list with.
+        #[arg(long)]
+        api_key: Option<secrecy::SecretString>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List connections, of one account or all (exit 3 when there is none).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show a connection, without its secrets (exit 3 when it does not exist).
+    Show(Shown),
+    /// Rotate a connection's webhook secret: --new adds one beside the newest old one (both
+    /// verify); --retire-old then keeps only the newest.
+    #[command(group(clap::ArgGroup::new("rotation").required(true).args(["new", "retire_old"])))]
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        new: Option<secrecy::SecretString>,
+        #[arg(long)]
+        retire_old: bool,
+    },
+    /// Remove a connection. Destructive: needs --yes.
+    Remove {
+        id: String,
+        #[arg(long, required = true)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +139,7 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long, value_enum, default_value_t)]
-        output: dlq::Output,
+        output: Output,
     },
     /// Show one dead letter with its payload and failure history.
     Show { id: i64 },
@@ -117,6 +204,59 @@ impl Cli {
                 crate::repository::ensure_account(&db, &settings.account.id).await?;
                 tracing::info!("migrations applied");
                 return Ok(ops::EXIT_OK);
+            }
+            Command::Accounts { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return match command {
+                    AccountsCommand::Create { id, name, output } => {
+                        accounts::create_account(&db, &id, name.as_deref(), output).await
+                    }
+                    AccountsCommand::List { output } => accounts::list_accounts(&db, output).await,
+                    AccountsCommand::Show(Shown { id, output }) => {
+                        accounts::show_account(&db, &id, output).await
+                    }
+                };
+            }
+            Command::Connections { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                let keyring = settings.keyring()?;
+                return match command {
+                    ConnectionsCommand::Add {
+                        account,
+                        provider,
+                        external_id,
+                        mode,
+                        webhook_secrets,
+                        api_key,
+                        output,
+                    } => {
+                        let new = accounts::NewConnection {
+                            account: &account,
+                            provider,
+                            external_id: &external_id,
+                            mode,
+                            webhook_secrets: &webhook_secrets,
+                            api_key: api_key.as_ref(),
+                        };
+                        accounts::add_connection(&db, &keyring, &new, output).await
+                    }
+                    ConnectionsCommand::List { account, output } => {
+                        accounts::list_connections(&db, account.as_deref(), output).await
+                    }
+                    ConnectionsCommand::Show(Shown { id, output }) => {
+                        accounts::show_connection(&db, &id, output).await
+                    }
+                    ConnectionsCommand::RotateSecret { id, new, .. } => {
+                        let rotation = match &new {
+                            Some(secret) => accounts::Rotation::Add(secret),
+                            None => accounts::Rotation::RetireOld,
+                        };
+                        accounts::rotate_secret(&db, &keyring, &id, rotation).await
+                    }
+                    ConnectionsCommand::Remove { id, yes: _ } => {
+                        accounts::remove_connection(&db, &id).await
+                    }
+                };
             }
             Command::Dlq { command } => {
                 let db = crate::startup::database_pool(&settings)?;

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED};
+use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
@@ -26,13 +26,6 @@ pub struct Filters {
     /// Only those dead-lettered since: an RFC 3339 time or a duration back from now (24h, 7d).
     #[arg(long, value_parser = super::parse_since)]
     pub since: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
 }
 
 impl Filters {

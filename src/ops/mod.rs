@@ -1,8 +1,10 @@
-//! Operator commands: `settle dlq …` and `settle events replay`. Each is a function over the
+//! Operator commands: `settle accounts …`, `settle connections …`, `settle dlq …` and
+//! `settle events replay`. Each is a function over the
 //! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
 //! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
 //! usage or configuration error (clap's own convention).
 
+pub mod accounts;
 pub mod dlq;
 pub mod events;
 
@@ -13,6 +15,14 @@ use chrono::{DateTime, Utc};
 
 use crate::broker::{Broker, Connections, Topology};
 use crate::config::Settings;
+
+/// How a command prints what it found: `--output table|json`.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_NOTHING_MATCHED: u8 = 3;

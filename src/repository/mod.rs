@@ -6,6 +6,7 @@
 //! Enums of the core are stored as their names (`text_column!`); database errors are classified
 //! once (`DbFailure`) for the worker's retry decision and the API's status codes alike.
 
+pub mod accounts;
 pub mod customers;
 pub mod dead_letters;
 pub mod inbox;

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod accounts;
 mod admission;
 mod api_customers;
 mod api_invoices;

@@ -7,6 +7,7 @@
 //! - `smtp`: a real SMTP server on loopback, for the notification tests.
 
 pub mod broker;
+pub mod cli;
 pub mod fixtures;
 pub mod smtp;
 
@@ -21,6 +22,7 @@ use settle::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use cli::{settle, settle_env};
 pub use fixtures::*;
 pub use smtp::SmtpSink;
 

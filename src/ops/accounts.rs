@@ -1,0 +1,336 @@
+//! `settle accounts …` and `settle connections …`: the businesses settle reconciles for, and how
+//! each provider reaches them. Secrets given on the command line are sealed before they are stored
+//! (`sealed`), and never printed back: `show` says how many there are and under which key.
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use crate::provider::Provider;
+use crate::repository::accounts::{self as store, Account, Connection};
+use crate::sealed::Keyring;
+
+/// Account ids travel in API responses, headers and routing: a short, plain token.
+fn check_account_id(id: &str) -> anyhow::Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.is_empty() || id.len() > 64 || !id.chars().all(plain) {
+        bail!("account id `{id}`: 1 to 64 letters, digits, `_` or `-`");
+    }
+    Ok(())
+}
+
+pub async fn create_account(
+    db: &PgPool,
+    id: &str,
+    name: Option<&str>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    check_account_id(id)?;
+    if !store::create(db, id, name).await? {
+        bail!("account `{id}` already exists");
+    }
+    let account = store::find(db, id)
+        .await?
+        .context("the account just created")?;
+    print_accounts(&[account], output)?;
+    Ok(EXIT_OK)
+}
+
+pub async fn list_accounts(db: &PgPool, output: Output) -> anyhow::Result<u8> {
+    let accounts = store::list(db).await?;
+    print_accounts(&accounts, output)?;
+    Ok(if accounts.is_empty() {
+        EXIT_NOTHING_MATCHED
+    } else {
+        EXIT_OK
+    })
+}
+
+pub async fn show_account(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {
+    let Some(account) = store::find(db, id).await? else {
+        eprintln!("no account `{id}`");
+        return Ok(EXIT_NOTHING_MATCHED);
+    };
+    let connections: Vec<ConnectionView> = store::connections(db, Some(id))
+        .await?
+        .iter()
+        .map(ConnectionView::of)
+        .collect();
+    match output {
+        Output::Json => {
+            let shown = serde_json::json!({ "account": account, "connections": connections });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        Output::Table => {
+            print_accounts(&[account], output)?;
+            println!();
+            print_connections(&connections, output)?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(accounts)?),
+        Output::Table => {
+            println!("{:<32}  {:<32}  created at", "id", "name");
+            for account in accounts {
+                println!(
+                    "{:<32}  {:<32}  {}",
+                    account.id,
+                    account.name.as_deref().unwrap_or("-"),
+                    account.created_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Live or test: which of the provider's two worlds a connection belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    Live,
+    Test,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// What `connections add` is given.
+pub struct NewConnection<'a> {
+    pub account: &'a str,
+    pub provider: Provider,
+    pub external_id: &'a str,
+    pub mode: Mode,
+    pub webhook_secrets: &'a [SecretString],
+    pub api_key: Option<&'a SecretString>,
+}
+
+/// The provider's id for an account, as each provider writes it.
+fn check_external_id(provider: Provider, id: &str) -> anyhow::Result<()> {
+    let (prefix, what) = match provider {
+        Provider::Stripe => ("acct_", "a Stripe account id (acct_…)"),
+        Provider::GoCardless => ("OR", "a GoCardless organisation id (OR…)"),
+    };
+    if id.len() <= prefix.len() || !id.starts_with(prefix) || id.len() > 255 {
+        bail!("--external-id `{id}` is not {what}");
+    }
+    Ok(())
+}
+
+fn secret_context(connection: &str, field: &str) -> String {
+    format!("provider_connections/{connection}/{field}")
+}
+
+pub async fn add_connection(
+    db: &PgPool,
+    keyring: &Keyring,
+    new: &NewConnection<'_>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    check_external_id(new.provider, new.external_id)?;
+    if store::find(db, new.account).await?.is_none() {
+        bail!(
+            "no account `{}`: create it first (settle accounts create {})",
+            new.account,
+            new.account
+        );
+    }
+    let id = format!("conn_{}", uuid::Uuid::new_v4().simple());
+    let webhook_secrets = new
+        .webhook_secrets
+        .iter()
+        .map(|secret| keyring.seal(secret, &secret_context(&id, "webhook_secret")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let api_key = new
+        .api_key
+        .map(|key| keyring.seal(key, &secret_context(&id, "api_key")))
+        .transpose()?;
+    let connection = Connection {
+        id: id.clone(),
+        account_id: new.account.to_owned(),
+        provider: new.provider.stored_name().to_owned(),
+        mode: new.mode.as_str().to_owned(),
+        external_id: new.external_id.to_owned(),
+        webhook_secrets,
+        api_key,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    if !store::add_connection(db, &connection).await? {
+        bail!(
+            "{} {} ({}) already has a connection: see settle connections list",
+            new.provider.display_name(),
+            new.external_id,
+            new.mode.as_str()
+        );
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "id": id })),
+        Output::Table => println!("{id}"),
+    }
+    Ok(EXIT_OK)
+}
+
+/// A connection as operators see it: never a secret, only how many and under which key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionView {
+    id: String,
+    account_id: String,
+    provider: String,
+    mode: String,
+    external_id: String,
+    webhook_secrets: usize,
+    api_key: bool,
+    /// The keys the secrets are sealed under (rotation: what still needs the old key).
+    sealed_with: Vec<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ConnectionView {
+    fn of(connection: &Connection) -> Self {
+        let mut sealed_with: Vec<String> = connection
+            .webhook_secrets
+            .iter()
+            .chain(&connection.api_key)
+            .filter_map(|sealed| sealed.split('.').nth(1).map(str::to_owned))
+            .collect();
+        sealed_with.sort();
+        sealed_with.dedup();
+        Self {
+            id: connection.id.clone(),
+            account_id: connection.account_id.clone(),
+            provider: connection.provider.to_lowercase(),
+            mode: connection.mode.clone(),
+            external_id: connection.external_id.clone(),
+            webhook_secrets: connection.webhook_secrets.len(),
+            api_key: connection.api_key.is_some(),
+            sealed_with,
+            created_at: connection.created_at,
+        }
+    }
+}
+
+fn print_connections(connections: &[ConnectionView], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(connections)?),
+        Output::Table => {
+            println!(
+                "{:<37}  {:<20}  {:<10}  {:<4}  {:<28}  {:>7}  {:<7}  sealed with",
+                "id", "account", "provider", "mode", "external id", "secrets", "api key"
+            );
+            for c in connections {
+                println!(
+                    "{:<37}  {:<20}  {:<10}  {:<4}  {:<28}  {:>7}  {:<7}  {}",
+                    c.id,
+                    c.account_id,
+                    c.provider,
+                    c.mode,
+                    c.external_id,
+                    c.webhook_secrets,
+                    if c.api_key { "set" } else { "-" },
+                    c.sealed_with.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn list_connections(
+    db: &PgPool,
+    account: Option<&str>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let connections: Vec<ConnectionView> = store::connections(db, account)
+        .await?
+        .iter()
+        .map(ConnectionView::of)
+        .collect();
+    print_connections(&connections, output)?;
+    Ok(if connections.is_empty() {
+        EXIT_NOTHING_MATCHED
+    } else {
+        EXIT_OK
+    })
+}
+
+pub async fn show_connection(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {
+    let Some(connection) = store::connection(db, id).await? else {
+        eprintln!("no connection `{id}`");
+        return Ok(EXIT_NOTHING_MATCHED);
+    };
+    print_connections(&[ConnectionView::of(&connection)], output)?;
+    Ok(EXIT_OK)
+}
+
+/// How `rotate-secret` changes a connection's webhook secrets.
+pub enum Rotation<'a> {
+    /// The new secret first, the newest old one kept beside it: both verify until it is retired.
+    Add(&'a SecretString),
+    /// Only the newest is kept.
+    RetireOld,
+}
+
+pub async fn rotate_secret(
+    db: &PgPool,
+    keyring: &Keyring,
+    id: &str,
+    rotation: Rotation<'_>,
+) -> anyhow::Result<u8> {
+    let Some(connection) = store::connection(db, id).await? else {
+        eprintln!("no connection `{id}`");
+        return Ok(EXIT_NOTHING_MATCHED);
+    };
+    let mut secrets = connection.webhook_secrets;
+    match rotation {
+        Rotation::Add(secret) => {
+            let sealed = keyring.seal(secret, &secret_context(id, "webhook_secret"))?;
+            secrets.truncate(1);
+            secrets.insert(0, sealed);
+        }
+        Rotation::RetireOld => secrets.truncate(1),
+    }
+    if !store::set_webhook_secrets(db, id, &secrets).await? {
+        bail!("connection `{id}` was removed meanwhile");
+    }
+    println!("connection {id}: {} webhook secret(s)", secrets.len());
+    Ok(EXIT_OK)
+}
+
+pub async fn remove_connection(db: &PgPool, id: &str) -> anyhow::Result<u8> {
+    if !store::remove_connection(db, id).await? {
+        eprintln!("no connection `{id}`");
+        return Ok(EXIT_NOTHING_MATCHED);
+    }
+    println!("removed connection {id}");
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_as_each_provider_writes_them() {
+        assert!(check_external_id(Provider::Stripe, "acct_1Nv0FGQ9RKHgCVdK").is_ok());
+        assert!(check_external_id(Provider::Stripe, "OR123").is_err());
+        assert!(check_external_id(Provider::GoCardless, "OR000123").is_ok());
+        assert!(check_external_id(Provider::GoCardless, "acct_1").is_err());
+        assert!(check_account_id("acc_default").is_ok());
+        assert!(check_account_id("a b").is_err());
+        assert!(check_account_id("").is_err());
+    }
+}

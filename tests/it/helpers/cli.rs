@@ -1,0 +1,43 @@
+//! The `settle` binary run as an operator runs it, against a test app's database and prefix.
+
+use super::TestApp;
+
+/// The environment a `settle` child process needs to work on this test's database and prefix.
+pub fn settle_env(app: &TestApp) -> Vec<(&'static str, String)> {
+    let delays = app
+        .settings
+        .worker
+        .retry_delays_ms
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        (
+            "SETTLE_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned(),
+        ),
+        ("SETTLE_ENV", "local".to_owned()),
+        ("SETTLE_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("SETTLE_QUEUE_PREFIX", app.prefix.clone()),
+        ("AMQP_URL", app.amqp_url.clone()),
+        ("DATABASE_URL", app.database_url().to_owned()),
+        ("SETTLE__WORKER__RETRY_DELAYS_MS", delays),
+        ("SETTLE__TELEMETRY__LOG_FORMAT", "json".to_owned()),
+    ]
+}
+
+/// Runs `settle <args>` to completion: (exit code, stdout, stderr).
+pub async fn settle(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+        .args(args)
+        .envs(settle_env(app))
+        .output()
+        .await
+        .expect("settle runs");
+    (
+        output.status.code().expect("exited"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
