@@ -47,10 +47,11 @@ services-chaos:
 services-stop:
 	$(SERVICES) stop
 
-## Remove what earlier test runs left behind: test queues and exchanges, test databases.
+## Remove what earlier test and chaos runs left behind: their queues and exchanges, databases, logs.
 clean-test-state:
 	$(SERVICES) purge-test-queues
-	$(ENV) && psql "$$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" \
+	rm -rf .local/chaos
+	$(ENV) && psql "$$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%' OR datname LIKE 'chaos\_%'" \
 		| while read -r db; do psql "$$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
 ## The benchmarks: ingress (accepted/s and ack latency beside the bare broker rate) and worker

@@ -516,8 +516,9 @@ rmq_state() { # prints running / app-stopped / stopped
 
 # ============================================================ purge
 PURGE_EVAL='
-IsTest = fun(N) -> is_binary(N) andalso byte_size(N) >= 5
-                   andalso binary:part(N, 0, 5) =:= <<"test-">> end,
+IsTest = fun(N) -> is_binary(N) andalso byte_size(N) >= 6
+                   andalso (binary:part(N, 0, 5) =:= <<"test-">>
+                            orelse binary:part(N, 0, 6) =:= <<"chaos-">>) end,
 Qs = [Q || Q <- rabbit_amqqueue:list(), IsTest(element(4, amqqueue:get_name(Q)))],
 DQ = lists:foldl(fun(Q, Acc) ->
         try rabbit_amqqueue:delete(Q, false, false, <<"services.sh">>) of
@@ -545,7 +546,7 @@ purge_node() {
     log "purge $n@$RMQ_HOST: eval failed ($out); falling back to list_queues/delete_queue"
     local q count=0
     while IFS= read -r q; do
-        [[ "$q" == test-* ]] || continue
+        [[ "$q" == test-* || "$q" == chaos-* ]] || continue
         ctl "$n" delete_queue "$q" >/dev/null && count=$((count + 1)) || true
     done < <(ctl "$n" list_queues --no-table-headers name)
     log "purge $n@$RMQ_HOST: deleted $count queue(s) in vhost /"
@@ -694,7 +695,7 @@ usage: $0 <command>
   broker-kill NODE         kill -9 the node's VM (start --chaos brings it back)
   broker-pause NODE        SIGSTOP the node's VM; broker-resume NODE sends SIGCONT
   db-stop | db-start       stop (fast) or start PostgreSQL
-  purge-test-queues        delete test-* queues and exchanges on the broker(s)
+  purge-test-queues        delete test-* and chaos-* queues and exchanges on the broker(s)
 EOF
     exit 2
 }

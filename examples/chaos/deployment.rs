@@ -19,6 +19,8 @@ pub const API_SECRET: &str = "chaos-secret";
 pub const BUSINESS_EMAIL: &str = "billing-team@business.example";
 /// The second RabbitMQ node of `scripts/services.sh start --chaos`: the one faults are made on.
 pub const CHAOS_NODE: &str = "settle-chaos@localhost";
+/// Short retry tiers, so a scenario drains in seconds.
+const RETRY_DELAYS_MS: [u64; 3] = [500, 2000, 5000];
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,7 +224,7 @@ impl Deployment {
             ("SETTLE__WORKER__OUTBOX_POLL_MS", "200".to_owned()),
             (
                 "SETTLE__WORKER__RETRY_DELAYS_MS",
-                "500,2000,5000".to_owned(),
+                RETRY_DELAYS_MS.map(|ms| ms.to_string()).join(","),
             ),
             ("SETTLE__WORKER__MAX_ATTEMPTS", "10".to_owned()),
             ("SETTLE__AMQP__RECONNECT_DELAY_MS", "300".to_owned()),
@@ -333,12 +335,60 @@ impl Deployment {
             .unwrap_or(0)
     }
 
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops every process. A scenario that passed leaves nothing behind (its database, queues
+    /// and logs go); one that failed keeps them for inspection (`make clean-test-state` removes
+    /// them later).
+    pub async fn stop(mut self, passed: bool) -> anyhow::Result<()> {
         self.serve.terminate().await?;
         for worker in &mut self.workers {
             worker.terminate().await?;
         }
         let _ = self.smtp.kill().await;
+        if passed {
+            let base = std::env::var("DATABASE_URL")?;
+            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await?;
+            let database = self.database_url.rsplit('/').next().unwrap_or_default();
+            sqlx::query(&format!(
+                r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
+            ))
+            .execute(&mut admin)
+            .await?;
+            self.delete_queues().await?;
+            std::fs::remove_dir_all(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_queues(&self) -> anyhow::Result<()> {
+        let connection =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = connection.create_channel().await?;
+        let topology = settle::broker::Topology::new(&self.prefix, &RETRY_DELAYS_MS, 10);
+        let queues = [
+            topology.reconcile_queue,
+            topology.dead_letter_queue,
+            format!("{}.chaos-subscriber", self.prefix),
+        ]
+        .into_iter()
+        .chain(topology.retry_queues.into_iter().map(|q| q.name));
+        for queue in queues {
+            channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        for exchange in [topology.webhooks_exchange, topology.reconciliation_exchange] {
+            channel
+                .exchange_delete(
+                    exchange.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await?;
+        }
+        let _ = connection.close(200, "cleaned".into()).await;
         Ok(())
     }
 }

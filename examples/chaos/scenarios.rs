@@ -269,7 +269,7 @@ impl Run<'_> {
             row.notes
                 .push(format!("logs: {}", deployment.dir.display()));
         }
-        deployment.stop().await?;
+        deployment.stop(row.passed()).await?;
         Ok(row)
     }
 
