@@ -59,6 +59,9 @@ pub enum AccountsCommand {
         id: String,
         #[arg(long)]
         name: Option<String>,
+        /// Where the business's copies of failure and dispute mails go.
+        #[arg(long)]
+        business_email: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -144,11 +147,12 @@ pub enum DlqCommand {
     /// Show one dead letter with its payload and failure history.
     Show { id: i64 },
     /// Republish dead letters to the work queue, with confirms, then mark them replayed.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all", "reason"])))]
     Replay {
         /// Dead-letter ids.
         ids: Vec<i64>,
-        /// Every dead letter matching the filters that was not replayed yet.
+        /// Every dead letter matching the filters that was not replayed yet (implied by
+        /// --reason alone: `replay --reason unknown_account`).
         #[arg(long)]
         all: bool,
         /// With --all: those already replayed too.
@@ -208,8 +212,20 @@ impl Cli {
             Command::Accounts { command } => {
                 let db = crate::startup::database_pool(&settings)?;
                 return match command {
-                    AccountsCommand::Create { id, name, output } => {
-                        accounts::create_account(&db, &id, name.as_deref(), output).await
+                    AccountsCommand::Create {
+                        id,
+                        name,
+                        business_email,
+                        output,
+                    } => {
+                        accounts::create_account(
+                            &db,
+                            &id,
+                            name.as_deref(),
+                            business_email.as_deref(),
+                            output,
+                        )
+                        .await
                     }
                     AccountsCommand::List { output } => accounts::list_accounts(&db, output).await,
                     AccountsCommand::Show(Shown { id, output }) => {

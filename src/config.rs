@@ -182,6 +182,8 @@ pub struct WebhookSettings {
     pub stripe_secrets: Vec<SecretString>,
     pub stripe_tolerance_secs: u64,
     pub gocardless_secrets: Vec<SecretString>,
+    /// How often the receiver reloads the per-connection endpoints' secrets from the database.
+    pub connection_secrets_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +225,12 @@ impl TryFrom<String> for ApiCredential {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccountSettings {
     pub id: String,
+    /// The default account's own Stripe account (`acct_…`), when the platform's events name it
+    /// (an organisation's `context`): events naming it are the default account's. Empty: none.
+    pub stripe_account_id: String,
+    /// The default account's own GoCardless organisation (`OR…`), which a partner app's events
+    /// name in `links.organisation`. Empty: none.
+    pub gocardless_organisation_id: String,
     pub default_payment_provider: crate::provider::PaymentProvider,
     pub default_auto_charge: bool,
 }

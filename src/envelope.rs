@@ -14,12 +14,18 @@ use serde_json::{Map, Value};
 use crate::broker::{HeaderValue, OutgoingMessage, Topology};
 use crate::provider::Provider;
 
-/// Header names. The receiver sets the first four; the worker adds the rest on failure.
+/// Header names. The receiver sets the first five; the worker adds the rest on failure.
 pub mod headers {
     pub const PROVIDER: &str = "provider";
     pub const EVENT_ID: &str = "event-id";
     pub const EVENT_TYPE: &str = "event-type";
     pub const RECEIVED_AT: &str = "received-at";
+    /// Only on events that came through a connection's own endpoint: its id. The worker routes
+    /// such an event to that connection's account (`reconcile::routing`).
+    pub const CONNECTION_ID: &str = "connection-id";
+    /// On reconciliation events (with `event-type`): the account the event is about, for a
+    /// subscriber that binds per account on the `…reconciliation.by-account` headers exchange.
+    pub const ACCOUNT_ID: &str = "account-id";
     // Not `x-…`: that prefix belongs to the broker (RabbitMQ sets and may one day strip such
     // headers). Messages queued by settle before 0.2 carry these as `x-settle-…`; the readers
     // below accept both, so a retry tier drained across an upgrade keeps its counts.
@@ -54,6 +60,8 @@ pub struct QueuedEvent {
     pub received_at: DateTime<Utc>,
     /// The event's exact JSON as the provider sent it.
     pub body: Vec<u8>,
+    /// The connection whose endpoint it came through; `None` for the platform's endpoint.
+    pub connection_id: Option<String>,
 }
 
 /// Why a message is not a queued event settle can read.
@@ -83,6 +91,7 @@ impl QueuedEvent {
             event_type,
             received_at,
             body,
+            connection_id: None,
         };
         for name in [event.message_id(), event.routing_key()] {
             if name.len() > MAX_NAME_BYTES {
@@ -91,6 +100,12 @@ impl QueuedEvent {
             }
         }
         Ok(event)
+    }
+
+    /// Stamps the connection whose endpoint the event came through.
+    pub fn via_connection(mut self, connection: Option<&str>) -> Self {
+        self.connection_id = connection.map(str::to_owned);
+        self
     }
 
     /// `<provider>:<event id>`: stable across redeliveries, replays and backfills.
@@ -105,7 +120,7 @@ impl QueuedEvent {
 
     fn headers(&self) -> Vec<(String, HeaderValue)> {
         let text = |name: &str, value: &str| (name.to_owned(), HeaderValue::Text(value.to_owned()));
-        vec![
+        let mut list = vec![
             text(headers::PROVIDER, self.provider.wire_name()),
             text(headers::EVENT_ID, &self.event_id),
             text(headers::EVENT_TYPE, &self.event_type),
@@ -115,7 +130,11 @@ impl QueuedEvent {
                     .received_at
                     .to_rfc3339_opts(SecondsFormat::Micros, true),
             ),
-        ]
+        ];
+        if let Some(connection) = &self.connection_id {
+            list.push(text(headers::CONNECTION_ID, connection));
+        }
+        list
     }
 
     /// As the receiver publishes it: to the webhooks exchange, routed by provider and type.
@@ -162,6 +181,7 @@ impl QueuedEvent {
             event_type: text(headers::EVENT_TYPE)?.to_owned(),
             received_at,
             body,
+            connection_id: header_text(headers, headers::CONNECTION_ID).map(str::to_owned),
         })
     }
 }

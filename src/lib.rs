@@ -3,7 +3,8 @@
 //! ```text
 //! provider ─► ingress (verify, split) ─► broker: <p>.webhooks ─► <p>.reconcile ─► worker
 //!                                                                                  │ one transaction:
-//!                                                    reconcile (pure): interpret,  │  inbox + lock
+//!                                                    reconcile (pure): route,      │  whose account
+//!                                                    interpret,                    │  inbox + lock
 //!                                                    plan(state, event)            │  read state
 //!                                                                                  │  write effects
 //! internal services ◄── <p>.reconciliation ◄── outbox relay ◄── outbox rows ◄──────┤

@@ -110,10 +110,16 @@ impl Relay {
             .into_iter()
             .map(|row| OutgoingMessage {
                 exchange: exchange.clone(),
-                headers: vec![(
-                    headers::EVENT_TYPE.to_owned(),
-                    HeaderValue::Text(row.routing_key.clone()),
-                )],
+                headers: vec![
+                    (
+                        headers::EVENT_TYPE.to_owned(),
+                        HeaderValue::Text(row.routing_key.clone()),
+                    ),
+                    (
+                        headers::ACCOUNT_ID.to_owned(),
+                        HeaderValue::Text(row.account_id),
+                    ),
+                ],
                 routing_key: row.routing_key,
                 message_id: row.message_id,
                 body: row.payload.into_bytes(),

@@ -23,6 +23,7 @@ use crate::http::probes::{self, ProbeState};
 use crate::ingress::IngressState;
 use crate::notify::sender::Sender;
 use crate::outbox::Relay;
+use crate::provider::Provider;
 use crate::reconcile::settings::AccountDefaults;
 use crate::role::Role;
 use crate::worker::Worker;
@@ -46,6 +47,8 @@ pub struct Application {
     db: PgPool,
     /// Cancelled when shutdown begins: readiness turns 503 and loops stop taking work.
     shutdown: CancellationToken,
+    /// The per-connection endpoints' secrets, for roles that take webhooks.
+    connection_secrets: crate::ingress::secrets::SecretsCache,
 }
 
 /// A lazy pool for `settings`; nothing connects until the first query.
@@ -167,6 +170,17 @@ pub fn worker_policy(settings: &Settings) -> Policy {
     Policy {
         account_id: settings.account.id.clone(),
         defaults: account_defaults(settings),
+        own_provider_accounts: [
+            (Provider::Stripe, &settings.account.stripe_account_id),
+            (
+                Provider::GoCardless,
+                &settings.account.gocardless_organisation_id,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, id)| !id.is_empty())
+        .map(|(provider, id)| (provider, id.clone()))
+        .collect(),
         gocardless_collected_at: settings.worker.gocardless_collected_at,
         business_email: Some(settings.notifications.business_email.clone())
             .filter(|email| !email.is_empty()),
@@ -208,6 +222,7 @@ impl Application {
             broker,
             db,
             shutdown,
+            connection_secrets: Default::default(),
         })
     }
 
@@ -250,6 +265,9 @@ impl Application {
         }
         if self.role.consumes() {
             self.spawn_worker(&tasks, schema.clone());
+        }
+        if self.role.takes_webhooks() {
+            self.spawn_secrets_refresher(&tasks, schema.clone())?;
         }
         tracing::info!(
             role = self.role.as_str(),
@@ -343,6 +361,36 @@ impl Application {
         });
     }
 
+    /// Keeps the per-connection endpoints' secrets loaded, once the schema is migrated (until
+    /// then only the platform endpoints verify).
+    fn spawn_secrets_refresher(
+        &self,
+        tasks: &TaskTracker,
+        mut schema: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let refresher = crate::ingress::secrets::Refresher {
+            db: self.db.clone(),
+            keyring: self.settings.keyring()?,
+            cache: self.connection_secrets.clone(),
+            interval: Duration::from_secs(
+                self.settings
+                    .webhooks
+                    .connection_secrets_refresh_secs
+                    .max(1),
+            ),
+            shutdown: self.shutdown.clone(),
+        };
+        let shutdown = self.shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+            refresher.run().await;
+        });
+        Ok(())
+    }
+
     /// The public router (probes for every role; webhooks where the role takes HTTP traffic) and,
     /// with `http.admin_addr`, the internal one (probes, `/metrics`, the API); without it the
     /// public router serves everything.
@@ -361,6 +409,7 @@ impl Application {
             public = public.merge(crate::ingress::router(IngressState {
                 broker: self.broker.clone(),
                 webhooks: Arc::new(settings.webhooks.clone()),
+                connections: self.connection_secrets.clone(),
                 body_limit: settings.http.body_limit_bytes,
             }));
             internal = internal.merge(crate::api::router(ApiState {

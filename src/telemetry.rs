@@ -26,18 +26,29 @@ pub const RETENTION_DELETED: &str = "settle_retention_deleted_total";
 pub const NOTIFICATIONS: &str = "settle_notifications_total";
 pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
     "settle_notifications_oldest_pending_seconds";
+pub const CONNECTION_SECRETS_LOADED: &str = "settle_connection_secrets_loaded";
+pub const CONNECTION_SECRETS_REFRESH_FAILURES: &str =
+    "settle_connection_secrets_refresh_failures_total";
 
 /// Every metric with its HELP text.
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         WEBHOOK_REQUESTS,
-        "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, broker_unavailable, not_configured, unknown_provider)."
+        "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, broker_unavailable, not_configured, unknown_provider, unknown_connection)."
     );
     describe_histogram!(
         PUBLISH_CONFIRM_SECONDS,
         Unit::Seconds,
         "Time a webhook request waited for the broker to confirm its events."
+    );
+    describe_gauge!(
+        CONNECTION_SECRETS_LOADED,
+        "Connections whose webhook secrets the receiver holds, as of its last refresh."
+    );
+    describe_counter!(
+        CONNECTION_SECRETS_REFRESH_FAILURES,
+        "Refreshes of the connections' webhook secrets that failed (the receiver kept the last ones)."
     );
     describe_counter!(
         WORKER_MESSAGES,

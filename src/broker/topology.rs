@@ -11,8 +11,8 @@
 //! ```
 
 use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
@@ -26,8 +26,13 @@ pub struct Topology {
     pub reconcile_queue: String,
     /// Poison and exhausted messages, for operators.
     pub dead_letter_queue: String,
-    /// Outgoing reconciliation events for internal services.
+    /// Outgoing reconciliation events for internal services, routing key the event type.
     pub reconciliation_exchange: String,
+    /// The same events again, for subscribers that bind by header (`account-id`, `event-type`)
+    /// with `x-match`: a headers exchange bound to the topic one with `#`. The routing key stays
+    /// the type, so every existing binding keeps working, and a per-account binding is an exact
+    /// match on the header, never a pattern over ids.
+    pub reconciliation_by_account_exchange: String,
     /// Retry tiers, shortest delay first.
     pub retry_queues: Vec<RetryQueue>,
     delivery_limit: u32,
@@ -56,6 +61,7 @@ impl Topology {
             reconcile_queue: format!("{prefix}.reconcile"),
             dead_letter_queue: format!("{prefix}.dead"),
             reconciliation_exchange: format!("{prefix}.reconciliation"),
+            reconciliation_by_account_exchange: format!("{prefix}.reconciliation.by-account"),
             retry_queues: retry_delays_ms
                 .iter()
                 .map(|&delay_ms| RetryQueue {
@@ -85,6 +91,23 @@ impl Topology {
                 )
                 .await?;
         }
+        channel
+            .exchange_declare(
+                self.reconciliation_by_account_exchange.as_str().into(),
+                ExchangeKind::Headers,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_bind(
+                self.reconciliation_by_account_exchange.as_str().into(),
+                self.reconciliation_exchange.as_str().into(),
+                "#".into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
 
         // Declared first: the other queues dead-letter into it.
         declare_quorum_queue(channel, &self.dead_letter_queue, FieldTable::default()).await?;
@@ -135,7 +158,11 @@ impl Topology {
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [&self.webhooks_exchange, &self.reconciliation_exchange] {
+        for exchange in [
+            &self.webhooks_exchange,
+            &self.reconciliation_exchange,
+            &self.reconciliation_by_account_exchange,
+        ] {
             channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;

@@ -1,9 +1,18 @@
 //! 1. The HTTP edge for providers: verify the signature on the raw body, split the body into
 //!    events, publish one persistent message per event, and answer 2xx only once the broker has
-//!    confirmed every one of them. Nothing here touches the database (the state holds none), so a
-//!    database outage never stops webhook intake.
+//!    confirmed every one of them. No request touches the database (the state holds no pool; the
+//!    connections' secrets are reloaded in the background by `secrets`), so a database outage
+//!    never stops webhook intake.
+//!
+//! Two kinds of endpoint: the platform's (`/webhooks/{provider}`, verified with the configured
+//! secrets: a Stripe Connect endpoint, a GoCardless partner app, or a single account's own) and a
+//! connection's (`/webhooks/{provider}/{connection id}`, verified with that connection's secrets,
+//! held in memory by `secrets`). Neither looks inside an event to see whose it is: a connection's
+//! endpoint only stamps the connection on each message, and the worker routes
+//! (`reconcile::routing`).
 
 pub mod gocardless;
+pub mod secrets;
 pub mod signature;
 pub mod stripe;
 
@@ -23,6 +32,9 @@ use crate::config::WebhookSettings;
 use crate::envelope::{EnvelopeError, QueuedEvent};
 use crate::http::{error_body, unavailable};
 use crate::provider::Provider;
+use secrecy::SecretString;
+
+use self::secrets::SecretsCache;
 
 /// What the webhook edge needs: the broker to publish to and the secrets to verify with. No
 /// database: intake keeps going while PostgreSQL is down.
@@ -30,6 +42,8 @@ use crate::provider::Provider;
 pub struct IngressState {
     pub broker: Broker,
     pub webhooks: Arc<WebhookSettings>,
+    /// The per-connection endpoints' secrets, refreshed in the background.
+    pub connections: SecretsCache,
     pub body_limit: usize,
 }
 
@@ -37,7 +51,20 @@ pub struct IngressState {
 pub fn router(state: IngressState) -> Router {
     Router::new()
         .route("/webhooks/{provider}", post(receive))
+        .route(
+            "/webhooks/{provider}/{connection}",
+            post(receive_for_connection),
+        )
         .with_state(state)
+}
+
+/// The endpoint a request came to: the platform's, or one connection's.
+enum Endpoint<'a> {
+    Platform,
+    Connection {
+        id: &'a str,
+        secrets: Arc<[SecretString]>,
+    },
 }
 
 /// One provider event as the provider module split it out of the body.
@@ -94,6 +121,11 @@ pub enum PayloadError {
 enum IngressError {
     #[error("no such webhook provider")]
     UnknownProvider,
+    /// Not one whose secrets the receiver holds: never added, removed, or added so recently that
+    /// the next refresh (`webhooks.connection_secrets_refresh_secs`) has not loaded it yet. The
+    /// provider retries, so an event sent in that window is not lost.
+    #[error("no connection with that id takes this provider's webhooks")]
+    UnknownConnection,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -109,6 +141,7 @@ impl IngressError {
     fn outcome(&self) -> &'static str {
         match self {
             Self::UnknownProvider => "unknown_provider",
+            Self::UnknownConnection => "unknown_connection",
             Self::TooLarge(_) => "too_large",
             Self::Signature(SignatureError::NotConfigured) => "not_configured",
             Self::Signature(_) => "invalid_signature",
@@ -122,6 +155,9 @@ impl IngressError {
         match self {
             Self::UnknownProvider => {
                 error_body(StatusCode::NOT_FOUND, "unknown_provider", &message)
+            }
+            Self::UnknownConnection => {
+                error_body(StatusCode::NOT_FOUND, "unknown_connection", &message)
             }
             Self::TooLarge(_) => {
                 error_body(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
@@ -166,7 +202,42 @@ async fn receive(
     let Some(provider) = Provider::from_wire_name(&provider) else {
         return IngressError::UnknownProvider.response(None);
     };
-    let (outcome, response) = match handle(&state, provider, &headers, body).await {
+    respond(&state, provider, Endpoint::Platform, &headers, body).await
+}
+
+async fn receive_for_connection(
+    State(state): State<IngressState>,
+    Path((provider, connection)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(provider) = Provider::from_wire_name(&provider) else {
+        return IngressError::UnknownProvider.response(None);
+    };
+    let endpoint = match state.connections.get(&connection) {
+        Some(cached) if cached.provider == provider => Endpoint::Connection {
+            id: &connection,
+            secrets: cached.secrets,
+        },
+        _ => {
+            let error = IngressError::UnknownConnection;
+            tracing::info!(%provider, %connection, reason = %error, "webhook refused");
+            count_request(provider, error.outcome());
+            return error.response(Some(provider));
+        }
+    };
+    respond(&state, provider, endpoint, &headers, body).await
+}
+
+/// Handles one request to an endpoint: the response, logged and counted.
+async fn respond(
+    state: &IngressState,
+    provider: Provider,
+    endpoint: Endpoint<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let (outcome, response) = match handle(state, provider, endpoint, headers, body).await {
         Ok(queued) => ("queued", success(provider, queued)),
         Err(error) => {
             match &error {
@@ -181,19 +252,24 @@ async fn receive(
             (error.outcome(), error.response(Some(provider)))
         }
     };
+    count_request(provider, outcome);
+    response
+}
+
+fn count_request(provider: Provider, outcome: &'static str) {
     metrics::counter!(
         crate::telemetry::WEBHOOK_REQUESTS,
         "provider" => provider.wire_name(),
         "outcome" => outcome,
     )
     .increment(1);
-    response
 }
 
 /// The webhook pipeline: read, verify, split, publish; the number of events queued.
 async fn handle(
     state: &IngressState,
     provider: Provider,
+    endpoint: Endpoint<'_>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<usize, IngressError> {
@@ -202,7 +278,17 @@ async fn handle(
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| IngressError::TooLarge(limit))?;
-    verify(&state.webhooks, provider, headers, &body).map_err(IngressError::Signature)?;
+    let (secrets, connection) = match &endpoint {
+        Endpoint::Platform => (
+            match provider {
+                Provider::Stripe => &state.webhooks.stripe_secrets[..],
+                Provider::GoCardless => &state.webhooks.gocardless_secrets[..],
+            },
+            None,
+        ),
+        Endpoint::Connection { id, secrets } => (&secrets[..], Some(*id)),
+    };
+    verify(&state.webhooks, provider, secrets, headers, &body).map_err(IngressError::Signature)?;
     let incoming = match provider {
         Provider::Stripe => stripe::events(&body)?,
         Provider::GoCardless => gocardless::events(&body)?,
@@ -219,7 +305,11 @@ async fn handle(
                 received_at,
                 event.body,
             )
-            .map(|queued| queued.to_webhook_message(topology))
+            .map(|queued| {
+                queued
+                    .via_connection(connection)
+                    .to_webhook_message(topology)
+            })
             .map_err(PayloadError::from)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -238,6 +328,7 @@ async fn handle(
 fn verify(
     webhooks: &WebhookSettings,
     provider: Provider,
+    secrets: &[SecretString],
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), SignatureError> {
@@ -245,14 +336,14 @@ fn verify(
         Provider::Stripe => stripe::verify(
             header_text(headers, stripe::SIGNATURE_HEADER)?,
             body,
-            &webhooks.stripe_secrets,
+            secrets,
             webhooks.stripe_tolerance_secs,
             chrono::Utc::now().timestamp(),
         ),
         Provider::GoCardless => gocardless::verify(
             header_text(headers, gocardless::SIGNATURE_HEADER)?,
             body,
-            &webhooks.gocardless_secrets,
+            secrets,
         ),
     }
 }

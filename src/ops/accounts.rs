@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
 use crate::provider::Provider;
-use crate::repository::accounts::{self as store, Account, Connection};
+use crate::repository::accounts::{self as store, Account, Connection, SealedField, seal_context};
 use crate::sealed::Keyring;
 
 /// Account ids travel in API responses, headers and routing: a short, plain token.
@@ -25,10 +25,15 @@ pub async fn create_account(
     db: &PgPool,
     id: &str,
     name: Option<&str>,
+    business_email: Option<&str>,
     output: Output,
 ) -> anyhow::Result<u8> {
     check_account_id(id)?;
-    if !store::create(db, id, name).await? {
+    if let Some(email) = business_email {
+        crate::api::validate::email(email)
+            .map_err(|error| anyhow::anyhow!("--business-email: {error}"))?;
+    }
+    if !store::create(db, id, name, business_email).await? {
         bail!("account `{id}` already exists");
     }
     let account = store::find(db, id)
@@ -76,12 +81,16 @@ fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(accounts)?),
         Output::Table => {
-            println!("{:<32}  {:<32}  created at", "id", "name");
+            println!(
+                "{:<32}  {:<32}  {:<32}  created at",
+                "id", "name", "business email"
+            );
             for account in accounts {
                 println!(
-                    "{:<32}  {:<32}  {}",
+                    "{:<32}  {:<32}  {:<32}  {}",
                     account.id,
                     account.name.as_deref().unwrap_or("-"),
+                    account.business_email.as_deref().unwrap_or("-"),
                     account.created_at.to_rfc3339()
                 );
             }
@@ -129,10 +138,6 @@ fn check_external_id(provider: Provider, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn secret_context(connection: &str, field: &str) -> String {
-    format!("provider_connections/{connection}/{field}")
-}
-
 pub async fn add_connection(
     db: &PgPool,
     keyring: &Keyring,
@@ -151,11 +156,11 @@ pub async fn add_connection(
     let webhook_secrets = new
         .webhook_secrets
         .iter()
-        .map(|secret| keyring.seal(secret, &secret_context(&id, "webhook_secret")))
+        .map(|secret| keyring.seal(secret, &seal_context(&id, SealedField::WebhookSecret)))
         .collect::<Result<Vec<_>, _>>()?;
     let api_key = new
         .api_key
-        .map(|key| keyring.seal(key, &secret_context(&id, "api_key")))
+        .map(|key| keyring.seal(key, &seal_context(&id, SealedField::ApiKey)))
         .transpose()?;
     let connection = Connection {
         id: id.clone(),
@@ -297,7 +302,7 @@ pub async fn rotate_secret(
     let mut secrets = connection.webhook_secrets;
     match rotation {
         Rotation::Add(secret) => {
-            let sealed = keyring.seal(secret, &secret_context(id, "webhook_secret"))?;
+            let sealed = keyring.seal(secret, &seal_context(id, SealedField::WebhookSecret))?;
             secrets.truncate(1);
             secrets.insert(0, sealed);
         }

@@ -14,4 +14,5 @@ pub mod payment_methods;
 pub mod plan;
 pub mod reconciliation_events;
 pub mod refund;
+pub mod routing;
 pub mod settings;

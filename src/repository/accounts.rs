@@ -10,32 +10,48 @@ use sqlx::PgExecutor;
 pub struct Account {
     pub id: String,
     pub name: Option<String>,
+    /// Where the business's copies of its mails go (`None`: nowhere).
+    pub business_email: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
+const ACCOUNT_COLUMNS: &str = "id, name, business_email, created_at";
+
 /// Inserts the account; false when one with that id exists.
-pub async fn create(db: impl PgExecutor<'_>, id: &str, name: Option<&str>) -> sqlx::Result<bool> {
-    let inserted =
-        sqlx::query("INSERT INTO accounts (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(id)
-            .bind(name)
-            .execute(db)
-            .await?
-            .rows_affected();
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    name: Option<&str>,
+    business_email: Option<&str>,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (id, name, business_email) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(business_email)
+    .execute(db)
+    .await?
+    .rows_affected();
     Ok(inserted == 1)
 }
 
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Account>> {
-    sqlx::query_as("SELECT id, name, created_at FROM accounts ORDER BY id")
-        .fetch_all(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"
+    ))
+    .fetch_all(db)
+    .await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Account>> {
-    sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A connection as stored: its secrets sealed.
@@ -52,6 +68,23 @@ pub struct Connection {
     pub api_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a sealed column of a connection holds.
+#[derive(Debug, Clone, Copy)]
+pub enum SealedField {
+    WebhookSecret,
+    ApiKey,
+}
+
+/// The context a connection's secret is sealed under: bound to its row and column, so a sealed
+/// value copied to another connection, or from `api_key` to `webhook_secrets`, does not open.
+pub fn seal_context(connection_id: &str, field: SealedField) -> String {
+    let field = match field {
+        SealedField::WebhookSecret => "webhook_secret",
+        SealedField::ApiKey => "api_key",
+    };
+    format!("provider_connections/{connection_id}/{field}")
 }
 
 const CONNECTION_COLUMNS: &str = "id, account_id, provider, mode, external_id, webhook_secrets, \
@@ -128,4 +161,62 @@ pub async fn remove_connection(db: impl PgExecutor<'_>, id: &str) -> sqlx::Resul
         .await?
         .rows_affected();
     Ok(deleted == 1)
+}
+
+/// The account an event routes to through one connection, with the connection's mode and what
+/// the account's mails need.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Route {
+    pub connection_id: String,
+    pub mode: String,
+    pub account_id: String,
+    pub account_name: Option<String>,
+    pub business_email: Option<String>,
+}
+
+const ROUTE_SELECT: &str = "SELECT c.id AS connection_id, c.mode, c.account_id,
+            a.name AS account_name, a.business_email
+     FROM provider_connections c JOIN accounts a ON a.id = c.account_id";
+
+/// The route through the connection `id` of `provider` (its own endpoint).
+pub async fn route_by_connection(
+    db: impl PgExecutor<'_>,
+    provider: &str,
+    id: &str,
+) -> sqlx::Result<Option<Route>> {
+    sqlx::query_as(&format!(
+        "{ROUTE_SELECT} WHERE c.id = $1 AND c.provider = $2"
+    ))
+    .bind(id)
+    .bind(provider)
+    .fetch_optional(db)
+    .await
+}
+
+/// The routes to the provider's account `external_id` (`acct_…`, `OR…`), one per mode at most.
+pub async fn routes_by_external_id(
+    db: impl PgExecutor<'_>,
+    provider: &str,
+    external_id: &str,
+) -> sqlx::Result<Vec<Route>> {
+    sqlx::query_as(&format!(
+        "{ROUTE_SELECT} WHERE c.provider = $1 AND c.external_id = $2 ORDER BY c.mode"
+    ))
+    .bind(provider)
+    .bind(external_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Every connection with webhook secrets, for the receiver's cache: (id, provider, sealed
+/// secrets).
+pub async fn webhook_secrets(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<(String, String, Vec<String>)>> {
+    sqlx::query_as(
+        "SELECT id, provider, webhook_secrets FROM provider_connections
+         WHERE cardinality(webhook_secrets) > 0",
+    )
+    .fetch_all(db)
+    .await
 }

@@ -68,6 +68,7 @@ pub async fn insert(
 #[derive(Debug)]
 pub struct PendingMessage {
     pub id: i64,
+    pub account_id: String,
     pub message_id: String,
     pub routing_key: String,
     pub payload: String,
@@ -81,7 +82,7 @@ pub async fn lock_unpublished(
 ) -> sqlx::Result<Vec<PendingMessage>> {
     sqlx::query_as!(
         PendingMessage,
-        r#"SELECT id, message_id, routing_key, payload::text AS "payload!" FROM outbox
+        r#"SELECT id, account_id, message_id, routing_key, payload::text AS "payload!" FROM outbox
          WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
         limit,
     )

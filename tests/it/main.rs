@@ -20,6 +20,7 @@ mod notify;
 mod openapi;
 mod ops;
 mod retention;
+mod routing;
 mod shutdown;
 mod unmatched;
 mod webhooks;

@@ -1012,32 +1012,7 @@ async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
         app.create_invoice(&format!("inv_out{i}"), "cust", None, "GBP", 1000)
             .await;
     }
-    // The outage: the app's database renamed away, its sessions ended.
-    let database = app.database_url().rsplit('/').next().unwrap().to_owned();
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url())
-        .await
-        .unwrap();
-    let rename = |from: String, to: String| format!(r#"ALTER DATABASE "{from}" RENAME TO "{to}""#);
-    let away = format!("{database}_away");
-    // Sessions reconnect at once: end them and rename until the rename wins.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&database)
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        match sqlx::raw_sql(&rename(database.clone(), away.clone()))
-            .execute(&mut admin)
-            .await
-        {
-            Ok(_) => break,
-            Err(error) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the database could not be renamed away: {error}"
-            ),
-        }
-    }
+    let outage = DatabaseOutage::begin(&app).await;
     for i in 0..3 {
         app.deliver_stripe(
             &StripeEvent::new("payment_intent.succeeded", &format!("evt_out{i}"))
@@ -1055,10 +1030,7 @@ async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
         || async { (held_for_database(&app).await == 3.0).then_some(()) },
     )
     .await;
-    sqlx::raw_sql(&rename(away, database))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    outage.end().await;
     // Sessions the outage ended may still sit idle in the API's pool: a read that
     // meets one is a 503, which is the API's answer during an outage, not a failure.
     for i in 0..3 {

@@ -30,6 +30,8 @@
 mod method;
 mod payment;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -40,24 +42,47 @@ use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::events::{DomainEvent, InvoiceLink, interpret};
 use crate::reconcile::outcome::Outcome;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
+use crate::reconcile::routing::Unrouted;
 use crate::reconcile::settings::AccountDefaults;
+use crate::repository::accounts::Route;
 use crate::repository::inbox::{self, InboxEntry};
 use crate::repository::outbox::OutboxRow;
 use crate::repository::{DbFailure, classify};
 
 /// What the worker's decisions depend on besides the event: the account it writes for and the
-/// operator's choices.
+/// operator's choices. Built from the settings for the configured (default) account; an event
+/// routed to another account is applied under `for_account`'s copy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The account every row belongs to.
+    /// The account every row the event writes belongs to, and every read is scoped by.
     pub account_id: String,
     /// Payment settings used when no level of an invoice sets them.
     pub defaults: AccountDefaults,
+    /// The default account's own ids at the providers (`[account]`): an event that names one is
+    /// the default account's, like one that names none.
+    pub own_provider_accounts: Vec<(Provider, String)>,
     pub gocardless_collected_at: GoCardlessCollectedAt,
     /// Where the business's copy of a failure mail goes (`None`: nowhere).
     pub business_email: Option<String>,
     /// The business's name as its customers know it, for the mails.
     pub business_name: String,
+}
+
+impl Policy {
+    /// The policy for an event routed to another account: that account's id, name and business
+    /// address (never the default account's: its mail must not reach another business); the
+    /// operator's choices unchanged.
+    pub fn for_account(&self, route: &Route) -> Self {
+        Self {
+            account_id: route.account_id.clone(),
+            business_email: route.business_email.clone(),
+            business_name: route
+                .account_name
+                .clone()
+                .unwrap_or_else(|| route.account_id.clone()),
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,13 +149,64 @@ pub async fn apply(
     event: &QueuedEvent,
 ) -> Result<Outcome, ApplyError> {
     let mut tx = db.begin().await?;
-    let outcome = apply_in(&mut tx, policy, event).await?;
+    let policy = route(&mut tx, policy, event).await?;
+    let outcome = apply_in(&mut tx, &policy, event).await?;
     if outcome == Outcome::Duplicate {
         // Nothing was written; dropping the transaction releases the invoice's lock.
         return Ok(outcome);
     }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The policy for the account the event belongs to (`reconcile::routing`): the configured one
+/// for the platform's own events, with no round trip; the account of the connection the event
+/// came through or names otherwise. No such connection, or one in the other mode: dead-lettered
+/// with the reason, so a replay applies it once the connection is there.
+async fn route<'p>(
+    tx: &mut PgConnection,
+    policy: &'p Policy,
+    event: &QueuedEvent,
+) -> Result<Cow<'p, Policy>, ApplyError> {
+    use crate::reconcile::routing::{Address, address, choose};
+    use crate::repository::accounts;
+    let addressed = address(event.provider, &event.body, event.connection_id.as_deref());
+    let provider = event.provider.stored_name();
+    let (routes, named) = match &addressed.address {
+        Address::Platform => return Ok(Cow::Borrowed(policy)),
+        Address::Connected(external_id)
+            if policy
+                .own_provider_accounts
+                .iter()
+                .any(|(own, id)| *own == event.provider && id == external_id) =>
+        {
+            return Ok(Cow::Borrowed(policy));
+        }
+        Address::Connection(id) => (
+            Vec::from_iter(accounts::route_by_connection(&mut *tx, provider, id).await?),
+            format!("connection `{id}`"),
+        ),
+        Address::Connected(external_id) => (
+            accounts::routes_by_external_id(&mut *tx, provider, external_id).await?,
+            format!("{} account `{external_id}`", event.provider.display_name()),
+        ),
+    };
+    let modes: Vec<&str> = routes.iter().map(|route| route.mode.as_str()).collect();
+    match choose(&modes, addressed.livemode) {
+        Ok(chosen) if routes[chosen].account_id == policy.account_id => Ok(Cow::Borrowed(policy)),
+        Ok(chosen) => Ok(Cow::Owned(policy.for_account(&routes[chosen]))),
+        Err(unrouted) => Err(ApplyError::Permanent {
+            reason: unrouted.reason(),
+            detail: match unrouted {
+                Unrouted::UnknownAccount => format!("settle has no {named}"),
+                Unrouted::LivemodeMismatch => format!(
+                    "{named} is a {} connection; the event has livemode {}",
+                    modes.join(" and "),
+                    addressed.livemode.unwrap_or_default()
+                ),
+            },
+        }),
+    }
 }
 
 /// Applies one event inside the caller's transaction: the worker's own (`apply`), or the
@@ -214,6 +290,8 @@ pub async fn apply_waiting(
             event_type: waiting.event_type,
             received_at: waiting.received_at,
             body: waiting.payload.into_bytes(),
+            // Already routed: it waits in the account whose registration applies it now.
+            connection_id: None,
         };
         let mut savepoint = tx.begin().await?;
         match apply_in(&mut savepoint, policy, &event).await {

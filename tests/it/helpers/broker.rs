@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 
 use super::TestApp;
@@ -44,6 +44,40 @@ impl TestApp {
     /// A subscriber's queue `<prefix>.<name>`, declared with `arguments` (a length limit, say)
     /// and bound with `binding`.
     pub async fn subscribe_as(&self, name: &str, binding: &str, arguments: FieldTable) -> String {
+        self.bind_queue(
+            name,
+            "reconciliation",
+            binding,
+            arguments,
+            FieldTable::default(),
+        )
+        .await
+    }
+
+    /// A subscriber's queue that receives one account's reconciliation events only, bound as
+    /// the README says: to the `by-account` headers exchange, matching `account-id`.
+    pub async fn subscribe_to_account(&self, name: &str, account: &str) -> String {
+        let mut binding = FieldTable::default();
+        binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
+        binding.insert("account-id".into(), AMQPValue::LongString(account.into()));
+        self.bind_queue(
+            name,
+            "reconciliation.by-account",
+            "",
+            FieldTable::default(),
+            binding,
+        )
+        .await
+    }
+
+    async fn bind_queue(
+        &self,
+        name: &str,
+        exchange: &str,
+        binding: &str,
+        arguments: FieldTable,
+        binding_arguments: FieldTable,
+    ) -> String {
         let queue = self.queue(name);
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
@@ -58,10 +92,10 @@ impl TestApp {
         channel
             .queue_bind(
                 queue.as_str().into(),
-                self.queue("reconciliation").as_str().into(),
+                self.queue(exchange).as_str().into(),
                 binding.into(),
                 QueueBindOptions::default(),
-                FieldTable::default(),
+                binding_arguments,
             )
             .await
             .unwrap();

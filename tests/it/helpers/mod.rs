@@ -184,6 +184,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         settings.smtp.url = SecretString::from(url.as_str());
     }
     settings.notifications.business_email = "billing-team@business.example".into();
+    // The test deployment is the GoCardless organisation of the fixture's events (a partner
+    // app's shape: each names its organisation in `links.organisation`).
+    settings.account.gocardless_organisation_id = "OR00001JZWPCMA".into();
     (options.tweak)(&mut settings);
     settle::telemetry::init_logging(&settings.telemetry);
 
@@ -231,6 +234,60 @@ pub async fn create_database(name: &str) {
         .execute(&mut connection)
         .await
         .expect("create the test database");
+}
+
+/// An outage of the app's database: renamed away, its sessions ended, until `end`.
+pub struct DatabaseOutage {
+    admin: sqlx::PgConnection,
+    database: String,
+    away: String,
+}
+
+fn rename_database(from: &str, to: &str) -> String {
+    format!(r#"ALTER DATABASE "{from}" RENAME TO "{to}""#)
+}
+
+impl DatabaseOutage {
+    pub async fn begin(app: &TestApp) -> Self {
+        let database = app.database_url().rsplit('/').next().unwrap().to_owned();
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url())
+            .await
+            .unwrap();
+        let away = format!("{database}_away");
+        // Sessions reconnect at once: end them and rename until the rename wins.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&database)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            match sqlx::raw_sql(&rename_database(&database, &away))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => break,
+                Err(error) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the database could not be renamed away: {error}"
+                ),
+            }
+        }
+        Self {
+            admin,
+            database,
+            away,
+        }
+    }
+
+    pub async fn end(mut self) {
+        sqlx::raw_sql(&rename_database(&self.away, &self.database))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
