@@ -34,6 +34,8 @@ async fn an_operator_creates_an_account_and_its_connections_whose_secrets_are_st
             "acc_b",
             "--name",
             "Business B",
+            "--business-email",
+            "finance@b.example",
             "--output",
             "json",
         ],
@@ -41,6 +43,17 @@ async fn an_operator_creates_an_account_and_its_connections_whose_secrets_are_st
     .await;
     assert_eq!(created[0]["id"], "acc_b");
     assert_eq!(created[0]["name"], "Business B");
+    assert_eq!(created[0]["businessEmail"], "finance@b.example");
+    let (code, _, err) = settle(
+        &app,
+        &["accounts", "create", "acc_c", "--business-email", "nobody"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--business-email: `nobody` is not an email address"),
+        "{err}"
+    );
     let (code, _, err) = settle(&app, &["accounts", "create", "acc_b"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("account `acc_b` already exists"), "{err}");
