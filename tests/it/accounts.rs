@@ -174,3 +174,92 @@ async fn an_operator_creates_an_account_and_its_connections_whose_secrets_are_st
     assert_eq!(code, 3, "none left");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_from_before_accounts_keeps_every_row_and_figure_under_the_default_account() {
+    // The schema as it was before accounts had connections, with one account's data: a
+    // customer with settings and a card on file, a billing schedule, an invoice paid and partly
+    // refunded, its inbox and outbox rows.
+    let (url, db) = database_before_migration(20261201000013).await;
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id) VALUES ('acc_default');
+         INSERT INTO customers (id, account_id, legal_name, stripe_customer_id)
+             VALUES ('cust', 'acc_default', 'Cust Ltd', 'cus_old');
+         INSERT INTO billing_schedules (id, account_id, customer_id) VALUES ('bs', 'acc_default', 'cust');
+         INSERT INTO invoices (id, account_id, customer_id, billing_schedule_id, number, currency,
+                               amount_due, amount_paid, amount_refunded, refund_state, status)
+             VALUES ('inv_old', 'acc_default', 'cust', 'bs', 'N-1', 'GBP', 1000, 1000, 250, 'PARTIAL', 'PAID');
+         INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
+                               currency, status, collected, last_event_at)
+             VALUES ('pay_old', 'acc_default', 'inv_old', 'STRIPE', 'pi_old', 1000, 'GBP', 'SUCCEEDED',
+                     true, '2026-11-01T10:00:00Z');
+         INSERT INTO refunds (id, account_id, payment_id, provider, provider_refund_id, amount,
+                              amount_source, status, last_event_at)
+             VALUES ('ref_old', 'acc_default', 'pay_old', 'STRIPE', 're_old', 250, 'event', 'SUCCEEDED',
+                     '2026-11-02T10:00:00Z');
+         INSERT INTO money_movements (account_id, invoice_id, payment_id, provider, provider_object_id,
+                                      kind, amount, currency, amount_source, occurred_at, event_id)
+             VALUES ('acc_default', 'inv_old', 'pay_old', 'STRIPE', 'pi_old', 'COLLECTED', 1000, 'GBP',
+                     'event', '2026-11-01T10:00:00Z', 'evt_old_paid'),
+                    ('acc_default', 'inv_old', 'pay_old', 'STRIPE', 're_old', 'REFUNDED', 250, 'GBP',
+                     'event', '2026-11-02T10:00:00Z', 'evt_old_refund');
+         INSERT INTO payment_settings (id, account_id, level, target_id, payment_provider, auto_charge)
+             VALUES ('pset_old', 'acc_default', 'CUSTOMER', 'cust', 'STRIPE', true);
+         INSERT INTO payment_methods (id, account_id, customer_id, provider, type, reference_id, on_file)
+             VALUES ('pm_row_old', 'acc_default', 'cust', 'STRIPE', 'card', 'cus_old/pm_old', true);
+         INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
+             VALUES ('STRIPE', 'evt_old_paid', 'acc_default', 'payment_intent.succeeded', '{}', now(), 'applied');
+         INSERT INTO outbox (account_id, message_id, routing_key, payload, published_at)
+             VALUES ('acc_default', 'stripe:evt_old_paid:invoice.paid', 'invoice.paid', '{}', now());",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    migrate_all(&db).await;
+    db.close().await;
+
+    // The default account's credentials (SETTLE_API_CREDENTIALS) see it all as before.
+    let app = spawn_run_on(url).await;
+    let invoice = app.invoice("inv_old").await;
+    assert_eq!(invoice["sequenceAccountId"], "acc_default");
+    assert_eq!(
+        (
+            &invoice["status"],
+            &invoice["amountPaid"],
+            &invoice["amountRefunded"],
+            &invoice["amountNet"],
+            &invoice["refundState"]
+        ),
+        (
+            &"PAID".into(),
+            &1000.into(),
+            &250.into(),
+            &750.into(),
+            &"PARTIAL".into()
+        )
+    );
+    let (status, settings) = app.api_get("/invoices/inv_old/payment-settings").await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["paymentProvider"]["source"], "CUSTOMER");
+    let (status, methods) = app.api_get("/customers/cust/payment-methods").await;
+    assert_eq!(status, 200, "{methods}");
+    assert_eq!(methods[0]["onFile"], true, "{methods}");
+
+    // The next events build on what was migrated: a second refund of the same payment, and a
+    // redelivery of an old event, which the inbox still knows.
+    app.deliver_stripe(
+        &StripeEvent::new("refund.created", "evt_new_refund")
+            .created(1_790_000_000)
+            .refund("re_new", "pi_old", 750, "gbp", "succeeded")
+            .to_bytes(),
+    )
+    .await;
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_new_refund").await,
+        "applied"
+    );
+    let invoice = app.invoice("inv_old").await;
+    assert_eq!(invoice["amountRefunded"], 1000);
+    assert_eq!(invoice["refundState"], "FULL");
+    app.stop().await;
+}

@@ -236,6 +236,39 @@ pub async fn create_database(name: &str) {
         .expect("create the test database");
 }
 
+/// A fresh database with the schema as it was before the migration `version`: for a test that
+/// writes rows in an old shape and then migrates them (`migrate_all`). Its URL and a pool.
+pub async fn database_before_migration(version: i64) -> (String, sqlx::PgPool) {
+    let database = format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    create_database(&database).await;
+    let url = database_url_for(&database);
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("./migrations");
+    let earlier: Vec<_> = before
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect();
+    before.migrations = std::borrow::Cow::Owned(earlier);
+    before.run(&db).await.unwrap();
+    (url, db)
+}
+
+/// The whole app (`run`) on a database the test prepared (and migrated) itself.
+pub async fn spawn_run_on(database_url: String) -> TestApp {
+    spawn_app_with(AppOptions {
+        role: Role::Run,
+        database_url: Some(database_url),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// Applies every migration still pending.
+pub async fn migrate_all(db: &sqlx::PgPool) {
+    sqlx::migrate!("./migrations").run(db).await.unwrap();
+}
+
 /// An outage of the app's database: renamed away, its sessions ended, until `end`.
 pub struct DatabaseOutage {
     admin: sqlx::PgConnection,
