@@ -190,7 +190,8 @@ async fn apply_in(
     Ok(outcome)
 }
 
-/// Applies the unmatched events waiting for the payment `provider_payment_id` of `provider`,
+/// Applies the unmatched events of `policy`'s account waiting for the payment
+/// `provider_payment_id` of `provider`,
 /// oldest provider time first, inside the transaction that has just registered that payment
 /// (`POST /invoices/{id}/payments`, which locked the payment's invoice before inserting it, as
 /// every writer of an invoice does). Each goes through the worker's own path (`apply_in`), which
@@ -207,7 +208,8 @@ pub async fn apply_waiting(
     provider: Provider,
     provider_payment_id: &str,
 ) -> Result<(), ApplyError> {
-    for waiting in inbox::waiting_for(tx, provider, provider_payment_id).await? {
+    for waiting in inbox::waiting_for(tx, &policy.account_id, provider, provider_payment_id).await?
+    {
         let event = QueuedEvent {
             provider,
             event_id: waiting.event_id,
@@ -247,6 +249,7 @@ async fn link_invoice(
     use crate::repository::invoices::{self, Link};
     match invoices::link_provider_invoice(
         tx,
+        &policy.account_id,
         link.provider,
         &link.provider_invoice_id,
         &link.invoice_ref,
