@@ -606,3 +606,119 @@ async fn the_accounts_own_settings_apply_below_the_customer_and_to_that_account_
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_from_before_accounts_keeps_every_row_and_figure_under_the_default_account() {
+    // The schema as it was before account scoping, with a row in every table it keys anew.
+    let (url, db, all) = database_before(20261201000014).await;
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id) VALUES ('acc_default');
+         INSERT INTO customers (id, account_id, legal_name, stripe_customer_id)
+             VALUES ('cust', 'acc_default', 'Cust Ltd', 'cus_m');
+         INSERT INTO billing_schedules (id, account_id, customer_id) VALUES ('bs', 'acc_default', 'cust');
+         INSERT INTO invoices (id, account_id, customer_id, billing_schedule_id, number, currency,
+                 amount_due, amount_paid, amount_refunded, status, refund_state) VALUES
+             ('inv_m', 'acc_default', 'cust', 'bs', 'N-1', 'GBP', 1000, 1000, 250, 'PAID', 'PARTIAL'),
+             ('inv_w', 'acc_default', 'cust', NULL, 'N-2', 'GBP', 500, 0, 0, 'OPEN', 'NONE');
+         INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
+                 currency, status, collected)
+             VALUES ('pay_m', 'acc_default', 'inv_m', 'STRIPE', 'pi_m', 1000, 'GBP', 'SUCCEEDED', true);
+         INSERT INTO money_movements (account_id, invoice_id, payment_id, provider,
+                 provider_object_id, kind, amount, currency, amount_source, occurred_at, event_id) VALUES
+             ('acc_default', 'inv_m', 'pay_m', 'STRIPE', 'pi_m', 'COLLECTED', 1000, 'GBP', 'event', now(), 'evt_1'),
+             ('acc_default', 'inv_m', 'pay_m', 'STRIPE', 're_m', 'REFUNDED', 250, 'GBP', 'event', now(), 'evt_2');
+         INSERT INTO refunds (id, account_id, payment_id, provider, provider_refund_id, amount, status)
+             VALUES ('ref_m', 'acc_default', 'pay_m', 'STRIPE', 're_m', 250, 'SUCCEEDED');
+         INSERT INTO payment_settings (id, account_id, level, target_id, payment_provider)
+             VALUES ('pset_m', 'acc_default', 'CUSTOMER', 'cust', 'STRIPE');
+         INSERT INTO payment_methods (id, account_id, customer_id, provider, type, reference_id, on_file)
+             VALUES ('pm_m', 'acc_default', 'cust', 'STRIPE', 'card', 'cus_m/pm_1', true);
+         INSERT INTO notifications (account_id, payment_id, failure_event_id, recipient_kind,
+                 recipients, subject, body_text, body_html, status)
+             VALUES ('acc_default', 'pay_m', 'ch_1', 'CUSTOMER', '{a@example.com}', 's', 't', 'h', 'SENT');
+         INSERT INTO provider_invoice_links (provider, provider_invoice_id, invoice_id, event_id)
+             VALUES ('STRIPE', 'in_m', 'inv_m', 'evt_link');",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    // An event that waits, unmatched, for a payment nobody registered yet.
+    let waiting = StripeEvent::new("payment_intent.succeeded", "evt_wait")
+        .created(1_790_000_000)
+        .payment("pi_wait", 500, "gbp");
+    sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload,
+             received_at, outcome, unmatched_provider_payment_id, unmatched_occurred_at)
+         VALUES ('STRIPE', 'evt_wait', 'acc_default', 'payment_intent.succeeded', $1::json, now(),
+             'unmatched', 'pi_wait', now())",
+    )
+    .bind(String::from_utf8(waiting.to_bytes()).unwrap())
+    .execute(&db)
+    .await
+    .unwrap();
+    all.run(&db).await.unwrap();
+    let link_account: String = sqlx::query_scalar(
+        "SELECT account_id FROM provider_invoice_links WHERE provider_invoice_id = 'in_m'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        link_account, DEFAULT_ACCOUNT,
+        "the link took its invoice's account"
+    );
+    db.close().await;
+
+    let app = spawn_app_with(AppOptions {
+        database_url: Some(url),
+        ..AppOptions::default()
+    })
+    .await;
+    let invoice = app.invoice("inv_m").await;
+    assert_eq!(invoice["sequenceAccountId"], DEFAULT_ACCOUNT);
+    assert_eq!(invoice["status"], "PAID");
+    assert_eq!(invoice["amountPaid"], 1000);
+    assert_eq!(invoice["amountRefunded"], 250);
+    assert_eq!(invoice["amountNet"], 750);
+    assert_eq!(invoice["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(invoice["movements"].as_array().unwrap().len(), 2);
+    assert_eq!(invoice["refunds"][0]["providerRefundId"], "re_m");
+    assert_eq!(
+        invoice["paymentSettings"]["paymentProvider"],
+        json!({"value": "STRIPE", "source": "CUSTOMER"})
+    );
+    let methods = get_as(
+        &app,
+        &ApiKey::configured(),
+        "/customers/cust/payment-methods",
+    )
+    .await;
+    assert_eq!(methods[0]["onFile"], true, "{methods}");
+    // The waiting event is still found and applied by its payment's registration.
+    let (_, listed) = app.api_get("/payments/unmatched").await;
+    assert_eq!(listed["data"][0]["eventId"], "evt_wait", "{listed}");
+    let payment = app
+        .register_payment("inv_w", "STRIPE", "pi_wait", 500)
+        .await;
+    assert_eq!(payment["status"], "SUCCEEDED", "{payment}");
+    assert_eq!(app.invoice("inv_w").await["status"], "PAID");
+    // And a new account may use the same ids.
+    let b = account_with_key(&app, "acc_b").await;
+    register_all(
+        &app,
+        &b,
+        &Ids {
+            customer: "cust",
+            schedule: "bs",
+            invoice: "inv_m",
+            payment: "pay_m",
+            provider_payment: "pi_m",
+        },
+        "Beta Ltd",
+        300,
+    )
+    .await;
+    assert_eq!(get_as(&app, &b, "/invoices/inv_m").await["amountPaid"], 0);
+    assert_eq!(app.invoice("inv_m").await["amountPaid"], 1000);
+    app.stop().await;
+}

@@ -578,21 +578,8 @@ async fn a_gocardless_refund_before_its_registration_waits_and_takes_the_remaind
 
 #[tokio::test]
 async fn payments_recorded_before_the_ledger_are_migrated_into_it_and_keep_their_figures() {
-    use std::borrow::Cow;
-    let database = format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    create_database(&database).await;
-    let url = database_url_for(&database);
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
     // The schema as it was before the ledger, with the payments of three invoices.
-    let all = sqlx::migrate!("./migrations");
-    let mut before = sqlx::migrate!("./migrations");
-    before.migrations = Cow::Owned(
-        all.iter()
-            .filter(|m| m.version < 20261201000003)
-            .cloned()
-            .collect(),
-    );
-    before.run(&db).await.unwrap();
+    let (url, db, all) = database_before(20261201000003).await;
     sqlx::raw_sql(
         "INSERT INTO accounts (id) VALUES ('acc_default');
          INSERT INTO customers (id, account_id, legal_name) VALUES ('cust', 'acc_default', 'Cust Ltd');

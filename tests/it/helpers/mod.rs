@@ -250,6 +250,26 @@ pub async fn create_database(name: &str) {
         .expect("create the test database");
 }
 
+/// A fresh database with the migrations older than `version` applied (the schema as it was
+/// before that migration), for migration tests: its URL, a pool on it, and the whole list to run
+/// once the test has written its rows.
+pub async fn database_before(version: i64) -> (String, sqlx::PgPool, sqlx::migrate::Migrator) {
+    let database = format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    create_database(&database).await;
+    let url = database_url_for(&database);
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let all = sqlx::migrate!("./migrations");
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = std::borrow::Cow::Owned(
+        all.iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db).await.unwrap();
+    (url, db, all)
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
 pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
