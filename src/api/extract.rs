@@ -154,6 +154,11 @@ async fn stored_key_account(
     key_id: &str,
     secret: &str,
 ) -> Result<String, ApiError> {
+    // Every stored key's id has this prefix (`repository::new_id`): any other is refused without
+    // a round trip, so a bad configured credential is 401 even while the database is down.
+    if !key_id.starts_with(crate::repository::api_keys::ID_PREFIX) {
+        return Err(ApiError::Unauthorized);
+    }
     let stored = crate::repository::api_keys::find(&state.db, key_id)
         .await?
         .ok_or(ApiError::Unauthorized)?;

@@ -9,8 +9,8 @@ use chacha20poly1305::aead::rand_core::RngCore;
 use sqlx::PgPool;
 
 use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use crate::repository::accounts;
 use crate::repository::api_keys::{self as store, ApiKey};
-use crate::repository::{accounts, new_id};
 
 /// A new secret: 32 bytes from the operating system's generator, URL-safe base64 (no `:`, so
 /// it fits Basic auth's `id:secret`).
@@ -26,7 +26,7 @@ pub async fn create(db: &PgPool, account: &str, output: Output) -> anyhow::Resul
     if accounts::find(db, account).await?.is_none() {
         bail!("no account `{account}`: create it first (settle accounts create {account})");
     }
-    let id = new_id("key");
+    let id = store::new_key_id();
     let secret = new_secret()?;
     store::insert(db, &id, account, &store::secret_hash(&secret)).await?;
     match output {

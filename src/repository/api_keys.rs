@@ -7,6 +7,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
 
+/// The prefix of every stored key's id (`key_<32 hex digits>`, `new_key_id`).
+pub const ID_PREFIX: &str = "key_";
+
+/// A fresh key id.
+pub fn new_key_id() -> String {
+    super::new_id("key")
+}
+
 /// A key as operators see it: never its secret, nor its hash.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
@@ -78,4 +86,19 @@ pub async fn find(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Stor
     .bind(id)
     .fetch_optional(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_carry_the_prefix_the_api_looks_for() {
+        assert!(new_key_id().starts_with(ID_PREFIX));
+        assert_eq!(
+            hex::encode(secret_hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "SHA-256"
+        );
+    }
 }
