@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ops::{self, Output, accounts, dlq};
+use crate::ops::{self, Output, accounts, api_keys, dlq};
 use crate::provider::Provider;
 use crate::role::Role;
 use crate::startup::Application;
@@ -50,6 +50,31 @@ pub enum Command {
         #[command(subcommand)]
         command: ConnectionsCommand,
     },
+    /// The keys an account's services call settle's API with.
+    ApiKeys {
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeysCommand {
+    /// Create a key for an account; prints `<key id>:<secret>` once (only a hash is stored).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List an account's keys, without secrets (exit 3 when there is none).
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a key: requests with it get 401 from then on (exit 3 when it does not exist).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,6 +297,18 @@ impl Cli {
                     ConnectionsCommand::Remove { id, yes: _ } => {
                         accounts::remove_connection(&db, &id).await
                     }
+                };
+            }
+            Command::ApiKeys { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return match command {
+                    ApiKeysCommand::Create { account, output } => {
+                        api_keys::create(&db, &account, output).await
+                    }
+                    ApiKeysCommand::List { account, output } => {
+                        api_keys::list(&db, &account, output).await
+                    }
+                    ApiKeysCommand::Revoke { id } => api_keys::revoke(&db, &id).await,
                 };
             }
             Command::Dlq { command } => {

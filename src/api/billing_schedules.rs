@@ -47,7 +47,7 @@ impl From<BillingScheduleRow> for BillingSchedule {
     request_body = CreateBillingSchedule,
     responses((status = 201, body = BillingSchedule), (status = 400), (status = 404), (status = 409)))]
 pub async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     ApiJson(request): ApiJson<CreateBillingSchedule>,
 ) -> Result<(StatusCode, axum::Json<BillingSchedule>), ApiError> {
@@ -56,13 +56,13 @@ pub async fn create(
     if let Some(name) = &request.name {
         validate::at_most(name, MAX_TEXT).map_err(|m| ApiError::validation("name", m))?;
     }
-    if !customers::exists(&state.db, &request.customer_id).await? {
+    if !customers::exists(&state.db, &caller.account_id, &request.customer_id).await? {
         return Err(ApiError::not_found("customer", &request.customer_id));
     }
     let row = repo::insert_billing_schedule(
         &state.db,
         &request.id,
-        &state.account_id,
+        &caller.account_id,
         &request.customer_id,
         request.name.as_deref(),
     )
@@ -74,11 +74,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/billing-schedules/{id}", tag = "billing schedules",
     params(("id" = String, Path)), responses((status = 200, body = BillingSchedule), (status = 404)))]
 pub async fn get(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<BillingSchedule>, ApiError> {
-    repo::get_billing_schedule(&state.db, &id)
+    repo::get_billing_schedule(&state.db, &caller.account_id, &id)
         .await?
         .map(|row| axum::Json(row.into()))
         .ok_or_else(|| ApiError::not_found("billing schedule", &id))

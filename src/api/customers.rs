@@ -238,7 +238,7 @@ fn conflict_on_external_id(error: sqlx::Error) -> ApiError {
 #[utoipa::path(post, path = "/customers", tag = "customers", request_body = CreateCustomer,
     responses((status = 201, body = Customer), (status = 400), (status = 401), (status = 409)))]
 pub async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     ApiBody(bytes): ApiBody,
 ) -> Result<(StatusCode, axum::Json<Customer>), ApiError> {
@@ -249,7 +249,7 @@ pub async fn create(
         return Err(ApiError::validation("legalName", "is required"));
     }
     let write = fields.into_write()?;
-    let account = &state.account_id;
+    let account = &caller.account_id;
     let mut tx = state.db.begin().await?;
     crate::repository::ensure_account(&mut *tx, account).await?;
     let row = repo::insert(&mut *tx, account, &id, &write)
@@ -263,11 +263,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/customers/{id}", tag = "customers",
     params(("id" = String, Path)), responses((status = 200, body = Customer), (status = 404)))]
 pub async fn get(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Customer>, ApiError> {
-    let row = repo::get(&state.db, &id)
+    let row = repo::get(&state.db, &caller.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer", &id))?;
     Ok(axum::Json(row.into()))
@@ -278,13 +278,13 @@ pub async fn get(
     params(("id" = String, Path)),
     responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409)))]
 pub async fn update(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(fields): ApiJson<CustomerFields>,
 ) -> Result<axum::Json<Customer>, ApiError> {
     let write = fields.into_write()?;
-    let row = repo::update(&state.db, &id, &write)
+    let row = repo::update(&state.db, &caller.account_id, &id, &write)
         .await
         .map_err(conflict_on_external_id)?
         .ok_or_else(|| ApiError::not_found("customer", &id))?;

@@ -98,10 +98,12 @@ impl<T: DeserializeOwned> FromRequestParts<ApiState> for ApiQuery<T> {
     }
 }
 
-/// The authenticated caller: the key id of the Basic credentials that matched.
+/// The authenticated caller: the key id of the Basic credentials that matched, and the account
+/// the key belongs to. Every handler reads and writes that account's rows only.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: String,
+    pub account_id: String,
 }
 
 impl FromRequestParts<ApiState> for Caller {
@@ -121,8 +123,9 @@ impl FromRequestParts<ApiState> for Caller {
             .map_err(|_| ApiError::Unauthorized)?;
         let decoded = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
         let (key_id, secret) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
-        // Compare against every configured credential without stopping early, in constant time.
-        let mut matched = None;
+        // The configured credentials (`SETTLE_API_CREDENTIALS`) are the default account's:
+        // compared against every one without stopping early, in constant time.
+        let mut matched = false;
         for credential in state.credentials.iter() {
             let (expected_id, expected_secret) = credential.parts();
             let id_ok = expected_id.as_bytes().ct_eq(key_id.as_bytes());
@@ -130,13 +133,41 @@ impl FromRequestParts<ApiState> for Caller {
                 .expose_secret()
                 .as_bytes()
                 .ct_eq(secret.as_bytes());
-            if bool::from(id_ok & secret_ok) {
-                matched = Some(expected_id.to_owned());
-            }
+            matched |= bool::from(id_ok & secret_ok);
         }
-        matched
-            .map(|key_id| Caller { key_id })
-            .ok_or(ApiError::Unauthorized)
+        let account_id = if matched {
+            state.account_id.to_string()
+        } else {
+            stored_key_account(state, key_id, secret).await?
+        };
+        Ok(Caller {
+            key_id: key_id.to_owned(),
+            account_id,
+        })
+    }
+}
+
+/// The account of a key created with `settle api-keys create`, when `secret` is its secret and
+/// it is not revoked. The hashes are compared in constant time.
+async fn stored_key_account(
+    state: &ApiState,
+    key_id: &str,
+    secret: &str,
+) -> Result<String, ApiError> {
+    // Every stored key's id has this prefix (`repository::new_id`): any other is refused without
+    // a round trip, so a bad configured credential is 401 even while the database is down.
+    if !key_id.starts_with(crate::repository::api_keys::ID_PREFIX) {
+        return Err(ApiError::Unauthorized);
+    }
+    let stored = crate::repository::api_keys::find(&state.db, key_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let presented = crate::repository::api_keys::secret_hash(secret);
+    let secret_ok = bool::from(presented.as_slice().ct_eq(&stored.secret_hash));
+    if secret_ok && !stored.revoked {
+        Ok(stored.account_id)
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 

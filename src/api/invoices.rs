@@ -117,11 +117,12 @@ pub async fn create(
     if let Some(link) = &request.payment_link {
         validate::at_most(link, MAX_URL).map_err(|m| ApiError::validation("paymentLink", m))?;
     }
-    if !customers::exists(&state.db, &request.customer_id).await? {
+    let account = caller.account_id.as_str();
+    if !customers::exists(&state.db, account, &request.customer_id).await? {
         return Err(ApiError::not_found("customer", &request.customer_id));
     }
     if let Some(schedule_id) = &request.billing_schedule_id {
-        let schedule = repo::get_billing_schedule(&state.db, schedule_id)
+        let schedule = repo::get_billing_schedule(&state.db, account, schedule_id)
             .await?
             .ok_or_else(|| ApiError::not_found("billing schedule", schedule_id))?;
         if schedule.customer_id != request.customer_id {
@@ -135,7 +136,7 @@ pub async fn create(
         &state.db,
         &NewInvoice {
             id: &request.id,
-            account_id: &state.account_id,
+            account_id: account,
             customer_id: &request.customer_id,
             billing_schedule_id: request.billing_schedule_id.as_deref(),
             number: &request.number,
@@ -155,17 +156,22 @@ pub async fn create(
         None => error.into(),
     })?;
     let id = row.id.clone();
-    let detail = detail(&state, row).await?;
+    let detail = detail(&state, account, row).await?;
     tracing::info!(invoice = %id, caller = %caller.key_id, "invoice registered");
     Ok((StatusCode::CREATED, axum::Json(detail)))
 }
 
-async fn detail(state: &ApiState, row: InvoiceRow) -> Result<InvoiceDetail, ApiError> {
-    let payments = payments::for_invoice(&state.db, &row.id).await?;
-    let payment_settings = settings::effective_for_invoice(&state.db, &row.id, state.defaults)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
-    let money = Money::read(&state.db, Of::Invoice(&row.id)).await?;
+async fn detail(
+    state: &ApiState,
+    account_id: &str,
+    row: InvoiceRow,
+) -> Result<InvoiceDetail, ApiError> {
+    let payments = payments::for_invoice(&state.db, account_id, &row.id).await?;
+    let payment_settings =
+        settings::effective_for_invoice(&state.db, account_id, &row.id, state.defaults)
+            .await?
+            .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
+    let money = Money::read(&state.db, account_id, Of::Invoice(&row.id)).await?;
     Ok(InvoiceDetail {
         invoice: row.into(),
         payments: payments.into_iter().map(Payment::from).collect(),
@@ -179,14 +185,14 @@ async fn detail(state: &ApiState, row: InvoiceRow) -> Result<InvoiceDetail, ApiE
 #[utoipa::path(get, path = "/invoices/{id}", tag = "invoices",
     params(("id" = String, Path)), responses((status = 200, body = InvoiceDetail), (status = 404)))]
 pub async fn get(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<InvoiceDetail>, ApiError> {
-    let row = repo::get(&state.db, &id)
+    let row = repo::get(&state.db, &caller.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("invoice", &id))?;
-    Ok(axum::Json(detail(&state, row).await?))
+    Ok(axum::Json(detail(&state, &caller.account_id, row).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -214,7 +220,7 @@ pub struct InvoicePage {
 #[utoipa::path(get, path = "/invoices", tag = "invoices", params(InvoiceQuery),
     responses((status = 200, body = InvoicePage), (status = 400)))]
 pub async fn list(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> Result<axum::Json<InvoicePage>, ApiError> {
@@ -233,6 +239,7 @@ pub async fn list(
     // One extra row tells whether another page follows.
     let mut rows = repo::list(
         &state.db,
+        &caller.account_id,
         query.customer_id.as_deref(),
         query.status,
         after.as_deref(),

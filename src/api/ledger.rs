@@ -131,13 +131,18 @@ pub struct Money {
 }
 
 impl Money {
-    pub async fn read(db: &sqlx::PgPool, of: Of<'_>) -> Result<Self, ApiError> {
-        Self::read_in(&mut *db.acquire().await?, of).await
+    /// The money of the account's invoice or payment.
+    pub async fn read(db: &sqlx::PgPool, account_id: &str, of: Of<'_>) -> Result<Self, ApiError> {
+        Self::read_in(&mut *db.acquire().await?, account_id, of).await
     }
 
     /// As `read`, in the caller's transaction.
-    pub async fn read_in(db: &mut sqlx::PgConnection, of: Of<'_>) -> Result<Self, ApiError> {
-        let (movements, refunds, disputes) = repo::read(db, of).await?;
+    pub async fn read_in(
+        db: &mut sqlx::PgConnection,
+        account_id: &str,
+        of: Of<'_>,
+    ) -> Result<Self, ApiError> {
+        let (movements, refunds, disputes) = repo::read(db, account_id, of).await?;
         Ok(Self {
             movements: movements.into_iter().map(Movement::from).collect(),
             refunds: refunds.into_iter().map(Refund::from).collect(),

@@ -33,18 +33,21 @@ use crate::config::ApiCredential;
 use crate::reconcile::settings::AccountDefaults;
 use crate::worker::apply::Policy;
 
-/// What the API needs: the database, the callers' credentials and the account it serves. No
-/// broker: the API only reads and writes PostgreSQL.
+/// What the API needs: the database, the configured credentials and the default account. No
+/// broker: the API only reads and writes PostgreSQL. Each request is served for its caller's
+/// account (`extract::Caller`), never for another.
 #[derive(Clone)]
 pub struct ApiState {
     pub db: PgPool,
+    /// `SETTLE_API_CREDENTIALS`: the default account's keys. Keys made with
+    /// `settle api-keys create` are looked up in the database.
     pub credentials: Arc<[ApiCredential]>,
-    /// The account every row belongs to.
+    /// The default (configured) account: the configured credentials' account.
     pub account_id: Arc<str>,
-    /// Payment settings used when no level of an invoice sets them.
+    /// Payment settings used when no level of an invoice sets them, the account's own included.
     pub defaults: AccountDefaults,
     /// The worker's policy: a payment's registration applies the events that waited for it, and
-    /// decides as the worker would.
+    /// decides as the worker would (for the caller's account: `worker::apply::policy_for`).
     pub policy: Arc<Policy>,
     pub body_limit: usize,
 }
@@ -83,6 +86,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
             settings::get_billing_schedule
         ))
         .routes(routes!(settings::put_invoice, settings::get_invoice))
+        .routes(routes!(settings::put_account, settings::get_account))
         .routes(routes!(settings::effective))
         .routes(routes!(customers::create))
         .routes(routes!(customers::get, customers::update))

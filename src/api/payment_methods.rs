@@ -173,18 +173,19 @@ impl PutPaymentMethod {
     params(("id" = String, Path)), request_body = PutPaymentMethod,
     responses((status = 200, body = PaymentMethod), (status = 400), (status = 404)))]
 pub async fn put(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(customer_id): Path<String>,
     ApiJson(request): ApiJson<PutPaymentMethod>,
 ) -> Result<axum::Json<PaymentMethod>, ApiError> {
     let reference = request.validate()?;
+    let account = caller.account_id.as_str();
     let mut tx = state.db.begin().await?;
-    let customer = customers::get(&mut *tx, &customer_id)
+    let customer = customers::get(&mut *tx, account, &customer_id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer", &customer_id))?;
     // The same lock as the worker's method events: one writer of a customer's methods at a time.
-    customers::lock(&mut tx, &customer_id).await?;
+    customers::lock(&mut tx, account, &customer_id).await?;
     // A Stripe reference must name this customer's own Stripe customer, when one is registered.
     if let (
         MethodReference::StripeCustomer { customer: stripe }
@@ -203,7 +204,7 @@ pub async fn put(
     let row = repo::put_on_file(
         &mut tx,
         &MethodWrite {
-            account_id: &state.account_id,
+            account_id: account,
             customer_id: &customer_id,
             provider: request.provider,
             method_type: request.method_type.as_str(),
@@ -230,14 +231,15 @@ pub async fn put(
 #[utoipa::path(get, path = "/customers/{id}/payment-methods", tag = "payment methods",
     params(("id" = String, Path)), responses((status = 200, body = Vec<PaymentMethod>), (status = 404)))]
 pub async fn list(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(customer_id): Path<String>,
 ) -> Result<axum::Json<Vec<PaymentMethod>>, ApiError> {
-    if !customers::exists(&state.db, &customer_id).await? {
+    let account = caller.account_id.as_str();
+    if !customers::exists(&state.db, account, &customer_id).await? {
         return Err(ApiError::not_found("customer", &customer_id));
     }
-    let rows = repo::for_customer(&state.db, &customer_id).await?;
+    let rows = repo::for_customer(&state.db, account, &customer_id).await?;
     Ok(axum::Json(
         rows.into_iter().map(PaymentMethod::from).collect(),
     ))

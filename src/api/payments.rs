@@ -136,7 +136,7 @@ pub async fn create(
     // The invoice's lock first, as the worker takes it before it writes a payment: a worker
     // applying another event of this invoice meanwhile finishes first, and nothing waits in the
     // opposite order (the payment's unique key, then the invoice).
-    let invoice = invoices::lock(&mut tx, &invoice_id)
+    let invoice = invoices::lock(&mut tx, &caller.account_id, &invoice_id)
         .await?
         .ok_or_else(|| ApiError::not_found("invoice", &invoice_id))?;
     if invoice.currency != request.currency {
@@ -164,7 +164,7 @@ pub async fn create(
     )
     .await
     .map_err(|error| match unique_constraint(&error) {
-        Some("payments_provider_provider_payment_id_key") => ApiError::Conflict(format!(
+        Some("payments_account_provider_payment_key") => ApiError::Conflict(format!(
             "{} payment `{}` is already registered",
             request.provider.stored_name(),
             request.provider_payment_id
@@ -178,14 +178,15 @@ pub async fn create(
         request.allow_overpayment,
     )
     .map_err(|message| ApiError::validation("amount", message))?;
+    let policy = apply::policy_for(&mut tx, &state.policy, &invoice.account_id).await?;
     apply::apply_waiting(
         &mut tx,
-        &state.policy,
+        &policy,
         request.provider,
         &request.provider_payment_id,
     )
     .await?;
-    let row = repo::get(&mut *tx, &id)
+    let row = repo::get(&mut *tx, &invoice.account_id, &id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("payment `{id}` vanished in its own transaction"))?;
     tx.commit().await?;
@@ -242,12 +243,12 @@ pub struct UnmatchedEvents {
 #[utoipa::path(get, path = "/payments/unmatched", tag = "payments", params(UnmatchedQuery),
     responses((status = 200, body = UnmatchedEvents), (status = 400)))]
 pub async fn unmatched(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<UnmatchedQuery>,
 ) -> Result<axum::Json<UnmatchedEvents>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    let rows = inbox::list_unmatched(&state.db, limit).await?;
+    let rows = inbox::list_unmatched(&state.db, &caller.account_id, limit).await?;
     Ok(axum::Json(UnmatchedEvents {
         data: rows.into_iter().map(UnmatchedEvent::from).collect(),
     }))
@@ -257,14 +258,14 @@ pub async fn unmatched(
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments",
     params(("id" = String, Path)), responses((status = 200, body = PaymentDetail), (status = 404)))]
 pub async fn get(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PaymentDetail>, ApiError> {
-    let row = repo::get(&state.db, &id)
+    let row = repo::get(&state.db, &caller.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment", &id))?;
-    let money = Money::read(&state.db, Of::Payment(&row.id)).await?;
+    let money = Money::read(&state.db, &row.account_id, Of::Payment(&row.id)).await?;
     let sums = money.sums();
     Ok(axum::Json(PaymentDetail {
         payment: row.into(),

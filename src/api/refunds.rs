@@ -50,14 +50,14 @@ pub async fn create(
         None => crate::repository::new_id("ref"),
     };
     validate::check_id("providerRefundId", &request.provider_refund_id)?;
-    let payment = payments::get(&state.db, &payment_id)
+    let payment = payments::get(&state.db, &caller.account_id, &payment_id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment", &payment_id))?;
     let mut tx = state.db.begin().await?;
     // The invoice's lock first, as the worker takes it before it writes a refund.
-    invoices::lock(&mut tx, &payment.invoice_id).await?;
+    invoices::lock(&mut tx, &payment.account_id, &payment.invoice_id).await?;
     if let Some(amount) = request.amount {
-        let sums = Money::read_in(&mut tx, Of::Payment(&payment.id))
+        let sums = Money::read_in(&mut tx, &payment.account_id, Of::Payment(&payment.id))
             .await?
             .sums();
         if amount.get() > sums.refundable() {
@@ -85,7 +85,7 @@ pub async fn create(
     )
     .await
     .map_err(|error| match unique_constraint(&error) {
-        Some("refunds_provider_provider_refund_id_key") => ApiError::Conflict(format!(
+        Some("refunds_account_provider_refund_key") => ApiError::Conflict(format!(
             "{} refund `{}` is already registered",
             payment.provider.stored_name(),
             request.provider_refund_id
@@ -93,14 +93,17 @@ pub async fn create(
         Some(_) => ApiError::Conflict(format!("refund `{id}` already exists")),
         None => error.into(),
     })?;
+    let policy = apply::policy_for(&mut tx, &state.policy, &payment.account_id).await?;
     apply::apply_waiting(
         &mut tx,
-        &state.policy,
+        &policy,
         payment.provider,
         &request.provider_refund_id,
     )
     .await?;
-    let refund = repo::get_refund(&mut *tx, &row.id).await?.unwrap_or(row);
+    let refund = repo::get_refund(&mut *tx, &payment.account_id, &row.id)
+        .await?
+        .unwrap_or(row);
     tx.commit().await?;
     tracing::info!(refund = %refund.id, payment = %payment.id, caller = %caller.key_id, "refund registered");
     Ok((StatusCode::CREATED, axum::Json(refund.into())))

@@ -2,7 +2,11 @@
 //! `PUT /payments/settings/customers/{id}` with `{"paymentProvider":"STRIPE"}` answers
 //! `{"id":…,"sequenceAccountId":…,"customerId":…,"paymentProvider":"STRIPE"}`; the same for
 //! billing schedules and invoices. `autoCharge` may be set too (it appears in the answer once set),
-//! and `null` clears a field. `GET /invoices/{id}/payment-settings` gives the effective values.
+//! and `null` clears a field. `PUT /payments/settings/account` sets the caller's account's own
+//! level in the same shape (no target id: `sequenceAccountId` names it); a field it leaves unset
+//! falls back to config's `[account]` defaults. `GET /invoices/{id}/payment-settings` gives the
+//! effective values. Every level and target is the caller's account's: another account's ids are
+//! 404.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -39,7 +43,7 @@ pub struct SettingsUpdate {
 }
 
 /// The stored settings of one level, in the seed's shape. Exactly one of the three id fields is
-/// present, naming the level.
+/// present, naming the level; none for the account's own level.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentSettings {
@@ -63,6 +67,7 @@ impl PaymentSettings {
             SettingsLevel::Customer => (target, None, None),
             SettingsLevel::BillingSchedule => (None, target, None),
             SettingsLevel::Invoice => (None, None, target),
+            SettingsLevel::Account => (None, None, None),
         };
         Self {
             id: stored.id,
@@ -81,6 +86,7 @@ fn settings_of(level: SettingsLevel) -> &'static str {
         SettingsLevel::Customer => "payment settings of customer",
         SettingsLevel::BillingSchedule => "payment settings of billing schedule",
         SettingsLevel::Invoice => "payment settings of invoice",
+        SettingsLevel::Account => "payment settings of account",
     }
 }
 
@@ -89,11 +95,13 @@ fn level_name(level: SettingsLevel) -> &'static str {
         SettingsLevel::Customer => "customer",
         SettingsLevel::BillingSchedule => "billing schedule",
         SettingsLevel::Invoice => "invoice",
+        SettingsLevel::Account => "account",
     }
 }
 
 async fn put(
     state: &ApiState,
+    account_id: &str,
     level: SettingsLevel,
     target_id: &str,
     update: SettingsUpdate,
@@ -104,12 +112,12 @@ async fn put(
             "is required: one of STRIPE, GOCARDLESS, NONE, or null to clear it",
         )
     })?;
-    if !repo::target_exists(&state.db, level, target_id).await? {
+    if !repo::target_exists(&state.db, account_id, level, target_id).await? {
         return Err(ApiError::not_found(level_name(level), target_id));
     }
     let stored = repo::upsert(
         &state.db,
-        &state.account_id,
+        account_id,
         level,
         target_id,
         payment_provider,
@@ -121,13 +129,14 @@ async fn put(
 
 async fn get(
     state: &ApiState,
+    account_id: &str,
     level: SettingsLevel,
     target_id: &str,
 ) -> Result<axum::Json<PaymentSettings>, ApiError> {
-    if !repo::target_exists(&state.db, level, target_id).await? {
+    if !repo::target_exists(&state.db, account_id, level, target_id).await? {
         return Err(ApiError::not_found(level_name(level), target_id));
     }
-    let stored = repo::get(&state.db, level, target_id)
+    let stored = repo::get(&state.db, account_id, level, target_id)
         .await?
         .ok_or_else(|| ApiError::not_found(settings_of(level), target_id))?;
     Ok(axum::Json(PaymentSettings::new(level, stored)))
@@ -141,13 +150,13 @@ macro_rules! level_handlers {
             params(("id" = String, Path), ("Sequence-Version" = Option<String>, Header, description = "optional, 2024-07-30")),
             responses((status = 200, body = PaymentSettings), (status = 400), (status = 401), (status = 404), (status = 413)))]
         pub async fn $put(
-            _: Caller,
+            caller: Caller,
             _: SequenceVersion,
             State(state): State<ApiState>,
             Path(id): Path<String>,
             ApiJson(update): ApiJson<SettingsUpdate>,
         ) -> Result<axum::Json<PaymentSettings>, ApiError> {
-            put(&state, $level, &id, update).await
+            put(&state, &caller.account_id, $level, &id, update).await
         }
 
         #[doc = concat!("Read the payment settings stored on a ", $tag, ".")]
@@ -155,12 +164,12 @@ macro_rules! level_handlers {
             params(("id" = String, Path)),
             responses((status = 200, body = PaymentSettings), (status = 401), (status = 404, description = "no such target, or nothing stored on it")))]
         pub async fn $get(
-            _: Caller,
+            caller: Caller,
             _: SequenceVersion,
             State(state): State<ApiState>,
             Path(id): Path<String>,
         ) -> Result<axum::Json<PaymentSettings>, ApiError> {
-            get(&state, $level, &id).await
+            get(&state, &caller.account_id, $level, &id).await
         }
     };
 }
@@ -187,16 +196,55 @@ level_handlers!(
     "invoice"
 );
 
+/// Set the payment settings of the caller's account: the level below the customer's. A field
+/// left unset here falls back to the service's configured defaults.
+#[utoipa::path(put, path = "/payments/settings/account", tag = "payment settings",
+    request_body = SettingsUpdate,
+    params(("Sequence-Version" = Option<String>, Header, description = "optional, 2024-07-30")),
+    responses((status = 200, body = PaymentSettings), (status = 400), (status = 401), (status = 413)))]
+pub async fn put_account(
+    caller: Caller,
+    _: SequenceVersion,
+    State(state): State<ApiState>,
+    ApiJson(update): ApiJson<SettingsUpdate>,
+) -> Result<axum::Json<PaymentSettings>, ApiError> {
+    // The default account may not have been written yet when the first request comes in.
+    crate::repository::ensure_account(&state.db, &caller.account_id).await?;
+    put(
+        &state,
+        &caller.account_id,
+        SettingsLevel::Account,
+        &caller.account_id,
+        update,
+    )
+    .await
+}
+
+/// Read the payment settings stored on the caller's account.
+#[utoipa::path(get, path = "/payments/settings/account", tag = "payment settings",
+    responses((status = 200, body = PaymentSettings), (status = 401), (status = 404, description = "nothing stored on the account")))]
+pub async fn get_account(
+    caller: Caller,
+    _: SequenceVersion,
+    State(state): State<ApiState>,
+) -> Result<axum::Json<PaymentSettings>, ApiError> {
+    let account = &caller.account_id;
+    repo::get(&state.db, account, SettingsLevel::Account, account)
+        .await?
+        .map(|stored| axum::Json(PaymentSettings::new(SettingsLevel::Account, stored)))
+        .ok_or_else(|| ApiError::not_found(settings_of(SettingsLevel::Account), account))
+}
+
 /// The effective settings of an invoice, each field with the level it came from.
 #[utoipa::path(get, path = "/invoices/{id}/payment-settings", tag = "payment settings",
     params(("id" = String, Path)),
     responses((status = 200, body = EffectivePaymentSettings), (status = 401), (status = 404)))]
 pub async fn effective(
-    _: Caller,
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<EffectivePaymentSettings>, ApiError> {
-    repo::effective_for_invoice(&state.db, &id, state.defaults)
+    repo::effective_for_invoice(&state.db, &caller.account_id, &id, state.defaults)
         .await?
         .map(|effective| axum::Json(effective.into()))
         .ok_or_else(|| ApiError::not_found("invoice", &id))

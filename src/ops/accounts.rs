@@ -46,11 +46,7 @@ pub async fn create_account(
 pub async fn list_accounts(db: &PgPool, output: Output) -> anyhow::Result<u8> {
     let accounts = store::list(db).await?;
     print_accounts(&accounts, output)?;
-    Ok(if accounts.is_empty() {
-        EXIT_NOTHING_MATCHED
-    } else {
-        EXIT_OK
-    })
+    Ok(super::listed(&accounts))
 }
 
 pub async fn show_account(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {
@@ -265,11 +261,7 @@ pub async fn list_connections(
         .map(ConnectionView::of)
         .collect();
     print_connections(&connections, output)?;
-    Ok(if connections.is_empty() {
-        EXIT_NOTHING_MATCHED
-    } else {
-        EXIT_OK
-    })
+    Ok(super::listed(&connections))
 }
 
 pub async fn show_connection(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {

@@ -1,10 +1,11 @@
-//! Operator commands: `settle accounts …`, `settle connections …`, `settle dlq …` and
-//! `settle events replay`. Each is a function over the
+//! Operator commands: `settle accounts …`, `settle connections …`, `settle api-keys …`,
+//! `settle dlq …` and `settle events replay`. Each is a function over the
 //! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
 //! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
 //! usage or configuration error (clap's own convention).
 
 pub mod accounts;
+pub mod api_keys;
 pub mod dlq;
 pub mod events;
 
@@ -27,6 +28,15 @@ pub enum Output {
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_NOTHING_MATCHED: u8 = 3;
 pub const EXIT_PARTLY_FAILED: u8 = 4;
+
+/// A listing's exit code: 0, or 3 when it found nothing.
+pub fn listed<T>(rows: &[T]) -> u8 {
+    if rows.is_empty() {
+        EXIT_NOTHING_MATCHED
+    } else {
+        EXIT_OK
+    }
+}
 
 /// How long an operator command waits for the broker before giving up.
 const BROKER_WAIT: Duration = Duration::from_secs(15);

@@ -1,5 +1,6 @@
 //! Customers, as the billing system registers them, with the provider customer ids the worker
-//! finds them by.
+//! finds them by. A customer is the account's: every function takes the account and reads or
+//! writes only its rows.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -88,6 +89,7 @@ pub async fn insert(
 
 pub async fn update(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     id: &str,
     write: &CustomerWrite,
 ) -> sqlx::Result<Option<CustomerRow>> {
@@ -107,7 +109,7 @@ pub async fn update(
              stripe_customer_id = CASE WHEN $13 THEN $14 ELSE stripe_customer_id END,
              gocardless_customer_id = CASE WHEN $15 THEN $16 ELSE gocardless_customer_id END,
              updated_at = now()
-         WHERE id = $1
+         WHERE id = $1 AND account_id = $17
          RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -126,30 +128,37 @@ pub async fn update(
     .bind(write.stripe_customer_id.clone().flatten())
     .bind(write.gocardless_customer_id.is_some())
     .bind(write.gocardless_customer_id.clone().flatten())
+    .bind(account_id)
     .fetch_optional(db)
     .await
 }
 
-pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<CustomerRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM customers WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<CustomerRow>> {
+    super::by_id(db, "customers", COLUMNS, account_id, id, super::Read::Plain).await
 }
 
 /// Locks the customer for the rest of the transaction: every writer of a customer's payment
 /// methods holds this lock, so their events (and the API) apply one at a time and an older event
 /// cannot overtake a newer one.
-pub async fn lock(tx: &mut sqlx::PgConnection, id: &str) -> sqlx::Result<()> {
-    sqlx::query_scalar!("SELECT id FROM customers WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(tx)
-        .await?;
+pub async fn lock(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> sqlx::Result<()> {
+    sqlx::query_scalar!(
+        "SELECT id FROM customers WHERE account_id = $1 AND id = $2 FOR UPDATE",
+        account_id,
+        id
+    )
+    .fetch_optional(tx)
+    .await?;
     Ok(())
 }
 
-pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+pub async fn exists(db: impl PgExecutor<'_>, account_id: &str, id: &str) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1) AS "exists!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM customers WHERE account_id = $1 AND id = $2) AS "exists!""#,
+        account_id,
         id
     )
     .fetch_one(db)

@@ -128,10 +128,12 @@ pub struct WaitingEvent {
     pub received_at: DateTime<Utc>,
 }
 
-/// The events of `provider` waiting for its payment `provider_payment_id`, oldest provider time
-/// first (the order the worker applies out-of-order events in). Applying one claims it.
+/// The account's events of `provider` waiting for its payment `provider_payment_id`, oldest
+/// provider time first (the order the worker applies out-of-order events in). Applying one
+/// claims it. Another account's event waiting for the same provider id is not this payment's.
 pub async fn waiting_for(
     tx: &mut PgConnection,
+    account_id: &str,
     provider: Provider,
     provider_payment_id: &str,
 ) -> sqlx::Result<Vec<WaitingEvent>> {
@@ -139,8 +141,9 @@ pub async fn waiting_for(
         WaitingEvent,
         r#"SELECT event_id, event_type, payload::text AS "payload!", received_at
          FROM webhook_events
-         WHERE provider = $1 AND unmatched_provider_payment_id = $2
+         WHERE account_id = $1 AND provider = $2 AND unmatched_provider_payment_id = $3
          ORDER BY unmatched_occurred_at, received_at, event_id"#,
+        account_id,
         provider.stored_name(),
         provider_payment_id,
     )
@@ -161,9 +164,10 @@ pub struct UnmatchedEvent {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-/// The unmatched events, newest first, at most `limit` of them.
+/// The account's unmatched events, newest first, at most `limit` of them.
 pub async fn list_unmatched(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<UnmatchedEvent>> {
     sqlx::query_as!(
@@ -172,9 +176,10 @@ pub async fn list_unmatched(
              unmatched_provider_payment_id AS "provider_payment_id!", received_at,
              unmatched_occurred_at AS occurred_at
          FROM webhook_events
-         WHERE unmatched_provider_payment_id IS NOT NULL
+         WHERE account_id = $1 AND unmatched_provider_payment_id IS NOT NULL
          ORDER BY received_at DESC, provider, event_id
-         LIMIT $1"#,
+         LIMIT $2"#,
+        account_id,
         limit,
     )
     .fetch_all(db)

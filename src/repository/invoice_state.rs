@@ -48,7 +48,8 @@ pub enum Locked {
     Invoice(Box<InvoiceRow>),
 }
 
-/// Records the event in the inbox and locks its invoice. The registered payment's invoice wins
+/// Records the event in the inbox and locks its invoice, in the event's account ($3, the inbox
+/// row's): every provider id is matched there only. The registered payment's invoice wins
 /// over the provider's metadata; a GoCardless refund event names only its refund, which the
 /// billing system registered against its payment; a Stripe invoice payment names the Stripe
 /// invoice an earlier event linked ($7 provider, $8 provider payment id, $9 invoice reference,
@@ -60,13 +61,15 @@ const RECORD_AND_LOCK_INVOICE: &str = concat!(
      SELECT EXISTS (SELECT FROM inbox) AS recorded, invoice.*
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
-         SELECT * FROM invoices WHERE id = COALESCE(
-             (SELECT invoice_id FROM payments WHERE provider = $7 AND provider_payment_id = $8),
-             (SELECT p.invoice_id FROM refunds r JOIN payments p ON p.id = r.payment_id
-              WHERE r.provider = $7 AND r.provider_refund_id = $10),
+         SELECT * FROM invoices WHERE account_id = $3 AND id = COALESCE(
+             (SELECT invoice_id FROM payments
+              WHERE account_id = $3 AND provider = $7 AND provider_payment_id = $8),
+             (SELECT p.invoice_id FROM refunds r
+              JOIN payments p ON p.account_id = r.account_id AND p.id = r.payment_id
+              WHERE r.account_id = $3 AND r.provider = $7 AND r.provider_refund_id = $10),
              $9,
              (SELECT invoice_id FROM provider_invoice_links
-              WHERE provider = $7 AND provider_invoice_id = $11))
+              WHERE account_id = $3 AND provider = $7 AND provider_invoice_id = $11))
          FOR UPDATE
      ) AS invoice ON true"
 );
@@ -171,7 +174,7 @@ struct StateRow {
     usable_method_on_file: bool,
 }
 
-/// $1 the invoice, $2 its customer.
+/// $1 the invoice, $2 its customer, $3 its account.
 static READ_STATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT COALESCE((
@@ -181,25 +184,26 @@ static READ_STATE: LazyLock<String> = LazyLock::new(|| {
                     'failure_code', p.failure_code, 'failure_message', p.failure_message,
                     'failure_attempt_id', p.failure_attempt_id)
                     ORDER BY p.created_at, p.id)
-                FROM payments p WHERE p.invoice_id = $1), '[]') AS payments,
+                FROM payments p WHERE p.account_id = $3 AND p.invoice_id = $1), '[]') AS payments,
             COALESCE((
                 SELECT json_agg(json_build_object(
                     'payment_id', m.payment_id, 'provider', m.provider,
                     'provider_object_id', m.provider_object_id, 'kind', m.kind, 'seq', m.seq,
                     'amount', m.amount, 'amount_source', m.amount_source) ORDER BY m.id)
-                FROM money_movements m WHERE m.invoice_id = $1), '[]') AS movements,
+                FROM money_movements m WHERE m.account_id = $3 AND m.invoice_id = $1), '[]') AS movements,
             COALESCE((
                 SELECT json_agg(row_to_json(r) ORDER BY r.created_at, r.id)
-                FROM refunds r JOIN payments p ON p.id = r.payment_id
-                WHERE p.invoice_id = $1), '[]') AS refunds,
+                FROM refunds r JOIN payments p ON p.account_id = r.account_id AND p.id = r.payment_id
+                WHERE p.account_id = $3 AND p.invoice_id = $1), '[]') AS refunds,
             COALESCE((
                 SELECT json_agg(row_to_json(d) ORDER BY d.created_at, d.id)
-                FROM disputes d JOIN payments p ON p.id = d.payment_id
-                WHERE p.invoice_id = $1), '[]') AS disputes,
+                FROM disputes d JOIN payments p ON p.account_id = d.account_id AND p.id = d.payment_id
+                WHERE p.account_id = $3 AND p.invoice_id = $1), '[]') AS disputes,
             {INVOICE_LEVELS_COLUMNS},
             EXISTS (SELECT 1 FROM payment_methods m
-                    WHERE m.customer_id = $2 AND m.on_file AND m.status = 'ACTIVE') AS usable_method_on_file
-         FROM invoice_settings s WHERE s.invoice_id = $1"
+                    WHERE m.account_id = $3 AND m.customer_id = $2 AND m.on_file
+                      AND m.status = 'ACTIVE') AS usable_method_on_file
+         FROM invoice_settings s WHERE s.account_id = $3 AND s.invoice_id = $1"
     )
 });
 
@@ -212,6 +216,7 @@ pub async fn read(
     let row: StateRow = sqlx::query_as(&READ_STATE)
         .bind(&invoice.id)
         .bind(&invoice.customer_id)
+        .bind(&invoice.account_id)
         .fetch_one(tx)
         .await?;
     Ok(InvoiceState {
@@ -320,6 +325,7 @@ struct PaymentRecord<'a> {
 /// The `invoices` columns the worker moves.
 #[derive(Serialize)]
 struct InvoiceFiguresRecord<'a> {
+    account_id: &'a str,
     id: &'a str,
     amount_paid: i64,
     amount_refunded: i64,
@@ -379,11 +385,12 @@ struct DisputeRecord<'a> {
 /// $1 the payment record (or NULL), $2 the invoice figures record (or NULL), $3 the ledger's new
 /// rows, $4 refund records, $5 the dispute record (or NULL), then `outbox_insert!`'s $6 account,
 /// $7 ids, $8 types, $9 payloads; $10 and $11 the provider and id of a payment seen for the
-/// first time (else NULL): the statement says whether unmatched events wait for it, so the
-/// common case (none) costs no round trip of its own. A payment, refund or dispute record either inserts a row seen
-/// for the first time or updates the existing row with the same id. A movement is only ever
-/// inserted: its unique key refuses a second count of the same money. (The ledger's foreign key
-/// to a payment inserted by the same statement holds: constraint triggers fire at its end.)
+/// first time (else NULL): the statement says whether unmatched events of the account wait for
+/// it, so the common case (none) costs no round trip of its own. A payment, refund or dispute
+/// record either inserts a row seen for the first time or updates the account's existing row
+/// with the same id. A movement is only ever inserted: its unique key refuses a second count of
+/// the same money. (The ledger's foreign key to a payment inserted by the same statement holds:
+/// constraint triggers fire at its end.) Every record carries the invoice's account.
 const WRITE_EFFECTS: &str = concat!(
     "WITH payment AS (
          INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
@@ -393,7 +400,7 @@ const WRITE_EFFECTS: &str = concat!(
              currency, status, collected, failure_code, failure_message, failure_attempt_id,
              last_event_at, effective_provider, effective_auto_charge
          FROM jsonb_populate_record(NULL::payments, $1) WHERE $1 IS NOT NULL
-         ON CONFLICT (id) DO UPDATE SET
+         ON CONFLICT (account_id, id) DO UPDATE SET
              status = EXCLUDED.status, collected = EXCLUDED.collected, amount = EXCLUDED.amount,
              failure_code = EXCLUDED.failure_code, failure_message = EXCLUDED.failure_message,
              failure_attempt_id = EXCLUDED.failure_attempt_id, last_event_at = EXCLUDED.last_event_at,
@@ -403,7 +410,8 @@ const WRITE_EFFECTS: &str = concat!(
          UPDATE invoices i SET amount_paid = t.amount_paid, amount_refunded = t.amount_refunded,
              amount_in_dispute = t.amount_in_dispute, refund_state = t.refund_state,
              status = t.status, updated_at = now()
-         FROM jsonb_populate_record(NULL::invoices, $2) t WHERE i.id = t.id
+         FROM jsonb_populate_record(NULL::invoices, $2) t
+         WHERE i.account_id = t.account_id AND i.id = t.id
      ), movements AS (
          INSERT INTO money_movements (account_id, invoice_id, payment_id, provider,
              provider_object_id, kind, seq, amount, currency, amount_source, occurred_at, event_id)
@@ -416,7 +424,7 @@ const WRITE_EFFECTS: &str = concat!(
          SELECT id, account_id, payment_id, provider, provider_refund_id, amount, amount_source,
              status, failure_reason, last_event_at
          FROM jsonb_populate_recordset(NULL::refunds, $4)
-         ON CONFLICT (id) DO UPDATE SET
+         ON CONFLICT (account_id, id) DO UPDATE SET
              amount = EXCLUDED.amount, amount_source = EXCLUDED.amount_source,
              status = EXCLUDED.status, failure_reason = EXCLUDED.failure_reason,
              last_event_at = EXCLUDED.last_event_at, updated_at = now()
@@ -426,7 +434,7 @@ const WRITE_EFFECTS: &str = concat!(
          SELECT id, account_id, payment_id, provider, provider_dispute_id, amount, status,
              provider_status, reason, evidence_due_by, last_event_at
          FROM jsonb_populate_record(NULL::disputes, $5) WHERE $5 IS NOT NULL
-         ON CONFLICT (id) DO UPDATE SET
+         ON CONFLICT (account_id, id) DO UPDATE SET
              amount = EXCLUDED.amount, status = EXCLUDED.status,
              provider_status = EXCLUDED.provider_status, reason = EXCLUDED.reason,
              evidence_due_by = EXCLUDED.evidence_due_by, last_event_at = EXCLUDED.last_event_at,
@@ -435,7 +443,8 @@ const WRITE_EFFECTS: &str = concat!(
     outbox_insert!("$6", "$7", "$8", "$9"),
     ")
      SELECT EXISTS (SELECT 1 FROM webhook_events
-                    WHERE provider = $10 AND unmatched_provider_payment_id = $11) AS waiting"
+                    WHERE account_id = $6 AND provider = $10
+                      AND unmatched_provider_payment_id = $11) AS waiting"
 );
 
 /// The provider event whose effects are written: each ledger row names it.
@@ -477,6 +486,7 @@ pub async fn write(
     });
     let figures = effects.invoice_figures.map(|figures| {
         Json(InvoiceFiguresRecord {
+            account_id,
             id: &invoice.id,
             amount_paid: figures.amount_paid,
             amount_refunded: figures.amount_refunded,

@@ -1,4 +1,5 @@
-//! Invoices and billing schedules, as the billing system registers them.
+//! Invoices and billing schedules, as the billing system registers them. Every function takes the
+//! account and reads or writes only its rows.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -77,28 +78,37 @@ pub async fn insert(db: impl PgExecutor<'_>, invoice: &NewInvoice<'_>) -> sqlx::
     .await
 }
 
-pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<InvoiceRow>> {
+    super::by_id(db, "invoices", COLUMNS, account_id, id, super::Read::Plain).await
 }
 
 /// The invoice, locked for the rest of the caller's transaction: the lock every writer of an
 /// invoice's payments and totals takes first (`invoice_state::record_and_lock`), so they apply
 /// one at a time and never wait for each other in opposite orders.
-pub async fn lock(tx: &mut PgConnection, id: &str) -> sqlx::Result<Option<InvoiceRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(tx)
+pub async fn lock(
+    tx: &mut PgConnection,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<InvoiceRow>> {
+    super::by_id(
+        tx,
+        "invoices",
+        COLUMNS,
+        account_id,
+        id,
+        super::Read::ForUpdate,
+    )
     .await
 }
 
-/// A page of invoices in id order, after `after` (the cursor), optionally filtered.
+/// A page of the account's invoices in id order, after `after` (the cursor), optionally filtered.
 pub async fn list(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     customer_id: Option<&str>,
     status: Option<InvoiceStatus>,
     after: Option<&str>,
@@ -106,7 +116,8 @@ pub async fn list(
 ) -> sqlx::Result<Vec<InvoiceRow>> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM invoices
-         WHERE ($1::text IS NULL OR customer_id = $1)
+         WHERE account_id = $5
+           AND ($1::text IS NULL OR customer_id = $1)
            AND ($2::text IS NULL OR status = $2)
            AND ($3::text IS NULL OR id > $3)
          ORDER BY id
@@ -116,6 +127,7 @@ pub async fn list(
     .bind(status)
     .bind(after)
     .bind(limit)
+    .bind(account_id)
     .fetch_all(db)
     .await
 }
@@ -150,13 +162,18 @@ pub struct BillingScheduleRow {
 
 pub async fn get_billing_schedule(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<BillingScheduleRow>> {
-    sqlx::query_as(
-        "SELECT id, account_id, customer_id, name, created_at FROM billing_schedules WHERE id = $1",
+    let columns = "id, account_id, customer_id, name, created_at";
+    super::by_id(
+        db,
+        "billing_schedules",
+        columns,
+        account_id,
+        id,
+        super::Read::Plain,
     )
-    .bind(id)
-    .fetch_optional(db)
     .await
 }
 
@@ -170,27 +187,31 @@ pub enum Link {
     NoInvoice,
 }
 
-/// Links the provider's invoice `provider_invoice_id` to settle's `invoice_id` (the first link
-/// wins).
+/// Links the provider's invoice `provider_invoice_id` to settle's `invoice_id`, both of the
+/// account (the first link wins).
 pub async fn link_provider_invoice(
     tx: &mut PgConnection,
+    account_id: &str,
     provider: crate::provider::Provider,
     provider_invoice_id: &str,
     invoice_id: &str,
     event_id: &str,
 ) -> sqlx::Result<Link> {
     let (invoice_exists, linked): (bool, bool) = sqlx::query_as(
-        "WITH linked AS (
-             INSERT INTO provider_invoice_links (provider, provider_invoice_id, invoice_id, event_id)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM invoices WHERE id = $3)
-             ON CONFLICT (provider, provider_invoice_id) DO NOTHING
+        "WITH invoice AS (SELECT 1 FROM invoices WHERE account_id = $5 AND id = $3),
+         linked AS (
+             INSERT INTO provider_invoice_links (account_id, provider, provider_invoice_id,
+                 invoice_id, event_id)
+             SELECT $5, $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM invoice)
+             ON CONFLICT (account_id, provider, provider_invoice_id) DO NOTHING
              RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM invoices WHERE id = $3), EXISTS (SELECT 1 FROM linked)",
+         SELECT EXISTS (SELECT 1 FROM invoice), EXISTS (SELECT 1 FROM linked)",
     )
     .bind(provider)
     .bind(provider_invoice_id)
     .bind(invoice_id)
     .bind(event_id)
+    .bind(account_id)
     .fetch_one(tx)
     .await?;
     Ok(match (invoice_exists, linked) {

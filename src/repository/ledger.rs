@@ -65,21 +65,24 @@ pub enum Of<'a> {
 }
 
 impl Of<'_> {
-    /// The filter on a table with `payment_id` (aliased `t`), and its one parameter.
+    /// The filter on a table with `account_id` and `payment_id` (aliased `t`), and its parameter
+    /// $1 (the account is $2).
     fn filter(self) -> (&'static str, String) {
         match self {
             Self::Invoice(id) => (
-                "t.payment_id IN (SELECT id FROM payments WHERE invoice_id = $1)",
+                "t.account_id = $2 AND t.payment_id IN
+                     (SELECT id FROM payments WHERE account_id = $2 AND invoice_id = $1)",
                 id.to_owned(),
             ),
-            Self::Payment(id) => ("t.payment_id = $1", id.to_owned()),
+            Self::Payment(id) => ("t.account_id = $2 AND t.payment_id = $1", id.to_owned()),
         }
     }
 }
 
-/// The ledger, refunds and disputes of an invoice or a payment, oldest first.
+/// The ledger, refunds and disputes of an invoice or a payment of the account, oldest first.
 pub async fn read(
     db: &mut sqlx::PgConnection,
+    account_id: &str,
     of: Of<'_>,
 ) -> sqlx::Result<(Vec<MovementRow>, Vec<RefundRow>, Vec<DisputeRow>)> {
     let (filter, id) = of.filter();
@@ -89,12 +92,14 @@ pub async fn read(
          FROM money_movements t WHERE {filter} ORDER BY id"
     ))
     .bind(&id)
+    .bind(account_id)
     .fetch_all(&mut *db)
     .await?;
     let refunds = sqlx::query_as(&format!(
         "SELECT {REFUND_COLUMNS} FROM refunds t WHERE {filter} ORDER BY created_at, id"
     ))
     .bind(&id)
+    .bind(account_id)
     .fetch_all(&mut *db)
     .await?;
     let disputes = sqlx::query_as(&format!(
@@ -103,6 +108,7 @@ pub async fn read(
          FROM disputes t WHERE {filter} ORDER BY created_at, id"
     ))
     .bind(&id)
+    .bind(account_id)
     .fetch_all(&mut *db)
     .await?;
     Ok((movements, refunds, disputes))
@@ -141,11 +147,18 @@ pub async fn insert_refund(
     .await
 }
 
-pub async fn get_refund(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<RefundRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
+pub async fn get_refund(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<RefundRow>> {
+    super::by_id(
+        db,
+        "refunds",
+        REFUND_COLUMNS,
+        account_id,
+        id,
+        super::Read::Plain,
+    )
     .await
 }

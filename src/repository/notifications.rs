@@ -29,7 +29,7 @@ pub async fn insert(
             "INSERT INTO notifications (account_id, payment_id, failure_event_id, recipient_kind,
                  recipients, subject, body_text, body_html)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (payment_id, failure_event_id, recipient_kind) DO NOTHING",
+             ON CONFLICT (account_id, payment_id, failure_event_id, recipient_kind) DO NOTHING",
             account_id,
             notification.payment_id,
             notification.failure_event_id,

@@ -1,4 +1,5 @@
-//! Payment methods on file: set by the API, kept current by the worker's provider events.
+//! Payment methods on file: set by the API, kept current by the worker's provider events. A
+//! provider reference (a Stripe method, a GoCardless mandate) is matched within the account.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -51,17 +52,19 @@ pub async fn put_on_file(
 ) -> sqlx::Result<PaymentMethodRow> {
     sqlx::query(
         "UPDATE payment_methods SET on_file = false, updated_at = now()
-         WHERE customer_id = $1 AND on_file AND NOT (provider = $2 AND reference_id = $3)",
+         WHERE account_id = $4 AND customer_id = $1 AND on_file
+           AND NOT (provider = $2 AND reference_id = $3)",
     )
     .bind(method.customer_id)
     .bind(method.provider)
     .bind(method.reference_id)
+    .bind(method.account_id)
     .execute(&mut *tx)
     .await?;
     upsert(&mut *tx, method, true).await
 }
 
-/// Inserts or updates a method by (customer, provider, reference), leaving `on_file` as it is for
+/// Inserts or updates a method by (account, customer, provider, reference), leaving `on_file` as it is for
 /// an existing row unless `on_file` is true.
 pub async fn upsert(
     db: impl PgExecutor<'_>,
@@ -72,7 +75,7 @@ pub async fn upsert(
         "INSERT INTO payment_methods (id, account_id, customer_id, provider, type, reference_id,
              status, on_file, billing_details, card_exp_month, card_exp_year, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (customer_id, provider, reference_id) DO UPDATE SET
+         ON CONFLICT (account_id, customer_id, provider, reference_id) DO UPDATE SET
              type = EXCLUDED.type,
              status = EXCLUDED.status,
              on_file = payment_methods.on_file OR EXCLUDED.on_file,
@@ -101,27 +104,33 @@ pub async fn upsert(
 
 pub async fn for_customer(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     customer_id: &str,
 ) -> sqlx::Result<Vec<PaymentMethodRow>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM payment_methods WHERE customer_id = $1 ORDER BY on_file DESC, updated_at DESC"
+        "SELECT {COLUMNS} FROM payment_methods WHERE account_id = $1 AND customer_id = $2
+         ORDER BY on_file DESC, updated_at DESC"
     ))
+    .bind(account_id)
     .bind(customer_id)
     .fetch_all(db)
     .await
 }
 
-/// Locks the customers that hold a method of `provider` matching `reference` (see
+/// Locks the account's customers that hold a method of `provider` matching `reference` (see
 /// `customers::lock`), in id order so two transactions never wait on each other.
 pub async fn lock_holders(
     tx: &mut PgConnection,
+    account_id: &str,
     provider: Provider,
     reference: &str,
 ) -> sqlx::Result<()> {
     sqlx::query_scalar!(
         "SELECT id FROM customers
-         WHERE id IN (SELECT customer_id FROM payment_methods WHERE provider = $1 AND reference_id LIKE $2)
+         WHERE account_id = $1 AND id IN (SELECT customer_id FROM payment_methods
+             WHERE account_id = $1 AND provider = $2 AND reference_id LIKE $3)
          ORDER BY id FOR UPDATE",
+        account_id,
         provider.stored_name(),
         reference,
     )
@@ -134,13 +143,16 @@ pub async fn lock_holders(
 /// method, `%/pm_…`, not its customer) has seen an event newer than `occurred_at`.
 pub async fn newer_event_exists(
     tx: &mut PgConnection,
+    account_id: &str,
     provider: Provider,
     reference: &str,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM payment_methods
-                        WHERE provider = $1 AND reference_id LIKE $2 AND last_event_at > $3) AS "newer!""#,
+                        WHERE account_id = $1 AND provider = $2 AND reference_id LIKE $3
+                          AND last_event_at > $4) AS "newer!""#,
+        account_id,
         provider.stored_name(),
         reference,
         occurred_at,
@@ -152,6 +164,7 @@ pub async fn newer_event_exists(
 /// Marks the method usable or not; an unusable method is no longer the one on file.
 pub async fn set_usable(
     tx: &mut PgConnection,
+    account_id: &str,
     provider: Provider,
     reference: &str,
     usable: bool,
@@ -160,7 +173,7 @@ pub async fn set_usable(
     sqlx::query_as(&format!(
         "UPDATE payment_methods SET status = $3, on_file = on_file AND $4,
              last_event_at = GREATEST(last_event_at, $5), updated_at = now()
-         WHERE provider = $1 AND reference_id LIKE $2
+         WHERE account_id = $6 AND provider = $1 AND reference_id LIKE $2
          RETURNING {COLUMNS}"
     ))
     .bind(provider)
@@ -168,6 +181,7 @@ pub async fn set_usable(
     .bind(MethodStatus::usable(usable))
     .bind(usable)
     .bind(occurred_at)
+    .bind(account_id)
     .fetch_optional(tx)
     .await
 }
@@ -175,11 +189,14 @@ pub async fn set_usable(
 /// Records the provider time of an event applied to the method.
 pub async fn touch_last_event(
     tx: &mut PgConnection,
+    account_id: &str,
     id: &str,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE payment_methods SET last_event_at = GREATEST(last_event_at, $2) WHERE id = $1",
+        "UPDATE payment_methods SET last_event_at = GREATEST(last_event_at, $3)
+         WHERE account_id = $1 AND id = $2",
+        account_id,
         id,
         occurred_at,
     )

@@ -1,4 +1,5 @@
-//! Payment attempts: registered by the billing system, moved by the worker.
+//! Payment attempts: registered by the billing system, moved by the worker. Read within an
+//! account: a payment id is unique there, not across accounts.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -58,20 +59,24 @@ pub async fn insert(db: impl PgExecutor<'_>, payment: &NewPayment<'_>) -> sqlx::
     .await
 }
 
-pub async fn get(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<PaymentRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<PaymentRow>> {
+    super::by_id(db, "payments", COLUMNS, account_id, id, super::Read::Plain).await
 }
 
 pub async fn for_invoice(
     db: impl PgExecutor<'_>,
+    account_id: &str,
     invoice_id: &str,
 ) -> sqlx::Result<Vec<PaymentRow>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE invoice_id = $1 ORDER BY created_at, id"
+        "SELECT {COLUMNS} FROM payments WHERE account_id = $1 AND invoice_id = $2
+         ORDER BY created_at, id"
     ))
+    .bind(account_id)
     .bind(invoice_id)
     .fetch_all(db)
     .await

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod account_scoping;
 mod accounts;
 mod admission;
 mod api_customers;

@@ -25,6 +25,8 @@ pub(super) async fn apply(
     entry: &InboxEntry<'_>,
     event: MethodEvent,
 ) -> Result<Outcome, ApplyError> {
+    // The event's account: its customers, methods and mandates are the only ones it can name.
+    let account = policy.account_id.as_str();
     let (row, occurred_at) = match event {
         MethodEvent::StripeMethod {
             customer,
@@ -42,7 +44,7 @@ pub(super) async fn apply(
             };
             let Some(customer_row) = customers::find_by_provider_customer_id(
                 &mut *tx,
-                &policy.account_id,
+                account,
                 Provider::Stripe,
                 &stripe_customer,
             )
@@ -50,14 +52,16 @@ pub(super) async fn apply(
             else {
                 return Ok(Outcome::Ignored("customer is not ours"));
             };
-            customers::lock(tx, &customer_row.id).await?;
+            customers::lock(tx, account, &customer_row.id).await?;
             let pattern = stripe_method_pattern(&method_id);
-            if methods::newer_event_exists(tx, Provider::Stripe, &pattern, occurred_at).await? {
+            if methods::newer_event_exists(tx, account, Provider::Stripe, &pattern, occurred_at)
+                .await?
+            {
                 return Ok(Outcome::Stale);
             }
             let reference = format!("{stripe_customer}/{method_id}");
             let write = MethodWrite {
-                account_id: &policy.account_id,
+                account_id: account,
                 customer_id: &customer_row.id,
                 provider: Provider::Stripe,
                 method_type: &method_type,
@@ -80,12 +84,15 @@ pub(super) async fn apply(
             occurred_at,
         } => {
             let pattern = stripe_method_pattern(&method_id);
-            methods::lock_holders(tx, Provider::Stripe, &pattern).await?;
-            if methods::newer_event_exists(tx, Provider::Stripe, &pattern, occurred_at).await? {
+            methods::lock_holders(tx, account, Provider::Stripe, &pattern).await?;
+            if methods::newer_event_exists(tx, account, Provider::Stripe, &pattern, occurred_at)
+                .await?
+            {
                 return Ok(Outcome::Stale);
             }
             let row =
-                methods::set_usable(tx, Provider::Stripe, &pattern, false, occurred_at).await?;
+                methods::set_usable(tx, account, Provider::Stripe, &pattern, false, occurred_at)
+                    .await?;
             (row, occurred_at)
         }
         MethodEvent::Mandate {
@@ -93,12 +100,21 @@ pub(super) async fn apply(
             usable,
             occurred_at,
         } => {
-            methods::lock_holders(tx, Provider::GoCardless, &mandate).await?;
-            if methods::newer_event_exists(tx, Provider::GoCardless, &mandate, occurred_at).await? {
+            methods::lock_holders(tx, account, Provider::GoCardless, &mandate).await?;
+            if methods::newer_event_exists(tx, account, Provider::GoCardless, &mandate, occurred_at)
+                .await?
+            {
                 return Ok(Outcome::Stale);
             }
-            let row = methods::set_usable(tx, Provider::GoCardless, &mandate, usable, occurred_at)
-                .await?;
+            let row = methods::set_usable(
+                tx,
+                account,
+                Provider::GoCardless,
+                &mandate,
+                usable,
+                occurred_at,
+            )
+            .await?;
             (row, occurred_at)
         }
         MethodEvent::MandateReplaced {
@@ -106,14 +122,21 @@ pub(super) async fn apply(
             new_mandate,
             occurred_at,
         } => {
-            methods::lock_holders(tx, Provider::GoCardless, &mandate).await?;
-            let Some(old) =
-                methods::set_usable(tx, Provider::GoCardless, &mandate, false, occurred_at).await?
+            methods::lock_holders(tx, account, Provider::GoCardless, &mandate).await?;
+            let Some(old) = methods::set_usable(
+                tx,
+                account,
+                Provider::GoCardless,
+                &mandate,
+                false,
+                occurred_at,
+            )
+            .await?
             else {
                 return Ok(Outcome::Ignored("mandate is not ours"));
             };
             let write = MethodWrite {
-                account_id: &policy.account_id,
+                account_id: account,
                 customer_id: &old.customer_id,
                 provider: Provider::GoCardless,
                 method_type: &old.method_type,
@@ -130,7 +153,7 @@ pub(super) async fn apply(
     let Some(row) = row else {
         return Ok(Outcome::Ignored("payment method is not ours"));
     };
-    methods::touch_last_event(tx, &row.id, occurred_at).await?;
+    methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
     announce(tx, policy, entry, &row, occurred_at).await?;
     Ok(Outcome::Applied)
 }

@@ -44,7 +44,6 @@ use crate::reconcile::outcome::Outcome;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
 use crate::reconcile::routing::Unrouted;
 use crate::reconcile::settings::AccountDefaults;
-use crate::repository::accounts::Route;
 use crate::repository::inbox::{self, InboxEntry};
 use crate::repository::outbox::OutboxRow;
 use crate::repository::{DbFailure, classify};
@@ -72,17 +71,43 @@ impl Policy {
     /// The policy for an event routed to another account: that account's id, name and business
     /// address (never the default account's: its mail must not reach another business); the
     /// operator's choices unchanged.
-    pub fn for_account(&self, route: &Route) -> Self {
+    pub fn for_account(
+        &self,
+        account_id: &str,
+        name: Option<&str>,
+        business_email: Option<&str>,
+    ) -> Self {
         Self {
-            account_id: route.account_id.clone(),
-            business_email: route.business_email.clone(),
-            business_name: route
-                .account_name
-                .clone()
-                .unwrap_or_else(|| route.account_id.clone()),
+            account_id: account_id.to_owned(),
+            business_email: business_email.map(str::to_owned),
+            business_name: name.unwrap_or(account_id).to_owned(),
             ..self.clone()
         }
     }
+}
+
+/// The policy for the events of `account_id` (the API's registrations apply the caller's
+/// waiting events with it): the configured one for the default account, else one built from the
+/// account's row.
+pub async fn policy_for<'p>(
+    tx: &mut PgConnection,
+    policy: &'p Policy,
+    account_id: &str,
+) -> Result<Cow<'p, Policy>, ApplyError> {
+    if account_id == policy.account_id {
+        return Ok(Cow::Borrowed(policy));
+    }
+    let account = crate::repository::accounts::find(&mut *tx, account_id)
+        .await?
+        .ok_or_else(|| ApplyError::Permanent {
+            reason: "unknown_account",
+            detail: format!("settle has no account `{account_id}`"),
+        })?;
+    Ok(Cow::Owned(policy.for_account(
+        &account.id,
+        account.name.as_deref(),
+        account.business_email.as_deref(),
+    )))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +219,14 @@ async fn route<'p>(
     let modes: Vec<&str> = routes.iter().map(|route| route.mode.as_str()).collect();
     match choose(&modes, addressed.livemode) {
         Ok(chosen) if routes[chosen].account_id == policy.account_id => Ok(Cow::Borrowed(policy)),
-        Ok(chosen) => Ok(Cow::Owned(policy.for_account(&routes[chosen]))),
+        Ok(chosen) => {
+            let route = &routes[chosen];
+            Ok(Cow::Owned(policy.for_account(
+                &route.account_id,
+                route.account_name.as_deref(),
+                route.business_email.as_deref(),
+            )))
+        }
         Err(unrouted) => Err(ApplyError::Permanent {
             reason: unrouted.reason(),
             detail: match unrouted {
@@ -266,7 +298,8 @@ async fn apply_in(
     Ok(outcome)
 }
 
-/// Applies the unmatched events waiting for the payment `provider_payment_id` of `provider`,
+/// Applies the unmatched events of `policy`'s account waiting for the payment
+/// `provider_payment_id` of `provider`,
 /// oldest provider time first, inside the transaction that has just registered that payment
 /// (`POST /invoices/{id}/payments`, which locked the payment's invoice before inserting it, as
 /// every writer of an invoice does). Each goes through the worker's own path (`apply_in`), which
@@ -283,7 +316,8 @@ pub async fn apply_waiting(
     provider: Provider,
     provider_payment_id: &str,
 ) -> Result<(), ApplyError> {
-    for waiting in inbox::waiting_for(tx, provider, provider_payment_id).await? {
+    for waiting in inbox::waiting_for(tx, &policy.account_id, provider, provider_payment_id).await?
+    {
         let event = QueuedEvent {
             provider,
             event_id: waiting.event_id,
@@ -325,6 +359,7 @@ async fn link_invoice(
     use crate::repository::invoices::{self, Link};
     match invoices::link_provider_invoice(
         tx,
+        &policy.account_id,
         link.provider,
         &link.provider_invoice_id,
         &link.invoice_ref,

@@ -1,6 +1,6 @@
 //! The `settle` binary run as an operator runs it, against a test app's database and prefix.
 
-use super::TestApp;
+use super::{ApiKey, TestApp};
 
 /// The environment a `settle` child process needs to work on this test's database and prefix.
 pub fn settle_env(app: &TestApp) -> Vec<(&'static str, String)> {
@@ -40,4 +40,35 @@ pub async fn settle(app: &TestApp, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Creates account `id` and an API key of it with the binary, as an operator does.
+pub async fn account_with_key(app: &TestApp, id: &str) -> ApiKey {
+    let (code, _, err) = settle(app, &["accounts", "create", id]).await;
+    assert_eq!(code, 0, "accounts create {id}: {err}");
+    api_key_of(app, id).await
+}
+
+/// A new API key of `account`, made with `settle api-keys create --output json`.
+pub async fn api_key_of(app: &TestApp, account: &str) -> ApiKey {
+    let (code, out, err) = settle(
+        app,
+        &[
+            "api-keys",
+            "create",
+            "--account",
+            account,
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "api-keys create --account {account}: {err}");
+    let created: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(created.as_object().map(|o| o.len()), Some(2), "{created}");
+    ApiKey {
+        id: created["keyId"].as_str().expect("a key id").to_owned(),
+        secret: created["secret"].as_str().expect("a secret").to_owned(),
+    }
 }

@@ -22,7 +22,7 @@ use settle::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use cli::{settle, settle_env};
+pub use cli::{account_with_key, api_key_of, settle, settle_env};
 pub use fixtures::*;
 pub use smtp::SmtpSink;
 
@@ -30,6 +30,23 @@ pub const STRIPE_SECRET: &str = "whsec_test_secret_for_it";
 pub const GOCARDLESS_SECRET: &str = "gc_test_secret_for_it";
 pub const API_KEY_ID: &str = "billing-test";
 pub const API_SECRET: &str = "api-test-secret";
+
+/// A Basic credential of the API.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl ApiKey {
+    /// The credential the test app is configured with: the default account's.
+    pub fn configured() -> Self {
+        Self {
+            id: API_KEY_ID.to_owned(),
+            secret: API_SECRET.to_owned(),
+        }
+    }
+}
 
 /// How long the worker helpers wait for the worker to get somewhere.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -378,10 +395,21 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// An authenticated API request with a JSON body; returns status and parsed body (`Null` when
-    /// the body is empty).
+    /// An authenticated API request with a JSON body, with the configured credential (the default
+    /// account's); returns status and parsed body (`Null` when the body is empty).
     pub async fn api(
         &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.api_as(&ApiKey::configured(), method, path, body).await
+    }
+
+    /// As `api`, with `key`'s credential.
+    pub async fn api_as(
+        &self,
+        key: &ApiKey,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
@@ -389,7 +417,7 @@ impl TestApp {
         let mut request = self
             .http
             .request(method, self.url(path))
-            .basic_auth(API_KEY_ID, Some(API_SECRET));
+            .basic_auth(&key.id, Some(&key.secret));
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -1,0 +1,94 @@
+//! `settle api-keys create|list|revoke`: the API keys of an account. `create` prints the
+//! credential once, as `<key id>:<secret>` for Basic auth; only the secret's SHA-256 is stored
+//! (`repository::api_keys`), so a lost secret is replaced by a new key, never recovered.
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use chacha20poly1305::aead::OsRng;
+use chacha20poly1305::aead::rand_core::RngCore;
+use sqlx::PgPool;
+
+use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use crate::repository::accounts;
+use crate::repository::api_keys::{self as store, ApiKey};
+
+/// A new secret: 32 bytes from the operating system's generator, URL-safe base64 (no `:`, so
+/// it fits Basic auth's `id:secret`).
+fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0_u8; 32];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("the operating system's random generator")?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub async fn create(db: &PgPool, account: &str, output: Output) -> anyhow::Result<u8> {
+    if accounts::find(db, account).await?.is_none() {
+        bail!("no account `{account}`: create it first (settle accounts create {account})");
+    }
+    let id = store::new_key_id();
+    let secret = new_secret()?;
+    store::insert(db, &id, account, &store::secret_hash(&secret)).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "keyId": id, "secret": secret })),
+        Output::Table => {
+            println!("{id}:{secret}");
+            eprintln!(
+                "API key {id} of account {account}: the line above is its Basic credential, shown only now"
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn list(db: &PgPool, account: &str, output: Output) -> anyhow::Result<u8> {
+    let keys = store::list(db, account).await?;
+    print_keys(&keys, output)?;
+    Ok(super::listed(&keys))
+}
+
+fn print_keys(keys: &[ApiKey], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(keys)?),
+        Output::Table => {
+            println!(
+                "{:<36}  {:<20}  {:<25}  revoked at",
+                "id", "account", "created at"
+            );
+            for key in keys {
+                println!(
+                    "{:<36}  {:<20}  {:<25}  {}",
+                    key.id,
+                    key.account_id,
+                    key.created_at.to_rfc3339(),
+                    key.revoked_at
+                        .map_or_else(|| "-".to_owned(), |at| at.to_rfc3339())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn revoke(db: &PgPool, id: &str) -> anyhow::Result<u8> {
+    let Some(key) = store::revoke(db, id).await? else {
+        eprintln!("no API key `{id}`");
+        return Ok(EXIT_NOTHING_MATCHED);
+    };
+    let at = key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default();
+    println!("revoked API key {id} of account {} ({at})", key.account_id);
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_fit_basic_auth() {
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43, "32 bytes, unpadded base64");
+        assert!(!a.contains(':'));
+    }
+}
