@@ -27,12 +27,23 @@ async fn add_connection(
     extra: &[&str],
 ) -> String {
     let account = app.settings.account.id.clone();
+    add_connection_for(app, &account, provider, external_id, extra).await
+}
+
+/// `settle connections add` for `account`; the connection id.
+async fn add_connection_for(
+    app: &TestApp,
+    account: &str,
+    provider: &str,
+    external_id: &str,
+    extra: &[&str],
+) -> String {
     let args = [
         [
             "connections",
             "add",
             "--account",
-            &account,
+            account,
             "--provider",
             provider,
             "--external-id",
@@ -330,5 +341,127 @@ async fn a_connection_endpoint_verifies_with_cached_secrets_while_the_database_i
     for message in &messages {
         assert_eq!(message.header("connection-id"), Some(connection.as_str()));
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_accounts_with_the_same_ids_each_get_only_their_own_connect_events() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_app_with_mail(&sink).await;
+    let (code, _, err) = settle(
+        &app,
+        &[
+            "accounts",
+            "create",
+            "acc_b",
+            "--name",
+            "Business B",
+            "--business-email",
+            "finance@b.example",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let key_a = ApiKey::configured();
+    let key_b = api_key_of(&app, "acc_b").await;
+    let account_a = app.settings.account.id.clone();
+    let (a, b) = ("acct_1AAAAAAAAAAAAAAA", "acct_1BBBBBBBBBBBBBBB");
+    add_connection_for(&app, &account_a, "stripe", a, &["--mode", "test"]).await;
+    add_connection_for(&app, "acc_b", "stripe", b, &["--mode", "test"]).await;
+    // The same customer and invoice ids in both accounts.
+    for (key, email) in [(&key_a, "payer@a.example"), (&key_b, "payer@b.example")] {
+        for (path, body) in [
+            (
+                "/customers",
+                serde_json::json!({"id": "cust", "legalName": "Same Name Ltd", "email": email}),
+            ),
+            (
+                "/invoices",
+                serde_json::json!({"id": "inv_same", "customerId": "cust", "number": "INV-1",
+                                   "currency": "GBP", "amountDue": 1000}),
+            ),
+        ] {
+            let (status, answer) = app
+                .api_as(key, reqwest::Method::POST, path, Some(body))
+                .await;
+            assert_eq!(status, 201, "POST {path}: {answer}");
+        }
+    }
+
+    // A's invoice is paid in four parts; B's in two, and one of B's attempts is declined. The
+    // events are interleaved and posted at once through the platform's one Connect endpoint.
+    let payment = |account: &str, event: &str, intent: &str| {
+        paid(event, intent, "inv_same")
+            .payment(intent, 250, "gbp")
+            .connected(account)
+    };
+    let declined = StripeEvent::new("payment_intent.payment_failed", "evt_b_declined")
+        .created(T0)
+        .payment("pi_b_declined", 250, "gbp")
+        .invoice_id("inv_same")
+        .object(declined_for_insufficient_funds)
+        .connected(b);
+    let bodies: Vec<Vec<u8>> = [
+        payment(a, "evt_a0", "pi_a0"),
+        payment(b, "evt_b0", "pi_b0"),
+        payment(a, "evt_a1", "pi_a1"),
+        declined,
+        payment(a, "evt_a2", "pi_a2"),
+        payment(b, "evt_b1", "pi_b1"),
+        payment(a, "evt_a3", "pi_a3"),
+    ]
+    .iter()
+    .map(StripeEvent::to_bytes)
+    .collect();
+    app.deliver_stripe_concurrently(&bodies).await;
+
+    let invoice_a = app.wait_invoice_status("inv_same", "PAID").await;
+    assert_eq!(invoice_a["amountPaid"], 1000);
+    let invoice_b = poll_until("B's invoice partly paid", WAIT, || async {
+        let (_, invoice) = app
+            .api_as(&key_b, reqwest::Method::GET, "/invoices/inv_same", None)
+            .await;
+        (invoice["amountPaid"] == 500 && invoice["payments"].as_array().unwrap().len() == 3)
+            .then_some(invoice)
+    })
+    .await;
+    assert_eq!(invoice_b["status"], "PARTIALLY_PAID");
+    assert_eq!(invoice_b["sequenceAccountId"], "acc_b");
+    let intents = |invoice: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = invoice["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["providerPaymentId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(intents(&invoice_a), ["pi_a0", "pi_a1", "pi_a2", "pi_a3"]);
+    assert_eq!(intents(&invoice_b), ["pi_b0", "pi_b1", "pi_b_declined"]);
+    // The inbox recorded each event under its own account.
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, account_id FROM webhook_events ORDER BY event_id")
+            .fetch_all(&app.db())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 7);
+    for (event, account) in &rows {
+        let expected = if event.starts_with("evt_b") {
+            "acc_b"
+        } else {
+            account_a.as_str()
+        };
+        assert_eq!(account, expected, "{event}");
+    }
+
+    // B's decline is mailed to B's customer and to B's business, never to A's.
+    let mails = sink.wait_for(2).await;
+    let mut recipients: Vec<&str> = mails
+        .iter()
+        .flat_map(|mail| mail.to.iter().map(String::as_str))
+        .collect();
+    recipients.sort();
+    assert_eq!(recipients, ["finance@b.example", "payer@b.example"]);
     app.stop().await;
 }
