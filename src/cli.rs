@@ -149,6 +149,9 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         retire_old: bool,
     },
+    /// Seal every stored secret again under the first key of SETTLE_SECRET_KEYS (key rotation:
+    /// afterwards the other keys can be removed).
+    Reseal,
     /// Remove a connection. Destructive: needs --yes.
     Remove {
         id: String,
@@ -294,6 +297,7 @@ impl Cli {
                         };
                         accounts::rotate_secret(&db, &keyring, &id, rotation).await
                     }
+                    ConnectionsCommand::Reseal => accounts::reseal(&db, &keyring).await,
                     ConnectionsCommand::Remove { id, yes: _ } => {
                         accounts::remove_connection(&db, &id).await
                     }

@@ -8,7 +8,7 @@
 //! associated data, so a sealed value copied onto another row does not open.
 //!
 //! Rotating the key: put the new key first and keep the old one after it (both open); re-seal
-//! what was sealed under the old key; then remove it.
+//! what was sealed under the old key (`settle connections reseal`); then remove it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -131,9 +131,27 @@ impl Keyring {
             .map_err(|_| SealError::DoesNotOpen(id.to_owned()))
     }
 
+    /// Seals `sealed` again under the first key, unless it already is: the value and whether it
+    /// changed.
+    pub fn reseal(&self, sealed: &str, context: &str) -> Result<(String, bool), SealError> {
+        if key_id_of(sealed).is_some() && key_id_of(sealed) == self.sealing_key_id() {
+            return Ok((sealed.to_owned(), false));
+        }
+        Ok((self.seal(&self.open(sealed, context)?, context)?, true))
+    }
+
     /// The id of the key that seals, if any.
     pub fn sealing_key_id(&self) -> Option<&str> {
         self.keys.first().map(|(id, _)| id.as_str())
+    }
+}
+
+/// The id of the key a sealed value was sealed under (without opening it).
+pub fn key_id_of(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, '.');
+    match (parts.next(), parts.next()) {
+        (Some(VERSION), Some(id)) => Some(id),
+        _ => None,
     }
 }
 
@@ -147,6 +165,28 @@ mod tests {
 
     const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const K2: &str = "k2:HxYdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+
+    #[test]
+    fn a_reseal_moves_a_value_to_the_first_key_once() {
+        let old = keyring(K1);
+        let sealed = old.seal(&SecretString::from("whsec_x"), "ctx").unwrap();
+        assert_eq!(key_id_of(&sealed), Some("k1"));
+        let rotating = keyring(&format!("{K2},{K1}"));
+        let (resealed, changed) = rotating.reseal(&sealed, "ctx").unwrap();
+        assert!(changed);
+        assert_eq!(key_id_of(&resealed), Some("k2"));
+        assert_eq!(
+            rotating.reseal(&resealed, "ctx").unwrap(),
+            (resealed.clone(), false)
+        );
+        // The old key can go: the new one alone opens it.
+        let new = keyring(K2);
+        assert_eq!(
+            new.open(&resealed, "ctx").unwrap().expose_secret(),
+            "whsec_x"
+        );
+        assert!(rotating.reseal(&sealed, "another row").is_err());
+    }
 
     #[test]
     fn a_sealed_secret_opens_for_its_row_only_and_never_shows_the_secret() {

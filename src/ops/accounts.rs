@@ -206,7 +206,7 @@ impl ConnectionView {
             .webhook_secrets
             .iter()
             .chain(&connection.api_key)
-            .filter_map(|sealed| sealed.split('.').nth(1).map(str::to_owned))
+            .filter_map(|sealed| crate::sealed::key_id_of(sealed).map(str::to_owned))
             .collect();
         sealed_with.sort();
         sealed_with.dedup();
@@ -304,6 +304,51 @@ pub async fn rotate_secret(
         bail!("connection `{id}` was removed meanwhile");
     }
     println!("connection {id}: {} webhook secret(s)", secrets.len());
+    Ok(EXIT_OK)
+}
+
+/// `settle connections reseal`: seals again, under the keyring's first key, every secret sealed
+/// under another, so that key can leave `SETTLE_SECRET_KEYS`. Each connection in a transaction
+/// of its own, its row locked: a rotation running at the same time is not undone.
+pub async fn reseal(db: &PgPool, keyring: &Keyring) -> anyhow::Result<u8> {
+    let sealing = keyring
+        .sealing_key_id()
+        .context("SETTLE_SECRET_KEYS lists no key")?;
+    let mut resealed = 0;
+    for listed in store::connections(db, None).await? {
+        let mut tx = db.begin().await?;
+        let Some(connection) = store::connection_for_update(&mut *tx, &listed.id).await? else {
+            continue;
+        };
+        let id = &connection.id;
+        let reseal = |sealed: &String, field| {
+            keyring
+                .reseal(sealed, &seal_context(id, field))
+                .with_context(|| format!("connection `{id}`"))
+        };
+        let mut changed = 0;
+        let mut secrets = Vec::with_capacity(connection.webhook_secrets.len());
+        for sealed in &connection.webhook_secrets {
+            let (value, again) = reseal(sealed, SealedField::WebhookSecret)?;
+            changed += usize::from(again);
+            secrets.push(value);
+        }
+        let api_key = match &connection.api_key {
+            Some(sealed) => {
+                let (value, again) = reseal(sealed, SealedField::ApiKey)?;
+                changed += usize::from(again);
+                Some(value)
+            }
+            None => None,
+        };
+        if changed > 0 {
+            store::set_sealed(&mut *tx, id, &secrets, api_key.as_deref()).await?;
+            tx.commit().await?;
+            println!("connection {id}: {changed} secret(s) sealed again under `{sealing}`");
+            resealed += changed;
+        }
+    }
+    println!("{resealed} secret(s) sealed again; every secret is now sealed under `{sealing}`");
     Ok(EXIT_OK)
 }
 

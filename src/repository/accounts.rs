@@ -129,8 +129,24 @@ pub async fn connections(
 }
 
 pub async fn connection(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Connection>> {
+    select_connection(db, id, "").await
+}
+
+/// The connection, its row locked for the caller's transaction.
+pub async fn connection_for_update(
+    db: impl PgExecutor<'_>,
+    id: &str,
+) -> sqlx::Result<Option<Connection>> {
+    select_connection(db, id, "FOR UPDATE").await
+}
+
+async fn select_connection(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    lock: &str,
+) -> sqlx::Result<Option<Connection>> {
     sqlx::query_as(&format!(
-        "SELECT {CONNECTION_COLUMNS} FROM provider_connections WHERE id = $1"
+        "SELECT {CONNECTION_COLUMNS} FROM provider_connections WHERE id = $1 {lock}"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -152,6 +168,25 @@ pub async fn set_webhook_secrets(
     .await?
     .rows_affected();
     Ok(updated == 1)
+}
+
+/// Replaces every sealed value of the connection (after a reseal).
+pub async fn set_sealed(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    webhook_secrets: &[String],
+    api_key: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE provider_connections SET webhook_secrets = $2, api_key = $3, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(webhook_secrets)
+    .bind(api_key)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn remove_connection(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {

@@ -166,6 +166,34 @@ async fn an_operator_creates_an_account_and_its_connections_whose_secrets_are_st
         "the newest is kept"
     );
 
+    // Key rotation: with a new key first, `reseal` seals every secret again under it, after
+    // which the new key alone opens them and the old one can go.
+    let local = app.settings.secrets.keys.clone();
+    let new_key = "new:HxYdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let rotating = format!("{new_key},{}", secrecy::ExposeSecret::expose_secret(&local));
+    let env = [("SETTLE_SECRET_KEYS", rotating.as_str())];
+    let (code, out, err) = settle_with(&app, &["connections", "reseal"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 secret(s) sealed again"), "{out}");
+    let (_, out, _) = settle_with(&app, &["connections", "reseal"], &env).await;
+    assert!(out.contains("0 secret(s) sealed again"), "{out}");
+    let only_new = [("SETTLE_SECRET_KEYS", new_key)];
+    let (code, shown, err) = settle_with(
+        &app,
+        &["connections", "show", &id, "--output", "json"],
+        &only_new,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown[0]["sealedWith"],
+        serde_json::json!(["new"]),
+        "{shown}"
+    );
+    let (code, _, err) = settle_with(&app, &["connections", "reseal"], &only_new).await;
+    assert_eq!(code, 0, "the new key alone opens everything: {err}");
+
     let (code, _, _) = settle(&app, &["connections", "remove", &id]).await;
     assert_eq!(code, 2, "remove needs --yes");
     let (code, _, _) = settle(&app, &["connections", "remove", &id, "--yes"]).await;

@@ -29,9 +29,19 @@ pub fn settle_env(app: &TestApp) -> Vec<(&'static str, String)> {
 
 /// Runs `settle <args>` to completion: (exit code, stdout, stderr).
 pub async fn settle(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    settle_with(app, args, &[]).await
+}
+
+/// `settle <args>` with `extra` set in its environment too (another keyring, say).
+pub async fn settle_with(
+    app: &TestApp,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (i32, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .args(args)
         .envs(settle_env(app))
+        .envs(extra.iter().copied())
         .output()
         .await
         .expect("settle runs");

@@ -22,7 +22,7 @@ use settle::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use cli::{account_with_key, api_key_of, settle, settle_env};
+pub use cli::{account_with_key, api_key_of, settle, settle_env, settle_with};
 pub use fixtures::*;
 pub use smtp::SmtpSink;
 
