@@ -45,6 +45,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Queue the provider's events of a window that settle never received (missed webhooks).
+    Backfill(BackfillArgs),
     /// How each provider reaches an account: its id there, webhook secrets, API key.
     Connections {
         #[command(subcommand)]
@@ -216,6 +218,34 @@ pub enum EventsCommand {
     },
 }
 
+/// `settle backfill <provider> [--connection C | --all] --since T [--until T] [--types …]`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// stripe or gocardless.
+    #[arg(value_parser = ops::parse_provider)]
+    provider: Provider,
+    /// One connection's events (default: the default account's, from the configured API key).
+    #[arg(long, conflicts_with = "all")]
+    connection: Option<String>,
+    /// The default account's (when its key is configured) and every connection's of the provider.
+    #[arg(long)]
+    all: bool,
+    /// From: an RFC 3339 time or a duration back from now (24h, 7d). Stripe keeps 30 days.
+    #[arg(long, value_parser = ops::parse_since)]
+    since: chrono::DateTime<chrono::Utc>,
+    /// To (default: now).
+    #[arg(long, value_parser = ops::parse_since)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these event types (Stripe), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Say what would be queued, queue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunOptions {
     /// Do not apply pending migrations at start.
@@ -339,6 +369,26 @@ impl Cli {
                         yes: _,
                     } => dlq::purge(&db, &ids, older_than).await,
                 };
+            }
+            Command::Backfill(args) => {
+                let db = crate::startup::database_pool(&settings)?;
+                let which = match (args.connection, args.all) {
+                    (Some(id), _) => crate::backfill::Which::Connection(id),
+                    (None, true) => crate::backfill::Which::All,
+                    (None, false) => crate::backfill::Which::Default,
+                };
+                let request = ops::backfill::Request {
+                    provider: args.provider,
+                    which,
+                    window: crate::provider_api::Window {
+                        since: args.since,
+                        until: args.until,
+                    },
+                    types: &args.types,
+                    dry_run: args.dry_run,
+                    output: args.output,
+                };
+                return ops::backfill::run(&db, &settings, &request).await;
             }
             Command::Events {
                 command: EventsCommand::Replay { provider, event_id },

@@ -22,6 +22,10 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
     ("SETTLE_QUEUE_PREFIX", "amqp.prefix"),
     ("SMTP_URL", "smtp.url"),
     ("SETTLE_SECRET_KEYS", "secrets.keys"),
+    ("STRIPE_API_KEY", "stripe.api_key"),
+    ("STRIPE_API_BASE", "stripe.api_base"),
+    ("GOCARDLESS_ACCESS_TOKEN", "gocardless.access_token"),
+    ("GOCARDLESS_API_BASE", "gocardless.api_base"),
 ];
 
 /// Comma-separated list variables (secret rotation), and the key each one sets.
@@ -49,6 +53,24 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub retention: RetentionSettings,
     pub secrets: SecretSettings,
+    pub stripe: StripeApiSettings,
+    pub gocardless: GoCardlessApiSettings,
+}
+
+/// Stripe's API, for backfill: the default connection's key, and where the API is (a stand-in
+/// in tests).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StripeApiSettings {
+    /// `sk_…` or a restricted key that can read events; empty: none.
+    pub api_key: SecretString,
+    pub api_base: String,
+}
+
+/// GoCardless's API, for backfill: the default connection's access token, and where the API is.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoCardlessApiSettings {
+    pub access_token: SecretString,
+    pub api_base: String,
 }
 
 /// The keys provider secrets are sealed with in the database (`sealed`).

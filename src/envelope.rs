@@ -26,6 +26,8 @@ pub mod headers {
     /// On reconciliation events (with `event-type`): the account the event is about, for a
     /// subscriber that binds per account on the `…reconciliation.by-account` headers exchange.
     pub const ACCOUNT_ID: &str = "account-id";
+    /// Only on events that did not come by webhook: `backfill` (listed from the provider's API).
+    pub const SOURCE: &str = "source";
     // Not `x-…`: that prefix belongs to the broker (RabbitMQ sets and may one day strip such
     // headers). Messages queued by settle before 0.2 carry these as `x-settle-…`; the readers
     // below accept both, so a retry tier drained across an upgrade keeps its counts.
@@ -60,8 +62,11 @@ pub struct QueuedEvent {
     pub received_at: DateTime<Utc>,
     /// The event's exact JSON as the provider sent it.
     pub body: Vec<u8>,
-    /// The connection whose endpoint it came through; `None` for the platform's endpoint.
+    /// The connection whose endpoint it came through (or whose API listed it); `None` for the
+    /// platform's.
     pub connection_id: Option<String>,
+    /// How it reached settle when not by webhook (`backfill`).
+    pub source: Option<String>,
 }
 
 /// Why a message is not a queued event settle can read.
@@ -92,6 +97,7 @@ impl QueuedEvent {
             received_at,
             body,
             connection_id: None,
+            source: None,
         };
         for name in [event.message_id(), event.routing_key()] {
             if name.len() > MAX_NAME_BYTES {
@@ -105,6 +111,12 @@ impl QueuedEvent {
     /// Stamps the connection whose endpoint the event came through.
     pub fn via_connection(mut self, connection: Option<&str>) -> Self {
         self.connection_id = connection.map(str::to_owned);
+        self
+    }
+
+    /// Marks how the event reached settle when not by webhook (`backfill`).
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.source = Some(source.to_owned());
         self
     }
 
@@ -133,6 +145,9 @@ impl QueuedEvent {
         ];
         if let Some(connection) = &self.connection_id {
             list.push(text(headers::CONNECTION_ID, connection));
+        }
+        if let Some(source) = &self.source {
+            list.push(text(headers::SOURCE, source));
         }
         list
     }
@@ -182,6 +197,7 @@ impl QueuedEvent {
             received_at,
             body,
             connection_id: header_text(headers, headers::CONNECTION_ID).map(str::to_owned),
+            source: header_text(headers, headers::SOURCE).map(str::to_owned),
         })
     }
 }

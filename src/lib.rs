@@ -63,6 +63,10 @@ pub mod notify;
 // 6. Retention: what is past its window leaves the database, in small batches.
 pub mod retention;
 
+// 7. Backfill: the providers' own event lists (their APIs' clients), for what webhooks missed.
+pub mod backfill;
+pub mod provider_api;
+
 // The HTTP API for internal services.
 pub mod api;
 

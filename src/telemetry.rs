@@ -125,7 +125,10 @@ pub fn init_logging(settings: &TelemetrySettings) {
             settings.log_filter
         ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout is a command's output (`--output json` must parse as JSON).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // try_init: tests start several apps in one process and only the first installs a subscriber.
     let _ = match settings.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

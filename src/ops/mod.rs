@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod backfill;
 pub mod dlq;
 pub mod events;
 

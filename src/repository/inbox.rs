@@ -210,3 +210,20 @@ pub async fn take_for_replay(
     .fetch_optional(tx)
     .await
 }
+
+/// Which of `event_ids` of `provider` the inbox holds (applied, or waiting as unmatched): the
+/// events a backfill must not queue again.
+pub async fn known(
+    db: impl PgExecutor<'_>,
+    provider: Provider,
+    event_ids: &[String],
+) -> sqlx::Result<std::collections::HashSet<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_id FROM webhook_events WHERE provider = $1 AND event_id = ANY($2)",
+    )
+    .bind(provider.stored_name())
+    .bind(event_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}

@@ -13,6 +13,7 @@ mod admission;
 mod api_customers;
 mod api_invoices;
 mod api_settings;
+mod backfill;
 mod broker_hygiene;
 mod broker_outage;
 mod health;

@@ -144,14 +144,14 @@ async fn sigterm_makes_the_binary_exit_zero() {
         .env("AMQP_URL", amqp_url())
         .env("DATABASE_URL", app.database_url())
         .env("SETTLE__TELEMETRY__LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the settle binary starts");
     let pid = child.id().expect("running") as i32;
-    // Wait until it has bound and connected: the log line says so.
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    // Wait until it has bound and connected: the log line (on stderr) says so.
+    let logs = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(logs));
     let started = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
             if line.contains("connected to the broker") {

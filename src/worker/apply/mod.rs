@@ -326,6 +326,7 @@ pub async fn apply_waiting(
             body: waiting.payload.into_bytes(),
             // Already routed: it waits in the account whose registration applies it now.
             connection_id: None,
+            source: None,
         };
         let mut savepoint = tx.begin().await?;
         match apply_in(&mut savepoint, policy, &event).await {

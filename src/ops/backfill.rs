@@ -1,0 +1,82 @@
+//! `settle backfill`: the provider's events of a window that the inbox does not hold, queued
+//! through the receiver's exchange (`backfill`), with a line per source of what it found.
+
+use sqlx::PgPool;
+
+use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
+use crate::backfill::{self, Report, Which};
+use crate::config::Settings;
+use crate::provider::Provider;
+use crate::provider_api::Window;
+
+/// What to backfill.
+pub struct Request<'a> {
+    pub provider: Provider,
+    pub which: Which,
+    pub window: Window,
+    pub types: &'a [String],
+    pub dry_run: bool,
+    pub output: Output,
+}
+
+/// Exit 0 when every source was read and every missed event queued; 1 when none was; 4 when
+/// some were; 3 when no source matched.
+pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> anyhow::Result<u8> {
+    let keyring = settings.keyring()?;
+    let sources =
+        backfill::sources(db, settings, &keyring, request.provider, &request.which).await?;
+    if sources.is_empty() {
+        eprintln!(
+            "no {} source: configure the default account's API key or add a connection with one",
+            request.provider.display_name()
+        );
+        return Ok(EXIT_NOTHING_MATCHED);
+    }
+    let broker = match request.dry_run {
+        true => None,
+        false => Some(super::connect_broker(settings).await?),
+    };
+    let mut reports = Vec::with_capacity(sources.len());
+    for source in &sources {
+        reports
+            .push(backfill::run(db, broker.as_ref(), source, request.window, request.types).await);
+    }
+    if let Some(broker) = broker {
+        broker.close().await;
+    }
+    print(&reports, request.output, request.dry_run)?;
+    let failed = reports
+        .iter()
+        .filter(|r| r.error.is_some() || r.failed > 0)
+        .count();
+    Ok(match failed {
+        0 => EXIT_OK,
+        n if n == reports.len() => 1,
+        _ => EXIT_PARTLY_FAILED,
+    })
+}
+
+fn print(reports: &[Report], output: Output, dry_run: bool) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
+        Output::Table => {
+            let queued = if dry_run { "would queue" } else { "queued" };
+            println!(
+                "{:<40}  {:>6}  {:>13}  {:>11}  {:>6}  error",
+                "source", "found", "already known", queued, "failed"
+            );
+            for r in reports {
+                println!(
+                    "{:<40}  {:>6}  {:>13}  {:>11}  {:>6}  {}",
+                    r.source,
+                    r.found,
+                    r.known,
+                    r.queued,
+                    r.failed,
+                    r.error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The providers' own APIs, read by backfill: Stripe's and GoCardless's event lists. Reads only,
+//! so every request may be retried: a 429 or a 5xx is retried with backoff, honouring
+//! `Retry-After`, and a connection error or timeout likewise; anything else is an answer. The
+//! base URL is configuration (`stripe.api_base`, `gocardless.api_base`), so a sandbox or a
+//! test's stand-in takes the real API's place.
+
+pub mod gocardless;
+pub mod stripe;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+/// How long one request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of one request before its failure is the caller's.
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The longest `Retry-After` honoured: a provider asking for more is as good as down.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderApiError {
+    #[error("{provider} API unreachable after {attempts} attempts: {source}")]
+    Unreachable {
+        provider: &'static str,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{provider} API answered {status}: {body}")]
+    Status {
+        provider: &'static str,
+        status: StatusCode,
+        /// The start of the answer's body (the provider's error message).
+        body: String,
+    },
+    #[error("{provider} API answered something that is not its documented shape: {detail}")]
+    Shape {
+        provider: &'static str,
+        detail: String,
+    },
+}
+
+/// A client of one provider's API.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    provider: &'static str,
+    base: String,
+}
+
+impl ApiClient {
+    pub fn new(provider: &'static str, base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("settle/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            provider,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// `GET <base><path>?<query>` with `headers`, retried as the module says; the body of the
+    /// first 2xx answer.
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        headers: HeaderMap,
+    ) -> Result<Vec<u8>, ProviderApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .http
+                .get(&url)
+                .query(query)
+                .headers(headers.clone())
+                .send()
+                .await;
+            let wait = match sent {
+                Ok(response) if response.status().is_success() => {
+                    return response
+                        .bytes()
+                        .await
+                        .map(|body| body.to_vec())
+                        .map_err(|source| ProviderApiError::Unreachable {
+                            provider: self.provider,
+                            attempts: attempt,
+                            source,
+                        });
+                }
+                Ok(response) if retryable(response.status()) && attempt < ATTEMPTS => {
+                    let asked = retry_after(response.headers());
+                    tracing::warn!(provider = self.provider, status = %response.status(), attempt, "provider API refused for now; retrying");
+                    asked.unwrap_or(backoff)
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(ProviderApiError::Status {
+                        provider: self.provider,
+                        status,
+                        body: body.chars().take(500).collect(),
+                    });
+                }
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::warn!(provider = self.provider, %error, attempt, "provider API unreachable; retrying");
+                    backoff
+                }
+                Err(source) => {
+                    return Err(ProviderApiError::Unreachable {
+                        provider: self.provider,
+                        attempts: attempt,
+                        source,
+                    });
+                }
+            };
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    fn shape(&self, detail: impl ToString) -> ProviderApiError {
+        ProviderApiError::Shape {
+            provider: self.provider,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `Retry-After` in seconds (the form both providers send), capped.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// A bearer token header, marked sensitive so it is never logged.
+fn bearer(token: &secrecy::SecretString) -> Result<reqwest::header::HeaderValue, ProviderApiError> {
+    use secrecy::ExposeSecret;
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| ProviderApiError::Shape {
+                provider: "settle",
+                detail: "the API key holds characters a header cannot".into(),
+            })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The window of a listing: events created from `since` to `until` (now when `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(reqwest::header::RETRY_AFTER, "3600".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(retryable(StatusCode::BAD_GATEWAY));
+        assert!(!retryable(StatusCode::UNAUTHORIZED));
+    }
+}

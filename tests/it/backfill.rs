@@ -1,0 +1,233 @@
+//! Backfill: the providers' own event lists (stand-ins started by each test, `provider_api`)
+//! read by `settle backfill`, and what the webhooks missed queued once, through the receiver's
+//! exchange, whatever the pages, refusals and reruns.
+
+use serde_json::Value;
+
+use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, Refusal, STRIPE_KEY};
+use crate::helpers::*;
+
+/// `settle backfill <args> --output json` against the stand-in: the exit code and the reports.
+async fn backfill(app: &TestApp, api: &ProviderApi, args: &[&str]) -> (i32, Vec<Value>) {
+    let base = api.url();
+    let env = [
+        ("STRIPE_API_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", base.as_str()),
+        ("GOCARDLESS_ACCESS_TOKEN", GOCARDLESS_TOKEN),
+        ("GOCARDLESS_API_BASE", base.as_str()),
+    ];
+    let args = [["backfill"].as_slice(), args, &["--output", "json"]].concat();
+    let (code, out, err) = settle_with(app, &args, &env).await;
+    let reports = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (code, reports)
+}
+
+fn counts(report: &Value) -> (u64, u64, u64, u64) {
+    let n = |field: &str| report[field].as_u64().unwrap();
+    (n("found"), n("known"), n("queued"), n("failed"))
+}
+
+#[tokio::test]
+async fn missed_stripe_events_are_queued_once_across_pages_a_429_and_a_500() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let api = ProviderApi::start().await;
+    app.create_customer("cust").await;
+    let now = chrono::Utc::now().timestamp();
+    let mut bodies = Vec::new();
+    for i in 0..150 {
+        let invoice = format!("inv_bf{i}");
+        app.create_invoice(&invoice, "cust", None, "GBP", 1000)
+            .await;
+        let event = StripeEvent::new("payment_intent.succeeded", &format!("evt_bf{i}"))
+            .created(now - 3600 + i)
+            .payment(&format!("pi_bf{i}"), 1000, "gbp")
+            .invoice_id(&invoice);
+        bodies.push(event.to_bytes());
+        api.add_stripe(None, event.into_json());
+    }
+    // Forty of them did arrive by webhook; the other 110 were missed.
+    app.deliver_stripe_concurrently(&bodies[..40]).await;
+    for i in 0..40 {
+        app.wait_processed("STRIPE", &format!("evt_bf{i}")).await;
+    }
+
+    api.refuse_next(&[Refusal::TooManyRequests(1), Refusal::ServerError]);
+    let (code, reports) = backfill(&app, &api, &["stripe", "--since", "2h"]).await;
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(reports[0]["source"], "default");
+    assert_eq!(counts(&reports[0]), (150, 40, 110, 0));
+    let requests = api.requests();
+    assert_eq!(
+        requests.len(),
+        4,
+        "refused twice, then two pages: {requests:?}"
+    );
+    assert!(
+        requests[3].contains("starting_after=evt_bf"),
+        "{requests:?}"
+    );
+    assert!(requests[0].contains("created%5Bgte%5D=") && requests[0].contains("limit=100"));
+
+    for i in 0..150 {
+        let invoice = app.wait_invoice_status(&format!("inv_bf{i}"), "PAID").await;
+        assert_eq!(invoice["amountPaid"], 1000, "counted once: {invoice}");
+    }
+    // Run again: everything is known now, nothing is queued twice.
+    let (code, reports) = backfill(&app, &api, &["stripe", "--since", "2h"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(counts(&reports[0]), (150, 150, 0, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn missed_gocardless_events_are_listed_by_cursor_and_queued_marked_backfill() {
+    // Intake only: the queued messages stay on the work queue to be read.
+    let app = spawn_app().await;
+    let api = ProviderApi::start().await;
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    for i in 0..45 {
+        let at = (base + chrono::Duration::seconds(i))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let event = GoCardlessEvent::payment(
+            &format!("EV_BF{i:03}"),
+            "confirmed",
+            &format!("PM_BF{i:03}"),
+        )
+        .created_at(&at);
+        api.add_gocardless(event.into_json());
+    }
+    // One outside the window.
+    api.add_gocardless(
+        GoCardlessEvent::payment("EV_OLD", "confirmed", "PM_OLD")
+            .created_at("2026-01-01T00:00:00.000Z")
+            .into_json(),
+    );
+    let (code, reports) = backfill(&app, &api, &["gocardless", "--since", "2h", "--dry-run"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        counts(&reports[0]),
+        (45, 0, 45, 0),
+        "a dry run queues nothing"
+    );
+    assert_eq!(app.queued_count(&[app.queue("reconcile")]).await, 0);
+
+    let (code, reports) = backfill(&app, &api, &["gocardless", "--since", "2h"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(counts(&reports[0]), (45, 0, 45, 0));
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("after=EV_BF")),
+        "paged by cursor: {requests:?}"
+    );
+    let messages = app.take_messages(&app.queue("reconcile"), 45).await;
+    assert_eq!(messages.len(), 45);
+    let message = &messages[0];
+    assert_eq!(message.header("source"), Some("backfill"));
+    assert_eq!(message.header("provider"), Some("gocardless"));
+    assert!(
+        message
+            .message_id
+            .as_deref()
+            .unwrap()
+            .starts_with("gocardless:EV_BF")
+    );
+    let body: Value = serde_json::from_slice(&message.body).unwrap();
+    assert_eq!(
+        body["resource_type"], "payments",
+        "the event's own JSON: {body}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connect_accounts_events_are_read_with_stripe_account_and_land_in_its_account() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let api = ProviderApi::start().await;
+    let key_b = account_with_key(&app, "acc_b").await;
+    let (code, out, err) = settle(
+        &app,
+        &[
+            "connections",
+            "add",
+            "--account",
+            "acc_b",
+            "--provider",
+            "stripe",
+            "--external-id",
+            "acct_1Bbackfill",
+            "--mode",
+            "test",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let connection = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (path, body) in [
+        (
+            "/customers",
+            serde_json::json!({"id": "cust", "legalName": "B Ltd"}),
+        ),
+        (
+            "/invoices",
+            serde_json::json!({"id": "inv_b", "customerId": "cust", "number": "B-1",
+                               "currency": "GBP", "amountDue": 700}),
+        ),
+    ] {
+        let (status, answer) = app
+            .api_as(&key_b, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let now = chrono::Utc::now().timestamp();
+    api.add_stripe(
+        Some("acct_1Bbackfill"),
+        StripeEvent::new("payment_intent.succeeded", "evt_connect_bf")
+            .created(now - 60)
+            .payment("pi_connect_bf", 700, "gbp")
+            .invoice_id("inv_b")
+            .connected("acct_1Bbackfill")
+            .into_json(),
+    );
+    // The platform's own events are not that account's.
+    api.add_stripe(
+        None,
+        StripeEvent::new("payment_intent.succeeded", "evt_platform_bf")
+            .created(now - 60)
+            .payment("pi_platform_bf", 700, "gbp")
+            .into_json(),
+    );
+    let (code, reports) = backfill(
+        &app,
+        &api,
+        &["stripe", "--connection", &connection, "--since", "1h"],
+    )
+    .await;
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(reports[0]["source"], connection.as_str());
+    assert_eq!(counts(&reports[0]), (1, 0, 1, 0));
+    let invoice = poll_until("acc_b's invoice paid", WAIT, || async {
+        let (_, invoice) = app
+            .api_as(&key_b, reqwest::Method::GET, "/invoices/inv_b", None)
+            .await;
+        (invoice["status"] == "PAID").then_some(invoice)
+    })
+    .await;
+    assert_eq!(invoice["amountPaid"], 700);
+
+    // With the provider unreachable the run fails, naming why, and queues nothing.
+    drop(api);
+    let gone = ProviderApi::start().await;
+    gone.refuse_next(&[Refusal::ServerError; 5]);
+    let (code, reports) = backfill(&app, &gone, &["stripe", "--since", "1h"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        reports[0]["error"].as_str().unwrap().contains("500"),
+        "{reports:?}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,235 @@
+//! Stand-ins for the providers' event-list APIs, started by a test on a port of its own: what
+//! settle's backfill reads, in the documented shapes (Stripe `GET /v1/events`: `data`,
+//! `has_more`, `starting_after`, `created[gte|lte]`, `types[]`, `Stripe-Account`; GoCardless
+//! `GET /events`: `events`, `meta.cursors.after`, `created_at[gte|lte]`, `GoCardless-Version`).
+//! `localstripe` lists events too, but only its own objects' (in a 2017 API version's shape),
+//! with neither `types[]` nor `Stripe-Account`, and it cannot be told to answer 429 or 500: the
+//! backfill tests need all of those.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// A scripted failure, answered to the next request instead of the page.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// 429 with `Retry-After: <seconds>`.
+    TooManyRequests(u64),
+    ServerError,
+}
+
+#[derive(Default)]
+struct Events {
+    /// Stripe events by the connected account they belong to (`None`: the platform's).
+    stripe: Vec<(Option<String>, Value)>,
+    gocardless: Vec<Value>,
+    refusals: VecDeque<Refusal>,
+    /// Every request's path and query, in order.
+    requests: Vec<String>,
+}
+
+pub struct ProviderApi {
+    pub addr: SocketAddr,
+    events: Arc<Mutex<Events>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub const STRIPE_KEY: &str = "sk_test_standin";
+pub const GOCARDLESS_TOKEN: &str = "gc_access_standin";
+/// The stand-in's GoCardless page size (the API allows up to 500; a smaller page is as valid, and
+/// makes the tests cross page boundaries).
+const GOCARDLESS_PAGE: usize = 40;
+
+impl ProviderApi {
+    pub async fn start() -> Self {
+        let events = Arc::new(Mutex::new(Events::default()));
+        let app = axum::Router::new()
+            .route("/v1/events", get(stripe_events))
+            .route("/events", get(gocardless_events))
+            .with_state(events.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            events,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds a Stripe event (its full JSON) of the platform, or of a connected account.
+    pub fn add_stripe(&self, account: Option<&str>, event: Value) {
+        let mut events = self.events.lock().unwrap();
+        events.stripe.push((account.map(str::to_owned), event));
+    }
+
+    pub fn add_gocardless(&self, event: Value) {
+        self.events.lock().unwrap().gocardless.push(event);
+    }
+
+    /// The next requests are answered with these, in order, before any page.
+    pub fn refuse_next(&self, refusals: &[Refusal]) {
+        self.events.lock().unwrap().refusals.extend(refusals);
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.events.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for ProviderApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// Records the request; then a 401 for a wrong token, or the next scripted refusal, or the
+/// query's pairs to serve the page with.
+fn admit(
+    events: &mut Events,
+    path: &str,
+    query: &Option<String>,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    events
+        .requests
+        .push(format!("{path}?{}", query.clone().unwrap_or_default()));
+    let expected = format!("Bearer {token}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return Err(Box::new(
+            (StatusCode::UNAUTHORIZED, "bad token").into_response(),
+        ));
+    }
+    match events.refusals.pop_front() {
+        Some(Refusal::TooManyRequests(seconds)) => Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", seconds.to_string())],
+                "slow down",
+            )
+                .into_response(),
+        )),
+        Some(Refusal::ServerError) => Err(Box::new(
+            (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
+        )),
+        None => Ok(query_pairs(query)),
+    }
+}
+
+async fn stripe_events(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(&mut events, "/v1/events", &query, &headers, STRIPE_KEY) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    let number = |name: &str| param(&pairs, name).map(|v| v.parse::<i64>().unwrap());
+    let (gte, lte) = (number("created[gte]"), number("created[lte]"));
+    let limit = number("limit").unwrap_or(10) as usize;
+    let types: Vec<&str> = pairs
+        .iter()
+        .filter(|(key, _)| key == "types[]")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let account = headers
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Newest first, as Stripe lists them.
+    let mut listed: Vec<&Value> = events
+        .stripe
+        .iter()
+        .filter(|(owner, _)| *owner == account)
+        .map(|(_, event)| event)
+        .filter(|event| {
+            let created = event["created"].as_i64().unwrap();
+            gte.is_none_or(|t| created >= t)
+                && lte.is_none_or(|t| created <= t)
+                && (types.is_empty() || types.contains(&event["type"].as_str().unwrap()))
+        })
+        .collect();
+    listed.sort_by_key(|event| std::cmp::Reverse(event["created"].as_i64().unwrap()));
+    let start = match param(&pairs, "starting_after") {
+        Some(after) => listed.iter().position(|e| e["id"] == after).unwrap() + 1,
+        None => 0,
+    };
+    let page: Vec<&Value> = listed.iter().skip(start).take(limit).copied().collect();
+    let has_more = start + page.len() < listed.len();
+    axum::Json(json!({"object": "list", "url": "/v1/events", "has_more": has_more, "data": page}))
+        .into_response()
+}
+
+async fn gocardless_events(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(&mut events, "/events", &query, &headers, GOCARDLESS_TOKEN) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    if headers.get("gocardless-version").is_none() {
+        return (StatusCode::BAD_REQUEST, "GoCardless-Version is required").into_response();
+    }
+    let time =
+        |name: &str| param(&pairs, name).map(|v| chrono::DateTime::parse_from_rfc3339(v).unwrap());
+    let (gte, lte) = (time("created_at[gte]"), time("created_at[lte]"));
+    let limit: usize = param(&pairs, "limit").map_or(50, |v| v.parse().unwrap());
+    let mut listed: Vec<&Value> = events
+        .gocardless
+        .iter()
+        .filter(|event| {
+            let created =
+                chrono::DateTime::parse_from_rfc3339(event["created_at"].as_str().unwrap())
+                    .unwrap();
+            gte.is_none_or(|t| created >= t) && lte.is_none_or(|t| created <= t)
+        })
+        .collect();
+    listed.sort_by_key(|event| std::cmp::Reverse(event["created_at"].as_str().unwrap().to_owned()));
+    let start = match param(&pairs, "after") {
+        Some(after) => listed.iter().position(|e| e["id"] == after).unwrap() + 1,
+        None => 0,
+    };
+    let page: Vec<&Value> = listed
+        .iter()
+        .skip(start)
+        .take(limit.min(GOCARDLESS_PAGE))
+        .copied()
+        .collect();
+    let after = (start + page.len() < listed.len()).then(|| page.last().unwrap()["id"].clone());
+    axum::Json(json!({
+        "events": page,
+        "meta": {"cursors": {"before": null, "after": after}, "limit": limit}
+    }))
+    .into_response()
+}
