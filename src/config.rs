@@ -55,6 +55,22 @@ pub struct Settings {
     pub secrets: SecretSettings,
     pub stripe: StripeApiSettings,
     pub gocardless: GoCardlessApiSettings,
+    pub backfill: BackfillSettings,
+}
+
+/// The worker's sweeper: backfill from each source's cursor, every interval.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackfillSettings {
+    /// Seconds between sweeps, the first one interval after start; 0 turns the sweeper off.
+    pub interval_secs: u64,
+    /// How far back before the cursor a sweep lists again: GoCardless creates events
+    /// asynchronously, so an event may appear in the list after a later one was listed.
+    pub overlap_secs: u64,
+    /// How far behind now a sweep stops: a webhook for an event that recent may still be on its
+    /// way, and would otherwise be counted as missed.
+    pub lag_secs: u64,
+    /// The window of a source's first sweep, in hours (Stripe retries webhooks for 72).
+    pub first_window_hours: u64,
 }
 
 /// Stripe's API, for backfill: the default connection's key, and where the API is (a stand-in

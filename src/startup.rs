@@ -327,6 +327,19 @@ impl Application {
             settings.retention.clone(),
             self.shutdown.clone(),
         );
+        let sweeper = match settings.keyring() {
+            Ok(keyring) => Some(crate::backfill::sweeper::Sweeper {
+                db: self.db.clone(),
+                broker: self.broker.clone(),
+                settings: settings.clone(),
+                keyring,
+                shutdown: self.shutdown.clone(),
+            }),
+            Err(error) => {
+                tracing::error!(%error, "backfill sweeper not started");
+                None
+            }
+        };
         let needed = crate::worker::connections_needed(settings.worker.prefetch);
         if settings.database.max_connections < needed {
             // Not fatal: a delivery that waits past the acquire timeout is held like one in a
@@ -357,6 +370,9 @@ impl Application {
             }
             started.spawn(relay.run());
             started.spawn(retention.run());
+            if let Some(sweeper) = sweeper {
+                started.spawn(sweeper.run());
+            }
             started.spawn(worker.run(wake_relay));
         });
     }

@@ -27,6 +27,10 @@ pub const NOTIFICATIONS: &str = "settle_notifications_total";
 pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
     "settle_notifications_oldest_pending_seconds";
 pub const CONNECTION_SECRETS_LOADED: &str = "settle_connection_secrets_loaded";
+pub const BACKFILL_MISSED: &str = "settle_backfill_missed_events_total";
+pub const BACKFILL_SWEEP_SECONDS: &str = "settle_backfill_sweep_seconds";
+pub const BACKFILL_SWEEP_FAILURES: &str = "settle_backfill_sweep_failures_total";
+pub const BACKFILL_LAST_SUCCESS: &str = "settle_backfill_last_success_timestamp_seconds";
 pub const CONNECTION_SECRETS_REFRESH_FAILURES: &str =
     "settle_connection_secrets_refresh_failures_total";
 
@@ -41,6 +45,23 @@ fn describe_metrics() {
         PUBLISH_CONFIRM_SECONDS,
         Unit::Seconds,
         "Time a webhook request waited for the broker to confirm its events."
+    );
+    describe_counter!(
+        BACKFILL_MISSED,
+        "Events a backfill found in a provider's list that the inbox did not hold (missed webhooks), queued, by provider."
+    );
+    describe_histogram!(
+        BACKFILL_SWEEP_SECONDS,
+        Unit::Seconds,
+        "Time one sweep of every source took."
+    );
+    describe_counter!(
+        BACKFILL_SWEEP_FAILURES,
+        "Sweeps of a source that failed (its provider's API down or refusing), by provider; retried next interval."
+    );
+    describe_gauge!(
+        BACKFILL_LAST_SUCCESS,
+        "When each source's last successful sweep listed up to (Unix seconds), by provider and source."
     );
     describe_gauge!(
         CONNECTION_SECRETS_LOADED,

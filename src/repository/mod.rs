@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod backfill;
 pub mod customers;
 pub mod dead_letters;
 pub mod inbox;

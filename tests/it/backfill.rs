@@ -231,3 +231,105 @@ async fn a_connect_accounts_events_are_read_with_stripe_account_and_land_in_its_
     );
     app.stop().await;
 }
+
+/// A worker whose sweeper reads the stand-in every second, from a minute back on its first
+/// sweep, with no lag; on `database_url` when given (a second process of the same deployment).
+async fn spawn_sweeping_worker(api: &ProviderApi, database_url: Option<String>) -> TestApp {
+    let base = api.url();
+    spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        database_url,
+        tweak: Box::new(move |settings| {
+            settings.stripe.api_key = STRIPE_KEY.into();
+            settings.stripe.api_base = base;
+            settings.backfill.interval_secs = 1;
+            settings.backfill.lag_secs = 0;
+            settings.backfill.overlap_secs = 60;
+            settings.backfill.first_window_hours = 1;
+            Retries::PATIENT.apply_to(settings);
+        }),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_sweeper_reconciles_the_missed_half_counts_only_it_and_outlasts_a_provider_outage() {
+    let api = ProviderApi::start().await;
+    let app = spawn_sweeping_worker(&api, None).await;
+    app.create_customer("cust").await;
+    let now = chrono::Utc::now().timestamp();
+    let event = |i: usize| {
+        StripeEvent::new("payment_intent.succeeded", &format!("evt_sw{i}"))
+            .created(now - 5)
+            .payment(&format!("pi_sw{i}"), 1000, "gbp")
+            .invoice_id(&format!("inv_sw{i}"))
+    };
+    for i in 0..21 {
+        app.create_invoice(&format!("inv_sw{i}"), "cust", None, "GBP", 1000)
+            .await;
+    }
+    // Half arrive by webhook; only then does the provider's list show all twenty.
+    let delivered: Vec<Vec<u8>> = (0..10).map(|i| event(i).to_bytes()).collect();
+    app.deliver_stripe_concurrently(&delivered).await;
+    for i in 0..10 {
+        app.wait_processed("STRIPE", &format!("evt_sw{i}")).await;
+    }
+    for i in 0..20 {
+        api.add_stripe(None, event(i).into_json());
+    }
+    for i in 0..20 {
+        let invoice = app.wait_invoice_status(&format!("inv_sw{i}"), "PAID").await;
+        assert_eq!(invoice["amountPaid"], 1000, "counted once: {invoice}");
+    }
+    let missed = "settle_backfill_missed_events_total{provider=\"stripe\"}";
+    let last_success =
+        "settle_backfill_last_success_timestamp_seconds{provider=\"stripe\",source=\"default\"}";
+    assert_eq!(app.metric(missed).await, 10.0, "exactly the missed half");
+    // Later sweeps list them again (the overlap) and find nothing new.
+    let first = app.metric(last_success).await;
+    poll_until("a later sweep", WAIT, || async {
+        (app.metric(last_success).await > first).then_some(())
+    })
+    .await;
+    assert_eq!(app.metric(missed).await, 10.0);
+
+    // The provider down for a sweep: reported, and the next sweep catches up.
+    api.refuse_next(&[Refusal::ServerError; 5]);
+    poll_until(
+        "a failed sweep",
+        std::time::Duration::from_secs(30),
+        || async {
+            let failures = "settle_backfill_sweep_failures_total{provider=\"stripe\"}";
+            (app.metric(failures).await >= 1.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.readyz().await.0,
+        200,
+        "a provider's outage is not the worker's"
+    );
+    api.add_stripe(None, event(20).into_json());
+    app.wait_invoice_status("inv_sw20", "PAID").await;
+    assert_eq!(app.metric(missed).await, 11.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_worker_processes_sweep_one_at_a_time() {
+    let api = ProviderApi::start().await;
+    // Each answer takes 200 ms: two sweeps at once would overlap in the stand-in.
+    api.slow_down(std::time::Duration::from_millis(200));
+    let first = spawn_sweeping_worker(&api, None).await;
+    let second = spawn_sweeping_worker(&api, Some(first.database_url().to_owned())).await;
+    poll_until(
+        "a dozen sweeps",
+        std::time::Duration::from_secs(30),
+        || async { (api.requests().len() >= 12).then_some(()) },
+    )
+    .await;
+    assert_eq!(api.max_in_flight(), 1, "one sweep at a time");
+    second.stop().await;
+    first.stop().await;
+}

@@ -129,6 +129,13 @@ impl Retries {
         delays_ms: [100, 200],
         max_attempts: 3,
     };
+
+    /// The worker retries like this, and relays the outbox every 100 ms.
+    pub fn apply_to(self, settings: &mut Settings) {
+        settings.worker.retry_delays_ms = self.delays_ms.to_vec();
+        settings.worker.max_attempts = self.max_attempts;
+        settings.worker.outbox_poll_ms = 100;
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -140,11 +147,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_worker(retries: Retries) -> TestApp {
     spawn_app_with(AppOptions {
         role: Role::Run,
-        tweak: Box::new(move |settings| {
-            settings.worker.retry_delays_ms = retries.delays_ms.to_vec();
-            settings.worker.max_attempts = retries.max_attempts;
-            settings.worker.outbox_poll_ms = 100;
-        }),
+        tweak: Box::new(move |settings| retries.apply_to(settings)),
         ..AppOptions::default()
     })
     .await

@@ -32,6 +32,10 @@ struct Events {
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
+    /// How long each answer takes, and the most requests ever in flight at once.
+    delay: std::time::Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 pub struct ProviderApi {
@@ -52,6 +56,10 @@ impl ProviderApi {
         let app = axum::Router::new()
             .route("/v1/events", get(stripe_events))
             .route("/events", get(gocardless_events))
+            .layer(axum::middleware::from_fn_with_state(
+                events.clone(),
+                in_flight,
+            ))
             .with_state(events.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -87,12 +95,40 @@ impl ProviderApi {
     pub fn requests(&self) -> Vec<String> {
         self.events.lock().unwrap().requests.clone()
     }
+
+    /// Every answer takes `delay` from now on.
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.events.lock().unwrap().delay = delay;
+    }
+
+    /// The most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.events.lock().unwrap().max_in_flight
+    }
 }
 
 impl Drop for ProviderApi {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Counts the requests in flight, and holds each answer for the configured delay.
+async fn in_flight(
+    State(events): State<Arc<Mutex<Events>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let delay = {
+        let mut events = events.lock().unwrap();
+        events.in_flight += 1;
+        events.max_in_flight = events.max_in_flight.max(events.in_flight);
+        events.delay
+    };
+    tokio::time::sleep(delay).await; // the stand-in's configured latency, not synchronisation
+    let response = next.run(request).await;
+    events.lock().unwrap().in_flight -= 1;
+    response
 }
 
 fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {

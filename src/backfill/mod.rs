@@ -9,6 +9,10 @@
 //! `[stripe]` / `[gocardless]`) or a connection's (its own API key; a Stripe connection without
 //! one is read with the platform's key and `Stripe-Account`). A connection's events carry its id,
 //! so the worker routes them to its account as if they had come to its endpoint.
+//!
+//! `settle backfill` runs it on demand; the worker's `sweeper` runs it every interval.
+
+pub mod sweeper;
 
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -53,7 +57,8 @@ pub enum Which {
     Default,
     /// One connection's.
     Connection(String),
-    /// The default account's, when keys are configured, and every connection's of the provider.
+    /// The default account's, when keys are configured, and every connection's of the provider
+    /// that can be read (one without a key is left out, with a warning).
     All,
 }
 
@@ -167,8 +172,16 @@ pub async fn sources(
                 sources.push(default()?);
             }
             for connection in accounts::connections(db, None).await? {
-                if connection.provider == provider.stored_name() {
-                    sources.push(of(&connection)?);
+                if connection.provider != provider.stored_name() {
+                    continue;
+                }
+                match of(&connection) {
+                    Ok(source) => sources.push(source),
+                    Err(error) => tracing::warn!(
+                        connection = %connection.id,
+                        error = format!("{error:#}"),
+                        "connection left out of the backfill"
+                    ),
                 }
             }
             Ok(sources)
