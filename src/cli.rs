@@ -231,8 +231,8 @@ pub struct BackfillArgs {
     #[arg(long)]
     all: bool,
     /// From: an RFC 3339 time or a duration back from now (24h, 7d). Stripe keeps 30 days.
-    #[arg(long, value_parser = ops::parse_since)]
-    since: chrono::DateTime<chrono::Utc>,
+    #[arg(long, value_parser = ops::parse_since, required_unless_present = "verify_open_invoices")]
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// To (default: now).
     #[arg(long, value_parser = ops::parse_since)]
     until: Option<chrono::DateTime<chrono::Utc>>,
@@ -242,6 +242,10 @@ pub struct BackfillArgs {
     /// Say what would be queued, queue nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Instead of listing events, ask Stripe about every PaymentIntent registered against an
+    /// unpaid invoice and not settled yet, and queue an event for each one Stripe says settled.
+    #[arg(long, conflicts_with_all = ["since", "until", "types"])]
+    verify_open_invoices: bool,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
 }
@@ -377,13 +381,19 @@ impl Cli {
                     (None, true) => crate::backfill::Which::All,
                     (None, false) => crate::backfill::Which::Default,
                 };
+                let mode = match args.since {
+                    Some(since) if !args.verify_open_invoices => {
+                        ops::backfill::Mode::Events(crate::provider_api::Window {
+                            since,
+                            until: args.until,
+                        })
+                    }
+                    _ => ops::backfill::Mode::VerifyOpenInvoices,
+                };
                 let request = ops::backfill::Request {
                     provider: args.provider,
                     which,
-                    window: crate::provider_api::Window {
-                        since: args.since,
-                        until: args.until,
-                    },
+                    mode,
                     types: &args.types,
                     dry_run: args.dry_run,
                     output: args.output,

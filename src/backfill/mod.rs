@@ -13,6 +13,7 @@
 //! `settle backfill` runs it on demand; the worker's `sweeper` runs it every interval.
 
 pub mod sweeper;
+pub mod verify;
 
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -36,6 +37,8 @@ pub struct Source {
     pub provider: Provider,
     /// `None`: the default account's, from the configured keys.
     pub connection_id: Option<String>,
+    /// The account the source's events are for.
+    pub account_id: String,
     credentials: Credentials,
     client: ApiClient,
 }
@@ -68,6 +71,14 @@ impl Source {
         self.connection_id.as_deref().unwrap_or("default")
     }
 
+    /// The Stripe credentials of a Stripe source.
+    fn stripe(&self) -> Option<provider_api::stripe::Credentials<'_>> {
+        match &self.credentials {
+            Credentials::Stripe { api_key, account } => Some(stripe_credentials(api_key, account)),
+            Credentials::GoCardless { .. } => None,
+        }
+    }
+
     /// Every event of the window (Stripe: of `types`, when given).
     pub async fn list(
         &self,
@@ -76,16 +87,23 @@ impl Source {
     ) -> Result<Vec<IncomingEvent>, ProviderApiError> {
         match &self.credentials {
             Credentials::Stripe { api_key, account } => {
-                let credentials = provider_api::stripe::Credentials {
-                    api_key,
-                    account: account.as_deref(),
-                };
+                let credentials = stripe_credentials(api_key, account);
                 provider_api::stripe::list_events(&self.client, &credentials, window, types).await
             }
             Credentials::GoCardless { access_token } => {
                 provider_api::gocardless::list_events(&self.client, access_token, window).await
             }
         }
+    }
+}
+
+fn stripe_credentials<'a>(
+    api_key: &'a SecretString,
+    account: &'a Option<String>,
+) -> provider_api::stripe::Credentials<'a> {
+    provider_api::stripe::Credentials {
+        api_key,
+        account: account.as_deref(),
     }
 }
 
@@ -126,6 +144,7 @@ pub async fn sources(
         Ok(Source {
             provider,
             connection_id: None,
+            account_id: settings.account.id.clone(),
             credentials: credentials(provider, key, None),
             client: client.clone(),
         })
@@ -151,6 +170,7 @@ pub async fn sources(
         Ok(Source {
             provider,
             connection_id: Some(connection.id.clone()),
+            account_id: connection.account_id.clone(),
             credentials: credentials(provider, key, account),
             client: client.clone(),
         })

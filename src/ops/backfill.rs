@@ -9,11 +9,19 @@ use crate::config::Settings;
 use crate::provider::Provider;
 use crate::provider_api::Window;
 
+/// What a backfill looks at.
+pub enum Mode {
+    /// The provider's events of a window.
+    Events(Window),
+    /// Stripe's PaymentIntents of unpaid invoices (`backfill::verify`).
+    VerifyOpenInvoices,
+}
+
 /// What to backfill.
 pub struct Request<'a> {
     pub provider: Provider,
     pub which: Which,
-    pub window: Window,
+    pub mode: Mode,
     pub types: &'a [String],
     pub dry_run: bool,
     pub output: Output,
@@ -22,6 +30,9 @@ pub struct Request<'a> {
 /// Exit 0 when every source was read and every missed event queued; 1 when none was; 4 when
 /// some were; 3 when no source matched.
 pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> anyhow::Result<u8> {
+    if matches!(request.mode, Mode::VerifyOpenInvoices) && request.provider != Provider::Stripe {
+        anyhow::bail!("--verify-open-invoices asks Stripe about PaymentIntents: stripe only");
+    }
     let keyring = settings.keyring()?;
     let sources =
         backfill::sources(db, settings, &keyring, request.provider, &request.which).await?;
@@ -38,8 +49,12 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
     };
     let mut reports = Vec::with_capacity(sources.len());
     for source in &sources {
-        reports
-            .push(backfill::run(db, broker.as_ref(), source, request.window, request.types).await);
+        reports.push(match request.mode {
+            Mode::Events(window) => {
+                backfill::run(db, broker.as_ref(), source, window, request.types).await
+            }
+            Mode::VerifyOpenInvoices => backfill::verify::run(db, broker.as_ref(), source).await,
+        });
     }
     if let Some(broker) = broker {
         broker.close().await;

@@ -28,6 +28,32 @@ pub struct Credentials<'a> {
     pub account: Option<&'a str>,
 }
 
+fn headers(
+    client: &ApiClient,
+    credentials: &Credentials<'_>,
+) -> Result<HeaderMap, ProviderApiError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, bearer(credentials.api_key)?);
+    if let Some(account) = credentials.account {
+        let account = HeaderValue::from_str(account).map_err(|_| client.shape("account id"))?;
+        headers.insert(STRIPE_ACCOUNT, account);
+    }
+    Ok(headers)
+}
+
+/// `GET /v1/payment_intents/{id}`: the PaymentIntent as Stripe holds it now.
+pub async fn payment_intent(
+    client: &ApiClient,
+    credentials: &Credentials<'_>,
+    id: &str,
+) -> Result<serde_json::Value, ProviderApiError> {
+    let path = format!("/v1/payment_intents/{id}");
+    let body = client
+        .get(&path, &[], headers(client, credentials)?)
+        .await?;
+    serde_json::from_slice(&body).map_err(|e| client.shape(e))
+}
+
 /// Every event of the window (of `types`, when given), each with its exact JSON.
 pub async fn list_events(
     client: &ApiClient,
@@ -35,12 +61,7 @@ pub async fn list_events(
     window: Window,
     types: &[String],
 ) -> Result<Vec<IncomingEvent>, ProviderApiError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(AUTHORIZATION, bearer(credentials.api_key)?);
-    if let Some(account) = credentials.account {
-        let account = HeaderValue::from_str(account).map_err(|_| client.shape("account id"))?;
-        headers.insert(STRIPE_ACCOUNT, account);
-    }
+    let headers = headers(client, credentials)?;
     let mut base = vec![
         ("limit".to_owned(), PAGE.to_owned()),
         (

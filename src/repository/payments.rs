@@ -81,3 +81,21 @@ pub async fn for_invoice(
     .fetch_all(db)
     .await
 }
+
+/// The Stripe PaymentIntents registered against the account's unpaid invoices that no event has
+/// settled yet (registered or pending): what `backfill --verify-open-invoices` asks Stripe about.
+pub async fn unsettled_on_open_invoices(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT p.provider_payment_id FROM payments p
+         JOIN invoices i ON i.account_id = p.account_id AND i.id = p.invoice_id
+         WHERE p.account_id = $1 AND p.provider = 'STRIPE'
+           AND p.status IN ('REGISTERED', 'PENDING') AND i.status <> 'PAID'
+         ORDER BY p.created_at, p.id",
+    )
+    .bind(account_id)
+    .fetch_all(db)
+    .await
+}

@@ -333,3 +333,79 @@ async fn two_worker_processes_sweep_one_at_a_time() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Stripe's example PaymentIntent as the API returns it, for `id` and `amount` pence, `status`.
+fn payment_intent(id: &str, amount: i64, status: &str, invoice: &str) -> Value {
+    StripeEvent::new("payment_intent.succeeded", "evt_unused")
+        .payment(id, amount, "gbp")
+        .invoice_id(invoice)
+        .object(|intent| intent["status"] = status.into())
+        .into_json()["data"]["object"]
+        .clone()
+}
+
+#[tokio::test]
+async fn verifying_open_invoices_queues_what_stripe_settled_and_a_later_real_event_counts_nothing()
+{
+    let app = spawn_worker(Retries::PATIENT).await;
+    let api = ProviderApi::start().await;
+    app.create_customer("cust").await;
+    for (invoice, intent) in [
+        ("inv_v1", "pi_v1"),
+        ("inv_v2", "pi_v2"),
+        ("inv_v3", "pi_v3"),
+    ] {
+        app.create_invoice(invoice, "cust", None, "GBP", 1200).await;
+        app.register_payment(invoice, "STRIPE", intent, 1200).await;
+    }
+    // Stripe says: the first succeeded, the second was declined, the third is still processing.
+    api.set_payment_intent(None, payment_intent("pi_v1", 1200, "succeeded", "inv_v1"));
+    let mut declined = payment_intent("pi_v2", 1200, "requires_payment_method", "inv_v2");
+    declined_for_insufficient_funds(&mut declined);
+    declined["last_payment_error"]["charge"] = "ch_v2".into();
+    api.set_payment_intent(None, declined);
+    api.set_payment_intent(None, payment_intent("pi_v3", 1200, "processing", "inv_v3"));
+
+    let (code, reports) = backfill(&app, &api, &["stripe", "--verify-open-invoices"]).await;
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(counts(&reports[0]), (2, 0, 2, 0));
+    let paid = app.wait_invoice_status("inv_v1", "PAID").await;
+    assert_eq!(paid["amountPaid"], 1200);
+    app.wait_invoice_status("inv_v2", "PAYMENT_FAILED").await;
+    assert_eq!(app.invoice("inv_v3").await["status"], "OPEN");
+
+    // The real event arrives after all: the money is counted once.
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_v1_real")
+            .created(chrono::Utc::now().timestamp())
+            .payment("pi_v1", 1200, "gbp")
+            .invoice_id("inv_v1")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_v1_real").await;
+    let invoice = app.invoice("inv_v1").await;
+    assert_eq!(invoice["amountPaid"], 1200);
+    let movements = invoice["movements"].as_array().unwrap();
+    assert_eq!(
+        movements.len(),
+        1,
+        "one collection, recorded by the synthetic event: {invoice}"
+    );
+    assert_eq!(movements[0]["eventId"], "evt_settle_verify_pi_v1_succeeded");
+    // Verified again: only the one still processing is asked about, and nothing is queued.
+    let (code, reports) = backfill(&app, &api, &["stripe", "--verify-open-invoices"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(counts(&reports[0]), (0, 0, 0, 0));
+    let asked: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("/v1/payment_intents/"))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        4,
+        "three, then the one still processing: {asked:?}"
+    );
+    app.stop().await;
+}

@@ -28,6 +28,8 @@ pub enum Refusal {
 struct Events {
     /// Stripe events by the connected account they belong to (`None`: the platform's).
     stripe: Vec<(Option<String>, Value)>,
+    /// Stripe PaymentIntents as `GET /v1/payment_intents/{id}` returns them, by account.
+    intents: Vec<(Option<String>, Value)>,
     gocardless: Vec<Value>,
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
@@ -56,6 +58,7 @@ impl ProviderApi {
         let app = axum::Router::new()
             .route("/v1/events", get(stripe_events))
             .route("/events", get(gocardless_events))
+            .route("/v1/payment_intents/{id}", get(stripe_payment_intent))
             .layer(axum::middleware::from_fn_with_state(
                 events.clone(),
                 in_flight,
@@ -81,6 +84,15 @@ impl ProviderApi {
     pub fn add_stripe(&self, account: Option<&str>, event: Value) {
         let mut events = self.events.lock().unwrap();
         events.stripe.push((account.map(str::to_owned), event));
+    }
+
+    /// Sets what Stripe holds for a PaymentIntent (of the platform, or of a connected account).
+    pub fn set_payment_intent(&self, account: Option<&str>, intent: Value) {
+        let mut events = self.events.lock().unwrap();
+        events
+            .intents
+            .retain(|(owner, held)| !(owner.as_deref() == account && held["id"] == intent["id"]));
+        events.intents.push((account.map(str::to_owned), intent));
     }
 
     pub fn add_gocardless(&self, event: Value) {
@@ -222,6 +234,36 @@ async fn stripe_events(
     let has_more = start + page.len() < listed.len();
     axum::Json(json!({"object": "list", "url": "/v1/events", "has_more": has_more, "data": page}))
         .into_response()
+}
+
+async fn stripe_payment_intent(
+    State(events): State<Arc<Mutex<Events>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let path = format!("/v1/payment_intents/{id}");
+    if let Err(refused) = admit(&mut events, &path, &None, &headers, STRIPE_KEY) {
+        return *refused;
+    }
+    let account = headers
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match events
+        .intents
+        .iter()
+        .find(|(owner, intent)| *owner == account && intent["id"] == id.as_str())
+    {
+        Some((_, intent)) => axum::Json(intent.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn gocardless_events(
