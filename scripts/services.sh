@@ -18,6 +18,8 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd -P)"
 LOCAL_DIR="$REPO_DIR/.local"
+VENV_DIR="$LOCAL_DIR/venv"
+LOCALSTRIPE_VERSION=1.15.10
 
 # ---------------------------------------------------------------- PostgreSQL
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -114,6 +116,7 @@ ensure_installed() {
     [ -x "$RMQ_BIN/rabbitmq-server" ] || pkgs+=(rabbitmq-server)
     [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)
     "$SYSTEM_PYTHON" -c 'import aiosmtpd' 2>/dev/null || pkgs+=(python3-aiosmtpd)
+    "$SYSTEM_PYTHON" -c 'import ensurepip' 2>/dev/null || pkgs+=(python3-venv)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"
@@ -135,6 +138,16 @@ ensure_installed() {
     [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server still missing after install"
     [ -x "$PG_BIN/pg_ctl" ] || die "PostgreSQL 15 still missing after install"
     "$SYSTEM_PYTHON" -c 'import aiosmtpd' || die "python3-aiosmtpd still missing after install"
+}
+
+# localstripe (PyPI), the third-party Stripe emulator the backfill tests list events from, in a
+# virtualenv of ours; a test starts its own on a port of its own.
+ensure_localstripe() {
+    [ -x "$VENV_DIR/bin/localstripe" ] && return 0
+    log "installing localstripe $LOCALSTRIPE_VERSION into $VENV_DIR"
+    "$SYSTEM_PYTHON" -m venv "$VENV_DIR" || die "python3 -m venv $VENV_DIR failed"
+    "$VENV_DIR/bin/pip" install -q "localstripe==$LOCALSTRIPE_VERSION" ||
+        die "pip install localstripe==$LOCALSTRIPE_VERSION failed"
 }
 
 # ============================================================ SMTP sink
@@ -578,6 +591,7 @@ cmd_start() {
     require_root
     take_lock
     ensure_installed
+    ensure_localstripe
     reserve_ports
     chmod 755 "$LOCAL_DIR"
     check_traversable

@@ -344,6 +344,21 @@ impl DatabaseOutage {
     }
 }
 
+/// Waits until a server a test started (`what`) listens on 127.0.0.1:`port`.
+pub async fn wait_listening(what: &str, port: u16) {
+    poll_until(
+        &format!("{what} to listen on {port}"),
+        Duration::from_secs(20),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
 pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

@@ -81,18 +81,7 @@ impl SmtpSink {
             .spawn()
             .expect("python3 with aiosmtpd (scripts/services.sh installs it)");
         self.process = Some(process);
-        let port = self.port;
-        poll_until(
-            "the SMTP sink to listen",
-            Duration::from_secs(20),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        super::wait_listening("the SMTP sink", self.port).await;
     }
 
     pub fn mails(&self) -> Vec<Mail> {
