@@ -9,6 +9,9 @@ use crate::config::Settings;
 use crate::provider::Provider;
 use crate::provider_api::Window;
 
+/// How long Stripe keeps events listable.
+const STRIPE_RETENTION_DAYS: i64 = 30;
+
 /// What a backfill looks at.
 pub enum Mode {
     /// The provider's events of a window.
@@ -32,6 +35,17 @@ pub struct Request<'a> {
 pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> anyhow::Result<u8> {
     if matches!(request.mode, Mode::VerifyOpenInvoices) && request.provider != Provider::Stripe {
         anyhow::bail!("--verify-open-invoices asks Stripe about PaymentIntents: stripe only");
+    }
+    if !request.types.is_empty() && request.provider != Provider::Stripe {
+        anyhow::bail!("--types filters Stripe's event list only (GoCardless lists every event)");
+    }
+    if let Mode::Events(window) = &request.mode {
+        let retained = chrono::Utc::now() - chrono::Duration::days(STRIPE_RETENTION_DAYS);
+        if request.provider == Provider::Stripe && window.since < retained {
+            eprintln!(
+                "warning: Stripe keeps events for {STRIPE_RETENTION_DAYS} days; older ones are not listed (--verify-open-invoices asks about the payments themselves)"
+            );
+        }
     }
     let keyring = settings.keyring()?;
     let sources =

@@ -143,6 +143,21 @@ async fn missed_gocardless_events_are_listed_by_cursor_and_queued_marked_backfil
         body["resource_type"], "payments",
         "the event's own JSON: {body}"
     );
+    // GoCardless's list has no type filter: asking for one is a usage error, not a silent no-op.
+    let args = [
+        "backfill",
+        "gocardless",
+        "--since",
+        "1h",
+        "--types",
+        "payments.confirmed",
+    ];
+    let (code, _, err) = settle_with(&app, &args, &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--types filters Stripe's event list only"),
+        "{err}"
+    );
     app.stop().await;
 }
 
@@ -208,15 +223,25 @@ async fn a_connect_accounts_events_are_read_with_stripe_account_and_land_in_its_
             .payment("pi_platform_bf", 700, "gbp")
             .into_json(),
     );
-    let (code, reports) = backfill(
-        &app,
-        &api,
-        &["stripe", "--connection", &connection, "--since", "1h"],
-    )
-    .await;
+    let args = [
+        "stripe",
+        "--connection",
+        &connection,
+        "--since",
+        "1h",
+        "--types",
+        "payment_intent.succeeded,charge.refunded",
+    ];
+    let (code, reports) = backfill(&app, &api, &args).await;
     assert_eq!(code, 0, "{reports:?}");
     assert_eq!(reports[0]["source"], connection.as_str());
     assert_eq!(counts(&reports[0]), (1, 0, 1, 0));
+    let listed = api.requests();
+    assert!(
+        listed[0].contains("types%5B%5D=payment_intent.succeeded")
+            && listed[0].contains("types%5B%5D=charge.refunded"),
+        "{listed:?}"
+    );
     let invoice = poll_until("acc_b's invoice paid", WAIT, || async {
         let (_, invoice) = app
             .api_as(&key_b, reqwest::Method::GET, "/invoices/inv_b", None)
