@@ -105,6 +105,15 @@ async fn main() -> anyhow::Result<()> {
     settle::telemetry::init_logging(&settings.telemetry);
 
     execute(&server_url, &format!(r#"CREATE DATABASE "{database}""#)).await?;
+    // Production's durability: every commit waits for its WAL to be flushed. The test box's
+    // server runs with `synchronous_commit = off` (scripts/services.sh) to keep the suite fast;
+    // this database, and so every session of settle's and pgbench's on it, does not.
+    execute(
+        &server_url,
+        &format!(r#"ALTER DATABASE "{database}" SET synchronous_commit = on"#),
+    )
+    .await?;
+    println!("synchronous_commit = on for the benchmark's database (production's setting)");
     let bench = Bench {
         db: settle::startup::database_pool(&settings)?,
         settings,
