@@ -10,13 +10,15 @@
 //!    `received-at` to (a) `webhook_events.processed_at`, which is `now()` of the worker's
 //!    transaction, i.e. its start, and (b) the commit: a trigger on the inbox NOTIFYs, which
 //!    PostgreSQL delivers only at commit, and the benchmark stamps each notification on arrival;
-//! 3. the worker's transaction alone: `apply` called straight from as many tasks as the prefetch,
-//!    on BENCH_TX_EVENTS (default: a fifth of BENCH_EVENTS) invoices of their own, with no broker
+//! 3. the worker's transaction alone: `apply_batch` called straight, with batches of
+//!    `worker.batch_size` events, from as many tasks as the worker has batches in flight, on
+//!    BENCH_TX_EVENTS (default: a fifth of BENCH_EVENTS) invoices of their own, with no broker
 //!    and no relay. Set beside the drain, it shows what the transaction costs and what consuming,
 //!    acking and relaying through RabbitMQ add;
 //! 4. the machine's own limit in the same run: `pgbench` with a one-transaction reconcile of its own
-//!    tables (update an invoice row, insert an event row), with as many clients as the worker's
-//!    prefetch; then the ratio of the worker's events/s to pgbench's tps.
+//!    tables (update an invoice row, insert an event row), with BENCH_PGBENCH_CLIENTS clients
+//!    (default 16, where this 2-core machine's tps tops out); then the ratio of the worker's
+//!    events/s to pgbench's tps.
 //!
 //! Each phase also prints the CPU used by settle (this process), PostgreSQL and RabbitMQ, from
 //! /proc. Everything is removed at the end: the `bench_<random>` database and the prefix's queues.
@@ -24,6 +26,7 @@
 //! Run with `make bench`, or `cargo bench --bench worker` with the services up
 //! (`./scripts/services.sh start`, then `eval "$(./scripts/services.sh env)"`).
 //! Env: BENCH_EVENTS, BENCH_RATE, BENCH_SECONDS, BENCH_PREFETCH (default: `worker.prefetch`),
+//! BENCH_BATCH_SIZE (default: `worker.batch_size`), BENCH_PGBENCH_CLIENTS,
 //! BENCH_TX_EVENTS, BENCH_PRELOAD (rows of history before the drain, default 0), BENCH_DB_CONNECTIONS
 //! (default: `database.max_connections`), DATABASE_URL,
 //! AMQP_URL.
@@ -48,7 +51,8 @@ use settle::provider::Provider;
 use settle::reconcile::outcome::Outcome;
 use settle::role::Role;
 use settle::startup::{Application, worker_policy};
-use settle::worker::apply::apply;
+use settle::worker::BatchShape;
+use settle::worker::apply::apply_batch;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +105,8 @@ async fn main() -> anyhow::Result<()> {
         settings.database.max_connections.into(),
     ) as u32;
     settings.worker.prefetch = env_number("BENCH_PREFETCH", settings.worker.prefetch.into()) as u16;
+    settings.worker.batch_size =
+        env_number("BENCH_BATCH_SIZE", settings.worker.batch_size.into()) as u16;
     settings.webhooks.stripe_secrets = vec![SecretString::from(SECRET)];
     settings.telemetry.log_filter = "error".into();
     settle::telemetry::init_logging(&settings.telemetry);
@@ -143,9 +149,13 @@ impl Bench {
         let rate = env_number("BENCH_RATE", 500);
         let seconds = env_number("BENCH_SECONDS", 20);
         let tx_events = env_number("BENCH_TX_EVENTS", events / 5).max(1);
-        let prefetch = self.settings.worker.prefetch;
+        let batches = self.settings.worker.batches();
         println!(
-            "settle worker benchmark: {events} backlog events, then {rate}/s for {seconds}s; prefetch {prefetch}, {} database connections, {} cores",
+            "settle worker benchmark: {events} backlog events, then {rate}/s for {seconds}s; prefetch {}, batches of up to {} ({} in flight, waiting {} ms for more), {} database connections, {} cores",
+            batches.prefetch,
+            batches.size,
+            batches.in_flight(),
+            batches.wait.as_millis(),
             self.settings.database.max_connections,
             cores()
         );
@@ -173,9 +183,11 @@ impl Bench {
         let commit_p99_ms = self.fixed_rate(rate, seconds).await;
         worker.stop().await?;
         let commit_p99_ms = commit_p99_ms?;
-        let transaction_rate = self.transaction_alone(tx_events, prefetch.into()).await?;
+        let transaction_rate = self.transaction_alone(tx_events, batches).await?;
 
-        let tps = self.pgbench(prefetch.into(), events).await?;
+        let tps = self
+            .pgbench(env_number("BENCH_PGBENCH_CLIENTS", 16), events)
+            .await?;
         println!(
             "ratio worker events/s ÷ pgbench tps: {:.2} (target ≥ 0.40; the transaction alone: {:.2}); e2e p99 (received → committed) at {rate}/s: {:.1} ms (target ≤ 100 ms)",
             drain_rate / tps,
@@ -506,25 +518,36 @@ impl Bench {
     }
 
     /// Phase 3: PostgreSQL's own rate for a comparable one-transaction reconcile, same database.
-    /// Phase 3: the worker's transaction (`apply`) from `concurrency` tasks, no broker. Returns
-    /// events/s.
-    async fn transaction_alone(&self, events: u64, concurrency: usize) -> anyhow::Result<f64> {
+    /// Phase 3: the worker's transaction (`apply_batch`) in batches shaped like the worker's,
+    /// from as many tasks as it has batches in flight, no broker. Returns events/s.
+    async fn transaction_alone(&self, events: u64, batches: BatchShape) -> anyhow::Result<f64> {
         let template = event_template();
         let received_at = chrono::Utc::now();
         let policy = worker_policy(&self.settings);
+        let size = u64::from(batches.size);
         let run = |numbers: std::ops::Range<u64>| {
-            futures_util::stream::iter(numbers)
-                .map(|n| {
-                    let event = queued_event(&template, "tx", n, received_at);
+            let chunks = (numbers.start..numbers.end)
+                .step_by(batches.size.into())
+                .map(move |first| first..(first + size).min(numbers.end));
+            futures_util::stream::iter(chunks)
+                .map(|chunk| {
+                    let events: Vec<_> = chunk
+                        .map(|n| queued_event(&template, "tx", n, received_at))
+                        .collect();
                     let policy = &policy;
-                    async move { apply(&self.db, policy, &event).await }
+                    async move {
+                        apply_batch(&self.db, policy, &events)
+                            .await?
+                            .into_iter()
+                            .collect::<Result<Vec<Outcome>, _>>()
+                    }
                 })
-                .buffer_unordered(concurrency)
-                .try_collect::<Vec<Outcome>>()
+                .buffer_unordered(batches.in_flight().into())
+                .try_collect::<Vec<Vec<Outcome>>>()
         };
         // Untimed warm-up: opens the pool's connections, and lets the backends of the phases
         // before end first (an exiting backend's CPU would land in the reading below).
-        let warm_up = (concurrency as u64).min(events / 2);
+        let warm_up = (size * u64::from(batches.in_flight())).min(events / 2);
         run(0..warm_up).await?;
         let events = events - warm_up;
         let cpu_before = Cpu::now();
@@ -532,10 +555,16 @@ impl Bench {
         let outcomes = run(warm_up..warm_up + events).await?;
         let elapsed = started.elapsed();
         let cpu = Cpu::now().since(&cpu_before, elapsed);
-        let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count();
+        let applied = outcomes
+            .iter()
+            .flatten()
+            .filter(|o| **o == Outcome::Applied)
+            .count();
         let rate = events as f64 / elapsed.as_secs_f64();
         println!(
-            "worker transaction alone ({concurrency} tasks calling apply(), no broker, no relay): {rate:>7.0} events/s  ({events} events in {:.2} s; {applied} applied)",
+            "worker transaction alone ({} tasks calling apply_batch() with up to {} events, no broker, no relay): {rate:>7.0} events/s  ({events} events in {:.2} s; {applied} applied)",
+            batches.in_flight(),
+            batches.size,
             elapsed.as_secs_f64()
         );
         println!("  CPU during the transactions, {cpu}");

@@ -194,6 +194,17 @@ pub struct AmqpSettings {
     pub reconnect_delay_ms: u64,
 }
 
+impl WorkerSettings {
+    /// How the work queue's deliveries are batched.
+    pub fn batches(&self) -> crate::worker::BatchShape {
+        crate::worker::BatchShape {
+            prefetch: self.prefetch,
+            size: self.batch_size,
+            wait: Duration::from_millis(self.batch_wait_ms),
+        }
+    }
+}
+
 impl AmqpSettings {
     pub fn confirm_timeout(&self) -> Duration {
         Duration::from_millis(self.confirm_timeout_ms)
@@ -207,6 +218,10 @@ impl AmqpSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
     pub prefetch: u16,
+    /// Deliveries applied in one transaction at most.
+    pub batch_size: u16,
+    /// How long a batch waits for more deliveries after its first.
+    pub batch_wait_ms: u64,
     pub retry_delays_ms: Vec<u64>,
     /// Attempts (the first delivery included) before a transient failure is dead-lettered.
     pub max_attempts: u32,
@@ -358,6 +373,9 @@ impl Settings {
         }
         if self.worker.prefetch == 0 {
             bail!("worker.prefetch must be at least 1");
+        }
+        if self.worker.batch_size == 0 {
+            bail!("worker.batch_size must be at least 1");
         }
         if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
             bail!("worker.retry_delays_ms must list at least one delay, each above 0");

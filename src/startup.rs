@@ -340,21 +340,21 @@ impl Application {
                 None
             }
         };
-        let needed = crate::worker::connections_needed(settings.worker.prefetch);
+        let needed = crate::worker::connections_needed(settings.worker.batches());
         if settings.database.max_connections < needed {
             // Not fatal: a delivery that waits past the acquire timeout is held like one in a
             // database outage, with no attempt spent. But it is throughput lost for nothing.
             tracing::warn!(
                 max_connections = settings.database.max_connections,
                 needed,
-                "database.max_connections is below worker.prefetch + 4 (dead letters) + 3 (relay, sender, readiness): deliveries will wait for connections"
+                "database.max_connections is below the worker's batches in flight (worker.prefetch / worker.batch_size) + 4 (dead letters) + 3 (relay, sender, readiness): deliveries will wait for connections"
             );
         }
         let worker = Worker {
             db: self.db.clone(),
             broker: self.broker.clone(),
             policy: Arc::new(worker_policy(settings)),
-            prefetch: settings.worker.prefetch,
+            batches: settings.worker.batches(),
             max_attempts: settings.worker.max_attempts,
             shutdown: self.shutdown.clone(),
         };

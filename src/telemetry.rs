@@ -14,6 +14,8 @@ pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
+pub const WORKER_BATCH_EVENTS: &str = "settle_worker_batch_events";
+pub const WORKER_BATCHES_SPLIT: &str = "settle_worker_batches_split_total";
 pub const WORKER_WAITING_FOR_DATABASE: &str = "settle_worker_waiting_for_database";
 pub const END_TO_END_SECONDS: &str = "settle_end_to_end_seconds";
 pub const DEAD_LETTERS: &str = "settle_dead_letters_total";
@@ -78,7 +80,15 @@ fn describe_metrics() {
     describe_histogram!(
         WORKER_PROCESSING_SECONDS,
         Unit::Seconds,
-        "Time the worker spent on one delivery, transaction included."
+        "Time the worker spent on one delivery's batch, transaction included."
+    );
+    describe_histogram!(
+        WORKER_BATCH_EVENTS,
+        "Events the worker applied in one transaction (a batch)."
+    );
+    describe_counter!(
+        WORKER_BATCHES_SPLIT,
+        "Batches whose transaction failed as a whole and were applied again one event per transaction."
     );
     describe_counter!(
         WORKER_PANICS,
@@ -137,6 +147,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Events per batch, by powers of two up to well past the largest sensible `worker.batch_size`.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 pub fn init_logging(settings: &TelemetrySettings) {
     // lapin warns with the whole message (body included) for every message the broker returns
     // as unroutable; settle reports those itself (a 503, or `settle_outbox_unroutable_total`).
@@ -168,6 +181,8 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(Matcher::Full(WORKER_BATCH_EVENTS.into()), BATCH_BUCKETS)
             .expect("bucket list is not empty")
             .install_recorder()
             .expect("no other metrics recorder is installed");

@@ -2,7 +2,8 @@
 //!
 //! The inbox row is deleted and the event re-queued in one database transaction that commits only
 //! after the broker confirmed the message: a failure leaves the inbox as it was. The worker's
-//! insert of the same inbox row waits for this transaction, so it cannot skip the replayed event.
+//! inbox check share-locks the row it finds, so it waits for this transaction, finds the row gone,
+//! and cannot skip the replayed event as a duplicate.
 //! Re-applying is safe: effects derive from state, and outbox and notification rows are keyed by
 //! the event, so nothing is sent twice.
 

@@ -4,7 +4,7 @@
 //!
 //! One outcome is not final: `unmatched`, a payment event that names no invoice, for a payment
 //! nobody has registered yet. Its row keeps the provider payment id it waits for
-//! (`mark_unmatched`), and whoever applies it first claims the row (`inbox_insert!` updates an
+//! (`invoice_state::write`), and whoever applies it first claims the row (`INBOX_INSERT` updates an
 //! unmatched row instead of skipping it): the registration of that payment
 //! (`waiting_for`, in the registering transaction), or a redelivery of the event. Claiming is an
 //! update of the row, so a second claimant waits for the first one's transaction and then finds
@@ -32,7 +32,9 @@ pub struct InboxEntry<'a> {
 /// Records the event as applied (the common case; another outcome is written over it later):
 /// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time. Writes nothing
 /// when the event is there already, unless it is there as `unmatched`: then this claims it (see
-/// the module doc). A macro so the invoice lock (`invoice_state`) can share it.
+/// the module doc). Events that are not about an invoice's money are recorded by it; a run of
+/// money events writes its inbox rows in its write statement, the same way, in bulk
+/// (`invoice_state::write`).
 ///
 /// Why an update and not a delete-and-insert or a `FOR UPDATE` read first: one statement, the
 /// same one for every event, and PostgreSQL's `ON CONFLICT DO UPDATE` locks the conflicting row
@@ -40,19 +42,14 @@ pub struct InboxEntry<'a> {
 /// for the first to commit (it then sees `applied` and writes nothing) or to roll back (it then
 /// claims the row itself). A plain redelivery of a processed event is still a duplicate; it holds
 /// the row's lock until its transaction, which writes nothing, ends.
-macro_rules! inbox_insert {
-    () => {
-        "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
+const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
          VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
          ON CONFLICT (provider, event_id) DO UPDATE SET outcome = 'applied', outcome_reason = NULL,
              unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL, processed_at = now()
-         WHERE webhook_events.outcome = 'unmatched'"
-    };
-}
-pub(crate) use inbox_insert;
+         WHERE webhook_events.outcome = 'unmatched'";
 
 impl<'a> InboxEntry<'a> {
-    /// Binds `inbox_insert!`'s parameters, $1 to $6.
+    /// Binds `INBOX_INSERT`'s parameters, $1 to $6.
     pub(crate) fn bind(
         &self,
         query: sqlx::query::Query<'a, Postgres, PgArguments>,
@@ -70,7 +67,7 @@ impl<'a> InboxEntry<'a> {
 /// Records the event; false when it was there already (a redelivery).
 pub async fn record(tx: &mut PgConnection, entry: &InboxEntry<'_>) -> sqlx::Result<bool> {
     let inserted = entry
-        .bind(sqlx::query(inbox_insert!()))
+        .bind(sqlx::query(INBOX_INSERT))
         .execute(tx)
         .await?
         .rows_affected();
@@ -90,28 +87,6 @@ pub async fn set_outcome(
         entry.event_id,
         outcome.as_str(),
         outcome.reason(),
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Keeps the event as `unmatched`, waiting for the provider payment `provider_payment_id` (of the
-/// event's provider) to be registered; `occurred_at` is the event's provider time.
-pub async fn mark_unmatched(
-    tx: &mut PgConnection,
-    entry: &InboxEntry<'_>,
-    provider_payment_id: &str,
-    occurred_at: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE webhook_events SET outcome = 'unmatched', outcome_reason = NULL,
-             unmatched_provider_payment_id = $3, unmatched_occurred_at = $4
-         WHERE provider = $1 AND event_id = $2",
-        entry.provider.stored_name(),
-        entry.event_id,
-        provider_payment_id,
-        occurred_at,
     )
     .execute(tx)
     .await?;

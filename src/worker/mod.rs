@@ -1,5 +1,17 @@
-//! 2. Consume `<prefix>.reconcile`: each delivery is applied in one database transaction
-//!    (`apply`), and only then acknowledged. A failure that may pass (database unavailable,
+//! 2. Consume `<prefix>.reconcile` in batches: the deliveries at hand, up to
+//!    `worker.batch_size`, or what arrives within `worker.batch_wait_ms` of the first (a lone
+//!    event is not held longer), are applied in one database transaction (`apply::apply_batch`),
+//!    and only then acknowledged. At most `prefetch / batch_size` batches are in flight (rounded
+//!    up): while they commit, the next deliveries gather into the next batch, so the batches grow
+//!    with the load and a commit's cost is shared by more events.
+//!
+//!    An event the batch cannot apply (its invoice not registered yet, a currency mismatch)
+//!    wrote nothing, and its neighbours commit without it; it alone goes down the failure path
+//!    below. A batch whose transaction fails as a whole (a database error, a race with another
+//!    transaction over one of its events, a panic) is applied again one event per transaction,
+//!    which isolates the event at fault: the others cost a re-run, nothing more.
+//!
+//!    A failure that may pass (database unavailable,
 //!    invoice not registered yet) is re-published to a delayed retry tier with the attempt count
 //!    in a header; one that cannot (unparseable, currency mismatch, a database error retrying
 //!    cannot fix), or one out of attempts, is re-published to the dead-letter queue with why
@@ -49,11 +61,38 @@ use retry::NextStep;
 /// copied, so they get a small window of their own rather than the work queue's.
 pub const DEAD_LETTER_PREFETCH: u16 = 4;
 
-/// Database connections a consuming process needs at most at once: one per delivery in flight
-/// (work queue and dead letters), the outbox relay, the notification sender and a readiness
-/// probe. A pool at least this big never makes a delivery wait for a connection.
-pub fn connections_needed(prefetch: u16) -> u32 {
-    u32::from(prefetch) + u32::from(DEAD_LETTER_PREFETCH) + 3
+/// Database connections a consuming process needs at most at once: one per batch in flight
+/// (work queue) and per dead letter in flight, the outbox relay, the notification sender and a
+/// readiness probe. A pool at least this big never makes a delivery wait for a connection.
+pub fn connections_needed(shape: BatchShape) -> u32 {
+    u32::from(shape.in_flight()) + u32::from(DEAD_LETTER_PREFETCH) + 3
+}
+
+/// How a queue's deliveries are grouped.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchShape {
+    /// Unacknowledged deliveries held at once (basic.qos).
+    pub prefetch: u16,
+    /// Deliveries applied in one transaction at most.
+    pub size: u16,
+    /// How long a batch waits for more deliveries after its first.
+    pub wait: std::time::Duration,
+}
+
+impl BatchShape {
+    /// One delivery at a time, up to `prefetch` at once.
+    pub const fn single(prefetch: u16) -> Self {
+        Self {
+            prefetch,
+            size: 1,
+            wait: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Batches in flight at most.
+    pub fn in_flight(&self) -> u16 {
+        self.prefetch.div_ceil(self.size.max(1)).max(1)
+    }
 }
 
 /// What the consumers share. Cheap to clone.
@@ -62,9 +101,9 @@ pub struct Worker {
     pub db: PgPool,
     pub broker: Broker,
     pub policy: Arc<Policy>,
-    /// Unacknowledged deliveries of the work queue held at once (basic.qos), and so the
-    /// concurrency. The dead-letter queue has its own, `DEAD_LETTER_PREFETCH`.
-    pub prefetch: u16,
+    /// How the work queue's deliveries are batched. The dead-letter queue has its own,
+    /// `DEAD_LETTER_PREFETCH` deliveries one at a time.
+    pub batches: BatchShape,
     /// Deliveries of one message (the first included) before a failure that may pass is
     /// dead-lettered.
     pub max_attempts: u32,
@@ -80,17 +119,21 @@ impl Worker {
         let work_queue = self.broker.topology().reconcile_queue.clone();
         tasks.spawn(self.clone().consume_forever(
             work_queue,
-            self.prefetch,
-            move |worker, delivery| {
+            self.batches,
+            move |worker, deliveries| {
                 let relay = relay.clone();
-                async move { worker.handle(delivery, relay).await }
+                async move { worker.handle(deliveries, relay).await }
             },
         ));
         let dead_queue = self.broker.topology().dead_letter_queue.clone();
         tasks.spawn(self.clone().consume_forever(
             dead_queue,
-            DEAD_LETTER_PREFETCH,
-            |worker, delivery| async move { dead_letters::handle(&worker.db, delivery).await },
+            BatchShape::single(DEAD_LETTER_PREFETCH),
+            |worker, deliveries| async move {
+                for delivery in deliveries {
+                    dead_letters::handle(&worker.db, delivery).await;
+                }
+            },
         ));
         tasks.close();
         tasks.wait().await;
@@ -99,9 +142,9 @@ impl Worker {
     /// Consumes `queue` with `handler`, resubscribing after every connection loss or cancel, until
     /// shutdown. A subscription that keeps failing (its queue deleted and not re-declarable, a
     /// permission revoked) is retried with backoff, not in a tight loop.
-    async fn consume_forever<H, F>(self, queue: String, prefetch: u16, handler: H)
+    async fn consume_forever<H, F>(self, queue: String, shape: BatchShape, handler: H)
     where
-        H: Fn(Worker, Delivery) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Worker, Vec<Delivery>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
@@ -123,7 +166,7 @@ impl Worker {
             };
             let subscribed = Instant::now();
             let result = self
-                .consume(connection, &queue, prefetch, handler.clone())
+                .consume(connection, &queue, shape, handler.clone())
                 .await;
             if self.shutdown.is_cancelled() {
                 return;
@@ -145,17 +188,18 @@ impl Worker {
         }
     }
 
-    /// Consumes until the stream ends (connection lost) or shutdown; in-flight deliveries are
-    /// always finished before returning.
+    /// Consumes until the stream ends (connection lost) or shutdown, handing the deliveries to
+    /// `handler` in batches (`BatchShape`); in-flight deliveries are always finished before
+    /// returning.
     async fn consume<H, F>(
         &self,
         connection: &lapin::Connection,
         queue: &str,
-        prefetch: u16,
+        shape: BatchShape,
         handler: H,
     ) -> lapin::Result<()>
     where
-        H: Fn(Worker, Delivery) -> F,
+        H: Fn(Worker, Vec<Delivery>) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
         let channel = connection.create_channel().await?;
@@ -164,7 +208,7 @@ impl Worker {
         self.broker.topology().declare(&channel).await?;
         // Prefetch bounds how many deliveries this worker holds, and so its concurrency.
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
+            .basic_qos(shape.prefetch, BasicQosOptions::default())
             .await?;
         let mut consumer = channel
             .basic_consume(
@@ -175,17 +219,49 @@ impl Worker {
             )
             .await?;
         let in_flight = TaskTracker::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(shape.in_flight().into()));
         let result = loop {
+            // A free slot first: while every batch is busy, deliveries gather for the next one.
+            let slot = tokio::select! {
+                _ = self.shutdown.cancelled() => break Ok(()),
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break Ok(()),
+                },
+            };
             let next = tokio::select! {
                 _ = self.shutdown.cancelled() => break Ok(()),
                 next = consumer.next() => next,
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    in_flight.spawn(handler(self.clone(), delivery));
-                }
+            let mut batch = match next {
+                Some(Ok(delivery)) => vec![delivery],
                 Some(Err(error)) => break Err(error),
                 None => break Ok(()),
+            };
+            let deadline = tokio::time::Instant::now() + shape.wait;
+            let mut ended = None;
+            while batch.len() < usize::from(shape.size) {
+                // Deliveries already received are taken at once, even past the deadline.
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => batch.push(delivery),
+                    Ok(Some(Err(error))) => {
+                        ended = Some(Err(error));
+                        break;
+                    }
+                    Ok(None) => {
+                        ended = Some(Ok(()));
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let work = handler(self.clone(), batch);
+            in_flight.spawn(async move {
+                work.await;
+                drop(slot);
+            });
+            if let Some(ended) = ended {
+                break ended;
             }
         };
         // Stop new deliveries first, then let the ones we hold finish and ack.
@@ -198,60 +274,138 @@ impl Worker {
         result
     }
 
-    async fn handle(self, delivery: Delivery, relay: Arc<Notify>) {
+    async fn handle(self, deliveries: Vec<Delivery>, relay: Arc<Notify>) {
         let started = Instant::now();
-        let event = match QueuedEvent::from_headers(
-            &headers_json(&delivery.properties),
-            delivery.data.clone(),
-        ) {
-            Ok(event) => event,
-            Err(error) => {
-                let failure = ApplyError::Permanent {
-                    reason: "unparseable",
-                    detail: error.to_string(),
-                };
-                return self.fail(&delivery, &failure, None).await;
-            }
-        };
-        let result = loop {
-            let result = guarded(apply::apply(&self.db, &self.policy, &event)).await;
-            match &result {
-                Err(failure) if failure.is_outage() => {
-                    if !self.wait_for_database(&event, failure).await {
-                        // Shutting down with the database still away: the broker redelivers it.
-                        return nack_requeue(&delivery, "event held for the database").await;
-                    }
+        let mut events = Vec::with_capacity(deliveries.len());
+        let mut delivered = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match QueuedEvent::from_headers(
+                &headers_json(&delivery.properties),
+                delivery.data.clone(),
+            ) {
+                Ok(event) => {
+                    events.push(event);
+                    delivered.push(delivery);
                 }
-                _ => break result,
-            }
-        };
-        metrics::histogram!(metric::WORKER_PROCESSING_SECONDS)
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcome) => {
-                if outcome == Outcome::Applied {
-                    relay.notify_one();
-                    let end_to_end = chrono::Utc::now() - event.received_at;
-                    metrics::histogram!(metric::END_TO_END_SECONDS)
-                        .record(end_to_end.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                Err(error) => {
+                    let failure = ApplyError::Permanent {
+                        reason: "unparseable",
+                        detail: error.to_string(),
+                    };
+                    self.fail(&delivery, &failure, None).await;
                 }
-                metrics::counter!(metric::WORKER_MESSAGES, "result" => outcome.as_str())
-                    .increment(1);
-                apply::log_reconciled(&event, outcome, "worker");
-                ack(&delivery, "reconciled event").await;
             }
-            Err(failure) => self.fail(&delivery, &failure, Some(&event)).await,
+        }
+        if events.is_empty() {
+            return;
+        }
+        metrics::histogram!(metric::WORKER_BATCH_EVENTS).record(events.len() as f64);
+        let results = match self.apply_held(&events).await {
+            Some(Ok(results)) => results,
+            Some(Err(failure)) if events.len() == 1 => vec![Err(failure)],
+            Some(Err(failure)) => {
+                return self
+                    .isolate(&delivered, &events, &failure, started, &relay)
+                    .await;
+            }
+            None => return self.requeue(&delivered).await,
+        };
+        let mut failed = Vec::new();
+        for ((delivery, event), result) in delivered.iter().zip(&events).zip(results) {
+            match result {
+                Ok(outcome) => self.reconciled(delivery, event, outcome, started).await,
+                Err(failure) => failed.push((delivery, event, failure)),
+            }
+        }
+        relay.notify_one();
+        for (delivery, event, failure) in failed {
+            self.fail(delivery, &failure, Some(event)).await;
         }
     }
 
-    /// Holds a delivery until the database answers a ping (backing off from 200 ms to 5 s), or
+    /// A batch whose transaction failed as a whole: each event is applied again in a
+    /// transaction of its own, and acked or sent on as soon as it is done, so the failure is
+    /// charged to the event at fault alone and its neighbours wait for nothing but the re-run.
+    async fn isolate(
+        &self,
+        delivered: &[Delivery],
+        events: &[QueuedEvent],
+        failure: &ApplyError,
+        started: Instant,
+        relay: &Notify,
+    ) {
+        metrics::counter!(metric::WORKER_BATCHES_SPLIT).increment(1);
+        tracing::warn!(events = events.len(), error = %failure, "a batch failed as a whole; applying its events one by one");
+        for (i, (delivery, event)) in delivered.iter().zip(events).enumerate() {
+            match self.apply_held(std::slice::from_ref(event)).await {
+                Some(Ok(alone)) => match apply::only(alone) {
+                    Ok(outcome) => {
+                        self.reconciled(delivery, event, outcome, started).await;
+                        relay.notify_one();
+                    }
+                    Err(failure) => self.fail(delivery, &failure, Some(event)).await,
+                },
+                Some(Err(failure)) => self.fail(delivery, &failure, Some(event)).await,
+                None => return self.requeue(&delivered[i..]).await,
+            }
+        }
+    }
+
+    /// Acks an event whose transaction committed (or that needed none), after counting it.
+    async fn reconciled(
+        &self,
+        delivery: &Delivery,
+        event: &QueuedEvent,
+        outcome: Outcome,
+        started: Instant,
+    ) {
+        metrics::histogram!(metric::WORKER_PROCESSING_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        if outcome == Outcome::Applied {
+            let end_to_end = chrono::Utc::now() - event.received_at;
+            metrics::histogram!(metric::END_TO_END_SECONDS)
+                .record(end_to_end.num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        metrics::counter!(metric::WORKER_MESSAGES, "result" => outcome.as_str()).increment(1);
+        apply::log_reconciled(event, outcome, "worker");
+        ack(delivery, "reconciled event").await;
+    }
+
+    /// Shutting down with the database still away: the broker redelivers these.
+    async fn requeue(&self, delivered: &[Delivery]) {
+        for delivery in delivered {
+            nack_requeue(delivery, "event held for the database").await;
+        }
+    }
+
+    /// `apply::apply_batch`, caught if it panics, and repeated for as long as the database is
+    /// out of reach (no event's fault). `None`: shutdown came first.
+    async fn apply_held(
+        &self,
+        events: &[QueuedEvent],
+    ) -> Option<Result<Vec<Result<Outcome, ApplyError>>, ApplyError>> {
+        loop {
+            let result = guarded(apply::apply_batch(&self.db, &self.policy, events)).await;
+            match &result {
+                Err(failure) if failure.is_outage() => {
+                    if !self.wait_for_database(events, failure).await {
+                        return None;
+                    }
+                }
+                _ => return Some(result),
+            }
+        }
+    }
+
+    /// Holds a batch until the database answers a ping (backing off from 200 ms to 5 s), or
     /// shutdown (false).
-    async fn wait_for_database(&self, event: &QueuedEvent, failure: &ApplyError) -> bool {
+    async fn wait_for_database(&self, events: &[QueuedEvent], failure: &ApplyError) -> bool {
         const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
         const MAX: std::time::Duration = std::time::Duration::from_secs(5);
-        tracing::warn!(event_id = %event.event_id, error = %failure, "database out of reach; holding the event until it is back");
+        let first = events.first().map_or("?", |event| event.event_id.as_str());
+        tracing::warn!(event_id = first, events = events.len(), error = %failure, "database out of reach; holding the events until it is back");
         let waiting = metrics::gauge!(metric::WORKER_WAITING_FOR_DATABASE);
-        waiting.increment(1.0);
+        waiting.increment(events.len() as f64);
         let mut pause = FIRST;
         let back = loop {
             tokio::select! {
@@ -263,7 +417,7 @@ impl Worker {
             }
             pause = (pause * 2).min(MAX);
         };
-        waiting.decrement(1.0);
+        waiting.decrement(events.len() as f64);
         back
     }
 
@@ -355,9 +509,9 @@ impl Worker {
 /// Runs a handler's work, turning a panic into `ApplyError::Panicked`: a bug must cost one
 /// delivery an attempt, not the worker a prefetch slot (a panic that escaped would drop the
 /// delivery without an ack or a nack, and the slot would stay taken until the channel closed).
-async fn guarded<F>(work: F) -> Result<Outcome, ApplyError>
+async fn guarded<F, T>(work: F) -> Result<T, ApplyError>
 where
-    F: Future<Output = Result<Outcome, ApplyError>>,
+    F: Future<Output = Result<T, ApplyError>>,
 {
     AssertUnwindSafe(work)
         .catch_unwind()
@@ -383,14 +537,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_becomes_an_error_that_goes_down_the_retry_path() {
-        let failed = guarded(async { panic!("stored amount is negative") }).await;
+        let failed: Result<Outcome, _> =
+            guarded(async { panic!("stored amount is negative") }).await;
         let Err(error) = failed else {
             panic!("a panic is an error");
         };
         assert!(matches!(&error, ApplyError::Panicked(m) if m == "stored amount is negative"));
         assert!(error.retryable());
         assert_eq!(error.reason(), "panicked");
-        let owned = guarded(async { panic!("{} is not a status", "X") }).await;
+        let owned: Result<Outcome, _> = guarded(async { panic!("{} is not a status", "X") }).await;
         assert!(matches!(owned, Err(ApplyError::Panicked(m)) if m == "X is not a status"));
         assert_eq!(
             guarded(async { Ok(Outcome::Applied) }).await.unwrap(),

@@ -1049,3 +1049,95 @@ async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_poison_event_in_a_batch_of_64_costs_the_other_63_only_a_re_run() {
+    const EVENTS: usize = 64;
+    const POISON: usize = 17;
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(|settings| {
+            Retries::GIVE_UP_SOON.apply_to(settings);
+            // One batch of all 64: its first delivery waits for the other 63.
+            settings.worker.prefetch = EVENTS as u16;
+            settings.worker.batch_size = EVENTS as u16;
+            settings.worker.batch_wait_ms = 20_000;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    app.create_customer("cust").await;
+    for i in 0..EVENTS {
+        app.create_invoice(&format!("inv_b{i:02}"), "cust", None, "GBP", 1000)
+            .await;
+    }
+    for i in 0..EVENTS {
+        let event_type = if i == POISON {
+            "payment_intent.payment_failed"
+        } else {
+            "payment_intent.succeeded"
+        };
+        let event = StripeEvent::new(event_type, &format!("evt_b{i:02}"))
+            .created(T0)
+            .payment(&format!("pi_b{i:02}"), 1000, "gbp")
+            .invoice_id(&format!("inv_b{i:02}"));
+        // A decline whose message holds a NUL character, which PostgreSQL's text refuses: the
+        // batch's write fails as a whole, and the event at fault is known only by re-running.
+        let event = if i == POISON {
+            event.object(|intent| {
+                declined_for_insufficient_funds(intent);
+                intent["last_payment_error"]["message"] = "Declined by the issuer\u{0}".into();
+            })
+        } else {
+            event
+        };
+        app.deliver_stripe(&event.to_bytes()).await;
+    }
+    let db = app.db();
+    let poison = format!("evt_b{POISON:02}");
+    let (reason,) = poll_until("the poison event to be dead-lettered", WAIT, || async {
+        sqlx::query_as::<_, (String,)>("SELECT reason FROM dead_letters WHERE event_id = $1")
+            .bind(&poison)
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(reason, "database_error");
+    for i in (0..EVENTS).filter(|i| *i != POISON) {
+        assert_eq!(
+            app.wait_processed("STRIPE", &format!("evt_b{i:02}")).await,
+            "applied"
+        );
+        let invoice = app.invoice(&format!("inv_b{i:02}")).await;
+        assert_eq!(invoice["status"], "PAID", "{invoice}");
+        assert_eq!(invoice["amountPaid"], 1000, "{invoice}");
+    }
+    // Each of the 63 once: one ledger row, two reconciliation events (payment, invoice); the
+    // poison event left nothing behind but its dead letter.
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM money_movements").await, 63);
+    assert_eq!(count("SELECT count(*) FROM outbox").await, 126);
+    assert_eq!(count("SELECT count(*) FROM webhook_events").await, 63);
+    assert_eq!(count("SELECT count(*) FROM dead_letters").await, 1);
+    assert_eq!(count("SELECT count(*) FROM notifications").await, 0);
+    // The 64 came as one batch, whose transaction failed once as a whole and was applied again
+    // one event per transaction.
+    assert_eq!(app.metric("settle_worker_batch_events_count").await, 1.0);
+    assert_eq!(app.metric("settle_worker_batch_events_sum").await, 64.0);
+    assert_eq!(app.metric("settle_worker_batches_split_total").await, 1.0);
+    assert_eq!(
+        app.metric("settle_worker_messages_total{result=\"applied\"}")
+            .await,
+        63.0
+    );
+    app.stop().await;
+}

@@ -1,25 +1,45 @@
-//! The worker's transaction: one provider event in, its effects out, atomically.
+//! The worker's transaction: a batch of provider events in, their effects out, atomically.
 //!
 //! ```text
 //! BEGIN
-//!   INSERT inbox row (provider, event id), nothing on conflict    → already there: skip
-//!     (a row there as `unmatched` is claimed instead: updated to `applied`)
-//!     + lock the invoice (FOR UPDATE), same statement             → one event per invoice at a time
-//!   read the invoice's state (payments, ledger, refunds, disputes) → sees every earlier commit
-//!   reconcile::plan::{plan, plan_refund, plan_dispute}(state, event) → pure: outcome, writes, events
-//!   write payment, ledger rows, refund / dispute, invoice figures,
-//!     outbox rows: one statement                                   → reconciliation events, stable ids
-//!   (a failure on an unpaid invoice, a dispute) notification rows
-//!   (a payment settle registered itself, a provider invoice linked)
-//!     the unmatched events waiting for it, each in a savepoint     → applied once, here
-//! COMMIT                                                           → then ack
+//!   route each event to its account (a round trip only for a connected account's event)
+//!   for each run of consecutive money events of one account (payment.rs):
+//!     resolve and lock their invoices (FOR UPDATE, in id order),
+//!       + which are in the inbox already, one statement            → one run per invoice at a time
+//!     read every locked invoice's state, one statement             → sees every earlier commit
+//!     fold reconcile::plan::{plan, plan_refund, plan_dispute}
+//!       over the run's events, in order                            → pure: outcomes, writes, events
+//!     write the inbox rows (an `unmatched` one is claimed), payments,
+//!       ledger rows, refunds, disputes, invoice figures, outbox
+//!       rows: one statement, each table once                       → reconciliation events, stable ids
+//!     (a failure on an unpaid invoice, a dispute) notification rows
+//!     (a payment settle registered itself, a provider invoice linked)
+//!       the unmatched events waiting for it, each in a savepoint   → applied once, here
+//!   any other event (payment method, invoice link, ignored): on its own, in a savepoint
+//! COMMIT                                                           → then ack the batch
 //! ```
 //!
 //! Payments, refunds and disputes share this shell (`payment.rs`): the same lock, read and write,
-//! one planner each. Three round trips for a payment event besides BEGIN and COMMIT (`repository::invoice_state`
-//! says why the read cannot join the lock). A crash anywhere before COMMIT applies nothing; the
-//! redelivery starts again. A redelivery after COMMIT finds the inbox row and changes nothing.
-//! That, not luck, is why effects happen once.
+//! one planner each. Three round trips for a run of money events, however long, besides BEGIN and
+//! COMMIT (`repository::invoice_state` says why the read cannot join the lock).
+//!
+//! Why effects happen once, batch or not:
+//! - A crash anywhere before COMMIT applies nothing of the batch, and acks nothing; the
+//!   redeliveries start again.
+//! - A redelivery after COMMIT finds its inbox row (the lock statement reads it, after waiting for
+//!   a replay that is deleting it) and changes nothing.
+//! - Two deliveries of one event in flight at once: both lock its invoice, so the second reads
+//!   after the first committed. Whatever the timing, the write statement inserts an inbox row only
+//!   where there is none (or claims an `unmatched` one) and counts what it wrote: a shortfall
+//!   means another transaction recorded one of the run's events meanwhile, and the whole batch is
+//!   rolled back (`ApplyError::Raced`), its events retried one by one.
+//! - Two deliveries of one event in the same batch: the second is a duplicate of the first.
+//! - An event the fold refuses contributes nothing to the write, so it is not half-applied.
+//!
+//! Lock order: a run locks its invoices in id order, so two runs never deadlock on each other.
+//! Events of other kinds, and the waiting events a run applies, lock as they go; a deadlock that
+//! this allows is detected by PostgreSQL, fails the batch as a whole, and its events are applied
+//! one per transaction.
 //!
 //! A payment event that names no invoice, for a payment nobody has registered yet, is kept as
 //! `unmatched` (DESIGN §5 said "not ours"; the billing system may register the payment a moment
@@ -36,7 +56,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use self::payment::MoneyEvent;
+use self::payment::{MoneyEvent, MoneyItem};
 use crate::envelope::QueuedEvent;
 use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::events::{DomainEvent, InvoiceLink, interpret};
@@ -129,6 +149,10 @@ pub enum ApplyError {
     /// dead-lettered.
     #[error("the handler panicked: {0}")]
     Panicked(String),
+    /// Another transaction recorded an event of the batch while this one applied it: the batch
+    /// is rolled back, and a retry finds the event recorded.
+    #[error("raced: {0}")]
+    Raced(String),
 }
 
 impl ApplyError {
@@ -137,7 +161,7 @@ impl ApplyError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::Database(error) => classify(error) != DbFailure::Permanent,
-            Self::InvoiceNotFound(_) | Self::Panicked(_) => true,
+            Self::InvoiceNotFound(_) | Self::Panicked(_) | Self::Raced(_) => true,
             Self::Permanent { .. } => false,
         }
     }
@@ -152,11 +176,18 @@ impl ApplyError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Database(_) if self.retryable() => "transient_failures_exhausted",
+            Self::Raced(_) => "transient_failures_exhausted",
             Self::Database(_) => "database_error",
             Self::InvoiceNotFound(_) => "invoice_not_found",
             Self::Permanent { reason, .. } => reason,
             Self::Panicked(_) => "panicked",
         }
+    }
+
+    /// Whether the failure is the transaction's, not one event's: the whole batch is rolled
+    /// back.
+    fn is_the_batchs(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Raced(_))
     }
 }
 
@@ -173,14 +204,201 @@ pub async fn apply(
     policy: &Policy,
     event: &QueuedEvent,
 ) -> Result<Outcome, ApplyError> {
-    let mut tx = db.begin().await?;
-    let policy = route(&mut tx, policy, event).await?;
-    let outcome = apply_in(&mut tx, &policy, event).await?;
-    if outcome == Outcome::Duplicate {
-        // Nothing was written; dropping the transaction releases the invoice's lock.
-        return Ok(outcome);
+    only(apply_batch(db, policy, std::slice::from_ref(event)).await?)
+}
+
+/// The result of a batch of one event.
+pub fn only(mut results: Vec<Result<Outcome, ApplyError>>) -> Result<Outcome, ApplyError> {
+    results
+        .pop()
+        .unwrap_or_else(|| Err(internal("a batch of one event gave no result")))
+}
+
+fn internal(detail: &str) -> ApplyError {
+    ApplyError::Permanent {
+        reason: "internal_error",
+        detail: detail.to_owned(),
     }
-    tx.commit().await?;
+}
+
+/// Applies a batch of events in one transaction: one result per event, in order. An event that
+/// cannot be applied (`Err` in its place) wrote nothing, and the others are committed without
+/// it. `Err` for the whole batch when the transaction failed (the database, or a race with
+/// another transaction): nothing was committed.
+///
+/// Events are routed to their accounts, then applied in order: a run of consecutive money events
+/// of one account through one lock, read and write (`payment::apply_run`), any other event on
+/// its own, in a savepoint when it has neighbours (it writes as it goes, so one that fails half
+/// way is rolled back alone).
+pub async fn apply_batch(
+    db: &PgPool,
+    policy: &Policy,
+    events: &[QueuedEvent],
+) -> Result<Vec<Result<Outcome, ApplyError>>, ApplyError> {
+    let mut tx = db.begin().await?;
+    let mut results: Vec<Option<Result<Outcome, ApplyError>>> =
+        std::iter::repeat_with(|| None).take(events.len()).collect();
+    let mut prepared = Vec::with_capacity(events.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, event) in events.iter().enumerate() {
+        // A second delivery of an event in the same batch: the first one stands for both.
+        if !seen.insert((event.provider, event.event_id.as_str())) {
+            results[i] = Some(Ok(Outcome::Duplicate));
+            continue;
+        }
+        let routed = match route(&mut tx, policy, event).await {
+            Ok(routed) => routed,
+            Err(failure) if failure.is_the_batchs() => return Err(failure),
+            Err(failure) => {
+                results[i] = Some(Err(failure));
+                continue;
+            }
+        };
+        match Prepared::new(event, routed) {
+            Ok(ready) => prepared.push((i, ready)),
+            Err(failure) => results[i] = Some(Err(failure)),
+        }
+    }
+    for (i, result) in apply_prepared(&mut tx, &prepared).await? {
+        results[i] = Some(result);
+    }
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(internal("an event of the batch was left out"))))
+        .collect();
+    // Nothing applied (duplicates, failures): dropping the transaction releases its locks.
+    if results
+        .iter()
+        .any(|result| matches!(result, Ok(outcome) if *outcome != Outcome::Duplicate))
+    {
+        tx.commit().await?;
+    }
+    Ok(results)
+}
+
+/// An event parsed, interpreted and routed.
+struct Prepared<'e, 'p> {
+    event: &'e QueuedEvent,
+    policy: Cow<'p, Policy>,
+    /// The body as it arrived (the inbox keeps it; JSON is UTF-8, so this text is what parsed).
+    raw_payload: &'e str,
+    domain_event: DomainEvent,
+}
+
+impl<'e, 'p> Prepared<'e, 'p> {
+    fn new(event: &'e QueuedEvent, policy: Cow<'p, Policy>) -> Result<Self, ApplyError> {
+        let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
+        let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
+        let domain_event = interpret(event.provider, &payload, policy.gocardless_collected_at)
+            .map_err(unparseable)?;
+        Ok(Self {
+            event,
+            policy,
+            raw_payload,
+            domain_event,
+        })
+    }
+
+    fn entry(&self) -> InboxEntry<'_> {
+        InboxEntry {
+            provider: self.event.provider,
+            event_id: &self.event.event_id,
+            account_id: &self.policy.account_id,
+            event_type: &self.event.event_type,
+            payload: self.raw_payload,
+            received_at: self.event.received_at,
+        }
+    }
+
+    fn money(&self) -> Option<MoneyEvent<'_>> {
+        match &self.domain_event {
+            DomainEvent::Payment(event) => Some(MoneyEvent::Payment(event)),
+            DomainEvent::Refund(event) => Some(MoneyEvent::Refund(event)),
+            DomainEvent::Dispute(event) => Some(MoneyEvent::Dispute(event)),
+            DomainEvent::Method(_) | DomainEvent::Link(_) | DomainEvent::Ignored(_) => None,
+        }
+    }
+}
+
+/// Applies prepared events (each with the index of its result) inside the caller's transaction,
+/// in order; see `apply_batch`.
+async fn apply_prepared(
+    tx: &mut PgConnection,
+    prepared: &[(usize, Prepared<'_, '_>)],
+) -> Result<Vec<(usize, Result<Outcome, ApplyError>)>, ApplyError> {
+    let mut results = Vec::with_capacity(prepared.len());
+    let mut rest = prepared;
+    while let Some((first, others)) = rest.split_first() {
+        let (_, ready) = first;
+        if ready.money().is_some() {
+            let account = &ready.policy.account_id;
+            let length = rest
+                .iter()
+                .take_while(|(_, p)| p.money().is_some() && p.policy.account_id == *account)
+                .count();
+            let (run, after) = rest.split_at(length);
+            let (indices, items): (Vec<usize>, Vec<MoneyItem<'_>>) = run
+                .iter()
+                .filter_map(|(i, p)| {
+                    let event = p.money()?;
+                    Some((
+                        *i,
+                        MoneyItem {
+                            entry: p.entry(),
+                            event,
+                        },
+                    ))
+                })
+                .unzip();
+            let outcomes = payment::apply_run(tx, &ready.policy, &items).await?;
+            results.extend(indices.into_iter().zip(outcomes));
+            rest = after;
+            continue;
+        }
+        let result = if prepared.len() == 1 {
+            apply_other(tx, ready).await
+        } else {
+            let mut savepoint = tx.begin().await?;
+            let result = apply_other(&mut savepoint, ready).await;
+            match &result {
+                Ok(_) => savepoint.commit().await?,
+                Err(failure) if failure.is_the_batchs() => {}
+                Err(_) => savepoint.rollback().await?,
+            }
+            result
+        };
+        match result {
+            Err(failure) if failure.is_the_batchs() => return Err(failure),
+            result => results.push((first.0, result)),
+        }
+        rest = others;
+    }
+    Ok(results)
+}
+
+/// Applies an event that is not about an invoice's money: a payment method's, a provider
+/// invoice's link, or one settle ignores. Each records its inbox row first.
+async fn apply_other(
+    tx: &mut PgConnection,
+    ready: &Prepared<'_, '_>,
+) -> Result<Outcome, ApplyError> {
+    let entry = ready.entry();
+    let policy = &ready.policy;
+    if !inbox::record(tx, &entry).await? {
+        return Ok(Outcome::Duplicate);
+    }
+    let outcome = match &ready.domain_event {
+        DomainEvent::Method(method) => method::apply(tx, policy, &entry, method.clone()).await?,
+        DomainEvent::Link(link) => link_invoice(tx, policy, &entry, link).await?,
+        DomainEvent::Ignored(reason) => Outcome::Ignored(reason),
+        DomainEvent::Payment(_) | DomainEvent::Refund(_) | DomainEvent::Dispute(_) => {
+            unreachable!("money events apply in runs")
+        }
+    };
+    // The row was recorded `applied`.
+    if outcome != Outcome::Applied {
+        inbox::set_outcome(tx, &entry, outcome).await?;
+    }
     Ok(outcome)
 }
 
@@ -241,68 +459,11 @@ async fn route<'p>(
     }
 }
 
-/// Applies one event inside the caller's transaction: the worker's own (`apply`), or the
-/// registration of the payment an unmatched event waits for (`apply_waiting`). A `Duplicate`
-/// wrote nothing.
-async fn apply_in(
-    tx: &mut PgConnection,
-    policy: &Policy,
-    event: &QueuedEvent,
-) -> Result<Outcome, ApplyError> {
-    // The inbox keeps the body exactly as it arrived; JSON is UTF-8, so this text is what parses.
-    let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
-    let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
-    let domain_event =
-        interpret(event.provider, &payload, policy.gocardless_collected_at).map_err(unparseable)?;
-    let entry = InboxEntry {
-        provider: event.provider,
-        event_id: &event.event_id,
-        account_id: &policy.account_id,
-        event_type: &event.event_type,
-        payload: raw_payload,
-        received_at: event.received_at,
-    };
-
-    // A payment event is recorded by the statement that locks its invoice (one round trip fewer
-    // on the hot path); every other event is recorded first.
-    let outcome = match domain_event {
-        DomainEvent::Payment(event) => {
-            payment::apply(tx, policy, &entry, MoneyEvent::Payment(event)).await?
-        }
-        DomainEvent::Refund(event) => {
-            payment::apply(tx, policy, &entry, MoneyEvent::Refund(event)).await?
-        }
-        DomainEvent::Dispute(event) => {
-            payment::apply(tx, policy, &entry, MoneyEvent::Dispute(event)).await?
-        }
-        DomainEvent::Method(method) if inbox::record(tx, &entry).await? => {
-            method::apply(tx, policy, &entry, method).await?
-        }
-        DomainEvent::Link(link) if inbox::record(tx, &entry).await? => {
-            link_invoice(tx, policy, &entry, &link).await?
-        }
-        DomainEvent::Ignored(reason) if inbox::record(tx, &entry).await? => {
-            Outcome::Ignored(reason)
-        }
-        DomainEvent::Method(_) | DomainEvent::Link(_) | DomainEvent::Ignored(_) => {
-            Outcome::Duplicate
-        }
-    };
-    // The row was recorded `applied`; `unmatched` was written with the payment it waits for.
-    if !matches!(
-        outcome,
-        Outcome::Applied | Outcome::Duplicate | Outcome::Unmatched
-    ) {
-        inbox::set_outcome(tx, &entry, outcome).await?;
-    }
-    Ok(outcome)
-}
-
 /// Applies the unmatched events of `policy`'s account waiting for the payment
 /// `provider_payment_id` of `provider`,
 /// oldest provider time first, inside the transaction that has just registered that payment
 /// (`POST /invoices/{id}/payments`, which locked the payment's invoice before inserting it, as
-/// every writer of an invoice does). Each goes through the worker's own path (`apply_in`), which
+/// every writer of an invoice does). Each goes through the worker's own path (`apply_prepared`), which
 /// claims its inbox row: an event the worker applied meanwhile is a duplicate here, and one
 /// applied here is a duplicate to any later delivery.
 ///
@@ -324,12 +485,18 @@ pub async fn apply_waiting(
             event_type: waiting.event_type,
             received_at: waiting.received_at,
             body: waiting.payload.into_bytes(),
-            // Already routed: it waits in the account whose registration applies it now.
             connection_id: None,
             source: None,
         };
         let mut savepoint = tx.begin().await?;
-        match apply_in(&mut savepoint, policy, &event).await {
+        // Already routed: it waits in the account whose registration applies it now.
+        let applied = match Prepared::new(&event, Cow::Borrowed(policy)) {
+            Ok(ready) => Box::pin(apply_prepared(&mut savepoint, &[(0, ready)]))
+                .await
+                .and_then(|results| only(results.into_iter().map(|(_, r)| r).collect())),
+            Err(failure) => Err(failure),
+        };
+        match applied {
             Ok(outcome) => {
                 savepoint.commit().await?;
                 log_reconciled(&event, outcome, "waited");

@@ -1,5 +1,12 @@
 //! The shell around the planners for the events of an invoice's money (payments, refunds,
-//! disputes): lock, read, plan, write.
+//! disputes), over a run of such events of one account: lock, read, fold, write — three
+//! statements however long the run (`repository::invoice_state`).
+//!
+//! The fold runs the pure planners over the run's events in their order, each on the state the
+//! ones before it left (two events of one invoice apply in sequence, as two transactions would),
+//! and collects their effects; the write sends each changed row once, in its last state. An event
+//! the fold refuses (its invoice not registered yet, a currency mismatch) contributes nothing and
+//! is reported alone: its neighbours are written all the same.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -13,19 +20,23 @@ use crate::reconcile::plan::{
     plan_refund,
 };
 use crate::repository::customers::CustomerRow;
-use crate::repository::inbox::{self, InboxEntry};
-use crate::repository::invoice_state::{self, InvoiceKey, Locked, RecordedBy};
+use crate::repository::inbox::InboxEntry;
+use crate::repository::invoice_state::{
+    self, Applied, InboxRecord, InvoiceKey, LockRequest, RecordedBy,
+};
 use crate::repository::invoices::InvoiceRow;
+use crate::repository::outbox::OutboxRow;
 use crate::repository::{customers, new_id, notifications};
 
 /// An event of an invoice's money.
-pub(super) enum MoneyEvent {
-    Payment(PaymentEvent),
-    Refund(RefundEvent),
-    Dispute(DisputeEvent),
+#[derive(Clone, Copy)]
+pub(super) enum MoneyEvent<'a> {
+    Payment(&'a PaymentEvent),
+    Refund(&'a RefundEvent),
+    Dispute(&'a DisputeEvent),
 }
 
-impl MoneyEvent {
+impl MoneyEvent<'_> {
     fn provider(&self) -> Provider {
         match self {
             Self::Payment(e) => e.provider,
@@ -63,6 +74,15 @@ impl MoneyEvent {
         }
     }
 
+    /// What an event whose invoice is not known waits for: the link of its provider invoice, else
+    /// the registration of its payment (a GoCardless refund event: of its refund).
+    fn waits_for(&self) -> Option<&str> {
+        let key = self.key();
+        key.provider_invoice_id
+            .or(key.provider_payment_id)
+            .or(key.provider_refund_id)
+    }
+
     fn plan(&self, state: InvoiceState) -> Result<(InvoiceState, Effects), PlanError> {
         match self {
             Self::Payment(e) => plan(state, e, || new_id("pay")),
@@ -72,80 +92,270 @@ impl MoneyEvent {
     }
 }
 
-pub(super) async fn apply(
+/// A money event of a run, with its inbox row.
+pub(super) struct MoneyItem<'a> {
+    pub entry: InboxEntry<'a>,
+    pub event: MoneyEvent<'a>,
+}
+
+/// What the fold decided for one event.
+enum Decided {
+    /// In the inbox already.
+    Duplicate,
+    /// Refused: nothing of it is written.
+    Failed(ApplyError),
+    /// No invoice: recorded with this outcome (`Unmatched`: waiting).
+    NoInvoice(Outcome),
+    /// Planned against its invoice.
+    Planned {
+        /// Its index in the run's locked invoices.
+        invoice: usize,
+        effects: Box<Effects>,
+        outbox: Vec<OutboxRow>,
+    },
+}
+
+/// The invoice states of a run as the fold moves them: the locked invoices, and the state of
+/// each (`None`: no settings row, which the schema makes impossible).
+struct Fold<'r> {
+    policy: &'r Policy,
+    invoices: Vec<&'r InvoiceRow>,
+    states: Vec<Option<InvoiceState>>,
+}
+
+impl Fold<'_> {
+    /// The invoice of an event whose payment (or refund) an earlier event of the run, or the
+    /// database, holds on a locked invoice: the registered payment wins over the event's own
+    /// references, as in the lock statement.
+    fn invoice_in_run(&self, event: &MoneyEvent<'_>) -> Option<usize> {
+        let key = event.key();
+        let provider = event.provider();
+        self.states.iter().position(|state| {
+            let Some(state) = state else {
+                return false;
+            };
+            let has_payment = key.provider_payment_id.is_some_and(|id| {
+                state
+                    .payments
+                    .iter()
+                    .any(|p| p.provider == provider && p.provider_payment_id == id)
+            });
+            let has_refund = key.provider_refund_id.is_some_and(|id| {
+                state
+                    .refunds
+                    .iter()
+                    .any(|r| r.provider == provider && r.provider_refund_id == id)
+            });
+            has_payment || has_refund
+        })
+    }
+
+    fn decide(&mut self, item: &MoneyItem<'_>, locked: Option<&str>) -> Decided {
+        let event = &item.event;
+        let locked = locked.and_then(|id| self.invoices.iter().position(|i| i.id == id));
+        let Some(invoice) = self.invoice_in_run(event).or(locked) else {
+            return match (event.key().invoice_ref, event.waits_for()) {
+                (Some(invoice_ref), _) => {
+                    Decided::Failed(ApplyError::InvoiceNotFound(invoice_ref.to_owned()))
+                }
+                (None, Some(_)) => Decided::NoInvoice(Outcome::Unmatched),
+                (None, None) => Decided::NoInvoice(Outcome::Ignored("names no payment")),
+            };
+        };
+        let Some(state) = &self.states[invoice] else {
+            return Decided::Failed(ApplyError::Permanent {
+                reason: "database_error",
+                detail: format!("invoice {} has no settings row", self.invoices[invoice].id),
+            });
+        };
+        let (next, effects) = match event.plan(state.clone()) {
+            Ok(planned) => planned,
+            Err(mismatch) => {
+                return Decided::Failed(ApplyError::Permanent {
+                    reason: "currency_mismatch",
+                    detail: mismatch.to_string(),
+                });
+            }
+        };
+        let outbox = match outbox_rows(
+            &effects.events,
+            event.provider(),
+            item.entry.event_id,
+            event.occurred_at(),
+            &self.policy.account_id,
+        ) {
+            Ok(rows) => rows,
+            Err(failure) => return Decided::Failed(failure),
+        };
+        self.states[invoice] = Some(next);
+        Decided::Planned {
+            invoice,
+            effects: Box::new(effects),
+            outbox,
+        }
+    }
+}
+
+/// Applies a run of money events of `policy`'s account inside the caller's transaction. One
+/// result per item, in order; `Err` for the whole run when the database failed (the caller rolls
+/// back).
+pub(super) async fn apply_run(
     tx: &mut PgConnection,
     policy: &Policy,
-    entry: &InboxEntry<'_>,
-    event: MoneyEvent,
-) -> Result<Outcome, ApplyError> {
-    let key = event.key();
-    let locked = invoice_state::record_and_lock(tx, entry, key).await?;
-    let invoice = match locked {
-        Locked::Duplicate => return Ok(Outcome::Duplicate),
-        Locked::Invoice(invoice) => invoice,
-        Locked::NoInvoice => {
-            let waits_for = key
-                .provider_invoice_id
-                .or(key.provider_payment_id)
-                .or(key.provider_refund_id);
-            return match (key.invoice_ref, waits_for) {
-                (Some(invoice_ref), _) => Err(ApplyError::InvoiceNotFound(invoice_ref.to_owned())),
-                // No registered payment (or refund), no invoice reference, no linked provider
-                // invoice: it waits for the link of its provider invoice, else the registration of
-                // its payment (a GoCardless refund event: of its refund), which applies it.
-                (None, Some(waits_for)) => {
-                    inbox::mark_unmatched(tx, entry, waits_for, event.occurred_at()).await?;
-                    Ok(Outcome::Unmatched)
-                }
-                (None, None) => Ok(Outcome::Ignored("names no payment")),
-            };
+    items: &[MoneyItem<'_>],
+) -> Result<Vec<Result<Outcome, ApplyError>>, ApplyError> {
+    let requests: Vec<LockRequest<'_>> = items
+        .iter()
+        .map(|item| LockRequest {
+            provider: item.entry.provider,
+            event_id: item.entry.event_id,
+            key: item.event.key(),
+        })
+        .collect();
+    let found = invoice_state::lock(tx, &policy.account_id, &requests).await?;
+    let mut invoices: Vec<&InvoiceRow> = Vec::new();
+    for invoice in found.iter().filter_map(|f| f.invoice.as_ref()) {
+        if !invoices.iter().any(|known| known.id == invoice.id) {
+            invoices.push(invoice);
         }
+    }
+    let mut states = invoice_state::read(tx, &invoices, policy.defaults).await?;
+    let mut fold = Fold {
+        policy,
+        states: invoices.iter().map(|i| states.remove(&i.id)).collect(),
+        invoices,
     };
-    let state = invoice_state::read(tx, &invoice, policy.defaults).await?;
-    let (_, effects) = event
-        .plan(state)
-        .map_err(|mismatch| ApplyError::Permanent {
-            reason: "currency_mismatch",
-            detail: mismatch.to_string(),
-        })?;
-    let outbox = outbox_rows(
-        &effects.events,
-        event.provider(),
-        entry.event_id,
-        event.occurred_at(),
-        &policy.account_id,
-    )?;
-    let recorded_by = RecordedBy {
-        event_id: entry.event_id,
-        occurred_at: event.occurred_at(),
-    };
-    let waiting = invoice_state::write(tx, &invoice, &effects, &outbox, recorded_by).await?;
-    // A payment settle registered itself (its invoice named by metadata or a linked provider
+
+    let mut decided: Vec<Decided> = Vec::with_capacity(items.len());
+    // Unmatched events of this run, by index: a payment registered by a later event of the run
+    // applies them there, as the registration of a payment applies the waiting events.
+    let mut parked: Vec<usize> = Vec::new();
+    // The planned events in the order the fold planned them: a parked event after the one that
+    // registered its payment. Its effects are written in that order (a row's last state wins).
+    let mut order: Vec<usize> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if found[i].recorded {
+            decided.push(Decided::Duplicate);
+            continue;
+        }
+        let locked = found[i].invoice.as_ref().map(|invoice| invoice.id.as_str());
+        let decision = fold.decide(item, locked);
+        let registered = match &decision {
+            Decided::Planned { effects, .. } => effects
+                .payment
+                .as_ref()
+                .filter(|write| write.is_new)
+                .map(|write| {
+                    (
+                        write.payment.provider,
+                        write.payment.provider_payment_id.clone(),
+                    )
+                }),
+            _ => None,
+        };
+        match decision {
+            Decided::NoInvoice(Outcome::Unmatched) => parked.push(i),
+            Decided::Planned { .. } => order.push(i),
+            _ => {}
+        }
+        decided.push(decision);
+        if let Some((provider, payment)) = registered {
+            let (now, still) = parked.into_iter().partition(|&k| {
+                items[k].event.provider() == provider
+                    && items[k].event.waits_for() == Some(payment.as_str())
+            });
+            parked = still;
+            for k in now {
+                let locked = found[k].invoice.as_ref().map(|invoice| invoice.id.as_str());
+                decided[k] = fold.decide(&items[k], locked);
+                if matches!(decided[k], Decided::Planned { .. }) {
+                    order.push(k);
+                }
+            }
+        }
+    }
+
+    let mut inbox = Vec::new();
+    for (item, decision) in items.iter().zip(&decided) {
+        let (outcome, waits_for) = match decision {
+            Decided::Duplicate | Decided::Failed(_) => continue,
+            Decided::NoInvoice(Outcome::Unmatched) => (
+                Outcome::Unmatched,
+                item.event
+                    .waits_for()
+                    .map(|id| (id, item.event.occurred_at())),
+            ),
+            Decided::NoInvoice(outcome) => (*outcome, None),
+            Decided::Planned { effects, .. } => (effects.outcome, None),
+        };
+        inbox.push(InboxRecord {
+            entry: &item.entry,
+            outcome,
+            waits_for,
+        });
+    }
+    let mut applied = Vec::with_capacity(order.len());
+    let mut outbox = Vec::new();
+    for &i in &order {
+        let Decided::Planned {
+            invoice,
+            effects,
+            outbox: rows,
+        } = &decided[i]
+        else {
+            continue;
+        };
+        applied.push((
+            &items[i],
+            Applied {
+                invoice: fold.invoices[*invoice],
+                effects,
+                recorded_by: RecordedBy {
+                    event_id: items[i].entry.event_id,
+                    occurred_at: items[i].event.occurred_at(),
+                },
+            },
+        ));
+        outbox.extend(rows.iter().cloned());
+    }
+    let (applied_items, applied): (Vec<_>, Vec<_>) = applied.into_iter().unzip();
+    let written = invoice_state::write(tx, &policy.account_id, &inbox, &applied, &outbox).await?;
+    if written.inbox_rows != inbox.len() {
+        return Err(ApplyError::Raced(format!(
+            "{} of {} events were recorded by another transaction meanwhile",
+            inbox.len() - written.inbox_rows,
+            inbox.len()
+        )));
+    }
+    // Payments settle registered itself (their invoice named by metadata or a linked provider
     // invoice) that unmatched events wait for: they apply now. Boxed: that runs the worker's
     // apply again.
-    if let Some(write) = effects.payment.as_ref().filter(|_| waiting) {
-        let payment = &write.payment;
-        Box::pin(super::apply_waiting(
-            tx,
-            policy,
-            payment.provider,
-            &payment.provider_payment_id,
-        ))
-        .await?;
+    for (provider, payment) in &written.waiting {
+        Box::pin(super::apply_waiting(tx, policy, *provider, payment)).await?;
     }
-    if let Some(notification) = &effects.notification {
-        notify_failure(tx, policy, entry, &invoice, notification).await?;
+    for (item, a) in applied_items.iter().zip(&applied) {
+        if let Some(notification) = &a.effects.notification {
+            notify_failure(tx, policy, &item.entry, a.invoice, notification).await?;
+        }
+        for notice in &a.effects.dispute_notices {
+            notify_dispute(tx, policy, &item.entry, a.invoice, a.effects, notice).await?;
+        }
+        if a.effects.overpaid {
+            tracing::warn!(invoice = %a.invoice.id, amount_due = a.invoice.amount_due, "invoice overpaid");
+        }
+        if a.effects.provider_mismatch {
+            tracing::info!(invoice = %a.invoice.id, provider = %item.event.provider(), "payment from a provider other than the effective one");
+        }
     }
-    for notice in &effects.dispute_notices {
-        notify_dispute(tx, policy, entry, &invoice, &effects, notice).await?;
-    }
-    if effects.overpaid {
-        tracing::warn!(invoice = %invoice.id, amount_due = invoice.amount_due, "invoice overpaid");
-    }
-    if effects.provider_mismatch {
-        tracing::info!(invoice = %invoice.id, provider = %event.provider(), "payment from a provider other than the effective one");
-    }
-    Ok(effects.outcome)
+    Ok(decided
+        .into_iter()
+        .map(|decision| match decision {
+            Decided::Duplicate => Ok(Outcome::Duplicate),
+            Decided::Failed(failure) => Err(failure),
+            Decided::NoInvoice(outcome) => Ok(outcome),
+            Decided::Planned { effects, .. } => Ok(effects.outcome),
+        })
+        .collect())
 }
 
 /// Writes the failure mails (one to the customer's billing emails, one to the business), keyed by
