@@ -47,7 +47,7 @@ pub mod ingress;
 pub mod broker;
 pub mod envelope;
 
-// 2. The consumers of the work queue: one transaction per event.
+// 2. The consumers of the work queue: one transaction per batch of events.
 pub mod worker;
 
 // 3. The domain core (pure) and the SQL that stores it.
