@@ -272,9 +272,10 @@ impl Bench {
                  SELECT $1, 'inv_pre_' || n, 'pay_pre_' || n, 'STRIPE', 'pi_pre_' || n,
                         'COLLECTED', $5, 'GBP', 'event', now(), 'evt_pre_' || n
                  FROM generate_series($2::bigint, $3::bigint) AS n",
-                "INSERT INTO outbox (account_id, message_id, routing_key, payload, published_at)
+                // Published: not on the relay's work list (`outbox_pending`).
+                "INSERT INTO outbox (account_id, message_id, routing_key, payload)
                  SELECT $1, 'stripe:evt_pre_' || n || ':payment.succeeded', 'payment.succeeded',
-                        '{}', now()
+                        '{}'
                  FROM generate_series($2::bigint, $3::bigint) AS n",
             ];
             for statement in statements {
@@ -652,10 +653,9 @@ COMMIT;
     async fn wait_for_outbox(&self) -> anyhow::Result<()> {
         let mut last = (-1, Instant::now());
         loop {
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&self.db)
-                    .await?;
+            let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+                .fetch_one(&self.db)
+                .await?;
             if unpublished == 0 {
                 return Ok(());
             }

@@ -1,5 +1,6 @@
 //! 4. The outbox relay: publishes reconciliation events that the worker's transactions committed
-//!    to the `outbox` table, to `<prefix>.reconciliation` with confirms, and marks them published.
+//!    to the `outbox` table, to `<prefix>.reconciliation` with confirms, and marks them published
+//!    (takes their ids off `outbox_pending`; the outbox row itself is never rewritten).
 //!    A process killed between a commit and the publish loses nothing: the rows wait for the next
 //!    relay. A process killed between the publish and the mark publishes again; the event's
 //!    stable `id` lets subscribers drop the duplicate.

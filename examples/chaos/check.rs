@@ -185,7 +185,7 @@ async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
         })
         .map(|invoice| invoice.id.clone())
         .collect();
-    let unpublished = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    let unpublished = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(db)
         .await?;
     let pending_mails =

@@ -529,9 +529,9 @@ const WRITE_EFFECTS: &str = concat!(
              provider_status = EXCLUDED.provider_status, reason = EXCLUDED.reason,
              evidence_due_by = EXCLUDED.evidence_due_by, last_event_at = EXCLUDED.last_event_at,
              updated_at = now()
-     ), outbox_rows AS (",
+     ), ",
     outbox_insert!("$6", "$7", "$8", "$9"),
-    ")
+    "
      SELECT (SELECT count(*) FROM inbox) AS inbox_rows,
          ARRAY(SELECT n.ord::int4
                FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS n(provider, payment, ord)

@@ -27,12 +27,14 @@ impl OutboxRow {
 }
 
 /// Inserts outbox rows given as parameters: the account, then arrays of ids, routing keys and
-/// JSON bodies. A row whose id is there already (a replayed event) is skipped. A macro so that a
-/// statement writing other effects can end with the same insert.
+/// JSON bodies, and puts each new row's id on the relay's work list (`outbox_pending`). A row whose
+/// id is there already (a replayed event) is skipped. A macro of two common table expressions, so
+/// that a statement writing other effects can include the same insert (`WITH …, outbox_insert!()
+/// SELECT …`).
 macro_rules! outbox_insert {
     ($account:literal, $ids:literal, $types:literal, $payloads:literal) => {
         concat!(
-            "INSERT INTO outbox (account_id, message_id, routing_key, payload) SELECT ",
+            "outbox_rows AS (INSERT INTO outbox (account_id, message_id, routing_key, payload) SELECT ",
             $account,
             ", * FROM UNNEST(",
             $ids,
@@ -40,7 +42,8 @@ macro_rules! outbox_insert {
             $types,
             "::text[], ",
             $payloads,
-            "::text[]::json[]) ON CONFLICT (message_id) DO NOTHING"
+            "::text[]::json[]) ON CONFLICT (message_id) DO NOTHING RETURNING id),
+             outbox_pending_rows AS (INSERT INTO outbox_pending (id) SELECT id FROM outbox_rows)"
         )
     };
 }
@@ -55,7 +58,11 @@ pub async fn insert(
         return Ok(());
     }
     OutboxRow::bind(
-        sqlx::query(outbox_insert!("$1", "$2", "$3", "$4")),
+        sqlx::query(concat!(
+            "WITH ",
+            outbox_insert!("$1", "$2", "$3", "$4"),
+            " SELECT 1"
+        )),
         account_id,
         rows,
     )
@@ -82,27 +89,26 @@ pub async fn lock_unpublished(
 ) -> sqlx::Result<Vec<PendingMessage>> {
     sqlx::query_as!(
         PendingMessage,
-        r#"SELECT id, account_id, message_id, routing_key, payload::text AS "payload!" FROM outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        r#"SELECT o.id, o.account_id, o.message_id, o.routing_key, o.payload::text AS "payload!"
+         FROM outbox_pending p JOIN outbox o ON o.id = p.id
+         ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED"#,
         limit,
     )
     .fetch_all(tx)
     .await
 }
 
+/// Takes published rows off the relay's work list (the outbox row itself is never updated).
 pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
-        ids
-    )
-    .execute(tx)
-    .await?;
+    sqlx::query!("DELETE FROM outbox_pending WHERE id = ANY($1)", ids)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
 /// Rows waiting to be published.
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox WHERE published_at IS NULL"#)
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox_pending"#)
         .fetch_one(db)
         .await
 }

@@ -47,8 +47,11 @@ impl Expiring {
                      LIMIT $2 FOR UPDATE SKIP LOCKED))"
             }
             Self::PublishedOutbox => {
+                // Published: off the relay's work list (`outbox_pending`). Rows are published
+                // within moments of their creation, so their age is the creation's.
                 "DELETE FROM outbox WHERE id = ANY(ARRAY(
-                     SELECT id FROM outbox WHERE published_at < $1
+                     SELECT id FROM outbox o WHERE created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)
                      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
             }
             Self::Notifications => {

@@ -15,10 +15,12 @@ fn payment_for(invoice: &str, event_id: &str) -> Vec<u8> {
 
 /// The routing keys of the outbox rows not published yet.
 async fn unpublished(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT routing_key FROM outbox WHERE published_at IS NULL ORDER BY id")
-        .fetch_all(&app.db())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT o.routing_key FROM outbox o JOIN outbox_pending p USING (id) ORDER BY id",
+    )
+    .fetch_all(&app.db())
+    .await
+    .unwrap()
 }
 
 /// One subscriber's queue is full (`reject-publish`) for `invoice.paid`; nobody subscribes to
@@ -85,6 +87,22 @@ async fn the_relay_settles_each_event_on_its_own_refused_unroutable_or_routed() 
         others, delivered,
         "the other subscriber has every event too"
     );
+    // Publishing took the rows off the work list and never rewrote one: each row is still the
+    // version the worker's transaction inserted (its xmin is that transaction's, the inbox row's).
+    let rewritten: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox o JOIN webhook_events w
+           ON o.message_id LIKE 'stripe:' || w.event_id || ':%'
+         WHERE o.xmin::text <> w.xmin::text",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!(rewritten, 0, "no outbox row rewritten by the relay");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.db())
+        .await
+        .unwrap();
+    assert_eq!(rows, 6);
     app.stop().await;
 }
 

@@ -255,11 +255,10 @@ async fn a_worker_killed_mid_batch_applies_every_event_exactly_once_after_restar
     assert_eq!(payments, EVENTS as i64);
     // Every reconciliation event published, none lost between commit and publish.
     poll_until("the outbox to drain", WAIT, || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&db)
+            .await
+            .unwrap();
         (pending == 0).then_some(())
     })
     .await;

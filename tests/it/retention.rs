@@ -69,11 +69,7 @@ async fn rows_past_their_window_are_deleted_and_work_in_progress_is_kept() {
     );
     poll_until("two dead letters, every event published", WAIT, || async {
         let letters = count(&app, "SELECT count(*) FROM dead_letters").await;
-        let unpublished = count(
-            &app,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await;
+        let unpublished = count(&app, "SELECT count(*) FROM outbox_pending").await;
         (letters == 2 && unpublished == 0).then_some(())
     })
     .await;
@@ -86,7 +82,7 @@ async fn rows_past_their_window_are_deleted_and_work_in_progress_is_kept() {
 
     // Time passes for the old ones only.
     execute(&app, "UPDATE webhook_events SET received_at = now() - interval '40 days' WHERE event_id IN ('evt_old', 'evt_waiting')").await;
-    execute(&app, "UPDATE outbox SET published_at = now() - interval '8 days' WHERE message_id LIKE 'stripe:evt_old:%'").await;
+    execute(&app, "UPDATE outbox SET created_at = now() - interval '8 days' WHERE message_id LIKE 'stripe:evt_old:%'").await;
     execute(
         &app,
         "UPDATE notifications SET sent_at = now() - interval '31 days'",
