@@ -5,7 +5,12 @@
 //! - ack latency at a fixed open-loop rate of a quarter of that max (latency measured from each
 //!   request's scheduled start, so a stall is not hidden by the generator waiting);
 //! - in the same run, the bare confirmed-publish rate of the same broker with the same message
-//!   size and in-flight window, and the ratio of the two.
+//!   size and in-flight window, and the ratio of the two;
+//! - an independent load: `wrk` (Debian's package, installed by `scripts/services.sh`) replaying
+//!   BENCH_WRK_EVENTS (default 2000) events signed beforehand by `openssl dgst -hmac`, not by
+//!   settle's code, against `settle serve` run as a process of its own: accepted/s and latency at
+//!   the same window, beside the bare rate; then BENCH_WRK_CONNECTIONS (default 2000) connections
+//!   posting at once, and the peak RSS of that process (VmHWM).
 //!
 //! Run with `make bench` (or `cargo bench --bench ingress` with the services up).
 //! Env: BENCH_SECONDS (default 10) per phase, BENCH_CONCURRENCY (default 64).
@@ -58,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     settle::telemetry::init_logging(&settings.telemetry);
 
     let shutdown = CancellationToken::new();
+    let serve_settings = settings.clone();
     let app = Application::build(settings, Role::Serve, shutdown.clone()).await?;
     let url = format!("http://{}/webhooks/stripe", app.local_addr()?);
     let broker = app.broker().clone();
@@ -167,7 +173,215 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     running.await??;
     delete_topology(&amqp_url, broker.topology()).await?;
+
+    independent_load(&serve_settings, &amqp_url, seconds, concurrency, bare_rate).await
+}
+
+/// The wrk phases: `settle serve` as a child process, pre-signed events, wrk as the client.
+async fn independent_load(
+    settings: &Settings,
+    amqp_url: &str,
+    seconds: u64,
+    concurrency: usize,
+    bare_rate: f64,
+) -> anyhow::Result<()> {
+    let events = env_number("BENCH_WRK_EVENTS", 2000);
+    let connections = env_number("BENCH_WRK_CONNECTIONS", 2000);
+    let serve_prefix = format!("{}-wrk", settings.amqp.prefix);
+    let dir = std::env::temp_dir().join(&serve_prefix);
+    std::fs::create_dir_all(&dir)?;
+    let signed = dir.join("events.tsv");
+    let started = Instant::now();
+    sign_with_openssl(events, &signed)?;
+    println!(
+        "wrk load: {events} events signed by openssl in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+        .arg("serve")
+        .env(
+            "SETTLE_CONFIG_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        )
+        .env("SETTLE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SETTLE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        .env("SETTLE_QUEUE_PREFIX", &serve_prefix)
+        .env("AMQP_URL", amqp_url)
+        .env("STRIPE_WEBHOOK_SECRETS", SECRET)
+        .env("SETTLE__DATABASE__MIGRATE_ON_START", "false")
+        .env("SETTLE__TELEMETRY__LOG_FILTER", "error")
+        .stdout(std::process::Stdio::null())
+        // The 503s while it connects to the broker are expected; nothing else is logged.
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = async {
+        // Ready when it queues a signed event: listening, and connected to the broker.
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let first = std::fs::read_to_string(&signed)?;
+        let (signature, body) = first
+            .lines()
+            .next()
+            .and_then(|line| line.split_once('\t'))
+            .ok_or_else(|| anyhow::anyhow!("no signed event"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answered = client
+                .post(format!("{url}/webhooks/stripe"))
+                .header("Stripe-Signature", signature)
+                .header("Content-Type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await;
+            if answered.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "settle serve not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await; // poll until ready
+        }
+        let windowed = wrk(&url, &signed, concurrency as u64, seconds)?;
+        println!(
+            "wrk ({concurrency} connections, {seconds}s, pre-signed events): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}",
+            windowed.rate, windowed.failed, windowed.p50, windowed.p99
+        );
+        println!(
+            "ratio wrk accepted/s ÷ bare publish rate: {:.2} (target ≥ 0.60)",
+            windowed.rate / bare_rate
+        );
+        let crowd = wrk(&url, &signed, connections, seconds)?;
+        let peak = peak_rss_kib(serve.id())?;
+        println!(
+            "wrk ({connections} connections, {seconds}s): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}; settle serve peak RSS {:.1} MiB (target ≤ 64 MiB)",
+            crowd.rate,
+            crowd.failed,
+            crowd.p50,
+            crowd.p99,
+            peak as f64 / 1024.0
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut served = settings.clone();
+    served.amqp.prefix = serve_prefix;
+    delete_topology(amqp_url, &settle::broker::Topology::from_settings(&served)).await?;
+    result
+}
+
+/// Writes `events` Stripe events, one per line: the `Stripe-Signature` header `openssl` computed
+/// (HMAC-SHA256 of `timestamp.body` with the endpoint secret), a tab, the body.
+fn sign_with_openssl(events: u64, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let timestamp = chrono::Utc::now().timestamp();
+    for n in 0..events {
+        let body = String::from_utf8(event_body(&format!("evt_wrk_{n:012}")))?;
+        let mut openssl = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-hmac", SECRET])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        openssl
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(format!("{timestamp}.{body}").as_bytes())?;
+        let output = openssl.wait_with_output()?;
+        anyhow::ensure!(output.status.success(), "openssl dgst failed");
+        // `SHA2-256(stdin)= <hex>`
+        let printed = String::from_utf8(output.stdout)?;
+        let signature = printed
+            .rsplit(' ')
+            .next()
+            .map(str::trim)
+            .filter(|hex| hex.len() == 64)
+            .ok_or_else(|| anyhow::anyhow!("unexpected openssl output: {printed}"))?;
+        writeln!(out, "t={timestamp},v1={signature}\t{body}")?;
+    }
+    out.flush()?;
     Ok(())
+}
+
+/// What wrk printed.
+struct WrkRun {
+    rate: f64,
+    failed: u64,
+    p50: String,
+    p99: String,
+}
+
+fn wrk(url: &str, signed: &Path, connections: u64, seconds: u64) -> anyhow::Result<WrkRun> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/wrk/post_signed.lua");
+    // 2000 connections need more descriptors than a shell's usual 1024: raise the soft limit to
+    // the hard one (settle serve, started from this process, has the same).
+    let command = format!(
+        "ulimit -n \"$(ulimit -Hn)\" && exec wrk -t2 -c{connections} -d{seconds}s --timeout 10s --latency -s '{}' '{url}' -- '{}'",
+        script.display(),
+        signed.display()
+    );
+    let output = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .map_err(|error| anyhow::anyhow!("running wrk: {error}"))?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed: {printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |prefix: &str| {
+        printed
+            .lines()
+            .find_map(|line| line.trim_start().strip_prefix(prefix))
+            .map(|rest| rest.trim().to_owned())
+    };
+    let requests: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output: {printed}"))?;
+    let failed: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let errors: u64 = field("Socket errors:")
+        .map(|v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let total: f64 = printed
+        .lines()
+        .find(|line| line.contains("requests in"))
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let elapsed = total / requests.max(1.0);
+    Ok(WrkRun {
+        // Accepted: every request that got a 2xx.
+        rate: (total - (failed + errors) as f64).max(0.0) / elapsed.max(f64::EPSILON),
+        failed: failed + errors,
+        p50: field("50%").unwrap_or_default(),
+        p99: field("99%").unwrap_or_default(),
+    })
+}
+
+/// The peak resident set of a process, from /proc (VmHWM, KiB).
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM for process {pid}"))
 }
 
 fn event_body(id: &str) -> Vec<u8> {

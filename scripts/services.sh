@@ -117,6 +117,9 @@ ensure_installed() {
     [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)
     "$SYSTEM_PYTHON" -c 'import aiosmtpd' 2>/dev/null || pkgs+=(python3-aiosmtpd)
     "$SYSTEM_PYTHON" -c 'import ensurepip' 2>/dev/null || pkgs+=(python3-venv)
+    # The ingress benchmark's independent load: wrk posts events openssl signed.
+    command -v wrk >/dev/null || pkgs+=(wrk)
+    command -v openssl >/dev/null || pkgs+=(openssl)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"
