@@ -423,6 +423,18 @@ impl Bench {
             relayed.as_secs_f64()
         );
         println!("  CPU during the drain, {cpu}");
+        // The worker runs in this process: its peak resident set, with the benchmark's own data
+        // (the queued events' templates, the latency samples), bounds the worker's from above.
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let peak_kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        println!(
+            "  peak RSS of this process (the worker and the benchmark) by the drain's end: {:.1} MiB (target for the worker ≤ 128 MiB)",
+            peak_kib / 1024.0
+        );
         Ok((worker, drain_rate))
     }
 

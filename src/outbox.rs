@@ -24,7 +24,7 @@ use crate::repository::outbox;
 use crate::telemetry as metric;
 
 /// Rows published per round trip to the broker.
-const BATCH: i64 = 200;
+const BATCH: i64 = 1000;
 /// How long a wake-up waits for more commits before publishing; bounds the added latency.
 const COALESCE: Duration = Duration::from_millis(5);
 
