@@ -1005,8 +1005,18 @@ async fn held_for_database(app: &TestApp) -> f64 {
 #[tokio::test]
 async fn a_database_outage_holds_deliveries_and_spends_no_attempts() {
     // Retries that give up after three attempts: an outage that spent attempts would
-    // dead-letter these events within a second.
-    let app = spawn_worker(Retries::GIVE_UP_SOON).await;
+    // dead-letter these events within a second. The three deliveries gather into one batch (a
+    // long batch wait): with its batches in flight all held, a worker leaves further deliveries
+    // unacknowledged in its prefetch window, where the gauge does not count them.
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(|settings| {
+            Retries::GIVE_UP_SOON.apply_to(settings);
+            settings.worker.batch_wait_ms = 5_000;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
     app.create_customer("cust").await;
     for i in 0..3 {
         app.create_invoice(&format!("inv_out{i}"), "cust", None, "GBP", 1000)
