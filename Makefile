@@ -4,13 +4,15 @@ SHELL := /bin/bash
 SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
 # The fault suite's scenarios make test runs, quick: a worker killed, a duplicate storm, poison
-# messages beside healthy ones, bad signatures.
-CHAOS_IN_TEST := 6 10 12 14
+# messages beside healthy ones, bad signatures, the cluster's work queue leader killed.
+CHAOS_IN_TEST := 6 10 12 14 18
+# The cluster scenarios: two serve and two worker processes on the three-node cluster.
+CLUSTER_SCENARIOS := 18 19 20 21
 
 # The static queries are checked at compile time against .sqlx/ (SQLX_OFFLINE in .cargo/config.toml),
 # so building needs no database. After changing a query or a migration: make sqlx-prepare.
 
-.PHONY: run test chaos services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
+.PHONY: run test chaos cluster-test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 
 ## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080.
 run: services
@@ -31,18 +33,24 @@ test: services-chaos
 	cargo build --bin settle --example chaos
 	$(ENV) && ./target/debug/examples/chaos --quick $(CHAOS_IN_TEST)
 
-## The fault suite (not part of make test): the 17 scenarios, full size, against release builds.
+## The fault suite (not part of make test): the 21 scenarios, full size, against release builds.
 ## One line each; exits non-zero if anything was lost, applied twice or unexpected. CHAOS=3 8 picks.
 chaos: services-chaos
 	cargo build --release --bin settle --example chaos
 	$(ENV) && ulimit -n 20000 && ./target/release/examples/chaos $(CHAOS)
 
+## The cluster's scenarios of the fault suite, full size: the work queue's leader killed, a serve's
+## node killed, a rolling restart, a node paused for 30 s.
+cluster-test:
+	$(MAKE) chaos CHAOS="$(CLUSTER_SCENARIOS)"
+
 services:
 	$(SERVICES) start
 
-# The tests also need a second RabbitMQ node that they stop and start to simulate an outage.
+# The tests also need a second RabbitMQ node that they stop and start to simulate an outage, and
+# the three-node cluster the cluster scenarios kill nodes of.
 services-chaos:
-	$(SERVICES) start --chaos
+	$(SERVICES) start --chaos --cluster
 
 services-stop:
 	$(SERVICES) stop

@@ -5,10 +5,13 @@
 #   * RabbitMQ node settle@localhost on 127.0.0.1:56720, state under <repo>/.local/rabbitmq/settle
 #   * (--chaos) RabbitMQ node settle-chaos@localhost on 127.0.0.1:56730, state under
 #     <repo>/.local/rabbitmq/settle-chaos; tests stop/start its app to simulate outages.
+#   * (--cluster) a three-node RabbitMQ cluster, settle-c1/c2/c3@localhost on 127.0.0.1:56740,
+#     56750 and 56760 (distribution on the port after each), one Erlang cookie, joined to c1;
+#     the cluster tests kill, pause and restart its nodes.
 #   * an SMTP sink (scripts/smtp_sink.py, aiosmtpd) on 127.0.0.1:56725 keeping every mail under
 #     <repo>/.local/mail (mail.log to read, messages.jsonl, one .eml per message).
 #
-# Usage: scripts/services.sh start [--chaos] | stop | status | env
+# Usage: scripts/services.sh start [--chaos] [--cluster] | stop | status | env
 #                            broker-stop-app NODE | broker-start-app NODE
 #                            purge-test-queues
 #
@@ -40,6 +43,7 @@ RMQ_HOST=localhost
 EPMD_PORT=56729
 MAIN_NODE=settle
 CHAOS_NODE=settle-chaos
+CLUSTER_NODES=(settle-c1 settle-c2 settle-c3)
 
 DEADLINE_PG=60
 DEADLINE_RMQ=90
@@ -54,6 +58,7 @@ SYSTEM_PYTHON=/usr/bin/python3
 DATABASE_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
 AMQP_URL="amqp://guest:guest@127.0.0.1:56720/%2f"
 CHAOS_AMQP_URL="amqp://guest:guest@127.0.0.1:56730/%2f"
+CLUSTER_AMQP_URLS="amqp://guest:guest@127.0.0.1:56740/%2f,amqp://guest:guest@127.0.0.1:56750/%2f,amqp://guest:guest@127.0.0.1:56760/%2f"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -97,7 +102,7 @@ port_open() {
 # (clients reconnecting to a stopped broker would otherwise eventually
 # self-connect to it and block its restart). System-wide, not persistent across
 # reboots; re-applied on every `start`. Best effort.
-RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,56729-56731"
+RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,56729-56731,56740-56741,56750-56751,56760-56761"
 reserve_ports() {
     local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
     [ -r "$f" ] || return 0
@@ -290,26 +295,34 @@ pg_stop() {
 }
 
 # ============================================================ RabbitMQ
-# node_short NODE -> prints the short name (settle / settle-chaos), validating it.
+# node_short NODE -> prints the short name (settle / settle-chaos / settle-c1…), validating it.
 node_short() {
     local n="${1%@*}"
     if [ "$1" != "$n" ] && [ "${1#*@}" != "$RMQ_HOST" ]; then
-        die "unknown node '$1' (expected $MAIN_NODE@$RMQ_HOST or $CHAOS_NODE@$RMQ_HOST)"
+        die "unknown node '$1' (expected $MAIN_NODE, $CHAOS_NODE or ${CLUSTER_NODES[*]}, @$RMQ_HOST)"
     fi
     case "$n" in
-        "$MAIN_NODE" | "$CHAOS_NODE") printf '%s\n' "$n" ;;
-        *) die "unknown node '$1' (expected $MAIN_NODE@$RMQ_HOST or $CHAOS_NODE@$RMQ_HOST)" ;;
+        "$MAIN_NODE" | "$CHAOS_NODE" | settle-c1 | settle-c2 | settle-c3) printf '%s\n' "$n" ;;
+        *) die "unknown node '$1' (expected $MAIN_NODE, $CHAOS_NODE or ${CLUSTER_NODES[*]}, @$RMQ_HOST)" ;;
     esac
 }
 
-amqp_port() { case "$1" in "$MAIN_NODE") echo 56720 ;; "$CHAOS_NODE") echo 56730 ;; esac; }
-dist_port() { case "$1" in "$MAIN_NODE") echo 56721 ;; "$CHAOS_NODE") echo 56731 ;; esac; }
+amqp_port() {
+    case "$1" in
+        "$MAIN_NODE") echo 56720 ;; "$CHAOS_NODE") echo 56730 ;;
+        settle-c1) echo 56740 ;; settle-c2) echo 56750 ;; settle-c3) echo 56760 ;;
+    esac
+}
+dist_port() { echo $(($(amqp_port "$1") + 1)); }
+is_cluster_node() { case "$1" in settle-c[123]) return 0 ;; *) return 1 ;; esac; }
 node_dir() { echo "$RMQ_BASE/$1"; }
 
 # Environment for both the server and the CLI tools of node $1 (short name).
 rmq_env() {
-    local n="$1" d
+    local n="$1" d erl_args="-kernel inet_dist_use_interface {127,0,0,1}"
     d="$(node_dir "$n")"
+    # Five VMs share this box: the cluster's schedulers sleep when idle instead of spinning.
+    if is_cluster_node "$n"; then erl_args+=" +sbwt none +sbwtdcpu none +sbwtdio none"; fi
     RMQ_ENV=(
         PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         LANG=C.UTF-8 LC_ALL=C.UTF-8
@@ -328,7 +341,7 @@ rmq_env() {
         RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf"
         RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config"
         RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf"
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$erl_args"
     )
 }
 
@@ -362,13 +375,20 @@ rmq_pid() {
     echo "$pid"
 }
 
+new_cookie() { (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F); }
+
 rmq_prepare() {
     local n="$1" d
     d="$(node_dir "$n")"
     mkdir -p "$RMQ_BASE" "$d/mnesia" "$d/log"
     chmod 755 "$LOCAL_DIR" "$RMQ_BASE"
-    if [ ! -s "$d/.erlang.cookie" ]; then
-        (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F >"$d/.erlang.cookie")
+    if is_cluster_node "$n"; then
+        # A cluster's nodes share one cookie.
+        [ -s "$RMQ_BASE/cluster.cookie" ] || new_cookie >"$RMQ_BASE/cluster.cookie"
+        chmod 600 "$d/.erlang.cookie" 2>/dev/null || true
+        cp "$RMQ_BASE/cluster.cookie" "$d/.erlang.cookie"
+    elif [ ! -s "$d/.erlang.cookie" ]; then
+        new_cookie >"$d/.erlang.cookie"
     fi
     printf '[].\n' >"$d/enabled_plugins" # no plugins at all
     : >"$d/rabbitmq-env.conf"             # shadow /etc/rabbitmq/rabbitmq-env.conf
@@ -380,6 +400,11 @@ log.console = false
 log.file.level = info
 disk_free_limit.absolute = 50MB
 EOF
+    if is_cluster_node "$n"; then
+        # A node cut off from the others (a network pause) stops serving rather than go on as
+        # a second cluster.
+        echo "cluster_partition_handling = pause_minority" >>"$d/rabbitmq.conf"
+    fi
     chown -R rabbitmq:rabbitmq "$d"
     chmod 750 "$d"
     chmod 400 "$d/.erlang.cookie"
@@ -517,6 +542,8 @@ rmq_stop() {
 epmd_stop() {
     rmq_pid "$MAIN_NODE" >/dev/null && return 0
     rmq_pid "$CHAOS_NODE" >/dev/null && return 0
+    local n
+    for n in "${CLUSTER_NODES[@]}"; do rmq_pid "$n" >/dev/null && return 0; done
     port_listening "$EPMD_PORT" || return 0
     ERL_EPMD_PORT="$EPMD_PORT" timeout 10 epmd -kill >/dev/null 2>&1 || true
 }
@@ -528,6 +555,30 @@ rmq_state() { # prints running / app-stopped / stopped
     else
         echo stopped
     fi
+}
+
+# cluster_join: joins c2 and c3 to c1 where they are not members yet (a node that ran alone is
+# reset first), then grows every quorum queue onto every node, so a queue declared while a node
+# was out of the cluster gets its replica there too. Idempotent.
+cluster_join() {
+    local first="${CLUSTER_NODES[0]}" n
+    for n in "${CLUSTER_NODES[@]:1}"; do
+        if [ "$(ctl "$first" eval "lists:member('$n@$RMQ_HOST', rabbit_nodes:all())." 2>/dev/null)" = true ]; then
+            continue
+        fi
+        log "rabbitmq $n@$RMQ_HOST: joining the cluster of $first@$RMQ_HOST"
+        CTL_TIMEOUT=30 ctl "$n" stop_app >/dev/null
+        CTL_TIMEOUT=30 ctl "$n" reset >/dev/null
+        CTL_TIMEOUT=60 ctl "$n" join_cluster "$first@$RMQ_HOST" >/dev/null
+        CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" start_app >/dev/null
+        wait_amqp "$n" "$DEADLINE_RMQ"
+    done
+    for n in "${CLUSTER_NODES[@]}"; do
+        rmq_as "$first" timeout -k 5 60 "$RMQ_BIN/rabbitmq-queues" -q -n "$first@$RMQ_HOST" \
+            grow "$n@$RMQ_HOST" all </dev/null >/dev/null ||
+            log "rabbitmq: could not grow the quorum queues onto $n@$RMQ_HOST"
+    done
+    log "rabbitmq cluster: $(ctl "$first" eval 'length(rabbit_nodes:all_running()).') of ${#CLUSTER_NODES[@]} nodes running"
 }
 
 # ============================================================ purge
@@ -573,6 +624,7 @@ print_env() {
     echo "export DATABASE_URL=$DATABASE_URL"
     echo "export AMQP_URL=$AMQP_URL"
     echo "export SETTLE_TEST_CHAOS_AMQP_URL=$CHAOS_AMQP_URL"
+    echo "export SETTLE_TEST_CLUSTER_AMQP_URLS=$CLUSTER_AMQP_URLS"
     echo "export SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
 }
 
@@ -584,10 +636,11 @@ take_lock() {
 }
 
 cmd_start() {
-    local chaos=0
+    local chaos=0 cluster=0
     for a in "$@"; do
         case "$a" in
             --chaos) chaos=1 ;;
+            --cluster) cluster=1 ;;
             *) die "start: unknown option $a" ;;
         esac
     done
@@ -600,11 +653,12 @@ cmd_start() {
     check_traversable
     pg_start
     smtp_start
-    if [ "$chaos" = 1 ]; then
-        rmq_start "$MAIN_NODE" "$CHAOS_NODE"
-    else
-        rmq_start "$MAIN_NODE"
-    fi
+    local nodes=("$MAIN_NODE")
+    [ "$chaos" = 0 ] || nodes+=("$CHAOS_NODE")
+    [ "$cluster" = 0 ] || nodes+=("${CLUSTER_NODES[@]}")
+    # In parallel: a clustered node that restarts waits for its peers before it boots.
+    rmq_start "${nodes[@]}"
+    [ "$cluster" = 0 ] || cluster_join
     print_env
 }
 
@@ -612,6 +666,11 @@ cmd_stop() {
     require_root
     take_lock
     if [ -x "$RMQ_BIN/rabbitmqctl" ]; then
+        local n
+        # The cluster's nodes together: one left running would wait for the others on its
+        # next boot.
+        for n in "${CLUSTER_NODES[@]}"; do rmq_stop "$n" & done
+        wait
         rmq_stop "$CHAOS_NODE"
         rmq_stop "$MAIN_NODE"
         epmd_stop
@@ -631,10 +690,10 @@ cmd_status() {
     if port_listening "$SMTP_PORT"; then echo "smtp sink: running (127.0.0.1:$SMTP_PORT, mail in $MAIL_DIR)"; else
         echo "smtp sink: stopped"; rc=1; fi
     local n s
-    for n in "$MAIN_NODE" "$CHAOS_NODE"; do
+    for n in "$MAIN_NODE" "$CHAOS_NODE" "${CLUSTER_NODES[@]}"; do
         s="$(rmq_state "$n")"
         echo "rabbitmq $n@$RMQ_HOST: $s (AMQP 127.0.0.1:$(amqp_port "$n"))"
-        [ "$n" = "$CHAOS_NODE" ] || [ "$s" = running ] || rc=1
+        [ "$n" != "$MAIN_NODE" ] || [ "$s" = running ] || rc=1
     done
     return "$rc"
 }
@@ -697,12 +756,19 @@ cmd_purge() {
     purge_node "$MAIN_NODE"
     # Tests also declare test-* topology on the chaos node; clean it too when it's up.
     if [ "$(rmq_state "$CHAOS_NODE")" = running ]; then purge_node "$CHAOS_NODE"; fi
+    # The cluster's queues are the cluster's: one node's purge covers them.
+    local n
+    for n in "${CLUSTER_NODES[@]}"; do
+        if [ "$(rmq_state "$n")" = running ]; then purge_node "$n" && break; fi
+    done
 }
 
 usage() {
     cat >&2 <<EOF
 usage: $0 <command>
-  start [--chaos]          start postgres, the SMTP sink, rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
+  start [--chaos] [--cluster]
+                           start postgres, the SMTP sink, rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
+                           [+ the three-node cluster ${CLUSTER_NODES[*]}, joined]
   stop                     stop everything started by this script
   status                   show what is running
   env                      print export lines for the test environment

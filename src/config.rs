@@ -33,6 +33,7 @@ const CONVENTIONAL_LIST_VARS: &[(&str, &str)] = &[
     ("STRIPE_WEBHOOK_SECRETS", "webhooks.stripe_secrets"),
     ("GOCARDLESS_WEBHOOK_SECRETS", "webhooks.gocardless_secrets"),
     ("SETTLE_API_CREDENTIALS", "api.credentials"),
+    ("AMQP_URLS", "amqp.urls"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,7 +187,18 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AmqpSettings {
+    /// The broker when it is one node; `urls` replaces it for a cluster.
     pub url: SecretString,
+    /// The nodes of a cluster, one URL each. Each process connects to one node, chosen at
+    /// random, and moves on to the next when it loses it.
+    #[serde(default)]
+    pub urls: Vec<SecretString>,
+    /// Replicas of each quorum queue at its declaration (`x-quorum-initial-group-size`), at most
+    /// the nodes in the cluster; `None`: RabbitMQ's default, every node. RabbitMQ refuses a
+    /// declaration whose value differs from the existing queue's, so it is set before the queues
+    /// exist.
+    #[serde(default)]
+    pub quorum_initial_group_size: Option<u32>,
     pub prefix: String,
     pub confirm_timeout_ms: u64,
     pub publisher_channels: usize,
@@ -206,6 +218,15 @@ impl WorkerSettings {
 }
 
 impl AmqpSettings {
+    /// The URL of every node to connect to: `urls`, or `url` alone.
+    pub fn addresses(&self) -> &[SecretString] {
+        if self.urls.is_empty() {
+            std::slice::from_ref(&self.url)
+        } else {
+            &self.urls
+        }
+    }
+
     pub fn confirm_timeout(&self) -> Duration {
         Duration::from_millis(self.confirm_timeout_ms)
     }
@@ -333,6 +354,7 @@ impl Settings {
                     .with_list_parse_key("webhooks.stripe_secrets")
                     .with_list_parse_key("webhooks.gocardless_secrets")
                     .with_list_parse_key("api.credentials")
+                    .with_list_parse_key("amqp.urls")
                     .source(Some(vars.iter().cloned().collect())),
             )
             .set_override("environment", environment)?;
@@ -367,6 +389,23 @@ impl Settings {
         }
         if self.amqp.prefix.is_empty() {
             bail!("amqp.prefix (SETTLE_QUEUE_PREFIX) must not be empty");
+        }
+        for (index, address) in self.amqp.addresses().iter().enumerate() {
+            // The message names the position, never the URL: it holds a password.
+            if address
+                .expose_secret()
+                .parse::<lapin::uri::AMQPUri>()
+                .is_err()
+            {
+                bail!(
+                    "AMQP URL number {} of {} (AMQP_URLS / AMQP_URL, amqp.urls / amqp.url) is not an amqp:// or amqps:// URL",
+                    index + 1,
+                    self.amqp.addresses().len()
+                );
+            }
+        }
+        if self.amqp.quorum_initial_group_size == Some(0) {
+            bail!("amqp.quorum_initial_group_size must be at least 1");
         }
         if self.amqp.publisher_channels == 0 {
             bail!("amqp.publisher_channels must be at least 1");
@@ -534,6 +573,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept.retention.inbox_days, 7);
+    }
+
+    #[test]
+    fn a_cluster_is_several_amqp_urls_and_a_bad_one_is_named_by_position_not_printed() {
+        fn addresses(settings: &Settings) -> Vec<&str> {
+            let addresses = settings.amqp.addresses().iter();
+            addresses.map(|a| a.expose_secret()).collect()
+        }
+        let single = Settings::load(&config_dir(), "local", vars(&[])).unwrap();
+        assert_eq!(addresses(&single), [single.amqp.url.expose_secret()]);
+
+        let cluster = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[(
+                "AMQP_URLS",
+                "amqp://u:p@rabbit-1:5672/%2f, amqp://u:p@rabbit-2:5672/%2f",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            addresses(&cluster),
+            [
+                "amqp://u:p@rabbit-1:5672/%2f",
+                "amqp://u:p@rabbit-2:5672/%2f"
+            ]
+        );
+
+        let err = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[(
+                "AMQP_URLS",
+                "amqp://u:p@rabbit-1/%2f,http://u:s3cret@rabbit-2/",
+            )]),
+        )
+        .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("AMQP URL number 2 of 2"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]

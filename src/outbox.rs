@@ -10,16 +10,24 @@
 //!    is marked, so it never stalls the relay nor sends the others twice. One no subscriber queue
 //!    is bound for is published and gone (subscribers bind their own queues, or none yet), and
 //!    counted in `settle_outbox_unroutable_total`.
+//!
+//!    Every worker process runs a relay, and one of them relays at a time: the one holding the
+//!    relay's lease (`repository::lease`), so events go out in commit order, an invoice's in the
+//!    order they were applied. The others stand by and take the lease when its holder dies or
+//!    stops answering for `LEASE_EXPIRY`. A process that commits outbox rows without the lease
+//!    wakes the holder with a `NOTIFY` on `OUTBOX_CHANNEL`, so its events wait no poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage};
 use crate::envelope::headers;
+use crate::repository::lease::{self, Lease};
 use crate::repository::outbox;
 use crate::telemetry as metric;
 
@@ -27,6 +35,19 @@ use crate::telemetry as metric;
 const BATCH: i64 = 1000;
 /// How long a wake-up waits for more commits before publishing; bounds the added latency.
 const COALESCE: Duration = Duration::from_millis(5);
+/// How long a relay that stopped answering keeps the lease before another process relays.
+const LEASE_EXPIRY: Duration = Duration::from_secs(10);
+/// The channel on which processes without the lease tell its holder they committed outbox rows.
+const OUTBOX_CHANNEL: &str = "settle_outbox";
+
+/// What ended the relay's wait.
+enum Wake {
+    /// This process committed outbox rows.
+    Commit,
+    /// Another process did (its `NOTIFY`), or the poll interval passed.
+    Elsewhere,
+    Shutdown,
+}
 
 /// What one pass of the relay did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,38 +83,93 @@ impl Relay {
 
     pub async fn run(self) {
         let poll = self.poll;
+        let mut lease = Lease::new(lease::OUTBOX_RELAY, Some(LEASE_EXPIRY));
+        let mut listener: Option<PgListener> = None;
         let mut last_backlog_report: Option<Instant> = None;
+        let mut woken_by = Wake::Elsewhere;
         loop {
-            match self.publish_pending().await {
-                // A full batch of which some went through: there may be more, go again at once.
-                Ok(Pass { locked, published }) if locked as i64 == BATCH && published > 0 => {
-                    continue;
+            let holding = lease.hold(&self.db).await;
+            if holding {
+                match self.publish_pending().await {
+                    // A full batch of which some went through: there may be more, go again at once.
+                    Ok(Pass { locked, published }) if locked as i64 == BATCH && published > 0 => {
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox relay failed; will retry"
+                    ),
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    "outbox relay failed; will retry"
-                ),
+                // Under load the relay passes many times a second; counting the backlog once per
+                // poll interval is enough for a gauge and keeps a query off every pass.
+                if last_backlog_report.is_none_or(|at| at.elapsed() >= poll) {
+                    self.report_backlog().await;
+                    last_backlog_report = Some(Instant::now());
+                }
+                if listener.is_none() {
+                    listener = self.listen().await;
+                }
+            } else {
+                // Another process relays; its listener is what ours would be.
+                listener = None;
+                if matches!(woken_by, Wake::Commit) {
+                    self.wake_the_holder().await;
+                }
             }
-            // Under load the relay passes many times a second; counting the backlog once per poll
-            // interval is enough for a gauge and keeps a query off every pass.
-            if last_backlog_report.is_none_or(|at| at.elapsed() >= poll) {
-                self.report_backlog().await;
-                last_backlog_report = Some(Instant::now());
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    // One last pass so events committed during shutdown are not left waiting.
+            woken_by = self.wait(&mut listener).await;
+            if matches!(woken_by, Wake::Shutdown) {
+                // One last pass so events committed during shutdown are not left waiting.
+                if holding {
                     let _ = self.publish_pending().await;
-                    return;
                 }
-                _ = self.wake.notified() => {
-                    // A pass costs a transaction and a confirm round trip whether it carries one
-                    // row or a hundred: let the other deliveries in flight commit theirs first.
-                    tokio::time::sleep(COALESCE).await;
-                }
-                _ = tokio::time::sleep(poll) => {}
+                lease.release().await;
+                return;
             }
+        }
+    }
+
+    /// Until this process commits outbox rows, another one does (a `NOTIFY`, when `listener` is
+    /// there), the poll interval passes, or shutdown.
+    async fn wait(&self, listener: &mut Option<PgListener>) -> Wake {
+        let elsewhere = async {
+            match listener {
+                Some(listening) => {
+                    if listening.recv().await.is_err() {
+                        *listener = None;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let woken = tokio::select! {
+            _ = self.shutdown.cancelled() => return Wake::Shutdown,
+            _ = self.wake.notified() => Wake::Commit,
+            _ = elsewhere => Wake::Elsewhere,
+            _ = tokio::time::sleep(self.poll) => return Wake::Elsewhere,
+        };
+        // A pass costs a transaction and a confirm round trip whether it carries one row or a
+        // hundred: let the other deliveries in flight commit theirs first.
+        tokio::time::sleep(COALESCE).await;
+        woken
+    }
+
+    /// The lease holder's ear for other processes' commits; `None` if the database is away
+    /// (the poll interval then bounds their wait).
+    async fn listen(&self) -> Option<PgListener> {
+        // A session of its own, as the lease's: a listener keeps its connection for good, and
+        // one taken from the pool would be one fewer for the batches.
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.db.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await.ok()?;
+        listener.listen(OUTBOX_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    async fn wake_the_holder(&self) {
+        if let Err(error) = outbox::notify_relay(&self.db, OUTBOX_CHANNEL).await {
+            tracing::debug!(%error, "could not wake the relaying process; it polls");
         }
     }
 

@@ -24,6 +24,7 @@ pub const OUTBOX_BACKLOG: &str = "settle_outbox_backlog";
 pub const OUTBOX_UNROUTABLE: &str = "settle_outbox_unroutable_total";
 pub const OUTBOX_NACKED: &str = "settle_outbox_nacked_total";
 pub const BROKER_SETTLE_FAILURES: &str = "settle_broker_settle_failures_total";
+pub const BROKER_REPUBLISHED: &str = "settle_broker_republished_total";
 pub const RETENTION_DELETED: &str = "settle_retention_deleted_total";
 pub const NOTIFICATIONS: &str = "settle_notifications_total";
 pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
@@ -122,6 +123,10 @@ fn describe_metrics() {
     describe_counter!(
         BROKER_SETTLE_FAILURES,
         "Acks and nacks that did not go through, by how; the broker redelivers those messages."
+    );
+    describe_counter!(
+        BROKER_REPUBLISHED,
+        "Publishes made again within their confirm deadline after a lost connection or a nack (a node lost, a leader elected)."
     );
     describe_counter!(
         RETENTION_DELETED,

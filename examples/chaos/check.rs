@@ -71,17 +71,10 @@ pub struct Subscriber {
     queue: String,
 }
 
-async fn channel(amqp_url: &str) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
-    let connection =
-        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    Ok((connection, channel))
-}
-
 impl Subscriber {
-    pub async fn bind(amqp_url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn bind(connection: &lapin::Connection, prefix: &str) -> anyhow::Result<Self> {
         let queue = format!("{prefix}.chaos-subscriber");
-        let (connection, channel) = channel(amqp_url).await?;
+        let channel = connection.create_channel().await?;
         // Declared as settle declares it (durable topic), so the queue is bound before settle
         // starts and misses nothing.
         let exchange = format!("{prefix}.reconciliation");
@@ -127,7 +120,8 @@ impl Subscriber {
 
     /// The distinct message ids in the queue (taking them).
     pub async fn take(&self, deployment: &Deployment) -> anyhow::Result<BTreeSet<String>> {
-        let (connection, channel) = channel(&deployment.amqp_url).await?;
+        let connection = deployment.amqp().await?;
+        let channel = connection.create_channel().await?;
         let mut ids = BTreeSet::new();
         while let Some(message) = channel
             .basic_get(self.queue.as_str().into(), BasicGetOptions::default())

@@ -1,7 +1,8 @@
-//! One scenario's settle: its own database and queue prefix on the chaos broker node, an SMTP
-//! sink, `settle serve` and one or two `settle worker` processes, and the faults the scenarios
-//! inject (processes killed or frozen, the broker restarted, killed, frozen or alarmed,
-//! PostgreSQL stopped, an invoice row locked).
+//! One scenario's settle: its own database and queue prefix on the chaos broker node (or on the
+//! three-node cluster), an SMTP sink, one or two `settle serve` and `settle worker` processes,
+//! and the faults the scenarios inject (processes killed or frozen, the broker restarted,
+//! killed, frozen or alarmed, a cluster node killed, paused or restarted, PostgreSQL stopped, an
+//! invoice row locked).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,7 +52,10 @@ pub async fn services_sh(args: &[&str]) -> anyhow::Result<()> {
 /// What differs between scenarios in how settle runs.
 #[derive(Debug, Clone)]
 pub struct Shape {
+    pub serves: usize,
     pub workers: usize,
+    /// On the three-node cluster (`AMQP_URLS`), not the chaos node.
+    pub cluster: bool,
     /// `SETTLE__…` overrides.
     pub env: Vec<(&'static str, String)>,
 }
@@ -59,7 +63,19 @@ pub struct Shape {
 impl Shape {
     pub fn workers(workers: usize) -> Self {
         Self {
+            serves: 1,
             workers,
+            cluster: false,
+            env: Vec::new(),
+        }
+    }
+
+    /// Two `serve` and two `worker` processes on the cluster.
+    pub fn cluster() -> Self {
+        Self {
+            serves: 2,
+            workers: 2,
+            cluster: true,
             env: Vec::new(),
         }
     }
@@ -151,12 +167,13 @@ pub struct Deployment {
     pub name: String,
     pub prefix: String,
     pub database_url: String,
-    pub amqp_url: String,
+    /// The chaos node's URL, or each cluster node's.
+    pub amqp_urls: Vec<String>,
     pub dir: PathBuf,
     bin: PathBuf,
     smtp: Child,
     mail_dir: PathBuf,
-    pub serve: Process,
+    pub serves: Vec<Process>,
     pub workers: Vec<Process>,
     pub subscriber: Subscriber,
 }
@@ -182,8 +199,18 @@ impl Deployment {
             .execute(&mut admin)
             .await?;
         let database_url = format!("{server}/{database}");
-        let amqp_url = std::env::var("SETTLE_TEST_CHAOS_AMQP_URL")
-            .context("SETTLE_TEST_CHAOS_AMQP_URL (scripts/services.sh env)")?;
+        let amqp_urls: Vec<String> = if shape.cluster {
+            std::env::var("SETTLE_TEST_CLUSTER_AMQP_URLS")
+                .context("SETTLE_TEST_CLUSTER_AMQP_URLS (scripts/services.sh env)")?
+                .split(',')
+                .map(str::to_owned)
+                .collect()
+        } else {
+            vec![
+                std::env::var("SETTLE_TEST_CHAOS_AMQP_URL")
+                    .context("SETTLE_TEST_CHAOS_AMQP_URL (scripts/services.sh env)")?,
+            ]
+        };
         let dir = root().join(".local/chaos").join(&prefix);
         let mail_dir = dir.join("mail");
         std::fs::create_dir_all(&mail_dir)?;
@@ -206,7 +233,7 @@ impl Deployment {
             ),
             ("SETTLE_ENV", "local".to_owned()),
             ("DATABASE_URL", database_url.clone()),
-            ("AMQP_URL", amqp_url.clone()),
+            ("AMQP_URLS", amqp_urls.join(",")),
             ("SETTLE_QUEUE_PREFIX", prefix.clone()),
             ("STRIPE_WEBHOOK_SECRETS", STRIPE_SECRET.to_owned()),
             ("GOCARDLESS_WEBHOOK_SECRETS", GOCARDLESS_SECRET.to_owned()),
@@ -257,39 +284,76 @@ impl Deployment {
                 child: None,
             })
         };
-        let subscriber = Subscriber::bind(&amqp_url, &prefix).await?;
+        let subscriber = Subscriber::bind(&connect_any(&amqp_urls).await?, &prefix).await?;
         let mut deployment = Self {
             name: name.to_owned(),
             prefix,
             database_url,
-            amqp_url,
+            amqp_urls,
             dir: dir.clone(),
             bin: bin.to_owned(),
             smtp,
             mail_dir,
             subscriber,
-            serve: process("serve", 0)?,
+            serves: (0..shape.serves)
+                .map(|n| process("serve", n))
+                .collect::<anyhow::Result<_>>()?,
             workers: (0..shape.workers)
                 .map(|n| process("worker", n))
                 .collect::<anyhow::Result<_>>()?,
         };
-        deployment.serve.start(bin).await?;
-        for worker in &mut deployment.workers {
-            worker.start(bin).await?;
+        for process in deployment.processes_mut() {
+            process.start(bin).await?;
         }
         deployment.wait_ready().await?;
         Ok(deployment)
     }
 
+    fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
+        self.serves.iter_mut().chain(&mut self.workers)
+    }
+
+    /// `path` on the first `serve` process: the API's callers and the odd request.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.serve.port)
+        format!("http://127.0.0.1:{}{path}", self.serves[0].port)
+    }
+
+    /// `path` on every `serve` process, for a load spread over them as a load balancer would.
+    pub fn urls(&self, path: &str) -> Vec<String> {
+        self.serves
+            .iter()
+            .map(|serve| format!("http://127.0.0.1:{}{path}", serve.port))
+            .collect()
+    }
+
+    /// A connection to the first broker node that answers.
+    pub async fn amqp(&self) -> anyhow::Result<lapin::Connection> {
+        connect_any(&self.amqp_urls).await
+    }
+
+    /// The broker node (`host:port`) a `serve` process says it is connected to.
+    pub async fn broker_node_of_serve(&self, serve: usize) -> anyhow::Result<String> {
+        let ready: serde_json::Value = reqwest::get(format!(
+            "http://127.0.0.1:{}/readyz",
+            self.serves[serve].port
+        ))
+        .await?
+        .json()
+        .await?;
+        ready["broker_node"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the serve process is not connected to the broker")
     }
 
     /// Every process answers `/readyz` with 200.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
-        let ports: Vec<u16> = std::iter::once(self.serve.port)
-            .chain(self.workers.iter().map(|w| w.port))
+        let ports: Vec<u16> = self
+            .serves
+            .iter()
+            .chain(&self.workers)
+            .map(|process| process.port)
             .collect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         for port in ports {
@@ -320,7 +384,12 @@ impl Deployment {
     pub fn settle_command(&self, args: &[&str]) -> anyhow::Result<Child> {
         Ok(Command::new(&self.bin)
             .args(args)
-            .envs(self.serve.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.serves[0]
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("SETTLE_HTTP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -339,9 +408,8 @@ impl Deployment {
     /// and logs go); one that failed keeps them for inspection (`make clean-test-state` removes
     /// them later).
     pub async fn stop(mut self, passed: bool) -> anyhow::Result<()> {
-        self.serve.terminate().await?;
-        for worker in &mut self.workers {
-            worker.terminate().await?;
+        for process in self.processes_mut() {
+            process.terminate().await?;
         }
         let _ = self.smtp.kill().await;
         if passed {
@@ -360,9 +428,7 @@ impl Deployment {
     }
 
     async fn delete_queues(&self) -> anyhow::Result<()> {
-        let connection =
-            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
-                .await?;
+        let connection = self.amqp().await?;
         let channel = connection.create_channel().await?;
         let topology = settle::broker::Topology::new(&self.prefix, &RETRY_DELAYS_MS, 10);
         let queues = [
@@ -390,6 +456,97 @@ impl Deployment {
         }
         let _ = connection.close(200, "cleaned".into()).await;
         Ok(())
+    }
+}
+
+/// The first of `urls` that accepts a connection (a cluster's node may be down).
+pub async fn connect_any(urls: &[String]) -> anyhow::Result<lapin::Connection> {
+    let mut last = None;
+    for url in urls {
+        match lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no broker URL"), Into::into))
+}
+
+/// The faults on the three-node cluster of `scripts/services.sh start --cluster`.
+pub mod cluster {
+    use super::services_sh;
+
+    pub const NODES: [&str; 3] = [
+        "settle-c1@localhost",
+        "settle-c2@localhost",
+        "settle-c3@localhost",
+    ];
+
+    /// The node whose AMQP listener is `host:port` (as `/readyz` names it).
+    pub fn node_at(address: &str) -> anyhow::Result<&'static str> {
+        let port = address.rsplit(':').next().unwrap_or_default();
+        match port {
+            "56740" => Ok(NODES[0]),
+            "56750" => Ok(NODES[1]),
+            "56760" => Ok(NODES[2]),
+            _ => anyhow::bail!("{address} is not a node of the cluster"),
+        }
+    }
+
+    /// The node leading `queue`'s quorum, as a running node reports it.
+    pub async fn leader(queue: &str) -> anyhow::Result<&'static str> {
+        for node in NODES {
+            let output = tokio::process::Command::new(super::root().join("scripts/services.sh"))
+                .args([
+                    "broker-ctl",
+                    node,
+                    "list_queues",
+                    "--no-table-headers",
+                    "name",
+                    "leader",
+                ])
+                .output()
+                .await?;
+            if !output.status.success() {
+                continue;
+            }
+            let listing = String::from_utf8_lossy(&output.stdout);
+            let leader = listing
+                .lines()
+                .filter_map(|line| line.split_once('\t'))
+                .find(|(name, _)| *name == queue)
+                .map(|(_, leader)| leader.trim().to_owned());
+            if let Some(leader) = leader {
+                return NODES
+                    .into_iter()
+                    .find(|node| *node == leader)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{queue} is led by {leader}, not a cluster node")
+                    });
+            }
+        }
+        anyhow::bail!("no running node of the cluster lists {queue}")
+    }
+
+    pub async fn kill(node: &str) -> anyhow::Result<()> {
+        services_sh(&["broker-kill", node]).await
+    }
+
+    /// Starts what of the cluster is not running (a killed node rejoins with its data).
+    pub async fn start() -> anyhow::Result<()> {
+        services_sh(&["start", "--chaos", "--cluster"]).await
+    }
+
+    pub async fn restart_app(node: &str) -> anyhow::Result<()> {
+        services_sh(&["broker-stop-app", node]).await?;
+        services_sh(&["broker-start-app", node]).await
+    }
+
+    pub async fn freeze(node: &str) -> anyhow::Result<()> {
+        services_sh(&["broker-pause", node]).await
+    }
+
+    pub async fn thaw(node: &str) -> anyhow::Result<()> {
+        services_sh(&["broker-resume", node]).await
     }
 }
 

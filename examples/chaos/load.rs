@@ -283,10 +283,13 @@ pub struct Sent {
     pub refused: usize,
 }
 
+/// The provider: posts each webhook to the `serve` processes in turn, as a load balancer in
+/// front of them would.
 pub struct Sender {
     http: reqwest::Client,
-    stripe_url: String,
-    gocardless_url: String,
+    stripe_urls: Vec<String>,
+    gocardless_urls: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 pub fn stripe_signature(body: &[u8], timestamp: i64) -> String {
@@ -304,21 +307,26 @@ impl Sender {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
-            stripe_url: deployment.url("/webhooks/stripe"),
-            gocardless_url: deployment.url("/webhooks/gocardless"),
+            stripe_urls: deployment.urls("/webhooks/stripe"),
+            gocardless_urls: deployment.urls("/webhooks/gocardless"),
+            next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     /// Posts once; the status (0: no answer).
     pub async fn post(&self, webhook: &Webhook) -> u16 {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request = match webhook.provider {
-            Provider::Stripe => self.http.post(&self.stripe_url).header(
-                "Stripe-Signature",
-                stripe_signature(&webhook.body, chrono::Utc::now().timestamp()),
-            ),
+            Provider::Stripe => self
+                .http
+                .post(&self.stripe_urls[turn % self.stripe_urls.len()])
+                .header(
+                    "Stripe-Signature",
+                    stripe_signature(&webhook.body, chrono::Utc::now().timestamp()),
+                ),
             Provider::GoCardless => self
                 .http
-                .post(&self.gocardless_url)
+                .post(&self.gocardless_urls[turn % self.gocardless_urls.len()])
                 .header("Webhook-Signature", gocardless_signature(&webhook.body)),
         };
         match request.body(webhook.body.clone()).send().await {

@@ -1,5 +1,5 @@
 //! `make chaos`: the fault suite. Each scenario runs real processes (`settle serve`, one or two
-//! `settle worker`, PostgreSQL, the chaos RabbitMQ node, an SMTP sink) under a load that behaves
+//! `settle worker`, PostgreSQL, the chaos RabbitMQ node or the three-node cluster, an SMTP sink) under a load that behaves
 //! like the providers (it retries every non-2xx with backoff, duplicates and reorders), makes its
 //! faults, waits for settle to drain, and checks the database, the subscribers' queue and the
 //! mail. One line per scenario:
@@ -9,7 +9,7 @@
 //! and the exit code is 1 if any `lost`, `double-applied` or `unexpected` is not 0.
 //!
 //! ```sh
-//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 17; none: all
+//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 21; none: all
 //! ```
 //! `--quick` shortens every outage and load (the CI-sized variants `make test` runs).
 

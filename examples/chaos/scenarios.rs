@@ -1,5 +1,6 @@
-//! The seventeen scenarios: each a deployment shape, a load, and the faults made while the load
-//! runs. `quick` shortens every outage (CI-sized) without changing what it does.
+//! The scenarios: each a deployment shape, a load, and the faults made while the load runs.
+//! `quick` shortens every outage (CI-sized) without changing what it does. 18 to 21 run on the
+//! three-node cluster with two `serve` and two `worker` processes (`make cluster-test`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,10 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::sleep;
 
 use crate::check::{Expected, Row, check};
-use crate::deployment::{Deployment, Shape, broker, database};
+use crate::deployment::{Deployment, Shape, broker, cluster, database};
 use crate::load::{Api, Plan, Provider, Sender, Sending, Webhook, random, stripe_signature};
 
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 21] = [
     "1 broker restart under load",
     "2 broker kill -9",
     "3 broker down 5 min",
@@ -29,6 +30,10 @@ pub const NAMES: [&str; 17] = [
     "15 relay SIGKILL after commit",
     "16 dlq replay SIGKILLed",
     "17 all interleaved 10 min",
+    "18 cluster leader kill -9",
+    "19 cluster serve's node kill -9",
+    "20 cluster rolling restart",
+    "21 cluster leader SIGSTOP 30 s",
 ];
 
 pub struct Run<'a> {
@@ -57,6 +62,14 @@ enum Fault {
         connections: usize,
         trickle_secs: u64,
     },
+    /// `kill -9` of the cluster node leading the work queue; it comes back after the pause.
+    LeaderKilled(Duration),
+    /// `kill -9` of the cluster node the first `serve` is connected to.
+    ServeNodeKilled(Duration),
+    /// Each node's RabbitMQ restarted in turn, the next once the last is back and a pause on.
+    RollingRestart(Duration),
+    /// SIGSTOP of the node leading the work queue, SIGCONT after the duration.
+    LeaderFrozen(Duration),
 }
 
 impl Fault {
@@ -69,7 +82,8 @@ impl Fault {
             | Self::WorkerKilled(_, d)
             | Self::WorkerFrozen(_, d)
             | Self::DatabaseDown(d)
-            | Self::InvoicesLocked(_, d) => Some(*d),
+            | Self::InvoicesLocked(_, d)
+            | Self::LeaderFrozen(d) => Some(*d),
             _ => None,
         }
     }
@@ -126,9 +140,37 @@ impl Fault {
                 expected.refused.extend(bad_requests(d).await?);
                 slowloris.await??;
             }
+            Self::LeaderKilled(down) => {
+                let leader = cluster::leader(&work_queue(d)).await?;
+                cluster::kill(leader).await?;
+                sleep(down).await;
+                cluster::start().await?;
+            }
+            Self::ServeNodeKilled(down) => {
+                let node = cluster::node_at(&d.broker_node_of_serve(0).await?)?;
+                cluster::kill(node).await?;
+                sleep(down).await;
+                cluster::start().await?;
+            }
+            Self::RollingRestart(between) => {
+                for node in cluster::NODES {
+                    cluster::restart_app(node).await?;
+                    sleep(between).await;
+                }
+            }
+            Self::LeaderFrozen(frozen) => {
+                let leader = cluster::leader(&work_queue(d)).await?;
+                cluster::freeze(leader).await?;
+                sleep(frozen).await;
+                cluster::thaw(leader).await?;
+            }
         }
         Ok(())
     }
+}
+
+fn work_queue(deployment: &Deployment) -> String {
+    format!("{}.reconcile", deployment.prefix)
 }
 
 impl Run<'_> {
@@ -222,6 +264,15 @@ impl Run<'_> {
             }
             16 => return self.dlq_replay_killed(name, &tag, invoices).await,
             17 => return self.interleaved(name, &tag).await,
+            18..=21 => {
+                let fault = match number {
+                    18 => Fault::LeaderKilled(self.pick(10, 3)),
+                    19 => Fault::ServeNodeKilled(self.pick(10, 3)),
+                    20 => Fault::RollingRestart(self.pick(10, 3)),
+                    _ => Fault::LeaderFrozen(self.pick(30, 10)),
+                };
+                (Shape::cluster(), plan(), sending, single(fault))
+            }
             _ => anyhow::bail!("no scenario {number}"),
         };
         self.standard(name, &shape, plan, sending, faults).await
@@ -283,8 +334,8 @@ impl Run<'_> {
         invoices: usize,
     ) -> anyhow::Result<Row> {
         let shape = Shape {
-            workers: 1,
             env: vec![("SETTLE__WORKER__MAX_ATTEMPTS", "1".to_owned())],
+            ..Shape::workers(1)
         };
         let deployment = Deployment::start(&slug(name), &shape, self.bin).await?;
         let plan = Plan::new(tag, invoices, 1);
@@ -408,9 +459,7 @@ async fn poison(deployment: &Deployment, tag: &str) -> anyhow::Result<usize> {
     use lapin::BasicProperties;
     use lapin::options::BasicPublishOptions;
     use lapin::types::{AMQPValue, FieldTable};
-    let connection =
-        lapin::Connection::connect(&deployment.amqp_url, lapin::ConnectionProperties::default())
-            .await?;
+    let connection = deployment.amqp().await?;
     let channel = connection.create_channel().await?;
     let queue = format!("{}.reconcile", deployment.prefix);
     let headers = |id: &str| {

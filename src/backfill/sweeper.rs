@@ -1,5 +1,5 @@
-//! The sweeper: every worker process runs one, and one sweep runs at a time across them (an
-//! advisory lock on a session of its own). Every `backfill.interval_secs` it backfills each
+//! The sweeper: every worker process runs one, and one sweep runs at a time across them (a
+//! lease, `repository::lease`). Every `backfill.interval_secs` it backfills each
 //! source from its cursor (`backfill_cursors`) less the overlap, up to `lag_secs` before now, and
 //! moves the cursor only when the source's sweep succeeded: a provider that is down is reported
 //! (`settle_backfill_sweep_failures_total`) and swept again, over the same window, next interval.
@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{Source, Which, run, sources};
@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::provider::Provider;
 use crate::provider_api::Window;
 use crate::repository::backfill as cursors;
+use crate::repository::lease::{self, Lease};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 
@@ -57,8 +58,9 @@ impl Sweeper {
 
     /// One sweep of every source, if no other process is sweeping; whether it ran.
     async fn sweep(&self) -> anyhow::Result<bool> {
-        let mut session = self.db.connect_options().connect().await?;
-        if !cursors::try_lock_sweep(&mut session).await? {
+        // No expiry: a sweep waits on the providers' APIs, away from its session, for long.
+        let mut lease = Lease::new(lease::BACKFILL_SWEEP, None);
+        if !lease.hold(&self.db).await {
             return Ok(false);
         }
         for provider in [Provider::Stripe, Provider::GoCardless] {
@@ -77,8 +79,7 @@ impl Sweeper {
                 self.sweep_source(source).await?;
             }
         }
-        // Closing the session releases the lock.
-        session.close().await?;
+        lease.release().await;
         Ok(true)
     }
 

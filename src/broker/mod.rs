@@ -12,10 +12,18 @@
 //! the backlog that caused the alarm could never drain. While the publishing connection is blocked
 //! (`connection.blocked`) a publish fails at once (`PublishError::Blocked`): intake answers 503
 //! without waiting out its confirm deadline, and readiness says so.
+//!
+//! On a cluster (`amqp.urls`) a process connects to one node, starting at a random one so that
+//! processes spread over the nodes, and when it loses that node it goes on to the next at once;
+//! it pauses `reconnect_delay` only once every node has failed in turn. Both connections of a
+//! process are on the same node. A publish that fails because the connection died under it, or
+//! that the broker nacks (a quorum queue electing a new leader), is made again on the next
+//! connection, within the same confirm deadline (`publish_all`).
 
 pub mod message;
 pub mod topology;
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,8 +35,9 @@ use lapin::options::{
 };
 use lapin::types::ShortString;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpSettings;
@@ -41,6 +50,13 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// A broker that accepts TCP but never answers (a frozen node, SIGSTOP) must not hold the
 /// supervisor: the attempt is abandoned and made again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a publish failed in a way a new attempt can mend, the pause before the attempt: long
+/// enough not to spin on a broker that nacks everything, short against a confirm deadline.
+const REPUBLISH_PAUSE: Duration = Duration::from_millis(50);
+/// Nacks published again at most this often per call: AMQP does not say why a message was
+/// nacked, and a full queue (`reject-publish`) nacks every attempt; intake then answers 503 at
+/// once rather than at its deadline.
+const NACKED_REPUBLISHES: u32 = 2;
 
 /// Acks, checking that the ack went through. A failed ack means the broker will redeliver; the
 /// inbox makes that harmless, so it is logged and counted, not retried.
@@ -93,6 +109,14 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
 }
 
+impl PublishError {
+    /// Whether publishing again, on the next connection, can succeed: the connection was
+    /// missing or died under the publish. (A nack may pass too: `publish_all` counts those.)
+    fn may_succeed_again(&self) -> bool {
+        matches!(self, Self::NotConnected | Self::Amqp(_))
+    }
+}
+
 /// Which connections a process opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connections {
@@ -104,6 +128,8 @@ pub enum Connections {
 
 /// Live connections with the confirm-mode publisher channels.
 pub struct Connected {
+    /// `host:port` of the node both connections are on.
+    node: String,
     publishing: Connection,
     publishers: Vec<Channel>,
     /// Round-robin over `publishers`; concurrent requests share channels and pipeline confirms.
@@ -186,6 +212,16 @@ impl Broker {
             .is_some_and(|c| c.is_healthy())
     }
 
+    /// `host:port` of the node this process is connected to; `None` while disconnected.
+    pub fn node(&self) -> Option<String> {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .filter(|c| c.is_healthy())
+            .map(|c| c.node.clone())
+    }
+
     /// Whether the broker has blocked the publishing connection (`connection.blocked`).
     pub fn is_blocked(&self) -> bool {
         self.inner
@@ -209,8 +245,40 @@ impl Broker {
     /// Publishes every message (persistent, mandatory) and waits for all their confirms together:
     /// the publishes are pipelined, not confirmed one by one. Succeeds only if the broker acked
     /// every message and returned none as unroutable.
+    ///
+    /// Within the confirm deadline, a failure that a new attempt can mend (a lost connection, a
+    /// nack) is followed by a new attempt with all the messages, on the next live connection. A
+    /// message may so be published twice; the consumers' inbox makes that harmless.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
-        for (confirmed, message) in self.publish_each(messages).await?.into_iter().zip(messages) {
+        let deadline = Instant::now() + self.inner.settings.confirm_timeout();
+        let mut nacks = 0;
+        loop {
+            let error = match self.publish_all_once(messages, deadline).await {
+                Ok(()) => return Ok(()),
+                Err(error @ PublishError::Nacked(_)) if nacks < NACKED_REPUBLISHES => {
+                    nacks += 1;
+                    error
+                }
+                Err(error) if error.may_succeed_again() => error,
+                Err(error) => return Err(error),
+            };
+            tokio::time::sleep(REPUBLISH_PAUSE).await;
+            let reconnected = tokio::time::timeout_at(deadline, self.connected()).await;
+            if !matches!(reconnected, Ok(Some(_))) {
+                return Err(error);
+            }
+            metrics::counter!(crate::telemetry::BROKER_REPUBLISHED).increment(1);
+            tracing::info!(%error, "publishing again on the broker's current connection");
+        }
+    }
+
+    async fn publish_all_once(
+        &self,
+        messages: &[OutgoingMessage],
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let confirms = self.publish_each_until(messages, deadline).await?;
+        for (confirmed, message) in confirms.into_iter().zip(messages) {
             let id = message.message_id.clone();
             match confirmed {
                 Confirmed::Routed => {}
@@ -228,6 +296,15 @@ impl Broker {
         &self,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<Confirmed>, PublishError> {
+        let deadline = Instant::now() + self.inner.settings.confirm_timeout();
+        self.publish_each_until(messages, deadline).await
+    }
+
+    async fn publish_each_until(
+        &self,
+        messages: &[OutgoingMessage],
+        deadline: Instant,
+    ) -> Result<Vec<Confirmed>, PublishError> {
         let connected = self
             .inner
             .current
@@ -237,10 +314,9 @@ impl Broker {
         if connected.publishing.status().blocked() {
             return Err(PublishError::Blocked);
         }
-        let timeout = self.inner.settings.confirm_timeout();
-        tokio::time::timeout(timeout, publish_on(&connected, messages))
+        tokio::time::timeout_at(deadline, publish_on(&connected, messages))
             .await
-            .map_err(|_| PublishError::ConfirmTimeout(timeout))?
+            .map_err(|_| PublishError::ConfirmTimeout(self.inner.settings.confirm_timeout()))?
     }
 
     /// Closes the connection after flushing what was sent. Call once the users are done.
@@ -297,8 +373,15 @@ async fn publish_on(
 }
 
 async fn supervise(inner: Arc<Inner>) {
+    let addresses = inner.settings.addresses();
+    // A random first node, so that the processes of a deployment spread over the cluster.
+    let mut next = std::hash::RandomState::new().hash_one(std::process::id()) as usize;
+    let mut failed_in_a_row = 0;
     loop {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner))
+        let address = &addresses[next % addresses.len()];
+        next = next.wrapping_add(1);
+        let node = node_of(address);
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner, address, &node))
             .await
             .unwrap_or_else(|_| {
                 Err(lapin::Error::from(std::io::Error::new(
@@ -308,7 +391,8 @@ async fn supervise(inner: Arc<Inner>) {
             });
         match attempt {
             Ok(connected) => {
-                tracing::info!(prefix = %inner.settings.prefix, "connected to the broker");
+                failed_in_a_row = 0;
+                tracing::info!(prefix = %inner.settings.prefix, node, "connected to the broker");
                 let connected = Arc::new(connected);
                 inner.current.send_replace(Some(connected.clone()));
                 let mut poll = tokio::time::interval(HEALTH_POLL_INTERVAL);
@@ -322,14 +406,21 @@ async fn supervise(inner: Arc<Inner>) {
                     }
                 }
                 inner.current.send_replace(None);
-                tracing::warn!("lost the broker connection; reconnecting");
+                tracing::warn!(node, "lost the broker connection; reconnecting");
                 for connection in connected.connections() {
                     let _ = connection.close(200, "reconnecting".into()).await;
                 }
             }
             Err(error) => {
-                tracing::warn!(error = %error, "cannot reach the broker; will retry");
+                failed_in_a_row += 1;
+                tracing::warn!(error = %error, node, "cannot reach the broker; will retry");
             }
+        }
+        // On a cluster the next node is tried at once; the pause comes once every node failed
+        // in turn. One node: a pause before each attempt, as it is the only one to try.
+        let every_node_failed = failed_in_a_row > 0 && failed_in_a_row % addresses.len() == 0;
+        if addresses.len() > 1 && !every_node_failed {
+            continue;
         }
         tokio::select! {
             _ = inner.stop.cancelled() => return,
@@ -338,15 +429,28 @@ async fn supervise(inner: Arc<Inner>) {
     }
 }
 
-async fn connect(inner: &Inner) -> lapin::Result<Connected> {
-    let open = |name: &'static str| {
+/// `host:port` of a broker URL, for the logs (the URL itself holds a password).
+fn node_of(address: &SecretString) -> String {
+    address
+        .expose_secret()
+        .parse::<lapin::uri::AMQPUri>()
+        .map_or_else(
+            |_| "(unparsable URL)".to_owned(),
+            |uri| format!("{}:{}", uri.authority.host, uri.authority.port),
+        )
+}
+
+async fn connect(inner: &Inner, address: &SecretString, node: &str) -> lapin::Result<Connected> {
+    let open = |role: &'static str| {
+        // The process id tells an operator's `rabbitmqctl list_connections` which process it is.
+        let name = format!("settle {role} (pid {})", std::process::id());
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        Connection::connect(inner.settings.url.expose_secret(), properties)
+        Connection::connect(address.expose_secret(), properties)
     };
-    let connection = open("settle publish").await?;
+    let connection = open("publish").await?;
     let consuming = match inner.connections {
         Connections::PublishOnly => None,
-        Connections::PublishAndConsume => Some(open("settle consume").await?),
+        Connections::PublishAndConsume => Some(open("consume").await?),
     };
     let setup = connection.create_channel().await?;
     inner.topology.declare(&setup).await?;
@@ -360,6 +464,7 @@ async fn connect(inner: &Inner) -> lapin::Result<Connected> {
         publishers.push(channel);
     }
     Ok(Connected {
+        node: node.to_owned(),
         publishing: connection,
         publishers,
         next_publisher: AtomicUsize::new(0),

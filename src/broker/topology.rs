@@ -36,6 +36,8 @@ pub struct Topology {
     /// Retry tiers, shortest delay first.
     pub retry_queues: Vec<RetryQueue>,
     delivery_limit: u32,
+    /// Replicas of each quorum queue when it is first declared; `None`: RabbitMQ's default.
+    quorum_initial_group_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +50,14 @@ impl Topology {
     /// The topology every process of a deployment declares: the prefix, retry tiers and delivery
     /// limit of its settings.
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
-        Self::new(
-            &settings.amqp.prefix,
-            &settings.worker.retry_delays_ms,
-            settings.amqp.delivery_limit,
-        )
+        Self {
+            quorum_initial_group_size: settings.amqp.quorum_initial_group_size,
+            ..Self::new(
+                &settings.amqp.prefix,
+                &settings.worker.retry_delays_ms,
+                settings.amqp.delivery_limit,
+            )
+        }
     }
 
     pub fn new(prefix: &str, retry_delays_ms: &[u64], delivery_limit: u32) -> Self {
@@ -72,6 +77,7 @@ impl Topology {
                 })
                 .collect(),
             delivery_limit,
+            quorum_initial_group_size: None,
         }
     }
 
@@ -110,14 +116,16 @@ impl Topology {
             .await?;
 
         // Declared first: the other queues dead-letter into it.
-        declare_quorum_queue(channel, &self.dead_letter_queue, FieldTable::default()).await?;
+        self.declare_quorum_queue(channel, &self.dead_letter_queue, FieldTable::default())
+            .await?;
 
         let mut work = FieldTable::default();
         // 3.10 quorum queues have no default delivery limit: without one, a message that crashes
         // the worker is redelivered forever.
         work.insert("x-delivery-limit".into(), long(self.delivery_limit.into()));
         dead_letter_to(&mut work, &self.dead_letter_queue);
-        declare_quorum_queue(channel, &self.reconcile_queue, work).await?;
+        self.declare_quorum_queue(channel, &self.reconcile_queue, work)
+            .await?;
         channel
             .queue_bind(
                 self.reconcile_queue.as_str().into(),
@@ -133,7 +141,8 @@ impl Topology {
             // The TTL is the delay: expired messages go back to the work queue.
             retry.insert("x-message-ttl".into(), long(tier.delay_ms as i64));
             dead_letter_to(&mut retry, &self.reconcile_queue);
-            declare_quorum_queue(channel, &tier.name, retry).await?;
+            self.declare_quorum_queue(channel, &tier.name, retry)
+                .await?;
         }
         Ok(())
     }
@@ -198,17 +207,31 @@ fn dead_letter_to(arguments: &mut FieldTable, queue: &str) {
     );
 }
 
-/// Quorum queues are replicated and fsync messages before confirming them: a broker crash after a
-/// confirm loses nothing, which classic transient queues cannot promise.
-async fn declare_quorum_queue(
+impl Topology {
+    /// Quorum queues are replicated and fsync messages before confirming them: a broker crash
+    /// after a confirm loses nothing, which classic transient queues cannot promise.
+    async fn declare_quorum_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        mut arguments: FieldTable,
+    ) -> lapin::Result<()> {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        if let Some(replicas) = self.quorum_initial_group_size {
+            arguments.insert("x-quorum-initial-group-size".into(), long(replicas.into()));
+        }
+        declare_durable_queue(channel, name, arguments).await
+    }
+}
+
+async fn declare_durable_queue(
     channel: &Channel,
     name: &str,
-    mut arguments: FieldTable,
+    arguments: FieldTable,
 ) -> lapin::Result<()> {
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
     channel
         .queue_declare(
             name.into(),

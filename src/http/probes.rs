@@ -73,6 +73,8 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         "status": if ready { "ready" } else { "unavailable" },
         "role": state.role.as_str(),
         "draining": draining,
+        // The RabbitMQ node this process is connected to (one of `amqp.urls` on a cluster).
+        "broker_node": state.broker.node(),
         "checks": {
             "broker": match (broker_up, broker_blocked) {
                 (false, _) => "down",

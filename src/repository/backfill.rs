@@ -1,13 +1,9 @@
-//! The sweeper's cursors (`backfill_cursors`) and the lock that lets one sweeper run at a time.
+//! The sweeper's cursors (`backfill_cursors`).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 
 use crate::provider::Provider;
-
-/// The advisory lock key of the sweep: one sweeper at a time across every worker process.
-/// (`'sett' 'le.b'` as two big-endian i32s, so it collides with no other user's number.)
-const SWEEP_LOCK: i64 = 0x7365_7474_6c65_2e62;
 
 /// Until when the source's list was swept; `None` before its first sweep.
 pub async fn swept_until(
@@ -43,14 +39,4 @@ pub async fn record_sweep(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// Takes the sweep's lock on `session` (a connection of its own, not the pool's: the lock lives
-/// as long as the session, so a process that dies mid-sweep lets it go); false when another
-/// process holds it.
-pub async fn try_lock_sweep(session: &mut PgConnection) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(SWEEP_LOCK)
-        .fetch_one(session)
-        .await
 }

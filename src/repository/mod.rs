@@ -14,6 +14,7 @@ pub mod dead_letters;
 pub mod inbox;
 pub mod invoice_state;
 pub mod invoices;
+pub mod lease;
 pub mod ledger;
 pub mod notifications;
 pub mod outbox;

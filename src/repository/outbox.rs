@@ -106,6 +106,14 @@ pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<
     Ok(())
 }
 
+/// Tells the process relaying that outbox rows were committed (`LISTEN`ing on `channel`).
+pub async fn notify_relay(db: impl PgExecutor<'_>, channel: &str) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_notify($1, '')", channel)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Rows waiting to be published.
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox_pending"#)

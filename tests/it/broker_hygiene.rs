@@ -131,3 +131,100 @@ async fn a_deleted_work_queue_is_declared_again_and_consumed() {
     app.wait_invoice_status("inv_after", "PAID").await;
     app.stop().await;
 }
+
+/// Sessions holding the outbox relay's lease (an advisory lock, `repository::lease`).
+async fn relay_lease_holders(db: &sqlx::PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(settle::repository::lease::OUTBOX_RELAY)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// Registers invoice `inv_<tag>` of customer `cust` and pays it with an event `app` applies.
+async fn pay_through(app: &TestApp, tag: &str) {
+    let invoice = format!("inv_{tag}");
+    app.create_invoice(&invoice, "cust", None, "GBP", 1000)
+        .await;
+    app.deliver_stripe(&payment_for(&invoice, &format!("evt_{tag}")))
+        .await;
+}
+
+/// Two worker processes on one database: one relays at a time (reconciliation events go out in
+/// commit order, as from one relay), whichever process committed them, and when it stops the
+/// other takes over.
+#[tokio::test]
+async fn one_worker_process_relays_at_a_time_and_the_other_takes_over_when_it_stops() {
+    let first = spawn_worker(Retries::PATIENT).await;
+    let second = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        database_url: Some(first.database_url().to_owned()),
+        tweak: Box::new(|settings| Retries::PATIENT.apply_to(settings)),
+        ..AppOptions::default()
+    })
+    .await;
+    let db = first.db();
+    let queues = [
+        first
+            .subscribe_as("paid", "invoice.paid", FieldTable::default())
+            .await,
+        second
+            .subscribe_as("paid", "invoice.paid", FieldTable::default())
+            .await,
+    ];
+    let holder = poll_until("one process to take the relay's lease", WAIT, || async {
+        let holders = relay_lease_holders(&db).await;
+        (holders.len() == 1).then(|| holders[0])
+    })
+    .await;
+
+    // An event the second process applies is published by whichever holds the lease, to its
+    // prefix's exchange (the two test apps have prefixes of their own).
+    first.create_customer("cust").await;
+    pay_through(&second, "lease1").await;
+    let relayed_by = poll_until("invoice.paid published once", WAIT, || async {
+        let mut seen = Vec::new();
+        for (n, (app, queue)) in [(&first, &queues[0]), (&second, &queues[1])]
+            .into_iter()
+            .enumerate()
+        {
+            if !app.take_messages(queue, 0).await.is_empty() {
+                seen.push(n);
+            }
+        }
+        (!seen.is_empty()).then_some(seen)
+    })
+    .await;
+    assert_eq!(
+        relayed_by.len(),
+        1,
+        "published by one relay: {relayed_by:?}"
+    );
+    assert_eq!(
+        relay_lease_holders(&db).await,
+        [holder],
+        "the lease stayed put"
+    );
+
+    // The holder stops; the other process takes the lease and relays what it applies next.
+    let (survivor, queue) = if relayed_by[0] == 0 {
+        first.stop().await;
+        (second, &queues[1])
+    } else {
+        second.stop().await;
+        (first, &queues[0])
+    };
+    poll_until("the other process to take the lease", WAIT, || async {
+        let holders = relay_lease_holders(&db).await;
+        (holders.len() == 1 && holders[0] != holder).then_some(())
+    })
+    .await;
+    pay_through(&survivor, "lease2").await;
+    assert_eq!(survivor.take_messages(queue, 1).await.len(), 1);
+    survivor.stop().await;
+}

@@ -17,6 +17,34 @@ async fn healthz_and_readyz_report_each_dependency() {
     assert_eq!(body["draining"], false);
     assert_eq!(body["checks"]["broker"], "up");
     assert_eq!(body["checks"]["database"], "up");
+    let node = amqp_url().parse::<lapin::uri::AMQPUri>().unwrap().authority;
+    assert_eq!(body["broker_node"], format!("{}:{}", node.host, node.port));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn of_several_amqp_urls_a_node_that_is_down_is_passed_over_for_one_that_answers() {
+    // Port 1 refuses every connection: the node is down. Whichever of the two the process
+    // starts at, it must end on the live one, and take webhooks there.
+    let live = amqp_url();
+    let app = spawn_app_with(AppOptions {
+        tweak: Box::new(move |settings| {
+            settings.amqp.urls = vec![
+                "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into(),
+                live.into(),
+            ];
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "{body}");
+    let node = amqp_url().parse::<lapin::uri::AMQPUri>().unwrap().authority;
+    assert_eq!(body["broker_node"], format!("{}:{}", node.host, node.port));
+
+    let event = stripe_event("payment_intent.succeeded", "evt_failed_over");
+    assert_eq!(app.post_stripe_signed(&event).await.status(), 200);
+    assert_eq!(app.take_messages(&app.queue("reconcile"), 1).await.len(), 1);
     app.stop().await;
 }
 

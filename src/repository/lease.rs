@@ -1,0 +1,92 @@
+//! Leases: work that runs in one process at a time across a deployment. The outbox relay holds
+//! one, so reconciliation events go out in commit order (an invoice's in the order they were
+//! applied), as one relay would send them; the backfill sweep holds one, so no two processes
+//! list the providers' events at once.
+//!
+//! A lease is a session-level advisory lock on a PostgreSQL session of its own, not the pool's,
+//! so it lives exactly as long as that session: a process that dies lets it go with its
+//! connection. With an expiry, the session also runs with `idle_session_timeout`, so a holder
+//! that stops answering (SIGSTOP, a stalled host) loses the lease when PostgreSQL ends its idle
+//! session, and another process takes it; the holder's every `hold` is a round trip that keeps
+//! the session busy while it works.
+
+use std::time::Duration;
+
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+/// The advisory lock keys, `settle.` and a letter as eight ASCII bytes, so they collide with no
+/// other user's numbers.
+pub const OUTBOX_RELAY: i64 = 0x7365_7474_6c65_2e72; // "settle.r"
+pub const BACKFILL_SWEEP: i64 = 0x7365_7474_6c65_2e62; // "settle.b"
+
+pub struct Lease {
+    key: i64,
+    /// How long an idle holder keeps the lease; `None`: as long as its session lives.
+    expiry: Option<Duration>,
+    session: Option<PgConnection>,
+    held: bool,
+}
+
+impl Lease {
+    pub fn new(key: i64, expiry: Option<Duration>) -> Self {
+        Self {
+            key,
+            expiry,
+            session: None,
+            held: false,
+        }
+    }
+
+    /// Whether this process holds the lease now, taking it if it is free. A database that does
+    /// not answer counts as not holding it: the session is dropped, and the next call starts a
+    /// new one.
+    pub async fn hold(&mut self, db: &PgPool) -> bool {
+        match self.try_hold(db).await {
+            Ok(held) => held,
+            Err(error) => {
+                if self.held {
+                    tracing::warn!(%error, key = self.key, "lost a lease's session; the lease is free for another process");
+                }
+                self.session = None;
+                self.held = false;
+                false
+            }
+        }
+    }
+
+    async fn try_hold(&mut self, db: &PgPool) -> sqlx::Result<bool> {
+        let session = match &mut self.session {
+            Some(session) => session,
+            None => {
+                let mut session = db.connect_options().connect().await?;
+                if let Some(expiry) = self.expiry {
+                    sqlx::query(&format!(
+                        "SET idle_session_timeout = {}",
+                        expiry.as_millis()
+                    ))
+                    .execute(&mut session)
+                    .await?;
+                }
+                self.held = false;
+                self.session.insert(session)
+            }
+        };
+        if self.held {
+            // The lock is the session's: if the session still answers, it is still ours.
+            sqlx::query("SELECT 1").execute(&mut *session).await?;
+        } else {
+            self.held = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.key)
+                .fetch_one(&mut *session)
+                .await?;
+        }
+        Ok(self.held)
+    }
+
+    /// Gives the lease up (ending its session).
+    pub async fn release(mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.close().await;
+        }
+    }
+}
