@@ -10,13 +10,21 @@
 //!   BENCH_WRK_EVENTS (default 2000) events signed beforehand by `openssl dgst -hmac`, not by
 //!   settle's code, against `settle serve` run as a process of its own: accepted/s and latency at
 //!   the same window, beside the bare rate; then BENCH_WRK_CONNECTIONS (default 2000) connections
-//!   posting at once, and the peak RSS of that process (VmHWM).
+//!   posting at once, and the peak RSS of that process (VmHWM);
+//! - when `scripts/services.sh start --cluster` runs (SETTLE_TEST_CLUSTER_AMQP_URLS, or
+//!   BENCH_CLUSTER_URLS): the max rate again with `serve` on the three-node cluster, beside the
+//!   bare confirmed-publish rate to the node it connected to, the queue replicated on all three.
 //!
 //! Run with `make bench` (or `cargo bench --bench ingress` with the services up).
 //! Env: BENCH_SECONDS (default 10) per phase, BENCH_CONCURRENCY (default 64).
 
 // A benchmark that cannot set up has failed: unwrap and expect are how it reports it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +39,8 @@ use settle::role::Role;
 use settle::startup::Application;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use cpu::Cpu;
 
 const SECRET: &str = "whsec_bench_secret";
 
@@ -94,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     closed_loop(&client, &url, &counter, concurrency, Duration::from_secs(1)).await;
     purge(&amqp_url, &queue).await?;
 
+    let cpu = Cpu::now();
+    let started = Instant::now();
     let max = closed_loop(
         &client,
         &url,
@@ -111,12 +123,17 @@ async fn main() -> anyhow::Result<()> {
         percentile(&max.latencies, 99.0),
         percentile(&max.latencies, 99.9),
     );
+    println!(
+        "  CPU (the generator runs in the settle process), {}",
+        Cpu::now().since(&cpu, started.elapsed(), "children")
+    );
     purge(&amqp_url, &queue).await?;
 
     let quarter = std::env::var("BENCH_FIXED_RATE")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or((max_rate / 4.0).max(1.0));
+    let (cpu, started) = (Cpu::now(), Instant::now());
     let fixed = open_loop(
         &client,
         &url,
@@ -134,8 +151,13 @@ async fn main() -> anyhow::Result<()> {
         percentile(&fixed.latencies, 99.0),
         percentile(&fixed.latencies, 99.9),
     );
+    println!(
+        "  CPU (the generator runs in the settle process), {}",
+        Cpu::now().since(&cpu, started.elapsed(), "children")
+    );
     purge(&amqp_url, &queue).await?;
 
+    let (cpu, started) = (Cpu::now(), Instant::now());
     let bare_rate = bare_publish_rate(
         &amqp_url,
         &exchange,
@@ -146,6 +168,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     println!(
         "bare confirmed publish (same broker, same size, window {concurrency}): {bare_rate:>9.0} msg/s"
+    );
+    println!(
+        "  CPU (the probe is the settle process), {}",
+        Cpu::now().since(&cpu, started.elapsed(), "children")
     );
     purge(&amqp_url, &queue).await?;
     let bare_latency = bare_publish_latency(
@@ -174,7 +200,105 @@ async fn main() -> anyhow::Result<()> {
     running.await??;
     delete_topology(&amqp_url, broker.topology()).await?;
 
-    independent_load(&serve_settings, &amqp_url, seconds, concurrency, bare_rate).await
+    independent_load(&serve_settings, &amqp_url, seconds, concurrency, bare_rate).await?;
+    match cluster::cluster_urls() {
+        Some(urls) => {
+            cluster_intake(
+                &serve_settings,
+                &urls,
+                &client,
+                &counter,
+                &template,
+                seconds,
+                concurrency,
+            )
+            .await
+        }
+        None => {
+            println!("cluster: not running (scripts/services.sh start --cluster), phase skipped");
+            Ok(())
+        }
+    }
+}
+
+/// The closed loop through `serve` on the cluster, and the bare confirmed publish to the node
+/// it connected to, in the same in-flight window.
+async fn cluster_intake(
+    settings: &Settings,
+    urls: &[String],
+    client: &reqwest::Client,
+    counter: &Arc<AtomicU64>,
+    template: &[u8],
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let mut settings = settings.clone();
+    settings.amqp.prefix = format!("{}-cluster", settings.amqp.prefix);
+    settings.amqp.urls = urls
+        .iter()
+        .map(|u| SecretString::from(u.as_str()))
+        .collect();
+    let shutdown = CancellationToken::new();
+    let app = Application::build(settings, Role::Serve, shutdown.clone()).await?;
+    let url = format!("http://{}/webhooks/stripe", app.local_addr()?);
+    let broker = app.broker().clone();
+    let running = tokio::spawn(app.run());
+    let node = loop {
+        if let Some(node) = broker.node() {
+            break node;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll until the app is connected
+    };
+    let node_url = urls
+        .iter()
+        .find(|u| {
+            u.parse::<lapin::uri::AMQPUri>()
+                .is_ok_and(|uri| format!("{}:{}", uri.authority.host, uri.authority.port) == node)
+        })
+        .ok_or_else(|| anyhow::anyhow!("serve connected to {node}, not one of the cluster's URLs"))?
+        .clone();
+    let queue = broker.topology().reconcile_queue.clone();
+    let exchange = broker.topology().webhooks_exchange.clone();
+
+    closed_loop(client, &url, counter, concurrency, Duration::from_secs(1)).await;
+    purge(&node_url, &queue).await?;
+    let (cpu, started) = (Cpu::now(), Instant::now());
+    let max = closed_loop(
+        client,
+        &url,
+        counter,
+        concurrency,
+        Duration::from_secs(seconds),
+    )
+    .await;
+    let max_cpu = Cpu::now().since(&cpu, started.elapsed(), "children");
+    let max_rate = max.accepted as f64 / max.elapsed.as_secs_f64();
+    println!(
+        "cluster ({} nodes, serve connected to {node}, the work queue replicated on each): max rate accepted/s {:>9.0}  refused {}  ack latency p50 {:>7.2} ms  p99 {:>7.2} ms",
+        urls.len(),
+        max_rate,
+        max.refused,
+        percentile(&max.latencies, 50.0),
+        percentile(&max.latencies, 99.0),
+    );
+    println!("  CPU (the generator runs in the settle process), {max_cpu}");
+    purge(&node_url, &queue).await?;
+    let bare_rate = bare_publish_rate(
+        &node_url,
+        &exchange,
+        template,
+        concurrency,
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    println!(
+        "cluster bare confirmed publish (to {node}, same size, window {concurrency}): {bare_rate:>9.0} msg/s; ratio accepted/s ÷ bare: {:.2}",
+        max_rate / bare_rate
+    );
+    purge(&node_url, &queue).await?;
+    shutdown.cancel();
+    running.await??;
+    delete_topology(&node_url, broker.topology()).await
 }
 
 /// The wrk phases: `settle serve` as a child process, pre-signed events, wrk as the client.
@@ -246,7 +370,9 @@ async fn independent_load(
             anyhow::ensure!(Instant::now() < deadline, "settle serve not ready in 30 s");
             tokio::time::sleep(Duration::from_millis(100)).await; // poll until ready
         }
+        let (cpu, started) = (Cpu::tracking(Some(serve.id())), Instant::now());
         let windowed = wrk(&url, &signed, concurrency as u64, seconds)?;
+        let windowed_cpu = Cpu::tracking(Some(serve.id())).since(&cpu, started.elapsed(), "wrk");
         println!(
             "wrk ({concurrency} connections, {seconds}s, pre-signed events): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}",
             windowed.rate, windowed.failed, windowed.p50, windowed.p99
@@ -255,7 +381,10 @@ async fn independent_load(
             "ratio wrk accepted/s ÷ bare publish rate: {:.2} (target ≥ 0.60)",
             windowed.rate / bare_rate
         );
+        println!("  CPU, {windowed_cpu}");
+        let (cpu, started) = (Cpu::tracking(Some(serve.id())), Instant::now());
         let crowd = wrk(&url, &signed, connections, seconds)?;
+        let crowd_cpu = Cpu::tracking(Some(serve.id())).since(&cpu, started.elapsed(), "wrk");
         let peak = peak_rss_kib(serve.id())?;
         println!(
             "wrk ({connections} connections, {seconds}s): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}; settle serve peak RSS {:.1} MiB (target ≤ 64 MiB)",
@@ -265,6 +394,7 @@ async fn independent_load(
             crowd.p99,
             peak as f64 / 1024.0
         );
+        println!("  CPU, {crowd_cpu}");
         anyhow::Ok(())
     }
     .await;
@@ -635,7 +765,10 @@ async fn delete_topology(
     topology: &settle::broker::Topology,
 ) -> anyhow::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    topology.delete(&connection.create_channel().await?).await?;
+    let channel = connection.create_channel().await?;
+    topology.delete(&channel).await?;
+    // The channel first: closing a connection under an open channel logs a lapin error.
+    let _ = channel.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     Ok(())
 }

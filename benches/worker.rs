@@ -23,6 +23,11 @@
 //!    (default 16, where this 2-core machine's tps tops out); then the ratio of the worker's
 //!    events/s to pgbench's tps.
 //!
+//! 5. when `scripts/services.sh start --cluster` runs (SETTLE_TEST_CLUSTER_AMQP_URLS, or
+//!    BENCH_CLUSTER_URLS): a backlog of BENCH_CLUSTER_EVENTS (default a fifth of BENCH_EVENTS)
+//!    drained on the single node, then the same with the worker and the queues on the
+//!    three-node cluster, and the ratio of the two.
+//!
 //! Each phase also prints the CPU used by settle (this process), PostgreSQL and RabbitMQ, from
 //! /proc. Everything is removed at the end: the `bench_<random>` database and the prefix's queues.
 //!
@@ -36,6 +41,11 @@
 
 // A benchmark that cannot set up has failed: unwrap and expect are how it reports it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,6 +69,8 @@ use settle::worker::apply::apply_batch;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use cpu::{Cpu, cores};
 
 const SECRET: &str = "whsec_bench_secret";
 const CUSTOMERS: u64 = 1000;
@@ -175,7 +187,13 @@ impl Bench {
         settle::startup::migrate(&self.db).await?;
         settle::repository::ensure_account(&self.db, &self.settings.account.id).await?;
         let started = Instant::now();
-        self.seed(events, e2e_events, tx_events).await?;
+        let cluster_nodes = cluster::cluster_urls();
+        let cluster_events = match &cluster_nodes {
+            Some(_) => env_number("BENCH_CLUSTER_EVENTS", events / 5).max(1),
+            None => 0,
+        };
+        self.seed(events, e2e_events, tx_events, cluster_events)
+            .await?;
         let preload = env_number("BENCH_PRELOAD", 0);
         if preload > 0 {
             let started = Instant::now();
@@ -187,11 +205,11 @@ impl Bench {
         }
         println!(
             "seeded {CUSTOMERS} customers and {} invoices of {AMOUNT} minor units GBP in {:.1} s",
-            events + e2e_events + tx_events,
+            events + e2e_events + tx_events + 2 * cluster_events,
             started.elapsed().as_secs_f64()
         );
 
-        let (worker, drain_rate) = self.queue_backlog_then_drain(events).await?;
+        let (worker, drain_rate) = self.queue_backlog_then_drain("drain", events).await?;
         let latencies = self
             .fixed_rates(rate, seconds, &ladder, ladder_seconds)
             .await;
@@ -211,7 +229,51 @@ impl Bench {
                 "{rate}/s"
             )),
         );
-        Ok(())
+        match cluster_nodes {
+            Some(urls) => self.drain_on_cluster(&urls, cluster_events).await,
+            None => {
+                println!(
+                    "cluster: not running (scripts/services.sh start --cluster), phase skipped"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Phase 5: a backlog of `events` drained on the single node, then the same on the
+    /// three-node cluster (the work queue replicated on every node), on the database as the
+    /// phases before left it, so the two compare like with like.
+    async fn drain_on_cluster(&self, urls: &[String], events: u64) -> anyhow::Result<()> {
+        println!("single node: {events} backlog events");
+        let (worker, single_node_rate) = self.queue_backlog_then_drain("single", events).await?;
+        worker.stop().await?;
+        let mut settings = self.settings.clone();
+        settings.amqp.prefix = format!("{}-cluster", settings.amqp.prefix);
+        settings.amqp.urls = urls
+            .iter()
+            .map(|u| SecretString::from(u.as_str()))
+            .collect();
+        let cluster = Bench {
+            settings,
+            db: self.db.clone(),
+            amqp_url: urls[0].clone(),
+            database_url: self.database_url.clone(),
+        };
+        println!("cluster: {} nodes, {events} backlog events", urls.len());
+        let drained = cluster.queue_backlog_then_drain("cluster", events).await;
+        let result = match drained {
+            Ok((worker, rate)) => {
+                worker.stop().await?;
+                println!(
+                    "ratio cluster drain ÷ single-node drain of the same backlog: {:.2}",
+                    rate / single_node_rate
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
+        cluster.delete_topology().await?;
+        result
     }
 
     /// Customers, then one open invoice per event: `inv_drain_…` for the backlog, `inv_e2e_…`
@@ -222,6 +284,7 @@ impl Bench {
         drain_invoices: u64,
         e2e_invoices: u64,
         tx_invoices: u64,
+        cluster_invoices: u64,
     ) -> anyhow::Result<()> {
         let account = &self.settings.account.id;
         sqlx::query(
@@ -241,6 +304,8 @@ impl Bench {
             ("drain", drain_invoices),
             ("e2e", e2e_invoices),
             ("tx", tx_invoices),
+            ("single", cluster_invoices),
+            ("cluster", cluster_invoices),
         ] {
             sqlx::query(&format!(
                 "INSERT INTO invoices (id, account_id, customer_id, number, currency, amount_due,
@@ -324,7 +389,13 @@ impl Bench {
     }
 
     /// Phase 1. Returns the worker, still running for phase 2, and the events/s.
-    async fn queue_backlog_then_drain(&self, events: u64) -> anyhow::Result<(Running, f64)> {
+    /// Queues `events` for the `phase`'s invoices (`inv_<phase>_<n>`) with no worker running,
+    /// then starts one and times it until every event is applied.
+    async fn queue_backlog_then_drain(
+        &self,
+        phase: &str,
+        events: u64,
+    ) -> anyhow::Result<(Running, f64)> {
         let broker = Broker::start(
             self.settings.amqp.clone(),
             self.topology(),
@@ -345,8 +416,7 @@ impl Bench {
                 let received_at = chrono::Utc::now();
                 let messages: Vec<OutgoingMessage> = (first..(first + PUBLISH_BATCH).min(events))
                     .map(|n| {
-                        queued_event(&template, "drain", n, received_at)
-                            .to_webhook_message(&topology)
+                        queued_event(&template, phase, n, received_at).to_webhook_message(&topology)
                     })
                     .collect();
                 let broker = broker.clone();
@@ -420,7 +490,7 @@ impl Bench {
             }
         }
         let drained = started.elapsed();
-        let cpu = Cpu::now().since(&cpu_before, drained);
+        let cpu = Cpu::now().since(&cpu_before, drained, "load");
         let drain_rate = events as f64 / drained.as_secs_f64();
 
         let relay_started = Instant::now();
@@ -429,9 +499,10 @@ impl Bench {
         let (applied, paid): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM webhook_events
                      WHERE outcome = 'applied' AND received_at >= $1),
-                    (SELECT count(*) FROM invoices WHERE id LIKE 'inv\\_drain\\_%' AND status = 'PAID')",
+                    (SELECT count(*) FROM invoices WHERE id LIKE 'inv\\_' || $2 || '\\_%' AND status = 'PAID')",
         )
         .bind(queued_from)
+        .bind(phase)
         .fetch_one(&self.db)
         .await?;
         println!(
@@ -553,7 +624,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
         }
-        let cpu = Cpu::now().since(&cpu_before, started.elapsed());
+        let cpu = Cpu::now().since(&cpu_before, started.elapsed(), "load");
         serve.stop().await?;
         stop_listening.cancel();
         let mut to_commit = listening.await??;
@@ -629,7 +700,7 @@ impl Bench {
         let started = Instant::now();
         let outcomes = run(warm_up..warm_up + events).await?;
         let elapsed = started.elapsed();
-        let cpu = Cpu::now().since(&cpu_before, elapsed);
+        let cpu = Cpu::now().since(&cpu_before, elapsed, "load");
         let applied = outcomes
             .iter()
             .flatten()
@@ -700,7 +771,7 @@ COMMIT;
             .env("PGPASSWORD", url.password().unwrap_or_default())
             .env("PGDATABASE", url.path().trim_start_matches('/'));
         let output = tokio::task::spawn_blocking(move || command.output()).await?;
-        let cpu = Cpu::now().since(&cpu_before, started.elapsed());
+        let cpu = Cpu::now().since(&cpu_before, started.elapsed(), "pgbench");
         let _ = std::fs::remove_file(&script);
         let output = output?;
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -959,117 +1030,5 @@ fn pgbench_binary() -> &'static str {
         DEBIAN
     } else {
         "pgbench"
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-/// CPU seconds used so far, from Linux's /proc (zeros elsewhere): by this process (the settle
-/// apps run in it), by its finished children (pgbench), by the PostgreSQL server (its processes,
-/// and through the postmaster's children time, the backends that have already exited), by
-/// RabbitMQ (`beam.smp`: every local node), and by the whole machine.
-#[derive(Default)]
-struct Cpu {
-    settle: f64,
-    pgbench: f64,
-    postgres: f64,
-    rabbitmq: f64,
-    busy: f64,
-}
-
-/// Linux reports process and machine CPU time in USER_HZ ticks, 100 a second.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-impl Cpu {
-    fn now() -> Self {
-        let mut cpu = Self::default();
-        // The machine: `cpu  user nice system idle iowait irq softirq steal …`.
-        if let Some(line) = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|stat| stat.lines().next().map(str::to_owned))
-        {
-            let ticks: Vec<f64> = line
-                .split_whitespace()
-                .skip(1)
-                .take(8)
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
-            cpu.busy = (ticks.iter().sum::<f64>() - idle) / TICKS_PER_SECOND;
-        }
-        let own = std::process::id().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // `pid (comm) state … utime stime cutime cstime …`: the 12th to 15th fields after
-            // the command name; cutime and cstime are those of the children it has waited for.
-            let Some((head, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let fields: Vec<f64> = rest
-                .split_whitespace()
-                .skip(11)
-                .take(4)
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            let [user, system, children_user, children_system] = fields[..] else {
-                continue;
-            };
-            let own_time = (user + system) / TICKS_PER_SECOND;
-            let children = (children_user + children_system) / TICKS_PER_SECOND;
-            if entry.file_name().to_str() == Some(own.as_str()) {
-                cpu.settle += own_time;
-                cpu.pgbench += children;
-            } else if head.ends_with("(postgres") {
-                cpu.postgres += own_time + children;
-            } else if head.ends_with("(beam.smp") {
-                cpu.rabbitmq += own_time;
-            }
-        }
-        cpu
-    }
-
-    /// The average cores each used between `before` and now, over `elapsed`.
-    fn since(&self, before: &Self, elapsed: Duration) -> CpuUse {
-        let per_second = |now: f64, then: f64| (now - then) / elapsed.as_secs_f64();
-        CpuUse {
-            settle: per_second(self.settle, before.settle),
-            pgbench: per_second(self.pgbench, before.pgbench),
-            postgres: per_second(self.postgres, before.postgres),
-            rabbitmq: per_second(self.rabbitmq, before.rabbitmq),
-            busy: per_second(self.busy, before.busy),
-        }
-    }
-}
-
-struct CpuUse {
-    settle: f64,
-    pgbench: f64,
-    postgres: f64,
-    rabbitmq: f64,
-    busy: f64,
-}
-
-impl std::fmt::Display for CpuUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let known = self.settle + self.pgbench + self.postgres + self.rabbitmq;
-        write!(
-            f,
-            "in cores of {}: machine busy {:.2} = settle process {:.2} + PostgreSQL {:.2} + RabbitMQ {:.2}",
-            cores(),
-            self.busy,
-            self.settle,
-            self.postgres,
-            self.rabbitmq,
-        )?;
-        if self.pgbench > 0.0 {
-            write!(f, " + pgbench {:.2}", self.pgbench)?;
-        }
-        write!(f, " + other {:.2}", (self.busy - known).max(0.0))
     }
 }

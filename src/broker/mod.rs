@@ -15,8 +15,9 @@
 //!
 //! On a cluster (`amqp.urls`) a process connects to one node, starting at a random one so that
 //! processes spread over the nodes, and when it loses that node it goes on to the next at once;
-//! it pauses `reconnect_delay` only once every node has failed in turn. Both connections of a
-//! process are on the same node. A publish that fails because the connection died under it, or
+//! it pauses `reconnect_delay` only once every node has failed in turn. An intake process also
+//! leaves a node that takes a publish and gives no confirm within the deadline (frozen, or cut
+//! off: its sockets stay open). Both connections of a process are on the same node. A publish that fails because the connection died under it, or
 //! that the broker nacks (a quorum queue electing a new leader), is made again on the next
 //! connection, within the same confirm deadline (`publish_all`).
 
@@ -50,6 +51,8 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// A broker that accepts TCP but never answers (a frozen node, SIGSTOP) must not hold the
 /// supervisor: the attempt is abandoned and made again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection being replaced is given to close cleanly.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a publish failed in a way a new attempt can mend, the pause before the attempt: long
 /// enough not to spin on a broker that nacks everything, short against a confirm deadline.
 const REPUBLISH_PAUSE: Duration = Duration::from_millis(50);
@@ -182,6 +185,10 @@ struct Inner {
     current: watch::Sender<Option<Arc<Connected>>>,
     /// Stops the supervisor; `close` cancels it after the users of the broker have finished.
     stop: CancellationToken,
+    /// A publish got no confirm within its deadline: on a cluster, the node may be frozen (a
+    /// network pause keeps its sockets open), and an intake process's supervisor moves to the
+    /// next.
+    unresponsive: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -195,6 +202,7 @@ impl Broker {
             connections,
             current,
             stop: CancellationToken::new(),
+            unresponsive: tokio::sync::Notify::new(),
         });
         tokio::spawn(supervise(inner.clone()));
         Self { inner }
@@ -314,8 +322,16 @@ impl Broker {
         if connected.publishing.status().blocked() {
             return Err(PublishError::Blocked);
         }
-        tokio::time::timeout_at(deadline, publish_on(&connected, messages))
-            .await
+        let published = tokio::time::timeout_at(deadline, publish_on(&connected, messages)).await;
+        // Intake only: moving a worker would also drop its consumers, and every delivery they
+        // hold would come back one step nearer its delivery limit.
+        let may_move = self.inner.settings.addresses().len() > 1
+            && self.inner.connections == Connections::PublishOnly;
+        if published.is_err() && may_move {
+            // Wakes the supervisor if it is watching a connection; never stored for later.
+            self.inner.unresponsive.notify_waiters();
+        }
+        published
             .map_err(|_| PublishError::ConfirmTimeout(self.inner.settings.confirm_timeout()))?
     }
 
@@ -377,11 +393,13 @@ async fn supervise(inner: Arc<Inner>) {
     // A random first node, so that the processes of a deployment spread over the cluster.
     let mut next = std::hash::RandomState::new().hash_one(std::process::id()) as usize;
     let mut failed_in_a_row = 0;
+    let mut connected_before = false;
     loop {
         let address = &addresses[next % addresses.len()];
         next = next.wrapping_add(1);
         let node = node_of(address);
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner, address, &node))
+        let first = !connected_before;
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner, address, &node, first))
             .await
             .unwrap_or_else(|_| {
                 Err(lapin::Error::from(std::io::Error::new(
@@ -392,6 +410,7 @@ async fn supervise(inner: Arc<Inner>) {
         match attempt {
             Ok(connected) => {
                 failed_in_a_row = 0;
+                connected_before = true;
                 tracing::info!(prefix = %inner.settings.prefix, node, "connected to the broker");
                 let connected = Arc::new(connected);
                 inner.current.send_replace(Some(connected.clone()));
@@ -400,6 +419,10 @@ async fn supervise(inner: Arc<Inner>) {
                     tokio::select! {
                         _ = inner.stop.cancelled() => return,
                         _ = poll.tick() => {}
+                        _ = inner.unresponsive.notified() => {
+                            tracing::warn!(node, "no publisher confirm from the node within the deadline; moving to the next node");
+                            break;
+                        }
                     }
                     if !connected.is_healthy() {
                         break;
@@ -408,7 +431,9 @@ async fn supervise(inner: Arc<Inner>) {
                 inner.current.send_replace(None);
                 tracing::warn!(node, "lost the broker connection; reconnecting");
                 for connection in connected.connections() {
-                    let _ = connection.close(200, "reconnecting".into()).await;
+                    // A frozen node never answers the close: do not wait for it.
+                    let closing = connection.close(200, "reconnecting".into());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
                 }
             }
             Err(error) => {
@@ -429,6 +454,17 @@ async fn supervise(inner: Arc<Inner>) {
     }
 }
 
+/// Whether every queue and exchange of `topology` is there (a missing one closes the channel
+/// the check ran on, so it has one of its own).
+async fn topology_in_place(topology: &Topology, connection: &Connection) -> lapin::Result<bool> {
+    let check = connection.create_channel().await?;
+    let in_place = topology.exists(&check).await;
+    if in_place {
+        let _ = check.close(200, "topology in place".into()).await;
+    }
+    Ok(in_place)
+}
+
 /// `host:port` of a broker URL, for the logs (the URL itself holds a password).
 fn node_of(address: &SecretString) -> String {
     address
@@ -440,7 +476,12 @@ fn node_of(address: &SecretString) -> String {
         )
 }
 
-async fn connect(inner: &Inner, address: &SecretString, node: &str) -> lapin::Result<Connected> {
+async fn connect(
+    inner: &Inner,
+    address: &SecretString,
+    node: &str,
+    first: bool,
+) -> lapin::Result<Connected> {
     let open = |role: &'static str| {
         // The process id tells an operator's `rabbitmqctl list_connections` which process it is.
         let name = format!("settle {role} (pid {})", std::process::id());
@@ -452,9 +493,15 @@ async fn connect(inner: &Inner, address: &SecretString, node: &str) -> lapin::Re
         Connections::PublishOnly => None,
         Connections::PublishAndConsume => Some(open("consume").await?),
     };
-    let setup = connection.create_channel().await?;
-    inner.topology.declare(&setup).await?;
-    let _ = setup.close(200, "topology declared".into()).await;
+    // The first connection declares the topology, so a queue whose arguments differ from the
+    // settings' stops the process at start (PRECONDITION_FAILED). A reconnection only checks
+    // that it is all there, and declares it again if not (a node reset, a queue deleted): on a
+    // cluster with a frozen node a declaration waits for that node, a check does not.
+    if first || !topology_in_place(&inner.topology, &connection).await? {
+        let setup = connection.create_channel().await?;
+        inner.topology.declare(&setup).await?;
+        let _ = setup.close(200, "topology declared".into()).await;
+    }
     let mut publishers = Vec::with_capacity(inner.settings.publisher_channels);
     for _ in 0..inner.settings.publisher_channels {
         let channel = connection.create_channel().await?;

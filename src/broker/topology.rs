@@ -159,6 +159,49 @@ impl Topology {
         queues
     }
 
+    /// Whether every queue and exchange is there, by passive declarations: reads, which a
+    /// cluster answers while one of its nodes is frozen, where a declaration waits for every
+    /// node (RabbitMQ writes its metadata on all of them). A missing one closes `channel`.
+    pub async fn exists(&self, channel: &Channel) -> bool {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        for queue in self.queues() {
+            let declared = channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await;
+            if declared.is_err() {
+                return false;
+            }
+        }
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for (exchange, kind) in [
+            (&self.webhooks_exchange, ExchangeKind::Topic),
+            (&self.reconciliation_exchange, ExchangeKind::Topic),
+            (
+                &self.reconciliation_by_account_exchange,
+                ExchangeKind::Headers,
+            ),
+        ] {
+            let declared = channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    kind,
+                    passive,
+                    FieldTable::default(),
+                )
+                .await;
+            if declared.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Deletes every queue and exchange (their messages with them). For tests and benchmarks that
     /// ran under a throw-away prefix; never called by the service itself.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
