@@ -461,6 +461,12 @@ async fn poison(deployment: &Deployment, tag: &str) -> anyhow::Result<usize> {
     use lapin::types::{AMQPValue, FieldTable};
     let connection = deployment.amqp().await?;
     let channel = connection.create_channel().await?;
+    // Confirms, so each publish below returns once the broker has the message: without them a
+    // publish returns once queued in the client, and closing the connection right after could
+    // cut the last (200 KB) message short.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
     let queue = format!("{}.reconcile", deployment.prefix);
     let headers = |id: &str| {
         let mut table = FieldTable::default();
@@ -502,7 +508,10 @@ async fn poison(deployment: &Deployment, tag: &str) -> anyhow::Result<usize> {
                 properties,
             )
             .await?
-            .await?;
+            .await?
+            .is_ack()
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("the broker refused poison message {n}"))?;
     }
     let _ = connection.close(200, "poisoned".into()).await;
     Ok(count)
