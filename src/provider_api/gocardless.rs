@@ -1,7 +1,9 @@
-//! GoCardless's `GET /events`: every event created in a window, up to 500 a page, the next page
-//! `after` the cursor `meta.cursors.after` until it is null. Requests carry the
-//! `GoCardless-Version` they were written against and the organisation's access token.
+//! GoCardless's lists: `GET /events` (every event created in a window) and `GET /payout_items`
+//! (the items of a payout), up to 500 a page, the next page `after` the cursor
+//! `meta.cursors.after` until it is null. Requests carry the `GoCardless-Version` they were
+//! written against and the organisation's access token.
 
+use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -29,15 +31,20 @@ struct Cursors {
     after: Option<String>,
 }
 
+fn headers(access_token: &SecretString) -> Result<HeaderMap, ProviderApiError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, bearer(access_token)?);
+    headers.insert(VERSION_HEADER, VERSION);
+    Ok(headers)
+}
+
 /// Every event of the window, each with its exact JSON.
 pub async fn list_events(
     client: &ApiClient,
     access_token: &SecretString,
     window: Window,
 ) -> Result<Vec<IncomingEvent>, ProviderApiError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(AUTHORIZATION, bearer(access_token)?);
-    headers.insert(VERSION_HEADER, VERSION);
+    let headers = headers(access_token)?;
     let time =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut base = vec![
@@ -49,22 +56,80 @@ pub async fn list_events(
     }
 
     let mut events = Vec::new();
+    pages(client, "/events", &base, &headers, |body| {
+        // A page has the shape of a webhook batch (`{"events": […]}`) plus `meta`: the
+        // receiver's own splitter keeps each event's exact JSON.
+        let listed = crate::ingress::gocardless::events(body).map_err(|e| client.shape(e))?;
+        let count = listed.len();
+        events.extend(listed);
+        Ok(count)
+    })
+    .await?;
+    Ok(events)
+}
+
+/// What GoCardless answered for a payout's items.
+#[derive(Debug)]
+pub enum PayoutItems {
+    Listed(Vec<serde_json::Value>),
+    /// 410 Gone: GoCardless lists the items of payouts of the last 6 months only.
+    Gone(String),
+}
+
+#[derive(Deserialize)]
+struct ItemsPage {
+    payout_items: Vec<serde_json::Value>,
+}
+
+/// Every item of the payout `payout`, in GoCardless's order.
+pub async fn payout_items(
+    client: &ApiClient,
+    access_token: &SecretString,
+    payout: &str,
+) -> Result<PayoutItems, ProviderApiError> {
+    let headers = headers(access_token)?;
+    let base = vec![
+        ("limit".to_owned(), PAGE.to_owned()),
+        ("payout".to_owned(), payout.to_owned()),
+    ];
+    let mut items = Vec::new();
+    let listed = pages(client, "/payout_items", &base, &headers, |body| {
+        let page: ItemsPage = serde_json::from_slice(body).map_err(|e| client.shape(e))?;
+        let count = page.payout_items.len();
+        items.extend(page.payout_items);
+        Ok(count)
+    })
+    .await;
+    match listed {
+        Ok(()) => Ok(PayoutItems::Listed(items)),
+        Err(ProviderApiError::Status { status, body, .. }) if status == StatusCode::GONE => {
+            Ok(PayoutItems::Gone(body))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Walks a list's pages: `take` gets each page's body and returns how many items it held; an
+/// empty page or a null `after` cursor ends the list.
+async fn pages(
+    client: &ApiClient,
+    path: &str,
+    base: &[(String, String)],
+    headers: &HeaderMap,
+    mut take: impl FnMut(&[u8]) -> Result<usize, ProviderApiError>,
+) -> Result<(), ProviderApiError> {
     let mut after: Option<String> = None;
     loop {
-        let mut query = base.clone();
+        let mut query = base.to_vec();
         if let Some(cursor) = &after {
             query.push(("after".to_owned(), cursor.clone()));
         }
-        let body = client.get("/events", &query, headers.clone()).await?;
-        // A page has the shape of a webhook batch (`{"events": […]}`) plus `meta`: the
-        // receiver's own splitter keeps each event's exact JSON.
+        let body = client.get(path, &query, headers.clone()).await?;
         let page: Page = serde_json::from_slice(&body).map_err(|e| client.shape(e))?;
-        let listed = crate::ingress::gocardless::events(&body).map_err(|e| client.shape(e))?;
-        let empty = listed.is_empty();
-        events.extend(listed);
+        let count = take(&body)?;
         match page.meta.cursors.after {
-            Some(cursor) if !empty => after = Some(cursor),
-            _ => return Ok(events),
+            Some(cursor) if count > 0 => after = Some(cursor),
+            _ => return Ok(()),
         }
     }
 }

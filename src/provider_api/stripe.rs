@@ -1,7 +1,8 @@
-//! Stripe's `GET /v1/events`: every event created in a window, newest first, 100 a page, the next
-//! page `starting_after` the last event of this one while `has_more`. Stripe keeps events for 30
-//! days. A connected account's events are read with the platform's key and the `Stripe-Account`
-//! header, or with the account's own key.
+//! Stripe's lists: `GET /v1/events` (every event created in a window, newest first; Stripe keeps
+//! events for 30 days) and `GET /v1/balance_transactions?payout=…` (the lines of a payout). Each
+//! is 100 a page, the next page `starting_after` the last item of this one while `has_more`. A
+//! connected account's are read with the platform's key and the `Stripe-Account` header, or
+//! with the account's own key.
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -75,23 +76,65 @@ pub async fn list_events(
     base.extend(types.iter().map(|t| ("types[]".to_owned(), t.clone())));
 
     let mut events = Vec::new();
+    pages(client, "/v1/events", &base, &headers, |raw| {
+        let event =
+            crate::ingress::stripe::events(raw.get().as_bytes()).map_err(|e| client.shape(e))?;
+        events.extend(event);
+        Ok(events.last().map(|event| event.id.clone()))
+    })
+    .await?;
+    Ok(events)
+}
+
+/// Every balance transaction of the payout `payout`, its `source` expanded (the charge, refund
+/// or dispute it moved money for), in Stripe's order. Only an automatic payout's can be listed:
+/// Stripe does not know which transactions a manual payout took.
+pub async fn payout_lines(
+    client: &ApiClient,
+    credentials: &Credentials<'_>,
+    payout: &str,
+) -> Result<Vec<serde_json::Value>, ProviderApiError> {
+    let headers = headers(client, credentials)?;
+    let base = vec![
+        ("limit".to_owned(), PAGE.to_owned()),
+        ("payout".to_owned(), payout.to_owned()),
+        ("expand[]".to_owned(), "data.source".to_owned()),
+    ];
+    let mut lines = Vec::new();
+    pages(client, "/v1/balance_transactions", &base, &headers, |raw| {
+        let line: serde_json::Value =
+            serde_json::from_str(raw.get()).map_err(|e| client.shape(e))?;
+        let id = line["id"].as_str().map(str::to_owned);
+        lines.push(line);
+        Ok(id)
+    })
+    .await?;
+    Ok(lines)
+}
+
+/// Walks a list's pages: `take` gets each item and returns its id, the cursor of the next page.
+async fn pages(
+    client: &ApiClient,
+    path: &str,
+    base: &[(String, String)],
+    headers: &HeaderMap,
+    mut take: impl FnMut(&RawValue) -> Result<Option<String>, ProviderApiError>,
+) -> Result<(), ProviderApiError> {
     let mut starting_after: Option<String> = None;
     loop {
-        let mut query = base.clone();
+        let mut query = base.to_vec();
         if let Some(after) = &starting_after {
             query.push(("starting_after".to_owned(), after.clone()));
         }
-        let body = client.get("/v1/events", &query, headers.clone()).await?;
+        let body = client.get(path, &query, headers.clone()).await?;
         let page: Page<'_> = serde_json::from_slice(&body).map_err(|e| client.shape(e))?;
-        let count = page.data.len();
-        for raw in page.data {
-            let event = crate::ingress::stripe::events(raw.get().as_bytes())
-                .map_err(|e| client.shape(e))?;
-            events.extend(event);
+        let mut last = None;
+        for raw in &page.data {
+            last = take(raw)?;
         }
-        if !page.has_more || count == 0 {
-            return Ok(events);
+        match last {
+            Some(id) if page.has_more => starting_after = Some(id),
+            _ => return Ok(()),
         }
-        starting_after = events.last().map(|event| event.id.clone());
     }
 }

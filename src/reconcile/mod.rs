@@ -11,6 +11,7 @@ pub mod money;
 pub mod outcome;
 pub mod payment;
 pub mod payment_methods;
+pub mod payout;
 pub mod plan;
 pub mod reconciliation_events;
 pub mod refund;

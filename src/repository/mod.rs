@@ -20,6 +20,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod payment_methods;
 pub mod payments;
+pub mod payouts;
 pub mod retention;
 pub mod settings;
 

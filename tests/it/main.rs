@@ -21,6 +21,7 @@ mod money;
 mod notify;
 mod openapi;
 mod ops;
+mod payouts;
 mod retention;
 mod routing;
 mod shutdown;

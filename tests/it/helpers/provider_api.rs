@@ -32,6 +32,11 @@ struct Events {
     /// Stripe PaymentIntents as `GET /v1/payment_intents/{id}` returns them, by account.
     intents: Vec<(Option<String>, Value)>,
     gocardless: Vec<Value>,
+    /// Stripe balance transactions by (connected account, payout), in Stripe's order.
+    balance_transactions: Vec<(Option<String>, String, Value)>,
+    /// GoCardless payout items by payout, in GoCardless's order; payouts answered 410.
+    payout_items: Vec<(String, Value)>,
+    gone_payouts: Vec<String>,
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
@@ -60,6 +65,8 @@ impl ProviderApi {
             .route("/v1/events", get(stripe_events))
             .route("/events", get(gocardless_events))
             .route("/v1/payment_intents/{id}", get(stripe_payment_intent))
+            .route("/v1/balance_transactions", get(stripe_balance_transactions))
+            .route("/payout_items", get(gocardless_payout_items))
             .layer(axum::middleware::from_fn_with_state(
                 events.clone(),
                 in_flight,
@@ -94,6 +101,30 @@ impl ProviderApi {
             .intents
             .retain(|(owner, held)| !(owner.as_deref() == account && held["id"] == intent["id"]));
         events.intents.push((account.map(str::to_owned), intent));
+    }
+
+    /// Adds a balance transaction (its full JSON, `source` expanded) to a payout's lines.
+    pub fn add_balance_transaction(&self, account: Option<&str>, payout: &str, transaction: Value) {
+        let mut events = self.events.lock().unwrap();
+        let owner = account.map(str::to_owned);
+        events
+            .balance_transactions
+            .push((owner, payout.to_owned(), transaction));
+    }
+
+    /// Adds an item to a GoCardless payout's.
+    pub fn add_payout_item(&self, payout: &str, item: Value) {
+        let mut events = self.events.lock().unwrap();
+        events.payout_items.push((payout.to_owned(), item));
+    }
+
+    /// A payout whose items GoCardless no longer lists (older than 6 months): 410.
+    pub fn expire_payout(&self, payout: &str) {
+        self.events
+            .lock()
+            .unwrap()
+            .gone_payouts
+            .push(payout.to_owned());
     }
 
     pub fn add_gocardless(&self, event: Value) {
@@ -142,6 +173,14 @@ async fn in_flight(
     let response = next.run(request).await;
     events.lock().unwrap().in_flight -= 1;
     response
+}
+
+/// The connected account a Stripe request is made for (`Stripe-Account`); `None`: the platform.
+fn stripe_account(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
@@ -209,10 +248,7 @@ async fn stripe_events(
         .filter(|(key, _)| key == "types[]")
         .map(|(_, value)| value.as_str())
         .collect();
-    let account = headers
-        .get("stripe-account")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let account = stripe_account(&headers);
     // Newest first, as Stripe lists them.
     let mut listed: Vec<&Value> = events
         .stripe
@@ -247,10 +283,7 @@ async fn stripe_payment_intent(
     if let Err(refused) = admit(&mut events, &path, &None, &headers, STRIPE_KEY) {
         return *refused;
     }
-    let account = headers
-        .get("stripe-account")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let account = stripe_account(&headers);
     match events
         .intents
         .iter()
@@ -309,6 +342,87 @@ async fn gocardless_events(
     axum::Json(json!({
         "events": page,
         "meta": {"cursors": {"before": null, "after": after}, "limit": limit}
+    }))
+    .into_response()
+}
+
+/// `GET /v1/balance_transactions?payout=…`: the payout's transactions in order, `source`
+/// expanded only when `expand[]=data.source` asks (otherwise its id), paged by `starting_after`.
+async fn stripe_balance_transactions(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let path = "/v1/balance_transactions";
+    let pairs = match admit(&mut events, path, &query, &headers, STRIPE_KEY) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    let account = stripe_account(&headers);
+    let payout = param(&pairs, "payout").unwrap_or_default().to_owned();
+    let expanded = param(&pairs, "expand[]") == Some("data.source");
+    let limit: usize = param(&pairs, "limit").map_or(10, |v| v.parse().unwrap());
+    let listed: Vec<Value> = events
+        .balance_transactions
+        .iter()
+        .filter(|(owner, of, _)| *owner == account && *of == payout)
+        .map(|(_, _, transaction)| {
+            let mut transaction = transaction.clone();
+            if !expanded {
+                transaction["source"] = transaction["source"]["id"].clone();
+            }
+            transaction
+        })
+        .collect();
+    let start = match param(&pairs, "starting_after") {
+        Some(after) => listed.iter().position(|t| t["id"] == after).unwrap() + 1,
+        None => 0,
+    };
+    // Two a page at most, whatever the limit: the tests cross page boundaries.
+    let page: Vec<&Value> = listed.iter().skip(start).take(limit.min(2)).collect();
+    let has_more = start + page.len() < listed.len();
+    axum::Json(json!({"object": "list", "url": path, "has_more": has_more, "data": page}))
+        .into_response()
+}
+
+/// `GET /payout_items?payout=…`: the payout's items in order, paged by `after` (the position as
+/// the cursor), or 410 for a payout older than 6 months.
+async fn gocardless_payout_items(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(
+        &mut events,
+        "/payout_items",
+        &query,
+        &headers,
+        GOCARDLESS_TOKEN,
+    ) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    let payout = param(&pairs, "payout").unwrap_or_default().to_owned();
+    if events.gone_payouts.contains(&payout) {
+        let gone = json!({"error": {"code": 410, "type": "invalid_api_usage",
+            "message": "Payout items are only available for payouts created in the last 6 months"}});
+        return (StatusCode::GONE, axum::Json(gone)).into_response();
+    }
+    let listed: Vec<&Value> = events
+        .payout_items
+        .iter()
+        .filter(|(of, _)| *of == payout)
+        .map(|(_, item)| item)
+        .collect();
+    let start: usize = param(&pairs, "after").map_or(0, |v| v.parse().unwrap());
+    let page: Vec<&Value> = listed.iter().skip(start).take(2).copied().collect();
+    let end = start + page.len();
+    let after = (end < listed.len()).then(|| end.to_string());
+    axum::Json(json!({
+        "payout_items": page,
+        "meta": {"cursors": {"before": null, "after": after}, "limit": 2}
     }))
     .into_response()
 }

@@ -1,0 +1,650 @@
+//! Payouts, pure: which of a bank deposit's lines settle can explain, what they add up to, and
+//! whether that is the deposit.
+//!
+//! A provider pays out its balance: the money of many payments, less their fees, less refunds,
+//! chargebacks and disputes, plus or minus adjustments. Each provider lists the lines of a payout
+//! (Stripe's balance transactions, GoCardless's payout items); the worker reads what settle's
+//! ledger knows of each line's provider object and hands it here. A line is
+//! - **matched** to a payment and its invoice when its object is one settle recorded (a
+//!   PaymentIntent or charge, a refund, a dispute; a GoCardless payment or refund), fees of such
+//!   a payment included;
+//! - **the provider's own** when it is a fee with no payment of its own, or the payout's own
+//!   line in Stripe's list (the transfer out, which mirrors the deposit);
+//! - **unmatched** otherwise, kept as it came, never dropped nor guessed at.
+//!
+//! A payout is `RECONCILED` when no line is unmatched and its lines add up to its amount exactly;
+//! otherwise `PARTIALLY_MATCHED`, with the difference. Amounts are decimals in the currency's
+//! minor unit: GoCardless sends its items to a tenth of a penny (it records fees more precisely
+//! than it can pay them out) and says to sum them and then round to the unit; Stripe's are whole.
+
+use std::collections::HashMap;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// What a line's provider object is, as far as settle's ledger can look it up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A payment: a Stripe PaymentIntent (or a charge made without one), a GoCardless payment.
+    Payment(String),
+    /// A refund: Stripe `re_…`, GoCardless `RF…`.
+    Refund(String),
+    /// A Stripe dispute `dp_…`.
+    Dispute(String),
+    /// The payout itself (Stripe lists its own transfer out among its lines).
+    Payout,
+    /// Nothing settle can look up (an adjustment, a transfer, a fee of the account).
+    None,
+}
+
+/// How a line counts, from the provider's own category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Money of a payment, a refund or a dispute: explained only by a match.
+    Money,
+    /// A provider fee: explained by a match, or as the provider's own.
+    Fee,
+    /// The payout's own line: explained by the payout, and not part of its sum.
+    Payout,
+    /// A category settle does not know: kept, unmatched.
+    Unknown,
+}
+
+/// One line of a payout, as the provider listed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// The provider's category: Stripe's `reporting_category`, GoCardless's item `type`.
+    pub category: String,
+    /// The provider's id of the line's object, as listed (`ch_…`, `re_…`, `PM…`), if any.
+    pub source_id: Option<String>,
+    pub source: Source,
+    pub role: Role,
+    pub gross: Decimal,
+    pub fee: Decimal,
+    pub net: Decimal,
+}
+
+/// What settle's ledger says a line's object belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub payment_id: String,
+    pub invoice_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explained {
+    /// Settle's payment and invoice.
+    Matched,
+    /// The provider's own: a fee of the account, the payout's own line.
+    Provider,
+    Unmatched,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchedLine {
+    pub line: Line,
+    pub explained: Explained,
+    pub known: Option<Known>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Reconciled,
+    PartiallyMatched,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reconciled => "RECONCILED",
+            Self::PartiallyMatched => "PARTIALLY_MATCHED",
+        }
+    }
+}
+
+/// A payout's lines explained and summed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconciled {
+    pub status: Status,
+    pub lines: Vec<MatchedLine>,
+    /// Sums of the lines that make up the deposit (the payout's own line left out), rounded to
+    /// the currency's unit after summing.
+    pub gross: i64,
+    pub fees: i64,
+    pub net: i64,
+    /// The deposit less what its lines add up to: 0 when they explain it exactly.
+    pub difference: i64,
+    pub unmatched: usize,
+}
+
+/// Explains `lines` with what the ledger `knows` of their objects, and sums them against the
+/// payout's `amount` (minor units).
+pub fn reconcile(amount: i64, lines: Vec<Line>, knows: &HashMap<Source, Known>) -> Reconciled {
+    let lines: Vec<MatchedLine> = lines.into_iter().map(|line| explain(line, knows)).collect();
+    let counted = || lines.iter().filter(|l| l.line.role != Role::Payout);
+    let sum = |part: fn(&Line) -> Decimal| to_unit(counted().map(|l| part(&l.line)).sum());
+    let (gross, fees, net) = (sum(|l| l.gross), sum(|l| l.fee), sum(|l| l.net));
+    let unmatched = lines
+        .iter()
+        .filter(|l| l.explained == Explained::Unmatched)
+        .count();
+    let difference = amount - net;
+    let status = if unmatched == 0 && difference == 0 {
+        Status::Reconciled
+    } else {
+        Status::PartiallyMatched
+    };
+    Reconciled {
+        status,
+        lines,
+        gross,
+        fees,
+        net,
+        difference,
+        unmatched,
+    }
+}
+
+fn explain(line: Line, knows: &HashMap<Source, Known>) -> MatchedLine {
+    let known = knows.get(&line.source).cloned();
+    let explained = match (line.role, &known) {
+        (Role::Payout, _) if line.source == Source::Payout => Explained::Provider,
+        (Role::Money | Role::Fee, Some(_)) => Explained::Matched,
+        (Role::Fee, None) if line.source == Source::None => Explained::Provider,
+        _ => Explained::Unmatched,
+    };
+    MatchedLine {
+        known: known.filter(|_| explained == Explained::Matched),
+        line,
+        explained,
+    }
+}
+
+/// A sum to the currency's unit: the nearest, a half away from zero.
+fn to_unit(sum: Decimal) -> i64 {
+    let rounded = sum.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    i64::try_from(rounded).unwrap_or(if rounded.is_sign_negative() {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+/// Stripe's `reporting_category` of a balance transaction, and how it counts.
+pub fn stripe_role(reporting_category: &str) -> Role {
+    match reporting_category {
+        "charge"
+        | "refund"
+        | "refund_failure"
+        | "dispute"
+        | "dispute_reversal"
+        | "partial_capture_reversal" => Role::Money,
+        "fee" | "platform_earning" | "platform_earning_refund" => Role::Fee,
+        "payout" | "payout_reversal" => Role::Payout,
+        _ => Role::Unknown,
+    }
+}
+
+/// GoCardless's payout item `type`, and how it counts.
+pub fn gocardless_role(item_type: &str) -> Role {
+    match item_type {
+        "payment_paid_out"
+        | "payment_failed"
+        | "payment_charged_back"
+        | "payment_refunded"
+        | "refund"
+        | "refund_funds_returned" => Role::Money,
+        "gocardless_fee" | "app_fee" | "app_fee_refund" | "surcharge_fee" | "revenue_share" => {
+            Role::Fee
+        }
+        _ => Role::Unknown,
+    }
+}
+
+/// A Stripe balance transaction of a payout (`GET /v1/balance_transactions?payout=…`, with
+/// `expand[]=data.source`, or without: then `source` is only an id) as a line.
+pub fn stripe_line(transaction: &serde_json::Value) -> Result<Line, String> {
+    let category = transaction["reporting_category"]
+        .as_str()
+        .or_else(|| transaction["type"].as_str())
+        .ok_or("a balance transaction without `reporting_category`")?
+        .to_owned();
+    let whole = |field: &str| {
+        transaction[field]
+            .as_i64()
+            .map(Decimal::from)
+            .ok_or_else(|| format!("a balance transaction without an integer `{field}`"))
+    };
+    let (source_id, source) = stripe_source(&transaction["source"]);
+    Ok(Line {
+        role: stripe_role(&category),
+        category,
+        source_id,
+        source,
+        gross: whole("amount")?,
+        fee: whole("fee")?,
+        net: whole("net")?,
+    })
+}
+
+/// The object a balance transaction moved money for: expanded (an object with its `object`
+/// kind; a charge made by a PaymentIntent is settle's payment under the PaymentIntent's id), or
+/// an id whose prefix tells its kind.
+fn stripe_source(source: &serde_json::Value) -> (Option<String>, Source) {
+    let Some(id) = source.as_str().or_else(|| source["id"].as_str()) else {
+        return (None, Source::None);
+    };
+    let kind = source["object"]
+        .as_str()
+        .or_else(|| id.split_once('_').map(|(prefix, _)| prefix));
+    let id = id.to_owned();
+    let source = match kind {
+        Some("charge" | "ch" | "py") => Source::Payment(
+            source["payment_intent"]
+                .as_str()
+                .map_or_else(|| id.clone(), str::to_owned),
+        ),
+        Some("refund" | "re" | "pyr") => Source::Refund(id.clone()),
+        Some("dispute" | "dp") => Source::Dispute(id.clone()),
+        Some("payout" | "po") => Source::Payout,
+        _ => Source::None,
+    };
+    (Some(id), source)
+}
+
+/// A GoCardless payout item (`GET /payout_items?payout=…`) as a line. An item is one signed
+/// amount: a fee's is the fee (a debit), anything else's the money.
+pub fn gocardless_line(item: &serde_json::Value) -> Result<Line, String> {
+    let category = item["type"]
+        .as_str()
+        .ok_or("a payout item without `type`")?
+        .to_owned();
+    let amount = gocardless_amount(
+        item["amount"]
+            .as_str()
+            .ok_or("a payout item without a string `amount`")?,
+    )?;
+    let links = &item["links"];
+    let (source_id, source) = match (links["refund"].as_str(), links["payment"].as_str()) {
+        (Some(refund), _) => (Some(refund.to_owned()), Source::Refund(refund.to_owned())),
+        (None, Some(payment)) => (
+            Some(payment.to_owned()),
+            Source::Payment(payment.to_owned()),
+        ),
+        (None, None) => (None, Source::None),
+    };
+    let role = gocardless_role(&category);
+    let (gross, fee) = if role == Role::Fee {
+        (Decimal::ZERO, -amount)
+    } else {
+        (amount, Decimal::ZERO)
+    };
+    Ok(Line {
+        category,
+        source_id,
+        source,
+        role,
+        gross,
+        fee,
+        net: amount,
+    })
+}
+
+/// A GoCardless item amount, a decimal string to a tenth of the minor unit (`"-23.4"`).
+pub fn gocardless_amount(text: &str) -> Result<Decimal, String> {
+    text.trim()
+        .parse::<Decimal>()
+        .map_err(|_| format!("payout item amount `{text}` is not a decimal"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(n: i64) -> Decimal {
+        Decimal::from(n)
+    }
+
+    fn line(category: &str, source: Source, role: Role, gross: i64, fee: i64) -> Line {
+        Line {
+            category: category.into(),
+            source_id: match &source {
+                Source::Payment(id) | Source::Refund(id) | Source::Dispute(id) => Some(id.clone()),
+                _ => None,
+            },
+            source,
+            role,
+            gross: whole(gross),
+            fee: whole(fee),
+            net: whole(gross - fee),
+        }
+    }
+
+    fn knows(entries: &[(Source, &str)]) -> HashMap<Source, Known> {
+        entries
+            .iter()
+            .map(|(source, invoice)| {
+                let known = Known {
+                    payment_id: format!("pay_{invoice}"),
+                    invoice_id: (*invoice).to_owned(),
+                };
+                (source.clone(), known)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn charges_a_refund_a_dispute_and_fees_all_known_reconcile_exactly() {
+        let pi = |n: u8| Source::Payment(format!("pi_{n}"));
+        let lines = vec![
+            line("charge", pi(1), Role::Money, 10_000, 320),
+            line("charge", pi(2), Role::Money, 5_000, 170),
+            line("charge", pi(3), Role::Money, 2_000, 80),
+            line(
+                "refund",
+                Source::Refund("re_1".into()),
+                Role::Money,
+                -1_500,
+                0,
+            ),
+            line(
+                "dispute",
+                Source::Dispute("dp_1".into()),
+                Role::Money,
+                -2_000,
+                1_500,
+            ),
+            line("fee", Source::None, Role::Fee, -200, 0),
+            line("payout", Source::Payout, Role::Payout, -11_230, 0),
+        ];
+        let known = knows(&[
+            (pi(1), "inv_1"),
+            (pi(2), "inv_2"),
+            (pi(3), "inv_3"),
+            (Source::Refund("re_1".into()), "inv_1"),
+            (Source::Dispute("dp_1".into()), "inv_2"),
+        ]);
+        let reconciled = reconcile(11_230, lines, &known);
+        assert_eq!(reconciled.status, Status::Reconciled);
+        assert_eq!(
+            (reconciled.gross, reconciled.fees, reconciled.net),
+            (13_300, 2_070, 11_230)
+        );
+        assert_eq!(reconciled.difference, 0);
+        let invoices: Vec<Option<&str>> = reconciled
+            .lines
+            .iter()
+            .map(|l| l.known.as_ref().map(|k| k.invoice_id.as_str()))
+            .collect();
+        assert_eq!(
+            invoices,
+            [
+                Some("inv_1"),
+                Some("inv_2"),
+                Some("inv_3"),
+                Some("inv_1"),
+                Some("inv_2"),
+                None,
+                None
+            ]
+        );
+        assert_eq!(reconciled.lines[5].explained, Explained::Provider);
+        assert_eq!(reconciled.lines[6].explained, Explained::Provider);
+    }
+
+    #[test]
+    fn a_charge_settle_never_saw_is_kept_unmatched_and_the_payout_is_partly_matched() {
+        let lines = vec![
+            line(
+                "charge",
+                Source::Payment("pi_1".into()),
+                Role::Money,
+                10_000,
+                320,
+            ),
+            line(
+                "charge",
+                Source::Payment("pi_unknown".into()),
+                Role::Money,
+                4_000,
+                140,
+            ),
+        ];
+        let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
+        let reconciled = reconcile(13_540, lines, &known);
+        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.unmatched, 1);
+        // The sums still add up: what is missing is an explanation, not money.
+        assert_eq!(reconciled.difference, 0);
+        assert_eq!(reconciled.lines[1].explained, Explained::Unmatched);
+        assert_eq!(reconciled.lines[1].known, None);
+        assert_eq!(
+            reconciled.lines[1].line.source_id.as_deref(),
+            Some("pi_unknown")
+        );
+    }
+
+    #[test]
+    fn lines_that_do_not_add_up_to_the_deposit_show_the_difference() {
+        let lines = vec![line(
+            "charge",
+            Source::Payment("pi_1".into()),
+            Role::Money,
+            1_000,
+            30,
+        )];
+        let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
+        let reconciled = reconcile(1_000, lines, &known);
+        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.difference, 30);
+        assert_eq!(reconciled.unmatched, 0);
+    }
+
+    #[test]
+    fn unknown_categories_and_sourceless_money_are_kept_unmatched() {
+        let lines = vec![
+            line("adjustment", Source::None, Role::Unknown, 500, 0),
+            line(
+                "something_new",
+                Source::Payment("pi_1".into()),
+                Role::Unknown,
+                100,
+                0,
+            ),
+            line("charge", Source::None, Role::Money, 100, 0),
+            // A fee naming a payment settle does not know is not the account's own fee.
+            line("fee", Source::Payment("pi_x".into()), Role::Fee, -10, 0),
+        ];
+        let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
+        let reconciled = reconcile(690, lines, &known);
+        assert!(
+            reconciled
+                .lines
+                .iter()
+                .all(|l| l.explained == Explained::Unmatched)
+        );
+        assert!(reconciled.lines.iter().all(|l| l.known.is_none()));
+        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.difference, 0);
+    }
+
+    #[test]
+    fn gocardless_tenths_are_summed_then_rounded_never_rounded_one_by_one() {
+        // Three fees of 0.4p each: rounded one by one they would vanish (0 + 0 + 0); summed
+        // they are 1.2p, which rounds to 1p. The deposit is 3000 - 1 = 2999p.
+        let payment = |n: u8| Source::Payment(format!("PM{n}"));
+        let item = |kind: &str, source: Source, amount: &str| {
+            let amount = gocardless_amount(amount).unwrap();
+            Line {
+                category: kind.into(),
+                source_id: None,
+                source,
+                role: gocardless_role(kind),
+                gross: if gocardless_role(kind) == Role::Fee {
+                    Decimal::ZERO
+                } else {
+                    amount
+                },
+                fee: if gocardless_role(kind) == Role::Fee {
+                    -amount
+                } else {
+                    Decimal::ZERO
+                },
+                net: amount,
+            }
+        };
+        let lines = vec![
+            item("payment_paid_out", payment(1), "1000.0"),
+            item("payment_paid_out", payment(2), "1000.0"),
+            item("payment_paid_out", payment(3), "1000.0"),
+            item("gocardless_fee", payment(1), "-0.4"),
+            item("gocardless_fee", payment(2), "-0.4"),
+            item("gocardless_fee", payment(3), "-0.4"),
+        ];
+        let known = knows(&[
+            (payment(1), "inv_1"),
+            (payment(2), "inv_2"),
+            (payment(3), "inv_3"),
+        ]);
+        let reconciled = reconcile(2_999, lines, &known);
+        assert_eq!(reconciled.net, 2_999);
+        assert_eq!(reconciled.fees, 1);
+        assert_eq!(reconciled.status, Status::Reconciled);
+    }
+
+    #[test]
+    fn halves_round_away_from_zero_and_bad_amounts_are_named() {
+        assert_eq!(to_unit("2.5".parse().unwrap()), 3);
+        assert_eq!(to_unit("-2.5".parse().unwrap()), -3);
+        assert_eq!(to_unit("2.4".parse().unwrap()), 2);
+        let error = gocardless_amount("12,5").unwrap_err();
+        assert!(error.contains("`12,5`"), "{error}");
+    }
+
+    fn stripe_fixtures() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/stripe-objects.json")).unwrap()
+    }
+
+    #[test]
+    fn stripe_balance_transactions_become_lines_expanded_or_not() {
+        let fixtures = stripe_fixtures();
+        // The fixture's own transaction: a charge, `source` an id.
+        let line = stripe_line(&fixtures["balance_transaction"]).unwrap();
+        assert_eq!(line.category, "charge");
+        assert_eq!(line.role, Role::Money);
+        assert_eq!(
+            line.source,
+            Source::Payment("ch_1PgafuB7WZ01zgkWXYmPNZs8".into())
+        );
+        assert_eq!(
+            (line.gross, line.fee, line.net),
+            (whole(100), whole(0), whole(100))
+        );
+
+        // Expanded: a charge of a PaymentIntent is the PaymentIntent's payment.
+        let mut charge = fixtures["charge"].clone();
+        charge["payment_intent"] = "pi_expanded".into();
+        let mut transaction = fixtures["balance_transaction"].clone();
+        transaction["source"] = charge;
+        transaction["amount"] = 2000.into();
+        transaction["fee"] = 88.into();
+        transaction["net"] = 1912.into();
+        let line = stripe_line(&transaction).unwrap();
+        assert_eq!(line.source, Source::Payment("pi_expanded".into()));
+        assert_eq!(
+            (line.gross, line.fee, line.net),
+            (whole(2000), whole(88), whole(1912))
+        );
+
+        for (object, category, expected) in [
+            (
+                "refund",
+                "refund",
+                Source::Refund(fixtures["refund"]["id"].as_str().unwrap().into()),
+            ),
+            (
+                "dispute",
+                "dispute",
+                Source::Dispute(fixtures["dispute"]["id"].as_str().unwrap().into()),
+            ),
+            ("payout", "payout", Source::Payout),
+        ] {
+            let mut transaction = fixtures["balance_transaction"].clone();
+            transaction["source"] = fixtures[object].clone();
+            transaction["reporting_category"] = category.into();
+            assert_eq!(
+                stripe_line(&transaction).unwrap().source,
+                expected,
+                "{object}"
+            );
+        }
+
+        let mut broken = fixtures["balance_transaction"].clone();
+        broken["fee"] = "a lot".into();
+        assert!(stripe_line(&broken).unwrap_err().contains("`fee`"));
+    }
+
+    #[test]
+    fn gocardless_items_become_lines_with_their_tenths() {
+        let item = |kind: &str, amount: &str, links: serde_json::Value| serde_json::json!({"amount": amount, "type": kind, "links": links, "taxes": []});
+        let paid = gocardless_line(&item(
+            "payment_paid_out",
+            "1000.0",
+            serde_json::json!({"payment": "PM1", "mandate": "MD1"}),
+        ))
+        .unwrap();
+        assert_eq!(paid.source, Source::Payment("PM1".into()));
+        assert_eq!(
+            (paid.gross, paid.fee, paid.net),
+            (whole(1000), whole(0), whole(1000))
+        );
+        let fee = gocardless_line(&item(
+            "gocardless_fee",
+            "-23.4",
+            serde_json::json!({"payment": "PM1"}),
+        ))
+        .unwrap();
+        assert_eq!(fee.role, Role::Fee);
+        assert_eq!(fee.fee, "23.4".parse::<Decimal>().unwrap());
+        assert_eq!(fee.net, "-23.4".parse::<Decimal>().unwrap());
+        let refund = gocardless_line(&item(
+            "refund",
+            "-500.0",
+            serde_json::json!({"payment": "PM1", "refund": "RF1"}),
+        ))
+        .unwrap();
+        assert_eq!(refund.source, Source::Refund("RF1".into()));
+        let bare = gocardless_line(&item("fx", "12.0", serde_json::json!({}))).unwrap();
+        assert_eq!((bare.source, bare.role), (Source::None, Role::Unknown));
+        assert!(gocardless_line(&serde_json::json!({"type": "refund", "amount": 5})).is_err());
+    }
+
+    #[test]
+    fn every_category_has_a_role_and_new_ones_are_unknown() {
+        for category in [
+            "charge",
+            "refund",
+            "dispute",
+            "dispute_reversal",
+            "refund_failure",
+        ] {
+            assert_eq!(stripe_role(category), Role::Money, "{category}");
+        }
+        assert_eq!(stripe_role("fee"), Role::Fee);
+        assert_eq!(stripe_role("payout"), Role::Payout);
+        assert_eq!(stripe_role("topup"), Role::Unknown);
+        for kind in [
+            "payment_paid_out",
+            "payment_failed",
+            "payment_charged_back",
+            "payment_refunded",
+            "refund",
+            "refund_funds_returned",
+        ] {
+            assert_eq!(gocardless_role(kind), Role::Money, "{kind}");
+        }
+        for kind in ["gocardless_fee", "app_fee", "surcharge_fee"] {
+            assert_eq!(gocardless_role(kind), Role::Fee, "{kind}");
+        }
+        assert_eq!(gocardless_role("fx"), Role::Unknown);
+    }
+}
