@@ -6,12 +6,13 @@ CREATE TABLE payouts (
     provider           TEXT NOT NULL CHECK (provider IN ('STRIPE', 'GOCARDLESS')),
     provider_payout_id TEXT NOT NULL,
     account_id         TEXT NOT NULL REFERENCES accounts (id),
-    -- The deposit, in the currency's minor unit.
-    amount             BIGINT NOT NULL,
-    currency           TEXT NOT NULL,
+    -- The deposit, in the currency's minor unit. A GoCardless payout event carries neither:
+    -- they are known once the payout is listed.
+    amount             BIGINT,
+    currency           TEXT,
     arrival_date       DATE,
-    -- LISTING (its lines are to be listed), RECONCILED, PARTIALLY_MATCHED, FAILED (the money did
-    -- not reach the bank), UNLISTABLE (the provider cannot list its lines: a manual Stripe
+    -- EXPECTED (sent, its lines not final yet), LISTING (its lines are to be listed),
+    -- RECONCILED, PARTIALLY_MATCHED, FAILED (the money did not reach the bank), UNLISTABLE (the provider cannot list its lines: a manual Stripe
     -- payout, a GoCardless payout older than 6 months).
     status             TEXT NOT NULL,
     -- Why it is UNLISTABLE or FAILED, as the provider said.

@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::provider::Provider;
+use crate::reconcile::events::{PayoutEvent, PayoutStage};
 use crate::reconcile::payout::{Explained, Known, Reconciled, Source};
 
 /// A payout as its provider describes it, before its lines.
@@ -84,6 +85,67 @@ pub async fn knows(
             ))
         })
         .collect())
+}
+
+/// Records what a payout event says, before any listing of its lines:
+/// - expected (Stripe `payout.paid`): `EXPECTED`, unless it was listed or failed already;
+/// - listable (Stripe `payout.reconciliation_completed`, GoCardless `payouts.paid`): `LISTING`,
+///   for the payout lister, unless it was listed already;
+/// - unlistable (a manual Stripe payout): `UNLISTABLE` with the reason;
+/// - failed (Stripe `payout.failed`, after `payout.paid` or not): `FAILED` with the provider's
+///   reason, whatever came before: the money is not in the bank.
+///
+/// Events arrive in any order; each moves the payout only forward.
+pub async fn record_event(
+    tx: &mut PgConnection,
+    account_id: &str,
+    event_id: &str,
+    event: &PayoutEvent,
+) -> sqlx::Result<()> {
+    let (status, reason) = match &event.stage {
+        PayoutStage::Expected => ("EXPECTED", None),
+        PayoutStage::Listable => ("LISTING", None),
+        PayoutStage::Unlistable(why) => ("UNLISTABLE", Some((*why).to_owned())),
+        PayoutStage::Failed(failure) => (
+            "FAILED",
+            Some(
+                [failure.code.as_deref(), failure.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": "),
+            )
+            .filter(|reason| !reason.is_empty()),
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
+                              arrival_date, status, status_reason, event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (provider, provider_payout_id) DO UPDATE
+         SET amount = COALESCE(EXCLUDED.amount, payouts.amount),
+             currency = COALESCE(EXCLUDED.currency, payouts.currency),
+             arrival_date = COALESCE(EXCLUDED.arrival_date, payouts.arrival_date),
+             status = EXCLUDED.status, status_reason = EXCLUDED.status_reason,
+             event_id = EXCLUDED.event_id, updated_at = now()
+         -- Forward only: FAILED is final; a listed payout is not put back to be listed or
+         -- expected; an expected one may become listable.
+         WHERE payouts.status <> 'FAILED'
+           AND (EXCLUDED.status = 'FAILED'
+                OR payouts.status IN ('EXPECTED', 'LISTING') AND EXCLUDED.status <> 'EXPECTED')",
+    )
+    .bind(event.provider)
+    .bind(&event.provider_payout_id)
+    .bind(account_id)
+    .bind(event.amount)
+    .bind(event.currency.map(|c| c.as_str()))
+    .bind(event.arrival_date)
+    .bind(status)
+    .bind(reason)
+    .bind(event_id)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Stores `payout` with its `reconciled` lines, replacing whatever an earlier listing stored:

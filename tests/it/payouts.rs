@@ -228,3 +228,132 @@ async fn gocardless_payout_items_sum_in_tenths_and_an_old_payouts_answer_410() {
         "{gone:?}"
     );
 }
+
+/// A payout's row as the events left it: status, its reason, amount and currency.
+async fn payout_row(
+    db: &sqlx::PgPool,
+    id: &str,
+) -> (String, Option<String>, Option<i64>, Option<String>) {
+    sqlx::query_as(
+        "SELECT status, status_reason, amount, currency FROM payouts WHERE provider_payout_id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Stripe's `payout.*` event for the fixture payout `id`, `automatic` or manual.
+fn stripe_payout_event(event_type: &str, event_id: &str, id: &str, automatic: bool) -> Vec<u8> {
+    StripeEvent::new(event_type, event_id)
+        .object(|payout| {
+            payout["id"] = id.into();
+            payout["automatic"] = automatic.into();
+            payout["currency"] = "gbp".into();
+            if event_type == "payout.failed" {
+                payout["status"] = "failed".into();
+                payout["failure_code"] = "account_closed".into();
+                payout["failure_message"] = "The bank account has been closed".into();
+            }
+        })
+        .to_bytes()
+}
+
+#[tokio::test]
+async fn payout_events_move_a_payout_forward_only_and_a_failure_is_final() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let db = app.db();
+    let wait_status = |id: &'static str, status: &'static str| {
+        let db = db.clone();
+        poll_until(status, WAIT, move || {
+            let db = db.clone();
+            async move {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT status FROM payouts WHERE provider_payout_id = $1")
+                        .bind(id)
+                        .fetch_optional(&db)
+                        .await
+                        .unwrap();
+                row.filter(|(now,)| now == status).map(|_| ())
+            }
+        })
+    };
+
+    // Sent, then its lines final, then failed after all (Stripe sends `payout.failed` after
+    // `payout.paid` when the bank returns the money).
+    app.deliver_stripe(&stripe_payout_event(
+        "payout.paid",
+        "evt_po_paid",
+        "po_auto",
+        true,
+    ))
+    .await;
+    wait_status("po_auto", "EXPECTED").await;
+    assert_eq!(
+        payout_row(&db, "po_auto").await,
+        ("EXPECTED".into(), None, Some(1100), Some("GBP".into()))
+    );
+    app.deliver_stripe(&stripe_payout_event(
+        "payout.reconciliation_completed",
+        "evt_po_done",
+        "po_auto",
+        true,
+    ))
+    .await;
+    wait_status("po_auto", "LISTING").await;
+    app.deliver_stripe(&stripe_payout_event(
+        "payout.failed",
+        "evt_po_failed",
+        "po_auto",
+        true,
+    ))
+    .await;
+    wait_status("po_auto", "FAILED").await;
+    // A late `payout.paid` (another delivery id) does not undo the failure.
+    app.deliver_stripe(&stripe_payout_event(
+        "payout.paid",
+        "evt_po_paid_late",
+        "po_auto",
+        true,
+    ))
+    .await;
+    app.wait_processed("STRIPE", "evt_po_paid_late").await;
+    assert_eq!(
+        payout_row(&db, "po_auto").await,
+        (
+            "FAILED".into(),
+            Some("account_closed: The bank account has been closed".into()),
+            Some(1100),
+            Some("GBP".into())
+        )
+    );
+
+    // A manual payout cannot be listed: recorded, and said why.
+    app.deliver_stripe(&stripe_payout_event(
+        "payout.paid",
+        "evt_po_manual",
+        "po_manual",
+        false,
+    ))
+    .await;
+    wait_status("po_manual", "UNLISTABLE").await;
+    let (_, reason, _, _) = payout_row(&db, "po_manual").await;
+    assert!(reason.unwrap().contains("manual payout"));
+
+    // GoCardless's event only links the payout: listing it will say how much.
+    app.deliver_gocardless([GoCardlessEvent::new("EV_PO1", "payouts", "paid")
+        .links(serde_json::json!({"payout": "PO000123"}))
+        .edit(|event| {
+            event["details"] = serde_json::json!({
+                "origin": "gocardless", "cause": "payout_paid",
+                "description": "GoCardless has transferred the payout to the creditor's bank account."
+            });
+        })])
+    .await;
+    wait_status("PO000123", "LISTING").await;
+    assert_eq!(
+        payout_row(&db, "PO000123").await,
+        ("LISTING".into(), None, None, None)
+    );
+    app.stop().await;
+}

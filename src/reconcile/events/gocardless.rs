@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
-    DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, RefundEvent, RefundObservation,
-    text,
+    DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, PayoutEvent, PayoutStage,
+    RefundEvent, RefundObservation, text,
 };
 use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::payment::PaymentSignal;
@@ -72,6 +72,20 @@ pub(super) fn interpret(
                 provider_will_retry,
             }))
         }
+        "payouts" => match action.as_str() {
+            // Paid: its items are final, and listing them says what it is.
+            "paid" => Ok(DomainEvent::Payout(PayoutEvent {
+                provider: Provider::GoCardless,
+                provider_payout_id: text(event, "/links/payout")
+                    .ok_or(EventError::Missing("links.payout"))?,
+                stage: PayoutStage::Listable,
+                amount: None,
+                currency: None,
+                arrival_date: None,
+                occurred_at,
+            })),
+            _ => Ok(DomainEvent::Ignored("unhandled GoCardless payout action")),
+        },
         "mandates" => {
             let mandate =
                 text(event, "/links/mandate").ok_or(EventError::Missing("links.mandate"))?;

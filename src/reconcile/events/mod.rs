@@ -26,6 +26,8 @@ pub enum DomainEvent {
     Method(MethodEvent),
     /// A provider's invoice belongs to settle's invoice (Stripe Billing: see `stripe`).
     Link(InvoiceLink),
+    /// A payout (a bank deposit) was sent, can be listed, or failed.
+    Payout(PayoutEvent),
     /// Recorded in the inbox with this reason and acknowledged; nothing else happens.
     Ignored(&'static str),
 }
@@ -61,6 +63,33 @@ pub struct InvoiceLink {
     pub provider_invoice_id: String,
     pub invoice_ref: String,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// What an event says about a payout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayoutEvent {
+    pub provider: Provider,
+    pub provider_payout_id: String,
+    pub stage: PayoutStage,
+    /// Stripe's event carries the payout; GoCardless's only links it (listing it reads them).
+    pub amount: Option<i64>,
+    pub currency: Option<Currency>,
+    pub arrival_date: Option<chrono::NaiveDate>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayoutStage {
+    /// Sent, and expected in the bank (Stripe `payout.paid`): its lines may not be final yet.
+    Expected,
+    /// Its lines are final and can be listed (Stripe `payout.reconciliation_completed`,
+    /// GoCardless `payouts.paid`).
+    Listable,
+    /// A payout the provider cannot list the lines of: Stripe's manual payouts (`automatic:
+    /// false`), for which Stripe does not know which transactions it took.
+    Unlistable(&'static str),
+    /// The money did not reach the bank (Stripe `payout.failed`, possibly after `payout.paid`).
+    Failed(Failure),
 }
 
 /// What an event says about one or more refunds of one payment (Stripe's `charge.refunded` lists

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{
     DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, InvoiceLink, MethodEvent,
-    PaymentEvent, RefundEvent, RefundObservation, amount, integer, text,
+    PaymentEvent, PayoutEvent, PayoutStage, RefundEvent, RefundObservation, amount, integer, text,
 };
 use crate::provider::Provider;
 use crate::reconcile::dispute::DisputeStatus;
@@ -43,6 +43,9 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         }
         dispute if dispute.starts_with("charge.dispute.") => {
             return self::dispute(dispute, object, occurred_at);
+        }
+        "payout.paid" | "payout.reconciliation_completed" | "payout.failed" => {
+            return payout(event_type, object, occurred_at);
         }
         "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
         "payment_intent.processing" => (S::Pending, "/amount"),
@@ -163,6 +166,41 @@ fn invoice_link(object_kind: &str, object: &Value, occurred_at: DateTime<Utc>) -
             "names no PaymentIntent: its PaymentIntent's events count the money",
         ),
     }
+}
+
+/// A payout's event. Only an automatic payout's lines can be listed; a manual one's cannot, and
+/// is recorded as such whatever the event.
+fn payout(
+    event_type: &str,
+    object: &Value,
+    occurred_at: DateTime<Utc>,
+) -> Result<DomainEvent, EventError> {
+    let automatic = object
+        .pointer("/automatic")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let stage = match event_type {
+        "payout.failed" => PayoutStage::Failed(Failure {
+            code: text(object, "/failure_code"),
+            message: text(object, "/failure_message"),
+        }),
+        _ if !automatic => PayoutStage::Unlistable(
+            "a manual payout: Stripe does not know which balance transactions it took",
+        ),
+        "payout.reconciliation_completed" => PayoutStage::Listable,
+        _ => PayoutStage::Expected,
+    };
+    Ok(DomainEvent::Payout(PayoutEvent {
+        provider: Provider::Stripe,
+        provider_payout_id: text(object, "/id").ok_or(EventError::Missing("data.object.id"))?,
+        stage,
+        amount: Some(integer(object, "/amount").ok_or(EventError::Missing("data.object.amount"))?),
+        currency: currency(object)?,
+        arrival_date: integer(object, "/arrival_date")
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .map(|t| t.date_naive()),
+        occurred_at,
+    }))
 }
 
 /// Stripe writes currencies in lower case (`gbp`).

@@ -315,7 +315,10 @@ impl<'e, 'p> Prepared<'e, 'p> {
             DomainEvent::Payment(event) => Some(MoneyEvent::Payment(event)),
             DomainEvent::Refund(event) => Some(MoneyEvent::Refund(event)),
             DomainEvent::Dispute(event) => Some(MoneyEvent::Dispute(event)),
-            DomainEvent::Method(_) | DomainEvent::Link(_) | DomainEvent::Ignored(_) => None,
+            DomainEvent::Method(_)
+            | DomainEvent::Link(_)
+            | DomainEvent::Payout(_)
+            | DomainEvent::Ignored(_) => None,
         }
     }
 }
@@ -377,7 +380,7 @@ async fn apply_prepared(
 }
 
 /// Applies an event that is not about an invoice's money: a payment method's, a provider
-/// invoice's link, or one settle ignores. Each records its inbox row first.
+/// invoice's link, a payout's, or one settle ignores. Each records its inbox row first.
 async fn apply_other(
     tx: &mut PgConnection,
     ready: &Prepared<'_, '_>,
@@ -390,6 +393,16 @@ async fn apply_other(
     let outcome = match &ready.domain_event {
         DomainEvent::Method(method) => method::apply(tx, policy, &entry, method.clone()).await?,
         DomainEvent::Link(link) => link_invoice(tx, policy, &entry, link).await?,
+        DomainEvent::Payout(payout) => {
+            crate::repository::payouts::record_event(
+                tx,
+                &policy.account_id,
+                entry.event_id,
+                payout,
+            )
+            .await?;
+            Outcome::Applied
+        }
         DomainEvent::Ignored(reason) => Outcome::Ignored(reason),
         DomainEvent::Payment(_) | DomainEvent::Refund(_) | DomainEvent::Dispute(_) => {
             unreachable!("money events apply in runs")
