@@ -57,6 +57,55 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
+    /// Bank deposits: which invoices each pays, the fees, and what nothing explains.
+    Payouts {
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutsCommand {
+    /// List payouts, the most recently recorded last (exit 3 when none match).
+    List {
+        /// Whose (default: the configured account).
+        #[arg(long)]
+        account: Option<String>,
+        /// EXPECTED, LISTING, RECONCILED, PARTIALLY_MATCHED, FAILED or UNLISTABLE.
+        #[arg(long)]
+        status: Option<String>,
+        /// Recorded since: an RFC 3339 time or a duration back from now (24h, 7d).
+        #[arg(long, value_parser = ops::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// csv: one row per line of each payout, for accounting.
+        #[arg(long, value_enum, default_value_t)]
+        output: ops::payouts::Format,
+    },
+    /// Show one payout (the provider's id) with its lines.
+    Show {
+        id: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: ops::payouts::Format,
+    },
+    /// List the provider's payouts created since a time and the lines of each paid one, again
+    /// if settle listed it before (for payouts the events missed).
+    Fetch {
+        /// stripe or gocardless.
+        #[arg(value_parser = ops::parse_provider)]
+        provider: Provider,
+        /// An RFC 3339 time or a duration back from now (24h, 7d).
+        #[arg(long, value_parser = ops::parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// One connection's (default: the default account's and every connection's).
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,6 +448,44 @@ impl Cli {
                     output: args.output,
                 };
                 return ops::backfill::run(&db, &settings, &request).await;
+            }
+            Command::Payouts { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                let default_account = settings.account.id.clone();
+                return match command {
+                    PayoutsCommand::List {
+                        account,
+                        status,
+                        since,
+                        limit,
+                        output,
+                    } => {
+                        let filters = ops::payouts::Filters {
+                            account: account.unwrap_or(default_account),
+                            status,
+                            since,
+                            limit,
+                        };
+                        ops::payouts::list(&db, &filters, output).await
+                    }
+                    PayoutsCommand::Show {
+                        id,
+                        account,
+                        output,
+                    } => {
+                        let account = account.unwrap_or(default_account);
+                        ops::payouts::show(&db, &account, &id, output).await
+                    }
+                    PayoutsCommand::Fetch {
+                        provider,
+                        since,
+                        connection,
+                        output,
+                    } => {
+                        ops::payouts::fetch(&db, &settings, provider, connection, since, output)
+                            .await
+                    }
+                };
             }
             Command::Events {
                 command: EventsCommand::Replay { provider, event_id },

@@ -57,6 +57,14 @@ pub struct Settings {
     pub stripe: StripeApiSettings,
     pub gocardless: GoCardlessApiSettings,
     pub backfill: BackfillSettings,
+    pub payouts: PayoutSettings,
+}
+
+/// The worker's payout lister.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutSettings {
+    /// Seconds between the lister's rounds; 0 turns it off (`settle payouts fetch` still lists).
+    pub list_interval_secs: u64,
 }
 
 /// The worker's sweeper: backfill from each source's cursor, every interval.

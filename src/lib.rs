@@ -67,6 +67,9 @@ pub mod retention;
 pub mod backfill;
 pub mod provider_api;
 
+// 8. Payouts: each bank deposit's lines, listed from the provider and matched to the ledger.
+pub mod payouts;
+
 // The HTTP API for internal services.
 pub mod api;
 

@@ -38,7 +38,7 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// How long a relay that stopped answering keeps the lease before another process relays.
 const LEASE_EXPIRY: Duration = Duration::from_secs(10);
 /// The channel on which processes without the lease tell its holder they committed outbox rows.
-const OUTBOX_CHANNEL: &str = "settle_outbox";
+pub const OUTBOX_CHANNEL: &str = "settle_outbox";
 
 /// What ended the relay's wait.
 enum Wake {

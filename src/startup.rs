@@ -327,17 +327,25 @@ impl Application {
             settings.retention.clone(),
             self.shutdown.clone(),
         );
-        let sweeper = match settings.keyring() {
-            Ok(keyring) => Some(crate::backfill::sweeper::Sweeper {
-                db: self.db.clone(),
-                broker: self.broker.clone(),
-                settings: settings.clone(),
-                keyring,
-                shutdown: self.shutdown.clone(),
-            }),
+        let (sweeper, lister) = match settings.keyring() {
+            Ok(keyring) => (
+                Some(crate::backfill::sweeper::Sweeper {
+                    db: self.db.clone(),
+                    broker: self.broker.clone(),
+                    settings: settings.clone(),
+                    keyring: keyring.clone(),
+                    shutdown: self.shutdown.clone(),
+                }),
+                Some(crate::payouts::lister::Lister {
+                    db: self.db.clone(),
+                    settings: settings.clone(),
+                    keyring,
+                    shutdown: self.shutdown.clone(),
+                }),
+            ),
             Err(error) => {
-                tracing::error!(%error, "backfill sweeper not started");
-                None
+                tracing::error!(%error, "backfill sweeper and payout lister not started");
+                (None, None)
             }
         };
         let needed = crate::worker::connections_needed(settings.worker.batches());
@@ -372,6 +380,9 @@ impl Application {
             started.spawn(retention.run());
             if let Some(sweeper) = sweeper {
                 started.spawn(sweeper.run());
+            }
+            if let Some(lister) = lister {
+                started.spawn(lister.run());
             }
             started.spawn(worker.run(wake_relay));
         });

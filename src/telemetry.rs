@@ -34,6 +34,8 @@ pub const BACKFILL_MISSED: &str = "settle_backfill_missed_events_total";
 pub const BACKFILL_SWEEP_SECONDS: &str = "settle_backfill_sweep_seconds";
 pub const BACKFILL_SWEEP_FAILURES: &str = "settle_backfill_sweep_failures_total";
 pub const BACKFILL_LAST_SUCCESS: &str = "settle_backfill_last_success_timestamp_seconds";
+pub const PAYOUTS_LISTED: &str = "settle_payouts_listed_total";
+pub const PAYOUT_LISTING_FAILURES: &str = "settle_payout_listing_failures_total";
 pub const CONNECTION_SECRETS_REFRESH_FAILURES: &str =
     "settle_connection_secrets_refresh_failures_total";
 
@@ -65,6 +67,14 @@ fn describe_metrics() {
     describe_gauge!(
         BACKFILL_LAST_SUCCESS,
         "When each source's last successful sweep listed up to (Unix seconds), by provider and source."
+    );
+    describe_counter!(
+        PAYOUTS_LISTED,
+        "Payouts whose lines the lister listed, by provider and outcome (RECONCILED, PARTIALLY_MATCHED, UNLISTABLE, PASSED)."
+    );
+    describe_counter!(
+        PAYOUT_LISTING_FAILURES,
+        "Listings of a payout that failed (its provider's API down or refusing, no key for its account), by provider; tried again next interval."
     );
     describe_gauge!(
         CONNECTION_SECRETS_LOADED,

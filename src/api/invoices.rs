@@ -13,6 +13,7 @@ use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::ledger::Money;
 use super::payments::Payment;
+use super::payouts::InvoicePayoutView;
 use super::schema::EffectivePaymentSettings;
 use super::validate::{self, MAX_TEXT, MAX_URL};
 use crate::reconcile::invoice::InvoiceStatus;
@@ -100,6 +101,8 @@ pub struct InvoiceDetail {
     #[serde(flatten)]
     pub money: Money,
     pub payment_settings: EffectivePaymentSettings,
+    /// The payouts that carried its money to the bank (`FAILED`: it did not arrive).
+    pub payouts: Vec<InvoicePayoutView>,
 }
 
 /// Register an invoice when it is issued.
@@ -172,7 +175,9 @@ async fn detail(
             .await?
             .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
     let money = Money::read(&state.db, account_id, Of::Invoice(&row.id)).await?;
+    let payouts = crate::repository::payouts::of_invoice(&state.db, account_id, &row.id).await?;
     Ok(InvoiceDetail {
+        payouts: payouts.into_iter().map(InvoicePayoutView::from).collect(),
         invoice: row.into(),
         payments: payments.into_iter().map(Payment::from).collect(),
         money,

@@ -1,5 +1,6 @@
 //! The HTTP API for the billing system and other internal services: customers, billing schedules,
-//! invoices, payment attempts, payment settings and payment methods. Every route but
+//! invoices, payment attempts, payment settings, payment methods, and the payouts that carried
+//! their money. Every route but
 //! `GET /openapi.json` requires Basic credentials (`Caller`); the OpenAPI document is generated
 //! from the same route list that builds the router, so the two cannot drift apart.
 //!
@@ -15,6 +16,7 @@ pub mod invoices;
 pub mod ledger;
 pub mod payment_methods;
 pub mod payments;
+pub mod payouts;
 pub mod refunds;
 pub mod schema;
 pub mod settings;
@@ -101,6 +103,8 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(payments::unmatched))
         .routes(routes!(payments::get))
         .routes(routes!(refunds::create))
+        .routes(routes!(payouts::list))
+        .routes(routes!(payouts::get))
         .split_for_parts()
 }
 

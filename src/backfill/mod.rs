@@ -97,6 +97,62 @@ impl Source {
     }
 }
 
+/// A payout's lines as its provider lists them.
+#[derive(Debug)]
+pub enum PayoutListing {
+    Listed {
+        /// The payout itself, when the provider's event did not carry it (GoCardless's).
+        payout: Option<serde_json::Value>,
+        lines: Vec<serde_json::Value>,
+    },
+    /// The provider no longer lists them (GoCardless, after 6 months), and what it said.
+    Gone(String),
+}
+
+impl Source {
+    /// The lines of the payout `id`: Stripe's balance transactions, GoCardless's payout items
+    /// (and the payout, for its amount).
+    pub async fn payout_lines(&self, id: &str) -> Result<PayoutListing, ProviderApiError> {
+        use provider_api::gocardless::{self, PayoutItems};
+        match &self.credentials {
+            Credentials::Stripe { api_key, account } => {
+                let credentials = stripe_credentials(api_key, account);
+                let lines =
+                    provider_api::stripe::payout_lines(&self.client, &credentials, id).await?;
+                Ok(PayoutListing::Listed {
+                    payout: None,
+                    lines,
+                })
+            }
+            Credentials::GoCardless { access_token } => {
+                match gocardless::payout_items(&self.client, access_token, id).await? {
+                    PayoutItems::Gone(why) => Ok(PayoutListing::Gone(why)),
+                    PayoutItems::Listed(lines) => Ok(PayoutListing::Listed {
+                        payout: Some(gocardless::payout(&self.client, access_token, id).await?),
+                        lines,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Every payout created since `since`, as the provider lists them.
+    pub async fn payouts(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<serde_json::Value>, ProviderApiError> {
+        match &self.credentials {
+            Credentials::Stripe { api_key, account } => {
+                let credentials = stripe_credentials(api_key, account);
+                provider_api::stripe::list_payouts(&self.client, &credentials, since).await
+            }
+            Credentials::GoCardless { access_token } => {
+                provider_api::gocardless::list_payouts(&self.client, access_token, since).await
+            }
+        }
+    }
+}
+
 fn stripe_credentials<'a>(
     api_key: &'a SecretString,
     account: &'a Option<String>,

@@ -3,7 +3,7 @@
 
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
+use super::{EXIT_NOTHING_MATCHED, Output};
 use crate::backfill::{self, Report, Which};
 use crate::config::Settings;
 use crate::provider::Provider;
@@ -78,11 +78,7 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
         .iter()
         .filter(|r| r.error.is_some() || r.failed > 0)
         .count();
-    Ok(match failed {
-        0 => EXIT_OK,
-        n if n == reports.len() => 1,
-        _ => EXIT_PARTLY_FAILED,
-    })
+    Ok(super::sources_exit(failed, reports.len()))
 }
 
 fn print(reports: &[Report], output: Output, dry_run: bool) -> anyhow::Result<()> {

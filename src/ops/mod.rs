@@ -1,5 +1,5 @@
 //! Operator commands: `settle accounts …`, `settle connections …`, `settle api-keys …`,
-//! `settle dlq …` and `settle events replay`. Each is a function over the
+//! `settle dlq …`, `settle events replay` and `settle payouts …`. Each is a function over the
 //! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
 //! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
 //! usage or configuration error (clap's own convention).
@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod backfill;
 pub mod dlq;
 pub mod events;
+pub mod payouts;
 
 use std::time::Duration;
 
@@ -36,6 +37,16 @@ pub fn listed<T>(rows: &[T]) -> u8 {
         EXIT_NOTHING_MATCHED
     } else {
         EXIT_OK
+    }
+}
+
+/// The exit code of a command over several sources (backfill, payouts fetch): 0 when none
+/// failed, 1 when all did, 4 when some did.
+pub fn sources_exit(failed: usize, sources: usize) -> u8 {
+    match failed {
+        0 => EXIT_OK,
+        n if n == sources => 1,
+        _ => EXIT_PARTLY_FAILED,
     }
 }
 

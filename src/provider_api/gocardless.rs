@@ -1,6 +1,6 @@
-//! GoCardless's lists: `GET /events` (every event created in a window) and `GET /payout_items`
-//! (the items of a payout), up to 500 a page, the next page `after` the cursor
-//! `meta.cursors.after` until it is null. Requests carry the `GoCardless-Version` they were
+//! GoCardless's lists: `GET /events` (every event created in a window), `GET /payouts` (and one
+//! payout, `GET /payouts/{id}`) and `GET /payout_items` (the items of a payout), up to 500 a
+//! page, the next page `after` the cursor `meta.cursors.after` until it is null. Requests carry the `GoCardless-Version` they were
 //! written against and the organisation's access token.
 
 use reqwest::StatusCode;
@@ -107,6 +107,54 @@ pub async fn payout_items(
         }
         Err(error) => Err(error),
     }
+}
+
+#[derive(Deserialize)]
+struct OnePayout {
+    payouts: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct PayoutsPage {
+    payouts: Vec<serde_json::Value>,
+}
+
+/// `GET /payouts/{id}`: the payout, with the amount, currency and arrival date its event lacks.
+pub async fn payout(
+    client: &ApiClient,
+    access_token: &SecretString,
+    id: &str,
+) -> Result<serde_json::Value, ProviderApiError> {
+    let body = client
+        .get(&format!("/payouts/{id}"), &[], headers(access_token)?)
+        .await?;
+    let one: OnePayout = serde_json::from_slice(&body).map_err(|e| client.shape(e))?;
+    Ok(one.payouts)
+}
+
+/// Every payout created since `since`.
+pub async fn list_payouts(
+    client: &ApiClient,
+    access_token: &SecretString,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<serde_json::Value>, ProviderApiError> {
+    let headers = headers(access_token)?;
+    let base = vec![
+        ("limit".to_owned(), PAGE.to_owned()),
+        (
+            "created_at[gte]".to_owned(),
+            since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    ];
+    let mut payouts = Vec::new();
+    pages(client, "/payouts", &base, &headers, |body| {
+        let page: PayoutsPage = serde_json::from_slice(body).map_err(|e| client.shape(e))?;
+        let count = page.payouts.len();
+        payouts.extend(page.payouts);
+        Ok(count)
+    })
+    .await?;
+    Ok(payouts)
 }
 
 /// Walks a list's pages: `take` gets each page's body and returns how many items it held; an

@@ -1,5 +1,6 @@
 //! Stripe's lists: `GET /v1/events` (every event created in a window, newest first; Stripe keeps
-//! events for 30 days) and `GET /v1/balance_transactions?payout=…` (the lines of a payout). Each
+//! events for 30 days), `GET /v1/payouts` and `GET /v1/balance_transactions?payout=…` (the lines
+//! of a payout). Each
 //! is 100 a page, the next page `starting_after` the last item of this one while `has_more`. A
 //! connected account's are read with the platform's key and the `Stripe-Account` header, or
 //! with the account's own key.
@@ -86,6 +87,20 @@ pub async fn list_events(
     Ok(events)
 }
 
+/// Every payout created since `since`, newest first, as `GET /v1/payouts` lists them.
+pub async fn list_payouts(
+    client: &ApiClient,
+    credentials: &Credentials<'_>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<serde_json::Value>, ProviderApiError> {
+    let headers = headers(client, credentials)?;
+    let base = vec![
+        ("limit".to_owned(), PAGE.to_owned()),
+        ("created[gte]".to_owned(), since.timestamp().to_string()),
+    ];
+    list_objects(client, "/v1/payouts", &base, &headers).await
+}
+
 /// Every balance transaction of the payout `payout`, its `source` expanded (the charge, refund
 /// or dispute it moved money for), in Stripe's order. Only an automatic payout's can be listed:
 /// Stripe does not know which transactions a manual payout took.
@@ -100,16 +115,26 @@ pub async fn payout_lines(
         ("payout".to_owned(), payout.to_owned()),
         ("expand[]".to_owned(), "data.source".to_owned()),
     ];
-    let mut lines = Vec::new();
-    pages(client, "/v1/balance_transactions", &base, &headers, |raw| {
-        let line: serde_json::Value =
+    list_objects(client, "/v1/balance_transactions", &base, &headers).await
+}
+
+/// Every object of a list, in its order.
+async fn list_objects(
+    client: &ApiClient,
+    path: &str,
+    base: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Vec<serde_json::Value>, ProviderApiError> {
+    let mut objects = Vec::new();
+    pages(client, path, base, headers, |raw| {
+        let object: serde_json::Value =
             serde_json::from_str(raw.get()).map_err(|e| client.shape(e))?;
-        let id = line["id"].as_str().map(str::to_owned);
-        lines.push(line);
+        let id = object["id"].as_str().map(str::to_owned);
+        objects.push(object);
         Ok(id)
     })
     .await?;
-    Ok(lines)
+    Ok(objects)
 }
 
 /// Walks a list's pages: `take` gets each item and returns its id, the cursor of the next page.

@@ -36,6 +36,9 @@ pub enum ReconciliationEvent {
     DisputeWon(DisputeData),
     DisputeLost(DisputeData),
     PaymentMethodUpdated(PaymentMethodData),
+    PayoutReconciled(PayoutData),
+    PayoutPartiallyMatched(PayoutData),
+    PayoutFailed(PayoutData),
 }
 
 impl ReconciliationEvent {
@@ -56,6 +59,9 @@ impl ReconciliationEvent {
             Self::DisputeWon(_) => "dispute.won",
             Self::DisputeLost(_) => "dispute.lost",
             Self::PaymentMethodUpdated(_) => "payment_method.updated",
+            Self::PayoutReconciled(_) => "payout.reconciled",
+            Self::PayoutPartiallyMatched(_) => "payout.partially_matched",
+            Self::PayoutFailed(_) => "payout.failed",
         }
     }
 
@@ -208,6 +214,33 @@ pub struct PaymentMethodData {
     pub reference_id: String,
     pub status: MethodStatus,
     pub on_file: bool,
+}
+
+/// `payout.reconciled`, `payout.partially_matched`, `payout.failed`: a bank deposit, its lines'
+/// totals and the invoices whose money it carries. Its id is the payout's and the type's
+/// (`stripe:po_…:payout.reconciled`), whichever event or listing caused it: listed again with the
+/// same outcome, it is not announced twice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutData {
+    pub provider: Provider,
+    pub provider_payout_id: String,
+    pub status: String,
+    /// The deposit; `null` for a GoCardless payout not listed yet.
+    pub amount: Option<i64>,
+    pub currency: Option<Currency>,
+    pub arrival_date: Option<chrono::NaiveDate>,
+    /// Its lines' sums (the payout's own line left out), and what they leave unexplained:
+    /// `null` until its lines are listed.
+    pub lines_gross: Option<i64>,
+    pub lines_fees: Option<i64>,
+    pub lines_net: Option<i64>,
+    pub difference: Option<i64>,
+    pub unmatched_lines: Option<i32>,
+    /// The invoices its matched lines belong to.
+    pub invoice_ids: Vec<String>,
+    /// Why it failed, as the provider said.
+    pub status_reason: Option<String>,
 }
 
 /// The message as published.

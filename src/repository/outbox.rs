@@ -13,6 +13,17 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
+    /// The row that publishes `message`.
+    pub fn of(
+        message: &crate::reconcile::reconciliation_events::Message<'_>,
+    ) -> serde_json::Result<Self> {
+        Ok(Self {
+            message_id: message.id.clone(),
+            routing_key: message.event_type,
+            payload: serde_json::to_string(message)?,
+        })
+    }
+
     /// Binds `outbox_insert!`'s parameters, in order: the account, then the rows as three arrays.
     pub(crate) fn bind<'q>(
         query: sqlx::query::Query<'q, Postgres, PgArguments>,

@@ -3,13 +3,25 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::provider::Provider;
 use crate::reconcile::events::{PayoutEvent, PayoutStage};
+use crate::reconcile::money::Currency;
 use crate::reconcile::payout::{Explained, Known, Reconciled, Source};
+use crate::reconcile::reconciliation_events::{PayoutData, ReconciliationEvent};
+
+/// Every status a payout can be in (`payouts.status`).
+pub const STATUSES: [&str; 6] = [
+    "EXPECTED",
+    "LISTING",
+    "RECONCILED",
+    "PARTIALLY_MATCHED",
+    "FAILED",
+    "UNLISTABLE",
+];
 
 /// A payout as its provider describes it, before its lines.
 #[derive(Debug, Clone)]
@@ -96,12 +108,15 @@ pub async fn knows(
 ///   reason, whatever came before: the money is not in the bank.
 ///
 /// Events arrive in any order; each moves the payout only forward.
+///
+/// The payout as it is now when the event moved it; `None` when it did not.
 pub async fn record_event(
     tx: &mut PgConnection,
     account_id: &str,
+    connection_id: Option<&str>,
     event_id: &str,
     event: &PayoutEvent,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Option<PayoutRow>> {
     let (status, reason) = match &event.stage {
         PayoutStage::Expected => ("EXPECTED", None),
         PayoutStage::Listable => ("LISTING", None),
@@ -118,12 +133,13 @@ pub async fn record_event(
             .filter(|reason| !reason.is_empty()),
         ),
     };
-    sqlx::query(
+    sqlx::query_as(
         "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
-                              arrival_date, status, status_reason, event_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                              arrival_date, status, status_reason, event_id, connection_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (provider, provider_payout_id) DO UPDATE
          SET amount = COALESCE(EXCLUDED.amount, payouts.amount),
+             connection_id = COALESCE(EXCLUDED.connection_id, payouts.connection_id),
              currency = COALESCE(EXCLUDED.currency, payouts.currency),
              arrival_date = COALESCE(EXCLUDED.arrival_date, payouts.arrival_date),
              status = EXCLUDED.status, status_reason = EXCLUDED.status_reason,
@@ -132,7 +148,8 @@ pub async fn record_event(
          -- expected; an expected one may become listable.
          WHERE payouts.status <> 'FAILED'
            AND (EXCLUDED.status = 'FAILED'
-                OR payouts.status IN ('EXPECTED', 'LISTING') AND EXCLUDED.status <> 'EXPECTED')",
+                OR payouts.status IN ('EXPECTED', 'LISTING') AND EXCLUDED.status <> 'EXPECTED')
+         RETURNING *",
     )
     .bind(event.provider)
     .bind(&event.provider_payout_id)
@@ -143,9 +160,170 @@ pub async fn record_event(
     .bind(status)
     .bind(reason)
     .bind(event_id)
+    .bind(connection_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// A stored payout, as the lister, the API and the CLI read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PayoutRow {
+    pub provider: Provider,
+    pub provider_payout_id: String,
+    pub account_id: String,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub arrival_date: Option<NaiveDate>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub lines_gross: Option<i64>,
+    pub lines_fees: Option<i64>,
+    pub lines_net: Option<i64>,
+    pub difference: Option<i64>,
+    pub unmatched_lines: Option<i32>,
+    pub event_id: String,
+    /// The connection whose credentials list its lines; `None`: the platform's own keys.
+    pub connection_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PayoutRow {
+    /// What the reconciliation events say of it, with the invoices its lines carry.
+    pub fn data(&self, invoice_ids: Vec<String>) -> PayoutData {
+        PayoutData {
+            provider: self.provider,
+            provider_payout_id: self.provider_payout_id.clone(),
+            status: self.status.clone(),
+            amount: self.amount,
+            currency: self
+                .currency
+                .as_deref()
+                .and_then(|code| Currency::parse(code).ok()),
+            arrival_date: self.arrival_date,
+            lines_gross: self.lines_gross,
+            lines_fees: self.lines_fees,
+            lines_net: self.lines_net,
+            difference: self.difference,
+            unmatched_lines: self.unmatched_lines,
+            invoice_ids,
+            status_reason: self.status_reason.clone(),
+        }
+    }
+
+    /// The reconciliation event its status announces, if any.
+    pub fn announcement(&self, invoice_ids: Vec<String>) -> Option<ReconciliationEvent> {
+        let data = self.data(invoice_ids);
+        match self.status.as_str() {
+            "RECONCILED" => Some(ReconciliationEvent::PayoutReconciled(data)),
+            "PARTIALLY_MATCHED" => Some(ReconciliationEvent::PayoutPartiallyMatched(data)),
+            "FAILED" => Some(ReconciliationEvent::PayoutFailed(data)),
+            _ => None,
+        }
+    }
+}
+
+/// The reconciliation event `payout`'s status announces, if any, with the invoices its lines
+/// carry. Published under the payout's id in place of a provider event's: whichever event or
+/// listing caused it, one outcome of one payout is one message.
+pub async fn announcement(
+    tx: &mut PgConnection,
+    payout: &PayoutRow,
+) -> sqlx::Result<Option<ReconciliationEvent>> {
+    let invoices = invoice_ids(&mut *tx, payout.provider, &payout.provider_payout_id).await?;
+    Ok(payout.announcement(invoices))
+}
+
+/// The payout, if settle has it.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    provider: Provider,
+    provider_payout_id: &str,
+) -> sqlx::Result<Option<PayoutRow>> {
+    sqlx::query_as("SELECT * FROM payouts WHERE provider = $1 AND provider_payout_id = $2")
+        .bind(provider)
+        .bind(provider_payout_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The payout locked until `tx` ends: its listing and its events take turns.
+pub async fn lock(
+    tx: &mut PgConnection,
+    provider: Provider,
+    provider_payout_id: &str,
+) -> sqlx::Result<Option<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT * FROM payouts WHERE provider = $1 AND provider_payout_id = $2 FOR UPDATE",
+    )
+    .bind(provider)
+    .bind(provider_payout_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Payouts waiting to be listed, the longest-waiting first.
+pub async fn to_list(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<PayoutRow>> {
+    sqlx::query_as("SELECT * FROM payouts WHERE status = 'LISTING' ORDER BY updated_at LIMIT $1")
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// Why a payout is still waiting to be listed (its provider down, no key to read it): shown to
+/// operators, and it goes to the back of the list.
+pub async fn still_listing(
+    db: impl PgExecutor<'_>,
+    provider: Provider,
+    provider_payout_id: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE payouts SET status_reason = $3, updated_at = now()
+         WHERE provider = $1 AND provider_payout_id = $2 AND status = 'LISTING'",
+    )
+    .bind(provider)
+    .bind(provider_payout_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records that the provider cannot list the payout's lines, and why.
+pub async fn unlistable(
+    tx: &mut PgConnection,
+    provider: Provider,
+    provider_payout_id: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE payouts SET status = 'UNLISTABLE', status_reason = $3, updated_at = now()
+         WHERE provider = $1 AND provider_payout_id = $2",
+    )
+    .bind(provider)
+    .bind(provider_payout_id)
+    .bind(reason)
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// The invoices a payout's matched lines belong to, each once, in the order of its lines.
+pub async fn invoice_ids(
+    db: impl PgExecutor<'_>,
+    provider: Provider,
+    provider_payout_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT invoice_id FROM payout_lines
+         WHERE provider = $1 AND provider_payout_id = $2 AND invoice_id IS NOT NULL
+         GROUP BY invoice_id ORDER BY min(position)",
+    )
+    .bind(provider)
+    .bind(provider_payout_id)
+    .fetch_all(db)
+    .await
 }
 
 /// Stores `payout` with its `reconciled` lines, replacing whatever an earlier listing stored:
@@ -154,8 +332,8 @@ pub async fn store(
     tx: &mut PgConnection,
     payout: &Payout,
     reconciled: &Reconciled,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<PayoutRow> {
+    let stored: PayoutRow = sqlx::query_as(
         "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
                               arrival_date, status, status_reason, lines_gross, lines_fees,
                               lines_net, difference, unmatched_lines, event_id)
@@ -166,7 +344,8 @@ pub async fn store(
              status_reason = NULL, lines_gross = EXCLUDED.lines_gross,
              lines_fees = EXCLUDED.lines_fees, lines_net = EXCLUDED.lines_net,
              difference = EXCLUDED.difference, unmatched_lines = EXCLUDED.unmatched_lines,
-             event_id = EXCLUDED.event_id, updated_at = now()",
+             event_id = EXCLUDED.event_id, updated_at = now()
+         RETURNING *",
     )
     .bind(payout.provider)
     .bind(&payout.provider_payout_id)
@@ -181,7 +360,7 @@ pub async fn store(
     .bind(reconciled.difference)
     .bind(i32::try_from(reconciled.unmatched).unwrap_or(i32::MAX))
     .bind(&payout.event_id)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM payout_lines WHERE provider = $1 AND provider_payout_id = $2")
         .bind(payout.provider)
@@ -240,7 +419,7 @@ pub async fn store(
     .bind(column(|l| l.line.net))
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(stored)
 }
 
 fn explained_name(explained: Explained) -> &'static str {
@@ -260,6 +439,8 @@ pub struct LineRow {
     pub explained: String,
     pub payment_id: Option<String>,
     pub invoice_id: Option<String>,
+    /// The matched invoice's customer.
+    pub customer_id: Option<String>,
     pub gross: Decimal,
     pub fee: Decimal,
     pub net: Decimal,
@@ -272,11 +453,100 @@ pub async fn lines(
     provider_payout_id: &str,
 ) -> sqlx::Result<Vec<LineRow>> {
     sqlx::query_as(
-        "SELECT position, category, source_id, explained, payment_id, invoice_id, gross, fee, net
-         FROM payout_lines WHERE provider = $1 AND provider_payout_id = $2 ORDER BY position",
+        "SELECT l.position, l.category, l.source_id, l.explained, l.payment_id, l.invoice_id,
+                i.customer_id, l.gross, l.fee, l.net
+         FROM payout_lines l
+         JOIN payouts p USING (provider, provider_payout_id)
+         LEFT JOIN invoices i ON i.id = l.invoice_id AND i.account_id = p.account_id
+         WHERE l.provider = $1 AND l.provider_payout_id = $2 ORDER BY l.position",
     )
     .bind(provider)
     .bind(provider_payout_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Where a page of `list` starts: after this payout in its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    pub created_at: DateTime<Utc>,
+    pub provider: Provider,
+    pub provider_payout_id: String,
+}
+
+/// The account's payouts recorded since `since` (all when `None`), in `status` when given, in the
+/// order settle recorded them, from after `after`.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    status: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    after: Option<&After>,
+    limit: i64,
+) -> sqlx::Result<Vec<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT * FROM payouts
+         WHERE account_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR created_at >= $3)
+           AND ($4::timestamptz IS NULL
+                OR (created_at, provider, provider_payout_id) > ($4, $5, $6))
+         ORDER BY created_at, provider, provider_payout_id
+         LIMIT $7",
+    )
+    .bind(account_id)
+    .bind(status)
+    .bind(since)
+    .bind(after.map(|a| a.created_at))
+    .bind(after.map(|a| a.provider))
+    .bind(after.map(|a| a.provider_payout_id.as_str()))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The account's payout `provider_payout_id` (the providers' ids do not overlap: `po_…`,
+/// `PO…`).
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    provider_payout_id: &str,
+) -> sqlx::Result<Option<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT * FROM payouts WHERE account_id = $1 AND provider_payout_id = $2
+         ORDER BY provider LIMIT 1",
+    )
+    .bind(account_id)
+    .bind(provider_payout_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A payout that carried some of an invoice's money, and how much of it (its lines' net).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvoicePayout {
+    pub provider: Provider,
+    pub provider_payout_id: String,
+    pub status: String,
+    pub arrival_date: Option<NaiveDate>,
+    pub net: Decimal,
+}
+
+/// The payouts whose lines carry the account's invoice `invoice_id`'s money, earliest first.
+pub async fn of_invoice(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    invoice_id: &str,
+) -> sqlx::Result<Vec<InvoicePayout>> {
+    sqlx::query_as(
+        "SELECT p.provider, p.provider_payout_id, p.status, p.arrival_date, sum(l.net) AS net
+         FROM payout_lines l JOIN payouts p USING (provider, provider_payout_id)
+         WHERE l.invoice_id = $2 AND p.account_id = $1
+         GROUP BY p.provider, p.provider_payout_id
+         ORDER BY p.arrival_date NULLS LAST, p.created_at",
+    )
+    .bind(account_id)
+    .bind(invoice_id)
     .fetch_all(db)
     .await
 }

@@ -161,6 +161,9 @@ const A: Ids = Ids {
     provider_payment: "pi_of_a",
 };
 
+/// Account A's payout (a bank deposit its Stripe account received).
+const A_PAYOUT: &str = "po_of_a";
+
 /// What account B's key must get from a route called with account A's ids.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -188,6 +191,7 @@ fn fill(template: &str) -> String {
                 ("id", Some("billing-schedules")) => A.schedule,
                 ("id", Some("invoices")) => A.invoice,
                 ("id", Some("payments")) => A.payment,
+                ("id", Some("payouts")) => A_PAYOUT,
                 _ => panic!(
                     "{template}: the route table of this test does not know how to fill `{{{name}}}`; add it"
                 ),
@@ -255,6 +259,8 @@ fn case(method: &str, template: &str) -> (Option<Value>, Expect) {
             Some(json!({"providerRefundId": "re_of_b", "amount": 100})),
             Expect::NotFound,
         ),
+        ("get", "/payouts") => (None, Expect::OnlyOwn(200)),
+        ("get", "/payouts/{id}") => (None, Expect::NotFound),
         _ => panic!(
             "{} {template}: this test does not know the route; say what another account's key gets from it",
             method.to_uppercase()
@@ -263,7 +269,7 @@ fn case(method: &str, template: &str) -> (Option<Value>, Expect) {
 }
 
 /// What of A's may never appear in an answer to B: its account, ids and provider ids.
-const A_MARKERS: [&str; 8] = [
+const A_MARKERS: [&str; 9] = [
     DEFAULT_ACCOUNT,
     "cust_of_a",
     "bs_of_a",
@@ -272,6 +278,7 @@ const A_MARKERS: [&str; 8] = [
     "pi_of_a",
     "pi_waiting_of_a",
     "evt_waiting_of_a",
+    A_PAYOUT,
 ];
 
 fn assert_nothing_of_a(what: &str, body: &Value) {
@@ -314,6 +321,14 @@ async fn every_route_answers_another_accounts_key_with_404_or_nothing_of_the_acc
     );
     let (_, listed) = app.api_get("/payments/unmatched").await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    let payout = StripeEvent::new("payout.paid", "evt_payout_of_a").object(|payout| {
+        payout["id"] = A_PAYOUT.into();
+        payout["currency"] = "gbp".into();
+    });
+    app.deliver_stripe(&payout.to_bytes()).await;
+    app.wait_processed("STRIPE", "evt_payout_of_a").await;
+    let (status, own) = app.api_get(&format!("/payouts/{A_PAYOUT}")).await;
+    assert_eq!(status, 200, "A reads its own payout: {own}");
     let before = app.invoice("inv_of_a").await;
 
     let b = account_with_key(&app, "acc_b").await;

@@ -169,6 +169,7 @@ async fn an_invoice_is_registered_open_with_no_payments_and_effective_settings()
             "refunds": [],
             "disputes": [],
             "paymentSettings": account_defaults(),
+            "payouts": [],
         })
     );
     let (status, read) = app.api_get("/invoices/inv1").await;
@@ -374,7 +375,8 @@ async fn listing_pages_through_one_customers_invoices_in_id_order() {
                 "movements",
                 "refunds",
                 "disputes",
-                "paymentSettings"
+                "paymentSettings",
+                "payouts"
             ]
         )
     );

@@ -4,9 +4,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::provider_api::{
-    GOCARDLESS_TOKEN, Localstripe, ProviderApi, Refusal, STRIPE_KEY,
-};
+use crate::helpers::localstripe::Localstripe;
+use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, Refusal, STRIPE_KEY};
 use crate::helpers::*;
 
 /// `settle backfill <args> --output json` against the stand-in: the exit code and the reports.

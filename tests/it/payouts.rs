@@ -309,6 +309,15 @@ async fn payout_events_move_a_payout_forward_only_and_a_failure_is_final() {
     ))
     .await;
     wait_status("po_auto", "FAILED").await;
+    // Subscribers hear that the money is not in the bank.
+    let failed = announced(&db, "po_auto").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "payout.failed");
+    assert_eq!(failed[0].1["id"], "stripe:po_auto:payout.failed");
+    assert_eq!(
+        failed[0].1["data"]["statusReason"],
+        "account_closed: The bank account has been closed"
+    );
     // A late `payout.paid` (another delivery id) does not undo the failure.
     app.deliver_stripe(&stripe_payout_event(
         "payout.paid",
@@ -355,5 +364,528 @@ async fn payout_events_move_a_payout_forward_only_and_a_failure_is_final() {
         payout_row(&db, "PO000123").await,
         ("LISTING".into(), None, None, None)
     );
+    app.stop().await;
+}
+
+/// A `run` process (API and worker) whose payout lister reads the stand-in every second, with
+/// the platform's keys; no backfill sweeps.
+async fn spawn_listing_app(api: &ProviderApi) -> TestApp {
+    spawn_app_listing_every(api, 1).await
+}
+
+/// The same, its lister every `seconds` (0: never).
+async fn spawn_app_listing_every(api: &ProviderApi, seconds: u64) -> TestApp {
+    let base = api.url();
+    spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(move |settings| {
+            settings.stripe.api_key = STRIPE_KEY.into();
+            settings.stripe.api_base = base.clone();
+            settings.gocardless.access_token = GOCARDLESS_TOKEN.into();
+            settings.gocardless.api_base = base;
+            settings.backfill.interval_secs = 0;
+            settings.payouts.list_interval_secs = seconds;
+            Retries::PATIENT.apply_to(settings);
+        }),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// The payout as `GET /payouts/{id}` shows it once it has `status`.
+async fn wait_payout(app: &TestApp, id: &str, status: &str) -> serde_json::Value {
+    poll_until(&format!("payout {id} to be {status}"), WAIT, || async {
+        let (code, body) = app.api_get(&format!("/payouts/{id}")).await;
+        (code == 200 && body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+fn fixture_object(kind: &str) -> serde_json::Value {
+    let fixtures: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
+    fixtures[kind].clone()
+}
+
+/// Stripe's charge fixture, of the PaymentIntent `intent`.
+fn charge(id: &str, intent: &str) -> serde_json::Value {
+    let mut charge = fixture_object("charge");
+    charge["id"] = id.into();
+    charge["payment_intent"] = intent.into();
+    charge
+}
+
+/// `payout.reconciliation_completed` for an automatic GBP payout `id` of `amount`.
+fn reconciliation_completed(event_id: &str, id: &str, amount: i64) -> Vec<u8> {
+    StripeEvent::new("payout.reconciliation_completed", event_id)
+        .object(|payout| {
+            payout["id"] = id.into();
+            payout["amount"] = amount.into();
+            payout["currency"] = "gbp".into();
+            payout["status"] = "paid".into();
+        })
+        .to_bytes()
+}
+
+/// Pays invoice `invoice` (GBP `amount`) with the PaymentIntent `intent`.
+async fn paid_by_stripe(app: &TestApp, invoice: &str, intent: &str, amount: i64) {
+    app.create_invoice(invoice, "cust", None, "GBP", amount)
+        .await;
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", &format!("evt_{intent}"))
+            .payment(intent, amount, "gbp")
+            .invoice_id(invoice)
+            .to_bytes(),
+    )
+    .await;
+    app.wait_invoice_status(invoice, "PAID").await;
+}
+
+/// The outbox's messages about payout `id`: (type, payload).
+async fn announced(db: &sqlx::PgPool, id: &str) -> Vec<(String, serde_json::Value)> {
+    sqlx::query_as(
+        "SELECT routing_key, payload FROM outbox WHERE message_id LIKE '%:' || $1 || ':%' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_stripe_payout_of_charges_a_partial_refund_a_dispute_and_fees_is_reconciled_to_its_invoices()
+ {
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    let subscriber = app.subscribe().await;
+    app.create_customer("cust").await;
+    paid_by_stripe(&app, "inv_a", "pi_a", 1000).await;
+    paid_by_stripe(&app, "inv_b", "pi_b", 2000).await;
+    paid_by_stripe(&app, "inv_c", "pi_c", 3000).await;
+    app.deliver_stripe(
+        &StripeEvent::new("refund.created", "evt_re_b")
+            .refund("re_b", "pi_b", 500, "gbp", "succeeded")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_re_b").await;
+    app.deliver_stripe(
+        &StripeEvent::new("charge.dispute.created", "evt_dp_c")
+            .dispute("dp_c", "pi_c", 3000, "gbp", "needs_response")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_dp_c").await;
+
+    let mut refund = fixture_object("refund");
+    refund["id"] = "re_b".into();
+    refund["payment_intent"] = "pi_b".into();
+    let mut dispute = fixture_object("dispute");
+    dispute["id"] = "dp_c".into();
+    dispute["payment_intent"] = "pi_c".into();
+    let mut own = fixture_object("payout");
+    own["id"] = "po_e2e".into();
+    // 956 + 1922 + 2883 - 500 - 4500 (the dispute and its 15.00 fee) - 200 (a Stripe fee of
+    // the account's, no source) = 561.
+    let listed = [
+        stripe_transaction("charge", charge("ch_a", "pi_a"), 1000, 44),
+        stripe_transaction("charge", charge("ch_b", "pi_b"), 2000, 78),
+        stripe_transaction("charge", charge("ch_c", "pi_c"), 3000, 117),
+        stripe_transaction("refund", refund, -500, 0),
+        stripe_transaction("dispute", dispute, -3000, 1500),
+        stripe_transaction("fee", serde_json::Value::Null, -200, 0),
+        stripe_transaction("payout", own, -561, 0),
+    ];
+    for (n, mut transaction) in listed.into_iter().enumerate() {
+        transaction["id"] = format!("txn_e2e{n}").into();
+        api.add_balance_transaction(None, "po_e2e", transaction);
+    }
+    let completed = reconciliation_completed("evt_po_e2e", "po_e2e", 561);
+    app.deliver_stripe(&completed).await;
+    let payout = wait_payout(&app, "po_e2e", "RECONCILED").await;
+    assert_eq!(payout["amount"], 561);
+    assert_eq!(payout["linesNet"], 561);
+    assert_eq!(payout["linesGross"], 2300);
+    assert_eq!(payout["linesFees"], 1739);
+    assert_eq!(payout["difference"], 0);
+    assert_eq!(payout["unmatchedLines"], 0);
+    let lines = payout["lines"].as_array().unwrap();
+    let explained: Vec<(&str, &str, Option<&str>)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["category"].as_str().unwrap(),
+                l["explained"].as_str().unwrap(),
+                l["invoiceId"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        explained,
+        [
+            ("charge", "MATCHED", Some("inv_a")),
+            ("charge", "MATCHED", Some("inv_b")),
+            ("charge", "MATCHED", Some("inv_c")),
+            ("refund", "MATCHED", Some("inv_b")),
+            ("dispute", "MATCHED", Some("inv_c")),
+            ("fee", "PROVIDER", None),
+            ("payout", "PROVIDER", None),
+        ]
+    );
+    assert_eq!(lines[4]["fee"], 1500.0);
+    assert_eq!(lines[4]["net"], -4500.0);
+    assert_eq!(lines[0]["customerId"], "cust");
+
+    // The invoice says which payout carried its money: its charge less its refund.
+    let invoice = app.invoice("inv_b").await;
+    assert_eq!(invoice["payouts"].as_array().unwrap().len(), 1, "{invoice}");
+    assert_eq!(invoice["payouts"][0]["payoutId"], "po_e2e");
+    assert_eq!(invoice["payouts"][0]["status"], "RECONCILED");
+    assert_eq!(invoice["payouts"][0]["net"], 1422.0);
+
+    // Subscribers hear it once.
+    let messages = app.take_messages(&subscriber, 1).await;
+    let payout_messages: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|m| m.routing_key.starts_with("payout."))
+        .map(|m| serde_json::from_slice(&m.body).unwrap())
+        .collect();
+    assert_eq!(payout_messages.len(), 1, "{payout_messages:?}");
+    let message = &payout_messages[0];
+    assert_eq!(message["id"], "stripe:po_e2e:payout.reconciled");
+    assert_eq!(message["type"], "payout.reconciled");
+    assert_eq!(
+        message["data"]["invoiceIds"],
+        serde_json::json!(["inv_a", "inv_b", "inv_c"])
+    );
+    assert_eq!(message["data"]["linesNet"], 561);
+
+    // The event again (a redelivery) and another delivery of the same outcome: nothing twice.
+    app.deliver_stripe(&completed).await;
+    app.deliver_stripe(&reconciliation_completed("evt_po_e2e_again", "po_e2e", 561))
+        .await;
+    app.wait_processed("STRIPE", "evt_po_e2e_again").await;
+    let db = app.db();
+    assert_eq!(
+        payouts::lines(&db, Provider::Stripe, "po_e2e")
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    assert_eq!(announced(&db, "po_e2e").await.len(), 1);
+    let asked = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("payout=po_e2e"))
+        .count();
+    assert_eq!(asked, 4, "listed once, in 4 pages of 2");
+
+    // A payout with a charge settle never saw: kept, unmatched, and the payout says so.
+    api.add_balance_transaction(
+        None,
+        "po_other",
+        stripe_transaction("charge", charge("ch_unknown", "pi_unknown"), 800, 32),
+    );
+    let mut own = fixture_object("payout");
+    own["id"] = "po_other".into();
+    api.add_balance_transaction(None, "po_other", stripe_transaction("payout", own, -768, 0));
+    app.deliver_stripe(&reconciliation_completed("evt_po_other", "po_other", 768))
+        .await;
+    let payout = wait_payout(&app, "po_other", "PARTIALLY_MATCHED").await;
+    assert_eq!(payout["unmatchedLines"], 1);
+    assert_eq!(payout["difference"], 0);
+    assert_eq!(payout["lines"][0]["explained"], "UNMATCHED");
+    assert_eq!(payout["lines"][0]["sourceId"], "ch_unknown");
+    assert_eq!(payout["lines"][0]["invoiceId"], serde_json::Value::Null);
+    let (kind, data) = &announced(&db, "po_other").await[0];
+    assert_eq!(kind, "payout.partially_matched");
+    assert_eq!(data["data"]["unmatchedLines"], 1);
+
+    let (code, page) = app.api_get("/payouts?status=RECONCILED").await;
+    assert_eq!(code, 200);
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["po_e2e"]);
+    let (code, body) = app.api_get("/payouts?status=PAID").await;
+    assert_validation_error(code, &body, "status");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connected_accounts_payout_is_listed_with_its_stripe_account() {
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    let (code, _, err) = settle(
+        &app,
+        &[
+            "connections",
+            "add",
+            "--account",
+            &app.settings.account.id,
+            "--provider",
+            "stripe",
+            "--external-id",
+            "acct_po_conn",
+            "--mode",
+            "test",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    app.create_customer("cust").await;
+    app.create_invoice("inv_conn", "cust", None, "GBP", 1000)
+        .await;
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_conn_paid")
+            .connected("acct_po_conn")
+            .payment("pi_conn_po", 1000, "gbp")
+            .invoice_id("inv_conn")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_invoice_status("inv_conn", "PAID").await;
+    let mut own = fixture_object("payout");
+    own["id"] = "po_conn_e2e".into();
+    for transaction in [
+        stripe_transaction("charge", charge("ch_conn_po", "pi_conn_po"), 1000, 44),
+        stripe_transaction("payout", own, -956, 0),
+    ] {
+        api.add_balance_transaction(Some("acct_po_conn"), "po_conn_e2e", transaction);
+    }
+    let completed = StripeEvent::new("payout.reconciliation_completed", "evt_conn_po")
+        .connected("acct_po_conn")
+        .object(|payout| {
+            payout["id"] = "po_conn_e2e".into();
+            payout["amount"] = 956.into();
+            payout["currency"] = "gbp".into();
+            payout["status"] = "paid".into();
+        });
+    app.deliver_stripe(&completed.to_bytes()).await;
+    // The stand-in lists a connected account's transactions only with its `Stripe-Account`.
+    let payout = wait_payout(&app, "po_conn_e2e", "RECONCILED").await;
+    assert_eq!(payout["lines"][0]["invoiceId"], "inv_conn");
+    assert_eq!(payout["linesNet"], 956);
+    app.stop().await;
+}
+
+/// GoCardless's `payouts.paid`, as the fixture's event has it: links to the payout only.
+fn gocardless_payout_paid(event_id: &str, payout: &str) -> GoCardlessEvent {
+    GoCardlessEvent::new(event_id, "payouts", "paid")
+        .links(serde_json::json!({"payout": payout}))
+        .edit(|event| {
+            event["details"] = serde_json::json!({
+                "origin": "gocardless", "cause": "payout_paid",
+                "description": "GoCardless has transferred the payout to the creditor's bank account."
+            });
+        })
+}
+
+/// A GoCardless payout as `GET /payouts/{id}` documents it.
+fn gocardless_payout(id: &str, amount: i64, deducted_fees: i64) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "amount": amount, "arrival_date": "2026-11-20",
+        "created_at": "2026-11-19T10:00:00.000Z", "currency": "GBP",
+        "deducted_fees": deducted_fees,
+        "fx": {"estimated_exchange_rate": null, "exchange_rate": null, "fx_amount": null,
+               "fx_currency": "GBP"},
+        "links": {"creditor": "CR000123", "creditor_bank_account": "BA000123"},
+        "metadata": {}, "payout_type": "merchant", "reference": "REF-PO-GC", "status": "paid",
+        "tax_currency": null
+    })
+}
+
+/// A payout item as `GET /payout_items` documents it (links to the payment, and the refund of
+/// a refund's item).
+fn payout_item(kind: &str, amount: &str, payment: &str, refund: Option<&str>) -> serde_json::Value {
+    let mut links = serde_json::json!({"payment": payment, "mandate": "MD000123"});
+    if let Some(refund) = refund {
+        links["refund"] = refund.into();
+    }
+    serde_json::json!({"amount": amount, "type": kind, "taxes": [], "links": links})
+}
+
+#[tokio::test]
+async fn a_gocardless_payout_of_paid_out_charged_back_and_refunded_payments_sums_exactly_after_rounding()
+ {
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    app.create_customer("cust").await;
+    let mut payment_ids = Vec::new();
+    for (n, amount) in [(1, 1500), (2, 2500), (3, 1000)] {
+        let invoice = format!("inv_g{n}");
+        app.create_invoice(&invoice, "cust", None, "GBP", amount)
+            .await;
+        let payment = app
+            .register_payment(&invoice, "GOCARDLESS", &format!("PM_G{n}"), amount)
+            .await;
+        payment_ids.push(payment["id"].as_str().unwrap().to_owned());
+        app.gocardless_payment(
+            &format!("EV_G{n}"),
+            "paid_out",
+            &format!("PM_G{n}"),
+            "2026-11-10T12:00:00.000Z",
+        )
+        .await;
+        app.wait_invoice_status(&invoice, "PAID").await;
+    }
+    app.gocardless_payment(
+        "EV_G3_CB",
+        "charged_back",
+        "PM_G3",
+        "2026-11-12T12:00:00.000Z",
+    )
+    .await;
+    app.wait_invoice_status("inv_g3", "OPEN").await;
+    let (status, refund) = app
+        .api_post(
+            &format!("/payments/{}/refunds", payment_ids[1]),
+            serde_json::json!({"providerRefundId": "RF_G2", "amount": 400}),
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+
+    // 1500 - 37.5 + 2500 - 45.5 + 1000 - 1000 - 400 = 3517: the fees come to 83.0 together, where
+    // rounding each first would make 38 + 46 = 84 and the sum one penny short.
+    for item in [
+        payout_item("payment_paid_out", "1500.0", "PM_G1", None),
+        payout_item("gocardless_fee", "-37.5", "PM_G1", None),
+        payout_item("payment_paid_out", "2500.0", "PM_G2", None),
+        payout_item("gocardless_fee", "-45.5", "PM_G2", None),
+        payout_item("payment_paid_out", "1000.0", "PM_G3", None),
+        payout_item("payment_charged_back", "-1000.0", "PM_G3", None),
+        payout_item("refund", "-400.0", "PM_G2", Some("RF_G2")),
+    ] {
+        api.add_payout_item("PO_GC1", item);
+    }
+    api.add_gocardless_payout(gocardless_payout("PO_GC1", 3517, 83));
+    app.deliver_gocardless([gocardless_payout_paid("EV_PO_GC1", "PO_GC1")])
+        .await;
+    let payout = wait_payout(&app, "PO_GC1", "RECONCILED").await;
+    assert_eq!(payout["amount"], 3517);
+    assert_eq!(payout["currency"], "GBP");
+    assert_eq!(payout["arrivalDate"], "2026-11-20");
+    assert_eq!(payout["linesNet"], 3517);
+    assert_eq!(payout["linesFees"], 83);
+    assert_eq!(payout["linesGross"], 3600);
+    assert_eq!(payout["difference"], 0);
+    let lines = payout["lines"].as_array().unwrap();
+    let invoices: Vec<&str> = lines
+        .iter()
+        .map(|l| l["invoiceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        invoices,
+        [
+            "inv_g1", "inv_g1", "inv_g2", "inv_g2", "inv_g3", "inv_g3", "inv_g2"
+        ]
+    );
+    assert_eq!(lines[1]["fee"], 37.5);
+    assert_eq!(lines[1]["net"], -37.5);
+    assert_eq!(lines[6]["sourceId"], "RF_G2");
+    assert_eq!(lines[6]["paymentId"], payment_ids[1].as_str());
+
+    // A payout older than 6 months: GoCardless answers 410, and settle says so.
+    api.expire_payout("PO_GC_OLD");
+    app.deliver_gocardless([gocardless_payout_paid("EV_PO_GC_OLD", "PO_GC_OLD")])
+        .await;
+    let old = wait_payout(&app, "PO_GC_OLD", "UNLISTABLE").await;
+    assert!(
+        old["statusReason"].as_str().unwrap().contains("6 months"),
+        "{old}"
+    );
+    assert_eq!(old["lines"], serde_json::json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fetch_lists_the_payouts_events_missed_and_a_second_fetch_stores_nothing_twice() {
+    let api = ProviderApi::start().await;
+    let app = spawn_app_listing_every(&api, 0).await;
+    app.create_customer("cust").await;
+    paid_by_stripe(&app, "inv_f", "pi_f", 1000).await;
+    let now = chrono::Utc::now().timestamp();
+    let payout = |id: &str, status: &str, automatic: bool| {
+        let mut payout = fixture_object("payout");
+        payout["id"] = id.into();
+        payout["amount"] = 956.into();
+        payout["currency"] = "gbp".into();
+        payout["created"] = (now - 60).into();
+        payout["status"] = status.into();
+        payout["automatic"] = automatic.into();
+        if status == "failed" {
+            payout["failure_code"] = "no_account".into();
+            payout["failure_message"] =
+                "The bank account details on file are probably incorrect.".into();
+        }
+        payout
+    };
+    api.set_stripe_payout(None, payout("po_f", "paid", true));
+    api.set_stripe_payout(None, payout("po_f_manual", "paid", false));
+    api.set_stripe_payout(None, payout("po_f_failed", "failed", true));
+    api.set_stripe_payout(None, payout("po_f_on_its_way", "in_transit", true));
+    let mut own = fixture_object("payout");
+    own["id"] = "po_f".into();
+    for transaction in [
+        stripe_transaction("charge", charge("ch_f", "pi_f"), 1000, 44),
+        stripe_transaction("payout", own, -956, 0),
+    ] {
+        api.add_balance_transaction(None, "po_f", transaction);
+    }
+    let keys = [
+        ("STRIPE_API_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", &api.url()),
+    ];
+    let fetch = [
+        "payouts", "fetch", "stripe", "--since", "1h", "--output", "json",
+    ];
+    let db = app.db();
+    for _ in 0..2 {
+        let (code, out, err) = settle_with(&app, &fetch, &keys).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(reports[0]["found"], 3, "{reports}");
+        assert_eq!(reports[0]["reconciled"], 1, "{reports}");
+        assert_eq!(reports[0]["withoutLines"], 2, "{reports}");
+        assert_eq!(
+            payouts::lines(&db, Provider::Stripe, "po_f")
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(announced(&db, "po_f").await.len(), 1);
+        assert_eq!(announced(&db, "po_f_failed").await.len(), 1);
+    }
+    assert_eq!(payout_row(&db, "po_f_manual").await.0, "UNLISTABLE");
+    assert_eq!(payout_row(&db, "po_f_failed").await.0, "FAILED");
+    let (code, _) = app.api_get("/payouts/po_f_on_its_way").await;
+    assert_eq!(code, 404, "not paid yet: not recorded");
+
+    // The accountant's rows: one per line, in pounds.
+    let (code, out, err) = settle(&app, &["payouts", "show", "po_f", "--output", "csv"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "payout,date,invoice,customer,gross,fee,net,category,currency,source",
+            "po_f,2009-02-13,inv_f,cust,10.00,0.44,9.56,charge,GBP,ch_f",
+            "po_f,2009-02-13,,,-9.56,0.00,-9.56,payout,GBP,po_f",
+        ]
+    );
+    let (code, out, _) = settle(&app, &["payouts", "list", "--status", "FAILED"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("po_f_failed") && out.contains("no_account"),
+        "{out}"
+    );
+    let (code, _, err) = settle(&app, &["payouts", "list", "--status", "PAID"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("one of EXPECTED"), "{err}");
     app.stop().await;
 }

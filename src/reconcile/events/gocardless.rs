@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use super::{
     DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, PayoutEvent, PayoutStage,
-    RefundEvent, RefundObservation, text,
+    RefundEvent, RefundObservation, integer, text,
 };
 use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::reconcile::money::Currency;
 use crate::reconcile::payment::PaymentSignal;
 use crate::reconcile::refund::RefundStatus;
 
@@ -142,6 +143,42 @@ pub(super) fn interpret(
     }
 }
 
+/// A payout as `GET /payouts` or `GET /payouts/{id}` returns it (`amount` in minor units):
+/// paid as `payouts.paid`, with the amount, currency and arrival date the event lacks; bounced
+/// (the bank returned it) as failed. `None`: still `pending`.
+pub(super) fn listed_payout(payout: &Value) -> Result<Option<PayoutEvent>, EventError> {
+    let occurred_at = text(payout, "/created_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or(EventError::Missing("created_at"))?;
+    let stage = match text(payout, "/status").as_deref() {
+        Some("paid") => PayoutStage::Listable,
+        Some("bounced") => PayoutStage::Failed(Failure {
+            code: Some("bounced".to_owned()),
+            message: Some("the bank returned the payout".to_owned()),
+        }),
+        _ => return Ok(None),
+    };
+    let currency = text(payout, "/currency")
+        .map(|code| {
+            Currency::parse(&code).map_err(|message| EventError::Invalid {
+                field: "currency",
+                message,
+            })
+        })
+        .transpose()?;
+    Ok(Some(PayoutEvent {
+        provider: Provider::GoCardless,
+        provider_payout_id: text(payout, "/id").ok_or(EventError::Missing("id"))?,
+        stage,
+        amount: Some(integer(payout, "/amount").ok_or(EventError::Missing("amount"))?),
+        currency,
+        arrival_date: text(payout, "/arrival_date")
+            .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+        occurred_at,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +189,37 @@ mod tests {
         collected_at: GoCardlessCollectedAt,
     ) -> Result<DomainEvent, EventError> {
         super::interpret(&serde_json::from_slice(body).unwrap(), collected_at)
+    }
+
+    #[test]
+    fn a_listed_payout_carries_what_its_event_lacks_and_a_bounced_one_failed() {
+        let mut payout = serde_json::json!({
+            "id": "PO000123", "amount": 9900, "arrival_date": "2026-11-20",
+            "created_at": "2026-11-19T09:51:33.167Z", "currency": "GBP", "deducted_fees": 100,
+            "links": {"creditor": "CR000123", "creditor_bank_account": "BA000123"},
+            "payout_type": "merchant", "reference": "REF-REF", "status": "paid"
+        });
+        let paid = listed_payout(&payout).unwrap().unwrap();
+        assert_eq!(paid.stage, PayoutStage::Listable);
+        assert_eq!(paid.amount, Some(9900));
+        assert_eq!(paid.currency.map(|c| c.as_str()), Some("GBP"));
+        assert_eq!(
+            paid.arrival_date.map(|d| d.to_string()).as_deref(),
+            Some("2026-11-20")
+        );
+        payout["status"] = "bounced".into();
+        assert!(matches!(
+            listed_payout(&payout).unwrap().unwrap().stage,
+            PayoutStage::Failed(_)
+        ));
+        payout["status"] = "pending".into();
+        assert_eq!(listed_payout(&payout).unwrap(), None);
+        payout["currency"] = "XYZ".into();
+        payout["status"] = "paid".into();
+        assert!(
+            listed_payout(&payout).is_err(),
+            "a currency that is not ISO 4217"
+        );
     }
 
     fn payment(event: DomainEvent) -> PaymentEvent {

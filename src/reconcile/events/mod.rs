@@ -242,3 +242,15 @@ pub fn interpret(
 #[cfg(test)]
 #[path = "../../../tests/fixtures/events.rs"]
 pub(crate) mod fixtures;
+
+/// A payout as the provider's payout list returns it (Stripe `GET /v1/payouts`, GoCardless
+/// `GET /payouts`), read as the event its state stands for; `None` while it is not paid yet.
+pub fn listed_payout(
+    provider: Provider,
+    payout: &Value,
+) -> Result<Option<PayoutEvent>, EventError> {
+    match provider {
+        Provider::Stripe => stripe::listed_payout(payout),
+        Provider::GoCardless => gocardless::listed_payout(payout),
+    }
+}

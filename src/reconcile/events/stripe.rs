@@ -44,8 +44,8 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         dispute if dispute.starts_with("charge.dispute.") => {
             return self::dispute(dispute, object, occurred_at);
         }
-        "payout.paid" | "payout.reconciliation_completed" | "payout.failed" => {
-            return payout(event_type, object, occurred_at);
+        "payout.paid" | "payout.reconciliation_completed" | "payout.failed" | "payout.canceled" => {
+            return payout(event_type, object, occurred_at).map(DomainEvent::Payout);
         }
         "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
         "payment_intent.processing" => (S::Pending, "/amount"),
@@ -174,13 +174,14 @@ fn payout(
     event_type: &str,
     object: &Value,
     occurred_at: DateTime<Utc>,
-) -> Result<DomainEvent, EventError> {
+) -> Result<PayoutEvent, EventError> {
     let automatic = object
         .pointer("/automatic")
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let stage = match event_type {
-        "payout.failed" => PayoutStage::Failed(Failure {
+        // Canceled: it never left, so the money is no more in the bank than a failed one's.
+        "payout.failed" | "payout.canceled" => PayoutStage::Failed(Failure {
             code: text(object, "/failure_code"),
             message: text(object, "/failure_message"),
         }),
@@ -190,7 +191,7 @@ fn payout(
         "payout.reconciliation_completed" => PayoutStage::Listable,
         _ => PayoutStage::Expected,
     };
-    Ok(DomainEvent::Payout(PayoutEvent {
+    Ok(PayoutEvent {
         provider: Provider::Stripe,
         provider_payout_id: text(object, "/id").ok_or(EventError::Missing("data.object.id"))?,
         stage,
@@ -200,7 +201,27 @@ fn payout(
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .map(|t| t.date_naive()),
         occurred_at,
-    }))
+    })
+}
+
+/// A payout as `GET /v1/payouts` lists it, read as the event its state stands for: failed or
+/// canceled as `payout.failed`; paid with its reconciliation `completed` as
+/// `payout.reconciliation_completed`; paid otherwise as `payout.paid`. `None`: not paid yet
+/// (`pending`, `in_transit`).
+pub(super) fn listed_payout(object: &Value) -> Result<Option<PayoutEvent>, EventError> {
+    let occurred_at = integer(object, "/created")
+        .and_then(|t| DateTime::from_timestamp(t, 0))
+        .ok_or(EventError::Missing("created"))?;
+    let status = text(object, "/status").unwrap_or_default();
+    let reconciliation = text(object, "/reconciliation_status").unwrap_or_default();
+    let as_event = match (status.as_str(), reconciliation.as_str()) {
+        ("failed", _) => "payout.failed",
+        ("canceled", _) => "payout.canceled",
+        ("paid", "completed") => "payout.reconciliation_completed",
+        ("paid", _) => "payout.paid",
+        _ => return Ok(None),
+    };
+    payout(as_event, object, occurred_at).map(Some)
 }
 
 /// Stripe writes currencies in lower case (`gbp`).
@@ -403,6 +424,42 @@ mod tests {
     /// `interpret` over raw bytes, as they come off the queue.
     fn interpret(body: &[u8]) -> Result<DomainEvent, EventError> {
         super::interpret(&serde_json::from_slice(body).unwrap())
+    }
+
+    #[test]
+    fn a_listed_payout_reads_as_the_event_its_state_stands_for() {
+        let objects: Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/stripe-objects.json"))
+                .unwrap();
+        let listed = |status: &str, reconciliation: &str, automatic: bool| {
+            let mut payout = objects["payout"].clone();
+            payout["status"] = status.into();
+            payout["reconciliation_status"] = reconciliation.into();
+            payout["automatic"] = automatic.into();
+            listed_payout(&payout).unwrap().map(|event| event.stage)
+        };
+        assert_eq!(
+            listed("paid", "completed", true),
+            Some(PayoutStage::Listable)
+        );
+        assert_eq!(
+            listed("paid", "in_progress", true),
+            Some(PayoutStage::Expected)
+        );
+        assert!(matches!(
+            listed("paid", "not_applicable", false),
+            Some(PayoutStage::Unlistable(_))
+        ));
+        assert!(matches!(
+            listed("failed", "completed", true),
+            Some(PayoutStage::Failed(_))
+        ));
+        assert!(matches!(
+            listed("canceled", "not_applicable", true),
+            Some(PayoutStage::Failed(_))
+        ));
+        assert_eq!(listed("in_transit", "in_progress", true), None);
+        assert_eq!(listed("pending", "in_progress", true), None);
     }
 
     /// An event of `event_type` around Stripe's example object of its kind, edited by `edit`.

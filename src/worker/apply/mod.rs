@@ -394,13 +394,7 @@ async fn apply_other(
         DomainEvent::Method(method) => method::apply(tx, policy, &entry, method.clone()).await?,
         DomainEvent::Link(link) => link_invoice(tx, policy, &entry, link).await?,
         DomainEvent::Payout(payout) => {
-            crate::repository::payouts::record_event(
-                tx,
-                &policy.account_id,
-                entry.event_id,
-                payout,
-            )
-            .await?;
+            record_payout(tx, policy, ready.event, &entry, payout).await?;
             Outcome::Applied
         }
         DomainEvent::Ignored(reason) => Outcome::Ignored(reason),
@@ -413,6 +407,72 @@ async fn apply_other(
         inbox::set_outcome(tx, &entry, outcome).await?;
     }
     Ok(outcome)
+}
+
+/// Records a payout's event; one that fails the payout announces it (`payout.failed`). Listing
+/// a listable payout's lines is the payout lister's (`crate::payouts`), away from this
+/// transaction: it waits on the provider's API.
+async fn record_payout(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    event: &QueuedEvent,
+    entry: &InboxEntry<'_>,
+    payout: &crate::reconcile::events::PayoutEvent,
+) -> Result<(), ApplyError> {
+    use crate::repository::payouts;
+    let connection = payout_connection(tx, policy, event).await?;
+    let Some(moved) = payouts::record_event(
+        tx,
+        &policy.account_id,
+        connection.as_deref(),
+        entry.event_id,
+        payout,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    if moved.status != "FAILED" {
+        return Ok(());
+    }
+    let announced: Vec<ReconciliationEvent> = payouts::announcement(tx, &moved)
+        .await?
+        .into_iter()
+        .collect();
+    let rows = outbox_rows(
+        &announced,
+        moved.provider,
+        &moved.provider_payout_id,
+        payout.occurred_at,
+        &policy.account_id,
+    )?;
+    crate::repository::outbox::insert(tx, &policy.account_id, &rows).await?;
+    Ok(())
+}
+
+/// The connection a payout's event came through or names, whose credentials list its lines;
+/// `None`: the platform's own (an event of the platform, or of the default account's own
+/// provider account).
+async fn payout_connection(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    event: &QueuedEvent,
+) -> Result<Option<String>, ApplyError> {
+    use crate::reconcile::routing::{Address, address};
+    let addressed = address(event.provider, &event.body, event.connection_id.as_deref());
+    Ok(match addressed.address {
+        Address::Platform => None,
+        Address::Connection(id) => Some(id),
+        Address::Connected(external_id) => crate::repository::accounts::routes_by_external_id(
+            &mut *tx,
+            event.provider.stored_name(),
+            &external_id,
+        )
+        .await?
+        .into_iter()
+        .find(|route| route.account_id == policy.account_id)
+        .map(|route| route.connection_id),
+    })
 }
 
 /// The policy for the account the event belongs to (`reconcile::routing`): the configured one
@@ -590,15 +650,9 @@ fn outbox_rows(
         .iter()
         .map(|event| {
             let message = Message::new(event, provider, event_id, occurred_at, account_id);
-            Ok(OutboxRow {
-                routing_key: message.event_type,
-                payload: serde_json::to_string(&message).map_err(|error| {
-                    ApplyError::Permanent {
-                        reason: "internal_error",
-                        detail: format!("a reconciliation event did not serialize: {error}"),
-                    }
-                })?,
-                message_id: message.id,
+            OutboxRow::of(&message).map_err(|error| ApplyError::Permanent {
+                reason: "internal_error",
+                detail: format!("a reconciliation event did not serialize: {error}"),
             })
         })
         .collect()

@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod cli;
 pub mod fixtures;
+pub mod localstripe;
 pub mod provider_api;
 pub mod smtp;
 

@@ -1,11 +1,13 @@
-//! Stand-ins for the providers' event-list APIs, started by a test on a port of its own: what
-//! settle's backfill reads, in the documented shapes (Stripe `GET /v1/events`: `data`,
+//! Stand-ins for the providers' APIs, started by a test on a port of its own: what settle's
+//! backfill and payout lister read, in the documented shapes (Stripe `GET /v1/events`: `data`,
 //! `has_more`, `starting_after`, `created[gte|lte]`, `types[]`, `Stripe-Account`; GoCardless
-//! `GET /events`: `events`, `meta.cursors.after`, `created_at[gte|lte]`, `GoCardless-Version`).
-//! `localstripe` (below) is used where it covers a test: it keeps real PaymentIntents and lists
-//! their events. But it lists only its own objects' (in a 2017 API version's shape), with neither
-//! `types[]` nor `Stripe-Account`, and it cannot be told to answer 429 or 500: the stand-in serves
-//! the fixtures' full objects with all of those.
+//! `GET /events`: `events`, `meta.cursors.after`, `created_at[gte|lte]`, `GoCardless-Version`;
+//! and their payouts and payout lines). `localstripe` (`helpers::localstripe`) is used where it
+//! covers a test: it keeps real PaymentIntents and lists their events. But it lists only its own
+//! objects' (in a 2017 API version's shape), with neither `types[]` nor `Stripe-Account`, cannot
+//! be told to answer 429 or 500, and its payouts are manual, in euros, with no balance
+//! transactions: the stand-in serves the fixtures' full objects with all of those. The README's
+//! payout walk-through runs it too (`examples/provider_standin.rs`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ struct Events {
     /// GoCardless payout items by payout, in GoCardless's order; payouts answered 410.
     payout_items: Vec<(String, Value)>,
     gone_payouts: Vec<String>,
+    /// Stripe payouts by connected account, and GoCardless payouts, as their lists return them.
+    stripe_payouts: Vec<(Option<String>, Value)>,
+    gocardless_payouts: Vec<Value>,
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
@@ -59,7 +64,13 @@ pub const GOCARDLESS_TOKEN: &str = "gc_access_standin";
 const GOCARDLESS_PAGE: usize = 40;
 
 impl ProviderApi {
+    /// On a port of its own.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On `addr` (`127.0.0.1:56790`: the README's payout walk-through).
+    pub async fn start_on(addr: &str) -> Self {
         let events = Arc::new(Mutex::new(Events::default()));
         let app = axum::Router::new()
             .route("/v1/events", get(stripe_events))
@@ -67,12 +78,15 @@ impl ProviderApi {
             .route("/v1/payment_intents/{id}", get(stripe_payment_intent))
             .route("/v1/balance_transactions", get(stripe_balance_transactions))
             .route("/payout_items", get(gocardless_payout_items))
+            .route("/v1/payouts", get(stripe_payouts))
+            .route("/payouts", get(gocardless_payouts))
+            .route("/payouts/{id}", get(gocardless_payout))
             .layer(axum::middleware::from_fn_with_state(
                 events.clone(),
                 in_flight,
             ))
             .with_state(events.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -116,6 +130,22 @@ impl ProviderApi {
     pub fn add_payout_item(&self, payout: &str, item: Value) {
         let mut events = self.events.lock().unwrap();
         events.payout_items.push((payout.to_owned(), item));
+    }
+
+    /// Adds (or replaces) a Stripe payout, as `GET /v1/payouts` lists it.
+    pub fn set_stripe_payout(&self, account: Option<&str>, payout: Value) {
+        let mut events = self.events.lock().unwrap();
+        events
+            .stripe_payouts
+            .retain(|(owner, held)| !(owner.as_deref() == account && held["id"] == payout["id"]));
+        events
+            .stripe_payouts
+            .push((account.map(str::to_owned), payout));
+    }
+
+    /// Adds a GoCardless payout, as `GET /payouts` and `GET /payouts/{id}` return it.
+    pub fn add_gocardless_payout(&self, payout: Value) {
+        self.events.lock().unwrap().gocardless_payouts.push(payout);
     }
 
     /// A payout whose items GoCardless no longer lists (older than 6 months): 410.
@@ -427,63 +457,82 @@ async fn gocardless_payout_items(
     .into_response()
 }
 
-/// `localstripe` (PyPI, a third-party Stripe emulator that keeps real objects and lists their
-/// events), installed by `scripts/services.sh` into `.local/venv`, on a port of its own.
-pub struct Localstripe {
-    pub port: u16,
-    process: tokio::process::Child,
+/// `GET /v1/payouts?created[gte]=…`: the account's payouts, newest first, in one page.
+async fn stripe_payouts(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(&mut events, "/v1/payouts", &query, &headers, STRIPE_KEY) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    let gte: i64 = param(&pairs, "created[gte]").map_or(0, |v| v.parse().unwrap());
+    let account = stripe_account(&headers);
+    let mut listed: Vec<&Value> = events
+        .stripe_payouts
+        .iter()
+        .filter(|(owner, payout)| *owner == account && payout["created"].as_i64().unwrap() >= gte)
+        .map(|(_, payout)| payout)
+        .collect();
+    listed.sort_by_key(|payout| std::cmp::Reverse(payout["created"].as_i64().unwrap()));
+    axum::Json(json!({"object": "list", "url": "/v1/payouts", "has_more": false, "data": listed}))
+        .into_response()
 }
 
-impl Localstripe {
-    pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let program = concat!(env!("CARGO_MANIFEST_DIR"), "/.local/venv/bin/localstripe");
-        let process = tokio::process::Command::new(program)
-            .args(["--port", &port.to_string(), "--from-scratch"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("localstripe (scripts/services.sh start installs it)");
-        super::wait_listening("localstripe", port).await;
-        Self { port, process }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Creates and confirms a PaymentIntent through the emulator's API, as a billing system
-    /// would through Stripe's; localstripe then holds its `payment_intent.succeeded` event.
-    pub async fn pay(&self, amount: i64, invoice_id: &str) -> String {
-        let form = [
-            ("amount", amount.to_string()),
-            ("currency", "gbp".to_owned()),
-            ("metadata[invoice_id]", invoice_id.to_owned()),
-            ("payment_method", "pm_card_visa".to_owned()),
-            ("confirm", "true".to_owned()),
-        ];
-        let response: Value = reqwest::Client::new()
-            .post(format!("{}/v1/payment_intents", self.url()))
-            .basic_auth(STRIPE_KEY, Some(""))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(response["status"], "succeeded", "{response}");
-        response["id"].as_str().unwrap().to_owned()
-    }
+/// `GET /payouts?created_at[gte]=…`: the organisation's payouts, in one page.
+async fn gocardless_payouts(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(&mut events, "/payouts", &query, &headers, GOCARDLESS_TOKEN) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    let gte =
+        param(&pairs, "created_at[gte]").map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap());
+    let listed: Vec<&Value> = events
+        .gocardless_payouts
+        .iter()
+        .filter(|payout| {
+            let created =
+                chrono::DateTime::parse_from_rfc3339(payout["created_at"].as_str().unwrap())
+                    .unwrap();
+            gte.is_none_or(|t| created >= t)
+        })
+        .collect();
+    axum::Json(json!({
+        "payouts": listed,
+        "meta": {"cursors": {"before": null, "after": null}, "limit": 500}
+    }))
+    .into_response()
 }
 
-impl Drop for Localstripe {
-    fn drop(&mut self) {
-        let _ = self.process.start_kill();
+/// `GET /payouts/{id}`.
+async fn gocardless_payout(
+    State(events): State<Arc<Mutex<Events>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let path = format!("/payouts/{id}");
+    if let Err(refused) = admit(&mut events, &path, &None, &headers, GOCARDLESS_TOKEN) {
+        return *refused;
+    }
+    match events
+        .gocardless_payouts
+        .iter()
+        .find(|payout| payout["id"] == id.as_str())
+    {
+        Some(payout) => axum::Json(json!({"payouts": payout})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": 404, "type": "invalid_api_usage",
+                "message": "Resource not found"}})),
+        )
+            .into_response(),
     }
 }
