@@ -95,9 +95,13 @@ pub struct PayoutLine {
     pub net: Decimal,
 }
 
-/// A decimal written as a JSON number: exact to a tenth of a minor unit at any realistic size.
+/// A decimal written as a JSON number: a whole one as an integer (`1500`), a fraction as a
+/// float (`37.5`), exact to a tenth of a minor unit at any realistic size.
 fn number<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64(value.to_f64().unwrap_or(f64::NAN))
+    match value.fract().is_zero().then(|| value.to_i64()).flatten() {
+        Some(whole) => serializer.serialize_i64(whole),
+        None => serializer.serialize_f64(value.to_f64().unwrap_or(f64::NAN)),
+    }
 }
 
 impl From<LineRow> for PayoutLine {

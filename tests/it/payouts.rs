@@ -613,6 +613,17 @@ async fn a_stripe_payout_of_charges_a_partial_refund_a_dispute_and_fees_is_recon
     assert_eq!(ids, ["po_e2e"]);
     let (code, body) = app.api_get("/payouts?status=PAID").await;
     assert_validation_error(code, &body, "status");
+    // Paged in the order settle recorded them.
+    let (_, first) = app.api_get("/payouts?limit=1").await;
+    assert_eq!(first["data"][0]["id"], "po_e2e");
+    let cursor = first["nextCursor"].as_str().unwrap();
+    let (_, second) = app
+        .api_get(&format!("/payouts?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(second["data"][0]["id"], "po_other");
+    assert_eq!(second["nextCursor"], serde_json::Value::Null);
+    let (code, body) = app.api_get("/payouts?cursor=nonsense").await;
+    assert_validation_error(code, &body, "cursor");
     app.stop().await;
 }
 
