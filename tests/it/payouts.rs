@@ -900,3 +900,44 @@ async fn fetch_lists_the_payouts_events_missed_and_a_second_fetch_stores_nothing
     assert!(err.contains("one of EXPECTED"), "{err}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_payout_whose_provider_is_down_keeps_waiting_says_why_and_is_listed_once_it_answers() {
+    use crate::helpers::provider_api::Refusal;
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    app.create_customer("cust").await;
+    paid_by_stripe(&app, "inv_down", "pi_down", 1000).await;
+    let mut own = fixture_object("payout");
+    own["id"] = "po_down".into();
+    for transaction in [
+        stripe_transaction("charge", charge("ch_down", "pi_down"), 1000, 44),
+        stripe_transaction("payout", own, -956, 0),
+    ] {
+        api.add_balance_transaction(None, "po_down", transaction);
+    }
+    // Every attempt of the first listing answered 500 (the client tries 5 times).
+    api.refuse_next(&[Refusal::ServerError; 5]);
+    app.deliver_stripe(&reconciliation_completed("evt_po_down", "po_down", 956))
+        .await;
+    let waiting = poll_until("the failed listing's reason", WAIT, || async {
+        let (code, body) = app.api_get("/payouts/po_down").await;
+        (code == 200 && body["statusReason"].is_string()).then_some(body)
+    })
+    .await;
+    assert_eq!(waiting["status"], "LISTING", "{waiting}");
+    assert!(
+        waiting["statusReason"].as_str().unwrap().contains("500"),
+        "{waiting}"
+    );
+    assert!(
+        app.metric(r#"settle_payout_listing_failures_total{provider="stripe"}"#)
+            .await
+            >= 1.0
+    );
+    // The next round lists it, and the reason is gone.
+    let payout = wait_payout(&app, "po_down", "RECONCILED").await;
+    assert_eq!(payout["statusReason"], serde_json::Value::Null);
+    assert_eq!(payout["lines"][0]["invoiceId"], "inv_down");
+    app.stop().await;
+}
