@@ -21,7 +21,8 @@ WORKDIR /app
 COPY --from=build /src/target/release/settle /usr/local/bin/settle
 COPY config ./config
 USER settle
-ENV SETTLE_ENV=production SETTLE_CONFIG_DIR=/app/config SETTLE_HTTP_ADDR=0.0.0.0:8080
-EXPOSE 8080
+# The internal API and /metrics on their own port (not published by the compose files).
+ENV SETTLE_ENV=production SETTLE_CONFIG_DIR=/app/config SETTLE_HTTP_ADDR=0.0.0.0:8080 SETTLE_ADMIN_ADDR=0.0.0.0:8081
+EXPOSE 8080 8081
 ENTRYPOINT ["settle"]
 CMD ["run"]

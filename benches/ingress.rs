@@ -330,6 +330,8 @@ async fn independent_load(
         .port();
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .arg("serve")
+        // A benchmark's secrets are published in this file: only `local` accepts them.
+        .env("SETTLE_ENV", "local")
         .env(
             "SETTLE_CONFIG_DIR",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),

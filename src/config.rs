@@ -171,8 +171,15 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Requests in progress at once; one more is answered 503 with Retry-After (load shedding).
     pub max_requests_in_flight: usize,
-    /// Longest wait for a request's headers (slowloris).
+    /// Longest a new connection may take to bring its first complete request head, protocol
+    /// detection included (silent sockets, slowloris).
     pub header_read_timeout_ms: u64,
+    /// Longest a connection may stay open serving no request (keep-alive HTTP/1, HTTP/2 with no
+    /// open stream).
+    pub idle_timeout_ms: u64,
+    /// Webhook body bytes held in memory at once, over every request being read: past it, a
+    /// request is answered 503 with Retry-After rather than read.
+    pub body_budget_bytes: usize,
     /// Longest a request may take, its body included: then 408.
     pub request_timeout_ms: u64,
     /// Longest the graceful drain waits for in-flight connections at shutdown.
@@ -209,6 +216,9 @@ pub struct AmqpSettings {
     pub quorum_initial_group_size: Option<u32>,
     pub prefix: String,
     pub confirm_timeout_ms: u64,
+    /// How long a publish waits for a broker connection when no node is connected (an outage, or
+    /// a failover under way) before it fails: long enough for a failover to the next node.
+    pub connect_wait_ms: u64,
     pub publisher_channels: usize,
     pub delivery_limit: u32,
     pub reconnect_delay_ms: u64,
@@ -237,6 +247,10 @@ impl AmqpSettings {
 
     pub fn confirm_timeout(&self) -> Duration {
         Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    pub fn connect_wait(&self) -> Duration {
+        Duration::from_millis(self.connect_wait_ms)
     }
 
     pub fn reconnect_delay(&self) -> Duration {
@@ -332,12 +346,14 @@ pub enum LogFormat {
 
 impl Settings {
     /// Loads the settings of the process: `SETTLE_CONFIG_DIR` (default `./config`), `SETTLE_ENV`
-    /// (default `local`) and the process environment.
+    /// (default `production`: a deployment that forgets to say gets the safe one, and refuses to
+    /// start without its secrets) and the process environment.
     pub fn from_process_env() -> anyhow::Result<Self> {
         let dir = std::env::var_os("SETTLE_CONFIG_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("config"));
-        let environment = std::env::var("SETTLE_ENV").unwrap_or_else(|_| "local".to_owned());
+        let environment =
+            std::env::var("SETTLE_ENV").unwrap_or_else(|_| PRODUCTION_ENVIRONMENT.to_owned());
         Self::load(&dir, &environment, std::env::vars())
     }
 
@@ -392,8 +408,21 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.app.require_secrets {
+            self.require_production_settings()?;
+        }
+        if self.environment != LOCAL_ENVIRONMENT {
+            self.refuse_development_secrets()?;
+        }
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be greater than 0");
+        }
+        if self.http.body_budget_bytes < self.http.body_limit_bytes {
+            bail!(
+                "http.body_budget_bytes ({}) must be at least http.body_limit_bytes ({}): a body of the largest accepted size could never be read",
+                self.http.body_budget_bytes,
+                self.http.body_limit_bytes
+            );
         }
         if self.amqp.prefix.is_empty() {
             bail!("amqp.prefix (SETTLE_QUEUE_PREFIX) must not be empty");
@@ -441,21 +470,6 @@ impl Settings {
         if self.retention.batch_size == 0 {
             bail!("retention.batch_size must be at least 1");
         }
-        if self.app.require_secrets {
-            require_secrets(
-                &self.webhooks.stripe_secrets,
-                "STRIPE_WEBHOOK_SECRETS (webhooks.stripe_secrets)",
-            )?;
-            require_secrets(
-                &self.webhooks.gocardless_secrets,
-                "GOCARDLESS_WEBHOOK_SECRETS (webhooks.gocardless_secrets)",
-            )?;
-            if self.api.credentials.is_empty() {
-                bail!(
-                    "SETTLE_API_CREDENTIALS (api.credentials) is required in this environment but is not set"
-                );
-            }
-        }
         if lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(
             self.smtp.url.expose_secret(),
         )
@@ -478,9 +492,159 @@ impl Settings {
     }
 }
 
-fn require_secrets(secrets: &[SecretString], setting: &str) -> anyhow::Result<()> {
-    if secrets.is_empty() || secrets.iter().any(|s| s.expose_secret().is_empty()) {
-        bail!("{setting} is required in this environment but is not set");
+impl Settings {
+    /// Every setting a production process cannot do without, checked together so that one start
+    /// names all that is missing. `database.url` and `amqp.url` have no default outside
+    /// `local.toml`: a forgotten variable must not connect to a developer's services.
+    fn require_production_settings(&self) -> anyhow::Result<()> {
+        let webhooks = &self.webhooks;
+        let present = |secrets: &[SecretString]| {
+            !secrets.is_empty() && secrets.iter().all(|s| !s.expose_secret().is_empty())
+        };
+        let missing: Vec<&str> = [
+            (
+                present(&webhooks.stripe_secrets),
+                "STRIPE_WEBHOOK_SECRETS (webhooks.stripe_secrets)",
+            ),
+            (
+                present(&webhooks.gocardless_secrets),
+                "GOCARDLESS_WEBHOOK_SECRETS (webhooks.gocardless_secrets)",
+            ),
+            (
+                !self.api.credentials.is_empty(),
+                "SETTLE_API_CREDENTIALS (api.credentials)",
+            ),
+            (
+                !self.secrets.keys.expose_secret().trim().is_empty(),
+                "SETTLE_SECRET_KEYS (secrets.keys)",
+            ),
+            (
+                !self.database.url.expose_secret().is_empty(),
+                "DATABASE_URL (database.url)",
+            ),
+            (
+                self.amqp
+                    .addresses()
+                    .iter()
+                    .any(|url| !url.expose_secret().is_empty()),
+                "AMQP_URL or AMQP_URLS (amqp.url, amqp.urls)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(given, setting)| (!given).then_some(setting))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "settle refuses to start in the `{}` environment without: {} (SETTLE_ENV=local runs on the development settings instead)",
+                self.environment,
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Outside `local`, no secret this repository publishes, and none too weak to stand a guess.
+    /// The message names the setting, never the value.
+    fn refuse_development_secrets(&self) -> anyhow::Result<()> {
+        let webhook_secrets = [
+            (
+                &self.webhooks.stripe_secrets,
+                "STRIPE_WEBHOOK_SECRETS (webhooks.stripe_secrets)",
+            ),
+            (
+                &self.webhooks.gocardless_secrets,
+                "GOCARDLESS_WEBHOOK_SECRETS (webhooks.gocardless_secrets)",
+            ),
+        ];
+        for (secrets, setting) in webhook_secrets {
+            for (index, secret) in secrets.iter().enumerate() {
+                check_secret(
+                    secret.expose_secret(),
+                    MIN_WEBHOOK_SECRET_CHARS,
+                    setting,
+                    index,
+                )?;
+            }
+        }
+        for (index, credential) in self.api.credentials.iter().enumerate() {
+            let (_, secret) = credential.parts();
+            check_secret(
+                secret.expose_secret(),
+                MIN_API_SECRET_CHARS,
+                "SETTLE_API_CREDENTIALS (api.credentials)",
+                index,
+            )?;
+        }
+        let keys = self.secrets.keys.expose_secret().split(',');
+        for (index, entry) in keys.map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+            let key = entry.split_once(':').map_or(entry, |(_, key)| key);
+            if PUBLISHED_SEALING_KEYS.contains(&key) {
+                bail!(
+                    "SETTLE_SECRET_KEYS (secrets.keys) key number {} is the development key this repository publishes; outside SETTLE_ENV=local make one: echo \"k1:$(head -c32 /dev/urandom | base64)\"",
+                    index + 1
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The environment whose overlay holds the development settings (`make run`, the tests).
+pub const LOCAL_ENVIRONMENT: &str = "local";
+/// The environment a process runs in when `SETTLE_ENV` does not say.
+pub const PRODUCTION_ENVIRONMENT: &str = "production";
+
+/// Secrets that appear in this repository (`config/local.toml`, the tests, the benchmarks, the
+/// README and the design's test vectors): anyone can sign with them, so outside `local` they are
+/// refused whatever their length.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "whsec_local_development_secret",
+    "gocardless_local_development_secret",
+    "local-api-secret",
+    "whsec_test_secret",
+    "gc_secret",
+    "whsec_test_secret_for_it",
+    "gc_test_secret_for_it",
+    "api-test-secret",
+    "whsec_chaos_suite",
+    "whsec_bench_secret",
+    "whsec_fuzzing_only_not_a_real_secret",
+];
+
+/// The sealing keys this repository publishes (base64, as written in a key list).
+const PUBLISHED_SEALING_KEYS: &[&str] = &[
+    // config/local.toml's `local` key: "local-development-key-not-secret".
+    "bG9jYWwtZGV2ZWxvcG1lbnQta2V5LW5vdC1zZWNyZXQ=",
+    // The tests' keys.
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    "HxYdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=",
+];
+
+/// The shortest webhook secret accepted outside `local`. The providers generate theirs (Stripe's
+/// `whsec_` and 32 characters); a shorter one was typed by a person.
+const MIN_WEBHOOK_SECRET_CHARS: usize = 24;
+/// The shortest API credential secret accepted outside `local`: 24 characters of
+/// `openssl rand -base64 18` carry 144 bits, out of reach of an online guess.
+const MIN_API_SECRET_CHARS: usize = 24;
+/// A secret of fewer distinct characters than this (`aaaa…`, `123123…`) is refused however long.
+const MIN_DISTINCT_CHARS: usize = 8;
+
+fn check_secret(secret: &str, min_chars: usize, setting: &str, index: usize) -> anyhow::Result<()> {
+    let which = index + 1;
+    if PUBLISHED_SECRETS.contains(&secret) {
+        bail!(
+            "{setting} secret number {which} is a development secret this repository publishes: anyone can sign with it"
+        );
+    }
+    let chars = secret.chars().count();
+    let distinct = secret
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if chars < min_chars || distinct < MIN_DISTINCT_CHARS {
+        bail!(
+            "{setting} secret number {which} is too weak: at least {min_chars} characters, {MIN_DISTINCT_CHARS} of them different (e.g. openssl rand -base64 32)"
+        );
     }
     Ok(())
 }
@@ -531,35 +695,121 @@ mod tests {
         assert_eq!(settings.telemetry.log_format, LogFormat::Pretty);
     }
 
-    #[test]
-    fn production_without_a_secret_refuses_naming_the_setting() {
-        let all = [
-            ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
-            ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
-            ("SETTLE_API_CREDENTIALS", "billing:s3cret"),
-        ];
-        for (missing, _) in all {
-            let set: Vec<_> = all
-                .into_iter()
-                .filter(|(name, _)| *name != missing)
-                .collect();
-            let err = Settings::load(&config_dir(), "production", vars(&set)).unwrap_err();
-            assert!(format!("{err:#}").contains(missing), "{missing}: {err:#}");
-        }
+    /// A production deployment's settings, each strong and unpublished.
+    const PRODUCTION: [(&str, &str); 6] = [
+        (
+            "STRIPE_WEBHOOK_SECRETS",
+            "whsec_Qm9v3kXw8RZpL2nT7yFh4sJcD1aGbEuV",
+        ),
+        ("GOCARDLESS_WEBHOOK_SECRETS", "gc-7Hq2Lw9Zr4Tx8Nv3Kp6Yd1Sb"),
+        (
+            "SETTLE_API_CREDENTIALS",
+            "billing:Zk3Pq8Wn2Rt7Vx4Ly9Hc6Md1,ops:Bf5Gj8Kq2Nw6Rz9Tc3Vx7Yp4",
+        ),
+        (
+            "SETTLE_SECRET_KEYS",
+            "k1:7Y0mJ8m0q4m2b0Q9l0pS3m6cW2bV8nY5a1dK4eF7gH0=",
+        ),
+        ("DATABASE_URL", "postgres://settle:pw@db.internal/settle"),
+        ("AMQP_URL", "amqp://settle:pw@rabbit.internal/%2f"),
+    ];
 
-        let settings = Settings::load(
-            &config_dir(),
-            "production",
-            vars(&[
-                ("STRIPE_WEBHOOK_SECRETS", "whsec_x"),
-                ("GOCARDLESS_WEBHOOK_SECRETS", "gc"),
-                ("SETTLE_API_CREDENTIALS", "billing:s3cret,ops:other"),
-            ]),
-        )
-        .unwrap();
+    fn production_with(changes: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let set = PRODUCTION
+            .into_iter()
+            .filter(|(name, _)| !changes.iter().any(|(changed, _)| changed == name))
+            .chain(
+                changes
+                    .iter()
+                    .copied()
+                    .filter(|(_, value)| !value.is_empty()),
+            );
+        Settings::load(&config_dir(), "production", vars(&set.collect::<Vec<_>>()))
+    }
+
+    #[test]
+    fn production_starts_with_every_setting_given_and_keeps_the_api_off_the_public_listener() {
+        let settings = production_with(&[]).unwrap();
         assert!(settings.app.require_secrets);
         assert_eq!(settings.api.credentials.len(), 2);
         assert_eq!(settings.api.credentials[1].parts().0, "ops");
+        assert_eq!(
+            settings.http.admin_addr,
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn production_names_every_missing_setting_at_once() {
+        let err = Settings::load(&config_dir(), "production", vars(&[])).unwrap_err();
+        let message = format!("{err:#}");
+        for (name, _) in PRODUCTION {
+            assert!(message.contains(name), "{name}: {message}");
+        }
+        for (missing, _) in PRODUCTION {
+            let err = production_with(&[(missing, "")]).unwrap_err();
+            assert!(format!("{err:#}").contains(missing), "{missing}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn without_settle_env_a_process_runs_as_production() {
+        assert_eq!(PRODUCTION_ENVIRONMENT, "production");
+        // No overlay of its own: default.toml alone still refuses, as production does.
+        let err = Settings::load(&config_dir(), "staging", vars(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("DATABASE_URL"), "{err:#}");
+    }
+
+    #[test]
+    fn published_development_secrets_are_refused_outside_local_naming_the_setting_not_the_value() {
+        let local = Settings::load(&config_dir(), "local", vars(&[])).unwrap();
+        let published = [
+            ("STRIPE_WEBHOOK_SECRETS", "whsec_local_development_secret"),
+            (
+                "GOCARDLESS_WEBHOOK_SECRETS",
+                "gocardless_local_development_secret",
+            ),
+            ("SETTLE_API_CREDENTIALS", "settle-local:local-api-secret"),
+            ("SETTLE_SECRET_KEYS", local.secrets.keys.expose_secret()),
+            // Relabelled: the key's bytes are what is published.
+            (
+                "SETTLE_SECRET_KEYS",
+                "prod:bG9jYWwtZGV2ZWxvcG1lbnQta2V5LW5vdC1zZWNyZXQ=",
+            ),
+        ];
+        for (name, value) in published {
+            for environment in ["production", "staging"] {
+                let mut set: Vec<_> = PRODUCTION.into_iter().filter(|(n, _)| *n != name).collect();
+                set.push((name, value));
+                let err = Settings::load(&config_dir(), environment, vars(&set)).unwrap_err();
+                let message = format!("{err:#}");
+                assert!(message.contains(name), "{environment} {name}: {message}");
+                assert!(
+                    message.contains("development") && !message.contains(value),
+                    "{environment} {name}: {message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_outside_local() {
+        for (name, weak) in [
+            ("STRIPE_WEBHOOK_SECRETS", "whsec_short"),
+            (
+                "GOCARDLESS_WEBHOOK_SECRETS",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            ("SETTLE_API_CREDENTIALS", "billing:s3cret"),
+        ] {
+            let err = production_with(&[(name, weak)]).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(
+                message.contains(name) && message.contains("too weak"),
+                "{name}: {message}"
+            );
+            assert!(!message.contains(weak), "{message}");
+        }
     }
 
     #[test]

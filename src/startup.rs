@@ -276,7 +276,9 @@ impl Application {
             "settle started"
         );
         let limits = crate::http::server::Limits::from(&self.settings.http);
-        let (public, admin) = self.routers(schema);
+        let database = crate::http::probes::DatabaseCheck::default();
+        tasks.spawn(database.clone().run(self.db.clone(), self.shutdown.clone()));
+        let (public, admin) = self.routers(schema, database);
         let limited = |router| crate::http::server::with_request_limits(router, limits);
         let serve = |listener, router| {
             crate::http::server::serve(listener, limited(router), limits, self.shutdown.clone())
@@ -421,15 +423,26 @@ impl Application {
     /// The public router (probes for every role; webhooks where the role takes HTTP traffic) and,
     /// with `http.admin_addr`, the internal one (probes, `/metrics`, the API); without it the
     /// public router serves everything.
-    fn routers(&self, schema: tokio::sync::watch::Receiver<bool>) -> (Router, Option<Router>) {
-        let probes = probes::router(ProbeState {
+    fn routers(
+        &self,
+        schema: tokio::sync::watch::Receiver<bool>,
+        database: crate::http::probes::DatabaseCheck,
+    ) -> (Router, Option<Router>) {
+        let probe_state = ProbeState {
             role: self.role,
             broker: self.broker.clone(),
-            db: self.db.clone(),
-            schema,
+            database,
+            schema: schema.clone(),
             shutdown: self.shutdown.clone(),
+            shows_broker_node: true,
+        };
+        let probes = probes::router(probe_state.clone());
+        // With an admin listener, the public one faces the internet: its probes name no host.
+        let public_probes = probes::router(ProbeState {
+            shows_broker_node: self.admin_listener.is_none(),
+            ..probe_state
         });
-        let mut public = probes.clone();
+        let mut public = public_probes;
         let mut internal = probes::metrics_router();
         if self.role.takes_webhooks() {
             let settings = &self.settings;
@@ -438,6 +451,7 @@ impl Application {
                 webhooks: Arc::new(settings.webhooks.clone()),
                 connections: self.connection_secrets.clone(),
                 body_limit: settings.http.body_limit_bytes,
+                body_budget: Arc::new(tokio::sync::Semaphore::new(settings.http.body_budget_bytes)),
             }));
             internal = internal.merge(crate::api::router(ApiState {
                 db: self.db.clone(),
@@ -448,6 +462,7 @@ impl Application {
                 // that waited for it.
                 policy: Arc::new(worker_policy(settings)),
                 body_limit: settings.http.body_limit_bytes,
+                schema,
             }));
         }
         let trace = |router: Router| router.layer(TraceLayer::new_for_http());

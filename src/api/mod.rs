@@ -52,6 +52,10 @@ pub struct ApiState {
     /// decides as the worker would (for the caller's account: `worker::apply::policy_for`).
     pub policy: Arc<Policy>,
     pub body_limit: usize,
+    /// Whether the schema is migrated: until it is, every route answers 503
+    /// `migrations_pending` before touching a table (a query racing a migration can meet its
+    /// locks, or a table that is not there yet).
+    pub schema: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]
@@ -108,11 +112,30 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+async fn refuse_until_migrated(
+    axum::extract::State(schema): axum::extract::State<tokio::sync::watch::Receiver<bool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if *schema.borrow() {
+        next.run(request).await
+    } else {
+        crate::http::unavailable(
+            "migrations_pending",
+            "the database schema is being migrated; retry shortly",
+        )
+    }
+}
+
 /// The API with `GET /openapi.json` (unauthenticated: it is the contract, no data).
 pub fn router(state: ApiState) -> Router {
     let (router, document) = router_and_document();
     let document = Arc::new(document);
     router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.schema.clone(),
+            refuse_until_migrated,
+        ))
         .route(
             "/openapi.json",
             get(move || {

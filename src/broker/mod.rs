@@ -271,7 +271,10 @@ impl Broker {
                 Err(error) => return Err(error),
             };
             tokio::time::sleep(REPUBLISH_PAUSE).await;
-            let reconnected = tokio::time::timeout_at(deadline, self.connected()).await;
+            // No node connected: wait for one only as long as a failover to the next node takes,
+            // then answer; the confirm deadline is for a publish a broker has taken.
+            let connect_by = deadline.min(Instant::now() + self.inner.settings.connect_wait());
+            let reconnected = tokio::time::timeout_at(connect_by, self.connected()).await;
             if !matches!(reconnected, Ok(Some(_))) {
                 return Err(error);
             }

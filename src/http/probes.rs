@@ -1,7 +1,11 @@
 //! `/healthz` (the process is alive), `/readyz` (it can do its main job) and `/metrics`, served by
 //! every role. Readiness follows the role (`Role::needs_database_to_be_ready`); the body always
-//! reports every dependency.
+//! reports every dependency, and says why when it is not ready. Both answer from state that
+//! background tasks keep (the broker supervisor, `DatabaseCheck`, the migrations), in
+//! microseconds, whatever is down.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,19 +20,54 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::role::Role;
 
-/// A readiness probe must answer quickly even when the database hangs.
+/// How often the background check pings the database, and how long one ping may take before the
+/// database counts as down.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the probes look at.
+/// The database as the background check last saw it. Probes read it and never wait for
+/// PostgreSQL: an orchestrator's probe times out in about a second, and a probe that waits for a
+/// hung database would take intake out of service exactly when it must stay in.
+#[derive(Clone, Default)]
+pub struct DatabaseCheck {
+    up: Arc<AtomicBool>,
+}
+
+impl DatabaseCheck {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Pings `db` every interval until `shutdown`, keeping what it found.
+    pub async fn run(self, db: PgPool, shutdown: CancellationToken) {
+        loop {
+            let ping = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, crate::repository::ping(&db));
+            let up = tokio::select! {
+                answered = ping => answered.is_ok_and(|result| result.is_ok()),
+                () = shutdown.cancelled() => return,
+            };
+            self.up.store(up, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// What the probes look at: all of it kept up to date by others, so a probe only reads.
 #[derive(Clone)]
 pub struct ProbeState {
     pub role: Role,
     pub broker: Broker,
-    pub db: PgPool,
+    pub database: DatabaseCheck,
     /// Whether the schema is migrated: a consuming role is not ready before.
     pub schema: tokio::sync::watch::Receiver<bool>,
     /// Cancelled when shutdown begins: readiness turns 503 at once.
     pub shutdown: CancellationToken,
+    /// Whether the body names the broker node (host:port): on the admin listener, or on the only
+    /// one; never to the internet beside the webhooks.
+    pub shows_broker_node: bool,
 }
 
 /// `/healthz` and `/readyz`, served on every listener.
@@ -53,28 +92,38 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
     // A memory or disk alarm: intake would answer 503, so a load balancer should look elsewhere;
     // consuming goes on (its connection is not blocked), so a worker stays ready.
     let broker_blocked = broker_up && state.broker.is_blocked();
-    let database_up =
-        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, crate::repository::ping(&state.db))
-            .await
-            .is_ok_and(|result| result.is_ok());
+    let database_up = state.database.is_up();
     let draining = state.shutdown.is_cancelled();
     let schema_applied = *state.schema.borrow();
-    let database_ready = database_up && schema_applied;
-    let ready = !draining
-        && broker_up
-        && !(broker_blocked && state.role.takes_webhooks())
-        && (database_ready || !state.role.needs_database_to_be_ready());
+    let role = state.role;
+    // Why it is not ready, each reason only where the role needs what is missing.
+    let unready: Vec<&str> = [
+        (draining, "draining"),
+        (!broker_up, "broker_down"),
+        (broker_blocked && role.takes_webhooks(), "broker_blocked"),
+        (
+            !database_up && role.needs_database_to_be_ready(),
+            "database_down",
+        ),
+        (
+            !schema_applied && role.needs_database_to_be_ready(),
+            "migrations_pending",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(applies, reason)| applies.then_some(reason))
+    .collect();
+    let ready = unready.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "role": state.role.as_str(),
+        "role": role.as_str(),
         "draining": draining,
-        // The RabbitMQ node this process is connected to (one of `amqp.urls` on a cluster).
-        "broker_node": state.broker.node(),
+        "unready": unready,
         "checks": {
             "broker": match (broker_up, broker_blocked) {
                 (false, _) => "down",
@@ -85,6 +134,10 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
             "migrations": if schema_applied { "applied" } else { "pending" },
         },
     });
+    if state.shows_broker_node {
+        // The RabbitMQ node this process is connected to (one of `amqp.urls` on a cluster).
+        body["broker_node"] = json!(state.broker.node());
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -18,11 +18,24 @@ pub fn verify(
     if secrets.is_empty() {
         return Err(SignatureError::NotConfigured);
     }
-    let received = header.ok_or(SignatureError::MissingHeader)?;
-    if any_secret_signs(secrets, &[body], &[received.trim()]) {
+    let received = parse_signature_header(header.ok_or(SignatureError::MissingHeader)?)?;
+    if any_secret_signs(secrets, &[body], &[received]) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
+    }
+}
+
+/// The signature in a `Webhook-Signature` header: 64 hex characters (surrounding spaces aside).
+/// Checked before the body is read, so a request that cannot be signed costs no memory.
+pub fn parse_signature_header(header: &str) -> Result<&str, SignatureError> {
+    let signature = header.trim();
+    if signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(signature)
+    } else {
+        Err(SignatureError::MalformedHeader(
+            "not the 64 hex characters of an HMAC-SHA256",
+        ))
     }
 }
 
@@ -115,6 +128,15 @@ mod tests {
             verify(None, BODY, &secrets()),
             Err(SignatureError::MissingHeader)
         );
+        for malformed in ["", "abc", &format!("{VECTOR_SIGNATURE}0"), &"g".repeat(64)] {
+            assert!(
+                matches!(
+                    verify(Some(malformed), BODY, &secrets()),
+                    Err(SignatureError::MalformedHeader(_))
+                ),
+                "{malformed}"
+            );
+        }
         assert_eq!(
             verify(Some(VECTOR_SIGNATURE), BODY, &[]),
             Err(SignatureError::NotConfigured)

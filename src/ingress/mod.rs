@@ -25,7 +25,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{Broker, PublishError};
 use crate::config::WebhookSettings;
@@ -45,6 +47,10 @@ pub struct IngressState {
     /// The per-connection endpoints' secrets, refreshed in the background.
     pub connections: SecretsCache,
     pub body_limit: usize,
+    /// Body bytes held by every request being read, one permit a byte (`http.body_budget_bytes`):
+    /// bodies are read before their signature can be checked, so this bounds what
+    /// unauthenticated clients can make settle hold.
+    pub body_budget: Arc<Semaphore>,
 }
 
 /// Webhook routes. They authenticate by signature, not by API credentials.
@@ -128,6 +134,11 @@ enum IngressError {
     UnknownConnection,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the body could not be read")]
+    UnreadableBody,
+    /// The bodies being read already hold `http.body_budget_bytes`.
+    #[error("too many webhook bodies in flight; retry")]
+    Overloaded,
     #[error(transparent)]
     Signature(SignatureError),
     #[error(transparent)]
@@ -143,6 +154,8 @@ impl IngressError {
             Self::UnknownProvider => "unknown_provider",
             Self::UnknownConnection => "unknown_connection",
             Self::TooLarge(_) => "too_large",
+            Self::UnreadableBody => "unreadable_body",
+            Self::Overloaded => "overloaded",
             Self::Signature(SignatureError::NotConfigured) => "not_configured",
             Self::Signature(_) => "invalid_signature",
             Self::Payload(_) => "invalid_payload",
@@ -162,6 +175,10 @@ impl IngressError {
             Self::TooLarge(_) => {
                 error_body(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
             }
+            Self::UnreadableBody => {
+                error_body(StatusCode::BAD_REQUEST, "unreadable_body", &message)
+            }
+            Self::Overloaded => unavailable("overloaded", &message),
             // Our misconfiguration, not the provider's fault: a 500 makes it retry later.
             Self::Signature(reason @ SignatureError::NotConfigured) => {
                 error_body(StatusCode::INTERNAL_SERVER_ERROR, reason.code(), &message)
@@ -221,7 +238,10 @@ async fn receive_for_connection(
         },
         _ => {
             let error = IngressError::UnknownConnection;
-            tracing::info!(%provider, %connection, reason = %error, "webhook refused");
+            if refusal_may_be_logged() {
+                // Debug formatting: the id is the caller's, and may hold anything.
+                tracing::info!(%provider, connection = ?connection, reason = %error, "webhook refused");
+            }
             count_request(provider, error.outcome());
             return error.response(Some(provider));
         }
@@ -247,13 +267,29 @@ async fn respond(
                 IngressError::BrokerUnavailable(failure) => {
                     tracing::warn!(%provider, error = %failure, "webhook not queued; provider will retry")
                 }
-                other => tracing::info!(%provider, reason = %other, "webhook refused"),
+                other if refusal_may_be_logged() => {
+                    tracing::info!(%provider, reason = %other, "webhook refused")
+                }
+                _ => {}
             }
             (error.outcome(), error.response(Some(provider)))
         }
     };
     count_request(provider, outcome);
     response
+}
+
+/// Refusals are counted every time (`settle_webhook_requests_total`) but logged at most
+/// `REFUSALS_LOGGED_PER_SECOND` times a second: anyone on the internet can cause one, and a flood
+/// must not fill the log's disk.
+fn refusal_may_be_logged() -> bool {
+    use governor::{Quota, RateLimiter};
+    use std::num::NonZeroU32;
+    use std::sync::LazyLock;
+    const REFUSALS_LOGGED_PER_SECOND: NonZeroU32 = NonZeroU32::new(10).unwrap();
+    static LIMITER: LazyLock<governor::DefaultDirectRateLimiter> =
+        LazyLock::new(|| RateLimiter::direct(Quota::per_second(REFUSALS_LOGGED_PER_SECOND)));
+    LIMITER.check().is_ok()
 }
 
 fn count_request(provider: Provider, outcome: &'static str) {
@@ -273,11 +309,6 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<usize, IngressError> {
-    let limit = state.body_limit;
-    // Read the raw bytes ourselves: the signature is over them, and parsing comes after.
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| IngressError::TooLarge(limit))?;
     let (secrets, connection) = match &endpoint {
         Endpoint::Platform => (
             match provider {
@@ -288,6 +319,10 @@ async fn handle(
         ),
         Endpoint::Connection { id, secrets } => (&secrets[..], Some(*id)),
     };
+    // Before a byte of the body: a request that could not be signed, or one larger than the
+    // limit says, costs no memory.
+    check_signature_header(provider, secrets, headers).map_err(IngressError::Signature)?;
+    let (body, _held) = read_body(state, headers, body).await?;
     verify(&state.webhooks, provider, secrets, headers, &body).map_err(IngressError::Signature)?;
     let incoming = match provider {
         Provider::Stripe => stripe::events(&body)?,
@@ -323,6 +358,78 @@ async fn handle(
         tracing::debug!(message_id = %message.message_id, routing_key = %message.routing_key, "webhook event queued");
     }
     Ok(messages.len())
+}
+
+/// Reads the raw body (the signature is over its exact bytes) under the size limit, holding its
+/// bytes against the shared budget until the returned permit is dropped: a declared length is
+/// reserved whole before reading, a chunked body as its buffer grows.
+async fn read_body(
+    state: &IngressState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), IngressError> {
+    let limit = state.body_limit;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(IngressError::TooLarge(limit));
+    }
+    let reserve = |held: &mut OwnedSemaphorePermit, bytes: usize| {
+        let bytes = u32::try_from(bytes).map_err(|_| IngressError::TooLarge(limit))?;
+        let more = state.body_budget.clone().try_acquire_many_owned(bytes);
+        held.merge(more.map_err(|_| IngressError::Overloaded)?);
+        Ok::<(), IngressError>(())
+    };
+    let mut held = state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(0)
+        .map_err(|_| IngressError::Overloaded)?;
+    let mut buffer = Vec::new();
+    if let Some(length) = declared {
+        reserve(&mut held, length)?;
+        buffer.reserve_exact(length);
+    }
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| IngressError::UnreadableBody)?.into_data() else {
+            continue; // trailers
+        };
+        let needed = buffer.len() + data.len();
+        if needed > limit {
+            return Err(IngressError::TooLarge(limit));
+        }
+        if needed > buffer.capacity() {
+            let grown = needed.max(buffer.capacity() * 2).min(limit);
+            let more = grown - held.num_permits();
+            reserve(&mut held, more)?;
+            buffer.reserve_exact(grown - buffer.len());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok((buffer, held))
+}
+
+/// The checks that need no body: secrets to verify with, and a signature header of the right
+/// shape.
+fn check_signature_header(
+    provider: Provider,
+    secrets: &[SecretString],
+    headers: &HeaderMap,
+) -> Result<(), SignatureError> {
+    if secrets.is_empty() {
+        return Err(SignatureError::NotConfigured);
+    }
+    let name = match provider {
+        Provider::Stripe => stripe::SIGNATURE_HEADER,
+        Provider::GoCardless => gocardless::SIGNATURE_HEADER,
+    };
+    let header = header_text(headers, name)?.ok_or(SignatureError::MissingHeader)?;
+    match provider {
+        Provider::Stripe => stripe::parse_signature_header(header).map(drop),
+        Provider::GoCardless => gocardless::parse_signature_header(header).map(drop),
+    }
 }
 
 fn verify(

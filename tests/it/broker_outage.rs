@@ -198,3 +198,30 @@ async fn broker_down_gives_503_and_both_recover_in_the_same_process() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_no_broker_node_connected_intake_answers_503_within_its_connect_wait_not_the_confirm_deadline()
+ {
+    // Nothing listens on port 1: no node ever connects.
+    let app = spawn_app_with(AppOptions {
+        amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        wait_ready: false,
+        tweak: Box::new(|settings| {
+            settings.amqp.confirm_timeout_ms = 10_000;
+            settings.amqp.connect_wait_ms = 500;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let event = stripe_event("payment_intent.succeeded", "evt_no_broker");
+    let started = std::time::Instant::now();
+    let response = app.post_stripe_signed(&event).await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}, the confirm deadline is 10 s"
+    );
+    app.stop().await;
+}

@@ -172,3 +172,116 @@ async fn a_worker_started_before_its_database_exists_waits_then_migrates_and_app
     assert_eq!(attempts, [("applied".to_owned(),)]);
     app.stop().await;
 }
+
+/// A PostgreSQL that accepts connections and never answers (a hung server, a black-holed
+/// network): every query waits. Listens until dropped.
+async fn hung_database() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    (
+        format!("postgres://settle:settle@127.0.0.1:{port}/settle"),
+        held,
+    )
+}
+
+#[tokio::test]
+async fn readiness_answers_at_once_from_kept_state_while_the_database_hangs() {
+    let (database_url, hung) = hung_database().await;
+    let app = spawn_app_with(AppOptions {
+        database_url: Some(database_url),
+        tweak: Box::new(|settings| settings.database.migrate_on_start = true),
+        wait_ready: false,
+        ..AppOptions::default()
+    })
+    .await;
+    app.wait_until_ready(true).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = app.readyz().await;
+        let took = started.elapsed();
+        // An orchestrator's probe gives up after 1 s; this one used to wait 2 s for a ping.
+        assert!(
+            took < std::time::Duration::from_millis(500),
+            "/readyz took {took:?}"
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["checks"]["database"], "down", "{body}");
+        assert_eq!(body["checks"]["migrations"], "pending", "{body}");
+    }
+    app.stop().await;
+    hung.abort();
+}
+
+#[tokio::test]
+async fn while_migrations_are_pending_the_api_answers_503_migrations_pending_without_touching_a_table()
+ {
+    let (database_url, hung) = hung_database().await;
+    let app = spawn_app_with(AppOptions {
+        role: Role::Run,
+        database_url: Some(database_url),
+        tweak: Box::new(|settings| settings.database.migrate_on_start = true),
+        wait_ready: false,
+        ..AppOptions::default()
+    })
+    .await;
+    // Its own key (no database needed to check it) and one of the stored kind (looked up).
+    for key in [
+        ApiKey::configured(),
+        ApiKey {
+            id: "key_0000".into(),
+            secret: "x".into(),
+        },
+    ] {
+        let started = std::time::Instant::now();
+        let response = app
+            .http
+            .get(app.url("/invoices"))
+            .basic_auth(&key.id, Some(&key.secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "migrations_pending", "{body}");
+    }
+    // A role that needs the schema says why it is not ready.
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let unready = body["unready"].as_array().unwrap();
+    assert!(unready.contains(&"migrations_pending".into()), "{body}");
+    assert!(unready.contains(&"database_down".into()), "{body}");
+    app.stop().await;
+    hung.abort();
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_public_readyz_names_no_host() {
+    let app = spawn_app_with(AppOptions {
+        tweak: Box::new(|settings| settings.http.admin_addr = Some("127.0.0.1:0".parse().unwrap())),
+        ..AppOptions::default()
+    })
+    .await;
+    let (status, public) = app.readyz().await;
+    assert_eq!(status, 200, "{public}");
+    assert!(public.get("broker_node").is_none(), "{public}");
+    let admin = app.admin_addr.unwrap();
+    let internal: serde_json::Value = app
+        .http
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(internal["broker_node"].is_string(), "{internal}");
+    app.stop().await;
+}

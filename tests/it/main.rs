@@ -25,6 +25,7 @@ mod payouts;
 mod retention;
 mod routing;
 mod shutdown;
+mod startup;
 mod unmatched;
 mod webhooks;
 mod worker;
