@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 const VERSION: &str = "v1";
 const NONCE_BYTES: usize = 24;
@@ -68,13 +69,14 @@ impl Keyring {
                             .into(),
                     )
                 })?;
-            let bytes = STANDARD
-                .decode(key)
-                .ok()
-                .filter(|bytes| bytes.len() == 32)
-                .ok_or_else(|| {
-                    SealError::BadKeyList(format!("key `{id}` is not the base64 of 32 bytes"))
-                })?;
+            // Decoded into a buffer wiped on drop, whether the key is kept, refused for its
+            // length or half-decoded when the base64 is bad: the cipher keeps its own copy.
+            let mut bytes = Zeroizing::new(Vec::new());
+            if STANDARD.decode_vec(key, &mut bytes).is_err() || bytes.len() != 32 {
+                return Err(SealError::BadKeyList(format!(
+                    "key `{id}` is not the base64 of 32 bytes"
+                )));
+            }
             if keys.iter().any(|(existing, _)| existing == id) {
                 return Err(SealError::BadKeyList(format!("key `{id}` is listed twice")));
             }
@@ -123,10 +125,14 @@ impl Keyring {
             msg: ciphertext,
             aad: context.as_bytes(),
         };
-        let opened = cipher
-            .decrypt(XNonce::from_slice(nonce), payload)
-            .map_err(|_| SealError::DoesNotOpen(id.to_owned()))?;
-        String::from_utf8(opened)
+        // The plaintext is wiped when dropped, also when it is not UTF-8; what is returned is a
+        // copy in a `SecretString`, which wipes itself.
+        let opened = Zeroizing::new(
+            cipher
+                .decrypt(XNonce::from_slice(nonce), payload)
+                .map_err(|_| SealError::DoesNotOpen(id.to_owned()))?,
+        );
+        std::str::from_utf8(&opened)
             .map(SecretString::from)
             .map_err(|_| SealError::DoesNotOpen(id.to_owned()))
     }
