@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ops::{self, Output, accounts, api_keys, dlq};
+use crate::ops::{self, Output, accounts, api_keys, dlq, secret_input};
 use crate::provider::Provider;
 use crate::role::Role;
 use crate::startup::Application;
@@ -161,6 +161,12 @@ pub struct Shown {
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
     /// Add a connection to an account; prints its id. Secrets are sealed before they are stored.
+    ///
+    /// Secrets never go on the command line (any user can read it in /proc, and shells keep it):
+    /// SETTLE_CONNECTION_WEBHOOK_SECRETS, the webhook signing secrets of the connection's own
+    /// endpoint (comma-separated, the newest first, several while rotating), and
+    /// SETTLE_CONNECTION_API_KEY, the provider API key settle reads the provider's event list
+    /// with; or standard input with --secrets-from-stdin. A connection may have neither.
     Add {
         #[arg(long)]
         account: String,
@@ -172,12 +178,11 @@ pub enum ConnectionsCommand {
         external_id: String,
         #[arg(long, value_enum, default_value_t)]
         mode: accounts::Mode,
-        /// A webhook signing secret of the connection's own endpoint (repeat while rotating).
-        #[arg(long = "webhook-secret")]
-        webhook_secrets: Vec<secrecy::SecretString>,
-        /// The provider API key settle reads the provider's event list with.
+        /// Read the secrets from standard input instead of the environment: lines
+        /// `webhook_secret=…` (repeat while rotating, the newest first) and `api_key=…`; blank
+        /// lines and surrounding whitespace are ignored.
         #[arg(long)]
-        api_key: Option<secrecy::SecretString>,
+        secrets_from_stdin: bool,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -192,11 +197,19 @@ pub enum ConnectionsCommand {
     Show(Shown),
     /// Rotate a connection's webhook secret: --new adds one beside the newest old one (both
     /// verify); --retire-old then keeps only the newest.
+    ///
+    /// The new secret is read from SETTLE_CONNECTION_WEBHOOK_SECRET, or with --secret-from-stdin
+    /// from the first line of standard input: never from the command line.
     #[command(group(clap::ArgGroup::new("rotation").required(true).args(["new", "retire_old"])))]
     RotateSecret {
         id: String,
+        /// Add the new secret.
         #[arg(long)]
-        new: Option<secrecy::SecretString>,
+        new: bool,
+        /// Read the new secret from the first line of standard input.
+        // `requires = "new"` would not do: a flag's default `false` counts as present for it.
+        #[arg(long, conflicts_with = "retire_old")]
+        secret_from_stdin: bool,
         #[arg(long)]
         retire_old: bool,
     },
@@ -353,17 +366,17 @@ impl Cli {
                         provider,
                         external_id,
                         mode,
-                        webhook_secrets,
-                        api_key,
+                        secrets_from_stdin,
                         output,
                     } => {
+                        let secrets = secret_input::connection_secrets(secrets_from_stdin)?;
                         let new = accounts::NewConnection {
                             account: &account,
                             provider,
                             external_id: &external_id,
                             mode,
-                            webhook_secrets: &webhook_secrets,
-                            api_key: api_key.as_ref(),
+                            webhook_secrets: &secrets.webhook_secrets,
+                            api_key: secrets.api_key.as_ref(),
                         };
                         accounts::add_connection(&db, &keyring, &new, output).await
                     }
@@ -373,8 +386,16 @@ impl Cli {
                     ConnectionsCommand::Show(Shown { id, output }) => {
                         accounts::show_connection(&db, &id, output).await
                     }
-                    ConnectionsCommand::RotateSecret { id, new, .. } => {
-                        let rotation = match &new {
+                    ConnectionsCommand::RotateSecret {
+                        id,
+                        new,
+                        secret_from_stdin,
+                        retire_old: _,
+                    } => {
+                        let secret = new
+                            .then(|| secret_input::new_webhook_secret(secret_from_stdin))
+                            .transpose()?;
+                        let rotation = match &secret {
                             Some(secret) => accounts::Rotation::Add(secret),
                             None => accounts::Rotation::RetireOld,
                         };

@@ -219,7 +219,7 @@ pub async fn sources(
                 (platform.clone(), Some(connection.external_id.clone()))
             }
             (None, _, _) => anyhow::bail!(
-                "connection `{}` has no API key (settle connections add --api-key)",
+                "connection `{}` has no API key (SETTLE_CONNECTION_API_KEY at settle connections add)",
                 connection.id
             ),
         };

@@ -1,6 +1,7 @@
 //! `settle accounts …` and `settle connections …`: the businesses settle reconciles for, and how
-//! each provider reaches them. Secrets given on the command line are sealed before they are stored
-//! (`sealed`), and never printed back: `show` says how many there are and under which key.
+//! each provider reaches them. Secrets, given in the environment or on standard input
+//! (`secret_input`), are sealed before they are stored (`sealed`), and never printed back: `show`
+//! says how many there are and under which key.
 
 use anyhow::{Context, bail};
 use secrecy::SecretString;

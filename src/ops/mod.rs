@@ -10,6 +10,7 @@ pub mod backfill;
 pub mod dlq;
 pub mod events;
 pub mod payouts;
+pub mod secret_input;
 
 use std::time::Duration;
 

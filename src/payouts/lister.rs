@@ -104,7 +104,7 @@ impl Lister {
                 .map_err(|error| format!("{error:#}")),
             None => Err(match &payout.connection_id {
                 Some(connection) => format!(
-                    "connection `{connection}` cannot be read: it has no API key (settle connections add --api-key), or is gone"
+                    "connection `{connection}` cannot be read: it has no API key (SETTLE_CONNECTION_API_KEY at settle connections add), or is gone"
                 ),
                 None => format!(
                     "no {} API key is configured for the platform ({})",

@@ -19,15 +19,23 @@ const REPLAY_STRIPE_UNKNOWN: [&str; 6] = [
     "stripe",
 ];
 
+/// Where `settle connections add` finds the connection's secrets.
+enum Secrets<'a> {
+    Nothing,
+    InEnv(&'a [(&'a str, &'a str)]),
+    OnStdin(&'a str),
+}
+
 /// `settle connections add` for the test app's own account; the connection id.
 async fn add_connection(
     app: &TestApp,
     provider: &str,
     external_id: &str,
     extra: &[&str],
+    secrets: Secrets<'_>,
 ) -> String {
     let account = app.settings.account.id.clone();
-    add_connection_for(app, &account, provider, external_id, extra).await
+    add_connection_for(app, &account, provider, external_id, extra, secrets).await
 }
 
 /// `settle connections add` for `account`; the connection id.
@@ -37,6 +45,7 @@ async fn add_connection_for(
     provider: &str,
     external_id: &str,
     extra: &[&str],
+    secrets: Secrets<'_>,
 ) -> String {
     let args = [
         [
@@ -55,7 +64,13 @@ async fn add_connection_for(
         extra,
     ]
     .concat();
-    let (code, out, err) = settle(app, &args).await;
+    let (env, stdin, flag) = match secrets {
+        Secrets::Nothing => (&[][..], "", None),
+        Secrets::InEnv(env) => (env, "", None),
+        Secrets::OnStdin(text) => (&[][..], text, Some("--secrets-from-stdin")),
+    };
+    let args = [args.as_slice(), flag.as_slice()].concat();
+    let (code, out, err) = settle_with_stdin(app, &args, env, stdin).await;
     assert_eq!(code, 0, "settle {args:?}: {err}");
     let added: Value = serde_json::from_str(&out).unwrap();
     added["id"].as_str().unwrap().to_owned()
@@ -158,7 +173,14 @@ async fn a_connect_event_for_an_unknown_account_is_dead_lettered_then_applied_on
     );
 
     // A test-mode event for a live connection is no better.
-    add_connection(&app, "stripe", CONNECTED, &["--mode", "live"]).await;
+    add_connection(
+        &app,
+        "stripe",
+        CONNECTED,
+        &["--mode", "live"],
+        Secrets::Nothing,
+    )
+    .await;
     let test_mode = paid("evt_connect_test", "pi_connect_test", "inv_connect")
         .connected(CONNECTED)
         .livemode(false)
@@ -171,7 +193,14 @@ async fn a_connect_event_for_an_unknown_account_is_dead_lettered_then_applied_on
 
     // The connection the event needs: the account's test-mode one. Replaying by reason applies
     // the event once; a second replay finds nothing left to replay.
-    add_connection(&app, "stripe", CONNECTED, &["--mode", "test"]).await;
+    add_connection(
+        &app,
+        "stripe",
+        CONNECTED,
+        &["--mode", "test"],
+        Secrets::Nothing,
+    )
+    .await;
     let account_id = app.settings.account.id.clone();
     let ours = app.subscribe_to_account("ours", &account_id).await;
     let theirs = app.subscribe_to_account("theirs", "acc_other").await;
@@ -216,7 +245,8 @@ async fn a_connection_endpoint_accepts_old_and_new_secrets_while_rotating() {
         &app,
         "stripe",
         CONNECTED,
-        &["--mode", "test", "--webhook-secret", "whsec_old"],
+        &["--mode", "test"],
+        Secrets::InEnv(&[(CONNECTION_WEBHOOK_SECRETS, "whsec_old")]),
     )
     .await;
     let first = paid("evt_rot1", "pi_rot1", "inv_rot1").to_bytes();
@@ -232,15 +262,10 @@ async fn a_connection_endpoint_accepts_old_and_new_secrets_while_rotating() {
     );
     assert_eq!(app.post_stripe(&first, Some(signature)).await.status(), 400);
 
-    let (code, _, err) = settle(
+    let (code, _, err) = settle_with(
         &app,
-        &[
-            "connections",
-            "rotate-secret",
-            &connection,
-            "--new",
-            "whsec_new",
-        ],
+        &["connections", "rotate-secret", &connection, "--new"],
+        &[(NEW_WEBHOOK_SECRET, "whsec_new")],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -293,19 +318,106 @@ async fn a_connection_endpoint_accepts_old_and_new_secrets_while_rotating() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_connection_endpoint_verifies_with_cached_secrets_while_the_database_is_down() {
-    // Intake only: nothing but the receiver touches the database here.
-    let app = spawn_app_with(AppOptions {
+/// Intake only (nothing but the receiver touches the database), reloading connection secrets
+/// every second.
+async fn spawn_intake_app() -> TestApp {
+    spawn_app_with(AppOptions {
         tweak: Box::new(|settings| settings.webhooks.connection_secrets_refresh_secs = 1),
         ..AppOptions::default()
     })
+    .await
+}
+
+/// Adds a test-mode Stripe connection given `secrets`, then checks that a webhook to its endpoint
+/// signed with each of `webhook_secrets` verifies and one signed with another does not, and that
+/// the API key stored opens to `api_key`; the connection id.
+async fn add_and_check_secrets(
+    app: &TestApp,
+    secrets: Secrets<'_>,
+    webhook_secrets: &[&str],
+    api_key: &str,
+) -> String {
+    let connection = add_connection(app, "stripe", CONNECTED, &["--mode", "test"], secrets).await;
+    for secret in webhook_secrets {
+        let body = paid(&format!("evt_{secret}"), "pi_given", "inv_given").to_bytes();
+        let response = post_once_loaded(app, &connection, &body, secret).await;
+        assert_eq!(response.status(), 200, "signed with {secret}");
+    }
+    let body = paid("evt_wrong", "pi_given", "inv_given").to_bytes();
+    let response = post_to_connection(app, &connection, &body, "whsec_wrong").await;
+    assert_eq!(response.status(), 400);
+    let sealed: Option<String> =
+        sqlx::query_scalar("SELECT api_key FROM provider_connections WHERE id = $1")
+            .bind(&connection)
+            .fetch_one(&app.db())
+            .await
+            .unwrap();
+    let context = format!("provider_connections/{connection}/api_key");
+    let opened = app
+        .settings
+        .keyring()
+        .unwrap()
+        .open(&sealed.expect("an API key"), &context)
+        .unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&opened), api_key);
+    connection
+}
+
+#[tokio::test]
+async fn a_connection_added_with_secrets_from_the_environment_verifies_webhooks_signed_with_them() {
+    let app = spawn_intake_app().await;
+    let env = [
+        (CONNECTION_WEBHOOK_SECRETS, "whsec_env_new, whsec_env_old"),
+        (CONNECTION_API_KEY, "sk_test_env"),
+    ];
+    let secrets = ["whsec_env_new", "whsec_env_old"];
+    add_and_check_secrets(&app, Secrets::InEnv(&env), &secrets, "sk_test_env").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_added_with_secrets_on_stdin_verifies_webhooks_signed_with_them() {
+    let app = spawn_intake_app().await;
+    let stdin =
+        "webhook_secret=whsec_in_new\n\n  webhook_secret = whsec_in_old \napi_key=sk_test_in\n";
+    let secrets = ["whsec_in_new", "whsec_in_old"];
+    let connection =
+        add_and_check_secrets(&app, Secrets::OnStdin(stdin), &secrets, "sk_test_in").await;
+
+    // rotate-secret --new reads the first line of standard input only.
+    let (code, out, err) = settle_with_stdin(
+        &app,
+        &[
+            "connections",
+            "rotate-secret",
+            &connection,
+            "--new",
+            "--secret-from-stdin",
+        ],
+        &[],
+        "whsec_in_rotated\nwhsec_in_not_read\n",
+    )
     .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 webhook secret(s)"), "{out}");
+    let body = paid("evt_rotated", "pi_given", "inv_given").to_bytes();
+    poll_until("the rotated secret loaded", WAIT, || async {
+        let response = post_to_connection(&app, &connection, &body, "whsec_in_rotated").await;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_endpoint_verifies_with_cached_secrets_while_the_database_is_down() {
+    let app = spawn_intake_app().await;
     let connection = add_connection(
         &app,
         "stripe",
         CONNECTED,
-        &["--mode", "test", "--webhook-secret", "whsec_cached"],
+        &["--mode", "test"],
+        Secrets::InEnv(&[(CONNECTION_WEBHOOK_SECRETS, "whsec_cached")]),
     )
     .await;
     let before = paid("evt_cached0", "pi_cached0", "inv_cached").to_bytes();
@@ -366,8 +478,24 @@ async fn two_accounts_with_the_same_ids_each_get_only_their_own_connect_events()
     let key_b = api_key_of(&app, "acc_b").await;
     let account_a = app.settings.account.id.clone();
     let (a, b) = ("acct_1AAAAAAAAAAAAAAA", "acct_1BBBBBBBBBBBBBBB");
-    add_connection_for(&app, &account_a, "stripe", a, &["--mode", "test"]).await;
-    add_connection_for(&app, "acc_b", "stripe", b, &["--mode", "test"]).await;
+    add_connection_for(
+        &app,
+        &account_a,
+        "stripe",
+        a,
+        &["--mode", "test"],
+        Secrets::Nothing,
+    )
+    .await;
+    add_connection_for(
+        &app,
+        "acc_b",
+        "stripe",
+        b,
+        &["--mode", "test"],
+        Secrets::Nothing,
+    )
+    .await;
     // The same customer and invoice ids in both accounts.
     for (key, email) in [(&key_a, "payer@a.example"), (&key_b, "payer@b.example")] {
         for (path, body) in [

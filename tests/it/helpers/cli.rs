@@ -2,6 +2,12 @@
 
 use super::{ApiKey, TestApp};
 
+/// Where `settle connections add` reads a connection's webhook secrets (comma-separated) and API
+/// key, and `rotate-secret --new` the new secret: never the command line.
+pub const CONNECTION_WEBHOOK_SECRETS: &str = "SETTLE_CONNECTION_WEBHOOK_SECRETS";
+pub const CONNECTION_API_KEY: &str = "SETTLE_CONNECTION_API_KEY";
+pub const NEW_WEBHOOK_SECRET: &str = "SETTLE_CONNECTION_WEBHOOK_SECRET";
+
 /// The environment a `settle` child process needs to work on this test's database and prefix.
 pub fn settle_env(app: &TestApp) -> Vec<(&'static str, String)> {
     let delays = app
@@ -38,13 +44,32 @@ pub async fn settle_with(
     args: &[&str],
     extra: &[(&str, &str)],
 ) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+    settle_with_stdin(app, args, extra, "").await
+}
+
+/// `settle <args>` with `extra` in its environment and `stdin` on its standard input (secrets).
+pub async fn settle_with_stdin(
+    app: &TestApp,
+    args: &[&str],
+    extra: &[(&str, &str)],
+    stdin: &str,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .args(args)
         .envs(settle_env(app))
         .envs(extra.iter().copied())
-        .output()
-        .await
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("settle runs");
+    let mut input = child.stdin.take().expect("a piped stdin");
+    // A command that exits without reading closes the pipe first: not the test's failure.
+    let _ = input.write_all(stdin.as_bytes()).await;
+    drop(input);
+    let output = child.wait_with_output().await.expect("settle exits");
     (
         output.status.code().expect("exited"),
         String::from_utf8_lossy(&output.stdout).into_owned(),

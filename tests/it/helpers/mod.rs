@@ -24,7 +24,10 @@ use settle::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use cli::{account_with_key, api_key_of, settle, settle_env, settle_with};
+pub use cli::{
+    CONNECTION_API_KEY, CONNECTION_WEBHOOK_SECRETS, NEW_WEBHOOK_SECRET, account_with_key,
+    api_key_of, settle, settle_env, settle_with, settle_with_stdin,
+};
 pub use fixtures::*;
 pub use smtp::SmtpSink;
 
