@@ -455,7 +455,7 @@ impl Application {
             }));
             internal = internal.merge(crate::api::router(ApiState {
                 db: self.db.clone(),
-                credentials: settings.api.credentials.clone().into(),
+                credentials: settings.api.credentials.iter().map(Into::into).collect(),
                 account_id: settings.account.id.as_str().into(),
                 defaults: account_defaults(settings),
                 // The worker's, built the same way: registering a payment applies the events

@@ -7,10 +7,12 @@ use axum::http::request::Parts;
 use base64::Engine;
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use super::ApiState;
 use super::error::ApiError;
+use crate::config::ApiCredential;
 
 /// A JSON body, read under the configured body limit (413 in the API's shape past it).
 /// Deserialization errors become 400s naming the path of the offending field.
@@ -123,18 +125,8 @@ impl FromRequestParts<ApiState> for Caller {
             .map_err(|_| ApiError::Unauthorized)?;
         let decoded = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
         let (key_id, secret) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
-        // The configured credentials (`SETTLE_API_CREDENTIALS`) are the default account's:
-        // compared against every one without stopping early, in constant time.
-        let mut matched = false;
-        for credential in state.credentials.iter() {
-            let (expected_id, expected_secret) = credential.parts();
-            let id_ok = expected_id.as_bytes().ct_eq(key_id.as_bytes());
-            let secret_ok = expected_secret
-                .expose_secret()
-                .as_bytes()
-                .ct_eq(secret.as_bytes());
-            matched |= bool::from(id_ok & secret_ok);
-        }
+        // The configured credentials (`SETTLE_API_CREDENTIALS`) are the default account's.
+        let matched = ConfiguredKey::any_matches(&state.credentials, key_id, secret);
         let account_id = if matched {
             state.account_id.to_string()
         } else {
@@ -145,6 +137,44 @@ impl FromRequestParts<ApiState> for Caller {
             account_id,
         })
     }
+}
+
+/// A configured credential (`SETTLE_API_CREDENTIALS`), kept as the SHA-256 digests of its key id
+/// and secret. Comparing digests, which all have the same length, keeps the comparison constant
+/// time: `ct_eq` on the raw strings returns early when the lengths differ, which tells a caller
+/// the length of a configured id or secret. The digests are taken once, when the API is built.
+#[derive(Clone)]
+pub struct ConfiguredKey {
+    key_id: [u8; 32],
+    secret: [u8; 32],
+}
+
+impl From<&ApiCredential> for ConfiguredKey {
+    fn from(credential: &ApiCredential) -> Self {
+        let (key_id, secret) = credential.parts();
+        Self {
+            key_id: digest(key_id),
+            secret: digest(secret.expose_secret()),
+        }
+    }
+}
+
+impl ConfiguredKey {
+    /// Whether `key_id:secret` is one of `configured`. Every credential is compared, whichever
+    /// matches, so the time taken does not say which one did.
+    fn any_matches(configured: &[Self], key_id: &str, secret: &str) -> bool {
+        let (key_id, secret) = (digest(key_id), digest(secret));
+        let matched = configured
+            .iter()
+            .fold(Choice::from(0), |matched, expected| {
+                matched | (expected.key_id.ct_eq(&key_id) & expected.secret.ct_eq(&secret))
+            });
+        matched.into()
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
 }
 
 /// The account of a key created with `settle api-keys create`, when `secret` is its secret and
@@ -191,5 +221,43 @@ impl FromRequestParts<ApiState> for SequenceVersion {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(pairs: &[(&str, &str)]) -> Vec<ConfiguredKey> {
+        pairs
+            .iter()
+            .map(|(id, secret)| {
+                ConfiguredKey::from(&ApiCredential::try_from(format!("{id}:{secret}")).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_configured_credential_matches_only_itself() {
+        let keys = configured(&[("billing", "s3cret-one"), ("ops", "another-secret")]);
+        assert!(ConfiguredKey::any_matches(&keys, "billing", "s3cret-one"));
+        assert!(
+            ConfiguredKey::any_matches(&keys, "ops", "another-secret"),
+            "not only the first"
+        );
+        for (id, secret) in [
+            ("billing", "s3cret-on"),
+            ("billing", "s3cret-one-and-more"),
+            ("billing", ""),
+            ("billing", "another-secret"),
+            ("billin", "s3cret-one"),
+            ("", ""),
+        ] {
+            assert!(
+                !ConfiguredKey::any_matches(&keys, id, secret),
+                "{id}:{secret} is refused"
+            );
+        }
+        assert!(!ConfiguredKey::any_matches(&[], "billing", "s3cret-one"));
     }
 }

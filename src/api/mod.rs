@@ -31,7 +31,6 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::ApiCredential;
 use crate::reconcile::settings::AccountDefaults;
 use crate::worker::apply::Policy;
 
@@ -41,9 +40,9 @@ use crate::worker::apply::Policy;
 #[derive(Clone)]
 pub struct ApiState {
     pub db: PgPool,
-    /// `SETTLE_API_CREDENTIALS`: the default account's keys. Keys made with
+    /// `SETTLE_API_CREDENTIALS`: the default account's keys, as digests. Keys made with
     /// `settle api-keys create` are looked up in the database.
-    pub credentials: Arc<[ApiCredential]>,
+    pub credentials: Arc<[extract::ConfiguredKey]>,
     /// The default (configured) account: the configured credentials' account.
     pub account_id: Arc<str>,
     /// Payment settings used when no level of an invoice sets them, the account's own included.
