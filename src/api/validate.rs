@@ -28,13 +28,23 @@ pub fn email(value: &str) -> Result<(), String> {
         .map_err(|_| format!("`{value}` is not an email address"))
 }
 
-/// At most `max` characters.
+/// At most `max` characters, and no control characters (`char::is_control`: NUL, tab, CR, LF,
+/// ESC, DEL, …). Every free-text field the API takes passes here (`non_empty` and `email` call
+/// it), so this is where control characters are refused: PostgreSQL refuses a NUL in text, which
+/// would be a 500, and the others would reach mails, logs, CSV exports and operators' terminals.
+/// No field is multi-line (an address has a field per line), so none needs `\n` or `\t`.
 pub fn at_most(value: &str, max: usize) -> Result<(), String> {
     let length = value.chars().count();
     if length > max {
-        Err(format!("must be at most {max} characters (got {length})"))
-    } else {
-        Ok(())
+        return Err(format!("must be at most {max} characters (got {length})"));
+    }
+    match value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "must not contain control characters (U+{:04X} at character {})",
+            u32::from(c),
+            at + 1
+        )),
+        None => Ok(()),
     }
 }
 
@@ -159,6 +169,28 @@ mod tests {
         assert!(list_at_most(&[0; 50], MAX_LIST).is_ok());
         assert!(list_at_most(&[0; 51], MAX_LIST).is_err());
         assert!(non_empty("  ", MAX_TEXT).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_free_text_check() {
+        for bad in [
+            "Acme\0 Ltd",
+            "line\nbreak",
+            "tab\there",
+            "cr\r",
+            "\u{1b}[31m",
+            "del\u{7f}",
+        ] {
+            assert!(at_most(bad, MAX_TEXT).is_err(), "{bad:?}");
+            assert!(non_empty(bad, MAX_TEXT).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            at_most("Acme\0", MAX_TEXT).unwrap_err(),
+            "must not contain control characters (U+0000 at character 5)"
+        );
+        assert!(email("a\0@b.co").is_err());
+        // Letters, marks and spaces of any script are text, not control characters.
+        assert!(at_most("Société Générale — Zürich 東京 ", MAX_TEXT).is_ok());
     }
 
     #[test]

@@ -341,6 +341,74 @@ async fn every_string_and_list_is_bounded_and_the_error_names_the_limit() {
     app.stop().await;
 }
 
+/// A NUL was a 500 (PostgreSQL refuses it in text); every control character is now a 400 naming
+/// the field, wherever free text enters: customers, their payment methods, billing schedules.
+#[tokio::test]
+async fn control_characters_in_free_text_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    for (field, body) in [
+        (
+            "legalName",
+            with(acme("c1"), "legalName", json!("Acme\0 Ltd")),
+        ),
+        (
+            "contactName",
+            with(acme("c1"), "contactName", json!("Ada\nLovelace")),
+        ),
+        (
+            "address.line1",
+            with(acme("c1"), "address", json!({"line1": "1 Long\tLane"})),
+        ),
+        (
+            "customerAliases[1]",
+            with(
+                acme("c1"),
+                "customerAliases",
+                json!(["ACME", "\u{1b}[31mAcme"]),
+            ),
+        ),
+        (
+            "externalIds[0].key",
+            with(
+                acme("c1"),
+                "externalIds",
+                json!([{"key": "CRM\r", "value": "42"}]),
+            ),
+        ),
+    ] {
+        let (status, answer) = app.api_post("/customers", body).await;
+        assert_validation_error(status, &answer, field);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("control characters"),
+            "{answer}"
+        );
+    }
+    let (status, _) = app.api_get("/customers/c1").await;
+    assert_eq!(status, 404, "nothing was stored");
+
+    app.create_customer("c1").await;
+    let (status, answer) = app
+        .api_put("/customers/c1", json!({"legalName": "Acme\0"}))
+        .await;
+    assert_validation_error(status, &answer, "legalName");
+    let mut method = card_method();
+    method["billingDetails"]["name"] = json!("Ada\0");
+    let (status, answer) = put_method(&app, "c1", method).await;
+    assert_validation_error(status, &answer, "billingDetails.name");
+    assert!(methods(&app, "c1").await.is_empty(), "nothing was stored");
+    let (status, answer) = app
+        .api_post(
+            "/billing-schedules",
+            json!({"id": "bs1", "customerId": "c1", "name": "Monthly\0"}),
+        )
+        .await;
+    assert_validation_error(status, &answer, "name");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_field_of_the_wrong_type_is_named_on_create_as_on_update() {
     let app = spawn_app().await;

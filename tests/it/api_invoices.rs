@@ -259,6 +259,24 @@ async fn invalid_invoices_are_refused_naming_the_field() {
     app.stop().await;
 }
 
+/// A NUL was a 500 (PostgreSQL refuses it in text): it is a 400 naming the field.
+#[tokio::test]
+async fn control_characters_in_an_invoice_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    app.create_customer("c1").await;
+    let (status, answer) = app
+        .api_post("/invoices", invoice_body("inv1", "c1", "INV\0-1"))
+        .await;
+    assert_validation_error(status, &answer, "number");
+    let mut body = invoice_body("inv1", "c1", "INV-1");
+    body["paymentLink"] = json!("https://pay.example/x\n");
+    let (status, answer) = app.api_post("/invoices", body).await;
+    assert_validation_error(status, &answer, "paymentLink");
+    let (status, _) = app.api_get("/invoices/inv1").await;
+    assert_eq!(status, 404, "nothing was stored");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_taken_invoice_id_or_number_is_a_conflict() {
     let app = spawn_app().await;
