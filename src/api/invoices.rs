@@ -15,7 +15,7 @@ use super::ledger::Money;
 use super::payments::Payment;
 use super::payouts::InvoicePayoutView;
 use super::schema::EffectivePaymentSettings;
-use super::validate::{self, MAX_TEXT, MAX_URL};
+use super::validate::{self, MAX_TEXT};
 use crate::reconcile::invoice::InvoiceStatus;
 use crate::reconcile::ledger::RefundState;
 use crate::reconcile::money::{Currency, MinorUnits};
@@ -37,6 +37,8 @@ pub struct CreateInvoice {
     #[schema(value_type = i64, example = 12500)]
     pub amount_due: MinorUnits,
     pub due_date: Option<NaiveDate>,
+    /// Where the customer can pay: an absolute `https://` URL, linked from failure mails.
+    #[schema(example = "https://pay.example/inv_2026_0042")]
     pub payment_link: Option<String>,
 }
 
@@ -118,7 +120,7 @@ pub async fn create(
     validate::non_empty(&request.number, MAX_TEXT)
         .map_err(|m| ApiError::validation("number", m))?;
     if let Some(link) = &request.payment_link {
-        validate::at_most(link, MAX_URL).map_err(|m| ApiError::validation("paymentLink", m))?;
+        validate::https_url(link).map_err(|m| ApiError::validation("paymentLink", m))?;
     }
     let account = caller.account_id.as_str();
     if !customers::exists(&state.db, account, &request.customer_id).await? {

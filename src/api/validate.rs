@@ -48,6 +48,17 @@ pub fn at_most(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// An absolute `https://` URL of at most `MAX_URL` characters. A payment link becomes the `href`
+/// of a link in the customer's mail, where HTML escaping does not stop a `javascript:` or
+/// `data:` URL, and a plain `http://` link could be rewritten on the way to the customer.
+pub fn https_url(value: &str) -> Result<(), String> {
+    at_most(value, MAX_URL)?;
+    match url::Url::parse(value) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(()),
+        _ => Err(format!("`{value}` is not an absolute https:// URL")),
+    }
+}
+
 /// At most `max` entries.
 pub fn list_at_most<T>(values: &[T], max: usize) -> Result<(), String> {
     if values.len() > max {
@@ -191,6 +202,31 @@ mod tests {
         assert!(email("a\0@b.co").is_err());
         // Letters, marks and spaces of any script are text, not control characters.
         assert!(at_most("Société Générale — Zürich 東京 ", MAX_TEXT).is_ok());
+    }
+
+    #[test]
+    fn payment_links_are_absolute_https_urls() {
+        for good in [
+            "https://pay.example/x",
+            "https://pay.example:8443/inv/1?token=a%20b#top",
+        ] {
+            assert!(https_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "http://pay.example/x",
+            "//pay.example/x",
+            "/pay/x",
+            "pay.example/x",
+            "https://",
+            "https://pay.example/\0",
+            "",
+        ] {
+            assert!(https_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(https_url(&format!("https://pay.example/{}", "x".repeat(MAX_URL))).is_err());
     }
 
     #[test]

@@ -259,6 +259,37 @@ async fn invalid_invoices_are_refused_naming_the_field() {
     app.stop().await;
 }
 
+/// A payment link is the `href` of the customer's failure mail: only an absolute `https://` URL
+/// is taken, never `javascript:` or `data:` (which HTML escaping does not stop) or plain `http://`.
+#[tokio::test]
+async fn a_payment_link_must_be_an_absolute_https_url() {
+    let app = spawn_app().await;
+    app.create_customer("c1").await;
+    let with_link = |link: &str| {
+        let mut body = invoice_body("inv1", "c1", "INV-1");
+        body["paymentLink"] = json!(link);
+        body
+    };
+    for link in [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "http://pay.example/x",
+        "//pay.example/x",
+        "pay.example/x",
+    ] {
+        let (status, answer) = app.api_post("/invoices", with_link(link)).await;
+        assert_validation_error(status, &answer, "paymentLink");
+        let (status, _) = app.api_get("/invoices/inv1").await;
+        assert_eq!(status, 404, "nothing is stored for {link}");
+    }
+    let (status, created) = app
+        .api_post("/invoices", with_link("https://pay.example/x"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["paymentLink"], "https://pay.example/x");
+    app.stop().await;
+}
+
 /// A NUL was a 500 (PostgreSQL refuses it in text): it is a 400 naming the field.
 #[tokio::test]
 async fn control_characters_in_an_invoice_are_refused_naming_the_field() {
