@@ -1,6 +1,6 @@
 //! Errors of the HTTP API: what the caller can act on (400 naming the field, 401, 404, 409, 413,
-//! 503 when the database is unavailable) and everything else as an opaque 500 whose cause chain
-//! goes to the log. Body: `{"error":{"code":…,"message":…}}`.
+//! 415 for a body not sent as JSON, 503 when the database is unavailable) and everything else as
+//! an opaque 500 whose cause chain goes to the log. Body: `{"error":{"code":…,"message":…}}`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body must be JSON, sent with `Content-Type: application/json`")]
+    UnsupportedMediaType,
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -48,6 +50,9 @@ impl ApiError {
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             Self::DatabaseUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }

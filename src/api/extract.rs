@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
@@ -28,19 +29,36 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for ApiJson<T> {
 }
 
 /// The raw body, read under the configured body limit: for a handler that parses it more than
-/// one way.
+/// one way. Every JSON body comes through here (`ApiJson` too), so this is where a body that is
+/// not sent as JSON is refused.
 pub struct ApiBody(pub Bytes);
 
 impl FromRequest<ApiState> for ApiBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let limit = state.body_limit;
         axum::body::to_bytes(request.into_body(), limit)
             .await
             .map(ApiBody)
             .map_err(|_| ApiError::TooLarge(limit))
     }
+}
+
+/// Whether the body is declared JSON: `Content-Type: application/json`, the media type in any
+/// case, with or without parameters (`; charset=utf-8`). A browser can send a cross-site form
+/// (`text/plain`, `application/x-www-form-urlencoded`, `multipart/form-data`) without asking the
+/// server first, and its body can be valid JSON; `application/json` it can only send after a
+/// CORS preflight, which this API never grants. A request with no content type is refused too.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
@@ -235,6 +253,36 @@ mod tests {
                 ConfiguredKey::from(&ApiCredential::try_from(format!("{id}:{secret}")).unwrap())
             })
             .collect()
+    }
+
+    #[test]
+    fn only_json_is_json() {
+        let with = |content_type: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+            is_json(&headers)
+        };
+        for json in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            " application/json ",
+        ] {
+            assert!(with(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/problem+json",
+            "text/json",
+            "",
+        ] {
+            assert!(!with(other), "{other}");
+        }
+        assert!(!is_json(&HeaderMap::new()), "no content type");
     }
 
     #[test]

@@ -82,9 +82,33 @@ impl utoipa::Modify for BasicAuth {
     }
 }
 
+/// Documents the 415 of every operation that takes a body: `extract::ApiBody` refuses a body not
+/// sent as `application/json` on every route, so no route lists it itself.
+struct JsonBodies;
+
+impl utoipa::Modify for JsonBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Response;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.post, &mut item.put, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.request_body.is_some() {
+                    operation
+                        .responses
+                        .responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| {
+                            Response::new("the body is not sent as `application/json`").into()
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// The API routes and their OpenAPI document, built from one list.
 pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(settings::put_customer, settings::get_customer))
         .routes(routes!(
             settings::put_billing_schedule,
@@ -108,7 +132,10 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(refunds::create))
         .routes(routes!(payouts::list))
         .routes(routes!(payouts::get))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes are in: `ApiDoc`'s own modifiers run before there are any.
+    utoipa::Modify::modify(&JsonBodies, &mut document);
+    (router, document)
 }
 
 async fn refuse_until_migrated(

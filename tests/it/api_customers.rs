@@ -528,6 +528,67 @@ async fn malformed_json_is_a_validation_error() {
     app.stop().await;
 }
 
+/// A browser can POST a cross-site form as `text/plain` (or urlencoded, or multipart) without a
+/// preflight, and its body can be valid JSON: a body not sent as `application/json` is a 415 and
+/// nothing is written.
+#[tokio::test]
+async fn a_body_not_sent_as_json_is_415_and_nothing_is_created() {
+    let app = spawn_app().await;
+    app.create_customer("c1").await;
+    let send = |method: reqwest::Method, path: &str, content_type: Option<&str>, body: &Value| {
+        let mut request = app
+            .http
+            .request(method, app.url(path))
+            .basic_auth(API_KEY_ID, Some(API_SECRET))
+            .body(body.to_string());
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let label = json!({"label": "changed"});
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let (status, answer) = send(
+            reqwest::Method::POST,
+            "/customers",
+            content_type,
+            &acme("c2"),
+        )
+        .await;
+        assert_api_error(status, &answer, 415, "unsupported_media_type");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("application/json"), "{message}");
+        let (status, answer) =
+            send(reqwest::Method::PUT, "/customers/c1", content_type, &label).await;
+        assert_api_error(status, &answer, 415, "unsupported_media_type");
+    }
+    let (status, _) = app.api_get("/customers/c2").await;
+    assert_eq!(status, 404, "nothing was created");
+    let (_, c1) = app.api_get("/customers/c1").await;
+    assert_eq!(c1["label"], Value::Null, "nothing was changed");
+
+    // The media type is case-insensitive and may carry parameters.
+    let (status, answer) = send(
+        reqwest::Method::POST,
+        "/customers",
+        Some("Application/JSON; charset=utf-8"),
+        &acme("c2"),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    app.stop().await;
+}
+
 // ---- payment methods ----
 
 /// A card expiry `years` years from now, as (month, year).

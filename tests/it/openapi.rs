@@ -69,3 +69,41 @@ async fn every_documented_operation_is_routed_and_the_contract_is_documented() {
     assert!(operations >= contract.len());
     app.stop().await;
 }
+
+/// Every operation that takes a body documents the 415 of a body not sent as `application/json`.
+#[tokio::test]
+async fn every_operation_with_a_body_documents_415() {
+    let app = spawn_app().await;
+    let document: serde_json::Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut with_body = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if operation.get("requestBody").is_some() {
+                with_body += 1;
+                assert!(
+                    responses.get("415").is_some(),
+                    "{method} {path} does not document 415"
+                );
+            } else {
+                assert!(
+                    responses.get("415").is_none(),
+                    "{method} {path} takes no body"
+                );
+            }
+        }
+    }
+    assert!(
+        with_body >= 11,
+        "the eleven of today, at least: {with_body}"
+    );
+    app.stop().await;
+}
