@@ -2,7 +2,7 @@
 //! 415 for a body not sent as JSON, 503 when the database is unavailable) and everything else as
 //! an opaque 500 whose cause chain goes to the log. Body: `{"error":{"code":…,"message":…}}`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::{error_body, unavailable};
@@ -114,14 +114,9 @@ impl IntoResponse for ApiError {
         let message = self.to_string();
         match self {
             Self::DatabaseUnavailable(_) => unavailable(code, &message),
-            Self::Unauthorized => {
-                let mut response = error_body(status, code, &message);
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Basic realm="settle""#),
-                );
-                response
-            }
+            // A 401 carries no `WWW-Authenticate`: with `Basic` a browser prompts, then caches the
+            // credentials and sends them with every later request to this origin, a cross-site
+            // form's included. The API's callers are services, which send credentials unasked.
             _ => error_body(status, code, &message),
         }
     }
