@@ -4,8 +4,9 @@ SHELL := /bin/bash
 SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
 # The fault suite's scenarios make test runs, quick: a worker killed, a duplicate storm, poison
-# messages beside healthy ones, bad signatures, the cluster's work queue leader killed.
-CHAOS_IN_TEST := 6 10 12 14 18
+# messages beside healthy ones, bad signatures, the cluster's work queue leader killed, a
+# connection flood at the connection limit.
+CHAOS_IN_TEST := 6 10 12 14 18 22
 # The cluster scenarios: two serve and two worker processes on the three-node cluster.
 CLUSTER_SCENARIOS := 18 19 20 21
 
@@ -37,7 +38,7 @@ test: services-chaos
 	$(SERVICES) start --chaos --cluster >/dev/null
 	$(ENV) && ./target/debug/examples/chaos --quick $(CHAOS_IN_TEST)
 
-## The fault suite (not part of make test): the 21 scenarios, full size, against release builds.
+## The fault suite (not part of make test): the 22 scenarios, full size, against release builds.
 ## One line each; exits non-zero if anything was lost, applied twice or unexpected. CHAOS=3 8 picks.
 chaos: services-chaos
 	cargo build --release --bin settle --example chaos

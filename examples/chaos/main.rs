@@ -9,7 +9,7 @@
 //! and the exit code is 1 if any `lost`, `double-applied` or `unexpected` is not 0.
 //!
 //! ```sh
-//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 21; none: all
+//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 22; none: all
 //! ```
 //! `--quick` shortens every outage and load (the CI-sized variants `make test` runs).
 

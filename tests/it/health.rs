@@ -273,15 +273,7 @@ async fn with_an_admin_listener_the_public_readyz_names_no_host() {
     assert_eq!(status, 200, "{public}");
     assert!(public.get("broker_node").is_none(), "{public}");
     let admin = app.admin_addr.unwrap();
-    let internal: serde_json::Value = app
-        .http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let internal = app.get_json(&format!("http://{admin}/readyz")).await;
     assert!(internal["broker_node"].is_string(), "{internal}");
     app.stop().await;
 }

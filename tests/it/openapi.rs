@@ -74,15 +74,7 @@ async fn every_documented_operation_is_routed_and_the_contract_is_documented() {
 #[tokio::test]
 async fn every_operation_with_a_body_documents_415() {
     let app = spawn_app().await;
-    let document: serde_json::Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = app.get_json(&app.url("/openapi.json")).await;
     let mut with_body = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

@@ -541,6 +541,12 @@ impl TestApp {
         body
     }
 
+    /// GET `url` (on any of the app's listeners) without credentials: its JSON body.
+    pub async fn get_json(&self, url: &str) -> Value {
+        let response = self.http.get(url).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn readyz(&self) -> (u16, Value) {
         let response = self.http.get(self.url("/readyz")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
