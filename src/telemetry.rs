@@ -11,6 +11,7 @@ use crate::config::{LogFormat, TelemetrySettings};
 
 pub const WEBHOOK_REQUESTS: &str = "settle_webhook_requests_total";
 pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "settle_http_connections_closed_total";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
@@ -44,7 +45,11 @@ fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         WEBHOOK_REQUESTS,
-        "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, broker_unavailable, not_configured, unknown_provider, unknown_connection)."
+        "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, unreadable_body, overloaded, broker_unavailable, not_configured, unknown_provider, unknown_connection)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections settle closed by admission control, by reason: no_request_head (none within http.header_read_timeout_ms), idle (http.idle_timeout_ms), evicted (idle the longest at the connection limit, for a new one), refused (503 at the limit, every connection busy)."
     );
     describe_histogram!(
         PUBLISH_CONFIRM_SECONDS,

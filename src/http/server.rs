@@ -275,7 +275,10 @@ async fn admit(shared: Arc<Shared>, id: u64, stream: TcpStream) {
     };
     match slot {
         Some(slot) => serve_connection(&shared, id, stream, slot).await,
-        None => refuse(stream).await,
+        None => {
+            count_closed("refused");
+            refuse(stream).await;
+        }
     }
 }
 
@@ -316,7 +319,10 @@ async fn serve_connection(
         let wake_at = closing_by.unwrap_or_else(|| idle_deadline(shared, &tracked));
         tokio::select! {
             _ = connection.as_mut() => break,
-            () = tracked.evicted.cancelled() => break,
+            () = tracked.evicted.cancelled() => {
+                count_closed("evicted");
+                break;
+            }
             // Its deadline moved: look again.
             () = tracked.request_ended.notified(), if closing_by.is_none() => {}
             () = shared.shutdown.cancelled(), if closing_by.is_none() => {
@@ -331,7 +337,8 @@ async fn serve_connection(
                 if closing_by.is_some() {
                     break;
                 }
-                if tracked.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= idle_deadline(shared, &tracked) {
+                if let Some(reason) = past_idle_deadline(shared, &tracked) {
+                    count_closed(reason);
                     connection.as_mut().graceful_shutdown();
                     closing_by = Some(Instant::now() + CLOSE_GRACE);
                 }
@@ -339,6 +346,20 @@ async fn serve_connection(
         }
     }
     shared.registry.remove(id);
+}
+
+/// Why the connection is to be closed now (`no_request_head` or `idle`), if it is idle past its
+/// deadline.
+fn past_idle_deadline(shared: &Shared, tracked: &Tracked) -> Option<&'static str> {
+    let idle = tracked.in_flight.load(Ordering::Acquire) == 0;
+    if !idle || Instant::now() < idle_deadline(shared, tracked) {
+        return None;
+    }
+    if tracked.served.load(Ordering::Relaxed) {
+        Some("idle")
+    } else {
+        Some("no_request_head")
+    }
 }
 
 /// When the connection, if it stays idle, is to be closed: its first request head is due
@@ -357,6 +378,10 @@ fn idle_deadline(shared: &Shared, tracked: &Tracked) -> Instant {
         limits.header_read_timeout
     };
     idle_since + allowed
+}
+
+fn count_closed(reason: &'static str) {
+    metrics::counter!(crate::telemetry::HTTP_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// Answers a connection past the limit with a 503 and closes it, without reading its request.

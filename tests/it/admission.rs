@@ -185,6 +185,9 @@ async fn connections_that_send_no_request_give_way_to_a_signed_event_at_the_conn
             "{squatter:?}: answered after {:?}",
             started.elapsed()
         );
+        let metrics = app.metrics_text().await;
+        let evicted = r#"settle_http_connections_closed_total{reason="evicted"}"#;
+        assert!(metrics.contains(evicted), "{squatter:?}: {metrics}");
         app.stop().await;
     }
 }
@@ -207,6 +210,9 @@ async fn a_connection_that_brings_no_request_head_in_time_is_closed_whatever_its
             started.elapsed()
         );
     }
+    let metrics = app.metrics_text().await;
+    let closed = r#"settle_http_connections_closed_total{reason="no_request_head"} 4"#;
+    assert!(metrics.contains(closed), "{metrics}");
     app.stop().await;
 }
 
