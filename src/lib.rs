@@ -28,12 +28,14 @@
 //! (`EventError`, `PlanError`) or a `String` a field validator reads; `startup`, `ops` and `cli`
 //! use `anyhow` with context.
 
-// Configuration, logs, metrics, the shutdown signal and the provider vocabulary every part shares.
+// Configuration, logs, metrics, the shutdown signal, the supervisor of background tasks and the
+// provider vocabulary every part shares.
 pub mod config;
 pub mod provider;
 pub mod role;
 pub mod sealed;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 // Web plumbing below both HTTP edges: the error body, the probes.

@@ -56,6 +56,7 @@ struct Pass {
     published: usize,
 }
 
+#[derive(Clone)]
 pub struct Relay {
     db: PgPool,
     broker: Broker,

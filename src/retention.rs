@@ -16,6 +16,7 @@ use crate::config::RetentionSettings;
 use crate::repository::retention::Expiring;
 use crate::telemetry as metric;
 
+#[derive(Clone)]
 pub struct Retention {
     db: PgPool,
     settings: RetentionSettings,

@@ -49,6 +49,8 @@ pub struct Application {
     shutdown: CancellationToken,
     /// The per-connection endpoints' secrets, for roles that take webhooks.
     connection_secrets: crate::ingress::secrets::SecretsCache,
+    /// Runs the background tasks, and knows which keep failing (`/readyz` says).
+    supervisor: crate::supervise::Supervisor,
 }
 
 /// A lazy pool for `settings`; nothing connects until the first query.
@@ -223,6 +225,7 @@ impl Application {
             db,
             shutdown,
             connection_secrets: Default::default(),
+            supervisor: Default::default(),
         })
     }
 
@@ -277,7 +280,11 @@ impl Application {
         );
         let limits = crate::http::server::Limits::from(&self.settings.http);
         let database = crate::http::probes::DatabaseCheck::default();
-        tasks.spawn(database.clone().run(self.db.clone(), self.shutdown.clone()));
+        let (check, db, shutdown) = (database.clone(), self.db.clone(), self.shutdown.clone());
+        self.supervisor
+            .spawn(&tasks, "database_check", self.shutdown.clone(), move || {
+                check.clone().run(db.clone(), shutdown.clone())
+            });
         let (public, admin) = self.routers(schema, database);
         let limited = |router| crate::http::server::with_request_limits(router, limits);
         let serve = |listener, router| {
@@ -370,21 +377,28 @@ impl Application {
         };
         let shutdown = self.shutdown.clone();
         let started = tasks.clone();
+        let supervisor = self.supervisor.clone();
         tasks.spawn(async move {
             tokio::select! {
                 applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
+            // Each task is started afresh from its own copy at every restart.
+            let (on, stop) = (&started, &shutdown);
             if let Some(sender) = sender {
-                started.spawn(sender.run());
+                supervisor.spawn(on, "sender", stop.clone(), move || sender.clone().run());
             }
-            started.spawn(relay.run());
-            started.spawn(retention.run());
+            supervisor.spawn(on, "relay", stop.clone(), move || relay.clone().run());
+            supervisor.spawn(on, "retention", stop.clone(), move || {
+                retention.clone().run()
+            });
             if let Some(sweeper) = sweeper {
-                started.spawn(sweeper.run());
+                supervisor.spawn(on, "sweeper", stop.clone(), move || sweeper.clone().run());
             }
             if let Some(lister) = lister {
-                started.spawn(lister.run());
+                supervisor.spawn(on, "payout_lister", stop.clone(), move || {
+                    lister.clone().run()
+                });
             }
             started.spawn(worker.run(wake_relay));
         });
@@ -410,12 +424,16 @@ impl Application {
             shutdown: self.shutdown.clone(),
         };
         let shutdown = self.shutdown.clone();
+        let started = tasks.clone();
+        let supervisor = self.supervisor.clone();
         tasks.spawn(async move {
             tokio::select! {
                 applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
-            refresher.run().await;
+            supervisor.spawn(&started, "secrets_refresher", shutdown, move || {
+                refresher.clone().run()
+            });
         });
         Ok(())
     }
@@ -435,6 +453,7 @@ impl Application {
             schema: schema.clone(),
             shutdown: self.shutdown.clone(),
             shows_broker_node: true,
+            supervisor: self.supervisor.clone(),
         };
         let probes = probes::router(probe_state.clone());
         // With an admin listener, the public one faces the internet: its probes name no host.

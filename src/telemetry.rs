@@ -12,6 +12,7 @@ use crate::config::{LogFormat, TelemetrySettings};
 pub const WEBHOOK_REQUESTS: &str = "settle_webhook_requests_total";
 pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "settle_http_connections_closed_total";
+pub const TASK_RESTARTS: &str = "settle_task_restarts_total";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
@@ -46,6 +47,10 @@ fn describe_metrics() {
     describe_counter!(
         WEBHOOK_REQUESTS,
         "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, unreadable_body, overloaded, broker_unavailable, not_configured, unknown_provider, unknown_connection)."
+    );
+    describe_counter!(
+        TASK_RESTARTS,
+        "Background tasks (relay, sender, retention, sweeper, payout_lister, secrets_refresher, database_check) started again after a panic or an early end, by task; one that keeps failing is named in /readyz."
     );
     describe_counter!(
         HTTP_CONNECTIONS_CLOSED,

@@ -21,6 +21,7 @@ use crate::repository::lease::{self, Lease};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 
+#[derive(Clone)]
 pub struct Sweeper {
     pub db: PgPool,
     pub broker: Broker,

@@ -68,6 +68,8 @@ pub struct ProbeState {
     /// Whether the body names the broker node (host:port): on the admin listener, or on the only
     /// one; never to the internet beside the webhooks.
     pub shows_broker_node: bool,
+    /// The background tasks: one that keeps failing is named.
+    pub supervisor: crate::supervise::Supervisor,
 }
 
 /// `/healthz` and `/readyz`, served on every listener.
@@ -96,7 +98,10 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
     let draining = state.shutdown.is_cancelled();
     let schema_applied = *state.schema.borrow();
     let role = state.role;
-    // Why it is not ready, each reason only where the role needs what is missing.
+    let failing_tasks = state.supervisor.failing();
+    // Why it is not ready, each reason only where the role needs what is missing. A background
+    // task that keeps failing (the relay, say) makes a worker unready: reconciling is its job.
+    // It leaves intake ready: a load balancer must not stop webhooks for it.
     let unready: Vec<&str> = [
         (draining, "draining"),
         (!broker_up, "broker_down"),
@@ -108,6 +113,10 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         (
             !schema_applied && role.needs_database_to_be_ready(),
             "migrations_pending",
+        ),
+        (
+            !failing_tasks.is_empty() && !role.takes_webhooks(),
+            "task_failing",
         ),
     ]
     .into_iter()
@@ -133,6 +142,7 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
             "database": if database_up { "up" } else { "down" },
             "migrations": if schema_applied { "applied" } else { "pending" },
         },
+        "failing_tasks": failing_tasks,
     });
     if state.shows_broker_node {
         // The RabbitMQ node this process is connected to (one of `amqp.urls` on a cluster).

@@ -53,6 +53,7 @@ impl SecretsCache {
 }
 
 /// Reloads the cache from the database every `interval`.
+#[derive(Clone)]
 pub struct Refresher {
     pub db: PgPool,
     pub keyring: Keyring,

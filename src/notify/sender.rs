@@ -17,6 +17,7 @@ use crate::config::{NotificationSettings, SmtpSettings};
 use crate::repository::notifications::{self as rows, PendingNotification};
 use crate::telemetry as metric;
 
+#[derive(Clone)]
 pub struct Sender {
     db: PgPool,
     transport: AsyncSmtpTransport<Tokio1Executor>,

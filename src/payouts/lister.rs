@@ -24,6 +24,7 @@ use crate::telemetry as metric;
 /// Payouts listed per round; the rest wait for the next.
 const ROUND: i64 = 100;
 
+#[derive(Clone)]
 pub struct Lister {
     pub db: PgPool,
     pub settings: Settings,
