@@ -322,59 +322,19 @@ async fn independent_load(
         started.elapsed().as_secs_f64()
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
-        .arg("serve")
-        // A benchmark's secrets are published in this file: only `local` accepts them.
-        .env("SETTLE_ENV", "local")
-        .env(
-            "SETTLE_CONFIG_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        )
-        .env("SETTLE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SETTLE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
-        .env("SETTLE_QUEUE_PREFIX", &serve_prefix)
-        .env("AMQP_URL", amqp_url)
-        .env("STRIPE_WEBHOOK_SECRETS", SECRET)
-        .env("SETTLE__DATABASE__MIGRATE_ON_START", "false")
-        .env("SETTLE__TELEMETRY__LOG_FILTER", "error")
-        .stdout(std::process::Stdio::null())
-        // The 503s while it connects to the broker are expected; nothing else is logged.
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let serve = ServeProcess::spawn(amqp_url, &serve_prefix)?;
     let result = async {
-        // Ready when it queues a signed event: listening, and connected to the broker.
-        let client = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = serve.url();
         let first = std::fs::read_to_string(&signed)?;
         let (signature, body) = first
             .lines()
             .next()
             .and_then(|line| line.split_once('\t'))
             .ok_or_else(|| anyhow::anyhow!("no signed event"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let answered = client
-                .post(format!("{url}/webhooks/stripe"))
-                .header("Stripe-Signature", signature)
-                .header("Content-Type", "application/json")
-                .body(body.to_owned())
-                .send()
-                .await;
-            if answered.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "settle serve not ready in 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await; // poll until ready
-        }
-        let (cpu, started) = (Cpu::tracking(Some(serve.id())), Instant::now());
+        serve.wait_accepts(signature, body).await?;
+        let (cpu, started) = (Cpu::tracking(Some(serve.pid())), Instant::now());
         let windowed = wrk(&url, &signed, concurrency as u64, seconds)?;
-        let windowed_cpu = Cpu::tracking(Some(serve.id())).since(&cpu, started.elapsed(), "wrk");
+        let windowed_cpu = Cpu::tracking(Some(serve.pid())).since(&cpu, started.elapsed(), "wrk");
         println!(
             "wrk ({concurrency} connections, {seconds}s, pre-signed events): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}",
             windowed.rate, windowed.failed, windowed.p50, windowed.p99
@@ -384,10 +344,10 @@ async fn independent_load(
             windowed.rate / bare_rate
         );
         println!("  CPU, {windowed_cpu}");
-        let (cpu, started) = (Cpu::tracking(Some(serve.id())), Instant::now());
+        let (cpu, started) = (Cpu::tracking(Some(serve.pid())), Instant::now());
         let crowd = wrk(&url, &signed, connections, seconds)?;
-        let crowd_cpu = Cpu::tracking(Some(serve.id())).since(&cpu, started.elapsed(), "wrk");
-        let peak = peak_rss_kib(serve.id())?;
+        let crowd_cpu = Cpu::tracking(Some(serve.pid())).since(&cpu, started.elapsed(), "wrk");
+        let peak = rss_kib(serve.pid(), "VmHWM")?;
         println!(
             "wrk ({connections} connections, {seconds}s): accepted/s {:>9.0}  non-2xx {}  latency p50 {} p99 {}; settle serve peak RSS {:.1} MiB (target ≤ 64 MiB)",
             crowd.rate,
@@ -400,15 +360,93 @@ async fn independent_load(
         anyhow::Ok(())
     }
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status();
-    let _ = serve.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let mut served = settings.clone();
-    served.amqp.prefix = serve_prefix;
-    delete_topology(amqp_url, &settle::broker::Topology::from_settings(&served)).await?;
+    serve.stop(settings, amqp_url).await?;
     result
+}
+
+/// `settle serve` as a process of its own, as an operator runs it: the local configuration, its
+/// own ports and queue prefix, the bench's Stripe secret.
+struct ServeProcess {
+    child: std::process::Child,
+    port: u16,
+    prefix: String,
+}
+
+impl ServeProcess {
+    fn spawn(amqp_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+            .arg("serve")
+            // A benchmark's secrets are published in this file: only `local` accepts them.
+            .env("SETTLE_ENV", "local")
+            .env(
+                "SETTLE_CONFIG_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            )
+            .env("SETTLE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("SETTLE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("SETTLE_QUEUE_PREFIX", prefix)
+            .env("AMQP_URL", amqp_url)
+            .env("STRIPE_WEBHOOK_SECRETS", SECRET)
+            .env("SETTLE__DATABASE__MIGRATE_ON_START", "false")
+            .env("SETTLE__TELEMETRY__LOG_FILTER", "error")
+            .stdout(std::process::Stdio::null())
+            // The 503s while it connects to the broker are expected; nothing else is logged.
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self {
+            child,
+            port,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits, 30 s at most, until it queues the signed event: listening, and connected to the
+    /// broker.
+    async fn wait_accepts(&self, signature: &str, body: &str) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answered = client
+                .post(format!("{}/webhooks/stripe", self.url()))
+                .header("Stripe-Signature", signature)
+                .header("Content-Type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await;
+            if answered.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "settle serve not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await; // poll until ready
+        }
+    }
+
+    /// Stops it as an orchestrator would (SIGTERM), waits for it, and deletes the exchanges and
+    /// queues it declared.
+    async fn stop(mut self, settings: &Settings, amqp_url: &str) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let mut served = settings.clone();
+        served.amqp.prefix = self.prefix;
+        delete_topology(amqp_url, &settle::broker::Topology::from_settings(&served)).await
+    }
 }
 
 /// Writes `events` Stripe events, one per line: the `Stripe-Signature` header `openssl` computed
@@ -506,14 +544,14 @@ fn wrk(url: &str, signed: &Path, connections: u64, seconds: u64) -> anyhow::Resu
     })
 }
 
-/// The peak resident set of a process, from /proc (VmHWM, KiB).
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// A resident-set figure of a process from /proc, in KiB: `VmRSS` (now) or `VmHWM` (its peak).
+fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM for process {pid}"))
+        .ok_or_else(|| anyhow::anyhow!("no {field} for process {pid}"))
 }
 
 fn event_body(id: &str) -> Vec<u8> {
