@@ -11,6 +11,12 @@
 //!   settle's code, against `settle serve` run as a process of its own: accepted/s and latency at
 //!   the same window, beside the bare rate; then BENCH_WRK_CONNECTIONS (default 2000) connections
 //!   posting at once, and the peak RSS of that process (VmHWM);
+//! - the memory held before authentication: a fresh `settle serve` process, its RSS once ready
+//!   and its peak (VmHWM) while 1,000 clients at once each send a well-formed but wrong Stripe
+//!   signature and a 1 MiB body, 64 KiB every 250 ms (target ≤ 128 MiB), with how many got 400
+//!   (read whole, signature refused), 503 (past `http.body_budget_bytes`), 413 or nothing; the
+//!   bench raises its own open-files limit for them (`prlimit`, util-linux), skipping the phase
+//!   if the hard limit is too low;
 //! - when `scripts/services.sh start --cluster` runs (SETTLE_TEST_CLUSTER_AMQP_URLS, or
 //!   BENCH_CLUSTER_URLS): the max rate again with `serve` on the three-node cluster, beside the
 //!   bare confirmed-publish rate to the node it connected to, the queue replicated on all three.
@@ -201,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     delete_topology(&amqp_url, broker.topology()).await?;
 
     independent_load(&serve_settings, &amqp_url, seconds, concurrency, bare_rate).await?;
+    unauthenticated_slow_bodies(&serve_settings, &amqp_url).await?;
     match cluster::cluster_urls() {
         Some(urls) => {
             cluster_intake(
@@ -447,6 +454,173 @@ impl ServeProcess {
         served.amqp.prefix = self.prefix;
         delete_topology(amqp_url, &settle::broker::Topology::from_settings(&served)).await
     }
+}
+
+/// The slow-body phase: clients that never authenticate, each sending a body of the largest
+/// accepted size slowly, at once.
+const SLOW_CLIENTS: usize = 1000;
+const SLOW_BODY_BYTES: usize = 1024 * 1024;
+const SLOW_CHUNK_BYTES: usize = 64 * 1024;
+const SLOW_CHUNK_EVERY: Duration = Duration::from_millis(250);
+/// A client with no answer by then (its body takes ~4 s; settle's request deadline is 30 s)
+/// counts as a connection error: the attack is over within this.
+const SLOW_CLIENT_DEADLINE: Duration = Duration::from_secs(45);
+/// settle serve's memory under the attack must stay below this.
+const SLOW_TARGET_MIB: f64 = 128.0;
+
+/// The memory held before authentication: a fresh `settle serve` (VmHWM is a high-water mark over
+/// the process's life, so this one does nothing else), its resident set once ready, then its peak
+/// while SLOW_CLIENTS connections each send a well-formed but wrong Stripe signature and a 1 MiB
+/// body, 64 KiB every 250 ms. The signature header passes the shape check, so the bodies are read:
+/// settle's byte budget (`http.body_budget_bytes`) is what bounds them, and the answers say how
+/// each request ended (400 read whole and refused, 503 past the budget).
+async fn unauthenticated_slow_bodies(settings: &Settings, amqp_url: &str) -> anyhow::Result<()> {
+    let label = format!(
+        "unauthenticated slow bodies ({SLOW_CLIENTS} clients × {} MiB, {} KiB every {} ms)",
+        SLOW_BODY_BYTES / (1024 * 1024),
+        SLOW_CHUNK_BYTES / 1024,
+        SLOW_CHUNK_EVERY.as_millis()
+    );
+    // One descriptor per client here and in settle serve (which inherits the limit), and room
+    // for the rest of each.
+    let needed = SLOW_CLIENTS as u64 + 256;
+    let limit = raise_open_files(needed)?;
+    if limit < needed {
+        println!(
+            "{label}: open files limited to {limit} (hard limit), {needed} needed; phase skipped"
+        );
+        return Ok(());
+    }
+
+    let serve = ServeProcess::spawn(amqp_url, &format!("{}-slow", settings.amqp.prefix))?;
+    let result = async {
+        let body = String::from_utf8(event_body("evt_slow_ready"))?;
+        let signature = settle::ingress::stripe::sign(
+            &SecretString::from(SECRET),
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        );
+        serve.wait_accepts(&signature, &body).await?;
+        let idle = rss_kib(serve.pid(), "VmRSS")?;
+
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", serve.port).parse()?;
+        let head: Arc<str> = format!(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nStripe-Signature: t={},v1={}\r\nContent-Length: {SLOW_BODY_BYTES}\r\n\r\n",
+            chrono::Utc::now().timestamp(),
+            "0".repeat(64)
+        )
+        .into();
+        // Whitespace: what the bytes are does not matter, the signature never matches.
+        let chunk: Arc<[u8]> = vec![b' '; SLOW_CHUNK_BYTES].into();
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..SLOW_CLIENTS {
+            clients.spawn(slow_body(addr, head.clone(), chunk.clone()));
+        }
+        let (mut bad_request, mut overloaded, mut too_large, mut other, mut failed) =
+            (0, 0, 0, 0, 0);
+        while let Some(answer) = clients.join_next().await {
+            match answer? {
+                Some(400) => bad_request += 1,
+                Some(503) => overloaded += 1,
+                Some(413) => too_large += 1,
+                Some(_) => other += 1,
+                None => failed += 1,
+            }
+        }
+        let peak = rss_kib(serve.pid(), "VmHWM")?;
+        println!(
+            "{label}: settle serve RSS idle {:.1} MiB, peak {:.1} MiB (target ≤ {SLOW_TARGET_MIB:.0} MiB); answers 400 ×{bad_request}, 503 ×{overloaded}, 413 ×{too_large}, other ×{other}, connection errors ×{failed}",
+            idle as f64 / 1024.0,
+            peak as f64 / 1024.0,
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    serve.stop(settings, amqp_url).await?;
+    result
+}
+
+/// One slow client: the request head, then the body a chunk at a time, and the status settle
+/// answered with; `None` when the connection failed or no answer came within the deadline. A
+/// reset counts as failed: settle refusing a body it has not read closes with bytes unread, and
+/// the kernel's RST can overtake its 503 (the answer is then lost to the client).
+async fn slow_body(addr: std::net::SocketAddr, head: Arc<str>, chunk: Arc<[u8]>) -> Option<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (reader, mut writer) = stream.into_split();
+        writer.write_all(head.as_bytes()).await?;
+        let send = async {
+            let mut every = tokio::time::interval(SLOW_CHUNK_EVERY);
+            for _ in 0..SLOW_BODY_BYTES / SLOW_CHUNK_BYTES {
+                every.tick().await;
+                writer.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        // Read while sending: settle may answer (503, 413) before the body is through.
+        let mut status_line = String::new();
+        let mut reader = tokio::io::BufReader::new(reader);
+        let answer = reader.read_line(&mut status_line);
+        tokio::pin!(answer);
+        let answered_first = tokio::select! {
+            read = &mut answer => read.map(|_| true)?,
+            // Sent whole, or cut off because settle answered and closed: either way its answer
+            // (already in the socket's buffer when cut off) says how the request ended.
+            _ = send => false,
+        };
+        if !answered_first {
+            answer.await?;
+        }
+        // `HTTP/1.1 400 Bad Request`
+        status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status line: {status_line:?}")))
+    };
+    tokio::time::timeout(SLOW_CLIENT_DEADLINE, exchange)
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// Raises this process's soft limit on open files to `needed`, as far as the hard limit allows,
+/// and returns the limit it ends with. util-linux's `prlimit` does it: the crate forbids unsafe
+/// code, and no safe `setrlimit` is among its dependencies. Children started afterwards (settle
+/// serve) inherit the limit.
+fn raise_open_files(needed: u64) -> anyhow::Result<u64> {
+    let (soft, hard) = open_files_limits()?;
+    if soft >= needed {
+        return Ok(soft);
+    }
+    let raised = needed.min(hard);
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={raised}:"),
+        ])
+        .status()
+        .map_err(|error| anyhow::anyhow!("running prlimit: {error}"))?;
+    anyhow::ensure!(status.success(), "prlimit --nofile={raised}: failed");
+    Ok(open_files_limits()?.0)
+}
+
+/// This process's soft and hard limits on open files, from /proc (`unlimited` as u64::MAX).
+fn open_files_limits() -> anyhow::Result<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let value = |text: &str| match text {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    };
+    limits
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.strip_prefix("Max open files")?.split_whitespace();
+            Some((value(fields.next()?)?, value(fields.next()?)?))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no open files limit in /proc/self/limits"))
 }
 
 /// Writes `events` Stripe events, one per line: the `Stripe-Signature` header `openssl` computed
