@@ -62,6 +62,31 @@ pub enum Command {
         #[command(subcommand)]
         command: PayoutsCommand,
     },
+    /// Reconciliation events the relay gave up on (a subscriber's queue kept refusing them).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List the parked events, oldest first (exit 3 when there is none).
+    Parked {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Put parked events back on the relay's work list, their attempts reset.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Retry {
+        /// Outbox row ids (`settle outbox parked`).
+        ids: Vec<i64>,
+        /// Every parked event.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,6 +430,15 @@ impl Cli {
                     ConnectionsCommand::Remove { id, yes: _ } => {
                         accounts::remove_connection(&db, &id).await
                     }
+                };
+            }
+            Command::Outbox { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return match command {
+                    OutboxCommand::Parked { limit, output } => {
+                        ops::outbox::parked(&db, limit, output).await
+                    }
+                    OutboxCommand::Retry { ids, all } => ops::outbox::retry(&db, &ids, all).await,
                 };
             }
             Command::ApiKeys { command } => {

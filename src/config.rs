@@ -225,6 +225,11 @@ pub struct AmqpSettings {
 }
 
 impl WorkerSettings {
+    /// How long a relay that stopped answering keeps its lease (`idle_session_timeout` on the
+    /// lease's session) before another process relays. The holder's session is idle at most
+    /// `outbox_poll_ms` between two passes, so the poll must stay well below this.
+    pub const RELAY_LEASE_EXPIRY: Duration = Duration::from_secs(10);
+
     /// How the work queue's deliveries are batched.
     pub fn batches(&self) -> crate::worker::BatchShape {
         crate::worker::BatchShape {
@@ -271,6 +276,9 @@ pub struct WorkerSettings {
     pub gocardless_collected_at: crate::provider::GoCardlessCollectedAt,
     /// How often the outbox relay looks for rows committed by other processes.
     pub outbox_poll_ms: u64,
+    /// Publishes of one reconciliation event the broker may refuse or leave unconfirmed before
+    /// the relay parks it (`settle outbox parked`).
+    pub outbox_max_attempts: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -455,6 +463,21 @@ impl Settings {
         }
         if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
             bail!("worker.retry_delays_ms must list at least one delay, each above 0");
+        }
+        let lease_ms = WorkerSettings::RELAY_LEASE_EXPIRY.as_millis();
+        if u128::from(self.worker.outbox_poll_ms) * 2 > lease_ms {
+            bail!(
+                "worker.outbox_poll_ms is {}, above {}: the relay's lease ends after {} ms of silence, and a poll that long would lose it between passes",
+                self.worker.outbox_poll_ms,
+                lease_ms / 2,
+                lease_ms
+            );
+        }
+        if self.worker.outbox_poll_ms == 0 {
+            bail!("worker.outbox_poll_ms must be at least 1");
+        }
+        if self.worker.outbox_max_attempts < 1 {
+            bail!("worker.outbox_max_attempts must be at least 1");
         }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
@@ -810,6 +833,28 @@ mod tests {
             );
             assert!(!message.contains(weak), "{message}");
         }
+    }
+
+    #[test]
+    fn an_outbox_poll_that_would_lose_the_relays_lease_is_refused() {
+        let err = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[("SETTLE__WORKER__OUTBOX_POLL_MS", "10000")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("worker.outbox_poll_ms is 10000, above 5000"),
+            "{err:#}"
+        );
+        assert!(
+            Settings::load(
+                &config_dir(),
+                "local",
+                vars(&[("SETTLE__WORKER__OUTBOX_POLL_MS", "5000")])
+            )
+            .is_ok()
+        );
     }
 
     #[test]

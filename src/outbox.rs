@@ -14,18 +14,18 @@
 //!    Every worker process runs a relay, and one of them relays at a time: the one holding the
 //!    relay's lease (`repository::lease`), so events go out in commit order, an invoice's in the
 //!    order they were applied. The others stand by and take the lease when its holder dies or
-//!    stops answering for `LEASE_EXPIRY`. A process that commits outbox rows without the lease
+//!    stops answering for `WorkerSettings::RELAY_LEASE_EXPIRY`. A process that commits outbox rows without the lease
 //!    wakes the holder with a `NOTIFY` on `OUTBOX_CHANNEL`, so its events wait no poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage};
+use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage, PublishError};
 use crate::envelope::headers;
 use crate::repository::lease::{self, Lease};
 use crate::repository::outbox;
@@ -35,8 +35,6 @@ use crate::telemetry as metric;
 const BATCH: i64 = 1000;
 /// How long a wake-up waits for more commits before publishing; bounds the added latency.
 const COALESCE: Duration = Duration::from_millis(5);
-/// How long a relay that stopped answering keeps the lease before another process relays.
-const LEASE_EXPIRY: Duration = Duration::from_secs(10);
 /// The channel on which processes without the lease tell its holder they committed outbox rows.
 pub const OUTBOX_CHANNEL: &str = "settle_outbox";
 
@@ -62,16 +60,25 @@ pub struct Relay {
     broker: Broker,
     /// How often to look for rows committed by other processes (this process's commits wake it).
     poll: Duration,
+    /// Publishes of one row the broker may refuse or leave unconfirmed before it is parked
+    /// (`worker.outbox_max_attempts`).
+    max_attempts: i32,
     shutdown: CancellationToken,
     wake: Arc<Notify>,
 }
 
 impl Relay {
-    pub fn new(db: PgPool, broker: Broker, poll: Duration, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        db: PgPool,
+        broker: Broker,
+        worker: &crate::config::WorkerSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             db,
             broker,
-            poll,
+            poll: Duration::from_millis(worker.outbox_poll_ms),
+            max_attempts: worker.outbox_max_attempts,
             shutdown,
             wake: Arc::new(Notify::new()),
         }
@@ -84,14 +91,17 @@ impl Relay {
 
     pub async fn run(self) {
         let poll = self.poll;
-        let mut lease = Lease::new(lease::OUTBOX_RELAY, Some(LEASE_EXPIRY));
+        let mut lease = Lease::new(
+            lease::OUTBOX_RELAY,
+            Some(crate::config::WorkerSettings::RELAY_LEASE_EXPIRY),
+        );
         let mut listener: Option<PgListener> = None;
         let mut last_backlog_report: Option<Instant> = None;
         let mut woken_by = Wake::Elsewhere;
         loop {
-            let holding = lease.hold(&self.db).await;
-            if holding {
-                match self.publish_pending().await {
+            lease.hold(&self.db).await;
+            if let Some(session) = lease.session() {
+                match self.publish_pending(session).await {
                     // A full batch of which some went through: there may be more, go again at once.
                     Ok(Pass { locked, published }) if locked as i64 == BATCH && published > 0 => {
                         continue;
@@ -121,8 +131,8 @@ impl Relay {
             woken_by = self.wait(&mut listener).await;
             if matches!(woken_by, Wake::Shutdown) {
                 // One last pass so events committed during shutdown are not left waiting.
-                if holding {
-                    let _ = self.publish_pending().await;
+                if let Some(session) = lease.session() {
+                    let _ = self.publish_pending(session).await;
                 }
                 lease.release().await;
                 return;
@@ -174,10 +184,11 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch of unpublished rows (locked so several relays share the table), then
-    /// marks those the broker took published in the same transaction.
-    async fn publish_pending(&self) -> anyhow::Result<Pass> {
-        let mut tx = self.db.begin().await?;
+    /// Publishes one batch of unpublished rows, then, in the same transaction, marks those the
+    /// broker took published and counts a refusal against the others. The transaction runs on the
+    /// lease's own session (`Lease::session`): the lease fences it.
+    async fn publish_pending(&self, session: &mut PgConnection) -> anyhow::Result<Pass> {
+        let mut tx = session.begin().await?;
         let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
         if rows.is_empty() {
             return Ok(Pass::default());
@@ -203,35 +214,73 @@ impl Relay {
                 body: row.payload.into_bytes(),
             })
             .collect();
-        let confirmed = self.broker.publish_each(&messages).await?;
-        let mut ids = Vec::with_capacity(locked_ids.len());
+        let confirmed = match self.broker.publish_each(&messages).await {
+            Ok(confirmed) => confirmed,
+            // The broker took the batch and did not confirm it (a subscriber's quorum queue
+            // without its quorum holds every confirm): each row was sent, and counts an attempt,
+            // so the rows behind them go out next pass instead of waiting behind them for ever.
+            Err(error @ PublishError::ConfirmTimeout(_)) => {
+                let parked = outbox::count_refused(
+                    &mut tx,
+                    &locked_ids,
+                    "not confirmed by the broker",
+                    self.max_attempts,
+                )
+                .await?;
+                tx.commit().await?;
+                count_parked(parked);
+                return Err(error.into());
+            }
+            // Nothing reached a broker (none connected, publishers blocked): no attempt spent.
+            Err(error) => return Err(error.into()),
+        };
+        let mut published = Vec::with_capacity(locked_ids.len());
+        let mut refused = Vec::new();
         for ((id, message), confirmed) in locked_ids.iter().zip(&messages).zip(&confirmed) {
             match confirmed {
-                Confirmed::Routed => {}
+                Confirmed::Routed => published.push(*id),
                 Confirmed::Unroutable => {
                     metrics::counter!(metric::OUTBOX_UNROUTABLE).increment(1);
                     tracing::debug!(message_id = %message.message_id, "no subscriber queue is bound for this reconciliation event");
+                    published.push(*id);
                 }
                 Confirmed::Nacked => {
                     metrics::counter!(metric::OUTBOX_NACKED).increment(1);
-                    tracing::warn!(message_id = %message.message_id, "the broker refused a reconciliation event; it will be published again");
-                    continue;
+                    tracing::warn!(message_id = %message.message_id, "the broker refused a reconciliation event (a subscriber's queue is full?); it will be published again after a backoff");
+                    refused.push(*id);
                 }
             }
-            ids.push(*id);
         }
-        outbox::mark_published(&mut tx, &ids).await?;
+        outbox::mark_published(&mut tx, &published).await?;
+        let parked = if refused.is_empty() {
+            0
+        } else {
+            let reason = "refused by the broker (a subscriber's queue rejects publishes)";
+            outbox::count_refused(&mut tx, &refused, reason, self.max_attempts).await?
+        };
         tx.commit().await?;
-        metrics::counter!(metric::OUTBOX_PUBLISHED).increment(ids.len() as u64);
+        count_parked(parked);
+        metrics::counter!(metric::OUTBOX_PUBLISHED).increment(published.len() as u64);
         Ok(Pass {
             locked: locked_ids.len(),
-            published: ids.len(),
+            published: published.len(),
         })
     }
 
     async fn report_backlog(&self) {
-        if let Ok(backlog) = outbox::backlog(&self.db).await {
-            metrics::gauge!(metric::OUTBOX_BACKLOG).set(backlog as f64);
+        if let Ok((waiting, parked)) = outbox::backlog(&self.db).await {
+            metrics::gauge!(metric::OUTBOX_BACKLOG).set(waiting as f64);
+            metrics::gauge!(metric::OUTBOX_PARKED).set(parked as f64);
         }
+    }
+}
+
+fn count_parked(parked: u64) {
+    if parked > 0 {
+        metrics::counter!(metric::OUTBOX_PARKED_TOTAL).increment(parked);
+        tracing::error!(
+            parked,
+            "reconciliation events parked after their last attempt: `settle outbox parked` lists them, `settle outbox retry` sends them again"
+        );
     }
 }

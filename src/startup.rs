@@ -327,7 +327,7 @@ impl Application {
         let relay = Relay::new(
             self.db.clone(),
             self.broker.clone(),
-            Duration::from_millis(settings.worker.outbox_poll_ms),
+            &settings.worker,
             self.shutdown.clone(),
         );
         let wake_relay = relay.notifier();

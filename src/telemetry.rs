@@ -13,6 +13,8 @@ pub const WEBHOOK_REQUESTS: &str = "settle_webhook_requests_total";
 pub const PUBLISH_CONFIRM_SECONDS: &str = "settle_publish_confirm_seconds";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "settle_http_connections_closed_total";
 pub const TASK_RESTARTS: &str = "settle_task_restarts_total";
+pub const OUTBOX_PARKED: &str = "settle_outbox_parked";
+pub const OUTBOX_PARKED_TOTAL: &str = "settle_outbox_parked_total";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
@@ -47,6 +49,14 @@ fn describe_metrics() {
     describe_counter!(
         WEBHOOK_REQUESTS,
         "Webhook requests by provider and outcome (queued, invalid_signature, invalid_payload, too_large, unreadable_body, overloaded, broker_unavailable, not_configured, unknown_provider, unknown_connection)."
+    );
+    describe_gauge!(
+        OUTBOX_PARKED,
+        "Reconciliation events the relay gave up on after its last attempt (a subscriber's queue refused them, or the broker never confirmed them), waiting for `settle outbox retry`."
+    );
+    describe_counter!(
+        OUTBOX_PARKED_TOTAL,
+        "Reconciliation events parked by the relay after their last attempt."
     );
     describe_counter!(
         TASK_RESTARTS,

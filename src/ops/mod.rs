@@ -1,5 +1,5 @@
 //! Operator commands: `settle accounts …`, `settle connections …`, `settle api-keys …`,
-//! `settle dlq …`, `settle events replay` and `settle payouts …`. Each is a function over the
+//! `settle dlq …`, `settle events replay`, `settle outbox …` and `settle payouts …`. Each is a function over the
 //! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
 //! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
 //! usage or configuration error (clap's own convention).
@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod backfill;
 pub mod dlq;
 pub mod events;
+pub mod outbox;
 pub mod payouts;
 pub mod secret_input;
 

@@ -84,6 +84,19 @@ impl Lease {
         Ok(self.held)
     }
 
+    /// The lease's own session, while the lease is held: work done in a transaction on it is
+    /// fenced by the lease. Nobody else can take the lease while that transaction is open (the
+    /// session is busy, so `idle_session_timeout` does not end it), and if the session ends, the
+    /// lease and the transaction's row locks go together: a new holder never starts while an old
+    /// holder's pass is half done.
+    pub fn session(&mut self) -> Option<&mut PgConnection> {
+        if self.held {
+            self.session.as_mut()
+        } else {
+            None
+        }
+    }
+
     /// Gives the lease up (ending its session).
     pub async fn release(mut self) {
         if let Some(session) = self.session.take() {

@@ -92,8 +92,11 @@ pub struct PendingMessage {
     pub payload: String,
 }
 
-/// Takes up to `limit` unpublished rows in order. `FOR UPDATE SKIP LOCKED` lets several relays
-/// (several worker processes) share the table without sending a row twice at the same time.
+/// Takes up to `limit` unpublished rows in order, leaving out the parked ones and those waiting
+/// out a retry's backoff. Only the relay's lease holder calls this, on the lease's own session,
+/// so nobody else should hold these rows; if a stale transaction still does (a holder that lost
+/// its lease mid-pass), `NOWAIT` fails the pass rather than skip past them, which would send
+/// later events of the same invoices first.
 pub async fn lock_unpublished(
     tx: &mut PgConnection,
     limit: i64,
@@ -102,11 +105,85 @@ pub async fn lock_unpublished(
         PendingMessage,
         r#"SELECT o.id, o.account_id, o.message_id, o.routing_key, o.payload::text AS "payload!"
          FROM outbox_pending p JOIN outbox o ON o.id = p.id
-         ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED"#,
+         WHERE p.parked_reason IS NULL AND (p.not_before IS NULL OR p.not_before <= now())
+         ORDER BY p.id LIMIT $1 FOR UPDATE OF p NOWAIT"#,
         limit,
     )
     .fetch_all(tx)
     .await
+}
+
+/// Counts a publish the broker refused or did not confirm against each of `ids`: the row waits
+/// a backoff (1 s, doubling, at most `MAX_RETRY_WAIT_SECS`) before the next, and after
+/// `max_attempts` it is parked with `reason`. How many were parked.
+pub async fn count_refused(
+    tx: &mut PgConnection,
+    ids: &[i64],
+    reason: &str,
+    max_attempts: i32,
+) -> sqlx::Result<u64> {
+    let parked = sqlx::query_scalar!(
+        r#"WITH counted AS (
+             UPDATE outbox_pending
+             SET attempts = attempts + 1,
+                 not_before = now() + make_interval(secs => least(power(2, attempts), $4)),
+                 parked_reason = CASE WHEN attempts + 1 >= $3 THEN $2 END
+             WHERE id = ANY($1)
+             RETURNING parked_reason
+           )
+           SELECT count(*) AS "parked!" FROM counted WHERE parked_reason IS NOT NULL"#,
+        ids,
+        reason,
+        max_attempts,
+        MAX_RETRY_WAIT_SECS,
+    )
+    .fetch_one(tx)
+    .await?;
+    Ok(u64::try_from(parked).unwrap_or_default())
+}
+
+/// The longest a refused row waits before the relay tries it again.
+pub const MAX_RETRY_WAIT_SECS: f64 = 300.0;
+
+/// A row the relay gave up on.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedMessage {
+    pub id: i64,
+    pub account_id: String,
+    pub message_id: String,
+    pub routing_key: String,
+    pub attempts: i32,
+    pub reason: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The parked rows, oldest first.
+pub async fn parked(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<ParkedMessage>> {
+    sqlx::query_as!(
+        ParkedMessage,
+        r#"SELECT o.id, o.account_id, o.message_id, o.routing_key, p.attempts,
+                  p.parked_reason AS "reason!", o.created_at
+         FROM outbox_pending p JOIN outbox o ON o.id = p.id
+         WHERE p.parked_reason IS NOT NULL
+         ORDER BY p.id LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Puts parked rows (`ids`, or every one when `None`) back on the relay's work list with their
+/// attempts reset; how many.
+pub async fn unpark(db: impl PgExecutor<'_>, ids: Option<&[i64]>) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE outbox_pending SET attempts = 0, not_before = NULL, parked_reason = NULL
+         WHERE parked_reason IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1))",
+        ids as Option<&[i64]>,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Takes published rows off the relay's work list (the outbox row itself is never updated).
@@ -125,9 +202,14 @@ pub async fn notify_relay(db: impl PgExecutor<'_>, channel: &str) -> sqlx::Resul
     Ok(())
 }
 
-/// Rows waiting to be published.
-pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox_pending"#)
-        .fetch_one(db)
-        .await
+/// Rows waiting to be published, and rows parked.
+pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, i64)> {
+    let counts = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE parked_reason IS NULL) AS "waiting!",
+                  count(*) FILTER (WHERE parked_reason IS NOT NULL) AS "parked!"
+           FROM outbox_pending"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((counts.waiting, counts.parked))
 }

@@ -3,6 +3,7 @@
 
 use lapin::types::{AMQPValue, FieldTable};
 
+use crate::helpers::broker::QueuedMessage;
 use crate::helpers::*;
 
 fn payment_for(invoice: &str, event_id: &str) -> Vec<u8> {
@@ -103,6 +104,210 @@ async fn the_relay_settles_each_event_on_its_own_refused_unroutable_or_routed() 
         .await
         .unwrap();
     assert_eq!(rows, 6);
+    app.stop().await;
+}
+
+/// A subscriber's queue with room for one message that refuses the rest (`reject-publish`).
+fn full_queue() -> FieldTable {
+    let mut full = FieldTable::default();
+    full.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    full.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    full
+}
+
+/// How many times each message id arrived.
+fn counted(messages: &[QueuedMessage]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for message in messages {
+        *counts
+            .entry(message.message_id.clone().unwrap())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// A subscriber whose queue keeps refusing: each refused event is sent again only after a
+/// backoff and only `worker.outbox_max_attempts` times, then parked; every other subscriber gets
+/// it that many times at most, later events are not held up, and `settle outbox retry` sends the
+/// parked ones once the subscriber has room again.
+#[tokio::test]
+async fn events_a_subscriber_keeps_refusing_are_retried_a_bounded_number_of_times_then_parked() {
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(|settings| {
+            Retries::PATIENT.apply_to(settings);
+            settings.worker.outbox_max_attempts = 2;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let full = app
+        .subscribe_as("full-subscriber", "invoice.*", full_queue())
+        .await;
+    let other = app
+        .subscribe_as("other-subscriber", "invoice.*", FieldTable::default())
+        .await;
+    app.create_customer("cust").await;
+    for i in 0..3 {
+        let invoice = format!("inv_park{i}");
+        app.create_invoice(&invoice, "cust", None, "GBP", 1000)
+            .await;
+        app.deliver_stripe(&payment_for(&invoice, &format!("evt_park{i}")))
+            .await;
+        app.wait_invoice_status(&invoice, "PAID").await;
+    }
+    let parked = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM outbox_pending WHERE parked_reason IS NOT NULL",
+        )
+        .fetch_one(&app.db())
+        .await
+        .unwrap()
+    };
+    poll_until("the two refused events parked", WAIT, || async {
+        (parked().await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(app.metric("settle_outbox_parked_total").await, 2.0);
+    // The other subscriber: the accepted event once, each refused one once per attempt, never
+    // once per relay pass.
+    let copies = counted(&app.take_messages(&other, 5).await);
+    let mut times: Vec<usize> = copies.values().copied().collect();
+    times.sort_unstable();
+    assert_eq!(times, [1, 2, 2], "{copies:?}");
+    // Parked events hold nothing up: a later one goes out at once.
+    app.create_invoice("inv_park_later", "cust", None, "GBP", 1000)
+        .await;
+    app.deliver_stripe(&payment_for("inv_park_later", "evt_park_later"))
+        .await;
+    let later = app.take_messages(&other, 1).await;
+    assert_eq!(later.len(), 1);
+    assert!(
+        later[0]
+            .message_id
+            .as_deref()
+            .unwrap()
+            .contains("evt_park_later")
+    );
+
+    let (code, out, err) = settle(&app, &["outbox", "parked", "--output", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["attempts"], 2);
+    // The subscriber catches up; the operator sends the parked events again.
+    let first = app.take_messages(&full, 1).await;
+    let (code, _, err) = settle(&app, &["outbox", "retry", "--all"]).await;
+    assert_eq!(code, 0, "{err}");
+    let received = std::sync::Mutex::new(first);
+    poll_until("the parked events in the full queue", WAIT, || async {
+        let taken = app.take_messages(&full, 0).await;
+        let mut received = received.lock().unwrap();
+        received.extend(taken);
+        (counted(&received).len() == 3).then_some(())
+    })
+    .await;
+    let (code, _, _) = settle(&app, &["outbox", "retry", "--all"]).await;
+    assert_eq!(code, 3, "nothing parked is left once they are sent");
+    app.stop().await;
+}
+
+/// A transaction that still holds the head of the relay's work list (a holder that lost its
+/// lease mid-pass, its transaction not yet ended) holds the relay back: the new holder never
+/// skips past it to send an invoice's later events first.
+#[tokio::test]
+async fn the_relay_never_skips_rows_another_transaction_holds_so_an_invoices_events_keep_their_order()
+ {
+    // The test holds the relay's lease from before the app starts: rows wait on the work list.
+    let (url, db) = database_before_migration(i64::MAX).await;
+    let session = || async {
+        <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap()
+    };
+    let mut lease = session().await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(settle::repository::lease::OUTBOX_RELAY)
+        .execute(&mut lease)
+        .await
+        .unwrap();
+    let app = spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        database_url: Some(url.clone()),
+        tweak: Box::new(|settings| {
+            Retries::PATIENT.apply_to(settings);
+            // The schema is there; this registers the configured account.
+            settings.database.migrate_on_start = true;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let subscriber = app.subscribe().await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_order", "cust", None, "GBP", 3000)
+        .await;
+    for (n, amount) in [(1, 1000), (2, 2000)] {
+        let event = StripeEvent::new("payment_intent.succeeded", &format!("evt_order{n}"))
+            .created(chrono::Utc::now().timestamp())
+            .payment(&format!("pi_order{n}"), amount, "gbp")
+            .invoice_id("inv_order")
+            .to_bytes();
+        app.deliver_stripe(&event).await;
+    }
+    app.wait_invoice_status("inv_order", "PAID").await;
+    let pending: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox_pending ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert!(pending.len() >= 3, "{pending:?}");
+    // A stale holder's transaction keeps the first row; the lease is free again.
+    let mut stale_session = session().await;
+    let mut stale = sqlx::Connection::begin(&mut stale_session).await.unwrap();
+    sqlx::query("SELECT id FROM outbox_pending WHERE id = $1 FOR UPDATE")
+        .bind(pending[0])
+        .execute(&mut *stale)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(settle::repository::lease::OUTBOX_RELAY)
+        .execute(&mut lease)
+        .await
+        .unwrap();
+    // The relay takes the lease (its session shows the advisory lock) and passes a few times
+    // (every 100 ms); a relay that skipped locked rows would send the later ones now.
+    poll_until("the relay to hold its lease", WAIT, || async {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND pid <> pg_backend_pid())",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        held.then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // asserting absence: a bounded look
+    assert_eq!(
+        app.take_messages(&subscriber, 0).await.len(),
+        0,
+        "nothing published past the held row"
+    );
+    stale.commit().await.unwrap();
+    let messages = app.take_messages(&subscriber, pending.len()).await;
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect();
+    let expected: Vec<String> =
+        sqlx::query_scalar("SELECT o.message_id FROM outbox o WHERE o.id = ANY($1) ORDER BY o.id")
+            .bind(&pending)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(ids, expected, "published in commit order");
     app.stop().await;
 }
 
