@@ -27,6 +27,13 @@
 //!    the database is back. (RabbitMQ's `consumer_timeout` must exceed the longest outage to ride
 //!    out without a redelivery; a redelivery is absorbed by the inbox.)
 //!
+//!    RabbitMQ counts every return of a delivery to the queue against `x-delivery-limit` (a
+//!    restart, a crash, a shutdown while held), so a healthy event must not be returned often: a
+//!    consumer subscribes only once the database answers (a process restarted during an outage
+//!    takes nothing, so it returns nothing), and after subscribing it takes one delivery at a
+//!    time while the queue hands back redeliveries, so a delivery that crashes the process takes
+//!    no neighbour with it; the full prefetch follows the first fresh delivery.
+//!
 //!    The same loop runs the dead-letter consumer (`dead_letters`); the outbox relay and the
 //!    notification sender run beside it (started by `startup`).
 
@@ -206,10 +213,18 @@ impl Worker {
         // Declared again on every subscribe, not only on connecting: a queue deleted under a live
         // connection (by an operator, or a policy) comes back, and consuming resumes.
         self.broker.topology().declare(&channel).await?;
-        // Prefetch bounds how many deliveries this worker holds, and so its concurrency.
-        channel
-            .basic_qos(shape.prefetch, BasicQosOptions::default())
-            .await?;
+        // Nothing is taken while the database is away: a delivery this process took and held
+        // would go back to the queue at its next restart, one step nearer `x-delivery-limit`,
+        // and restarts during a long outage would dead-letter healthy events.
+        if !self.wait_until_database_answers(queue).await {
+            return Ok(());
+        }
+        // One delivery at a time while the queue hands back redeliveries: one of them may be
+        // what crashed the last process, and a crash returns, and counts against the delivery
+        // limit, every delivery the process holds. The full prefetch, which bounds this
+        // worker's concurrency, once a first delivery comes that nobody took before.
+        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        let mut full_prefetch = false;
         let mut consumer = channel
             .basic_consume(
                 queue.into(),
@@ -238,9 +253,19 @@ impl Worker {
                 Some(Err(error)) => break Err(error),
                 None => break Ok(()),
             };
+            if !full_prefetch && !batch[0].redelivered {
+                full_prefetch = true;
+                if let Err(error) = channel
+                    .basic_qos(shape.prefetch, BasicQosOptions::default())
+                    .await
+                {
+                    break Err(error);
+                }
+            }
             let deadline = tokio::time::Instant::now() + shape.wait;
             let mut ended = None;
-            while batch.len() < usize::from(shape.size) {
+            // A redelivery is applied alone (the prefetch of one sees to it).
+            while full_prefetch && batch.len() < usize::from(shape.size) {
                 // Deliveries already received are taken at once, even past the deadline.
                 match tokio::time::timeout_at(deadline, consumer.next()).await {
                     Ok(Some(Ok(delivery))) => batch.push(delivery),
@@ -395,6 +420,30 @@ impl Worker {
                 _ => return Some(result),
             }
         }
+    }
+
+    /// Before consuming `queue`: waits until the database answers a ping (backing off from 200 ms
+    /// to 5 s), or shutdown (false).
+    async fn wait_until_database_answers(&self, queue: &str) -> bool {
+        const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+        const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut pause = FIRST;
+        let mut said = false;
+        while crate::repository::ping(&self.db).await.is_err() {
+            if !said {
+                tracing::warn!(
+                    queue,
+                    "database out of reach; not consuming until it answers"
+                );
+                said = true;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX);
+        }
+        true
     }
 
     /// Holds a batch until the database answers a ping (backing off from 200 ms to 5 s), or

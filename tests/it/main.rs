@@ -16,6 +16,7 @@ mod api_settings;
 mod backfill;
 mod broker_hygiene;
 mod broker_outage;
+mod delivery_limit;
 mod health;
 mod money;
 mod notify;
