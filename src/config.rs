@@ -421,6 +421,20 @@ impl Settings {
         }
         if self.environment != LOCAL_ENVIRONMENT {
             self.refuse_development_secrets()?;
+            // The provider APIs are called with a bearer key: never in clear text.
+            for (base, setting) in [
+                (&self.stripe.api_base, "STRIPE_API_BASE (stripe.api_base)"),
+                (
+                    &self.gocardless.api_base,
+                    "GOCARDLESS_API_BASE (gocardless.api_base)",
+                ),
+            ] {
+                if !base.starts_with("https://") {
+                    bail!(
+                        "{setting} must be an https:// URL outside SETTLE_ENV=local (it is `{base}`)"
+                    );
+                }
+            }
         }
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be greater than 0");
@@ -813,6 +827,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn provider_api_bases_are_https_outside_local() {
+        let err = production_with(&[("STRIPE_API_BASE", "http://stripe.internal")]).unwrap_err();
+        assert!(format!("{err:#}").contains("STRIPE_API_BASE"), "{err:#}");
+        let err = production_with(&[("GOCARDLESS_API_BASE", "http://gc.internal")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("GOCARDLESS_API_BASE"),
+            "{err:#}"
+        );
+        let local = Settings::load(
+            &config_dir(),
+            "local",
+            vars(&[("STRIPE_API_BASE", "http://127.0.0.1:9")]),
+        );
+        assert!(local.is_ok(), "a local stand-in may be plain http");
     }
 
     #[test]

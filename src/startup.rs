@@ -29,6 +29,8 @@ use crate::role::Role;
 use crate::worker::Worker;
 use crate::worker::apply::Policy;
 
+/// The oldest PostgreSQL settle runs on (`server_version_num`): 14, for `idle_session_timeout`.
+const MIN_POSTGRES_VERSION: i32 = 140_000;
 /// How long a request may wait for a pooled database connection before failing with 503.
 const DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A pooled connection idle for longer than this is pinged before it is handed out. sqlx pings
@@ -149,6 +151,16 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
         .connect_with(options)
         .await
         .context("connecting to migrate")?;
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&unlimited)
+        .await
+        .context("reading PostgreSQL's version")?;
+    if version < MIN_POSTGRES_VERSION {
+        unlimited.close().await;
+        anyhow::bail!(
+            "settle needs PostgreSQL 14 or newer (this server is {version}): the leases of the outbox relay, the sweeper and the payout lister end a stalled holder's session with idle_session_timeout, which older servers lack"
+        );
+    }
     let applied = sqlx::migrate!("./migrations")
         .run(&unlimited)
         .await

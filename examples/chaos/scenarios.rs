@@ -253,8 +253,9 @@ impl Run<'_> {
             12 => alone(Fault::Poison(tag.clone())),
             13 => {
                 let (connections, trickle_secs) = if self.quick { (300, 8) } else { (3000, 20) };
-                // GoCardless events 251 to a webhook: one batch over the 250 GoCardless sends.
-                let plan = Plan::new(&tag, if self.quick { 120 } else { 520 }, 251);
+                // GoCardless events 250 to a webhook, the most GoCardless sends (a batch of 251,
+                // one over, is among the bad requests).
+                let plan = Plan::new(&tag, if self.quick { 120 } else { 520 }, 250);
                 let fault = Fault::BadRequests {
                     connections,
                     trickle_secs,
@@ -544,7 +545,8 @@ async fn poison(deployment: &Deployment, tag: &str) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-/// Requests the receiver must refuse: a body over the limit (413) and malformed JSON (400).
+/// Requests the receiver must refuse: a body over the limit (413), malformed JSON (400) and a
+/// GoCardless batch of 251 events, one over GoCardless's maximum (400).
 /// Returns the event ids they carried.
 async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
     let sender = Sender::new(deployment);
@@ -561,14 +563,28 @@ async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
         body: b"{\"id\": \"evt_malformed\", \"type\": ".to_vec(),
         event_ids: vec!["evt_malformed".into()],
     };
-    for (webhook, expected) in [(&oversized, 413), (&malformed, 400)] {
+    let over_batch: Vec<String> = (0..=settle::ingress::gocardless::MAX_BATCH)
+        .map(|n| format!("EVOVERBATCH{n}"))
+        .collect();
+    let too_many = Webhook {
+        provider: Provider::GoCardless,
+        body: crate::fixtures::gocardless_batch(
+            over_batch
+                .iter()
+                .map(|id| crate::fixtures::GoCardlessEvent::payment(id, "confirmed", "PMNOBODY")),
+        ),
+        event_ids: over_batch.clone(),
+    };
+    for (webhook, expected) in [(&oversized, 413), (&malformed, 400), (&too_many, 400)] {
         let status = sender.post(webhook).await;
         // settle answers 413 from the Content-Length, without reading the body, and closes: a
         // client still sending it may see the connection closed before it reads the answer (0).
         let refused = status == expected || (expected == 413 && status == 0);
         anyhow::ensure!(refused, "{:?}: {status}, not {expected}", webhook.event_ids);
     }
-    Ok(vec!["evt_oversized".into(), "evt_malformed".into()])
+    let mut refused = vec!["evt_oversized".to_owned(), "evt_malformed".to_owned()];
+    refused.extend(over_batch);
+    Ok(refused)
 }
 
 /// `connections` clients that send a request line and then a header byte every second: each

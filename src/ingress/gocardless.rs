@@ -9,6 +9,9 @@ use super::signature::any_secret_signs;
 use super::{IncomingEvent, PayloadError, SignatureError};
 
 pub const SIGNATURE_HEADER: &str = "Webhook-Signature";
+/// The most events GoCardless puts in one webhook (its documented maximum): a larger batch is
+/// not GoCardless's, and would be that many messages published for one request.
+pub const MAX_BATCH: usize = 250;
 
 pub fn verify(
     header: Option<&str>,
@@ -62,6 +65,9 @@ struct EventEnvelope {
 pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
     let batch: Batch<'_> =
         serde_json::from_slice(body).map_err(|e| PayloadError::MalformedJson(e.to_string()))?;
+    if batch.events.len() > MAX_BATCH {
+        return Err(PayloadError::TooManyEvents(MAX_BATCH));
+    }
     batch
         .events
         .into_iter()
@@ -163,6 +169,23 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_the_documented_250_events() {
+        let batch = |n: usize| {
+            let events: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(r#"{{"id":"EV{i}","resource_type":"payments","action":"confirmed"}}"#)
+                })
+                .collect();
+            format!(r#"{{"events":[{}]}}"#, events.join(","))
+        };
+        assert_eq!(events(batch(250).as_bytes()).unwrap().len(), 250);
+        assert_eq!(
+            events(batch(251).as_bytes()).unwrap_err(),
+            PayloadError::TooManyEvents(250)
+        );
     }
 
     #[test]

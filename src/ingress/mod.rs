@@ -117,6 +117,8 @@ pub enum PayloadError {
     MalformedJson(String),
     #[error("the event has no `{0}`")]
     MissingField(&'static str),
+    #[error("a batch holds at most {0} events")]
+    TooManyEvents(usize),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
 }

@@ -167,6 +167,7 @@ async fn pages(
     mut take: impl FnMut(&[u8]) -> Result<usize, ProviderApiError>,
 ) -> Result<(), ProviderApiError> {
     let mut after: Option<String> = None;
+    let mut walk = super::Walk::default();
     loop {
         let mut query = base.to_vec();
         if let Some(cursor) = &after {
@@ -176,7 +177,10 @@ async fn pages(
         let page: Page = serde_json::from_slice(&body).map_err(|e| client.shape(e))?;
         let count = take(&body)?;
         match page.meta.cursors.after {
-            Some(cursor) if count > 0 => after = Some(cursor),
+            Some(cursor) if count > 0 => {
+                walk.follow(client, &cursor)?;
+                after = Some(cursor);
+            }
             _ => return Ok(()),
         }
     }

@@ -21,6 +21,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// The longest `Retry-After` honoured: a provider asking for more is as good as down.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The largest answer read: a page of 100 events is a few hundred KB; more is not the documented
+/// API, and reading it would let an answer take the process's memory.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Pages one list walk reads at most: 100 a page, a million items, far past any window settle
+/// lists; a list that does not end by then is a provider (or a stand-in) looping.
+const MAX_PAGES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderApiError {
@@ -43,6 +49,42 @@ pub enum ProviderApiError {
         provider: &'static str,
         detail: String,
     },
+    /// A list that does not end: a cursor given twice, or more pages than `MAX_PAGES`.
+    #[error("{provider} API list does not end: {detail}")]
+    Endless {
+        provider: &'static str,
+        detail: String,
+    },
+}
+
+/// Where a list walk is: the cursors it followed, so a provider that hands one back twice (or
+/// lists for ever) ends the walk with an error instead of looping.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    cursors: std::collections::HashSet<String>,
+}
+
+impl Walk {
+    /// Records that the walk goes on from `cursor`; an error if it went from there before, or
+    /// has read `MAX_PAGES` pages.
+    pub(crate) fn follow(
+        &mut self,
+        client: &ApiClient,
+        cursor: &str,
+    ) -> Result<(), ProviderApiError> {
+        let endless = |detail: String| ProviderApiError::Endless {
+            provider: client.provider,
+            detail,
+        };
+        if self.cursors.len() + 1 >= MAX_PAGES {
+            return Err(endless(format!("more than {MAX_PAGES} pages")));
+        }
+        if !self.cursors.insert(cursor.to_owned()) {
+            let shown: String = cursor.chars().take(64).collect();
+            return Err(endless(format!("the cursor `{shown}` came back")));
+        }
+        Ok(())
+    }
 }
 
 /// A client of one provider's API.
@@ -88,15 +130,7 @@ impl ApiClient {
                 .await;
             let wait = match sent {
                 Ok(response) if response.status().is_success() => {
-                    return response
-                        .bytes()
-                        .await
-                        .map(|body| body.to_vec())
-                        .map_err(|source| ProviderApiError::Unreachable {
-                            provider: self.provider,
-                            attempts: attempt,
-                            source,
-                        });
+                    return self.read_bounded(response, attempt).await;
                 }
                 Ok(response) if retryable(response.status()) && attempt < ATTEMPTS => {
                     let asked = retry_after(response.headers());
@@ -127,6 +161,32 @@ impl ApiClient {
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             attempt += 1;
+        }
+    }
+
+    /// The answer's body, read up to `MAX_RESPONSE_BYTES`.
+    async fn read_bounded(
+        &self,
+        mut response: reqwest::Response,
+        attempt: u32,
+    ) -> Result<Vec<u8>, ProviderApiError> {
+        let mut body = Vec::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|source| ProviderApiError::Unreachable {
+                    provider: self.provider,
+                    attempts: attempt,
+                    source,
+                })?;
+            let Some(chunk) = chunk else {
+                return Ok(body);
+            };
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(self.shape(format!("an answer larger than {MAX_RESPONSE_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
         }
     }
 
@@ -177,6 +237,23 @@ pub struct Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_walk_ends_with_an_error_when_a_cursor_comes_back() {
+        let client = ApiClient::new("stripe", "https://api.stripe.example").unwrap();
+        let mut walk = Walk::default();
+        walk.follow(&client, "evt_1").unwrap();
+        walk.follow(&client, "evt_2").unwrap();
+        let error = walk.follow(&client, "evt_1").unwrap_err();
+        assert!(
+            error.to_string().contains("the cursor `evt_1` came back"),
+            "{error}"
+        );
+        let mut endless = Walk::default();
+        let ended =
+            (0..MAX_PAGES).find_map(|page| endless.follow(&client, &page.to_string()).err());
+        assert!(ended.is_some_and(|error| error.to_string().contains("more than 10000 pages")));
+    }
 
     #[test]
     fn retry_after_is_read_in_seconds_and_capped() {

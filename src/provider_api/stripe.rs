@@ -146,6 +146,7 @@ async fn pages(
     mut take: impl FnMut(&RawValue) -> Result<Option<String>, ProviderApiError>,
 ) -> Result<(), ProviderApiError> {
     let mut starting_after: Option<String> = None;
+    let mut walk = super::Walk::default();
     loop {
         let mut query = base.to_vec();
         if let Some(after) = &starting_after {
@@ -158,7 +159,10 @@ async fn pages(
             last = take(raw)?;
         }
         match last {
-            Some(id) if page.has_more => starting_after = Some(id),
+            Some(id) if page.has_more => {
+                walk.follow(client, &id)?;
+                starting_after = Some(id);
+            }
             _ => return Ok(()),
         }
     }
