@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use crate::broker::{HeaderValue, OutgoingMessage, Topology};
+use crate::names::MessageId;
 use crate::provider::Provider;
 
 /// Header names. The receiver sets the first five; the worker adds the rest on failure.
@@ -131,7 +132,7 @@ impl QueuedEvent {
     }
 
     fn headers(&self) -> Vec<(String, HeaderValue)> {
-        let text = |name: &str, value: &str| (name.to_owned(), HeaderValue::Text(value.to_owned()));
+        let text = |name: &str, value: &str| (name.to_owned(), HeaderValue::text(value));
         let mut list = vec![
             text(headers::PROVIDER, self.provider.wire_name()),
             text(headers::EVENT_ID, &self.event_id),
@@ -157,7 +158,7 @@ impl QueuedEvent {
         OutgoingMessage {
             exchange: topology.webhooks_exchange.clone(),
             routing_key: self.routing_key(),
-            message_id: self.message_id(),
+            message_id: MessageId::new(self.message_id()),
             headers: self.headers(),
             body: self.body,
         }
@@ -169,7 +170,7 @@ impl QueuedEvent {
         OutgoingMessage {
             exchange: String::new(),
             routing_key: topology.reconcile_queue.clone(),
-            message_id: self.message_id(),
+            message_id: MessageId::new(self.message_id()),
             headers: self.headers(),
             body: self.body,
         }
@@ -263,7 +264,7 @@ mod tests {
         let message = event().to_webhook_message(&topology);
         assert_eq!(message.exchange, "p.webhooks");
         assert_eq!(message.routing_key, "gocardless.payments.confirmed");
-        assert_eq!(message.message_id, "gocardless:EV123");
+        assert_eq!(message.message_id.as_str(), "gocardless:EV123");
         let headers: Map<String, Value> = message
             .headers
             .iter()

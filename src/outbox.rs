@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage, PublishError};
 use crate::envelope::headers;
+use crate::names::MessageId;
 use crate::repository::lease::{self, Lease};
 use crate::repository::outbox;
 use crate::telemetry as metric;
@@ -202,15 +203,17 @@ impl Relay {
                 headers: vec![
                     (
                         headers::EVENT_TYPE.to_owned(),
-                        HeaderValue::Text(row.routing_key.clone()),
+                        HeaderValue::text(row.routing_key.as_str()),
                     ),
                     (
                         headers::ACCOUNT_ID.to_owned(),
-                        HeaderValue::Text(row.account_id),
+                        HeaderValue::text(row.account_id),
                     ),
                 ],
                 routing_key: row.routing_key,
-                message_id: row.message_id,
+                // Bounded again: a row written before ids were bounded at `Message::new` would
+                // otherwise stop the relay at every pass.
+                message_id: MessageId::new(row.message_id),
                 body: row.payload.into_bytes(),
             })
             .collect();

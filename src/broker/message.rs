@@ -3,49 +3,73 @@
 //! consumer, the operator tools, the tests).
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde_json::{Map, Value};
+
+use crate::names::{HeaderText, MessageId};
 
 /// A message to publish with confirms.
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
     pub exchange: String,
     pub routing_key: String,
-    /// Stable id (`<provider>:<event id>` for webhook events) so consumers can dedupe.
-    pub message_id: String,
+    /// Stable id (`<provider>:<event id>` for webhook events) so consumers can dedupe; bounded
+    /// to an AMQP short string by construction.
+    pub message_id: MessageId,
     pub body: Vec<u8>,
     pub headers: Vec<(String, HeaderValue)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeaderValue {
-    Text(String),
+    /// Bounded by construction (`names::HeaderText`), so every header fits the frame.
+    Text(HeaderText),
     Int(i64),
 }
 
+impl HeaderValue {
+    pub fn text(text: impl Into<HeaderText>) -> Self {
+        Self::Text(text.into())
+    }
+}
+
 impl OutgoingMessage {
+    /// Never panics, whatever the message holds: the message id is bounded by its type, and a
+    /// header name AMQP cannot carry (none of settle's, nor one a delivery brought, is) is left
+    /// out rather than converted with lapin's panicking `From<&str>`.
     pub(super) fn properties(&self) -> BasicProperties {
         let mut headers = FieldTable::default();
         for (name, value) in &self.headers {
+            let Ok(name) = ShortString::try_new(name.as_str()) else {
+                tracing::warn!(
+                    bytes = name.len(),
+                    "a header name longer than AMQP allows was left out"
+                );
+                continue;
+            };
             let value = match value {
                 HeaderValue::Text(text) => AMQPValue::LongString(text.as_str().into()),
                 HeaderValue::Int(n) => AMQPValue::LongLongInt(*n),
             };
-            headers.insert(name.as_str().into(), value);
+            headers.insert(name, value);
         }
         // Set last: a republished copy is a new publish, never the original's id.
         headers.insert(
             crate::envelope::headers::PUBLISH_ID.into(),
             AMQPValue::LongString(uuid::Uuid::new_v4().to_string().into()),
         );
-        BasicProperties::default()
+        let properties = BasicProperties::default()
             // Persistent: written to disk, so it survives a broker restart.
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(self.message_id.as_str().into())
             .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
             .with_app_id("settle".into())
-            .with_headers(headers)
+            .with_headers(headers);
+        match ShortString::try_new(self.message_id.as_str()) {
+            Ok(id) => properties.with_message_id(id),
+            // A `MessageId` is at most 255 bytes: this arm is never taken.
+            Err(_) => properties,
+        }
     }
 
     /// The same message (body, message id, headers) sent elsewhere, with `extra` headers set on top
@@ -61,7 +85,7 @@ impl OutgoingMessage {
         Self {
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
-            message_id: message_id(&delivery.properties).unwrap_or_default(),
+            message_id: MessageId::new(message_id(&delivery.properties).unwrap_or_default()),
             body: delivery.data.clone(),
             headers: carried_headers(headers_json(&delivery.properties), extra),
         }
@@ -79,7 +103,7 @@ fn carried_headers(
         .filter(|(name, _)| !crate::envelope::headers::is_reserved(name))
         .filter_map(|(name, value)| {
             let value = match value {
-                Value::String(text) => HeaderValue::Text(text),
+                Value::String(text) => HeaderValue::text(text),
                 Value::Number(n) => HeaderValue::Int(n.as_i64()?),
                 _ => return None,
             };
@@ -169,7 +193,7 @@ mod tests {
         assert_eq!(
             carried,
             vec![
-                ("provider".to_owned(), HeaderValue::Text("stripe".into())),
+                ("provider".to_owned(), HeaderValue::text("stripe")),
                 ("settle-attempts".to_owned(), HeaderValue::Int(2)),
             ]
         );

@@ -290,7 +290,7 @@ impl Broker {
     ) -> Result<(), PublishError> {
         let confirms = self.publish_each_until(messages, deadline).await?;
         for (confirmed, message) in confirms.into_iter().zip(messages) {
-            let id = message.message_id.clone();
+            let id = message.message_id.to_string();
             match confirmed {
                 Confirmed::Routed => {}
                 Confirmed::Unroutable => return Err(PublishError::Unroutable(id)),

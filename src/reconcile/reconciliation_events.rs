@@ -4,7 +4,10 @@
 //!
 //! Each message is `{id, type, occurredAt, accountId, data}`. The `id` is derived from the
 //! provider event and the type (`stripe:evt_…:invoice.paid`), so a redelivery or a replay of the
-//! provider event can never produce a second one: subscribers dedupe on it.
+//! provider event can never produce a second one: subscribers dedupe on it. A tenant chooses the
+//! parts (an event id as long as intake accepts, refund, dispute and payout ids of any length), so
+//! the id is a `MessageId`: kept whole up to 255 bytes, else a readable prefix and a digest of the
+//! whole, the same each time (`crate::names`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,6 +19,7 @@ use super::money::Currency;
 use super::payment::PaymentStatus;
 use super::payment_methods::MethodStatus;
 use super::refund::RefundStatus;
+use crate::names::MessageId;
 use crate::provider::{PaymentProvider, Provider};
 
 /// One reconciliation event, typed by what it announces.
@@ -247,7 +251,7 @@ pub struct PayoutData {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message<'a> {
-    pub id: String,
+    pub id: MessageId,
     #[serde(rename = "type")]
     pub event_type: &'static str,
     pub occurred_at: DateTime<Utc>,
@@ -270,7 +274,7 @@ impl<'a> Message<'a> {
             id = format!("{id}:{subject}");
         }
         Self {
-            id,
+            id: MessageId::new(id),
             event_type,
             occurred_at,
             account_id,

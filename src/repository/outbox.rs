@@ -18,7 +18,7 @@ impl OutboxRow {
         message: &crate::reconcile::reconciliation_events::Message<'_>,
     ) -> serde_json::Result<Self> {
         Ok(Self {
-            message_id: message.id.clone(),
+            message_id: message.id.as_str().to_owned(),
             routing_key: message.event_type,
             payload: serde_json::to_string(message)?,
         })

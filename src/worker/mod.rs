@@ -478,7 +478,7 @@ impl Worker {
         let now = chrono::Utc::now().to_rfc3339();
         let first_failure_at = header_text(&received, headers::FIRST_FAILURE_AT)
             .map_or_else(|| now.clone(), str::to_owned);
-        let text = |name: &str, value: String| (name.to_owned(), HeaderValue::Text(value));
+        let text = |name: &str, value: String| (name.to_owned(), HeaderValue::text(value));
         let mut extra = vec![
             (headers::ATTEMPTS.to_owned(), HeaderValue::Int(attempt)),
             text(headers::FIRST_FAILURE_AT, first_failure_at),

@@ -18,6 +18,7 @@ mod broker_hygiene;
 mod broker_outage;
 mod delivery_limit;
 mod health;
+mod hostile_data;
 mod money;
 mod notify;
 mod openapi;
