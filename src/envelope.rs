@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::broker::{HeaderValue, OutgoingMessage, Topology};
 use crate::names::MessageId;
 use crate::provider::Provider;
+use crate::reconcile::events::storable;
 
 /// Header names. The receiver sets the first five; the worker adds the rest on failure.
 pub mod headers {
@@ -178,6 +179,8 @@ impl QueuedEvent {
 
     /// Reads a message back from its headers (as `broker::headers_json` decodes them, or as the
     /// dead-letter table stores them). A missing or unreadable `received-at` is taken as now.
+    /// The ids are the provider's, which may hold a NUL: they are read `storable`, as the worker
+    /// keeps them (the inbox key, the ledger's event ids).
     pub fn from_headers(
         headers: &Map<String, Value>,
         body: Vec<u8>,
@@ -185,6 +188,7 @@ impl QueuedEvent {
         let text = |name: &'static str| {
             header_text(headers, name).ok_or(EnvelopeError::MissingHeader(name))
         };
+        let storable = |text: &str| storable(text).into_owned();
         let provider = text(headers::PROVIDER)?;
         let provider = Provider::from_wire_name(provider)
             .ok_or_else(|| EnvelopeError::UnknownProvider(provider.to_owned()))?;
@@ -193,11 +197,11 @@ impl QueuedEvent {
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         Ok(Self {
             provider,
-            event_id: text(headers::EVENT_ID)?.to_owned(),
-            event_type: text(headers::EVENT_TYPE)?.to_owned(),
+            event_id: storable(text(headers::EVENT_ID)?),
+            event_type: storable(text(headers::EVENT_TYPE)?),
             received_at,
             body,
-            connection_id: header_text(headers, headers::CONNECTION_ID).map(str::to_owned),
+            connection_id: header_text(headers, headers::CONNECTION_ID).map(storable),
             source: header_text(headers, headers::SOURCE).map(str::to_owned),
         })
     }

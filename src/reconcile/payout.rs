@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use super::events::storable;
+
 /// What a line's provider object is, as far as settle's ledger can look it up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -206,8 +208,8 @@ pub fn stripe_line(transaction: &serde_json::Value) -> Result<Line, String> {
     let category = transaction["reporting_category"]
         .as_str()
         .or_else(|| transaction["type"].as_str())
-        .ok_or("a balance transaction without `reporting_category`")?
-        .to_owned();
+        .map(|category| storable(category).into_owned())
+        .ok_or("a balance transaction without `reporting_category`")?;
     let whole = |field: &str| {
         transaction[field]
             .as_i64()
@@ -236,7 +238,7 @@ fn stripe_source(source: &serde_json::Value) -> (Option<String>, Source) {
     let kind = source["object"]
         .as_str()
         .or_else(|| id.split_once('_').map(|(prefix, _)| prefix));
-    let id = id.to_owned();
+    let id = storable(id).into_owned();
     let source = match kind {
         Some("charge" | "ch" | "py") => Source::Payment(
             source["payment_intent"]
@@ -256,20 +258,18 @@ fn stripe_source(source: &serde_json::Value) -> (Option<String>, Source) {
 pub fn gocardless_line(item: &serde_json::Value) -> Result<Line, String> {
     let category = item["type"]
         .as_str()
-        .ok_or("a payout item without `type`")?
-        .to_owned();
+        .map(|category| storable(category).into_owned())
+        .ok_or("a payout item without `type`")?;
     let amount = gocardless_amount(
         item["amount"]
             .as_str()
             .ok_or("a payout item without a string `amount`")?,
     )?;
     let links = &item["links"];
-    let (source_id, source) = match (links["refund"].as_str(), links["payment"].as_str()) {
-        (Some(refund), _) => (Some(refund.to_owned()), Source::Refund(refund.to_owned())),
-        (None, Some(payment)) => (
-            Some(payment.to_owned()),
-            Source::Payment(payment.to_owned()),
-        ),
+    let link = |name: &str| links[name].as_str().map(|id| storable(id).into_owned());
+    let (source_id, source) = match (link("refund"), link("payment")) {
+        (Some(refund), _) => (Some(refund.clone()), Source::Refund(refund)),
+        (None, Some(payment)) => (Some(payment.clone()), Source::Payment(payment)),
         (None, None) => (None, Source::None),
     };
     let role = gocardless_role(&category);

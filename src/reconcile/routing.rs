@@ -18,6 +18,7 @@
 
 use serde::Deserialize;
 
+use super::events::storable;
 use crate::provider::Provider;
 
 /// Where an event belongs, before it is looked up.
@@ -83,8 +84,9 @@ pub fn address(provider: Provider, body: &[u8], connection: Option<&str>) -> Add
         }
     };
     let address = match (connection, connected) {
-        (Some(connection), _) => Address::Connection(connection.to_owned()),
-        (None, Some(connected)) => Address::Connected(connected),
+        // Looked up in the database, which refuses a NUL even in a query's parameter.
+        (Some(connection), _) => Address::Connection(storable(connection).into_owned()),
+        (None, Some(connected)) => Address::Connected(storable(&connected).into_owned()),
         (None, None) => Address::Platform,
     };
     Addressed { address, livemode }

@@ -109,3 +109,57 @@ async fn the_longest_ids_in_every_kind_of_event_still_flow_as_reconciliation_eve
     assert_eq!(app.invoice("inv_after").await["status"], "PAID");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_late_failure_whose_description_holds_a_nul_reopens_the_invoice() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_nul", "cust", None, "GBP", 3000)
+        .await;
+    app.register_payment("inv_nul", "GOCARDLESS", "PM_NUL", 3000)
+        .await;
+    app.gocardless_payment(
+        "EV_NUL_C",
+        "confirmed",
+        "PM_NUL",
+        "2026-11-02T12:00:00.000Z",
+    )
+    .await;
+    app.wait_invoice_status("inv_nul", "PAID").await;
+    app.deliver_gocardless([late_failure_with_a_nul("EV_NUL_F", "PM_NUL")])
+        .await;
+    assert_eq!(
+        app.wait_processed("GOCARDLESS", "EV_NUL_F").await,
+        "applied"
+    );
+    let invoice = app.wait_invoice_status("inv_nul", "PAYMENT_FAILED").await;
+    assert_eq!(
+        payment(&invoice, "PM_NUL")["failureMessage"],
+        "The bank refused\u{FFFD} the collection",
+        "{invoice}"
+    );
+    // The inbox keeps the body as the provider sent it.
+    let db = app.db();
+    let stored: String =
+        sqlx::query_scalar("SELECT payload::text FROM webhook_events WHERE event_id = 'EV_NUL_F'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(stored.contains(r"refused\u0000 the"), "{stored}");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    app.stop().await;
+}
+
+/// GoCardless's `payments.failed` for `payment_id` on 5 November, after its confirmation: a
+/// late failure whose description holds a NUL.
+fn late_failure_with_a_nul(id: &str, payment_id: &str) -> GoCardlessEvent {
+    GoCardlessEvent::payment(id, "failed", payment_id)
+        .created_at("2026-11-05T12:00:00.000Z")
+        .edit(|event| {
+            event["details"]["description"] = "The bank refused\u{0} the collection".into();
+        })
+}

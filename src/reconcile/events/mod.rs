@@ -3,9 +3,15 @@
 //! `Ignored`, never errors: a new provider event type must not need a release, nor end in the
 //! dead-letter queue. JSON pointers, not typed structs, so Stripe's schema drift never breaks a
 //! parse.
+//!
+//! Provider text is data: whatever characters it holds, it becomes a field as it is, except the
+//! one PostgreSQL cannot store (`storable`). Every text the interpreters read goes through `text`,
+//! and the JSON they keep whole through `storable_json`.
 
 mod gocardless;
 mod stripe;
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -198,12 +204,40 @@ pub enum EventError {
     },
 }
 
+/// Provider text as settle stores it. PostgreSQL refuses NUL (U+0000) in `text` (SQLSTATE 22021)
+/// and in `jsonb` (22P05), and a NUL in one field failed the event's whole transaction, on every
+/// retry and replay: a late failure whose description held one was never applied, and the invoice
+/// stayed paid. It becomes U+FFFD, the replacement character; every other character is kept.
+pub fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Provider JSON kept whole (billing details), with `storable` text in every string and key.
+pub fn storable_json(value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(storable(text).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(storable_json).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| (storable(key).into_owned(), storable_json(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The non-empty text at `pointer`, `storable`.
 fn text(value: &Value, pointer: &str) -> Option<String> {
     value
         .pointer(pointer)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(|s| storable(s).into_owned())
 }
 
 fn integer(value: &Value, pointer: &str) -> Option<i64> {

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use super::{
     DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, InvoiceLink, MethodEvent,
-    PaymentEvent, PayoutEvent, PayoutStage, RefundEvent, RefundObservation, amount, integer, text,
+    PaymentEvent, PayoutEvent, PayoutStage, RefundEvent, RefundObservation, amount, integer,
+    storable_json, text,
 };
 use crate::provider::Provider;
 use crate::reconcile::dispute::DisputeStatus;
@@ -408,7 +409,7 @@ fn method(
         billing_details: object
             .get("billing_details")
             .filter(|v| v.is_object())
-            .cloned(),
+            .map(storable_json),
         details: Value::Object(details),
         occurred_at,
     })

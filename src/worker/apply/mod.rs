@@ -281,6 +281,10 @@ struct Prepared<'e, 'p> {
     event: &'e QueuedEvent,
     policy: Cow<'p, Policy>,
     /// The body as it arrived (the inbox keeps it; JSON is UTF-8, so this text is what parsed).
+    /// Kept as received even when its text holds a NUL: JSON can carry one only escaped
+    /// (`\u0000`; a raw control character does not parse), and the inbox's column is `json`,
+    /// which stores the text as it is and accepts that escape (`jsonb` would refuse it). The
+    /// fields the event becomes are `storable` (`reconcile::events`).
     raw_payload: &'e str,
     domain_event: DomainEvent,
 }
