@@ -138,7 +138,7 @@ impl Worker {
             BatchShape::single(DEAD_LETTER_PREFETCH),
             |worker, deliveries| async move {
                 for delivery in deliveries {
-                    dead_letters::handle(&worker.db, delivery).await;
+                    dead_letters::handle(&worker.db, delivery, &worker.shutdown).await;
                 }
             },
         ));

@@ -113,19 +113,7 @@ async fn the_longest_ids_in_every_kind_of_event_still_flow_as_reconciliation_eve
 #[tokio::test]
 async fn a_late_failure_whose_description_holds_a_nul_reopens_the_invoice() {
     let app = spawn_worker(Retries::PATIENT).await;
-    app.create_customer("cust").await;
-    app.create_invoice("inv_nul", "cust", None, "GBP", 3000)
-        .await;
-    app.register_payment("inv_nul", "GOCARDLESS", "PM_NUL", 3000)
-        .await;
-    app.gocardless_payment(
-        "EV_NUL_C",
-        "confirmed",
-        "PM_NUL",
-        "2026-11-02T12:00:00.000Z",
-    )
-    .await;
-    app.wait_invoice_status("inv_nul", "PAID").await;
+    paid_by_gocardless(&app, "inv_nul", "PM_NUL").await;
     app.deliver_gocardless([late_failure_with_a_nul("EV_NUL_F", "PM_NUL")])
         .await;
     assert_eq!(
@@ -154,6 +142,25 @@ async fn a_late_failure_whose_description_holds_a_nul_reopens_the_invoice() {
     app.stop().await;
 }
 
+/// A GBP 30.00 invoice `invoice_id` of the customer `cust`, paid by the GoCardless payment
+/// `payment_id`: registered, then confirmed on 2 November.
+async fn paid_by_gocardless(app: &TestApp, invoice_id: &str, payment_id: &str) {
+    app.create_customer("cust").await;
+    app.create_invoice(invoice_id, "cust", None, "GBP", 3000)
+        .await;
+    app.register_payment(invoice_id, "GOCARDLESS", payment_id, 3000)
+        .await;
+    let confirmed = format!("EV_{payment_id}_C");
+    app.gocardless_payment(
+        &confirmed,
+        "confirmed",
+        payment_id,
+        "2026-11-02T12:00:00.000Z",
+    )
+    .await;
+    app.wait_invoice_status(invoice_id, "PAID").await;
+}
+
 /// GoCardless's `payments.failed` for `payment_id` on 5 November, after its confirmation: a
 /// late failure whose description holds a NUL.
 fn late_failure_with_a_nul(id: &str, payment_id: &str) -> GoCardlessEvent {
@@ -162,4 +169,142 @@ fn late_failure_with_a_nul(id: &str, payment_id: &str) -> GoCardlessEvent {
         .edit(|event| {
             event["details"]["description"] = "The bank refused\u{0} the collection".into();
         })
+}
+
+/// The headers a worker before this release gave a dead letter it sent for `event_id`: why, the
+/// database's error, one attempt.
+fn dead_letter_headers(
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+    last_error: &str,
+) -> serde_json::Map<String, Value> {
+    let now = "2026-12-01T12:00:00.000000Z";
+    let Value::Object(headers) = serde_json::json!({
+        "provider": provider, "event-id": event_id, "event-type": event_type, "received-at": now,
+        "settle-attempts": 1, "settle-first-failure-at": now, "settle-last-failure-at": now,
+        "settle-last-error": last_error, "settle-reason": "database_error",
+        "settle-dead-letter-key": format!("old-{event_id}"),
+    }) else {
+        unreachable!()
+    };
+    headers
+}
+
+#[tokio::test]
+async fn dead_letters_holding_nul_are_recorded_and_apply_when_replayed() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    paid_by_gocardless(&app, "inv_late", "PM_LATE").await;
+    app.create_invoice("inv_nul_id", "cust", None, "GBP", 1000)
+        .await;
+
+    // What the worker dead-lettered before NUL was data: the late failure whose description
+    // holds one, and a payment whose event id does (in its headers and message id too, which
+    // the dead-letter consumer could not record either: it requeued it for ever).
+    let dead_letter_queue = app.queue("dead");
+    let refused =
+        "database: error returned from database: invalid byte sequence for encoding \"UTF8\": 0x00";
+    let late = late_failure_with_a_nul("EV_LATE_F", "PM_LATE").into_json();
+    app.put_on_queue(
+        &dead_letter_queue,
+        "gocardless:EV_LATE_F",
+        &dead_letter_headers("gocardless", "EV_LATE_F", "payments.failed", refused),
+        &serde_json::to_vec(&late).unwrap(),
+    )
+    .await;
+    let nul_id = "evt_nul\u{0}id";
+    let paid = StripeEvent::new("payment_intent.succeeded", nul_id)
+        .created(T0)
+        .payment("pi_nul_id", 1000, "gbp")
+        .invoice_id("inv_nul_id");
+    app.put_on_queue(
+        &dead_letter_queue,
+        &format!("stripe:{nul_id}"),
+        &dead_letter_headers("stripe", nul_id, "payment_intent.succeeded", refused),
+        &paid.to_bytes(),
+    )
+    .await;
+
+    let db = app.db();
+    poll_until("both dead letters to be recorded", WAIT, || async {
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (recorded == 2).then_some(())
+    })
+    .await;
+    let (code, out, err) = settle(&app, &["dlq", "list", "--reason", "database_error"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("EV_LATE_F"), "{out}");
+    assert!(out.contains("evt_nul\u{FFFD}id"), "{out}");
+
+    let (code, _, err) = settle(&app, &["dlq", "replay", "--all"]).await;
+    assert_eq!(code, 0, "{err}");
+    app.wait_invoice_status("inv_late", "PAYMENT_FAILED").await;
+    app.wait_invoice_status("inv_nul_id", "PAID").await;
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_nul\u{FFFD}id").await,
+        "applied"
+    );
+    // Nothing was left unacknowledged in the dead-letter queue: stopped, it holds nothing.
+    let mut app = app;
+    app.shutdown_only().await;
+    assert_eq!(app.queued_count(&[dead_letter_queue]).await, 0);
+    app.delete_topology().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_whose_row_is_refused_is_recorded_degraded() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let db = app.db();
+    // A row PostgreSQL refuses for good, whatever in it is at fault: a data exception.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22000'; END $$;
+         CREATE TRIGGER refuse_row BEFORE INSERT ON dead_letters FOR EACH ROW
+             WHEN (NEW.event_id = 'evt_refused') EXECUTE FUNCTION refuse_row();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let event = StripeEvent::new("payment_intent.succeeded", "evt_refused")
+        .created(T0)
+        .payment("pi_refused", 1000, "gbp")
+        .invoice_id("inv_refused");
+    let dead_letter_queue = app.queue("dead");
+    app.put_on_queue(
+        &dead_letter_queue,
+        "stripe:evt_refused",
+        &dead_letter_headers(
+            "stripe",
+            "evt_refused",
+            "payment_intent.succeeded",
+            "invoice `inv_refused` is not registered",
+        ),
+        &event.to_bytes(),
+    )
+    .await;
+
+    let (reason, headers, body, last_error): (String, Value, Vec<u8>, String) =
+        poll_until("the degraded dead letter", WAIT, || async {
+            sqlx::query_as("SELECT reason, headers, body, last_error FROM dead_letters")
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(reason, "unrecordable");
+    assert_eq!(body, event.to_bytes(), "the body as received");
+    assert!(last_error.contains("database_error"), "{last_error}");
+    use base64::Engine;
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(headers["unrecordable"].as_str().unwrap())
+        .unwrap();
+    let kept: Value = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(kept["event-id"], "evt_refused");
+    let mut app = app;
+    app.shutdown_only().await;
+    assert_eq!(app.queued_count(&[dead_letter_queue]).await, 0);
+    app.delete_topology().await;
 }

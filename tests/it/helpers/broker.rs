@@ -114,6 +114,50 @@ impl TestApp {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// Puts a message straight on `queue` (through the default exchange, persistent) with
+    /// `headers` (strings and integers): as an earlier settle, or the broker itself, may have left
+    /// it there.
+    pub async fn put_on_queue(
+        &self,
+        queue: &str,
+        message_id: &str,
+        headers: &serde_json::Map<String, serde_json::Value>,
+        body: &[u8],
+    ) {
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            let value = match value {
+                serde_json::Value::String(text) => AMQPValue::LongString(text.as_str().into()),
+                other => AMQPValue::LongLongInt(other.as_i64().expect("a string or an integer")),
+            };
+            table.insert(name.as_str().into(), value);
+        }
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into())
+            .with_headers(table);
+        let connection = self.amqp().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the message");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Takes every message currently in `queue` (acking them), waiting until at least `at_least`
     /// have arrived.
     pub async fn take_messages(&self, queue: &str, at_least: usize) -> Vec<QueuedMessage> {
