@@ -114,7 +114,8 @@ pub async fn list(
         })?;
     let sources: Vec<_> = lines.iter().map(|line| line.source.clone()).collect();
     let knows = payouts::knows(db, &row.account_id, provider, &sources).await?;
-    let reconciled = matcher::reconcile(amount, lines, &knows);
+    let reconciled = matcher::reconcile(amount, lines, &knows)
+        .map_err(|reason| anyhow::anyhow!("the payout, as the provider listed it: {reason}"))?;
 
     let mut tx = db.begin().await?;
     let now = match payouts::lock(&mut tx, provider, id).await? {

@@ -119,23 +119,42 @@ pub struct Reconciled {
 }
 
 /// Explains `lines` with what the ledger `knows` of their objects, and sums them against the
-/// payout's `amount` (minor units).
-pub fn reconcile(amount: i64, lines: Vec<Line>, knows: &HashMap<Source, Known>) -> Reconciled {
+/// payout's `amount` (minor units). The figures are the provider's: sums that overflow a
+/// `Decimal` or an amount (`i64`) refuse the payout with the reason, never panic nor wrap.
+pub fn reconcile(
+    amount: i64,
+    lines: Vec<Line>,
+    knows: &HashMap<Source, Known>,
+) -> Result<Reconciled, String> {
     let lines: Vec<MatchedLine> = lines.into_iter().map(|line| explain(line, knows)).collect();
-    let counted = || lines.iter().filter(|l| l.line.role != Role::Payout);
-    let sum = |part: fn(&Line) -> Decimal| to_unit(counted().map(|l| part(&l.line)).sum());
-    let (gross, fees, net) = (sum(|l| l.gross), sum(|l| l.fee), sum(|l| l.net));
+    let sum = |what: &str, part: fn(&Line) -> Decimal| {
+        lines
+            .iter()
+            .filter(|l| l.line.role != Role::Payout)
+            .try_fold(Decimal::ZERO, |total, l| total.checked_add(part(&l.line)))
+            .and_then(to_unit)
+            .ok_or_else(|| {
+                format!("the payout's lines' {what} add up to more than an amount can hold")
+            })
+    };
+    let (gross, fees, net) = (
+        sum("gross amounts", |l| l.gross)?,
+        sum("fees", |l| l.fee)?,
+        sum("net amounts", |l| l.net)?,
+    );
     let unmatched = lines
         .iter()
         .filter(|l| l.explained == Explained::Unmatched)
         .count();
-    let difference = amount - net;
+    let difference = amount
+        .checked_sub(net)
+        .ok_or("the payout's amount less its lines' net is more than an amount can hold")?;
     let status = if unmatched == 0 && difference == 0 {
         Status::Reconciled
     } else {
         Status::PartiallyMatched
     };
-    Reconciled {
+    Ok(Reconciled {
         status,
         lines,
         gross,
@@ -143,7 +162,7 @@ pub fn reconcile(amount: i64, lines: Vec<Line>, knows: &HashMap<Source, Known>) 
         net,
         difference,
         unmatched,
-    }
+    })
 }
 
 fn explain(line: Line, knows: &HashMap<Source, Known>) -> MatchedLine {
@@ -161,14 +180,10 @@ fn explain(line: Line, knows: &HashMap<Source, Known>) -> MatchedLine {
     }
 }
 
-/// A sum to the currency's unit: the nearest, a half away from zero.
-fn to_unit(sum: Decimal) -> i64 {
+/// A sum to the currency's unit: the nearest, a half away from zero; `None` beyond an `i64`.
+fn to_unit(sum: Decimal) -> Option<i64> {
     let rounded = sum.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
-    i64::try_from(rounded).unwrap_or(if rounded.is_sign_negative() {
-        i64::MIN
-    } else {
-        i64::MAX
-    })
+    i64::try_from(rounded).ok()
 }
 
 /// Stripe's `reporting_category` of a balance transaction, and how it counts.
@@ -363,7 +378,7 @@ mod tests {
             (Source::Refund("re_1".into()), "inv_1"),
             (Source::Dispute("dp_1".into()), "inv_2"),
         ]);
-        let reconciled = reconcile(11_230, lines, &known);
+        let reconciled = reconcile(11_230, lines, &known).unwrap();
         assert_eq!(reconciled.status, Status::Reconciled);
         assert_eq!(
             (reconciled.gross, reconciled.fees, reconciled.net),
@@ -410,7 +425,7 @@ mod tests {
             ),
         ];
         let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
-        let reconciled = reconcile(13_540, lines, &known);
+        let reconciled = reconcile(13_540, lines, &known).unwrap();
         assert_eq!(reconciled.status, Status::PartiallyMatched);
         assert_eq!(reconciled.unmatched, 1);
         // The sums still add up: what is missing is an explanation, not money.
@@ -433,7 +448,7 @@ mod tests {
             30,
         )];
         let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
-        let reconciled = reconcile(1_000, lines, &known);
+        let reconciled = reconcile(1_000, lines, &known).unwrap();
         assert_eq!(reconciled.status, Status::PartiallyMatched);
         assert_eq!(reconciled.difference, 30);
         assert_eq!(reconciled.unmatched, 0);
@@ -455,7 +470,7 @@ mod tests {
             line("fee", Source::Payment("pi_x".into()), Role::Fee, -10, 0),
         ];
         let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
-        let reconciled = reconcile(690, lines, &known);
+        let reconciled = reconcile(690, lines, &known).unwrap();
         assert!(
             reconciled
                 .lines
@@ -505,17 +520,48 @@ mod tests {
             (payment(2), "inv_2"),
             (payment(3), "inv_3"),
         ]);
-        let reconciled = reconcile(2_999, lines, &known);
+        let reconciled = reconcile(2_999, lines, &known).unwrap();
         assert_eq!(reconciled.net, 2_999);
         assert_eq!(reconciled.fees, 1);
         assert_eq!(reconciled.status, Status::Reconciled);
     }
 
     #[test]
+    fn figures_that_overflow_refuse_the_payout_with_a_reason() {
+        let line = |net: Decimal| Line {
+            category: "payment_paid_out".into(),
+            source_id: None,
+            source: Source::None,
+            role: Role::Money,
+            gross: net,
+            fee: Decimal::ZERO,
+            net,
+        };
+        let none = HashMap::new();
+        // Two GoCardless items near Decimal's limit (about 7.9e28): their sum does not fit.
+        let huge = gocardless_amount("49999999999999999999999999999").unwrap();
+        let refused = reconcile(1, vec![line(huge), line(huge)], &none).unwrap_err();
+        assert!(refused.contains("gross amounts"), "{refused}");
+        // A sum that fits a Decimal but not an amount.
+        let beyond = Decimal::from(i64::MAX) + Decimal::ONE;
+        let refused = reconcile(1, vec![line(beyond)], &none).unwrap_err();
+        assert!(
+            refused.contains("more than an amount can hold"),
+            "{refused}"
+        );
+        // Lines that fit, whose difference from the deposit does not.
+        let refused = reconcile(1, vec![line(Decimal::from(i64::MIN))], &none).unwrap_err();
+        assert!(refused.contains("less its lines' net"), "{refused}");
+        // At the edge, still counted.
+        let edge = reconcile(i64::MAX, vec![line(Decimal::from(i64::MAX))], &none).unwrap();
+        assert_eq!((edge.net, edge.difference), (i64::MAX, 0));
+    }
+
+    #[test]
     fn halves_round_away_from_zero_and_bad_amounts_are_named() {
-        assert_eq!(to_unit("2.5".parse().unwrap()), 3);
-        assert_eq!(to_unit("-2.5".parse().unwrap()), -3);
-        assert_eq!(to_unit("2.4".parse().unwrap()), 2);
+        assert_eq!(to_unit("2.5".parse().unwrap()), Some(3));
+        assert_eq!(to_unit("-2.5".parse().unwrap()), Some(-3));
+        assert_eq!(to_unit("2.4".parse().unwrap()), Some(2));
         let error = gocardless_amount("12,5").unwrap_err();
         assert!(error.contains("`12,5`"), "{error}");
     }

@@ -67,7 +67,7 @@ async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it
         .await
         .unwrap();
     assert_eq!(knows.len(), 1, "only pi_po1 is settle's: {knows:?}");
-    let reconciled = payout::reconcile(1429, lines, &knows);
+    let reconciled = payout::reconcile(1429, lines, &knows).unwrap();
     assert_eq!(reconciled.status, Status::PartiallyMatched);
     assert_eq!(reconciled.difference, 0);
     let explained: Vec<Explained> = reconciled.lines.iter().map(|l| l.explained).collect();
@@ -215,7 +215,7 @@ async fn gocardless_payout_items_sum_in_tenths_and_an_old_payouts_answer_410() {
         .map(|i| payout::gocardless_line(i).unwrap())
         .collect();
     // 1500 + 2500 - 37.5 - 45.3 - 1500 = 2417.2, paid out as 2417p: summed, then rounded.
-    let reconciled = payout::reconcile(2417, lines, &Default::default());
+    let reconciled = payout::reconcile(2417, lines, &Default::default()).unwrap();
     assert_eq!(reconciled.net, 2417);
     assert_eq!(reconciled.fees, 83);
     assert_eq!(reconciled.difference, 0);
