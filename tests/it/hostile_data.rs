@@ -10,8 +10,13 @@ const T0: i64 = 1_790_000_000;
 
 /// A Stripe event id of the most bytes intake accepts: `stripe:<id>` is 255 bytes, AMQP's limit.
 fn longest_event_id(tag: &str) -> String {
-    let id = format!("evt_{tag}_");
-    format!("{id}{}", "x".repeat(255 - "stripe:".len() - id.len()))
+    longest_id_of("stripe", &format!("evt_{tag}_"))
+}
+
+/// An id starting `start`, of the most bytes intake accepts for `provider`.
+fn longest_id_of(provider: &str, start: &str) -> String {
+    let room = 255 - provider.len() - ":".len() - start.len();
+    format!("{start}{}", "x".repeat(room))
 }
 
 /// A provider object id longer than any AMQP name: nothing bounds those at intake.
@@ -28,6 +33,24 @@ async fn the_longest_ids_in_every_kind_of_event_still_flow_as_reconciliation_eve
         .await;
     app.create_invoice("inv_after", "cust", None, "GBP", 500)
         .await;
+    app.create_invoice("inv_gc_long", "cust", None, "GBP", 3000)
+        .await;
+    // A GoCardless payment registered under a long id, confirmed by the longest event id.
+    let gocardless_payment = format!("PM{}", "Z".repeat(200));
+    app.register_payment("inv_gc_long", "GOCARDLESS", &gocardless_payment, 3000)
+        .await;
+    let confirmed = longest_id_of("gocardless", "EV");
+    app.gocardless_payment(
+        &confirmed,
+        "confirmed",
+        &gocardless_payment,
+        "2026-11-02T12:00:00.000Z",
+    )
+    .await;
+    assert_eq!(
+        app.wait_processed("GOCARDLESS", &confirmed).await,
+        "applied"
+    );
 
     let (paid, refunded, disputed, payout_failed) = (
         longest_event_id("paid"),
@@ -73,7 +96,7 @@ async fn the_longest_ids_in_every_kind_of_event_still_flow_as_reconciliation_eve
         assert_eq!(app.wait_processed("STRIPE", id).await, "applied");
     }
 
-    let messages = app.take_messages(&subscriber, 9).await;
+    let messages = app.take_messages(&subscriber, 11).await;
     let mut keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(
@@ -82,9 +105,11 @@ async fn the_longest_ids_in_every_kind_of_event_still_flow_as_reconciliation_eve
             "invoice.disputed",
             "invoice.paid",
             "invoice.paid",
+            "invoice.paid",
             "invoice.refunded",
             "payment.disputed",
             "payment.refunded",
+            "payment.succeeded",
             "payment.succeeded",
             "payment.succeeded",
             "payout.failed",
