@@ -23,6 +23,7 @@ pub const WORKER_BATCHES_SPLIT: &str = "settle_worker_batches_split_total";
 pub const WORKER_WAITING_FOR_DATABASE: &str = "settle_worker_waiting_for_database";
 pub const END_TO_END_SECONDS: &str = "settle_end_to_end_seconds";
 pub const DEAD_LETTERS: &str = "settle_dead_letters_total";
+pub const DEAD_LETTERS_UNRECORDED: &str = "settle_dead_letters_unrecorded_total";
 pub const OUTBOX_PUBLISHED: &str = "settle_outbox_published_total";
 pub const OUTBOX_BACKLOG: &str = "settle_outbox_backlog";
 pub const OUTBOX_UNROUTABLE: &str = "settle_outbox_unroutable_total";
@@ -133,6 +134,10 @@ fn describe_metrics() {
     describe_counter!(
         DEAD_LETTERS,
         "Events dead-lettered by the worker, by reason."
+    );
+    describe_counter!(
+        DEAD_LETTERS_UNRECORDED,
+        "Dead letters whose row the database refused, by how: degraded (refused for good; recorded degraded, reason unrecordable), held (the database away; held and tried again, backing off)."
     );
     describe_counter!(
         OUTBOX_PUBLISHED,

@@ -25,6 +25,7 @@ use crate::envelope::{header_int, header_text, header_time, headers};
 use crate::reconcile::events::{storable, storable_json};
 use crate::repository::dead_letters::{self, NewDeadLetter};
 use crate::repository::{DbFailure, classify};
+use crate::telemetry as metric;
 
 /// The reason of a dead letter whose own row PostgreSQL refused, recorded in a degraded row.
 const UNRECORDABLE: &str = "unrecordable";
@@ -55,6 +56,8 @@ pub async fn handle(db: &PgPool, delivery: Delivery, shutdown: &CancellationToke
             Err(refused) if classify(&refused) == DbFailure::Permanent => {
                 match dead_letters::insert(db, &letter.degraded(&refused).row()).await {
                     Ok(()) => {
+                        metrics::counter!(metric::DEAD_LETTERS_UNRECORDED, "how" => "degraded")
+                            .increment(1);
                         tracing::warn!(message_id = ?message_id, error = %refused, "a dead letter's row was refused; recorded degraded, reason `unrecordable`");
                         return ack(&delivery, "dead letter").await;
                     }
@@ -65,6 +68,7 @@ pub async fn handle(db: &PgPool, delivery: Delivery, shutdown: &CancellationToke
             }
             Err(error) => error.to_string(),
         };
+        metrics::counter!(metric::DEAD_LETTERS_UNRECORDED, "how" => "held").increment(1);
         tracing::warn!(error = failure, retry_in = ?pause, "could not record a dead letter; holding it and trying again");
         tokio::select! {
             () = shutdown.cancelled() => return nack_requeue(&delivery, "dead letter").await,

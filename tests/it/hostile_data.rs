@@ -333,3 +333,44 @@ async fn a_dead_letter_whose_row_is_refused_is_recorded_degraded() {
     assert_eq!(app.queued_count(&[dead_letter_queue]).await, 0);
     app.delete_topology().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_waits_for_the_database_without_going_back_to_the_queue() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    let outage = DatabaseOutage::begin(&app).await;
+    let event = StripeEvent::new("payment_intent.succeeded", "evt_held")
+        .created(T0)
+        .payment("pi_held", 1000, "gbp")
+        .invoice_id("inv_held");
+    app.put_on_queue(
+        &app.queue("dead"),
+        "stripe:evt_held",
+        &dead_letter_headers(
+            "stripe",
+            "evt_held",
+            "payment_intent.succeeded",
+            "invoice `inv_held` is not registered",
+        ),
+        &event.to_bytes(),
+    )
+    .await;
+    // Tried three times, backing off (200 ms, then 400 ms): not a loop as fast as PostgreSQL
+    // can refuse.
+    let held = "settle_dead_letters_unrecorded_total{how=\"held\"}";
+    poll_until("three tries to record the dead letter", WAIT, || async {
+        (app.metric(held).await >= 3.0).then_some(())
+    })
+    .await;
+    outage.end().await;
+    let db = app.db();
+    let headers: Value = poll_until("the dead letter", WAIT, || async {
+        sqlx::query_scalar("SELECT headers FROM dead_letters WHERE event_id = 'evt_held'")
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+    })
+    .await;
+    // Held all along: delivered once, never requeued (the broker counts redeliveries).
+    assert_eq!(headers.get("x-delivery-count"), None, "{headers}");
+    app.stop().await;
+}
