@@ -288,3 +288,41 @@ pub fn listed_payout(
         Provider::GoCardless => gocardless::listed_payout(payout),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixtures::StripeEvent;
+
+    #[test]
+    fn nul_becomes_the_replacement_character_and_nothing_else_changes() {
+        assert!(matches!(storable("card declined é\t"), Cow::Borrowed(_)));
+        assert_eq!(storable("a\u{0}b\u{0}"), "a\u{FFFD}b\u{FFFD}");
+        let json = serde_json::json!({"name\u{0}": ["Ada\u{0}", 1, null, {"line1": "x\u{0}"}]});
+        assert_eq!(
+            storable_json(&json),
+            serde_json::json!({"name\u{FFFD}": ["Ada\u{FFFD}", 1, null, {"line1": "x\u{FFFD}"}]})
+        );
+    }
+
+    #[test]
+    fn every_text_an_event_becomes_is_storable() {
+        let event = StripeEvent::new("payment_method.attached", "evt_1")
+            .created(1_800_000_000)
+            .object(|method| {
+                method["id"] = "pm_\u{0}1".into();
+                method["billing_details"]["name"] = "Ada\u{0} Lovelace".into();
+            })
+            .into_json();
+        let DomainEvent::Method(MethodEvent::StripeMethod {
+            method_id,
+            billing_details,
+            ..
+        }) = interpret(Provider::Stripe, &event, GoCardlessCollectedAt::Confirmed).unwrap()
+        else {
+            panic!("a payment method event")
+        };
+        assert_eq!(method_id, "pm_\u{FFFD}1");
+        assert_eq!(billing_details.unwrap()["name"], "Ada\u{FFFD} Lovelace");
+    }
+}
