@@ -374,3 +374,54 @@ async fn a_dead_letter_waits_for_the_database_without_going_back_to_the_queue() 
     assert_eq!(headers.get("x-delivery-count"), None, "{headers}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn signed_events_with_nul_in_their_id_or_currency_apply_or_are_dead_lettered_never_stuck() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_nul_evt", "cust", None, "GBP", 1000)
+        .await;
+    // A NUL in the event id: the id is data, the event applies.
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_\u{0}x")
+            .created(T0)
+            .payment("pi_nul_evt", 1000, "gbp")
+            .invoice_id("inv_nul_evt")
+            .to_bytes(),
+    )
+    .await;
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_\u{FFFD}x").await,
+        "applied"
+    );
+    app.wait_invoice_status("inv_nul_evt", "PAID").await;
+    // A NUL in the currency: no currency, dead-lettered at once, with an error that names it.
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_nul_currency")
+            .created(T0)
+            .payment("pi_nul_currency", 1000, "g\u{0}p")
+            .invoice_id("inv_nul_evt")
+            .to_bytes(),
+    )
+    .await;
+    let db = app.db();
+    let (reason, last_error): (String, String) = poll_until("the dead letter", WAIT, || async {
+        sqlx::query_as(
+            "SELECT reason, last_error FROM dead_letters WHERE event_id = 'evt_nul_currency'",
+        )
+        .fetch_optional(&db)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(reason, "unparseable");
+    assert!(last_error.contains("`G\u{FFFD}P`"), "{last_error}");
+    let (code, out, err) = settle(&app, &["dlq", "list"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("evt_nul_currency"), "{out}");
+    let mut app = app;
+    // Nothing waits in the work, retry or dead-letter queues, acked or not: the dead letter was
+    // copied, then acked.
+    assert_eq!(app.stop_when_idle().await, 0);
+    app.delete_topology().await;
+}
