@@ -102,6 +102,18 @@ impl BatchShape {
     }
 }
 
+/// A consumer of `queue` on `channel`, with the channel's current prefetch.
+async fn subscribe(channel: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// What the consumers share. Cheap to clone.
 #[derive(Clone)]
 pub struct Worker {
@@ -225,14 +237,7 @@ impl Worker {
         // worker's concurrency, once a first delivery comes that nobody took before.
         channel.basic_qos(1, BasicQosOptions::default()).await?;
         let mut full_prefetch = false;
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = subscribe(&channel, queue).await?;
         let in_flight = TaskTracker::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(shape.in_flight().into()));
         let result = loop {
@@ -255,11 +260,14 @@ impl Worker {
             };
             if !full_prefetch && !batch[0].redelivered {
                 full_prefetch = true;
-                if let Err(error) = channel
-                    .basic_qos(shape.prefetch, BasicQosOptions::default())
+                // RabbitMQ applies a prefetch to the consumers created after it: the window
+                // opens on a new consumer (the one delivery held stays ours to ack).
+                match self
+                    .open_window(&channel, &consumer, queue, shape.prefetch)
                     .await
                 {
-                    break Err(error);
+                    Ok(wider) => consumer = wider,
+                    Err(error) => break Err(error),
                 }
             }
             let deadline = tokio::time::Instant::now() + shape.wait;
@@ -420,6 +428,23 @@ impl Worker {
                 _ => return Some(result),
             }
         }
+    }
+
+    /// Replaces `consumer` by one that takes up to `prefetch` deliveries at once.
+    async fn open_window(
+        &self,
+        channel: &lapin::Channel,
+        consumer: &lapin::Consumer,
+        queue: &str,
+        prefetch: u16,
+    ) -> lapin::Result<lapin::Consumer> {
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await?;
+        subscribe(channel, queue).await
     }
 
     /// Before consuming `queue`: waits until the database answers a ping (backing off from 200 ms
