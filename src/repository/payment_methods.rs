@@ -8,6 +8,37 @@ use sqlx::{PgConnection, PgExecutor};
 use crate::provider::Provider;
 use crate::reconcile::payment_methods::MethodStatus;
 
+/// Which stored references a provider event's method matches, as a `LIKE` pattern built only
+/// here: the provider's id is escaped, so an id holding `%`, `_` or `\\` (a signed event can
+/// carry any) matches that one reference, never a wildcard's worth of others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceMatch(String);
+
+impl ReferenceMatch {
+    /// The reference itself (a GoCardless mandate `MD…`).
+    pub fn exact(reference: &str) -> Self {
+        Self(like_literal(reference))
+    }
+
+    /// Any customer's Stripe method `method_id`: stored references are `cus_…/pm_…`, and
+    /// Stripe's method events name the method, not its customer.
+    pub fn stripe_method(method_id: &str) -> Self {
+        Self(format!("%/{}", like_literal(method_id)))
+    }
+}
+
+/// `text` as a `LIKE` pattern that matches it alone (PostgreSQL's default escape is `\\`).
+fn like_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentMethodRow {
     pub id: String,
@@ -123,7 +154,7 @@ pub async fn lock_holders(
     tx: &mut PgConnection,
     account_id: &str,
     provider: Provider,
-    reference: &str,
+    reference: &ReferenceMatch,
 ) -> sqlx::Result<()> {
     sqlx::query_scalar!(
         "SELECT id FROM customers
@@ -132,20 +163,20 @@ pub async fn lock_holders(
          ORDER BY id FOR UPDATE",
         account_id,
         provider.stored_name(),
-        reference,
+        reference.0,
     )
     .fetch_all(tx)
     .await?;
     Ok(())
 }
 
-/// Whether a method of `provider` matching `reference` (a LIKE pattern: Stripe events name the
-/// method, `%/pm_…`, not its customer) has seen an event newer than `occurred_at`.
+/// Whether a method of `provider` matching `reference` has seen an event newer than
+/// `occurred_at`.
 pub async fn newer_event_exists(
     tx: &mut PgConnection,
     account_id: &str,
     provider: Provider,
-    reference: &str,
+    reference: &ReferenceMatch,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
@@ -154,7 +185,7 @@ pub async fn newer_event_exists(
                           AND last_event_at > $4) AS "newer!""#,
         account_id,
         provider.stored_name(),
-        reference,
+        reference.0,
         occurred_at,
     )
     .fetch_one(tx)
@@ -166,7 +197,7 @@ pub async fn set_usable(
     tx: &mut PgConnection,
     account_id: &str,
     provider: Provider,
-    reference: &str,
+    reference: &ReferenceMatch,
     usable: bool,
     occurred_at: DateTime<Utc>,
 ) -> sqlx::Result<Option<PaymentMethodRow>> {
@@ -177,7 +208,7 @@ pub async fn set_usable(
          RETURNING {COLUMNS}"
     ))
     .bind(provider)
-    .bind(reference)
+    .bind(&reference.0)
     .bind(MethodStatus::usable(usable))
     .bind(usable)
     .bind(occurred_at)
@@ -203,4 +234,16 @@ pub async fn touch_last_event(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_id_matches_only_itself() {
+        assert_eq!(ReferenceMatch::exact("MD_1").0, "MD\\_1");
+        assert_eq!(ReferenceMatch::stripe_method("%").0, "%/\\%");
+        assert_eq!(ReferenceMatch::exact("a\\b").0, "a\\\\b");
+    }
 }

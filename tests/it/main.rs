@@ -28,6 +28,7 @@ mod retention;
 mod routing;
 mod shutdown;
 mod startup;
+mod tenant_keys;
 mod unmatched;
 mod webhooks;
 mod worker;

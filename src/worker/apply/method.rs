@@ -53,7 +53,7 @@ pub(super) async fn apply(
                 return Ok(Outcome::Ignored("customer is not ours"));
             };
             customers::lock(tx, account, &customer_row.id).await?;
-            let pattern = stripe_method_pattern(&method_id);
+            let pattern = methods::ReferenceMatch::stripe_method(&method_id);
             if methods::newer_event_exists(tx, account, Provider::Stripe, &pattern, occurred_at)
                 .await?
             {
@@ -83,7 +83,7 @@ pub(super) async fn apply(
             method_id,
             occurred_at,
         } => {
-            let pattern = stripe_method_pattern(&method_id);
+            let pattern = methods::ReferenceMatch::stripe_method(&method_id);
             methods::lock_holders(tx, account, Provider::Stripe, &pattern).await?;
             if methods::newer_event_exists(tx, account, Provider::Stripe, &pattern, occurred_at)
                 .await?
@@ -100,8 +100,9 @@ pub(super) async fn apply(
             usable,
             occurred_at,
         } => {
-            methods::lock_holders(tx, account, Provider::GoCardless, &mandate).await?;
-            if methods::newer_event_exists(tx, account, Provider::GoCardless, &mandate, occurred_at)
+            let pattern = methods::ReferenceMatch::exact(&mandate);
+            methods::lock_holders(tx, account, Provider::GoCardless, &pattern).await?;
+            if methods::newer_event_exists(tx, account, Provider::GoCardless, &pattern, occurred_at)
                 .await?
             {
                 return Ok(Outcome::Stale);
@@ -110,7 +111,7 @@ pub(super) async fn apply(
                 tx,
                 account,
                 Provider::GoCardless,
-                &mandate,
+                &pattern,
                 usable,
                 occurred_at,
             )
@@ -122,12 +123,13 @@ pub(super) async fn apply(
             new_mandate,
             occurred_at,
         } => {
-            methods::lock_holders(tx, account, Provider::GoCardless, &mandate).await?;
+            let pattern = methods::ReferenceMatch::exact(&mandate);
+            methods::lock_holders(tx, account, Provider::GoCardless, &pattern).await?;
             let Some(old) = methods::set_usable(
                 tx,
                 account,
                 Provider::GoCardless,
-                &mandate,
+                &pattern,
                 false,
                 occurred_at,
             )
@@ -156,12 +158,6 @@ pub(super) async fn apply(
     methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
     announce(tx, policy, entry, &row, occurred_at).await?;
     Ok(Outcome::Applied)
-}
-
-/// Stripe events name the method (`pm_…`), not its customer: stored references are
-/// `cus_…/pm_…`.
-fn stripe_method_pattern(method_id: &str) -> String {
-    format!("%/{method_id}")
 }
 
 /// Queues `payment_method.updated`.
