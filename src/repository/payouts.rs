@@ -37,7 +37,8 @@ pub struct Payout {
 }
 
 /// Settle's payment and invoice of each of `sources` that the account's ledger holds: payments
-/// by their provider id, refunds and disputes by theirs.
+/// by their provider id, refunds and disputes by theirs. Payment ids are the caller's, so two
+/// accounts may both have `pay_1`: a refund or dispute joins its own account's payment only.
 pub async fn knows(
     db: impl PgExecutor<'_>,
     account_id: &str,
@@ -65,11 +66,11 @@ pub async fn knows(
           WHERE p.account_id = $1 AND p.provider = $2 AND p.provider_payment_id = ANY($3)
          UNION ALL
          SELECT 'refund', r.provider_refund_id, p.id, p.invoice_id
-           FROM refunds r JOIN payments p ON p.id = r.payment_id
+           FROM refunds r JOIN payments p ON p.account_id = r.account_id AND p.id = r.payment_id
           WHERE r.account_id = $1 AND r.provider = $2 AND r.provider_refund_id = ANY($4)
          UNION ALL
          SELECT 'dispute', d.provider_dispute_id, p.id, p.invoice_id
-           FROM disputes d JOIN payments p ON p.id = d.payment_id
+           FROM disputes d JOIN payments p ON p.account_id = d.account_id AND p.id = d.payment_id
           WHERE d.account_id = $1 AND d.provider = $2 AND d.provider_dispute_id = ANY($5)",
     )
     .bind(account_id)

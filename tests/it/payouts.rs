@@ -8,7 +8,7 @@ use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, STRIPE_KEY};
 use crate::helpers::*;
 
 /// Stripe's example balance transaction, as the line of `source` for `amount`, `fee`.
-fn stripe_transaction(
+pub(crate) fn stripe_transaction(
     category: &str,
     source: serde_json::Value,
     amount: i64,
@@ -244,7 +244,12 @@ async fn payout_row(
 }
 
 /// Stripe's `payout.*` event for the fixture payout `id`, `automatic` or manual.
-fn stripe_payout_event(event_type: &str, event_id: &str, id: &str, automatic: bool) -> Vec<u8> {
+pub(crate) fn stripe_payout_event(
+    event_type: &str,
+    event_id: &str,
+    id: &str,
+    automatic: bool,
+) -> Vec<u8> {
     StripeEvent::new(event_type, event_id)
         .object(|payout| {
             payout["id"] = id.into();
@@ -369,7 +374,7 @@ async fn payout_events_move_a_payout_forward_only_and_a_failure_is_final() {
 
 /// A `run` process (API and worker) whose payout lister reads the stand-in every second, with
 /// the platform's keys; no backfill sweeps.
-async fn spawn_listing_app(api: &ProviderApi) -> TestApp {
+pub(crate) async fn spawn_listing_app(api: &ProviderApi) -> TestApp {
     spawn_app_listing_every(api, 1).await
 }
 
@@ -393,7 +398,7 @@ async fn spawn_app_listing_every(api: &ProviderApi, seconds: u64) -> TestApp {
 }
 
 /// The payout as `GET /payouts/{id}` shows it once it has `status`.
-async fn wait_payout(app: &TestApp, id: &str, status: &str) -> serde_json::Value {
+pub(crate) async fn wait_payout(app: &TestApp, id: &str, status: &str) -> serde_json::Value {
     poll_until(&format!("payout {id} to be {status}"), WAIT, || async {
         let (code, body) = app.api_get(&format!("/payouts/{id}")).await;
         (code == 200 && body["status"] == status).then_some(body)
@@ -401,14 +406,14 @@ async fn wait_payout(app: &TestApp, id: &str, status: &str) -> serde_json::Value
     .await
 }
 
-fn fixture_object(kind: &str) -> serde_json::Value {
+pub(crate) fn fixture_object(kind: &str) -> serde_json::Value {
     let fixtures: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).unwrap();
     fixtures[kind].clone()
 }
 
 /// Stripe's charge fixture, of the PaymentIntent `intent`.
-fn charge(id: &str, intent: &str) -> serde_json::Value {
+pub(crate) fn charge(id: &str, intent: &str) -> serde_json::Value {
     let mut charge = fixture_object("charge");
     charge["id"] = id.into();
     charge["payment_intent"] = intent.into();
@@ -416,7 +421,7 @@ fn charge(id: &str, intent: &str) -> serde_json::Value {
 }
 
 /// `payout.reconciliation_completed` for an automatic GBP payout `id` of `amount`.
-fn reconciliation_completed(event_id: &str, id: &str, amount: i64) -> Vec<u8> {
+pub(crate) fn reconciliation_completed(event_id: &str, id: &str, amount: i64) -> Vec<u8> {
     StripeEvent::new("payout.reconciliation_completed", event_id)
         .object(|payout| {
             payout["id"] = id.into();

@@ -2,9 +2,123 @@
 //! event for its own connection, and none of them reads, changes or announces another account's
 //! rows, even with that account's ids.
 
+use serde_json::json;
+
 use crate::helpers::*;
+use crate::payouts::{charge, fixture_object, spawn_listing_app, stripe_transaction, wait_payout};
 
 const T0: i64 = 1_790_000_000;
+const ACCOUNT_B: &str = "acc_b";
+
+/// Creates customer `cust` and invoice `invoice` of 1500 GBP with `key`.
+async fn invoice_as(app: &TestApp, key: &ApiKey, invoice: &str) {
+    for (path, body) in [
+        (
+            "/customers",
+            json!({"id": "cust", "legalName": "Same Name Ltd", "email": "payer@example.com"}),
+        ),
+        (
+            "/invoices",
+            json!({"id": invoice, "customerId": "cust", "number": "INV-1", "currency": "GBP",
+                   "amountDue": 1500}),
+        ),
+    ] {
+        let (status, answer) = app
+            .api_as(key, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert!(status == 201 || status == 409, "POST {path}: {answer}");
+    }
+}
+
+/// Registers payment `pay_1` (the same caller-chosen id in every account) of `intent` on
+/// `invoice`, a new invoice of 1500 GBP, with `key`.
+async fn register_pay_1(app: &TestApp, key: &ApiKey, invoice: &str, intent: &str) {
+    invoice_as(app, key, invoice).await;
+    let registration = json!({"id": "pay_1", "provider": "STRIPE", "providerPaymentId": intent,
+                              "amount": 1500, "currency": "GBP"});
+    let (status, body) = app
+        .api_as(
+            key,
+            reqwest::Method::POST,
+            &format!("/invoices/{invoice}/payments"),
+            Some(registration),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// S4: A and B both call a payment `pay_1`. A payout line of A's refund is matched to A's
+/// payment and invoice, never to B's.
+#[tokio::test]
+async fn a_payout_line_of_one_account_is_never_matched_to_another_accounts_payment_of_the_same_id()
+{
+    let api = crate::helpers::provider_api::ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    let key_a = ApiKey::configured();
+    let key_b = account_with_key(&app, ACCOUNT_B).await;
+    register_pay_1(&app, &key_a, "inv_a", "pi_a").await;
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_pi_a")
+            .created(T0)
+            .payment("pi_a", 1500, "gbp")
+            .invoice_id("inv_a")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_invoice_status("inv_a", "PAID").await;
+    app.deliver_stripe(
+        &StripeEvent::new("refund.created", "evt_re_a")
+            .created(T0 + 1)
+            .refund("re_a", "pi_a", 500, "gbp", "succeeded")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_re_a").await;
+    // B's `pay_1` last, after every update of A's: with a join on the payment id alone, B's row
+    // is the one read last, and would win.
+    register_pay_1(&app, &key_b, "inv_b", "pi_b").await;
+
+    let mut refund = fixture_object("refund");
+    refund["id"] = "re_a".into();
+    refund["payment_intent"] = "pi_a".into();
+    let mut own = fixture_object("payout");
+    own["id"] = "po_a".into();
+    let listed = [
+        stripe_transaction("charge", charge("ch_a", "pi_a"), 1500, 0),
+        stripe_transaction("refund", refund, -500, 0),
+        stripe_transaction("payout", own, -1000, 0),
+    ];
+    for (n, mut transaction) in listed.into_iter().enumerate() {
+        transaction["id"] = format!("txn_a{n}").into();
+        api.add_balance_transaction(None, "po_a", transaction);
+    }
+    app.deliver_stripe(&crate::payouts::reconciliation_completed(
+        "evt_po_a", "po_a", 1000,
+    ))
+    .await;
+    let payout = wait_payout(&app, "po_a", "RECONCILED").await;
+    let matched: Vec<(&str, Option<&str>, Option<&str>)> = payout["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["category"].as_str().unwrap(),
+                l["paymentId"].as_str(),
+                l["invoiceId"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            ("charge", Some("pay_1"), Some("inv_a")),
+            ("refund", Some("pay_1"), Some("inv_a")),
+            ("payout", None, None),
+        ]
+    );
+    app.stop().await;
+}
 
 /// L3: a signed `payment_method.detached` whose id is `%` detaches that id only (none), not
 /// every Stripe method of the account.
