@@ -8,7 +8,15 @@
 //! unmatched row instead of skipping it): the registration of that payment
 //! (`waiting_for`, in the registering transaction), or a redelivery of the event. Claiming is an
 //! update of the row, so a second claimant waits for the first one's transaction and then finds
-//! the row applied: a duplicate.
+//! the row applied: a duplicate. Only the row's own account claims it: an event routed to another
+//! account that carries the same id (a tenant signs any id it likes) is a duplicate, and the
+//! waiting event stays for its own payment's registration.
+//!
+//! The key stays (provider, event id), not the account's too: provider event ids are unique at
+//! the provider (Stripe's and GoCardless's are random), and the dedupe must not depend on where
+//! an event was routed, or the same event routed differently on a later delivery (a connection
+//! added between a dead letter and its replay) would apply twice. A tenant cannot pre-empt
+//! another account's event id it cannot predict, and cannot claim one that is waiting.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
@@ -30,11 +38,11 @@ pub struct InboxEntry<'a> {
 }
 
 /// Records the event as applied (the common case; another outcome is written over it later):
-/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time. Writes nothing
-/// when the event is there already, unless it is there as `unmatched`: then this claims it (see
-/// the module doc). Events that are not about an invoice's money are recorded by it; a run of
-/// money events writes its inbox rows in its write statement, the same way, in bulk
-/// (`invoice_state::write`).
+/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time.
+/// Writes nothing when the event is there already, unless it is there as `unmatched` for the same
+/// account: then this claims it (see the module doc). Events that are not about an invoice's
+/// money are recorded by it; a run of money events writes its inbox rows in its write statement,
+/// the same way, in bulk (`invoice_state::write`).
 ///
 /// Why an update and not a delete-and-insert or a `FOR UPDATE` read first: one statement, the
 /// same one for every event, and PostgreSQL's `ON CONFLICT DO UPDATE` locks the conflicting row
@@ -46,7 +54,8 @@ const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, acco
          VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
          ON CONFLICT (provider, event_id) DO UPDATE SET outcome = 'applied', outcome_reason = NULL,
              unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL, processed_at = now()
-         WHERE webhook_events.outcome = 'unmatched'";
+         WHERE webhook_events.outcome = 'unmatched'
+           AND webhook_events.account_id = EXCLUDED.account_id";
 
 impl<'a> InboxEntry<'a> {
     /// Binds `INBOX_INSERT`'s parameters, $1 to $6.

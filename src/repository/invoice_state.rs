@@ -85,7 +85,8 @@ const LOCK_INVOICES: &str = "
         WHERE i.account_id = $1 AND i.id IN (SELECT invoice_id FROM resolved)
         ORDER BY i.id FOR UPDATE
     )
-    SELECT (SELECT w.outcome FROM webhook_events w
+    SELECT (SELECT CASE WHEN w.account_id = $1 THEN w.outcome ELSE 'another_account' END
+            FROM webhook_events w
             WHERE w.provider = r.provider AND w.event_id = r.event_id FOR KEY SHARE) AS recorded,
         l.*
     FROM resolved r LEFT JOIN locked l ON l.id = r.invoice_id
@@ -113,7 +114,8 @@ pub struct LockRequest<'a> {
 #[derive(Debug)]
 pub struct Found {
     /// The event's inbox row is there already with a final outcome: a redelivery. (An `unmatched`
-    /// row is not final: applying the event claims it.)
+    /// row is not final: applying the event claims it. Another account's row, unmatched or not,
+    /// counts as recorded: only its own account claims it, see `repository::inbox`.)
     pub recorded: bool,
     /// The event's invoice, locked for the rest of the transaction; `None` when neither a
     /// registered payment (or refund) nor the event's references name a registered invoice.
@@ -481,6 +483,7 @@ const WRITE_EFFECTS: &str = concat!(
              unmatched_provider_payment_id = EXCLUDED.unmatched_provider_payment_id,
              unmatched_occurred_at = EXCLUDED.unmatched_occurred_at, processed_at = now()
          WHERE webhook_events.outcome = 'unmatched'
+           AND webhook_events.account_id = EXCLUDED.account_id
          RETURNING 1
      ), payment AS (
          INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,

@@ -20,7 +20,7 @@ const REPLAY_STRIPE_UNKNOWN: [&str; 6] = [
 ];
 
 /// Where `settle connections add` finds the connection's secrets.
-enum Secrets<'a> {
+pub(crate) enum Secrets<'a> {
     Nothing,
     InEnv(&'a [(&'a str, &'a str)]),
     OnStdin(&'a str),
@@ -39,7 +39,7 @@ async fn add_connection(
 }
 
 /// `settle connections add` for `account`; the connection id.
-async fn add_connection_for(
+pub(crate) async fn add_connection_for(
     app: &TestApp,
     account: &str,
     provider: &str,
@@ -83,7 +83,7 @@ fn paid(event_id: &str, payment_intent: &str, invoice: &str) -> StripeEvent {
         .invoice_id(invoice)
 }
 
-async fn post_to_connection(
+pub(crate) async fn post_to_connection(
     app: &TestApp,
     connection: &str,
     body: &[u8],
@@ -105,7 +105,7 @@ async fn post_to_connection(
 
 /// Posts until the receiver has loaded the connection's secrets (it refreshes in the
 /// background); the first answer that is not `unknown_connection`.
-async fn post_once_loaded(
+pub(crate) async fn post_once_loaded(
     app: &TestApp,
     connection: &str,
     body: &[u8],
@@ -118,7 +118,7 @@ async fn post_once_loaded(
     .await
 }
 
-async fn dead_letter_reason(app: &TestApp, event_id: &str) -> String {
+pub(crate) async fn dead_letter_reason(app: &TestApp, event_id: &str) -> String {
     let db = app.db();
     poll_until("the dead letter", WAIT, || async {
         sqlx::query_scalar("SELECT reason FROM dead_letters WHERE event_id = $1")

@@ -2,13 +2,81 @@
 //! event for its own connection, and none of them reads, changes or announces another account's
 //! rows, even with that account's ids.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::payouts::{charge, fixture_object, spawn_listing_app, stripe_transaction, wait_payout};
+use crate::routing::{Secrets, add_connection_for, post_once_loaded};
 
 const T0: i64 = 1_790_000_000;
 const ACCOUNT_B: &str = "acc_b";
+const SECRET_A: &str = "whsec_tenant_a";
+const SECRET_B: &str = "whsec_tenant_b";
+
+/// The app's own account (A) and account B, each with a test-mode Stripe connection whose
+/// webhook secret is `SECRET_A` / `SECRET_B`; their connection ids.
+struct Tenants {
+    a: String,
+    b: String,
+    key_b: ApiKey,
+}
+
+async fn tenants(app: &TestApp) -> Tenants {
+    let key_b = account_with_key(app, ACCOUNT_B).await;
+    let account_a = app.settings.account.id.clone();
+    let mut connections = Vec::new();
+    for (account, external_id, secret) in [
+        (account_a.as_str(), "acct_1TenantAAAAAAAA", SECRET_A),
+        (ACCOUNT_B, "acct_1TenantBBBBBBBB", SECRET_B),
+    ] {
+        let env = [(CONNECTION_WEBHOOK_SECRETS, secret)];
+        let secrets = Secrets::InEnv(&env);
+        connections.push(
+            add_connection_for(
+                app,
+                account,
+                "stripe",
+                external_id,
+                &["--mode", "test"],
+                secrets,
+            )
+            .await,
+        );
+    }
+    let b = connections.pop().unwrap();
+    let a = connections.pop().unwrap();
+    Tenants { a, b, key_b }
+}
+
+/// A `run` process whose receiver reloads connection secrets every second, with no payout
+/// lister (a payout stays as its events left it).
+async fn spawn_tenants_app() -> TestApp {
+    spawn_app_with(AppOptions {
+        role: settle::role::Role::Run,
+        tweak: Box::new(|settings| {
+            settings.webhooks.connection_secrets_refresh_secs = 1;
+            settings.payouts.list_interval_secs = 0;
+            Retries::PATIENT.apply_to(settings);
+        }),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// The two tenants' app, with invoice `invoice_a` of A and `invoice_b` of B (1500 GBP each).
+async fn tenants_with_invoices(invoice_a: &str, invoice_b: &str) -> (TestApp, Tenants) {
+    let app = spawn_tenants_app().await;
+    let tenants = tenants(&app).await;
+    invoice_as(&app, &ApiKey::configured(), invoice_a).await;
+    invoice_as(&app, &tenants.key_b, invoice_b).await;
+    (app, tenants)
+}
+
+/// Posts a signed event to a connection's endpoint and checks it was taken.
+async fn post_via(app: &TestApp, connection: &str, secret: &str, body: &[u8]) {
+    let response = post_once_loaded(app, connection, body, secret).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
 
 /// Creates customer `cust` and invoice `invoice` of 1500 GBP with `key`.
 async fn invoice_as(app: &TestApp, key: &ApiKey, invoice: &str) {
@@ -45,6 +113,19 @@ async fn register_pay_1(app: &TestApp, key: &ApiKey, invoice: &str, intent: &str
         )
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+async fn invoice_of(app: &TestApp, key: &ApiKey, invoice: &str) -> Value {
+    let (status, body) = app
+        .api_as(
+            key,
+            reqwest::Method::GET,
+            &format!("/invoices/{invoice}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// S4: A and B both call a payment `pay_1`. A payout line of A's refund is matched to A's
@@ -117,6 +198,58 @@ async fn a_payout_line_of_one_account_is_never_matched_to_another_accounts_payme
             ("payout", None, None),
         ]
     );
+    app.stop().await;
+}
+
+/// L2: B's event waits unmatched for its payment; A signs an event with the same id. A's event
+/// is a duplicate to A, B's row stays waiting, and B's registration applies B's event.
+#[tokio::test]
+async fn a_tenant_cannot_claim_another_accounts_unmatched_event_by_its_id() {
+    let (app, tenants) = tenants_with_invoices("inv_a", "inv_b").await;
+    let key_a = ApiKey::configured();
+    // Stripe's example PaymentIntent names no invoice: it waits for its payment's registration.
+    let waiting = StripeEvent::new("payment_intent.succeeded", "evt_waiting")
+        .created(T0)
+        .payment("pi_b", 1500, "gbp");
+    post_via(&app, &tenants.b, SECRET_B, &waiting.to_bytes()).await;
+    assert_eq!(
+        app.wait_processed("STRIPE", "evt_waiting").await,
+        "unmatched"
+    );
+
+    let duplicates = "settle_worker_messages_total{result=\"duplicate\"}";
+    let before = app.metric(duplicates).await;
+    let claim = StripeEvent::new("payment_intent.succeeded", "evt_waiting")
+        .created(T0 + 1)
+        .payment("pi_a", 1500, "gbp")
+        .invoice_id("inv_a");
+    post_via(&app, &tenants.a, SECRET_A, &claim.to_bytes()).await;
+    poll_until("A's event handled as a duplicate", WAIT, || async {
+        (app.metric(duplicates).await > before).then_some(())
+    })
+    .await;
+    let row: (String, String) = sqlx::query_as(
+        "SELECT account_id, outcome FROM webhook_events WHERE event_id = 'evt_waiting'",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!(row, (ACCOUNT_B.to_owned(), "unmatched".to_owned()));
+    assert_eq!(invoice_of(&app, &key_a, "inv_a").await["amountPaid"], 0);
+
+    let registration = json!({"provider": "STRIPE", "providerPaymentId": "pi_b",
+                              "amount": 1500, "currency": "GBP"});
+    let (status, body) = app
+        .api_as(
+            &tenants.key_b,
+            reqwest::Method::POST,
+            "/invoices/inv_b/payments",
+            Some(registration),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let invoice_b = invoice_of(&app, &tenants.key_b, "inv_b").await;
+    assert_eq!(invoice_b["status"], "PAID", "{invoice_b}");
     app.stop().await;
 }
 
