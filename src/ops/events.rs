@@ -37,7 +37,10 @@ pub async fn replay(
         archived.received_at,
         archived.payload.into_bytes(),
     )
-    .context("the archived event cannot be queued")?;
+    .context("the archived event cannot be queued")?
+    // Routed as the original delivery was: an event from a connection's own endpoint may name
+    // no account in its body, and would otherwise go to the default account.
+    .via_connection(archived.connection_id.as_deref());
     let broker = super::connect_broker(settings).await?;
     let message = event.to_work_queue_message(broker.topology());
     let published = broker.publish_all(std::slice::from_ref(&message)).await;

@@ -35,10 +35,13 @@ pub struct InboxEntry<'a> {
     /// The event's JSON exactly as it arrived.
     pub payload: &'a str,
     pub received_at: DateTime<Utc>,
+    /// The connection whose endpoint it came through (`None`: the platform's), so a replay
+    /// routes it as this delivery was routed.
+    pub connection_id: Option<&'a str>,
 }
 
 /// Records the event as applied (the common case; another outcome is written over it later):
-/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time.
+/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time, $7 connection.
 /// Writes nothing when the event is there already, unless it is there as `unmatched` for the same
 /// account: then this claims it (see the module doc). Events that are not about an invoice's
 /// money are recorded by it; a run of money events writes its inbox rows in its write statement,
@@ -50,15 +53,15 @@ pub struct InboxEntry<'a> {
 /// for the first to commit (it then sees `applied` and writes nothing) or to roll back (it then
 /// claims the row itself). A plain redelivery of a processed event is still a duplicate; it holds
 /// the row's lock until its transaction, which writes nothing, ends.
-const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, outcome)
-         VALUES ($1, $2, $3, $4, $5::json, $6, 'applied')
+const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, connection_id, outcome)
+         VALUES ($1, $2, $3, $4, $5::json, $6, $7, 'applied')
          ON CONFLICT (provider, event_id) DO UPDATE SET outcome = 'applied', outcome_reason = NULL,
              unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL, processed_at = now()
          WHERE webhook_events.outcome = 'unmatched'
            AND webhook_events.account_id = EXCLUDED.account_id";
 
 impl<'a> InboxEntry<'a> {
-    /// Binds `INBOX_INSERT`'s parameters, $1 to $6.
+    /// Binds `INBOX_INSERT`'s parameters, $1 to $7.
     pub(crate) fn bind(
         &self,
         query: sqlx::query::Query<'a, Postgres, PgArguments>,
@@ -70,6 +73,7 @@ impl<'a> InboxEntry<'a> {
             .bind(self.event_type)
             .bind(self.payload)
             .bind(self.received_at)
+            .bind(self.connection_id)
     }
 }
 
@@ -176,6 +180,8 @@ pub struct ArchivedEvent {
     pub event_type: String,
     pub payload: String,
     pub received_at: DateTime<Utc>,
+    /// The connection whose endpoint it came through; `None`: the platform's.
+    pub connection_id: Option<String>,
 }
 
 /// Deletes the event's inbox row and returns it: replaying it lets the worker apply it again.
@@ -187,7 +193,7 @@ pub async fn take_for_replay(
     sqlx::query_as!(
         ArchivedEvent,
         r#"DELETE FROM webhook_events WHERE provider = $1 AND event_id = $2
-         RETURNING event_type, payload::text AS "payload!", received_at"#,
+         RETURNING event_type, payload::text AS "payload!", received_at, connection_id"#,
         provider.stored_name(),
         event_id,
     )

@@ -291,3 +291,42 @@ async fn a_method_event_whose_id_is_a_like_wildcard_detaches_nothing_else() {
     }
     app.stop().await;
 }
+
+/// S5: B's event came through B's connection endpoint and names no account. Replayed from the
+/// inbox, it is routed through that connection again: it applies to B, never to the default
+/// account's invoice of the same id.
+#[tokio::test]
+async fn an_event_replayed_from_the_inbox_is_routed_through_the_connection_it_came_by() {
+    let (app, tenants) = tenants_with_invoices("inv_same", "inv_same").await;
+    let key_a = ApiKey::configured();
+    let paid = StripeEvent::new("payment_intent.succeeded", "evt_by_b")
+        .created(T0)
+        .payment("pi_by_b", 1500, "gbp")
+        .invoice_id("inv_same");
+    assert_eq!(paid.json().get("account"), None, "a direct account's event");
+    post_via(&app, &tenants.b, SECRET_B, &paid.to_bytes()).await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_by_b").await, "applied");
+
+    let (code, out, err) = settle(&app, &["events", "replay", "stripe", "evt_by_b"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    app.wait_processed("STRIPE", "evt_by_b").await;
+    let row: (String, Option<String>) = sqlx::query_as(
+        "SELECT account_id, connection_id FROM webhook_events WHERE event_id = 'evt_by_b'",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!(row, (ACCOUNT_B.to_owned(), Some(tenants.b.clone())));
+    let invoice_b = invoice_of(&app, &tenants.key_b, "inv_same").await;
+    assert_eq!(invoice_b["amountPaid"], 1500);
+    let invoice_a = invoice_of(&app, &key_a, "inv_same").await;
+    assert_eq!(
+        (
+            invoice_a["status"].as_str(),
+            invoice_a["amountPaid"].as_i64()
+        ),
+        (Some("OPEN"), Some(0)),
+        "{invoice_a}"
+    );
+    app.stop().await;
+}

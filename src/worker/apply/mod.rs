@@ -311,6 +311,7 @@ impl<'e, 'p> Prepared<'e, 'p> {
             event_type: &self.event.event_type,
             payload: self.raw_payload,
             received_at: self.event.received_at,
+            connection_id: self.event.connection_id.as_deref(),
         }
     }
 
