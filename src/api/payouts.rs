@@ -226,7 +226,7 @@ pub async fn get(
     let row = repo::find(&state.db, &caller.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("payout", &id))?;
-    let lines = repo::lines(&state.db, row.provider, &row.provider_payout_id).await?;
+    let lines = repo::lines(&state.db, &row.key()).await?;
     Ok(axum::Json(PayoutDetail {
         payout: row.into(),
         lines: lines.into_iter().map(PayoutLine::from).collect(),

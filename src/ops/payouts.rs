@@ -75,7 +75,7 @@ pub async fn show(db: &PgPool, account: &str, id: &str, format: Format) -> anyho
 }
 
 async fn detail(db: &PgPool, row: store::PayoutRow) -> anyhow::Result<PayoutDetail> {
-    let lines = store::lines(db, row.provider, &row.provider_payout_id).await?;
+    let lines = store::lines(db, &row.key()).await?;
     Ok(PayoutDetail {
         payout: row.into(),
         lines: lines.into_iter().map(PayoutLine::from).collect(),

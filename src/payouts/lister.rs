@@ -130,7 +130,7 @@ impl Lister {
                 metrics::counter!(metric::PAYOUT_LISTING_FAILURES, "provider" => provider.wire_name())
                     .increment(1);
                 tracing::warn!(%provider, payout = %id, error = %reason, "payout not listed; it is tried again next interval");
-                payouts::still_listing(&self.db, provider, id, &reason).await?;
+                payouts::still_listing(&self.db, &payout.key(), &reason).await?;
             }
         }
         Ok(())

@@ -25,7 +25,7 @@ use crate::reconcile::events::{PayoutStage, listed_payout};
 use crate::reconcile::payout::{self as matcher, Status};
 use crate::reconcile::reconciliation_events::Message;
 use crate::repository::outbox::{self, OutboxRow};
-use crate::repository::payouts::{self, Payout, PayoutRow};
+use crate::repository::payouts::{self, Payout, PayoutRow, Recorded};
 
 /// What listing a payout did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +64,12 @@ pub async fn list(
 ) -> anyhow::Result<Listed> {
     let provider = row.provider;
     let id = row.provider_payout_id.as_str();
+    let key = row.key();
     let (described, raw_lines) = match source.payout_lines(id).await? {
         PayoutListing::Listed { payout, lines } => (payout, lines),
         PayoutListing::Gone(said) => {
             let mut tx = db.begin().await?;
-            match payouts::lock(&mut tx, provider, id).await? {
+            match payouts::lock(&mut tx, &key).await? {
                 Some(now) if listable(&now.status, again) => {}
                 _ => return Ok(Listed::Passed),
             }
@@ -76,7 +77,7 @@ pub async fn list(
                 "{} lists the items of payouts of the last 6 months only: {said}",
                 provider.display_name()
             );
-            payouts::unlistable(&mut tx, provider, id, &reason).await?;
+            payouts::unlistable(&mut tx, &key, &reason).await?;
             tx.commit().await?;
             return Ok(Listed::Unlistable);
         }
@@ -118,7 +119,7 @@ pub async fn list(
         .map_err(|reason| anyhow::anyhow!("the payout, as the provider listed it: {reason}"))?;
 
     let mut tx = db.begin().await?;
-    let now = match payouts::lock(&mut tx, provider, id).await? {
+    let now = match payouts::lock(&mut tx, &key).await? {
         Some(now) if listable(&now.status, again) => now,
         _ => return Ok(Listed::Passed),
     };
@@ -220,14 +221,24 @@ async fn fetch_one(
         return Ok(None);
     };
     let mut tx = db.begin().await?;
-    let moved = payouts::record_event(
+    let moved = match payouts::record_event(
         &mut tx,
         &source.account_id,
         source.connection_id.as_deref(),
         "fetch",
         &event,
     )
-    .await?;
+    .await?
+    {
+        Recorded::Moved(moved) => Some(*moved),
+        Recorded::Unmoved => None,
+        Recorded::HeldByAnotherAccount => anyhow::bail!(
+            "payout `{}` is another account's: {} lists it for account `{}`",
+            event.provider_payout_id,
+            source.name(),
+            source.account_id
+        ),
+    };
     if let Some(moved) = moved
         .as_ref()
         .filter(|_| matches!(event.stage, PayoutStage::Failed(_)))
@@ -235,7 +246,12 @@ async fn fetch_one(
         announce(&mut tx, moved, event.occurred_at).await?;
     }
     tx.commit().await?;
-    let row = payouts::get(db, source.provider, &event.provider_payout_id)
+    let key = payouts::PayoutKey {
+        account_id: &source.account_id,
+        provider: source.provider,
+        provider_payout_id: &event.provider_payout_id,
+    };
+    let row = payouts::get(db, &key)
         .await?
         .context("the payout just recorded")?;
     if !listable(&row.status, true) {

@@ -100,6 +100,19 @@ pub async fn knows(
         .collect())
 }
 
+/// What recording a payout's event did.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The payout as it is now that the event moved it (boxed: the other variants are empty).
+    Moved(Box<PayoutRow>),
+    /// The event did not move it (older news, or a failure already final).
+    Unmoved,
+    /// Another account holds a payout of this provider with this id. Provider payout ids are
+    /// unique at the provider, so the event is a misrouted connection's or a tenant's naming
+    /// another's payout: it must not touch that payout, nor open a second one beside it.
+    HeldByAnotherAccount,
+}
+
 /// Records what a payout event says, before any listing of its lines:
 /// - expected (Stripe `payout.paid`): `EXPECTED`, unless it was listed or failed already;
 /// - listable (Stripe `payout.reconciliation_completed`, GoCardless `payouts.paid`): `LISTING`,
@@ -108,16 +121,15 @@ pub async fn knows(
 /// - failed (Stripe `payout.failed`, after `payout.paid` or not): `FAILED` with the provider's
 ///   reason, whatever came before: the money is not in the bank.
 ///
-/// Events arrive in any order; each moves the payout only forward.
-///
-/// The payout as it is now when the event moved it; `None` when it did not.
+/// Events arrive in any order; each moves the payout only forward. Only the account's own
+/// payout: see `Recorded::HeldByAnotherAccount`.
 pub async fn record_event(
     tx: &mut PgConnection,
     account_id: &str,
     connection_id: Option<&str>,
     event_id: &str,
     event: &PayoutEvent,
-) -> sqlx::Result<Option<PayoutRow>> {
+) -> sqlx::Result<Recorded> {
     let (status, reason) = match &event.stage {
         PayoutStage::Expected => ("EXPECTED", None),
         PayoutStage::Listable => ("LISTING", None),
@@ -134,11 +146,21 @@ pub async fn record_event(
             .filter(|reason| !reason.is_empty()),
         ),
     };
-    sqlx::query_as(
+    if held_by_another_account(
+        &mut *tx,
+        account_id,
+        event.provider,
+        &event.provider_payout_id,
+    )
+    .await?
+    {
+        return Ok(Recorded::HeldByAnotherAccount);
+    }
+    let moved = sqlx::query_as(
         "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
                               arrival_date, status, status_reason, event_id, connection_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (provider, provider_payout_id) DO UPDATE
+         ON CONFLICT (account_id, provider, provider_payout_id) DO UPDATE
          SET amount = COALESCE(EXCLUDED.amount, payouts.amount),
              connection_id = COALESCE(EXCLUDED.connection_id, payouts.connection_id),
              currency = COALESCE(EXCLUDED.currency, payouts.currency),
@@ -163,6 +185,31 @@ pub async fn record_event(
     .bind(event_id)
     .bind(connection_id)
     .fetch_optional(tx)
+    .await?;
+    Ok(moved.map_or(Recorded::Unmoved, |row| Recorded::Moved(Box::new(row))))
+}
+
+/// Whether another account than `account_id` holds the payout. Two accounts' first events for
+/// one payout id take turns on a transaction lock of that id, so the second sees the first's row.
+async fn held_by_another_account(
+    tx: &mut PgConnection,
+    account_id: &str,
+    provider: Provider,
+    provider_payout_id: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('payout:' || $1 || ':' || $2, 0))")
+        .bind(provider)
+        .bind(provider_payout_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payouts
+                        WHERE provider = $1 AND provider_payout_id = $2 AND account_id <> $3)",
+    )
+    .bind(provider)
+    .bind(provider_payout_id)
+    .bind(account_id)
+    .fetch_one(tx)
     .await
 }
 
@@ -189,7 +236,25 @@ pub struct PayoutRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which payout: the account's, of a provider, by the provider's id. Every statement that finds
+/// one payout or its lines takes this, so none can reach another account's.
+#[derive(Debug, Clone, Copy)]
+pub struct PayoutKey<'a> {
+    pub account_id: &'a str,
+    pub provider: Provider,
+    pub provider_payout_id: &'a str,
+}
+
 impl PayoutRow {
+    /// The key of this payout.
+    pub fn key(&self) -> PayoutKey<'_> {
+        PayoutKey {
+            account_id: &self.account_id,
+            provider: self.provider,
+            provider_payout_id: &self.provider_payout_id,
+        }
+    }
+
     /// What the reconciliation events say of it, with the invoices its lines carry.
     pub fn data(&self, invoice_ids: Vec<String>) -> PayoutData {
         PayoutData {
@@ -231,34 +296,32 @@ pub async fn announcement(
     tx: &mut PgConnection,
     payout: &PayoutRow,
 ) -> sqlx::Result<Option<ReconciliationEvent>> {
-    let invoices = invoice_ids(&mut *tx, payout.provider, &payout.provider_payout_id).await?;
+    let invoices = invoice_ids(&mut *tx, &payout.key()).await?;
     Ok(payout.announcement(invoices))
 }
 
-/// The payout, if settle has it.
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    provider: Provider,
-    provider_payout_id: &str,
-) -> sqlx::Result<Option<PayoutRow>> {
-    sqlx::query_as("SELECT * FROM payouts WHERE provider = $1 AND provider_payout_id = $2")
-        .bind(provider)
-        .bind(provider_payout_id)
-        .fetch_optional(db)
-        .await
+/// The payout, if the account has it.
+pub async fn get(db: impl PgExecutor<'_>, key: &PayoutKey<'_>) -> sqlx::Result<Option<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT * FROM payouts
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3",
+    )
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// The payout locked until `tx` ends: its listing and its events take turns.
-pub async fn lock(
-    tx: &mut PgConnection,
-    provider: Provider,
-    provider_payout_id: &str,
-) -> sqlx::Result<Option<PayoutRow>> {
+pub async fn lock(tx: &mut PgConnection, key: &PayoutKey<'_>) -> sqlx::Result<Option<PayoutRow>> {
     sqlx::query_as(
-        "SELECT * FROM payouts WHERE provider = $1 AND provider_payout_id = $2 FOR UPDATE",
+        "SELECT * FROM payouts
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3 FOR UPDATE",
     )
-    .bind(provider)
-    .bind(provider_payout_id)
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
     .fetch_optional(tx)
     .await
 }
@@ -275,16 +338,17 @@ pub async fn to_list(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Pa
 /// operators, and it goes to the back of the list.
 pub async fn still_listing(
     db: impl PgExecutor<'_>,
-    provider: Provider,
-    provider_payout_id: &str,
+    key: &PayoutKey<'_>,
     reason: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE payouts SET status_reason = $3, updated_at = now()
-         WHERE provider = $1 AND provider_payout_id = $2 AND status = 'LISTING'",
+        "UPDATE payouts SET status_reason = $4, updated_at = now()
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3
+           AND status = 'LISTING'",
     )
-    .bind(provider)
-    .bind(provider_payout_id)
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
     .bind(reason)
     .execute(db)
     .await?;
@@ -294,16 +358,16 @@ pub async fn still_listing(
 /// Records that the provider cannot list the payout's lines, and why.
 pub async fn unlistable(
     tx: &mut PgConnection,
-    provider: Provider,
-    provider_payout_id: &str,
+    key: &PayoutKey<'_>,
     reason: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE payouts SET status = 'UNLISTABLE', status_reason = $3, updated_at = now()
-         WHERE provider = $1 AND provider_payout_id = $2",
+        "UPDATE payouts SET status = 'UNLISTABLE', status_reason = $4, updated_at = now()
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3",
     )
-    .bind(provider)
-    .bind(provider_payout_id)
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
     .bind(reason)
     .execute(tx)
     .await?;
@@ -313,16 +377,17 @@ pub async fn unlistable(
 /// The invoices a payout's matched lines belong to, each once, in the order of its lines.
 pub async fn invoice_ids(
     db: impl PgExecutor<'_>,
-    provider: Provider,
-    provider_payout_id: &str,
+    key: &PayoutKey<'_>,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT invoice_id FROM payout_lines
-         WHERE provider = $1 AND provider_payout_id = $2 AND invoice_id IS NOT NULL
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3
+           AND invoice_id IS NOT NULL
          GROUP BY invoice_id ORDER BY min(position)",
     )
-    .bind(provider)
-    .bind(provider_payout_id)
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
     .fetch_all(db)
     .await
 }
@@ -339,7 +404,7 @@ pub async fn store(
                               arrival_date, status, status_reason, lines_gross, lines_fees,
                               lines_net, difference, unmatched_lines, event_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)
-         ON CONFLICT (provider, provider_payout_id) DO UPDATE
+         ON CONFLICT (account_id, provider, provider_payout_id) DO UPDATE
          SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
              arrival_date = EXCLUDED.arrival_date, status = EXCLUDED.status,
              status_reason = NULL, lines_gross = EXCLUDED.lines_gross,
@@ -363,19 +428,23 @@ pub async fn store(
     .bind(&payout.event_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM payout_lines WHERE provider = $1 AND provider_payout_id = $2")
-        .bind(payout.provider)
-        .bind(&payout.provider_payout_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM payout_lines
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3",
+    )
+    .bind(&payout.account_id)
+    .bind(payout.provider)
+    .bind(&payout.provider_payout_id)
+    .execute(&mut *tx)
+    .await?;
     let lines = &reconciled.lines;
     let column = |part: fn(&crate::reconcile::payout::MatchedLine) -> Decimal| -> Vec<Decimal> {
         lines.iter().map(part).collect()
     };
     sqlx::query(
-        "INSERT INTO payout_lines (provider, provider_payout_id, position, category, source_id,
-                                   explained, payment_id, invoice_id, gross, fee, net)
-         SELECT $1, $2, l.position, l.category, l.source_id, l.explained, l.payment_id,
+        "INSERT INTO payout_lines (account_id, provider, provider_payout_id, position, category,
+                                   source_id, explained, payment_id, invoice_id, gross, fee, net)
+         SELECT $12, $1, $2, l.position, l.category, l.source_id, l.explained, l.payment_id,
                 l.invoice_id, l.gross, l.fee, l.net
          FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                      $9::numeric[], $10::numeric[], $11::numeric[])
@@ -418,6 +487,7 @@ pub async fn store(
     .bind(column(|l| l.line.gross))
     .bind(column(|l| l.line.fee))
     .bind(column(|l| l.line.net))
+    .bind(&payout.account_id)
     .execute(&mut *tx)
     .await?;
     Ok(stored)
@@ -448,21 +518,18 @@ pub struct LineRow {
 }
 
 /// A payout's lines in the provider's order.
-pub async fn lines(
-    db: impl PgExecutor<'_>,
-    provider: Provider,
-    provider_payout_id: &str,
-) -> sqlx::Result<Vec<LineRow>> {
+pub async fn lines(db: impl PgExecutor<'_>, key: &PayoutKey<'_>) -> sqlx::Result<Vec<LineRow>> {
     sqlx::query_as(
         "SELECT l.position, l.category, l.source_id, l.explained, l.payment_id, l.invoice_id,
                 i.customer_id, l.gross, l.fee, l.net
          FROM payout_lines l
-         JOIN payouts p USING (provider, provider_payout_id)
-         LEFT JOIN invoices i ON i.id = l.invoice_id AND i.account_id = p.account_id
-         WHERE l.provider = $1 AND l.provider_payout_id = $2 ORDER BY l.position",
+         LEFT JOIN invoices i ON i.account_id = l.account_id AND i.id = l.invoice_id
+         WHERE l.account_id = $1 AND l.provider = $2 AND l.provider_payout_id = $3
+         ORDER BY l.position",
     )
-    .bind(provider)
-    .bind(provider_payout_id)
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
     .fetch_all(db)
     .await
 }
@@ -541,9 +608,10 @@ pub async fn of_invoice(
 ) -> sqlx::Result<Vec<InvoicePayout>> {
     sqlx::query_as(
         "SELECT p.provider, p.provider_payout_id, p.status, p.arrival_date, sum(l.net) AS net
-         FROM payout_lines l JOIN payouts p USING (provider, provider_payout_id)
-         WHERE l.invoice_id = $2 AND p.account_id = $1
-         GROUP BY p.provider, p.provider_payout_id
+         FROM payout_lines l JOIN payouts p USING (account_id, provider, provider_payout_id)
+         WHERE l.account_id = $1 AND l.invoice_id = $2
+         -- The whole key: the other columns of `p` depend on it.
+         GROUP BY p.account_id, p.provider, p.provider_payout_id
          ORDER BY p.arrival_date NULLS LAST, p.created_at",
     )
     .bind(account_id)

@@ -27,6 +27,15 @@ pub(crate) fn stripe_transaction(
     transaction
 }
 
+/// The test app's own account's Stripe payout `id`.
+fn stripe_payout<'a>(app: &'a TestApp, id: &'a str) -> payouts::PayoutKey<'a> {
+    payouts::PayoutKey {
+        account_id: &app.settings.account.id,
+        provider: Provider::Stripe,
+        provider_payout_id: id,
+    }
+}
+
 #[tokio::test]
 async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it_is_listed() {
     let app = spawn_worker(Retries::PATIENT).await;
@@ -95,7 +104,9 @@ async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it
         payouts::store(&mut tx, &stored, &reconciled).await.unwrap();
         tx.commit().await.unwrap();
     }
-    let lines = payouts::lines(&db, Provider::Stripe, "po_1").await.unwrap();
+    let lines = payouts::lines(&db, &stripe_payout(&app, "po_1"))
+        .await
+        .unwrap();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0].invoice_id.as_deref(), Some("inv_po1"));
     assert_eq!(lines[0].explained, "MATCHED");
@@ -572,7 +583,7 @@ async fn a_stripe_payout_of_charges_a_partial_refund_a_dispute_and_fees_is_recon
     app.wait_processed("STRIPE", "evt_po_e2e_again").await;
     let db = app.db();
     assert_eq!(
-        payouts::lines(&db, Provider::Stripe, "po_e2e")
+        payouts::lines(&db, &stripe_payout(&app, "po_e2e"))
             .await
             .unwrap()
             .len(),
@@ -868,7 +879,7 @@ async fn fetch_lists_the_payouts_events_missed_and_a_second_fetch_stores_nothing
         assert_eq!(reports[0]["reconciled"], 1, "{reports}");
         assert_eq!(reports[0]["withoutLines"], 2, "{reports}");
         assert_eq!(
-            payouts::lines(&db, Provider::Stripe, "po_f")
+            payouts::lines(&db, &stripe_payout(&app, "po_f"))
                 .await
                 .unwrap()
                 .len(),

@@ -5,8 +5,10 @@
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::payouts::{charge, fixture_object, spawn_listing_app, stripe_transaction, wait_payout};
-use crate::routing::{Secrets, add_connection_for, post_once_loaded};
+use crate::payouts::{
+    charge, fixture_object, spawn_listing_app, stripe_payout_event, stripe_transaction, wait_payout,
+};
+use crate::routing::{Secrets, add_connection_for, dead_letter_reason, post_once_loaded};
 
 const T0: i64 = 1_790_000_000;
 const ACCOUNT_B: &str = "acc_b";
@@ -126,6 +128,51 @@ async fn invoice_of(app: &TestApp, key: &ApiKey, invoice: &str) -> Value {
         .await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+/// S3: B's payout, named in A's signed `payout.failed`, is neither failed nor re-connected, and
+/// nothing about it is announced under A: the event is dead-lettered `foreign_payout`.
+#[tokio::test]
+async fn a_tenants_payout_event_for_another_accounts_payout_is_dead_lettered_and_changes_nothing() {
+    let app = spawn_tenants_app().await;
+    let tenants = tenants(&app).await;
+    let completed = stripe_payout_event(
+        "payout.reconciliation_completed",
+        "evt_po_b",
+        "po_of_b",
+        true,
+    );
+    post_via(&app, &tenants.b, SECRET_B, &completed).await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_po_b").await, "applied");
+
+    let failed = stripe_payout_event("payout.failed", "evt_po_a", "po_of_b", true);
+    post_via(&app, &tenants.a, SECRET_A, &failed).await;
+    assert_eq!(dead_letter_reason(&app, "evt_po_a").await, "foreign_payout");
+
+    let db = app.db();
+    let payouts: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT account_id, status, status_reason, connection_id FROM payouts
+         WHERE provider_payout_id = 'po_of_b'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        payouts,
+        [(
+            ACCOUNT_B.to_owned(),
+            "LISTING".to_owned(),
+            None,
+            Some(tenants.b.clone())
+        )]
+    );
+    let announced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE routing_key LIKE 'payout.%'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(announced, 0);
+    app.stop().await;
 }
 
 /// S4: A and B both call a payment `pay_1`. A payout line of A's refund is matched to A's

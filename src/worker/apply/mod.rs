@@ -426,7 +426,7 @@ async fn record_payout(
 ) -> Result<(), ApplyError> {
     use crate::repository::payouts;
     let connection = payout_connection(tx, policy, event).await?;
-    let Some(moved) = payouts::record_event(
+    let moved = match payouts::record_event(
         tx,
         &policy.account_id,
         connection.as_deref(),
@@ -434,8 +434,24 @@ async fn record_payout(
         payout,
     )
     .await?
-    else {
-        return Ok(());
+    {
+        payouts::Recorded::Moved(moved) => *moved,
+        payouts::Recorded::Unmoved => return Ok(()),
+        // Dead-lettered rather than recorded as ignored: a payout id is unique at the provider,
+        // so this is a connection routed to the wrong account or a tenant naming another's
+        // payout, and either needs an operator (`settle dlq list --reason foreign_payout`).
+        // The other account is not named: the dead letter is this account's event.
+        payouts::Recorded::HeldByAnotherAccount => {
+            return Err(ApplyError::Permanent {
+                reason: "foreign_payout",
+                detail: format!(
+                    "another account holds {} payout `{}`; this event, routed to account `{}`, leaves it alone",
+                    payout.provider.display_name(),
+                    payout.provider_payout_id,
+                    policy.account_id
+                ),
+            });
+        }
     };
     if moved.status != "FAILED" {
         return Ok(());
