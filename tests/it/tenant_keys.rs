@@ -377,3 +377,134 @@ async fn an_event_replayed_from_the_inbox_is_routed_through_the_connection_it_ca
     );
     app.stop().await;
 }
+
+/// The catalogue: every unique key and foreign key of a table with an `account_id` column
+/// includes it, except the keys `GLOBAL_ON_PURPOSE` lists with their reasons.
+#[tokio::test]
+async fn every_unique_and_foreign_key_of_an_accounts_table_includes_the_account() {
+    let (_, db) = database_before_migration(i64::MAX).await;
+    let keys: Vec<(String, String, String)> =
+        sqlx::query_as(CATALOGUE).fetch_all(&db).await.unwrap();
+    let unexplained: Vec<String> = keys
+        .iter()
+        .filter(|(table, key, _)| {
+            !GLOBAL_ON_PURPOSE
+                .iter()
+                .any(|(t, k, _)| t == table && k == key)
+        })
+        .map(|(table, key, columns)| format!("{table}.{key} ({columns})"))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "keys without account_id, not listed as global on purpose: {unexplained:?}"
+    );
+    // The list holds no key that no longer exists.
+    let stale: Vec<&str> = GLOBAL_ON_PURPOSE
+        .iter()
+        .filter(|(t, k, _)| !keys.iter().any(|(table, key, _)| t == table && k == key))
+        .map(|(_, k, _)| *k)
+        .collect();
+    assert!(stale.is_empty(), "listed but gone: {stale:?}");
+    db.close().await;
+}
+
+/// The payouts' keys change on a database holding payouts: each line takes its payout's account,
+/// and the payout reads as before.
+#[tokio::test]
+async fn payouts_recorded_before_the_account_keys_keep_their_lines() {
+    let (_, db) = database_before_migration(20261207000003).await;
+    for statement in [
+        "INSERT INTO accounts (id) VALUES ('acc_old')",
+        "INSERT INTO payouts (provider, provider_payout_id, account_id, status, event_id)
+         VALUES ('STRIPE', 'po_old', 'acc_old', 'RECONCILED', 'evt_old')",
+        "INSERT INTO payout_lines (provider, provider_payout_id, position, category, explained,
+                                   gross, fee, net)
+         VALUES ('STRIPE', 'po_old', 0, 'charge', 'UNMATCHED', 1500, 0, 1500)",
+    ] {
+        sqlx::query(statement).execute(&db).await.unwrap();
+    }
+    migrate_all(&db).await;
+    let key = settle::repository::payouts::PayoutKey {
+        account_id: "acc_old",
+        provider: settle::provider::Provider::Stripe,
+        provider_payout_id: "po_old",
+    };
+    let lines = settle::repository::payouts::lines(&db, &key).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].category, "charge");
+    db.close().await;
+}
+
+/// Keys of accounts' tables that are global on purpose: (table, key, why).
+const GLOBAL_ON_PURPOSE: [(&str, &str, &str); 9] = [
+    (
+        "api_keys",
+        "api_keys_pkey",
+        "settle's own random key ids, never a caller's",
+    ),
+    ("money_movements", "money_movements_pkey", "a sequence"),
+    ("notifications", "notifications_pkey", "a sequence"),
+    ("outbox", "outbox_pkey", "a sequence"),
+    (
+        "outbox",
+        "outbox_message_id_key",
+        "subscribers dedupe on it; it is built from a provider event id, which the inbox holds \
+         for one account, or a payout id, which one account holds (`foreign_payout`)",
+    ),
+    (
+        "payment_settings",
+        "payment_settings_id_key",
+        "settle's own `pset_…` ids",
+    ),
+    (
+        "provider_connections",
+        "provider_connections_pkey",
+        "settle's own `conn_…` ids",
+    ),
+    (
+        "provider_connections",
+        "provider_connections_provider_mode_external_id_key",
+        "events are routed by the provider's account id: it must name one settle account",
+    ),
+    (
+        "webhook_events",
+        "webhook_events_pkey",
+        "the inbox's dedupe: provider event ids are unique at the provider, and the dedupe must \
+         not depend on routing; claiming an unmatched row compares the account \
+         (`repository::inbox`)",
+    ),
+];
+
+/// The unique keys (primary keys, UNIQUE constraints, unique indexes) and foreign keys of the
+/// tables with an `account_id` column that do not include it: (table, key, its columns).
+const CATALOGUE: &str = "
+    WITH accounts_tables AS (
+        SELECT c.oid, c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+          AND EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attname = 'account_id'
+                        AND NOT a.attisdropped)
+    ), keys AS (
+        SELECT t.relname AS table_name, con.conname AS key_name, con.conkey AS columns,
+               con.conrelid AS rel
+        FROM pg_constraint con JOIN accounts_tables t ON t.oid = con.conrelid
+        WHERE con.contype IN ('p', 'u', 'f')
+        UNION ALL
+        -- Unique indexes that back no constraint (CREATE UNIQUE INDEX).
+        SELECT t.relname, ic.relname, i.indkey::int2[], i.indrelid
+        FROM pg_index i
+        JOIN accounts_tables t ON t.oid = i.indrelid
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        WHERE i.indisunique
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid
+                                                           AND con.contype IN ('p', 'u'))
+    )
+    SELECT table_name::text, key_name::text,
+           (SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = rel AND a.attnum = ANY(columns))::text AS columns
+    FROM keys
+    WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = rel AND a.attnum = ANY(columns)
+                        AND a.attname = 'account_id')
+    ORDER BY 1, 2";
