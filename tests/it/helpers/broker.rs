@@ -206,9 +206,21 @@ impl TestApp {
 
     /// Messages ready in `queues` (passive declares: nothing is consumed).
     pub async fn queued_count(&self, queues: &[String]) -> u32 {
+        self.passive_counts(queues, |queue| queue.message_count())
+            .await
+    }
+
+    /// Consumers subscribed to `queues`, together.
+    pub async fn consumer_count(&self, queues: &[String]) -> u32 {
+        self.passive_counts(queues, |queue| queue.consumer_count())
+            .await
+    }
+
+    /// `count` of each of `queues` (passive declares: nothing is consumed), summed.
+    async fn passive_counts(&self, queues: &[String], count: impl Fn(&lapin::Queue) -> u32) -> u32 {
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.unwrap();
-        let mut count = 0;
+        let mut total = 0;
         for queue in queues {
             let declared = channel
                 .queue_declare(
@@ -221,10 +233,10 @@ impl TestApp {
                 )
                 .await
                 .expect("the queue exists");
-            count += declared.message_count();
+            total += count(&declared);
         }
         let _ = connection.close(200, "done".into()).await;
-        count
+        total
     }
 
     /// Stops the app once its worker has handled every delivery queued so far: waits until the

@@ -239,6 +239,15 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         if test_app.settings.database.migrate_on_start {
             test_app.wait_until_migrated().await;
         }
+        // A worker subscribes once it has seen the database answer: a test that takes the
+        // database away right after starting one must not beat its consumers to it.
+        if options.role.consumes() {
+            let queues = [test_app.queue("reconcile"), test_app.queue("dead")];
+            poll_until("the worker's consumers", WAIT, || async {
+                (test_app.consumer_count(&queues).await >= 2).then_some(())
+            })
+            .await;
+        }
     }
     test_app
 }
