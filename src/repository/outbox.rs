@@ -93,7 +93,10 @@ pub struct PendingMessage {
 }
 
 /// Takes up to `limit` unpublished rows in order, leaving out the parked ones and those waiting
-/// out a retry's backoff. Only the relay's lease holder calls this, on the lease's own session,
+/// out a retry's backoff. Each payload gets `data.sequence`, the row's id: the worker writes an
+/// invoice's (a payout's, a customer's method's) outbox rows while it holds that row's lock, so
+/// the ids of one subject's events grow in the order they were committed, and a subscriber can
+/// tell an event that arrives after a later one of the same invoice (a redelivery, a retry). Only the relay's lease holder calls this, on the lease's own session,
 /// so nobody else should hold these rows; if a stale transaction still does (a holder that lost
 /// its lease mid-pass), `NOWAIT` fails the pass rather than skip past them, which would send
 /// later events of the same invoices first.
@@ -103,7 +106,8 @@ pub async fn lock_unpublished(
 ) -> sqlx::Result<Vec<PendingMessage>> {
     sqlx::query_as!(
         PendingMessage,
-        r#"SELECT o.id, o.account_id, o.message_id, o.routing_key, o.payload::text AS "payload!"
+        r#"SELECT o.id, o.account_id, o.message_id, o.routing_key,
+                jsonb_set(o.payload::jsonb, '{data,sequence}', to_jsonb(o.id))::text AS "payload!"
          FROM outbox_pending p JOIN outbox o ON o.id = p.id
          WHERE p.parked_reason IS NULL AND (p.not_before IS NULL OR p.not_before <= now())
          ORDER BY p.id LIMIT $1 FOR UPDATE OF p NOWAIT"#,

@@ -308,6 +308,15 @@ async fn the_relay_never_skips_rows_another_transaction_holds_so_an_invoices_eve
             .await
             .unwrap();
     assert_eq!(ids, expected, "published in commit order");
+    // Each carries its sequence in `data`: the invoice's events, growing in commit order.
+    let sequences: Vec<i64> = messages
+        .iter()
+        .map(|m| {
+            let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+            body["data"]["sequence"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(sequences, pending);
     app.stop().await;
 }
 
