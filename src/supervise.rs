@@ -115,74 +115,84 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// A supervised task whose run `n` (from 1) does what `behave(n, shutdown)` says.
+    struct Harness {
+        supervisor: Supervisor,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+        runs: Arc<AtomicU32>,
+    }
+
+    impl Harness {
+        fn start<Fut>(
+            name: &'static str,
+            behave: impl Fn(u32, CancellationToken) -> Fut + Send + 'static,
+        ) -> Self
+        where
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            let (supervisor, tasks) = (Supervisor::default(), TaskTracker::new());
+            let (shutdown, runs) = (CancellationToken::new(), Arc::new(AtomicU32::new(0)));
+            let (counted, stop) = (runs.clone(), shutdown.clone());
+            supervisor.spawn(&tasks, name, shutdown.clone(), move || {
+                behave(counted.fetch_add(1, Ordering::SeqCst) + 1, stop.clone())
+            });
+            Self {
+                supervisor,
+                tasks,
+                shutdown,
+                runs,
+            }
+        }
+
+        /// Until `runs` runs have started (the paused clock moves on whenever every task waits).
+        async fn until_runs(&self, runs: u32) {
+            while self.runs.load(Ordering::SeqCst) < runs {
+                tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
+            }
+        }
+
+        async fn stop(self) -> u32 {
+            self.shutdown.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
+            self.runs.load(Ordering::SeqCst)
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_task_that_panics_is_started_again_with_backoff_and_named_while_it_keeps_failing() {
-        let supervisor = Supervisor::default();
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        let runs = Arc::new(AtomicU32::new(0));
-        let counted = runs.clone();
-        let stop = shutdown.clone();
-        supervisor.spawn(&tasks, "flaky", shutdown.clone(), move || {
-            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
-            let stop = stop.clone();
-            async move {
-                if run <= 4 {
-                    panic!("run {run} fails");
-                }
-                // The fifth run is healthy: it runs until shutdown.
-                stop.cancelled().await;
+        let harness = Harness::start("flaky", |run, stop| async move {
+            if run <= 4 {
+                panic!("run {run} fails");
             }
+            // The fifth run is healthy: it runs until shutdown.
+            stop.cancelled().await;
         });
-        // Paused time: each backoff passes as soon as every task waits.
-        while runs.load(Ordering::SeqCst) < 3 {
-            tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
-        assert_eq!(supervisor.failing(), ["flaky"]);
-        while runs.load(Ordering::SeqCst) < 5 {
-            tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
-        }
-        shutdown.cancel();
-        tasks.close();
-        tasks.wait().await;
-        assert_eq!(runs.load(Ordering::SeqCst), 5);
+        harness.until_runs(3).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // paused clock: the third failed
+        assert_eq!(harness.supervisor.failing(), ["flaky"]);
+        harness.until_runs(5).await;
+        assert_eq!(harness.stop().await, 5);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_long_healthy_run_clears_the_failing_mark() {
-        let supervisor = Supervisor::default();
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        let runs = Arc::new(AtomicU32::new(0));
-        let counted = runs.clone();
-        let stop = shutdown.clone();
-        supervisor.spawn(&tasks, "recovers", shutdown.clone(), move || {
-            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
-            let stop = stop.clone();
-            async move {
-                if run == 4 {
-                    // Healthy for longer than HEALTHY_RUN, then it ends: a fresh count.
-                    tokio::time::sleep(HEALTHY_RUN + Duration::from_secs(1)).await;
-                    return;
-                }
-                if run > 4 {
-                    stop.cancelled().await;
-                    return;
-                }
-                panic!("run {run} fails");
+        let harness = Harness::start("recovers", |run, stop| async move {
+            if run == 4 {
+                // Healthy for longer than HEALTHY_RUN, then it ends: a fresh count.
+                tokio::time::sleep(HEALTHY_RUN + Duration::from_secs(1)).await;
+                return;
             }
+            if run > 4 {
+                stop.cancelled().await;
+                return;
+            }
+            panic!("run {run} fails");
         });
-        while runs.load(Ordering::SeqCst) < 5 {
-            tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
-        }
-        assert!(
-            supervisor.failing().is_empty(),
-            "{:?}",
-            supervisor.failing()
-        );
-        shutdown.cancel();
-        tasks.close();
-        tasks.wait().await;
+        harness.until_runs(5).await;
+        let failing = harness.supervisor.failing();
+        assert!(failing.is_empty(), "{failing:?}");
+        harness.stop().await;
     }
 }

@@ -30,13 +30,9 @@ async fn unpublished(app: &TestApp) -> Vec<String> {
 #[tokio::test]
 async fn the_relay_settles_each_event_on_its_own_refused_unroutable_or_routed() {
     let app = spawn_worker(Retries::PATIENT).await;
-    let mut full = FieldTable::default();
-    full.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
-    full.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    let full = app.subscribe_as("full-subscriber", "invoice.*", full).await;
+    let full = app
+        .subscribe_as("full-subscriber", "invoice.*", full_queue())
+        .await;
     let invoices = app
         .subscribe_as("invoice-subscriber", "invoice.*", FieldTable::default())
         .await;
