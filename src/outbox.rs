@@ -108,10 +108,13 @@ impl Relay {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(error) => tracing::warn!(
-                        error = format!("{error:#}"),
-                        "outbox relay failed; will retry"
-                    ),
+                    Err(error) => {
+                        metrics::counter!(metric::OUTBOX_PASS_FAILURES).increment(1);
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "outbox relay failed; will retry"
+                        );
+                    }
                 }
                 // Under load the relay passes many times a second; counting the backlog once per
                 // poll interval is enough for a gauge and keeps a query off every pass.

@@ -15,6 +15,7 @@ pub const HTTP_CONNECTIONS_CLOSED: &str = "settle_http_connections_closed_total"
 pub const TASK_RESTARTS: &str = "settle_task_restarts_total";
 pub const OUTBOX_PARKED: &str = "settle_outbox_parked";
 pub const OUTBOX_PARKED_TOTAL: &str = "settle_outbox_parked_total";
+pub const OUTBOX_PASS_FAILURES: &str = "settle_outbox_pass_failures_total";
 pub const WORKER_MESSAGES: &str = "settle_worker_messages_total";
 pub const WORKER_PROCESSING_SECONDS: &str = "settle_worker_processing_seconds";
 pub const WORKER_PANICS: &str = "settle_worker_panics_total";
@@ -54,6 +55,10 @@ fn describe_metrics() {
     describe_gauge!(
         OUTBOX_PARKED,
         "Reconciliation events the relay gave up on after its last attempt (a subscriber's queue refused them, or the broker never confirmed them), waiting for `settle outbox retry`."
+    );
+    describe_counter!(
+        OUTBOX_PASS_FAILURES,
+        "Relay passes that published nothing because of an error (the database, the broker unreachable or not confirming, a row another transaction holds); each is tried again."
     );
     describe_counter!(
         OUTBOX_PARKED_TOTAL,

@@ -272,20 +272,12 @@ async fn the_relay_never_skips_rows_another_transaction_holds_so_an_invoices_eve
         .execute(&mut lease)
         .await
         .unwrap();
-    // The relay takes the lease (its session shows the advisory lock) and passes a few times
-    // (every 100 ms); a relay that skipped locked rows would send the later ones now.
-    poll_until("the relay to hold its lease", WAIT, || async {
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-               AND pid <> pg_backend_pid())",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        held.then_some(())
+    // The relay takes the lease and tries twice (every 100 ms), failing on the held row; a relay
+    // that skipped locked rows would have sent the later ones instead.
+    poll_until("two relay passes held back", WAIT, || async {
+        (app.metric("settle_outbox_pass_failures_total").await >= 2.0).then_some(())
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // asserting absence: a bounded look
     assert_eq!(
         app.take_messages(&subscriber, 0).await.len(),
         0,
