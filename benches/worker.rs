@@ -407,6 +407,8 @@ impl Bench {
             .ok_or_else(|| anyhow::anyhow!("the broker closed before connecting"))?;
         let template = event_template();
         let topology = broker.topology().clone();
+        // Sealed as the receiver seals them, with the worker's own keyring.
+        let keyring = self.settings.keyring()?;
         let started = Instant::now();
         // The backlog's inbox rows are those received from here on (a preloaded history is
         // older): counted through the BRIN index on received_at, whatever the history's size.
@@ -416,7 +418,8 @@ impl Bench {
                 let received_at = chrono::Utc::now();
                 let messages: Vec<OutgoingMessage> = (first..(first + PUBLISH_BATCH).min(events))
                     .map(|n| {
-                        queued_event(&template, phase, n, received_at).to_webhook_message(&topology)
+                        queued_event(&template, phase, n, received_at)
+                            .to_webhook_message(&topology, &keyring)
                     })
                     .collect();
                 let broker = broker.clone();

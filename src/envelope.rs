@@ -8,6 +8,7 @@
 //! moves a message to a retry tier or the dead-letter queue (its own attempt count, not `x-death`,
 //! which RabbitMQ 4 no longer maintains for republished messages).
 
+use crate::sealed::Keyring;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
@@ -30,6 +31,10 @@ pub mod headers {
     pub const ACCOUNT_ID: &str = "account-id";
     /// Only on events that did not come by webhook: `backfill` (listed from the provider's API).
     pub const SOURCE: &str = "source";
+    /// The MAC of the event's headers above and its body, under a key of `SETTLE_SECRET_KEYS`
+    /// (`<key id>.<hex>`): only settle's own processes (the receiver, backfill, replay) can make
+    /// one, so a holder of broker credentials alone cannot make the worker apply an event.
+    pub const SEAL: &str = "settle-seal";
     // Not `x-…`: that prefix belongs to the broker (RabbitMQ sets and may one day strip such
     // headers). Messages queued by settle before 0.2 carry these as `x-settle-…`; the readers
     // below accept both, so a retry tier drained across an upgrade keeps its counts.
@@ -132,18 +137,16 @@ impl QueuedEvent {
         format!("{}.{}", self.provider.wire_name(), self.event_type)
     }
 
-    fn headers(&self) -> Vec<(String, HeaderValue)> {
+    fn headers(&self, keyring: &Keyring) -> Vec<(String, HeaderValue)> {
         let text = |name: &str, value: &str| (name.to_owned(), HeaderValue::text(value));
+        let received_at = self
+            .received_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true);
         let mut list = vec![
             text(headers::PROVIDER, self.provider.wire_name()),
             text(headers::EVENT_ID, &self.event_id),
             text(headers::EVENT_TYPE, &self.event_type),
-            text(
-                headers::RECEIVED_AT,
-                &self
-                    .received_at
-                    .to_rfc3339_opts(SecondsFormat::Micros, true),
-            ),
+            text(headers::RECEIVED_AT, &received_at),
         ];
         if let Some(connection) = &self.connection_id {
             list.push(text(headers::CONNECTION_ID, connection));
@@ -151,28 +154,39 @@ impl QueuedEvent {
         if let Some(source) = &self.source {
             list.push(text(headers::SOURCE, source));
         }
+        let sealed = [
+            self.provider.wire_name(),
+            &self.event_id,
+            &self.event_type,
+            &received_at,
+            self.connection_id.as_deref().unwrap_or_default(),
+            self.source.as_deref().unwrap_or_default(),
+        ];
+        if let Some(seal) = keyring.mac(&seal_parts(&sealed, &self.body)) {
+            list.push(text(headers::SEAL, &seal));
+        }
         list
     }
 
     /// As the receiver publishes it: to the webhooks exchange, routed by provider and type.
-    pub fn to_webhook_message(self, topology: &Topology) -> OutgoingMessage {
+    pub fn to_webhook_message(self, topology: &Topology, keyring: &Keyring) -> OutgoingMessage {
         OutgoingMessage {
             exchange: topology.webhooks_exchange.clone(),
             routing_key: self.routing_key(),
             message_id: MessageId::new(self.message_id()),
-            headers: self.headers(),
+            headers: self.headers(keyring),
             body: self.body,
         }
     }
 
     /// Straight onto the work queue, as the receiver would have queued it, with no failure
     /// headers, so its attempts start again: how operators replay an event.
-    pub fn to_work_queue_message(self, topology: &Topology) -> OutgoingMessage {
+    pub fn to_work_queue_message(self, topology: &Topology, keyring: &Keyring) -> OutgoingMessage {
         OutgoingMessage {
             exchange: String::new(),
             routing_key: topology.reconcile_queue.clone(),
             message_id: MessageId::new(self.message_id()),
-            headers: self.headers(),
+            headers: self.headers(keyring),
             body: self.body,
         }
     }
@@ -205,6 +219,41 @@ impl QueuedEvent {
             source: header_text(headers, headers::SOURCE).map(str::to_owned),
         })
     }
+}
+
+/// Whether a queued message's seal holds: the `settle-seal` header is the MAC of its event
+/// headers (as received, before any reading of them) and its body under a key of `keyring`. With
+/// no key configured nothing is sealed, and nothing is checked.
+pub fn seal_holds(headers: &Map<String, Value>, body: &[u8], keyring: &Keyring) -> bool {
+    if keyring.is_empty() {
+        return true;
+    }
+    let Some(seal) = header_text(headers, headers::SEAL) else {
+        return false;
+    };
+    let text = |name| header_text(headers, name).unwrap_or_default();
+    let sealed = [
+        text(headers::PROVIDER),
+        text(headers::EVENT_ID),
+        text(headers::EVENT_TYPE),
+        text(headers::RECEIVED_AT),
+        text(headers::CONNECTION_ID),
+        text(headers::SOURCE),
+    ];
+    keyring.verifies(&seal_parts(&sealed, body), seal)
+}
+
+/// What a seal covers: the event's header texts, in a fixed order, then its body.
+fn seal_parts<'a>(texts: &[&'a str; 6], body: &'a [u8]) -> [&'a [u8]; 7] {
+    [
+        texts[0].as_bytes(),
+        texts[1].as_bytes(),
+        texts[2].as_bytes(),
+        texts[3].as_bytes(),
+        texts[4].as_bytes(),
+        texts[5].as_bytes(),
+        body,
+    ]
 }
 
 /// A header by its name, or by the `x-` name settle used for its own headers before 0.2.
@@ -265,7 +314,7 @@ mod tests {
     #[test]
     fn a_message_reads_back_as_the_event_it_was_built_from() {
         let topology = Topology::new("p", &[1000], 10);
-        let message = event().to_webhook_message(&topology);
+        let message = event().to_webhook_message(&topology, &Keyring::default());
         assert_eq!(message.exchange, "p.webhooks");
         assert_eq!(message.routing_key, "gocardless.payments.confirmed");
         assert_eq!(message.message_id.as_str(), "gocardless:EV123");
@@ -282,7 +331,7 @@ mod tests {
             Ok(event())
         );
 
-        let replay = event().to_work_queue_message(&topology);
+        let replay = event().to_work_queue_message(&topology, &Keyring::default());
         assert_eq!(
             (replay.exchange.as_str(), replay.routing_key.as_str()),
             ("", "p.reconcile")

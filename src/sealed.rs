@@ -36,10 +36,31 @@ pub enum SealError {
     DoesNotOpen(String),
 }
 
-/// The keys secrets are sealed and opened with.
-#[derive(Clone)]
+/// The MAC key for queued events, derived from a sealing key (HMAC-SHA256 of a fixed label):
+/// the same bytes are never used by two algorithms.
+fn derive_mac_key(key: &[u8]) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(mac_of(key, &[b"settle queued-event seal v1"]))
+}
+
+fn mac_of(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    #[expect(clippy::expect_used, reason = "HMAC takes keys of any length")]
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The keys secrets are sealed and opened with. The default is the empty keyring (no key).
+#[derive(Clone, Default)]
 pub struct Keyring {
     keys: Vec<(String, XChaCha20Poly1305)>,
+    /// Each key's MAC key for queued events (`mac`), derived from it so one key list serves
+    /// both, in the same order.
+    mac_keys: Vec<(String, Zeroizing<[u8; 32]>)>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -53,6 +74,7 @@ impl Keyring {
     /// Parses `<key id>:<base64 of 32 bytes>,…`. An empty list is a keyring that seals nothing.
     pub fn parse(list: &SecretString) -> Result<Self, SealError> {
         let mut keys = Vec::new();
+        let mut mac_keys = Vec::new();
         for entry in list
             .expose_secret()
             .split(',')
@@ -83,8 +105,40 @@ impl Keyring {
             let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
                 .map_err(|_| SealError::BadKeyList(format!("key `{id}` is not 32 bytes")))?;
             keys.push((id.to_owned(), cipher));
+            mac_keys.push((id.to_owned(), derive_mac_key(&bytes)));
         }
-        Ok(Self { keys })
+        Ok(Self { keys, mac_keys })
+    }
+
+    /// Whether the keyring holds no key (then nothing is sealed, and nothing is checked).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The MAC of `parts` under the first key, as `<key id>.<hex>`; `None` with no key. Each part
+    /// is length-prefixed, so no two different lists of parts give the same input.
+    pub fn mac(&self, parts: &[&[u8]]) -> Option<String> {
+        let (id, key) = self.mac_keys.first()?;
+        Some(format!(
+            "{id}.{}",
+            hex::encode(mac_of(key.as_slice(), parts))
+        ))
+    }
+
+    /// Whether `seal` (`<key id>.<hex>`, as `mac` made it) is the MAC of `parts` under the key it
+    /// names, which must still be in the keyring (rotation: every listed key checks).
+    pub fn verifies(&self, parts: &[&[u8]], seal: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some((id, mac)) = seal.split_once('.') else {
+            return false;
+        };
+        let Some((_, key)) = self.mac_keys.iter().find(|(known, _)| known == id) else {
+            return false;
+        };
+        let Ok(mac) = hex::decode(mac) else {
+            return false;
+        };
+        bool::from(mac.as_slice().ct_eq(&mac_of(key.as_slice(), parts)))
     }
 
     /// Seals `secret` for `context` (what it belongs to) under the first key.

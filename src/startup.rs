@@ -53,6 +53,8 @@ pub struct Application {
     connection_secrets: crate::ingress::secrets::SecretsCache,
     /// Runs the background tasks, and knows which keep failing (`/readyz` says).
     supervisor: crate::supervise::Supervisor,
+    /// `SETTLE_SECRET_KEYS`: seals provider secrets, and the events this process queues.
+    keyring: crate::sealed::Keyring,
 }
 
 /// A lazy pool for `settings`; nothing connects until the first query.
@@ -223,6 +225,7 @@ impl Application {
             Topology::from_settings(&settings),
             connections,
         );
+        let settings_keyring = settings.keyring()?;
         let listener = bind(settings.http.addr).await?;
         let admin_listener = match settings.http.admin_addr {
             Some(addr) => Some(bind(addr).await?),
@@ -238,6 +241,7 @@ impl Application {
             shutdown,
             connection_secrets: Default::default(),
             supervisor: Default::default(),
+            keyring: settings_keyring,
         })
     }
 
@@ -385,6 +389,7 @@ impl Application {
             policy: Arc::new(worker_policy(settings)),
             batches: settings.worker.batches(),
             max_attempts: settings.worker.max_attempts,
+            keyring: Arc::new(self.keyring.clone()),
             shutdown: self.shutdown.clone(),
         };
         let shutdown = self.shutdown.clone();
@@ -483,6 +488,7 @@ impl Application {
                 connections: self.connection_secrets.clone(),
                 body_limit: settings.http.body_limit_bytes,
                 body_budget: Arc::new(tokio::sync::Semaphore::new(settings.http.body_budget_bytes)),
+                keyring: Arc::new(self.keyring.clone()),
             }));
             internal = internal.merge(crate::api::router(ApiState {
                 db: self.db.clone(),

@@ -295,6 +295,7 @@ pub struct Report {
 pub async fn run(
     db: &PgPool,
     broker: Option<&Broker>,
+    keyring: &crate::sealed::Keyring,
     source: &Source,
     window: Window,
     types: &[String],
@@ -346,7 +347,7 @@ pub async fn run(
                     queued
                         .via_connection(source.connection_id.as_deref())
                         .from_source(SOURCE)
-                        .to_webhook_message(broker.topology())
+                        .to_webhook_message(broker.topology(), keyring)
                 })
             })
             .collect();

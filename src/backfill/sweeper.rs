@@ -96,7 +96,15 @@ impl Sweeper {
             since,
             until: Some(until),
         };
-        let report = run(&self.db, Some(&self.broker), source, window, &[]).await;
+        let report = run(
+            &self.db,
+            Some(&self.broker),
+            &self.keyring,
+            source,
+            window,
+            &[],
+        )
+        .await;
         metrics::counter!(metric::BACKFILL_MISSED, "provider" => provider.wire_name())
             .increment(report.queued as u64);
         if report.queued > 0 {

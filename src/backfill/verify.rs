@@ -59,7 +59,12 @@ pub fn synthetic_event(
 }
 
 /// Verifies the source's account's unsettled PaymentIntents (a Stripe source).
-pub async fn run(db: &PgPool, broker: Option<&Broker>, source: &Source) -> Report {
+pub async fn run(
+    db: &PgPool,
+    broker: Option<&Broker>,
+    keyring: &crate::sealed::Keyring,
+    source: &Source,
+) -> Report {
     let mut report = Report {
         source: source.name().to_owned(),
         ..Report::default()
@@ -118,7 +123,7 @@ pub async fn run(db: &PgPool, broker: Option<&Broker>, source: &Source) -> Repor
                 queued
                     .via_connection(source.connection_id.as_deref())
                     .from_source(SOURCE)
-                    .to_webhook_message(broker.topology())
+                    .to_webhook_message(broker.topology(), keyring)
             })
         })
         .collect();

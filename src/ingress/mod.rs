@@ -51,6 +51,9 @@ pub struct IngressState {
     /// bodies are read before their signature can be checked, so this bounds what
     /// unauthenticated clients can make settle hold.
     pub body_budget: Arc<Semaphore>,
+    /// Seals each queued event (`envelope::headers::SEAL`), so the worker applies only what a
+    /// settle process queued.
+    pub keyring: Arc<crate::sealed::Keyring>,
 }
 
 /// Webhook routes. They authenticate by signature, not by API credentials.
@@ -345,7 +348,7 @@ async fn handle(
             .map(|queued| {
                 queued
                     .via_connection(connection)
-                    .to_webhook_message(topology)
+                    .to_webhook_message(topology, &state.keyring)
             })
             .map_err(PayloadError::from)
         })

@@ -65,9 +65,11 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
     for source in &sources {
         reports.push(match request.mode {
             Mode::Events(window) => {
-                backfill::run(db, broker.as_ref(), source, window, request.types).await
+                backfill::run(db, broker.as_ref(), &keyring, source, window, request.types).await
             }
-            Mode::VerifyOpenInvoices => backfill::verify::run(db, broker.as_ref(), source).await,
+            Mode::VerifyOpenInvoices => {
+                backfill::verify::run(db, broker.as_ref(), &keyring, source).await
+            }
         });
     }
     if let Some(broker) = broker {

@@ -136,9 +136,10 @@ pub async fn replay(
         return Ok(EXIT_OK);
     }
     let broker = super::connect_broker(settings).await?;
+    let keyring = settings.keyring()?;
     let mut failed = 0;
     for row in &rows {
-        match replay_one(db, &broker, row).await {
+        match replay_one(db, &broker, &keyring, row).await {
             Ok(()) => println!(
                 "replayed {} ({})",
                 row.id,
@@ -158,15 +159,22 @@ pub async fn replay(
     })
 }
 
-async fn replay_one(db: &PgPool, broker: &Broker, row: &DeadLetter) -> anyhow::Result<()> {
+async fn replay_one(
+    db: &PgPool,
+    broker: &Broker,
+    keyring: &crate::sealed::Keyring,
+    row: &DeadLetter,
+) -> anyhow::Result<()> {
     let (headers, body) = store::message(db, row.id).await?;
     let headers = match headers {
         serde_json::Value::Object(headers) => headers,
         _ => serde_json::Map::new(),
     };
-    // As the receiver queued it: the same message id and provider headers, no failure headers.
-    let message =
-        QueuedEvent::from_headers(&headers, body)?.to_work_queue_message(broker.topology());
+    // As the receiver queued it: the same message id and provider headers, no failure headers,
+    // sealed again by this operator's keyring (one queued before seals, or refused `unsealed`,
+    // is an operator's to vouch for).
+    let message = QueuedEvent::from_headers(&headers, body)?
+        .to_work_queue_message(broker.topology(), keyring);
     // Confirmed first, marked second: a crash between the two replays it again, never loses it.
     broker.publish_all(std::slice::from_ref(&message)).await?;
     store::mark_replayed(db, row.id).await?;

@@ -42,7 +42,7 @@ pub async fn replay(
     // no account in its body, and would otherwise go to the default account.
     .via_connection(archived.connection_id.as_deref());
     let broker = super::connect_broker(settings).await?;
-    let message = event.to_work_queue_message(broker.topology());
+    let message = event.to_work_queue_message(broker.topology(), &settings.keyring()?);
     let published = broker.publish_all(std::slice::from_ref(&message)).await;
     broker.close().await;
     published?;

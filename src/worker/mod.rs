@@ -126,6 +126,9 @@ pub struct Worker {
     /// Deliveries of one message (the first included) before a failure that may pass is
     /// dead-lettered.
     pub max_attempts: u32,
+    /// Checks each delivery's seal (`envelope::seal_holds`): an event no settle process queued
+    /// (anyone with broker credentials can publish) is dead-lettered `unsealed`.
+    pub keyring: Arc<crate::sealed::Keyring>,
     /// Cancelled when shutdown begins: consumers stop taking deliveries and finish theirs.
     pub shutdown: CancellationToken,
 }
@@ -312,10 +315,16 @@ impl Worker {
         let mut events = Vec::with_capacity(deliveries.len());
         let mut delivered = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            match QueuedEvent::from_headers(
-                &headers_json(&delivery.properties),
-                delivery.data.clone(),
-            ) {
+            let received = headers_json(&delivery.properties);
+            if !crate::envelope::seal_holds(&received, &delivery.data, &self.keyring) {
+                let failure = ApplyError::Permanent {
+                    reason: "unsealed",
+                    detail: "no settle process queued this message: its seal is missing or does not match (published with broker credentials alone?)".to_owned(),
+                };
+                self.fail(&delivery, &failure, None).await;
+                continue;
+            }
+            match QueuedEvent::from_headers(&received, delivery.data.clone()) {
                 Ok(event) => {
                     events.push(event);
                     delivered.push(delivery);

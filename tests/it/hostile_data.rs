@@ -425,3 +425,74 @@ async fn signed_events_with_nul_in_their_id_or_currency_apply_or_are_dead_letter
     assert_eq!(app.stop_when_idle().await, 0);
     app.delete_topology().await;
 }
+
+/// A holder of broker credentials alone cannot make the worker apply an event: a message on the
+/// work queue with no seal, or with a seal that does not match (made up, or the body altered),
+/// is dead-lettered `unsealed` and changes nothing; the receiver's own messages still apply.
+#[tokio::test]
+async fn a_message_published_with_broker_credentials_alone_is_dead_lettered_unsealed() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_forged", "cust", None, "GBP", 1000)
+        .await;
+    let forged = |event_id: &str| {
+        StripeEvent::new("payment_intent.succeeded", event_id)
+            .created(T0)
+            .payment(&format!("pi_{event_id}"), 1000, "gbp")
+            .invoice_id("inv_forged")
+            .to_bytes()
+    };
+    let headers = |event_id: &str, seal: Option<&str>| {
+        let mut headers = serde_json::Map::new();
+        for (name, value) in [
+            ("provider", "stripe"),
+            ("event-id", event_id),
+            ("event-type", "payment_intent.succeeded"),
+            ("received-at", "2026-12-01T12:00:00.000000Z"),
+        ] {
+            headers.insert(name.to_owned(), Value::from(value));
+        }
+        if let Some(seal) = seal {
+            headers.insert("settle-seal".to_owned(), Value::from(seal));
+        }
+        headers
+    };
+    let work = app.queue("reconcile");
+    app.put_on_queue(
+        &work,
+        "stripe:evt_unsealed",
+        &headers("evt_unsealed", None),
+        &forged("evt_unsealed"),
+    )
+    .await;
+    let made_up = format!("local.{}", "0".repeat(64));
+    app.put_on_queue(
+        &work,
+        "stripe:evt_made_up",
+        &headers("evt_made_up", Some(&made_up)),
+        &forged("evt_made_up"),
+    )
+    .await;
+    let db = app.db();
+    let reasons: Vec<(String, String)> = poll_until("two dead letters", WAIT, || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT event_id, reason FROM dead_letters ORDER BY event_id")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        reasons,
+        [
+            ("evt_made_up".to_owned(), "unsealed".to_owned()),
+            ("evt_unsealed".to_owned(), "unsealed".to_owned())
+        ]
+    );
+    assert_eq!(app.invoice("inv_forged").await["status"], "OPEN");
+    // The receiver seals what it queues: the same payment through a webhook applies.
+    app.deliver_stripe(&forged("evt_real")).await;
+    app.wait_invoice_status("inv_forged", "PAID").await;
+    app.stop().await;
+}
