@@ -145,11 +145,21 @@ mod tests {
             }
         }
 
-        /// Until `runs` runs have started (the paused clock moves on whenever every task waits).
-        async fn until_runs(&self, runs: u32) {
-            while self.runs.load(Ordering::SeqCst) < runs {
-                tokio::time::sleep(Duration::from_millis(100)).await; // paused clock
+        /// Polls (on the paused clock, which moves on whenever every task waits) until `done`,
+        /// failing after ten minutes of virtual time.
+        async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+            while !done(self) {
+                assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+                tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
             }
+        }
+
+        async fn until_runs(&self, runs: u32) {
+            self.until("the runs started", |h| {
+                h.runs.load(Ordering::SeqCst) >= runs
+            })
+            .await;
         }
 
         async fn stop(self) -> u32 {
@@ -169,9 +179,16 @@ mod tests {
             // The fifth run is healthy: it runs until shutdown.
             stop.cancelled().await;
         });
-        harness.until_runs(3).await;
-        tokio::time::sleep(Duration::from_millis(100)).await; // paused clock: the third failed
+        harness
+            .until("the task named failing", |h| {
+                !h.supervisor.failing().is_empty()
+            })
+            .await;
         assert_eq!(harness.supervisor.failing(), ["flaky"]);
+        assert!(
+            harness.runs.load(Ordering::SeqCst) >= 3,
+            "named only after three failures"
+        );
         harness.until_runs(5).await;
         assert_eq!(harness.stop().await, 5);
     }
