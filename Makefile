@@ -6,7 +6,7 @@ ENV := eval "$$($(SERVICES) env)"
 # The fault suite's scenarios make test runs, quick: a worker killed, a duplicate storm, poison
 # messages beside healthy ones, bad signatures, the cluster's work queue leader killed, a
 # connection flood at the connection limit.
-CHAOS_IN_TEST := 6 10 12 14 18 22
+CHAOS_IN_TEST := 6 10 12 14 18 22 23
 # The cluster scenarios: two serve and two worker processes on the three-node cluster.
 CLUSTER_SCENARIOS := 18 19 20 21
 

@@ -58,6 +58,8 @@ SYSTEM_PYTHON=/usr/bin/python3
 DATABASE_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
 AMQP_URL="amqp://guest:guest@127.0.0.1:56720/%2f"
 CHAOS_AMQP_URL="amqp://guest:guest@127.0.0.1:56730/%2f"
+# The password of the roles' users (deploy/rabbitmq-users.sh) on these loopback test nodes.
+ROLE_PASSWORD=settle-local-broker-role
 CLUSTER_AMQP_URLS="amqp://guest:guest@127.0.0.1:56740/%2f,amqp://guest:guest@127.0.0.1:56750/%2f,amqp://guest:guest@127.0.0.1:56760/%2f"
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -581,6 +583,21 @@ cluster_join() {
     log "rabbitmq cluster: $(ctl "$first" eval 'length(rabbit_nodes:all_running()).') of ${#CLUSTER_NODES[@]} nodes running"
 }
 
+# rmq_users NODE: the roles' least-privilege users (deploy/rabbitmq-users.sh owns the table), for
+# every prefix the tests and the fault suite use, one password for all (loopback test nodes).
+rmq_users() {
+    local n="$1"
+    rmq_env "$n"
+    (cd "$(node_dir "$n")" &&
+        SETTLE_BROKER_PREFIX_RE='settle|test-[^.]+|chaos-[^.]+' \
+            SETTLE_AMQP_PASSWORD_ADMIN="$ROLE_PASSWORD" SETTLE_AMQP_PASSWORD_SERVE="$ROLE_PASSWORD" \
+            SETTLE_AMQP_PASSWORD_WORKER="$ROLE_PASSWORD" SETTLE_AMQP_PASSWORD_OPS="$ROLE_PASSWORD" \
+            SETTLE_AMQP_PASSWORD_SUBSCRIBER="$ROLE_PASSWORD" \
+            "$REPO_DIR/deploy/rabbitmq-users.sh" runuser -u rabbitmq -- env -i "${RMQ_ENV[@]}" \
+            timeout -k 5 60 "$RMQ_BIN/rabbitmqctl" -q -n "$n@$RMQ_HOST") ||
+        die "rabbitmq $n@$RMQ_HOST: could not set up the roles' users"
+}
+
 # ============================================================ purge
 PURGE_EVAL='
 IsTest = fun(N) -> is_binary(N) andalso byte_size(N) >= 6
@@ -626,6 +643,7 @@ print_env() {
     echo "export SETTLE_TEST_CHAOS_AMQP_URL=$CHAOS_AMQP_URL"
     echo "export SETTLE_TEST_CLUSTER_AMQP_URLS=$CLUSTER_AMQP_URLS"
     echo "export SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
+    echo "export SETTLE_TEST_AMQP_ROLE_PASSWORD=$ROLE_PASSWORD"
 }
 
 # Serialise start/stop (e.g. several test processes calling `start` at once).
@@ -659,6 +677,15 @@ cmd_start() {
     # In parallel: a clustered node that restarts waits for its peers before it boots.
     rmq_start "${nodes[@]}"
     [ "$cluster" = 0 ] || cluster_join
+    # The main node's serve the broker-roles tests; the cluster's, the fault suite's deployments.
+    local users=()
+    rmq_users "$MAIN_NODE" &
+    users+=($!)
+    if [ "$cluster" = 1 ]; then
+        rmq_users "${CLUSTER_NODES[0]}" &
+        users+=($!)
+    fi
+    for pid in "${users[@]}"; do wait "$pid" || die "the roles' broker users are not set up"; done
     print_env
 }
 

@@ -30,6 +30,11 @@ pub enum Command {
     Run(RunOptions),
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// The broker's queues and exchanges.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
     /// Dead letters: list, inspect, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -67,6 +72,13 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Declare settle's queues and exchanges, then exit: a deployment's setup step, run with the
+    /// broker user that may configure them (each role's own user may not).
+    Declare,
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +368,17 @@ impl Cli {
                 crate::startup::migrate(&db).await?;
                 crate::repository::ensure_account(&db, &settings.account.id).await?;
                 tracing::info!("migrations applied");
+                return Ok(ops::EXIT_OK);
+            }
+            Command::Broker {
+                command: BrokerCommand::Declare,
+            } => {
+                let node = crate::broker::declare_topology(
+                    &settings.amqp,
+                    &crate::broker::Topology::from_settings(&settings),
+                )
+                .await?;
+                tracing::info!(node, prefix = %settings.amqp.prefix, "broker topology declared");
                 return Ok(ops::EXIT_OK);
             }
             Command::Accounts { command } => {

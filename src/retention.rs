@@ -33,9 +33,6 @@ impl Retention {
     }
 
     pub async fn run(self) {
-        if self.settings.interval_secs == 0 {
-            return;
-        }
         let interval = Duration::from_secs(self.settings.interval_secs);
         loop {
             if let Err(error) = self.run_once().await {

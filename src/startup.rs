@@ -347,21 +347,25 @@ impl Application {
             self.shutdown.clone(),
         );
         let wake_relay = relay.notifier();
-        let retention = crate::retention::Retention::new(
-            self.db.clone(),
-            settings.retention.clone(),
-            self.shutdown.clone(),
-        );
+        // A periodic task whose interval is 0 is off: not started at all, since the supervisor
+        // takes a task that returns for one that failed.
+        let retention = (settings.retention.interval_secs > 0).then(|| {
+            crate::retention::Retention::new(
+                self.db.clone(),
+                settings.retention.clone(),
+                self.shutdown.clone(),
+            )
+        });
         let (sweeper, lister) = match settings.keyring() {
             Ok(keyring) => (
-                Some(crate::backfill::sweeper::Sweeper {
+                (settings.backfill.interval_secs > 0).then(|| crate::backfill::sweeper::Sweeper {
                     db: self.db.clone(),
                     broker: self.broker.clone(),
                     settings: settings.clone(),
                     keyring: keyring.clone(),
                     shutdown: self.shutdown.clone(),
                 }),
-                Some(crate::payouts::lister::Lister {
+                (settings.payouts.list_interval_secs > 0).then(|| crate::payouts::lister::Lister {
                     db: self.db.clone(),
                     settings: settings.clone(),
                     keyring,
@@ -406,9 +410,11 @@ impl Application {
                 supervisor.spawn(on, "sender", stop.clone(), move || sender.clone().run());
             }
             supervisor.spawn(on, "relay", stop.clone(), move || relay.clone().run());
-            supervisor.spawn(on, "retention", stop.clone(), move || {
-                retention.clone().run()
-            });
+            if let Some(retention) = retention {
+                supervisor.spawn(on, "retention", stop.clone(), move || {
+                    retention.clone().run()
+                });
+            }
             if let Some(sweeper) = sweeper {
                 supervisor.spawn(on, "sweeper", stop.clone(), move || sweeper.clone().run());
             }

@@ -21,6 +21,8 @@ pub struct Row {
     pub applied: usize,
     pub lost: usize,
     pub double_applied: usize,
+    /// Rows or announcements of one account that another account's events changed or made.
+    pub crossed: usize,
     pub unexpected: usize,
     pub mails_expected: usize,
     pub mails_got: usize,
@@ -32,13 +34,14 @@ pub struct Row {
 impl Row {
     pub fn header() -> String {
         format!(
-            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>11} {:>20} {:>11}",
+            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>8} {:>11} {:>20} {:>11}",
             "scenario",
             "sent",
             "acked(2xx)",
             "applied",
             "lost",
             "double-applied",
+            "crossed",
             "unexpected",
             "mails(expected/got)",
             "drained-in"
@@ -47,13 +50,14 @@ impl Row {
 
     pub fn line(&self) -> String {
         format!(
-            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>11} {:>20} {:>10.1}s",
+            "{:<34} {:>6} {:>11} {:>8} {:>5} {:>15} {:>8} {:>11} {:>20} {:>10.1}s",
             self.scenario,
             self.sent,
             self.acked,
             self.applied,
             self.lost,
             self.double_applied,
+            self.crossed,
             self.unexpected,
             format!("{}/{}", self.mails_expected, self.mails_got),
             self.drained_in.as_secs_f64()
@@ -61,7 +65,7 @@ impl Row {
     }
 
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.double_applied == 0 && self.unexpected == 0
+        self.lost == 0 && self.double_applied == 0 && self.crossed == 0 && self.unexpected == 0
     }
 }
 
@@ -74,47 +78,13 @@ pub struct Subscriber {
 impl Subscriber {
     pub async fn bind(connection: &lapin::Connection, prefix: &str) -> anyhow::Result<Self> {
         let queue = format!("{prefix}.chaos-subscriber");
-        let channel = connection.create_channel().await?;
-        // Declared as settle declares it (durable topic), so the queue is bound before settle
-        // starts and misses nothing.
-        let exchange = format!("{prefix}.reconciliation");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..lapin::options::ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
         // Durable and quorum, as a subscriber that must not lose events declares it.
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
             lapin::types::AMQPValue::LongString("quorum".into()),
         );
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let _ = connection.close(200, "bound".into()).await;
+        bind_subscriber_queue(connection, prefix, &queue, arguments).await?;
         Ok(Self { queue })
     }
 
@@ -137,6 +107,51 @@ impl Subscriber {
     }
 }
 
+/// Declares the durable `queue` with `arguments` and binds it to every reconciliation event of
+/// the deployment `prefix`, then closes `connection`. The exchange is declared as settle
+/// declares it (durable topic), so the queue is bound before settle starts and misses nothing.
+pub async fn bind_subscriber_queue(
+    connection: &lapin::Connection,
+    prefix: &str,
+    queue: &str,
+    arguments: FieldTable,
+) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    let exchange = format!("{prefix}.reconciliation");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..lapin::options::ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = connection.close(200, "bound".into()).await;
+    Ok(())
+}
+
 /// What else a scenario expects beyond its plan.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
@@ -144,16 +159,42 @@ pub struct Expected {
     pub dead_letters: usize,
     /// Event ids of requests that must have been refused: none may reach the inbox.
     pub refused: Vec<String>,
+    /// A subscriber's queue refuses everything: the relay parks what it refused, and a parked
+    /// row counts as published once the other subscribers got it.
+    pub parking: bool,
+    /// Payouts as their own account's events leave them: (account, payout id, status).
+    pub payouts: Vec<(String, String, &'static str)>,
 }
+
+/// Rows and announcements of one account that another account's event changed or made: a
+/// movement or a payout recorded for an account other than its event's, an announcement naming
+/// an invoice or a payout its account does not hold, or under another account than its row's.
+const CROSSED: &str = "
+SELECT (SELECT count(*) FROM money_movements m
+          JOIN webhook_events w ON w.provider = m.provider AND w.event_id = m.event_id
+         WHERE w.account_id <> m.account_id)
+     + (SELECT count(*) FROM payouts p
+          JOIN webhook_events w ON w.provider = p.provider AND w.event_id = p.event_id
+         WHERE w.account_id <> p.account_id)
+     + (SELECT count(*) FROM outbox o
+         WHERE o.payload->'data'->>'invoiceId' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.account_id = o.account_id
+                              AND i.id = o.payload->'data'->>'invoiceId'))
+     + (SELECT count(*) FROM outbox o
+         WHERE o.payload->'data'->>'providerPayoutId' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.account_id = o.account_id
+                              AND p.provider_payout_id = o.payload->'data'->>'providerPayoutId'))
+     + (SELECT count(*) FROM outbox o WHERE o.payload->>'accountId' <> o.account_id)";
 
 struct Snapshot {
     inbox: BTreeSet<String>,
     wrong_invoices: Vec<String>,
+    wrong_payouts: Vec<String>,
     unpublished: i64,
     pending_mails: i64,
 }
 
-async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
+async fn snapshot(db: &PgPool, plan: &Plan, expected: &Expected) -> sqlx::Result<Snapshot> {
     let inbox: Vec<String> = sqlx::query_scalar("SELECT event_id FROM webhook_events")
         .fetch_all(db)
         .await?;
@@ -179,9 +220,27 @@ async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
         })
         .map(|invoice| invoice.id.clone())
         .collect();
-    let unpublished = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
-        .fetch_one(db)
-        .await?;
+    let payouts: BTreeSet<(String, String, String)> =
+        sqlx::query_as("SELECT account_id, provider_payout_id, status FROM payouts")
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+    let wrong_payouts = expected
+        .payouts
+        .iter()
+        .filter(|(account, id, status)| {
+            !payouts.contains(&(account.clone(), id.clone(), (*status).to_owned()))
+        })
+        .map(|(account, id, _)| format!("{account}/{id}"))
+        .collect();
+    let unpublished = sqlx::query_scalar(if expected.parking {
+        "SELECT count(*) FROM outbox_pending WHERE parked_reason IS NULL"
+    } else {
+        "SELECT count(*) FROM outbox_pending"
+    })
+    .fetch_one(db)
+    .await?;
     let pending_mails =
         sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'PENDING'")
             .fetch_one(db)
@@ -189,6 +248,7 @@ async fn snapshot(db: &PgPool, plan: &Plan) -> sqlx::Result<Snapshot> {
     Ok(Snapshot {
         inbox: inbox.into_iter().collect(),
         wrong_invoices,
+        wrong_payouts,
         unpublished,
         pending_mails,
     })
@@ -211,10 +271,11 @@ pub async fn check(
     let started = Instant::now();
     let mails_expected = plan.mails();
     let snapshot = loop {
-        match snapshot(&db, plan).await {
+        match snapshot(&db, plan, expected).await {
             Ok(snapshot) => {
                 let settled = sent.acked.is_subset(&snapshot.inbox)
                     && snapshot.wrong_invoices.is_empty()
+                    && snapshot.wrong_payouts.is_empty()
                     && snapshot.unpublished == 0
                     && snapshot.pending_mails == 0
                     && deployment.mails() >= mails_expected;
@@ -271,6 +332,13 @@ pub async fn check(
         ));
     }
 
+    let crossed: i64 = sqlx::query_scalar(CROSSED).fetch_one(&db).await?;
+    if crossed > 0 {
+        notes.push(format!(
+            "rows or announcements crossing accounts: {crossed}"
+        ));
+    }
+
     let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(&db)
         .await?;
@@ -286,7 +354,7 @@ pub async fn check(
     let mails_got = deployment.mails();
     let missing_mails = mails_expected.saturating_sub(mails_got);
     // Invoices wrong because an event was lost are counted as lost, not again here.
-    let wrong = snapshot.wrong_invoices.len();
+    let wrong = snapshot.wrong_invoices.len() + snapshot.wrong_payouts.len();
     let unexpected = wrong
         + extra_dead
         + missing_dead
@@ -294,7 +362,7 @@ pub async fn check(
         + usize::try_from(snapshot.unpublished + snapshot.pending_mails)?
         + missing_mails;
     for (count, what) in [
-        (wrong, "invoices not as expected"),
+        (wrong, "invoices or payouts not as expected"),
         (extra_dead, "unexpected dead letters"),
         (missing_dead, "expected dead letters missing"),
         (
@@ -316,10 +384,13 @@ pub async fn check(
         }
     }
     if wrong > 0 {
-        notes.push(format!(
-            "e.g. {:?}",
-            &snapshot.wrong_invoices[..wrong.min(5)]
-        ));
+        let wrong: Vec<&String> = snapshot
+            .wrong_invoices
+            .iter()
+            .chain(&snapshot.wrong_payouts)
+            .take(5)
+            .collect();
+        notes.push(format!("e.g. {wrong:?}"));
     }
     Ok(Row {
         scenario: deployment.name.clone(),
@@ -328,6 +399,7 @@ pub async fn check(
         applied: sent_ids.intersection(&snapshot.inbox).count(),
         lost: lost_events.len() + lost_reconciliation.len(),
         double_applied,
+        crossed: usize::try_from(crossed)?,
         unexpected,
         mails_expected,
         mails_got,

@@ -176,6 +176,25 @@ pub struct Deployment {
     pub serves: Vec<Process>,
     pub workers: Vec<Process>,
     pub subscriber: Subscriber,
+    /// `AMQP_URLS` of operators' commands (`settle_command`).
+    ops_amqp_urls: String,
+}
+
+/// `urls` as `user` of `deploy/rabbitmq-users.sh`, on the cluster, where `scripts/services.sh`
+/// created the roles' users; the single chaos node keeps its one user.
+fn urls_as(shape: &Shape, urls: &[String], user: &str) -> anyhow::Result<String> {
+    if !shape.cluster {
+        return Ok(urls.join(","));
+    }
+    let password = std::env::var("SETTLE_TEST_AMQP_ROLE_PASSWORD")
+        .context("SETTLE_TEST_AMQP_ROLE_PASSWORD (scripts/services.sh env)")?;
+    urls.iter()
+        .map(|url| {
+            let (_, node) = url.split_once('@').context("an AMQP URL with user info")?;
+            Ok(format!("amqp://{user}:{password}@{node}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(|urls| urls.join(","))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -263,6 +282,20 @@ impl Deployment {
         .collect();
         env.extend(shape.env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
 
+        // On the cluster each role is its own least-privilege broker user: the topology is
+        // declared once as settle-admin, and serve, worker and ops may then do their part only.
+        let declare = Command::new(bin)
+            .args(["broker", "declare"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AMQP_URLS", urls_as(shape, &amqp_urls, "settle-admin")?)
+            .output()
+            .await?;
+        if !declare.status.success() {
+            bail!(
+                "settle broker declare: {}",
+                String::from_utf8_lossy(&declare.stderr)
+            );
+        }
         let migrate = Command::new(bin)
             .arg("migrate")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -276,16 +309,29 @@ impl Deployment {
             );
         }
         let process = |role: &'static str, n: usize| -> anyhow::Result<Process> {
+            let mut env = env.clone();
+            env.push((
+                "AMQP_URLS".to_owned(),
+                urls_as(shape, &amqp_urls, &format!("settle-{role}"))?,
+            ));
             Ok(Process {
                 role,
                 port: free_port()?,
-                env: env.clone(),
+                env,
                 log: dir.join(format!("{role}-{n}.log")),
                 child: None,
             })
         };
         let subscriber = Subscriber::bind(&connect_any(&amqp_urls).await?, &prefix).await?;
+        let ops_amqp_urls = urls_as(shape, &amqp_urls, "settle-ops")?;
+        let serves = (0..shape.serves)
+            .map(|n| process("serve", n))
+            .collect::<anyhow::Result<_>>()?;
+        let workers = (0..shape.workers)
+            .map(|n| process("worker", n))
+            .collect::<anyhow::Result<_>>()?;
         let mut deployment = Self {
+            ops_amqp_urls,
             name: name.to_owned(),
             prefix,
             database_url,
@@ -295,12 +341,8 @@ impl Deployment {
             smtp,
             mail_dir,
             subscriber,
-            serves: (0..shape.serves)
-                .map(|n| process("serve", n))
-                .collect::<anyhow::Result<_>>()?,
-            workers: (0..shape.workers)
-                .map(|n| process("worker", n))
-                .collect::<anyhow::Result<_>>()?,
+            serves,
+            workers,
         };
         for process in deployment.processes_mut() {
             process.start(bin).await?;
@@ -380,9 +422,10 @@ impl Deployment {
         self.workers[n].start(&bin).await
     }
 
-    /// Runs `settle ARGS` with the deployment's environment; the child, to wait for or kill.
-    pub fn settle_command(&self, args: &[&str]) -> anyhow::Result<Child> {
-        Ok(Command::new(&self.bin)
+    /// `settle ARGS` with the deployment's environment, as an operator runs it.
+    fn operator_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
             .args(args)
             .envs(
                 self.serves[0]
@@ -391,10 +434,39 @@ impl Deployment {
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .env("SETTLE_HTTP_ADDR", "127.0.0.1:0")
+            .env("AMQP_URLS", &self.ops_amqp_urls)
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `settle ARGS`; the child, to wait for or kill.
+    pub fn settle_command(&self, args: &[&str]) -> anyhow::Result<Child> {
+        Ok(self
+            .operator_command(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()?)
+    }
+
+    /// Runs `settle ARGS` with `env` besides, to its end; what it printed, or an error with
+    /// what it said.
+    pub async fn settle_output(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let output = self
+            .operator_command(args)
+            .envs(env.iter().copied())
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "settle {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
     }
 
     /// Mails the sink has received.
@@ -435,6 +507,8 @@ impl Deployment {
             topology.reconcile_queue,
             topology.dead_letter_queue,
             format!("{}.chaos-subscriber", self.prefix),
+            // Scenario 23's subscriber that refuses everything.
+            format!("{}.refusing-subscriber", self.prefix),
         ]
         .into_iter()
         .chain(topology.retry_queues.into_iter().map(|q| q.name));
@@ -446,7 +520,11 @@ impl Deployment {
                 )
                 .await?;
         }
-        for exchange in [topology.webhooks_exchange, topology.reconciliation_exchange] {
+        for exchange in [
+            topology.webhooks_exchange,
+            topology.reconciliation_by_account_exchange,
+            topology.reconciliation_exchange,
+        ] {
             channel
                 .exchange_delete(
                     exchange.as_str().into(),

@@ -49,6 +49,28 @@ pub struct Webhook {
     pub provider: Provider,
     pub body: Vec<u8>,
     pub event_ids: Vec<String>,
+    /// Posted to this connection's own endpoint, signed with its secret; `None`: the
+    /// deployment's own endpoint and secret.
+    pub connection: Option<Connection>,
+}
+
+/// A provider connection of another account: its endpoint's id and its webhook secret.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub secret: String,
+}
+
+impl Webhook {
+    /// One Stripe event, to `connection`'s endpoint or the deployment's own.
+    pub fn stripe(event: &StripeEvent, connection: Option<Connection>) -> Self {
+        Self {
+            provider: Provider::Stripe,
+            event_ids: vec![event.json()["id"].as_str().unwrap_or_default().to_owned()],
+            body: event.to_bytes(),
+            connection,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -136,6 +158,7 @@ impl Plan {
                     .map(|e| e.json()["id"].as_str().unwrap_or_default().to_owned())
                     .collect(),
                 body: gocardless_batch(batch.iter().cloned()),
+                connection: None,
             });
         }
         shuffle(&mut plan.webhooks);
@@ -143,11 +166,7 @@ impl Plan {
     }
 
     fn stripe(&mut self, event: StripeEvent) {
-        self.webhooks.push(Webhook {
-            provider: Provider::Stripe,
-            event_ids: vec![event.json()["id"].as_str().unwrap_or_default().to_owned()],
-            body: event.to_bytes(),
-        });
+        self.webhooks.push(Webhook::stripe(&event, None));
     }
 
     pub fn event_ids(&self) -> BTreeSet<String> {
@@ -287,17 +306,13 @@ pub struct Sent {
 /// front of them would.
 pub struct Sender {
     http: reqwest::Client,
-    stripe_urls: Vec<String>,
-    gocardless_urls: Vec<String>,
+    /// Each `serve` process's base URL.
+    bases: Vec<String>,
     next: std::sync::atomic::AtomicUsize,
 }
 
 pub fn stripe_signature(body: &[u8], timestamp: i64) -> String {
     settle::ingress::stripe::sign(&STRIPE_SECRET.to_owned().into(), timestamp, body)
-}
-
-pub fn gocardless_signature(body: &[u8]) -> String {
-    settle::ingress::gocardless::sign(&GOCARDLESS_SECRET.to_owned().into(), body)
 }
 
 impl Sender {
@@ -307,8 +322,7 @@ impl Sender {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
-            stripe_urls: deployment.urls("/webhooks/stripe"),
-            gocardless_urls: deployment.urls("/webhooks/gocardless"),
+            bases: deployment.urls(""),
             next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -316,18 +330,36 @@ impl Sender {
     /// Posts once; the status (0: no answer).
     pub async fn post(&self, webhook: &Webhook) -> u16 {
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = &self.bases[turn % self.bases.len()];
+        let provider = match webhook.provider {
+            Provider::Stripe => "stripe",
+            Provider::GoCardless => "gocardless",
+        };
+        let url = match &webhook.connection {
+            Some(connection) => format!("{base}/webhooks/{provider}/{}", connection.id),
+            None => format!("{base}/webhooks/{provider}"),
+        };
+        let secret = webhook.connection.as_ref().map_or_else(
+            || match webhook.provider {
+                Provider::Stripe => STRIPE_SECRET,
+                Provider::GoCardless => GOCARDLESS_SECRET,
+            },
+            |connection| connection.secret.as_str(),
+        );
+        let secret = secret.to_owned().into();
         let request = match webhook.provider {
-            Provider::Stripe => self
-                .http
-                .post(&self.stripe_urls[turn % self.stripe_urls.len()])
-                .header(
-                    "Stripe-Signature",
-                    stripe_signature(&webhook.body, chrono::Utc::now().timestamp()),
+            Provider::Stripe => self.http.post(url).header(
+                "Stripe-Signature",
+                settle::ingress::stripe::sign(
+                    &secret,
+                    chrono::Utc::now().timestamp(),
+                    &webhook.body,
                 ),
-            Provider::GoCardless => self
-                .http
-                .post(&self.gocardless_urls[turn % self.gocardless_urls.len()])
-                .header("Webhook-Signature", gocardless_signature(&webhook.body)),
+            ),
+            Provider::GoCardless => self.http.post(url).header(
+                "Webhook-Signature",
+                settle::ingress::gocardless::sign(&secret, &webhook.body),
+            ),
         };
         match request.body(webhook.body.clone()).send().await {
             Ok(response) => response.status().as_u16(),

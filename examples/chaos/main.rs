@@ -17,6 +17,7 @@
 
 mod check;
 mod deployment;
+mod hostile;
 mod load;
 mod scenarios;
 

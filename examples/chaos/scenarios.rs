@@ -12,7 +12,7 @@ use crate::check::{Expected, Row, check};
 use crate::deployment::{Deployment, Shape, broker, cluster, database};
 use crate::load::{Api, Plan, Provider, Sender, Sending, Webhook, random, stripe_signature};
 
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     "1 broker restart under load",
     "2 broker kill -9",
     "3 broker down 5 min",
@@ -35,6 +35,7 @@ pub const NAMES: [&str; 22] = [
     "20 cluster rolling restart",
     "21 cluster leader SIGSTOP 30 s",
     "22 connection flood",
+    "23 hostile tenant",
 ];
 
 pub struct Run<'a> {
@@ -301,6 +302,7 @@ impl Run<'_> {
                 };
                 (shape, plan(), sending, vec![(Duration::ZERO, fault)])
             }
+            23 => return self.hostile_tenant(name, &tag).await,
             _ => anyhow::bail!("no scenario {number}"),
         };
         self.standard(name, &shape, plan, sending, faults).await
@@ -331,7 +333,7 @@ impl Run<'_> {
             .await
     }
 
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         name: &str,
         deployment: Deployment,
@@ -458,7 +460,7 @@ impl Run<'_> {
     }
 }
 
-fn slug(name: &str) -> String {
+pub fn slug(name: &str) -> String {
     name.split_whitespace().next().unwrap_or("x").to_owned()
 }
 
@@ -557,11 +559,13 @@ async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
             "id": "evt_oversized", "type": "payment_intent.succeeded", "padding": padding,
         }))?,
         event_ids: vec!["evt_oversized".into()],
+        connection: None,
     };
     let malformed = Webhook {
         provider: Provider::Stripe,
         body: b"{\"id\": \"evt_malformed\", \"type\": ".to_vec(),
         event_ids: vec!["evt_malformed".into()],
+        connection: None,
     };
     let over_batch: Vec<String> = (0..=settle::ingress::gocardless::MAX_BATCH)
         .map(|n| format!("EVOVERBATCH{n}"))
@@ -574,6 +578,7 @@ async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
                 .map(|id| crate::fixtures::GoCardlessEvent::payment(id, "confirmed", "PMNOBODY")),
         ),
         event_ids: over_batch.clone(),
+        connection: None,
     };
     for (webhook, expected) in [(&oversized, 413), (&malformed, 400), (&too_many, 400)] {
         let status = sender.post(webhook).await;

@@ -33,9 +33,6 @@ pub struct Sweeper {
 impl Sweeper {
     pub async fn run(self) {
         let backfill = &self.settings.backfill;
-        if backfill.interval_secs == 0 {
-            return;
-        }
         let interval = Duration::from_secs(backfill.interval_secs);
         loop {
             // The first sweep one interval after start: the webhooks queued while this process

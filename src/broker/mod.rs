@@ -468,6 +468,81 @@ async fn topology_in_place(topology: &Topology, connection: &Connection) -> lapi
     Ok(in_place)
 }
 
+/// Declares the topology; a broker user without the right to (a role's least-privilege user,
+/// `deploy/rabbitmq-users.sh`) instead finds it in place, declared by `settle broker declare`
+/// under the admin user. Missing and not ours to declare is an error that says so.
+pub async fn declare_or_find(topology: &Topology, connection: &Connection) -> lapin::Result<()> {
+    let setup = connection.create_channel().await?;
+    match topology.declare(&setup).await {
+        Ok(()) => {
+            let _ = setup.close(200, "topology declared".into()).await;
+            Ok(())
+        }
+        Err(error) if refused_access(&error) => {
+            if topology_in_place(topology, connection).await? {
+                tracing::debug!("this broker user may not declare the topology; it is in place");
+                Ok(())
+            } else {
+                tracing::error!(
+                    "the broker topology is missing and this broker user may not declare it: \
+                     run `settle broker declare` with a user that may configure it"
+                );
+                Err(error)
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `settle broker declare`: declares the topology on the first node that answers, as the one
+/// step of a deployment whose broker user may configure it (the roles' users may not). The
+/// node's `host:port` on success.
+pub async fn declare_topology(
+    settings: &AmqpSettings,
+    topology: &Topology,
+) -> anyhow::Result<String> {
+    let mut last_error = None;
+    for address in settings.addresses() {
+        let node = node_of(address);
+        let connection =
+            match Connection::connect(address.expose_secret(), ConnectionProperties::default())
+                .await
+            {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::warn!(error = %error, node, "cannot reach this broker node");
+                    last_error = Some(error);
+                    continue;
+                }
+            };
+        let setup = connection.create_channel().await?;
+        let declared = topology.declare(&setup).await;
+        let _ = connection.close(200, "topology declared".into()).await;
+        return match declared {
+            Ok(()) => Ok(node),
+            Err(error) if refused_access(&error) => Err(anyhow::anyhow!(
+                "this broker user may not configure settle's queues and exchanges ({error}): \
+                 declare them with the admin user (deploy/rabbitmq-users.sh)"
+            )),
+            Err(error) => Err(error.into()),
+        };
+    }
+    Err(anyhow::anyhow!(
+        "no broker node answered (AMQP_URL / AMQP_URLS): {}",
+        last_error.map_or_else(|| "none configured".to_owned(), |e| e.to_string())
+    ))
+}
+
+/// Whether the broker refused an operation for want of permission (ACCESS_REFUSED, 403).
+pub fn refused_access(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED))
+    )
+}
+
 /// `host:port` of a broker URL, for the logs (the URL itself holds a password).
 fn node_of(address: &SecretString) -> String {
     address
@@ -501,9 +576,7 @@ async fn connect(
     // that it is all there, and declares it again if not (a node reset, a queue deleted): on a
     // cluster with a frozen node a declaration waits for that node, a check does not.
     if first || !topology_in_place(&inner.topology, &connection).await? {
-        let setup = connection.create_channel().await?;
-        inner.topology.declare(&setup).await?;
-        let _ = setup.close(200, "topology declared".into()).await;
+        declare_or_find(&inner.topology, &connection).await?;
     }
     let mut publishers = Vec::with_capacity(inner.settings.publisher_channels);
     for _ in 0..inner.settings.publisher_channels {

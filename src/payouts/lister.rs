@@ -35,9 +35,6 @@ pub struct Lister {
 impl Lister {
     pub async fn run(self) {
         let every = self.settings.payouts.list_interval_secs;
-        if every == 0 {
-            return;
-        }
         let interval = Duration::from_secs(every);
         loop {
             tokio::select! {

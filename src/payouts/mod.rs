@@ -147,7 +147,7 @@ pub async fn announce(
     let Some(event) = payouts::announcement(tx, payout).await? else {
         return Ok(());
     };
-    let message = Message::new(
+    let message = Message::of_payout(
         &event,
         payout.provider,
         &payout.provider_payout_id,
@@ -232,12 +232,6 @@ async fn fetch_one(
     {
         Recorded::Moved(moved) => Some(*moved),
         Recorded::Unmoved => None,
-        Recorded::HeldByAnotherAccount => anyhow::bail!(
-            "payout `{}` is another account's: {} lists it for account `{}`",
-            event.provider_payout_id,
-            source.name(),
-            source.account_id
-        ),
     };
     if let Some(moved) = moved
         .as_ref()

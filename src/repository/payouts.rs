@@ -107,10 +107,6 @@ pub enum Recorded {
     Moved(Box<PayoutRow>),
     /// The event did not move it (older news, or a failure already final).
     Unmoved,
-    /// Another account holds a payout of this provider with this id. Provider payout ids are
-    /// unique at the provider, so the event is a misrouted connection's or a tenant's naming
-    /// another's payout: it must not touch that payout, nor open a second one beside it.
-    HeldByAnotherAccount,
 }
 
 /// Records what a payout event says, before any listing of its lines:
@@ -122,7 +118,11 @@ pub enum Recorded {
 ///   reason, whatever came before: the money is not in the bank.
 ///
 /// Events arrive in any order; each moves the payout only forward. Only the account's own
-/// payout: see `Recorded::HeldByAnotherAccount`.
+/// payout: an event naming an id another account holds records a payout of the sender's own
+/// beside it and leaves the other alone. Refusing it instead would let whichever account's
+/// event came first own the id, so a tenant could squat another's payout before its own
+/// provider's event arrived; its own payout's lines are listed with its own credentials, which
+/// the provider refuses for a payout that is not its.
 pub async fn record_event(
     tx: &mut PgConnection,
     account_id: &str,
@@ -146,16 +146,6 @@ pub async fn record_event(
             .filter(|reason| !reason.is_empty()),
         ),
     };
-    if held_by_another_account(
-        &mut *tx,
-        account_id,
-        event.provider,
-        &event.provider_payout_id,
-    )
-    .await?
-    {
-        return Ok(Recorded::HeldByAnotherAccount);
-    }
     let moved = sqlx::query_as(
         "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
                               arrival_date, status, status_reason, event_id, connection_id)
@@ -191,28 +181,6 @@ pub async fn record_event(
 
 /// Whether another account than `account_id` holds the payout. Two accounts' first events for
 /// one payout id take turns on a transaction lock of that id, so the second sees the first's row.
-async fn held_by_another_account(
-    tx: &mut PgConnection,
-    account_id: &str,
-    provider: Provider,
-    provider_payout_id: &str,
-) -> sqlx::Result<bool> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('payout:' || $1 || ':' || $2, 0))")
-        .bind(provider)
-        .bind(provider_payout_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM payouts
-                        WHERE provider = $1 AND provider_payout_id = $2 AND account_id <> $3)",
-    )
-    .bind(provider)
-    .bind(provider_payout_id)
-    .bind(account_id)
-    .fetch_one(tx)
-    .await
-}
-
 /// A stored payout, as the lister, the API and the CLI read it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PayoutRow {

@@ -224,10 +224,10 @@ impl Worker {
         H: Fn(Worker, Vec<Delivery>) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
-        let channel = connection.create_channel().await?;
         // Declared again on every subscribe, not only on connecting: a queue deleted under a live
         // connection (by an operator, or a policy) comes back, and consuming resumes.
-        self.broker.topology().declare(&channel).await?;
+        crate::broker::declare_or_find(self.broker.topology(), connection).await?;
+        let channel = connection.create_channel().await?;
         // Nothing is taken while the database is away: a delivery this process took and held
         // would go back to the queue at its next restart, one step nearer `x-delivery-limit`,
         // and restarts during a long outage would dead-letter healthy events.

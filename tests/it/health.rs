@@ -277,3 +277,40 @@ async fn with_an_admin_listener_the_public_readyz_names_no_host() {
     assert!(internal["broker_node"].is_string(), "{internal}");
     app.stop().await;
 }
+
+/// A periodic task whose interval is 0 is off, not a task that keeps ending: the supervisor
+/// would restart it for ever and report the worker unready.
+#[tokio::test]
+async fn periodic_tasks_turned_off_are_not_restarted_and_leave_the_worker_ready() {
+    let app = spawn_app_with(AppOptions {
+        role: Role::Run,
+        tweak: Box::new(|settings| {
+            Retries::PATIENT.apply_to(settings);
+            settings.retention.interval_secs = 0;
+            settings.backfill.interval_secs = 0;
+            settings.payouts.list_interval_secs = 0;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let subscriber = app.subscribe().await;
+    app.create_customer("cust").await;
+    app.create_invoice("inv_off", "cust", None, "GBP", 1500)
+        .await;
+    let event = StripeEvent::new("payment_intent.succeeded", "evt_off")
+        .payment("pi_off", 1500, "gbp")
+        .invoice_id("inv_off");
+    app.deliver_stripe(&event.to_bytes()).await;
+    // The relay has made a pass: every background task was started well before it.
+    app.take_messages(&subscriber, 1).await;
+    let metrics = app.metrics_text().await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|line| line.starts_with("settle_task_restarts_total{")),
+        "{metrics}"
+    );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}

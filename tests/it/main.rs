@@ -16,6 +16,7 @@ mod api_settings;
 mod backfill;
 mod broker_hygiene;
 mod broker_outage;
+mod broker_roles;
 mod delivery_limit;
 mod health;
 mod hostile_data;

@@ -8,7 +8,7 @@ use crate::helpers::*;
 use crate::payouts::{
     charge, fixture_object, spawn_listing_app, stripe_payout_event, stripe_transaction, wait_payout,
 };
-use crate::routing::{Secrets, add_connection_for, dead_letter_reason, post_once_loaded};
+use crate::routing::{Secrets, add_connection_for, post_once_loaded};
 
 const T0: i64 = 1_790_000_000;
 const ACCOUNT_B: &str = "acc_b";
@@ -131,47 +131,92 @@ async fn invoice_of(app: &TestApp, key: &ApiKey, invoice: &str) -> Value {
 }
 
 /// S3: B's payout, named in A's signed `payout.failed`, is neither failed nor re-connected, and
-/// nothing about it is announced under A: the event is dead-lettered `foreign_payout`.
+/// nothing about it is announced under B, whichever arrives first. A's event records a payout of
+/// A's own: refusing it would let whichever event came first own the id, and a tenant could
+/// squat another's payout before that account's own event arrived.
 #[tokio::test]
-async fn a_tenants_payout_event_for_another_accounts_payout_is_dead_lettered_and_changes_nothing() {
+async fn a_tenants_payout_event_for_another_accounts_payout_changes_only_its_own_in_either_order() {
     let app = spawn_tenants_app().await;
     let tenants = tenants(&app).await;
-    let completed = stripe_payout_event(
-        "payout.reconciliation_completed",
-        "evt_po_b",
-        "po_of_b",
-        true,
-    );
-    post_via(&app, &tenants.b, SECRET_B, &completed).await;
-    assert_eq!(app.wait_processed("STRIPE", "evt_po_b").await, "applied");
+    let completed = |event: &str, payout: &str| {
+        stripe_payout_event("payout.reconciliation_completed", event, payout, true)
+    };
+    let failed =
+        |event: &str, payout: &str| stripe_payout_event("payout.failed", event, payout, true);
 
-    let failed = stripe_payout_event("payout.failed", "evt_po_a", "po_of_b", true);
-    post_via(&app, &tenants.a, SECRET_A, &failed).await;
-    assert_eq!(dead_letter_reason(&app, "evt_po_a").await, "foreign_payout");
+    // B's own event first, then A's naming B's payout.
+    post_via(
+        &app,
+        &tenants.b,
+        SECRET_B,
+        &completed("evt_po_b1", "po_of_b1"),
+    )
+    .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_po_b1").await, "applied");
+    post_via(&app, &tenants.a, SECRET_A, &failed("evt_po_a1", "po_of_b1")).await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_po_a1").await, "applied");
+    // A's first, then B's own: B's is recorded all the same.
+    post_via(&app, &tenants.a, SECRET_A, &failed("evt_po_a2", "po_of_b2")).await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_po_a2").await, "applied");
+    post_via(
+        &app,
+        &tenants.b,
+        SECRET_B,
+        &completed("evt_po_b2", "po_of_b2"),
+    )
+    .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_po_b2").await, "applied");
 
     let db = app.db();
-    let payouts: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT account_id, status, status_reason, connection_id FROM payouts
-         WHERE provider_payout_id = 'po_of_b'",
+    let account_a = app.settings.account.id.clone();
+    for payout in ["po_of_b1", "po_of_b2"] {
+        let payouts: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT account_id, status, connection_id FROM payouts
+             WHERE provider_payout_id = $1 ORDER BY account_id = $2",
+        )
+        .bind(payout)
+        .bind(ACCOUNT_B)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert_eq!(
+            payouts,
+            [
+                (
+                    account_a.clone(),
+                    "FAILED".to_owned(),
+                    Some(tenants.a.clone())
+                ),
+                (
+                    ACCOUNT_B.to_owned(),
+                    "LISTING".to_owned(),
+                    Some(tenants.b.clone())
+                ),
+            ],
+            "{payout}"
+        );
+    }
+    // Each of A's own failed payouts is announced under A, with an id of its own.
+    let announced: Vec<(String, String)> = sqlx::query_as(
+        "SELECT account_id, message_id FROM outbox WHERE routing_key LIKE 'payout.%'
+         ORDER BY message_id",
     )
     .fetch_all(&db)
     .await
     .unwrap();
     assert_eq!(
-        payouts,
-        [(
-            ACCOUNT_B.to_owned(),
-            "LISTING".to_owned(),
-            None,
-            Some(tenants.b.clone())
-        )]
+        announced,
+        [
+            (
+                account_a.clone(),
+                format!("stripe:{account_a}/po_of_b1:payout.failed")
+            ),
+            (
+                account_a.clone(),
+                format!("stripe:{account_a}/po_of_b2:payout.failed")
+            ),
+        ]
     );
-    let announced: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE routing_key LIKE 'payout.%'")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!(announced, 0);
     app.stop().await;
 }
 
@@ -449,7 +494,7 @@ const GLOBAL_ON_PURPOSE: [(&str, &str, &str); 9] = [
         "outbox",
         "outbox_message_id_key",
         "subscribers dedupe on it; it is built from a provider event id, which the inbox holds \
-         for one account, or a payout id, which one account holds (`foreign_payout`)",
+         for one account, or an account's payout (`Message::of_payout`)",
     ),
     (
         "payment_settings",

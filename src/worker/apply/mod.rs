@@ -437,37 +437,25 @@ async fn record_payout(
     {
         payouts::Recorded::Moved(moved) => *moved,
         payouts::Recorded::Unmoved => return Ok(()),
-        // Dead-lettered rather than recorded as ignored: a payout id is unique at the provider,
-        // so this is a connection routed to the wrong account or a tenant naming another's
-        // payout, and either needs an operator (`settle dlq list --reason foreign_payout`).
-        // The other account is not named: the dead letter is this account's event.
-        payouts::Recorded::HeldByAnotherAccount => {
-            return Err(ApplyError::Permanent {
-                reason: "foreign_payout",
-                detail: format!(
-                    "another account holds {} payout `{}`; this event, routed to account `{}`, leaves it alone",
-                    payout.provider.display_name(),
-                    payout.provider_payout_id,
-                    policy.account_id
-                ),
-            });
-        }
     };
     if moved.status != "FAILED" {
         return Ok(());
     }
-    let announced: Vec<ReconciliationEvent> = payouts::announcement(tx, &moved)
-        .await?
-        .into_iter()
-        .collect();
-    let rows = outbox_rows(
+    let Some(announced) = payouts::announcement(tx, &moved).await? else {
+        return Ok(());
+    };
+    let message = Message::of_payout(
         &announced,
         moved.provider,
         &moved.provider_payout_id,
         payout.occurred_at,
         &policy.account_id,
-    )?;
-    crate::repository::outbox::insert(tx, &policy.account_id, &rows).await?;
+    );
+    let row = OutboxRow::of(&message).map_err(|error| ApplyError::Permanent {
+        reason: "internal_error",
+        detail: format!("a reconciliation event did not serialize: {error}"),
+    })?;
+    crate::repository::outbox::insert(tx, &policy.account_id, &[row]).await?;
     Ok(())
 }
 

@@ -96,6 +96,9 @@ pub struct AppOptions {
     pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
     /// The SMTP server failure mails go to (a test's own sink).
     pub smtp_url: Option<String>,
+    /// The queue prefix of another app's deployment, to be its `serve` or `worker` (default: a
+    /// new one).
+    pub prefix: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -107,6 +110,7 @@ impl Default for AppOptions {
             database_url: None,
             tweak: Box::new(|_| {}),
             smtp_url: None,
+            prefix: None,
         }
     }
 }
@@ -175,7 +179,9 @@ pub async fn spawn_app_with_mail(sink: &SmtpSink) -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("test-{}", &id[..12]);
+    let prefix = options
+        .prefix
+        .unwrap_or_else(|| format!("test-{}", &id[..12]));
     // A database given by the test (an unreachable one, say) gets no migrations.
     let migrate = options.database_url.is_none();
     let database_url = match options.database_url {
