@@ -38,7 +38,7 @@ test: services-chaos
 	$(SERVICES) start --chaos --cluster >/dev/null
 	$(ENV) && ./target/debug/examples/chaos --quick $(CHAOS_IN_TEST)
 
-## The fault suite (not part of make test): the 22 scenarios, full size, against release builds.
+## The fault suite (not part of make test): the 23 scenarios, full size, against release builds.
 ## One line each; exits non-zero if anything was lost, applied twice or unexpected. CHAOS=3 8 picks.
 chaos: services-chaos
 	cargo build --release --bin settle --example chaos

@@ -67,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PayoutsCommand,
     },
+    /// Payment events waiting for their payment's registration: list, show, discard.
+    Unmatched {
+        #[command(subcommand)]
+        command: UnmatchedCommand,
+    },
     /// Reconciliation events the relay gave up on (a subscriber's queue kept refusing them).
     Outbox {
         #[command(subcommand)]
@@ -79,6 +84,52 @@ pub enum BrokerCommand {
     /// Declare settle's queues and exchanges, then exit: a deployment's setup step, run with the
     /// broker user that may configure them (each role's own user may not).
     Declare,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UnmatchedCommand {
+    /// List the waiting events, newest first (exit 3 when there is none).
+    List {
+        /// Whose (default: every account's).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_parser = ops::parse_provider)]
+        provider: Option<Provider>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one waiting event with the body it arrived with, as JSON.
+    Show {
+        #[arg(value_parser = ops::parse_provider)]
+        provider: Provider,
+        event_id: String,
+    },
+    /// Stop events waiting (recorded `discarded` with the reason): a registration of their
+    /// payment then leaves them be.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["event_ids", "older_than"])))]
+    Discard {
+        /// These events (with --provider).
+        #[arg(requires = "provider")]
+        event_ids: Vec<String>,
+        /// Every event that has waited longer than this (90s, 30m, 24h, 7d).
+        #[arg(long, value_parser = ops::parse_duration)]
+        older_than: Option<chrono::Duration>,
+        #[arg(long, value_parser = ops::parse_provider)]
+        provider: Option<Provider>,
+        /// Of one account (default: every account's).
+        #[arg(long)]
+        account: Option<String>,
+        /// Why, kept with each event.
+        #[arg(long)]
+        reason: String,
+        /// Say which would be discarded, and discard nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +503,39 @@ impl Cli {
                     ConnectionsCommand::Reseal => accounts::reseal(&db, &keyring).await,
                     ConnectionsCommand::Remove { id, yes: _ } => {
                         accounts::remove_connection(&db, &id).await
+                    }
+                };
+            }
+            Command::Unmatched { command } => {
+                let db = crate::startup::database_pool(&settings)?;
+                return match command {
+                    UnmatchedCommand::List {
+                        account,
+                        provider,
+                        limit,
+                        output,
+                    } => {
+                        ops::unmatched::list(&db, account.as_deref(), provider, limit, output).await
+                    }
+                    UnmatchedCommand::Show { provider, event_id } => {
+                        ops::unmatched::show(&db, provider, &event_id).await
+                    }
+                    UnmatchedCommand::Discard {
+                        event_ids,
+                        older_than,
+                        provider,
+                        account,
+                        reason,
+                        dry_run,
+                        output,
+                    } => {
+                        let which = crate::repository::inbox::Discarding {
+                            account_id: account.as_deref(),
+                            provider,
+                            event_ids: (!event_ids.is_empty()).then_some(event_ids.as_slice()),
+                            received_before: older_than.map(|age| chrono::Utc::now() - age),
+                        };
+                        ops::unmatched::discard(&db, &which, &reason, dry_run, output).await
                     }
                 };
             }

@@ -121,6 +121,10 @@ pub struct RetentionSettings {
     pub outbox_published_days: u32,
     pub notifications_days: u32,
     pub dead_letters_replayed_days: u32,
+    /// Unmatched events no registration claimed in this many days expire: recorded `expired`
+    /// and no longer applied by a registration of their payment. At least `MIN_INBOX_DAYS`: an
+    /// expired event's provider retries must still find it.
+    pub unmatched_days: u32,
     /// Seconds between runs; 0 turns retention off.
     pub interval_secs: u64,
     /// Rows per statement, so a run never holds many locks or a long transaction.
@@ -495,6 +499,13 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
+        }
+        if self.retention.unmatched_days < RetentionSettings::MIN_INBOX_DAYS {
+            bail!(
+                "retention.unmatched_days is {}, below {}: an expired event must outlive the providers' retries, which come for days",
+                self.retention.unmatched_days,
+                RetentionSettings::MIN_INBOX_DAYS
+            );
         }
         if self.retention.inbox_days < RetentionSettings::MIN_INBOX_DAYS {
             bail!(

@@ -1,5 +1,7 @@
 //! 6. Retention: rows whose work is done leave the database once past their window (inbox rows,
-//!    published outbox rows, sent or failed mails, replayed dead letters; `[retention]`).
+//!    published outbox rows, sent or failed mails, replayed dead letters; `[retention]`), and
+//!    unmatched events no registration claimed in `unmatched_days` expire. Each run also reports
+//!    how many unmatched events wait, and the oldest one's age.
 //!
 //!    Run by every worker process, every `interval_secs`, in statements of `batch_size` rows each
 //!    committed on its own: no long transaction, no lock held for long, and a batch another
@@ -13,7 +15,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
-use crate::repository::retention::Expiring;
+use crate::repository::retention::{self as store, Expiring};
 use crate::telemetry as metric;
 
 #[derive(Clone)]
@@ -45,9 +47,29 @@ impl Retention {
         }
     }
 
-    /// Deletes everything past its window, batch after batch, until nothing is left or shutdown.
+    /// Expires the unmatched events past their window, reports those still waiting, then deletes
+    /// everything past its window, batch after batch, until nothing is left or shutdown.
     async fn run_once(&self) -> sqlx::Result<()> {
         let batch = i64::from(self.settings.batch_size);
+        let days = self.settings.unmatched_days;
+        let before = Utc::now() - chrono::Duration::days(i64::from(days));
+        let reason = format!("no payment registered within {days} days (retention.unmatched_days)");
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let expired = store::expire_unmatched(&self.db, before, batch, &reason).await?;
+            metrics::counter!(metric::UNMATCHED_SETTLED, "outcome" => "expired").increment(expired);
+            if expired < self.settings.batch_size.into() {
+                break;
+            }
+        }
+        let (waiting, oldest) = store::unmatched_backlog(&self.db).await?;
+        metrics::gauge!(metric::UNMATCHED_EVENTS).set(waiting as f64);
+        let age = oldest.map_or(0.0, |at| {
+            (Utc::now() - at).num_milliseconds() as f64 / 1000.0
+        });
+        metrics::gauge!(metric::UNMATCHED_OLDEST_SECONDS).set(age.max(0.0));
         for expiring in Expiring::ALL {
             let before = Utc::now() - chrono::Duration::days(i64::from(self.window_days(expiring)));
             loop {

@@ -32,6 +32,9 @@ pub const OUTBOX_NACKED: &str = "settle_outbox_nacked_total";
 pub const BROKER_SETTLE_FAILURES: &str = "settle_broker_settle_failures_total";
 pub const BROKER_REPUBLISHED: &str = "settle_broker_republished_total";
 pub const RETENTION_DELETED: &str = "settle_retention_deleted_total";
+pub const UNMATCHED_EVENTS: &str = "settle_unmatched_events";
+pub const UNMATCHED_OLDEST_SECONDS: &str = "settle_unmatched_oldest_age_seconds";
+pub const UNMATCHED_SETTLED: &str = "settle_unmatched_settled_total";
 pub const NOTIFICATIONS: &str = "settle_notifications_total";
 pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
     "settle_notifications_oldest_pending_seconds";
@@ -55,6 +58,19 @@ fn describe_metrics() {
     describe_gauge!(
         OUTBOX_PARKED,
         "Reconciliation events the relay gave up on after its last attempt (a subscriber's queue refused them, or the broker never confirmed them), waiting for `settle outbox retry`."
+    );
+    describe_gauge!(
+        UNMATCHED_EVENTS,
+        "Payment events waiting for their payment's registration (unmatched), as of the last retention run."
+    );
+    describe_gauge!(
+        UNMATCHED_OLDEST_SECONDS,
+        Unit::Seconds,
+        "How long the oldest unmatched event has waited, as of the last retention run (0: none waits)."
+    );
+    describe_counter!(
+        UNMATCHED_SETTLED,
+        "Unmatched events that stopped waiting without their payment: expired (retention.unmatched_days) or discarded by an operator, by outcome."
     );
     describe_counter!(
         OUTBOX_PASS_FAILURES,

@@ -488,11 +488,16 @@ impl Deployment {
             let base = std::env::var("DATABASE_URL")?;
             let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await?;
             let database = self.database_url.rsplit('/').next().unwrap_or_default();
-            sqlx::query(&format!(
-                r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
-            ))
-            .execute(&mut admin)
-            .await?;
+            // FORCE cannot end an autovacuum worker busy on the database (it is not ours to
+            // signal): it is tried again until that worker is done, for half a minute at most.
+            let drop = format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(error.into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             self.delete_queues().await?;
             std::fs::remove_dir_all(&self.dir)?;
         }

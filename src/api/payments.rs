@@ -45,6 +45,10 @@ pub struct Payment {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub last_event_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `AUTHORISED`: the amount is held on the customer's card, collected by a capture; the hold
+    /// lapses at this time unless captured (`null` when the provider did not say, or the payment
+    /// is not authorised).
+    pub hold_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -64,6 +68,9 @@ impl From<PaymentRow> for Payment {
             failure_code: row.failure_code,
             failure_message: row.failure_message,
             last_event_at: row.last_event_at,
+            hold_expires_at: row
+                .hold_expires_at
+                .filter(|_| row.status == PaymentStatus::Authorised),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -248,7 +255,7 @@ pub async fn unmatched(
     ApiQuery(query): ApiQuery<UnmatchedQuery>,
 ) -> Result<axum::Json<UnmatchedEvents>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    let rows = inbox::list_unmatched(&state.db, &caller.account_id, limit).await?;
+    let rows = inbox::list_unmatched(&state.db, Some(&caller.account_id), None, limit).await?;
     Ok(axum::Json(UnmatchedEvents {
         data: rows.into_iter().map(UnmatchedEvent::from).collect(),
     }))

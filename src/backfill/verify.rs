@@ -33,6 +33,11 @@ pub fn synthetic_event(
     let (event_type, suffix) = match intent["status"].as_str()? {
         "succeeded" => ("payment_intent.succeeded", "succeeded".to_owned()),
         "canceled" => ("payment_intent.canceled", "canceled".to_owned()),
+        // Authorised, waiting for its capture: the hold, which pays nothing yet.
+        "requires_capture" => (
+            "payment_intent.amount_capturable_updated",
+            "authorised".to_owned(),
+        ),
         "requires_payment_method" if intent["last_payment_error"].is_object() => (
             "payment_intent.payment_failed",
             format!("failed_{}", failing_charge.unwrap_or("unknown")),
@@ -175,6 +180,15 @@ mod tests {
         let (id, event_type, _) = synthetic_event(&declined, None, 0).unwrap();
         assert_eq!(id, "evt_settle_verify_pi_v_failed_ch_2");
         assert_eq!(event_type, "payment_intent.payment_failed");
+
+        let authorised = intent(|i| {
+            i["status"] = "requires_capture".into();
+            i["capture_method"] = "manual".into();
+            i["amount_capturable"] = i["amount"].clone();
+        });
+        let (id, event_type, _) = synthetic_event(&authorised, None, 0).unwrap();
+        assert_eq!(id, "evt_settle_verify_pi_v_authorised");
+        assert_eq!(event_type, "payment_intent.amount_capturable_updated");
 
         let canceled = intent(|i| i["status"] = "canceled".into());
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod events;
 pub mod outbox;
 pub mod payouts;
 pub mod secret_input;
+pub mod unmatched;
 
 use std::time::Duration;
 
@@ -91,14 +92,24 @@ pub fn parse_duration(text: &str) -> anyhow::Result<chrono::Duration> {
     })
 }
 
-/// An instant, or a duration back from now: `2026-11-01T00:00:00Z` or `24h`.
+/// An instant, as RFC 3339 or as Unix seconds (Stripe's `created`), or a duration back from now:
+/// `2026-11-01T00:00:00Z`, `1793491200` or `24h`.
 pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<i64>()
+            .ok()
+            .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+            .ok_or_else(|| format!("`{text}` is beyond any time as Unix seconds"));
+    }
     parse_duration(text)
         .map(|ago| Utc::now() - ago)
-        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 24h"))
+        .map_err(|_| {
+            format!("`{text}` is neither an RFC 3339 time, Unix seconds, nor a duration like 24h")
+        })
 }
 
 #[cfg(test)]
@@ -117,5 +128,11 @@ mod tests {
         assert!(parse_since("2026-11-01T00:00:00Z").is_ok());
         assert!(parse_since("24h").unwrap() < Utc::now());
         assert!(parse_since("yesterday").is_err());
+        // Unix seconds, as Stripe writes times.
+        assert_eq!(
+            parse_since("1793491200").unwrap(),
+            DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap()
+        );
+        assert!(parse_since("99999999999999999999").is_err());
     }
 }

@@ -6,21 +6,26 @@
 //! transition table below, which refuses the moves that make no sense whatever the clock says
 //! (a pending event never un-collects money, a chargeback is only undone by its cancellation).
 //!
-//! | current \ signal | Pending | Succeeded | Failed | AttemptFailed | Canceled | ChargedBack | ChargebackCancelled | Recorded |
-//! |------------------|---------|-----------|--------|---------------|----------|-------------|---------------------|----------|
-//! | REGISTERED       | PENDING | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
-//! | PENDING          | PENDING | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
-//! | SUCCEEDED        | ·       | SUCCEEDED | FAILED¹| ·⁵            | ·        | REVERSED    | ·                   | ·        |
-//! | FAILED           | PENDING²| SUCCEEDED³| FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
-//! | CANCELED         | ·       | SUCCEEDED⁴| ·      | ·             | CANCELED | ·           | ·                   | ·        |
-//! | REVERSED         | ·       | ·         | ·      | ·             | ·        | REVERSED    | SUCCEEDED           | ·        |
+//! | current \ signal | Pending | Authorised | Succeeded | Failed | AttemptFailed | Canceled | ChargedBack | ChargebackCancelled | Recorded |
+//! |------------------|---------|------------|-----------|--------|---------------|----------|-------------|---------------------|----------|
+//! | REGISTERED       | PENDING | AUTHORISED | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | PENDING          | PENDING | AUTHORISED | SUCCEEDED | FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | AUTHORISED       | ·       | AUTHORISED⁶| SUCCEEDED⁷| FAILED | FAILED        | CANCELED⁸| ·           | ·                   | ·        |
+//! | SUCCEEDED        | ·       | ·          | SUCCEEDED | FAILED¹| ·⁵            | ·        | REVERSED    | ·                   | ·        |
+//! | FAILED           | PENDING²| AUTHORISED | SUCCEEDED³| FAILED | FAILED        | CANCELED | ·           | ·                   | ·        |
+//! | CANCELED         | ·       | ·          | SUCCEEDED⁴| ·      | ·             | CANCELED | ·           | ·                   | ·        |
+//! | REVERSED         | ·       | ·          | ·         | ·      | ·             | ·        | REVERSED    | SUCCEEDED           | ·        |
 //!
 //! `·` = no change (recorded only). ¹ a late failure (GoCardless `failed` after `confirmed`)
 //! reopens the invoice. ² GoCardless `resubmission_requested`. ³ a Stripe PaymentIntent may fail
 //! and later succeed. ⁴ money moved: a success is applied whatever came before, except after a
 //! chargeback, which only `chargeback_cancelled` undoes. ⁵ a Stripe PaymentIntent that succeeded is
 //! final: a failure of one of its attempts that arrives late, or stamped the same second, never
-//! moves it (only refunds and disputes move its money back).
+//! moves it (only refunds and disputes move its money back). ⁶ the hold's amount or expiry
+//! changed (an incremental authorisation). ⁷ the capture: what was captured is collected, the
+//! rest of the hold released. ⁸ the hold released, by a cancellation or its expiry: nothing was
+//! collected. An authorisation after the capture, or after the release, changes nothing: Stripe
+//! stamps the authorisation's events earlier, and a same-second one is the same payment's.
 
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
@@ -34,6 +39,9 @@ use chrono::{DateTime, Utc};
 pub enum PaymentStatus {
     Registered,
     Pending,
+    /// The amount is held on the customer's card, not collected (Stripe's separate authorisation
+    /// and capture): it pays nothing until captured.
+    Authorised,
     Succeeded,
     Failed,
     Canceled,
@@ -41,9 +49,10 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Registered,
         Self::Pending,
+        Self::Authorised,
         Self::Succeeded,
         Self::Failed,
         Self::Canceled,
@@ -65,6 +74,10 @@ impl PaymentStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PaymentSignal {
     Pending,
+    /// The amount is held, to be captured later (Stripe: an uncaptured charge, a PaymentIntent
+    /// that requires capture).
+    Authorised,
+    /// Money moved: a payment collected, or a hold captured (the amount is what was captured).
     Succeeded,
     /// The payment itself failed (GoCardless `failed`, possibly late, after `confirmed`).
     Failed,
@@ -84,8 +97,9 @@ impl PaymentSignal {
         matches!(self, Self::Failed | Self::AttemptFailed)
     }
 
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Pending,
+        Self::Authorised,
         Self::Succeeded,
         Self::Failed,
         Self::AttemptFailed,
@@ -113,11 +127,20 @@ pub fn transition(current: PaymentStatus, signal: PaymentSignal) -> Option<Payme
     match (current, signal) {
         (_, S::Recorded) => None,
         (P::Registered | P::Pending | P::Failed, S::Pending) => Some(P::Pending),
+        (P::Registered | P::Pending | P::Authorised | P::Failed, S::Authorised) => {
+            Some(P::Authorised)
+        }
         (P::Reversed, S::Succeeded) => None,
         (_, S::Succeeded) => Some(P::Succeeded),
-        (P::Registered | P::Pending | P::Succeeded | P::Failed, S::Failed) => Some(P::Failed),
-        (P::Registered | P::Pending | P::Failed, S::AttemptFailed) => Some(P::Failed),
-        (P::Registered | P::Pending | P::Failed | P::Canceled, S::Canceled) => Some(P::Canceled),
+        (P::Registered | P::Pending | P::Authorised | P::Succeeded | P::Failed, S::Failed) => {
+            Some(P::Failed)
+        }
+        (P::Registered | P::Pending | P::Authorised | P::Failed, S::AttemptFailed) => {
+            Some(P::Failed)
+        }
+        (P::Registered | P::Pending | P::Authorised | P::Failed | P::Canceled, S::Canceled) => {
+            Some(P::Canceled)
+        }
         (P::Succeeded | P::Reversed, S::ChargedBack) => Some(P::Reversed),
         (P::Reversed, S::ChargebackCancelled) => Some(P::Succeeded),
         _ => None,
@@ -149,18 +172,27 @@ mod tests {
 
     /// The table of the module doc, row by row, as data: every (state, signal) pair.
     fn expected(current: PaymentStatus, signal: PaymentSignal) -> Option<PaymentStatus> {
-        let row: [Option<PaymentStatus>; 8] = match current {
-            P::Registered | P::Pending | P::Failed => [
-                Some(P::Pending),
-                Some(P::Succeeded),
-                Some(P::Failed),
-                Some(P::Failed),
-                Some(P::Canceled),
-                None,
-                None,
-                None,
-            ],
+        let open = [
+            Some(P::Pending),
+            Some(P::Authorised),
+            Some(P::Succeeded),
+            Some(P::Failed),
+            Some(P::Failed),
+            Some(P::Canceled),
+            None,
+            None,
+            None,
+        ];
+        let row: [Option<PaymentStatus>; 9] = match current {
+            P::Registered | P::Pending | P::Failed => open,
+            // As an open payment, except that a pending event never un-authorises it.
+            P::Authorised => {
+                let mut row = open;
+                row[0] = None;
+                row
+            }
             P::Succeeded => [
+                None,
                 None,
                 Some(P::Succeeded),
                 Some(P::Failed),
@@ -172,6 +204,7 @@ mod tests {
             ],
             P::Canceled => [
                 None,
+                None,
                 Some(P::Succeeded),
                 None,
                 None,
@@ -181,6 +214,7 @@ mod tests {
                 None,
             ],
             P::Reversed => [
+                None,
                 None,
                 None,
                 None,
@@ -211,7 +245,7 @@ mod tests {
                 pairs += 1;
             }
         }
-        assert_eq!(pairs, 48);
+        assert_eq!(pairs, 63);
     }
 
     #[test]

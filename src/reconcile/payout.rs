@@ -47,6 +47,10 @@ pub enum Role {
     Fee,
     /// The payout's own line: explained by the payout, and not part of its sum.
     Payout,
+    /// The provider moving the account's balance within a payout: a minimum balance held back
+    /// from it or released into it, an earlier payout's reversal returning its money. Explained
+    /// as the provider's own, and part of the sum.
+    Adjustment,
     /// A category settle does not know: kept, unmatched.
     Unknown,
 }
@@ -169,6 +173,7 @@ fn explain(line: Line, knows: &HashMap<Source, Known>) -> MatchedLine {
     let known = knows.get(&line.source).cloned();
     let explained = match (line.role, &known) {
         (Role::Payout, _) if line.source == Source::Payout => Explained::Provider,
+        (Role::Adjustment, _) => Explained::Provider,
         (Role::Money | Role::Fee, Some(_)) => Explained::Matched,
         (Role::Fee, None) if line.source == Source::None => Explained::Provider,
         _ => Explained::Unmatched,
@@ -196,7 +201,12 @@ pub fn stripe_role(reporting_category: &str) -> Role {
         | "dispute_reversal"
         | "partial_capture_reversal" => Role::Money,
         "fee" | "platform_earning" | "platform_earning_refund" => Role::Fee,
-        "payout" | "payout_reversal" => Role::Payout,
+        "payout" => Role::Payout,
+        // Stripe's balance transactions for a minimum balance (API version 2024-12-18.acacia),
+        // and a failed payout's money coming back, in a later payout.
+        "payout_reversal" | "payout_minimum_balance_hold" | "payout_minimum_balance_release" => {
+            Role::Adjustment
+        }
         _ => Role::Unknown,
     }
 }
@@ -232,8 +242,13 @@ pub fn stripe_line(transaction: &serde_json::Value) -> Result<Line, String> {
             .ok_or_else(|| format!("a balance transaction without an integer `{field}`"))
     };
     let (source_id, source) = stripe_source(&transaction["source"]);
+    // A type the reporting categories do not name apart keeps its own role.
+    let role = match (stripe_role(&category), transaction["type"].as_str()) {
+        (Role::Unknown, Some(kind)) => stripe_role(kind),
+        (role, _) => role,
+    };
     Ok(Line {
-        role: stripe_role(&category),
+        role,
         category,
         source_id,
         source,
@@ -627,6 +642,65 @@ mod tests {
         let mut broken = fixtures["balance_transaction"].clone();
         broken["fee"] = "a lot".into();
         assert!(stripe_line(&broken).unwrap_err().contains("`fee`"));
+    }
+
+    /// A charge of 10.00 (fee 0.50), 1.00 held back for the account's minimum balance, and 3.00
+    /// of an earlier payout that failed coming back: a deposit of 11.50, all of it explained.
+    #[test]
+    fn a_minimum_balance_hold_and_a_failed_payouts_reversal_are_the_providers_own_and_summed() {
+        let fixtures = stripe_fixtures();
+        let transaction =
+            |kind: &str, category: Option<&str>, source: &str, amount: i64, fee: i64| {
+                let mut transaction = fixtures["balance_transaction"].clone();
+                transaction["type"] = kind.into();
+                transaction["reporting_category"] =
+                    category.map_or(serde_json::Value::Null, Into::into);
+                transaction["source"] = if source.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    source.into()
+                };
+                transaction["amount"] = amount.into();
+                transaction["fee"] = fee.into();
+                transaction["net"] = (amount - fee).into();
+                stripe_line(&transaction).unwrap()
+            };
+        let lines = vec![
+            transaction("charge", Some("charge"), "ch_paid", 1000, 50),
+            // The minimum balance types (2024-12-18.acacia) as `type`, with no category of
+            // their own: the type decides.
+            transaction(
+                "payout_minimum_balance_hold",
+                Some("other_adjustment"),
+                "",
+                -100,
+                0,
+            ),
+            transaction(
+                "payout_failure",
+                Some("payout_reversal"),
+                "po_earlier",
+                300,
+                0,
+            ),
+            transaction("payout", Some("payout"), "po_this", -1150, 0),
+        ];
+        assert_eq!(lines[1].role, Role::Adjustment);
+        assert_eq!(lines[2].role, Role::Adjustment);
+        let known = knows(&[(Source::Payment("ch_paid".into()), "inv_1")]);
+        let reconciled = reconcile(1150, lines, &known).unwrap();
+        assert_eq!(reconciled.status, Status::Reconciled, "{reconciled:?}");
+        assert_eq!((reconciled.net, reconciled.difference), (1150, 0));
+        let explained: Vec<Explained> = reconciled.lines.iter().map(|l| l.explained).collect();
+        assert_eq!(
+            explained,
+            [
+                Explained::Matched,
+                Explained::Provider,
+                Explained::Provider,
+                Explained::Provider
+            ]
+        );
     }
 
     #[test]

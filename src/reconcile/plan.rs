@@ -89,6 +89,8 @@ pub struct PaymentFacts {
     pub failure: Option<Failure>,
     /// The attempt of the last failure, when the provider names one.
     pub failure_attempt: Option<String>,
+    /// When an authorised payment's hold lapses unless captured.
+    pub hold_expires_at: Option<DateTime<Utc>>,
 }
 
 /// A refund of one of the invoice's payments.
@@ -324,8 +326,11 @@ pub fn plan(
     // The success that collects the payment carries the amount that moved; once collected, the
     // amount is the ledger's and later confirmations do not move it.
     let collects = applied && next.is_collected() && !current.is_collected();
+    // An authorisation carries the amount held; the capture that follows, what it collected.
+    let holds = applied && next == PaymentStatus::Authorised;
     let amount = match event.amount {
         Some(amount) if collects && current != PaymentStatus::Reversed => amount.get(),
+        Some(amount) if holds => amount.get(),
         _ => previous_amount,
     };
     let failure = event
@@ -349,6 +354,11 @@ pub fn plan(
         failure_attempt: match next {
             PaymentStatus::Failed if applied || learned_attempt => event.attempt_id.clone(),
             _ => known.and_then(|p| p.failure_attempt.clone()),
+        },
+        hold_expires_at: if holds {
+            event.hold_expires_at
+        } else {
+            known.and_then(|p| p.hold_expires_at)
         },
     };
     let is_new = known.is_none();
@@ -420,10 +430,19 @@ pub fn plan(
         provider_will_retry: event.provider_will_retry,
         effective_payment_provider: effective_provider,
         provider_mismatch,
+        hold_expires_at: updated
+            .hold_expires_at
+            .filter(|_| next == PaymentStatus::Authorised),
     };
     match next {
+        PaymentStatus::Authorised if current != PaymentStatus::Authorised => {
+            events.push(ReconciliationEvent::PaymentAuthorised(payment_data()));
+        }
         PaymentStatus::Succeeded if current != PaymentStatus::Succeeded => {
             events.push(ReconciliationEvent::PaymentSucceeded(payment_data()));
+        }
+        PaymentStatus::Canceled if current != PaymentStatus::Canceled => {
+            events.push(ReconciliationEvent::PaymentCanceled(payment_data()));
         }
         PaymentStatus::Failed => events.push(ReconciliationEvent::PaymentFailed(payment_data())),
         _ => {}
@@ -618,6 +637,7 @@ mod tests {
             last_event_at: (status != P::Registered).then(|| at(0)),
             failure: None,
             failure_attempt: None,
+            hold_expires_at: None,
         }
     }
 
@@ -682,6 +702,7 @@ mod tests {
             }),
             attempt_id: None,
             provider_will_retry: None,
+            hold_expires_at: None,
         }
     }
 
@@ -702,6 +723,8 @@ mod tests {
     const IP: &str = "invoice.paid";
     const IPF: &str = "invoice.payment_failed";
     const IR: &str = "invoice.reopened";
+    const PA: &str = "payment.authorised";
+    const PC: &str = "payment.canceled";
 
     /// (payment before (None: not known), signal) → (outcome, payment after, invoice after,
     /// events, notifies). Written out by hand, not computed: every pair the planner handles.
@@ -711,21 +734,21 @@ mod tests {
         (None, S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
         (None, S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
         (None, S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
-        (None, S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (None, S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[PC], false),
         (None, S::ChargedBack, Outcome::Unchanged, P::Registered, I::Open, &[], false),
         (None, S::ChargebackCancelled, Outcome::Unchanged, P::Registered, I::Open, &[], false),
         (None, S::Recorded, Outcome::Recorded, P::Registered, I::Open, &[], false),
         (Some(P::Registered), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
         (Some(P::Registered), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
         (Some(P::Registered), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
-        (Some(P::Registered), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Registered), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[PC], false),
         (Some(P::Registered), S::ChargedBack, Outcome::Unchanged, P::Registered, I::Open, &[], false),
         (Some(P::Registered), S::ChargebackCancelled, Outcome::Unchanged, P::Registered, I::Open, &[], false),
         (Some(P::Registered), S::Recorded, Outcome::Recorded, P::Registered, I::Open, &[], false),
         (Some(P::Pending), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
         (Some(P::Pending), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
         (Some(P::Pending), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
-        (Some(P::Pending), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Pending), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[PC], false),
         (Some(P::Pending), S::ChargedBack, Outcome::Unchanged, P::Pending, I::Open, &[], false),
         (Some(P::Pending), S::ChargebackCancelled, Outcome::Unchanged, P::Pending, I::Open, &[], false),
         (Some(P::Pending), S::Recorded, Outcome::Recorded, P::Pending, I::Open, &[], false),
@@ -739,7 +762,7 @@ mod tests {
         (Some(P::Failed), S::Pending, Outcome::Applied, P::Pending, I::Open, &[], false),
         (Some(P::Failed), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
         (Some(P::Failed), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF], true),
-        (Some(P::Failed), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[], false),
+        (Some(P::Failed), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[PC], false),
         (Some(P::Failed), S::ChargedBack, Outcome::Unchanged, P::Failed, I::PaymentFailed, &[], false),
         (Some(P::Failed), S::ChargebackCancelled, Outcome::Unchanged, P::Failed, I::PaymentFailed, &[], false),
         (Some(P::Failed), S::Recorded, Outcome::Recorded, P::Failed, I::PaymentFailed, &[], false),
@@ -765,11 +788,28 @@ mod tests {
         (Some(P::Failed), S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF], true),
         (Some(P::Canceled), S::AttemptFailed, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
         (Some(P::Reversed), S::AttemptFailed, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        // An authorisation holds the amount and pays nothing; its capture collects it.
+        (None, S::Authorised, Outcome::Applied, P::Authorised, I::Open, &[PA], false),
+        (Some(P::Registered), S::Authorised, Outcome::Applied, P::Authorised, I::Open, &[PA], false),
+        (Some(P::Pending), S::Authorised, Outcome::Applied, P::Authorised, I::Open, &[PA], false),
+        (Some(P::Succeeded), S::Authorised, Outcome::Unchanged, P::Succeeded, I::Paid, &[], false),
+        (Some(P::Failed), S::Authorised, Outcome::Applied, P::Authorised, I::Open, &[PA], false),
+        (Some(P::Canceled), S::Authorised, Outcome::Unchanged, P::Canceled, I::Open, &[], false),
+        (Some(P::Reversed), S::Authorised, Outcome::Unchanged, P::Reversed, I::Open, &[], false),
+        (Some(P::Authorised), S::Pending, Outcome::Unchanged, P::Authorised, I::Open, &[], false),
+        (Some(P::Authorised), S::Authorised, Outcome::Applied, P::Authorised, I::Open, &[], false),
+        (Some(P::Authorised), S::Succeeded, Outcome::Applied, P::Succeeded, I::Paid, &[PS, IP], false),
+        (Some(P::Authorised), S::Failed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Authorised), S::AttemptFailed, Outcome::Applied, P::Failed, I::PaymentFailed, &[PF, IPF], true),
+        (Some(P::Authorised), S::Canceled, Outcome::Applied, P::Canceled, I::Open, &[PC], false),
+        (Some(P::Authorised), S::ChargedBack, Outcome::Unchanged, P::Authorised, I::Open, &[], false),
+        (Some(P::Authorised), S::ChargebackCancelled, Outcome::Unchanged, P::Authorised, I::Open, &[], false),
+        (Some(P::Authorised), S::Recorded, Outcome::Recorded, P::Authorised, I::Open, &[], false),
     ];
 
     #[test]
     fn every_payment_state_and_signal_pair_plans_as_the_table_says() {
-        assert_eq!(TABLE.len(), 7 * PaymentSignal::ALL.len());
+        assert_eq!(TABLE.len(), 8 * PaymentSignal::ALL.len());
         for &(before, signal, outcome, after, invoice_after, events, notifies) in TABLE {
             let known: Vec<_> = before
                 .map(|s| payment("pay_1", "pi_1", 1000, s))

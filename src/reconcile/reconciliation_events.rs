@@ -26,7 +26,9 @@ use crate::provider::{PaymentProvider, Provider};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReconciliationEvent {
+    PaymentAuthorised(PaymentData),
     PaymentSucceeded(PaymentData),
+    PaymentCanceled(PaymentData),
     PaymentFailed(PaymentData),
     InvoicePaid(InvoiceData),
     InvoicePartiallyPaid(InvoiceData),
@@ -49,7 +51,9 @@ impl ReconciliationEvent {
     /// The event's `type`, also its routing key.
     pub fn event_type(&self) -> &'static str {
         match self {
+            Self::PaymentAuthorised(_) => "payment.authorised",
             Self::PaymentSucceeded(_) => "payment.succeeded",
+            Self::PaymentCanceled(_) => "payment.canceled",
             Self::PaymentFailed(_) => "payment.failed",
             Self::InvoicePaid(_) => "invoice.paid",
             Self::InvoicePartiallyPaid(_) => "invoice.partially_paid",
@@ -126,6 +130,9 @@ pub struct PaymentData {
     pub effective_payment_provider: PaymentProvider,
     /// The money moved through another provider than the invoice's effective settings name.
     pub provider_mismatch: bool,
+    /// An authorised payment's hold lapses then unless captured (`payment.authorised`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_expires_at: Option<DateTime<Utc>>,
 }
 
 /// An invoice's figures, derived from its ledger, as every invoice, refund and dispute event

@@ -140,8 +140,10 @@ pub async fn waiting_for(
 }
 
 /// An unmatched event, as operators list it.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UnmatchedEvent {
+    pub account_id: String,
     pub provider: Provider,
     pub event_id: String,
     pub event_type: String,
@@ -152,23 +154,113 @@ pub struct UnmatchedEvent {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-/// The account's unmatched events, newest first, at most `limit` of them.
+/// Unmatched events, newest first, at most `limit` of them: an account's (the API's), or every
+/// account's (an operator's), of one provider or all.
 pub async fn list_unmatched(
     db: impl PgExecutor<'_>,
-    account_id: &str,
+    account_id: Option<&str>,
+    provider: Option<Provider>,
     limit: i64,
 ) -> sqlx::Result<Vec<UnmatchedEvent>> {
     sqlx::query_as!(
         UnmatchedEvent,
-        r#"SELECT provider AS "provider: Provider", event_id, event_type,
+        r#"SELECT account_id, provider AS "provider: Provider", event_id, event_type,
              unmatched_provider_payment_id AS "provider_payment_id!", received_at,
              unmatched_occurred_at AS occurred_at
          FROM webhook_events
-         WHERE account_id = $1 AND unmatched_provider_payment_id IS NOT NULL
+         WHERE unmatched_provider_payment_id IS NOT NULL
+           AND ($1::text IS NULL OR account_id = $1)
+           AND ($2::text IS NULL OR provider = $2)
          ORDER BY received_at DESC, provider, event_id
-         LIMIT $2"#,
+         LIMIT $3"#,
         account_id,
+        provider.map(Provider::stored_name),
         limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// An unmatched event and the body it arrived with, for `settle unmatched show`.
+pub async fn unmatched_event(
+    db: impl PgExecutor<'_>,
+    provider: Provider,
+    event_id: &str,
+) -> sqlx::Result<Option<(UnmatchedEvent, String)>> {
+    let row = sqlx::query!(
+        r#"SELECT account_id, event_type, unmatched_provider_payment_id AS "provider_payment_id!",
+             received_at, unmatched_occurred_at AS occurred_at, payload::text AS "payload!"
+         FROM webhook_events
+         WHERE provider = $1 AND event_id = $2 AND unmatched_provider_payment_id IS NOT NULL"#,
+        provider.stored_name(),
+        event_id,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| {
+        let event = UnmatchedEvent {
+            account_id: row.account_id,
+            provider,
+            event_id: event_id.to_owned(),
+            event_type: row.event_type,
+            provider_payment_id: row.provider_payment_id,
+            received_at: row.received_at,
+            occurred_at: row.occurred_at,
+        };
+        (event, row.payload)
+    }))
+}
+
+/// Which unmatched events an operator discards.
+pub struct Discarding<'a> {
+    /// Of one account, or of all.
+    pub account_id: Option<&'a str>,
+    pub provider: Option<Provider>,
+    /// These events (with `provider`), or every one that matches the rest.
+    pub event_ids: Option<&'a [String]>,
+    /// Received before this time.
+    pub received_before: Option<DateTime<Utc>>,
+}
+
+/// Stops the chosen unmatched events waiting: recorded `discarded` with `reason`, so a
+/// registration of their payment leaves them be. Skips any a registration holds at this moment.
+/// The events discarded, or with `dry_run` those that would be, writing nothing.
+pub async fn discard_unmatched(
+    db: impl PgExecutor<'_>,
+    which: &Discarding<'_>,
+    reason: &str,
+    dry_run: bool,
+) -> sqlx::Result<Vec<UnmatchedEvent>> {
+    sqlx::query_as!(
+        UnmatchedEvent,
+        r#"WITH chosen AS (
+             SELECT account_id, provider, event_id, event_type, unmatched_provider_payment_id,
+                 received_at, unmatched_occurred_at
+             FROM webhook_events
+             WHERE unmatched_provider_payment_id IS NOT NULL
+               AND ($1::text IS NULL OR account_id = $1)
+               AND ($2::text IS NULL OR provider = $2)
+               AND ($3::text[] IS NULL OR event_id = ANY($3))
+               AND ($4::timestamptz IS NULL OR received_at < $4)
+             FOR UPDATE SKIP LOCKED
+         ), discarded AS (
+             UPDATE webhook_events w SET outcome = 'discarded', outcome_reason = $5,
+                 unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL,
+                 processed_at = now()
+             FROM chosen c
+             WHERE NOT $6 AND w.provider = c.provider AND w.event_id = c.event_id
+         )
+         SELECT account_id AS "account_id!", provider AS "provider!: Provider",
+             event_id AS "event_id!", event_type AS "event_type!",
+             unmatched_provider_payment_id AS "provider_payment_id!",
+             received_at AS "received_at!", unmatched_occurred_at AS occurred_at
+         FROM chosen ORDER BY received_at, provider, event_id"#,
+        which.account_id,
+        which.provider.map(Provider::stored_name),
+        which.event_ids,
+        which.received_before,
+        reason,
+        dry_run,
     )
     .fetch_all(db)
     .await

@@ -172,6 +172,7 @@ struct PaymentJson {
     failure_code: Option<String>,
     failure_message: Option<String>,
     failure_attempt_id: Option<String>,
+    hold_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -234,7 +235,8 @@ static READ_STATES: LazyLock<String> = LazyLock::new(|| {
                     'id', p.id, 'provider', p.provider, 'provider_payment_id', p.provider_payment_id,
                     'amount', p.amount, 'status', p.status, 'last_event_at', p.last_event_at,
                     'failure_code', p.failure_code, 'failure_message', p.failure_message,
-                    'failure_attempt_id', p.failure_attempt_id)
+                    'failure_attempt_id', p.failure_attempt_id,
+                    'hold_expires_at', p.hold_expires_at)
                     ORDER BY p.created_at, p.id)
                 FROM payments p WHERE p.account_id = $3 AND p.invoice_id = inv.id), '[]') AS payments,
             COALESCE((
@@ -316,6 +318,7 @@ fn state_of(invoice: &InvoiceRow, row: StateRow, defaults: AccountDefaults) -> I
                     },
                 ),
                 failure_attempt: p.failure_attempt_id,
+                hold_expires_at: p.hold_expires_at,
             })
             .collect(),
         ledger: Ledger {
@@ -388,6 +391,7 @@ struct PaymentRecord<'a> {
     failure_message: Option<&'a str>,
     failure_attempt_id: Option<&'a str>,
     last_event_at: Option<DateTime<Utc>>,
+    hold_expires_at: Option<DateTime<Utc>>,
     effective_provider: PaymentProvider,
     effective_auto_charge: bool,
 }
@@ -488,15 +492,16 @@ const WRITE_EFFECTS: &str = concat!(
      ), payment AS (
          INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id, amount,
              currency, status, collected, failure_code, failure_message, failure_attempt_id,
-             last_event_at, effective_provider, effective_auto_charge)
+             last_event_at, hold_expires_at, effective_provider, effective_auto_charge)
          SELECT id, account_id, invoice_id, provider, provider_payment_id, amount,
              currency, status, collected, failure_code, failure_message, failure_attempt_id,
-             last_event_at, effective_provider, effective_auto_charge
+             last_event_at, hold_expires_at, effective_provider, effective_auto_charge
          FROM jsonb_populate_recordset(NULL::payments, $1)
          ON CONFLICT (account_id, id) DO UPDATE SET
              status = EXCLUDED.status, collected = EXCLUDED.collected, amount = EXCLUDED.amount,
              failure_code = EXCLUDED.failure_code, failure_message = EXCLUDED.failure_message,
              failure_attempt_id = EXCLUDED.failure_attempt_id, last_event_at = EXCLUDED.last_event_at,
+             hold_expires_at = EXCLUDED.hold_expires_at,
              effective_provider = EXCLUDED.effective_provider,
              effective_auto_charge = EXCLUDED.effective_auto_charge, updated_at = now()
      ), invoice_figures AS (
@@ -620,6 +625,7 @@ pub async fn write(
             failure_message: p.failure.as_ref().and_then(|f| f.message.as_deref()),
             failure_attempt_id: p.failure_attempt.as_deref(),
             last_event_at: p.last_event_at,
+            hold_expires_at: p.hold_expires_at,
             effective_provider: write.settings.payment_provider.value,
             effective_auto_charge: write.settings.auto_charge.value,
         };

@@ -22,6 +22,7 @@ pub struct PaymentRow {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub last_event_at: Option<DateTime<Utc>>,
+    pub hold_expires_at: Option<DateTime<Utc>>,
     pub effective_provider: Option<PaymentProvider>,
     pub effective_auto_charge: Option<bool>,
     pub created_at: DateTime<Utc>,
@@ -39,8 +40,8 @@ pub struct NewPayment<'a> {
 }
 
 const COLUMNS: &str = "id, account_id, invoice_id, provider, provider_payment_id, amount, currency, \
-    status, collected, failure_code, failure_message, last_event_at, effective_provider, \
-    effective_auto_charge, created_at, updated_at";
+    status, collected, failure_code, failure_message, last_event_at, hold_expires_at, \
+    effective_provider, effective_auto_charge, created_at, updated_at";
 
 pub async fn insert(db: impl PgExecutor<'_>, payment: &NewPayment<'_>) -> sqlx::Result<PaymentRow> {
     sqlx::query_as(&format!(
@@ -92,7 +93,7 @@ pub async fn unsettled_on_open_invoices(
         "SELECT p.provider_payment_id FROM payments p
          JOIN invoices i ON i.account_id = p.account_id AND i.id = p.invoice_id
          WHERE p.account_id = $1 AND p.provider = 'STRIPE'
-           AND p.status IN ('REGISTERED', 'PENDING') AND i.status <> 'PAID'
+           AND p.status IN ('REGISTERED', 'PENDING', 'AUTHORISED') AND i.status <> 'PAID'
          ORDER BY p.created_at, p.id",
     )
     .bind(account_id)

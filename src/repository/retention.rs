@@ -4,6 +4,42 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+/// Unmatched events received before `before` that no registration claimed: recorded `expired`
+/// with `reason`, and no longer waiting, so a registration of their payment leaves them be. At
+/// most `batch` of them, skipping any a registration holds; how many.
+pub async fn expire_unmatched(
+    db: &PgPool,
+    before: DateTime<Utc>,
+    batch: i64,
+    reason: &str,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE webhook_events SET outcome = 'expired', outcome_reason = $3,
+             unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL,
+             processed_at = now()
+         WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM webhook_events
+             WHERE unmatched_provider_payment_id IS NOT NULL AND received_at < $1
+             LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(before)
+    .bind(batch)
+    .bind(reason)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// How many unmatched events wait, and when the oldest of them arrived.
+pub async fn unmatched_backlog(db: &PgPool) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT count(*), min(received_at) FROM webhook_events
+         WHERE unmatched_provider_payment_id IS NOT NULL",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// What retention deletes, a table each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiring {

@@ -557,6 +557,7 @@ async fn a_registered_payment_appears_on_its_invoice_and_by_id() {
             "failureCode": null,
             "failureMessage": null,
             "lastEventAt": null,
+            "holdExpiresAt": null,
         })
     );
 

@@ -71,6 +71,7 @@ pub(super) fn interpret(
                 // Each GoCardless failure event is an attempt of its own.
                 attempt_id: None,
                 provider_will_retry,
+                hold_expires_at: None,
             }))
         }
         "payouts" => match action.as_str() {

@@ -60,6 +60,9 @@ pub struct PaymentEvent {
     pub attempt_id: Option<String>,
     /// GoCardless `details.will_attempt_retry` (`Some(false)` for a final cancellation).
     pub provider_will_retry: Option<bool>,
+    /// When an authorisation's hold lapses if not captured (Stripe's charge
+    /// `payment_method_details.card.capture_before`).
+    pub hold_expires_at: Option<DateTime<Utc>>,
 }
 
 /// The provider's invoice `provider_invoice_id` is settle's invoice `invoice_ref`.

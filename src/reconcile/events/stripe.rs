@@ -48,7 +48,10 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         "payout.paid" | "payout.reconciliation_completed" | "payout.failed" | "payout.canceled" => {
             return payout(event_type, object, occurred_at).map(DomainEvent::Payout);
         }
+        // The PaymentIntent's own count of what moved: after a capture, what was captured.
         "payment_intent.succeeded" => (S::Succeeded, "/amount_received"),
+        // Authorised, to be captured (`capture_method: manual`): the amount is held, not paid.
+        "payment_intent.amount_capturable_updated" => (S::Authorised, "/amount_capturable"),
         "payment_intent.processing" => (S::Pending, "/amount"),
         "payment_intent.payment_failed" => (S::AttemptFailed, "/amount"),
         "payment_intent.canceled" => (S::Canceled, "/amount"),
@@ -63,7 +66,14 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         "checkout.session.async_payment_failed" => (S::AttemptFailed, "/amount_total"),
         "invoice.paid" => (S::Succeeded, "/amount_paid"),
         "invoice.payment_failed" => (S::AttemptFailed, "/amount_due"),
-        "charge.succeeded" => (S::Succeeded, "/amount_captured"),
+        // An uncaptured charge succeeds as an authorisation: Stripe's own example charge is one
+        // (`captured: false`, `amount_captured: 0`), and it collected nothing.
+        "charge.succeeded" if object.pointer("/captured") == Some(&Value::Bool(false)) => {
+            (S::Authorised, "/amount")
+        }
+        "charge.succeeded" | "charge.captured" => (S::Succeeded, "/amount_captured"),
+        // An uncaptured charge's hold lapsed: released, nothing collected.
+        "charge.expired" => (S::Canceled, "/amount"),
         "charge.failed" => (S::AttemptFailed, "/amount"),
         "invoice_payment.paid" => (S::Succeeded, "/amount_paid"),
         "payment_method.attached"
@@ -122,6 +132,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
     };
     let amount = match amount(object, amount_field, "data.object.amount")? {
         Some(amount) => Some(amount),
+        None if object_kind == "charge" && signal == S::Succeeded => captured_of(object)?,
         None => amount(object, "/amount", "data.object.amount")?,
     };
     let currency = currency(object)?;
@@ -144,7 +155,28 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
         failure,
         attempt_id,
         provider_will_retry: None,
+        hold_expires_at: (signal == S::Authorised)
+            .then(|| integer(object, "/payment_method_details/card/capture_before"))
+            .flatten()
+            .and_then(|t| DateTime::from_timestamp(t, 0)),
     }))
+}
+
+/// What a captured charge that does not say `amount_captured` collected: its amount less what it
+/// shows refunded, as API versions before 2025-03-31.basil show the remainder a partial capture
+/// released (a Refund of it).
+fn captured_of(charge: &Value) -> Result<Option<crate::reconcile::money::MinorUnits>, EventError> {
+    let Some(charged) = amount(charge, "/amount", "data.object.amount")? else {
+        return Ok(None);
+    };
+    let released = amount(charge, "/amount_refunded", "data.object.amount_refunded")?
+        .map_or(0, |released| released.get());
+    crate::reconcile::money::MinorUnits::new(charged.get().saturating_sub(released))
+        .map(Some)
+        .map_err(|message| EventError::Invalid {
+            field: "data.object.amount",
+            message,
+        })
 }
 
 /// An invoice or Checkout Session that names no PaymentIntent: it confirms money its
@@ -256,11 +288,22 @@ fn refunds_of_charge(
     charge: &Value,
     occurred_at: DateTime<Utc>,
 ) -> Result<DomainEvent, EventError> {
-    let listed = charge
+    // Before API version 2025-03-31.basil, releasing a hold made a Refund too: a cancelled or
+    // lapsed uncaptured charge lists one of its whole amount, and a partial capture one of the
+    // remainder it released. Nothing was collected for them: they are no refunds of money.
+    if charge.pointer("/captured") == Some(&Value::Bool(false)) {
+        return Ok(DomainEvent::Ignored(
+            "an uncaptured charge's hold released: nothing was collected",
+        ));
+    }
+    let mut listed: Vec<&Value> = charge
         .pointer("/refunds/data")
         .and_then(Value::as_array)
-        .map(Vec::as_slice)
+        .map(|refunds| refunds.iter().collect())
         .unwrap_or_default();
+    if let Some(release) = capture_release(charge, &listed) {
+        listed.remove(release);
+    }
     if listed.is_empty() {
         return Ok(DomainEvent::Ignored(
             "lists no refunds: the refunds' own refund.* events count the money",
@@ -270,7 +313,7 @@ fn refunds_of_charge(
         .or_else(|| text(charge, "/id"))
         .ok_or(EventError::Missing("data.object.id"))?;
     let refunds = listed
-        .iter()
+        .into_iter()
         .filter_map(|refund| refund_observation(refund).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     Ok(DomainEvent::Refund(RefundEvent {
@@ -280,6 +323,22 @@ fn refunds_of_charge(
         occurred_at,
         refunds,
     }))
+}
+
+/// The position in `listed` of the Refund a partial capture made of the remainder it released
+/// (API versions before 2025-03-31.basil): of the refunds of exactly that remainder, the oldest,
+/// as the capture made it before any refund of captured money could be.
+fn capture_release(charge: &Value, listed: &[&Value]) -> Option<usize> {
+    let released = integer(charge, "/amount")? - integer(charge, "/amount_captured")?;
+    if released <= 0 {
+        return None;
+    }
+    listed
+        .iter()
+        .enumerate()
+        .filter(|(_, refund)| integer(refund, "/amount") == Some(released))
+        .min_by_key(|(_, refund)| integer(refund, "/created"))
+        .map(|(position, _)| position)
 }
 
 /// `refund.created|updated|failed`, `charge.refund.updated`: one refund object.
@@ -370,10 +429,20 @@ fn failing_charge(object_kind: &str, object: &Value) -> Option<String> {
     }
 }
 
-/// The provider's reason: a PaymentIntent's `last_payment_error` (decline code first, it is the
-/// more precise), a charge's `failure_code`/`outcome`.
+/// The provider's reason, the same whichever of a decline's events tells it: the decline code
+/// first, the more precise (a PaymentIntent's `last_payment_error.decline_code`; a charge the
+/// issuer declined says it as its `outcome.reason`), else the error code (`last_payment_error.code`,
+/// the charge's `failure_code`, which say the same), else what the charge's outcome says (a
+/// Radar block's `highest_risk_level`); the message is `last_payment_error.message`, the
+/// charge's `failure_message` (the same text), else the outcome's `seller_message`.
 fn failure(object: &Value) -> Failure {
+    let issuer_declined = text(object, "/outcome/type").as_deref() == Some("issuer_declined");
     let code = text(object, "/last_payment_error/decline_code")
+        .or_else(|| {
+            issuer_declined
+                .then(|| text(object, "/outcome/reason"))
+                .flatten()
+        })
         .or_else(|| text(object, "/last_payment_error/code"))
         .or_else(|| text(object, "/failure_code"))
         .or_else(|| text(object, "/outcome/reason"));
@@ -527,8 +596,18 @@ mod tests {
             ),
             ("invoice.paid", "invoice", "", S::Succeeded),
             ("invoice.payment_failed", "invoice", "", S::AttemptFailed),
-            ("charge.succeeded", "charge", "", S::Succeeded),
+            // Stripe's example charge is uncaptured: an authorisation, collecting nothing.
+            ("charge.succeeded", "charge", "", S::Authorised),
+            ("charge.succeeded", "charge", "captured", S::Succeeded),
+            ("charge.captured", "charge", "captured", S::Succeeded),
+            ("charge.expired", "charge", "", S::Canceled),
             ("charge.failed", "charge", "", S::AttemptFailed),
+            (
+                "payment_intent.amount_capturable_updated",
+                "payment_intent",
+                "",
+                S::Authorised,
+            ),
         ];
         for (event_type, kind, payment_status, signal) in rows {
             let body = stripe_event(event_type, |object| {
@@ -538,8 +617,10 @@ mod tests {
                 } else {
                     object["id"] = "pi_shared".into();
                 }
-                if !payment_status.is_empty() {
-                    object["payment_status"] = (*payment_status).into();
+                match *payment_status {
+                    "" => {}
+                    "captured" => object["captured"] = true.into(),
+                    status => object["payment_status"] = status.into(),
                 }
             });
             let event = payment(interpret(&body).unwrap());

@@ -605,7 +605,8 @@ impl TestApp {
     /// Posts a signed Stripe event and asserts that it was queued (200).
     pub async fn deliver_stripe(&self, body: &[u8]) {
         let response = self.post_stripe_signed(body).await;
-        assert_eq!(response.status(), 200);
+        let status = response.status();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
     }
 
     /// Posts every signed Stripe event at once and asserts that each was queued (200).
