@@ -50,8 +50,10 @@ impl Lister {
         }
     }
 
-    /// Lists what is waiting, if no other process is listing.
+    /// Matches again what the ledger has learned more of, then lists what is waiting, if no
+    /// other process is listing.
     async fn round(&self) -> anyhow::Result<()> {
+        super::match_again(&self.db, ROUND).await?;
         let waiting = payouts::to_list(&self.db, ROUND).await?;
         if waiting.is_empty() {
             return Ok(());

@@ -151,12 +151,63 @@ pub async fn announce(
         &event,
         payout.provider,
         &payout.provider_payout_id,
+        payout.version,
         occurred_at,
         &payout.account_id,
     );
     outbox::insert(tx, &payout.account_id, &[OutboxRow::of(&message)?]).await?;
     outbox::notify_relay(&mut *tx, crate::outbox::OUTBOX_CHANNEL).await?;
     Ok(())
+}
+
+/// Matches again, from their stored lines and without asking the provider, the partly matched
+/// payouts one of whose unmatched lines' objects the ledger has learned since they were listed
+/// (at most `limit`), and stores and announces each whose outcome changed, as a new version.
+/// How many changed.
+pub async fn match_again(db: &PgPool, limit: i64) -> anyhow::Result<usize> {
+    let mut changed = 0;
+    for row in payouts::to_match_again(db, limit).await? {
+        let key = row.key();
+        let (Some(lines), Some(amount)) = (payouts::stored_lines(db, &key).await?, row.amount)
+        else {
+            continue;
+        };
+        let sources: Vec<_> = lines.iter().map(|line| line.source.clone()).collect();
+        let knows = payouts::knows(db, &row.account_id, row.provider, &sources).await?;
+        let reconciled = matcher::reconcile(amount, lines, &knows)
+            .map_err(|reason| anyhow::anyhow!("payout {}: {reason}", row.provider_payout_id))?;
+        let mut tx = db.begin().await?;
+        // Matched again by another process meanwhile, or failed by an event: left as it is.
+        let Some(now) = payouts::lock(&mut tx, &key).await? else {
+            continue;
+        };
+        if now.status != Status::PartiallyMatched.as_str()
+            || now.unmatched_lines == i32::try_from(reconciled.unmatched).ok()
+        {
+            continue;
+        }
+        let payout = Payout {
+            provider: now.provider,
+            provider_payout_id: now.provider_payout_id.clone(),
+            account_id: now.account_id.clone(),
+            amount,
+            currency: now.currency.clone().unwrap_or_default(),
+            arrival_date: now.arrival_date,
+            event_id: now.event_id.clone(),
+        };
+        let stored = payouts::store(&mut tx, &payout, &reconciled).await?;
+        announce(&mut tx, &stored, Utc::now()).await?;
+        tx.commit().await?;
+        tracing::info!(
+            provider = %stored.provider,
+            payout = %stored.provider_payout_id,
+            status = %stored.status,
+            version = stored.version,
+            "payout matched again: the ledger learned what its lines are"
+        );
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// What one source's `fetch` did.

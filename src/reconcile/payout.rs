@@ -38,8 +38,36 @@ pub enum Source {
     None,
 }
 
+impl Source {
+    /// The stored form: its kind and the ledger key it is looked up by (a charge made by a
+    /// PaymentIntent is the PaymentIntent's), so a line can be matched again from storage.
+    pub fn stored(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Self::Payment(key) => ("PAYMENT", Some(key)),
+            Self::Refund(key) => ("REFUND", Some(key)),
+            Self::Dispute(key) => ("DISPUTE", Some(key)),
+            Self::Payout => ("PAYOUT", None),
+            Self::None => ("NONE", None),
+        }
+    }
+
+    /// The source `stored` wrote; `None` for a kind it never writes.
+    pub fn from_stored(kind: &str, key: Option<String>) -> Option<Self> {
+        Some(match (kind, key) {
+            ("PAYMENT", Some(key)) => Self::Payment(key),
+            ("REFUND", Some(key)) => Self::Refund(key),
+            ("DISPUTE", Some(key)) => Self::Dispute(key),
+            ("PAYOUT", _) => Self::Payout,
+            ("NONE", _) => Self::None,
+            _ => return None,
+        })
+    }
+}
+
 /// How a line counts, from the provider's own category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     /// Money of a payment, a refund or a dispute: explained only by a match.
     Money,
@@ -701,6 +729,34 @@ mod tests {
                 Explained::Provider
             ]
         );
+    }
+
+    #[test]
+    fn a_lines_source_and_role_read_back_as_stored() {
+        for source in [
+            Source::Payment("pi_1".into()),
+            Source::Refund("re_1".into()),
+            Source::Dispute("dp_1".into()),
+            Source::Payout,
+            Source::None,
+        ] {
+            let (kind, key) = source.stored();
+            assert_eq!(
+                Source::from_stored(kind, key.map(str::to_owned)),
+                Some(source.clone())
+            );
+        }
+        assert_eq!(Source::from_stored("PAYMENT", None), None);
+        for role in [
+            Role::Money,
+            Role::Fee,
+            Role::Payout,
+            Role::Adjustment,
+            Role::Unknown,
+        ] {
+            let stored: &'static str = role.into();
+            assert_eq!(stored.parse::<Role>(), Ok(role));
+        }
     }
 
     #[test]

@@ -292,17 +292,24 @@ impl<'a> Message<'a> {
 
 impl<'a> Message<'a> {
     /// The message announcing what happened to payout `provider_payout_id` of `account_id`
-    /// (`payout.failed`, `payout.reconciled`, …). Its cause is the account's payout, not the
-    /// payout id alone: each account keeps its own payout of an id (a tenant may name another's),
-    /// and their announcements must not take each other's id.
+    /// (`payout.failed`, `payout.reconciled`, …), in its outcome's `version`. Its cause is the
+    /// account's payout, not the payout id alone: each account keeps its own payout of an id (a
+    /// tenant may name another's), and their announcements must not take each other's id. A
+    /// later version (matched again once the ledger learned more) is a message of its own:
+    /// `…/<payout>/v2:payout.reconciled`.
     pub fn of_payout(
         event: &'a ReconciliationEvent,
         provider: Provider,
         provider_payout_id: &str,
+        version: i32,
         occurred_at: DateTime<Utc>,
         account_id: &'a str,
     ) -> Self {
-        let cause = format!("{account_id}/{provider_payout_id}");
+        let cause = if version > 1 {
+            format!("{account_id}/{provider_payout_id}/v{version}")
+        } else {
+            format!("{account_id}/{provider_payout_id}")
+        };
         Self::new(event, provider, &cause, occurred_at, account_id)
     }
 }

@@ -200,6 +200,9 @@ pub struct PayoutRow {
     pub event_id: String,
     /// The connection whose credentials list its lines; `None`: the platform's own keys.
     pub connection_id: Option<String>,
+    /// Its outcome's version: 1, then one more each time a listing or a match changes it (its
+    /// announcements' ids carry it).
+    pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -378,7 +381,16 @@ pub async fn store(
              status_reason = NULL, lines_gross = EXCLUDED.lines_gross,
              lines_fees = EXCLUDED.lines_fees, lines_net = EXCLUDED.lines_net,
              difference = EXCLUDED.difference, unmatched_lines = EXCLUDED.unmatched_lines,
-             event_id = EXCLUDED.event_id, updated_at = now()
+             event_id = EXCLUDED.event_id, updated_at = now(),
+             -- An outcome stored before that changes is a new version; the same one again
+             -- (a payout listed twice) is not.
+             version = payouts.version + CASE
+                 WHEN payouts.status IN ('RECONCILED', 'PARTIALLY_MATCHED')
+                  AND (payouts.status, payouts.lines_gross, payouts.lines_fees, payouts.lines_net,
+                       payouts.difference, payouts.unmatched_lines)
+                      IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.lines_gross, EXCLUDED.lines_fees,
+                       EXCLUDED.lines_net, EXCLUDED.difference, EXCLUDED.unmatched_lines)
+                 THEN 1 ELSE 0 END
          RETURNING *",
     )
     .bind(payout.provider)
@@ -411,13 +423,15 @@ pub async fn store(
     };
     sqlx::query(
         "INSERT INTO payout_lines (account_id, provider, provider_payout_id, position, category,
-                                   source_id, explained, payment_id, invoice_id, gross, fee, net)
+                                   source_id, explained, payment_id, invoice_id, gross, fee, net,
+                                   source_kind, source_key, role)
          SELECT $12, $1, $2, l.position, l.category, l.source_id, l.explained, l.payment_id,
-                l.invoice_id, l.gross, l.fee, l.net
+                l.invoice_id, l.gross, l.fee, l.net, l.source_kind, l.source_key, l.role
          FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                     $9::numeric[], $10::numeric[], $11::numeric[])
+                     $9::numeric[], $10::numeric[], $11::numeric[], $13::text[], $14::text[],
+                     $15::text[])
               AS l (position, category, source_id, explained, payment_id, invoice_id, gross,
-                    fee, net)",
+                    fee, net, source_kind, source_key, role)",
     )
     .bind(payout.provider)
     .bind(&payout.provider_payout_id)
@@ -456,9 +470,105 @@ pub async fn store(
     .bind(column(|l| l.line.fee))
     .bind(column(|l| l.line.net))
     .bind(&payout.account_id)
+    .bind(
+        lines
+            .iter()
+            .map(|l| l.line.source.stored().0)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|l| l.line.source.stored().1)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|l| <&'static str>::from(l.line.role))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(stored)
+}
+
+/// Partly matched payouts one of whose unmatched lines' objects the ledger has learned since
+/// (a payment, refund or dispute of the account registered after the payout was listed), at most
+/// `limit`, most recently changed first. Only payouts stored with their lines' sources (from
+/// this version on) can be matched again from storage; older ones are listed again instead.
+pub async fn to_match_again(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT p.* FROM payouts p
+         WHERE p.status = 'PARTIALLY_MATCHED'
+           AND NOT EXISTS (SELECT 1 FROM payout_lines l
+                           WHERE l.account_id = p.account_id AND l.provider = p.provider
+                             AND l.provider_payout_id = p.provider_payout_id
+                             AND l.source_kind IS NULL)
+           AND EXISTS (
+               SELECT 1 FROM payout_lines l
+               WHERE l.account_id = p.account_id AND l.provider = p.provider
+                 AND l.provider_payout_id = p.provider_payout_id AND l.explained = 'UNMATCHED'
+                 AND (l.source_kind = 'PAYMENT' AND EXISTS (
+                          SELECT 1 FROM payments x WHERE x.account_id = p.account_id
+                            AND x.provider = p.provider AND x.provider_payment_id = l.source_key)
+                   OR l.source_kind = 'REFUND' AND EXISTS (
+                          SELECT 1 FROM refunds x WHERE x.account_id = p.account_id
+                            AND x.provider = p.provider AND x.provider_refund_id = l.source_key)
+                   OR l.source_kind = 'DISPUTE' AND EXISTS (
+                          SELECT 1 FROM disputes x WHERE x.account_id = p.account_id
+                            AND x.provider = p.provider AND x.provider_dispute_id = l.source_key)))
+         ORDER BY p.updated_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A stored line, as the matcher reads it again.
+#[derive(sqlx::FromRow)]
+struct StoredLine {
+    category: String,
+    source_id: Option<String>,
+    source_kind: Option<String>,
+    source_key: Option<String>,
+    role: Option<String>,
+    gross: Decimal,
+    fee: Decimal,
+    net: Decimal,
+}
+
+/// The payout's lines as they were listed, for the matcher; `None` when one was stored without
+/// its source (before lines kept theirs).
+pub async fn stored_lines(
+    db: impl PgExecutor<'_>,
+    key: &PayoutKey<'_>,
+) -> sqlx::Result<Option<Vec<crate::reconcile::payout::Line>>> {
+    let rows: Vec<StoredLine> = sqlx::query_as(
+        "SELECT category, source_id, source_kind, source_key, role, gross, fee, net
+         FROM payout_lines
+         WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3
+         ORDER BY position",
+    )
+    .bind(key.account_id)
+    .bind(key.provider)
+    .bind(key.provider_payout_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            Some(crate::reconcile::payout::Line {
+                source: Source::from_stored(row.source_kind.as_deref()?, row.source_key)?,
+                role: row.role?.parse().ok()?,
+                category: row.category,
+                source_id: row.source_id,
+                gross: row.gross,
+                fee: row.fee,
+                net: row.net,
+            })
+        })
+        .collect())
 }
 
 fn explained_name(explained: Explained) -> &'static str {

@@ -439,7 +439,7 @@ pub(crate) fn reconciliation_completed(event_id: &str, id: &str, amount: i64) ->
 }
 
 /// Pays invoice `invoice` (GBP `amount`) with the PaymentIntent `intent`.
-async fn paid_by_stripe(app: &TestApp, invoice: &str, intent: &str, amount: i64) {
+pub(crate) async fn paid_by_stripe(app: &TestApp, invoice: &str, intent: &str, amount: i64) {
     app.create_invoice(invoice, "cust", None, "GBP", amount)
         .await;
     app.deliver_stripe(

@@ -448,6 +448,7 @@ async fn record_payout(
         &announced,
         moved.provider,
         &moved.provider_payout_id,
+        moved.version,
         payout.occurred_at,
         &policy.account_id,
     );

@@ -327,11 +327,14 @@ impl DatabaseOutage {
             .await
             .unwrap();
         let away = format!("{database}_away");
-        // Sessions reconnect at once: end them and rename until the rename wins.
+        // Sessions reconnect at once: end them and rename until the rename wins. Only the
+        // clients' sessions are ours to end: an autovacuum worker on the new database is not
+        // (the rename waits for it to finish instead).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND backend_type = 'client backend'",
             )
             .bind(&database)
             .execute(&mut admin)
