@@ -173,7 +173,7 @@ impl Bench {
             .collect();
         let ladder_seconds = env_number("BENCH_LADDER_SECONDS", 10);
         let e2e_events = rate * seconds + ladder.iter().sum::<u64>() * ladder_seconds;
-        let batches = self.settings.worker.batches();
+        let batches = settle::worker::BatchShape::from(&self.settings.worker);
         println!(
             "settle worker benchmark: {events} backlog events, then {rate}/s for {seconds}s; prefetch {}, batches of up to {} ({} in flight, waiting {} ms for more), {} database connections, {} cores",
             batches.prefetch,

@@ -2,8 +2,9 @@
 //! environment (the ecosystem's usual names for common settings, `SETTLE__SECTION__KEY` for the
 //! rest). Secrets are `SecretString`s, so a `Debug` of the settings never prints them.
 //!
-//! Plain data: this module imports nothing of settle's but the provider vocabulary, so every part
-//! can read its own section without depending on any other part.
+//! Plain data: this module imports nothing of settle's but the provider vocabulary and the keyring
+//! its secret keys make (`sealed`), so every part can read its own section without depending on
+//! any other part.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -233,15 +234,6 @@ impl WorkerSettings {
     /// lease's session) before another process relays. The holder's session is idle at most
     /// `outbox_poll_ms` between two passes, so the poll must stay well below this.
     pub const RELAY_LEASE_EXPIRY: Duration = Duration::from_secs(10);
-
-    /// How the work queue's deliveries are batched.
-    pub fn batches(&self) -> crate::worker::BatchShape {
-        crate::worker::BatchShape {
-            prefetch: self.prefetch,
-            size: self.batch_size,
-            wait: Duration::from_millis(self.batch_wait_ms),
-        }
-    }
 }
 
 impl AmqpSettings {

@@ -44,16 +44,8 @@ pub mod headers {
     pub const LAST_ERROR: &str = "settle-last-error";
     pub const REASON: &str = "settle-reason";
     pub const DEAD_LETTER_KEY: &str = "settle-dead-letter-key";
-    /// Fresh on every publish (`OutgoingMessage`): a redelivery keeps it, a retry, a dead
-    /// letter or a replay is a new publish and gets a new one. It names a dead letter, so a
-    /// delivery dead-lettered twice (its ack lost) is recorded once.
-    pub const PUBLISH_ID: &str = "settle-publish-id";
-
-    /// Whether a header is the broker's (`x-death`, `x-delivery-count`, `x-first-death-…`), or
-    /// one of ours under its old reserved name: never copied when a message is republished.
-    pub fn is_reserved(name: &str) -> bool {
-        name.starts_with("x-")
-    }
+    /// The broker's, stamped on every publish (`broker::message`).
+    pub use crate::broker::message::PUBLISH_ID;
 }
 
 /// AMQP short strings (routing keys, message ids) hold at most 255 bytes.

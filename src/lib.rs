@@ -17,8 +17,9 @@
 //! imports them; the edges (`ingress`, `api`, `worker`, `outbox`, `notify`, `ops`) import the
 //! plumbing (`http`, `broker`, `envelope`, `repository`) and the core, and one edge another: `api`
 //! runs the worker's apply path (`worker::apply`) when a payment's registration applies the events
-//! that waited for it; the core (`reconcile`) imports only `provider` and `names`; `config`,
-//! `names`, `provider` and `role` import nothing of settle's.
+//! that waited for it; the core (`reconcile`) imports only `provider` and `names`; `config`
+//! imports only `provider` and `sealed` (its keyring); `names`, `provider`, `role` and `sealed`
+//! import nothing of settle's.
 //!
 //! Errors, per boundary: `ingress` answers with its `IngressError` (status, code and metric label
 //! in one place); `api` with `ApiError` (what the caller can fix, or an opaque 500 whose cause

@@ -15,7 +15,8 @@
 //!    relay's lease (`repository::lease`), so events go out in commit order, an invoice's in the
 //!    order they were applied. The others stand by and take the lease when its holder dies or
 //!    stops answering for `WorkerSettings::RELAY_LEASE_EXPIRY`. A process that commits outbox rows without the lease
-//!    wakes the holder with a `NOTIFY` on `OUTBOX_CHANNEL`, so its events wait no poll interval.
+//!    wakes the holder with a `NOTIFY` on `repository::outbox::OUTBOX_CHANNEL`, so its events
+//!    wait no poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +37,6 @@ use crate::telemetry as metric;
 const BATCH: i64 = 1000;
 /// How long a wake-up waits for more commits before publishing; bounds the added latency.
 const COALESCE: Duration = Duration::from_millis(5);
-/// The channel on which processes without the lease tell its holder they committed outbox rows.
-pub const OUTBOX_CHANNEL: &str = "settle_outbox";
 
 /// What ended the relay's wait.
 enum Wake {
@@ -178,12 +177,12 @@ impl Relay {
             .max_connections(1)
             .connect_lazy_with((*self.db.connect_options()).clone());
         let mut listener = PgListener::connect_with(&own).await.ok()?;
-        listener.listen(OUTBOX_CHANNEL).await.ok()?;
+        listener.listen(outbox::OUTBOX_CHANNEL).await.ok()?;
         Some(listener)
     }
 
     async fn wake_the_holder(&self) {
-        if let Err(error) = outbox::notify_relay(&self.db, OUTBOX_CHANNEL).await {
+        if let Err(error) = outbox::notify_relay(&self.db).await {
             tracing::debug!(%error, "could not wake the relaying process; it polls");
         }
     }

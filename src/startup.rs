@@ -377,7 +377,8 @@ impl Application {
                 (None, None)
             }
         };
-        let needed = crate::worker::connections_needed(settings.worker.batches());
+        let batches = crate::worker::BatchShape::from(&settings.worker);
+        let needed = crate::worker::connections_needed(batches);
         if settings.database.max_connections < needed {
             // Not fatal: a delivery that waits past the acquire timeout is held like one in a
             // database outage, with no attempt spent. But it is throughput lost for nothing.
@@ -391,7 +392,7 @@ impl Application {
             db: self.db.clone(),
             broker: self.broker.clone(),
             policy: Arc::new(worker_policy(settings)),
-            batches: settings.worker.batches(),
+            batches,
             max_attempts: settings.worker.max_attempts,
             keyring: Arc::new(self.keyring.clone()),
             shutdown: self.shutdown.clone(),

@@ -8,6 +8,17 @@ use serde_json::{Map, Value};
 
 use crate::names::{HeaderText, MessageId};
 
+/// Fresh on every publish (`OutgoingMessage`): a redelivery keeps it, a retry, a dead letter or a
+/// replay is a new publish and gets a new one. It names a dead letter, so a delivery dead-lettered
+/// twice (its ack lost) is recorded once.
+pub const PUBLISH_ID: &str = "settle-publish-id";
+
+/// Whether a header is the broker's (`x-death`, `x-delivery-count`, `x-first-death-…`), or one of
+/// ours under its old reserved name: never copied when a message is republished.
+fn is_reserved(name: &str) -> bool {
+    name.starts_with("x-")
+}
+
 /// A message to publish with confirms.
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
@@ -55,7 +66,7 @@ impl OutgoingMessage {
         }
         // Set last: a republished copy is a new publish, never the original's id.
         headers.insert(
-            crate::envelope::headers::PUBLISH_ID.into(),
+            PUBLISH_ID.into(),
             AMQPValue::LongString(uuid::Uuid::new_v4().to_string().into()),
         );
         let properties = BasicProperties::default()
@@ -100,7 +111,7 @@ fn carried_headers(
 ) -> Vec<(String, HeaderValue)> {
     let mut headers: Vec<(String, HeaderValue)> = original
         .into_iter()
-        .filter(|(name, _)| !crate::envelope::headers::is_reserved(name))
+        .filter(|(name, _)| !is_reserved(name))
         .filter_map(|(name, value)| {
             let value = match value {
                 Value::String(text) => HeaderValue::text(text),

@@ -156,7 +156,7 @@ pub async fn announce(
         &payout.account_id,
     );
     outbox::insert(tx, &payout.account_id, &[OutboxRow::of(&message)?]).await?;
-    outbox::notify_relay(&mut *tx, crate::outbox::OUTBOX_CHANNEL).await?;
+    outbox::notify_relay(&mut *tx).await?;
     Ok(())
 }
 

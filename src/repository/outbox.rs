@@ -198,9 +198,13 @@ pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<
     Ok(())
 }
 
-/// Tells the process relaying that outbox rows were committed (`LISTEN`ing on `channel`).
-pub async fn notify_relay(db: impl PgExecutor<'_>, channel: &str) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_notify($1, '')", channel)
+/// The channel on which processes without the relay's lease tell its holder they committed
+/// outbox rows.
+pub const OUTBOX_CHANNEL: &str = "settle_outbox";
+
+/// Tells the process relaying that outbox rows were committed (it `LISTEN`s on `OUTBOX_CHANNEL`).
+pub async fn notify_relay(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         .execute(db)
         .await?;
     Ok(())

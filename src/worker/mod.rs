@@ -86,6 +86,18 @@ pub struct BatchShape {
     pub wait: std::time::Duration,
 }
 
+/// How the work queue's deliveries are batched, as the settings say. (Here, not in `config`: the
+/// settings are read by the worker, never the other way round.)
+impl From<&crate::config::WorkerSettings> for BatchShape {
+    fn from(worker: &crate::config::WorkerSettings) -> Self {
+        Self {
+            prefetch: worker.prefetch,
+            size: worker.batch_size,
+            wait: std::time::Duration::from_millis(worker.batch_wait_ms),
+        }
+    }
+}
+
 impl BatchShape {
     /// One delivery at a time, up to `prefetch` at once.
     pub const fn single(prefetch: u16) -> Self {
