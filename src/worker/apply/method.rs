@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{ApplyError, Policy, outbox_rows};
+use super::policy::{ApplyError, Policy, outbox_rows};
 use crate::provider::Provider;
 use crate::reconcile::events::MethodEvent;
 use crate::reconcile::outcome::Outcome;
