@@ -40,9 +40,8 @@ impl Retention {
             if let Err(error) = self.run_once().await {
                 tracing::warn!(error = %error, "retention run failed; will retry at the next interval");
             }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
+            if !crate::supervise::wait_interval(interval, &self.shutdown).await {
+                return;
             }
         }
     }

@@ -102,6 +102,15 @@ impl Supervisor {
     }
 }
 
+/// Waits out one `interval` of a periodic task: `true` when it passed, `false` when `shutdown`
+/// came first (the task then returns). The one wait of every periodic task's loop.
+pub async fn wait_interval(interval: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(interval) => true,
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()

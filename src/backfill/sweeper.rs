@@ -34,13 +34,9 @@ impl Sweeper {
     pub async fn run(self) {
         let backfill = &self.settings.backfill;
         let interval = Duration::from_secs(backfill.interval_secs);
-        loop {
-            // The first sweep one interval after start: the webhooks queued while this process
-            // was away drain first, and are not counted as missed.
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
+        // The first sweep one interval after start: the webhooks queued while this process was
+        // away drain first, and are not counted as missed.
+        while crate::supervise::wait_interval(interval, &self.shutdown).await {
             let started = Instant::now();
             match self.sweep().await {
                 Ok(true) => metrics::histogram!(metric::BACKFILL_SWEEP_SECONDS)

@@ -47,9 +47,8 @@ impl DatabaseCheck {
                 () = shutdown.cancelled() => return,
             };
             self.up.store(up, Ordering::Relaxed);
-            tokio::select! {
-                () = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {}
-                () = shutdown.cancelled() => return,
+            if !crate::supervise::wait_interval(DATABASE_CHECK_INTERVAL, &shutdown).await {
+                return;
             }
         }
     }

@@ -69,9 +69,8 @@ impl Sender {
                 break;
             }
             self.report_oldest_pending().await;
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(poll) => {}
+            if !crate::supervise::wait_interval(poll, &self.shutdown).await {
+                return;
             }
         }
     }

@@ -36,11 +36,7 @@ impl Lister {
     pub async fn run(self) {
         let every = self.settings.payouts.list_interval_secs;
         let interval = Duration::from_secs(every);
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
+        while crate::supervise::wait_interval(interval, &self.shutdown).await {
             if let Err(error) = self.round().await {
                 tracing::warn!(
                     error = format!("{error:#}"),
