@@ -23,6 +23,8 @@ run: services
 test: services-chaos
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	# Imports point down src/lib.rs's layers, and no folder's child reaches back to its parent.
+	python3 scripts/check-layers.py
 	$(MAKE) clean-test-state
 	# Benchmarks are programs that print figures (make bench), not tests: --lib --bins --tests.
 	$(ENV) && if cargo nextest --version >/dev/null 2>&1; then \

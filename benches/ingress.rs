@@ -495,7 +495,7 @@ async fn unauthenticated_slow_bodies(settings: &Settings, amqp_url: &str) -> any
     let serve = ServeProcess::spawn(amqp_url, &format!("{}-slow", settings.amqp.prefix))?;
     let result = async {
         let body = String::from_utf8(event_body("evt_slow_ready"))?;
-        let signature = settle::ingress::stripe::sign(
+        let signature = settle::providers::stripe::sign(
             &SecretString::from(SECRET),
             chrono::Utc::now().timestamp(),
             body.as_bytes(),
@@ -759,7 +759,7 @@ fn template() -> &'static (String, String) {
 async fn post_one(client: &reqwest::Client, url: &str, id: u64) -> bool {
     let (before, after) = template();
     let body = format!("{before}evt_bench_{id:012}{after}").into_bytes();
-    let signature = settle::ingress::stripe::sign(
+    let signature = settle::providers::stripe::sign(
         &SecretString::from(SECRET),
         chrono::Utc::now().timestamp(),
         &body,

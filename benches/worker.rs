@@ -940,7 +940,7 @@ async fn open_loop(url: &str, rate: u64, seconds: u64, first_event: u64) -> Post
         let (client, url, template) = (client.clone(), url.to_owned(), template.clone());
         tasks.push(tokio::spawn(async move {
             let (_, body) = event_body(&template, "e2e", first_event + n);
-            let signature = settle::ingress::stripe::sign(
+            let signature = settle::providers::stripe::sign(
                 &SecretString::from(SECRET),
                 chrono::Utc::now().timestamp(),
                 &body,

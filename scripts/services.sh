@@ -441,13 +441,26 @@ rmq_dump_logs() {
 # RabbitMQ 3.10 can lose that supervisor for good: its workers crash when queues are deleted just
 # after an app restart (the chaos test's teardown), it gives up, and from then on every quorum
 # queue declared with a dead-letter exchange fails with INTERNAL_ERROR. Restarting the app heals it.
+# The app is restarted until the supervisor is seen alive again (a restart can lose it anew).
 rmq_heal() {
-    local n="$1"
-    [ "$(ctl "$n" eval 'is_pid(whereis(rabbit_fifo_dlx_sup)).' 2>/dev/null)" = true ] && return 0
-    log "rabbitmq $n@$RMQ_HOST: dead-letter supervisor lost (RabbitMQ 3.10); restarting the app"
-    CTL_TIMEOUT=30 ctl "$n" stop_app >/dev/null
-    CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" start_app >/dev/null
-    wait_amqp "$n" "$DEADLINE_RMQ"
+    local n="$1" attempt
+    dlx_sup_alive "$n" && return 0
+    for attempt in 1 2 3; do
+        log "rabbitmq $n@$RMQ_HOST: dead-letter supervisor lost (RabbitMQ 3.10); restarting the app ($attempt/3)"
+        CTL_TIMEOUT=30 ctl "$n" stop_app >/dev/null
+        CTL_TIMEOUT=$DEADLINE_RMQ ctl "$n" start_app >/dev/null
+        wait_amqp "$n" "$DEADLINE_RMQ"
+        local deadline=$((SECONDS + 30))
+        while [ $SECONDS -lt $deadline ]; do
+            dlx_sup_alive "$n" && return 0
+            sleep 1
+        done
+    done
+    die "rabbitmq $n@$RMQ_HOST: the dead-letter supervisor is still lost after 3 app restarts"
+}
+
+dlx_sup_alive() {
+    [ "$(ctl "$1" eval 'is_pid(whereis(rabbit_fifo_dlx_sup)).' 2>/dev/null)" = true ]
 }
 
 # rmq_launch NODE: start NODE in the background if it isn't running. Sets

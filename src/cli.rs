@@ -588,13 +588,13 @@ impl Cli {
             Command::Backfill(args) => {
                 let db = crate::startup::database_pool(&settings)?;
                 let which = match (args.connection, args.all) {
-                    (Some(id), _) => crate::backfill::Which::Connection(id),
-                    (None, true) => crate::backfill::Which::All,
-                    (None, false) => crate::backfill::Which::Default,
+                    (Some(id), _) => crate::providers::source::Which::Connection(id),
+                    (None, true) => crate::providers::source::Which::All,
+                    (None, false) => crate::providers::source::Which::Default,
                 };
                 let mode = match args.since {
                     Some(since) if !args.verify_open_invoices => {
-                        ops::backfill::Mode::Events(crate::provider_api::Window {
+                        ops::backfill::Mode::Events(crate::providers::Window {
                             since,
                             until: args.until,
                         })

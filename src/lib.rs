@@ -3,23 +3,33 @@
 //! ```text
 //! provider ─► ingress (verify, split) ─► broker: <p>.webhooks ─► <p>.reconcile ─► worker
 //!                                                                                  │ one transaction:
-//!                                                    reconcile (pure): route,      │  whose account
-//!                                                    interpret,                    │  inbox + lock
+//!                                                    providers: whose, interpret;  │  whose account
+//!                                                    reconcile (pure):             │  inbox + lock
 //!                                                    plan(state, event)            │  read state
 //!                                                                                  │  write effects
 //! internal services ◄── <p>.reconciliation ◄── outbox relay ◄── outbox rows ◄──────┤
 //! customer, business ◄── SMTP ◄── notification sender ◄── notification rows ◄──────┘
-//! billing system ──► api ──► repository ──► PostgreSQL ◄── operators: ops (dlq, events replay)
+//! billing system ──► api ──► repository ──► PostgreSQL ◄── operators: ops (the settle commands)
 //! ```
 //!
-//! Modules are declared in the order data flows through them. Imports point down the list of
-//! layers, never up: `startup` (the composition root) and `cli` import everything and nothing
-//! imports them; the edges (`ingress`, `api`, `worker`, `outbox`, `notify`, `ops`) import the
-//! plumbing (`http`, `broker`, `envelope`, `repository`) and the core, and one edge another: `api`
-//! runs the worker's apply path (`worker::apply`) when a payment's registration applies the events
-//! that waited for it; the core (`reconcile`) imports only `provider` and `names`; `config`
-//! imports only `provider` and `sealed` (its keyring); `names`, `provider`, `role` and `sealed`
-//! import nothing of settle's.
+//! Modules are declared in the order data flows through them. Their imports follow the layers
+//! below, bottom up: a module names only modules of a lower layer (and, inside its own folder,
+//! its siblings, never its parent). `make test` checks it (`scripts/check-layers.py`, which reads
+//! this list):
+//!
+//! Layers
+//! 0. `names`, `provider`, `role`, `sealed`, `shutdown`: vocabulary, nothing of settle's
+//! 1. `config`, `reconcile`: the settings; the pure core (events, planner, state machines)
+//! 2. `telemetry`, `repository`: logs and metrics; every SQL statement
+//! 3. `supervise`, `broker`: background tasks; RabbitMQ
+//! 4. `envelope`, `http`, `providers`: the queued event; web plumbing; each provider's knowledge
+//! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`: edges and jobs
+//! 6. `worker`: the consumers; it renders mails (`notify`) inside its transaction, on purpose
+//! 7. `api`: it runs the worker's apply path (`worker::apply`) for the events a payment's
+//!    registration releases
+//! 8. `ops`: operator commands; their JSON is the API's (`api`'s payout views)
+//! 9. `startup`: the composition root
+//! 10. `cli`: the command line
 //!
 //! Errors, per boundary: `ingress` answers with its `IngressError` (status, code and metric label
 //! in one place); `api` with `ApiError` (what the caller can fix, or an opaque 500 whose cause
@@ -59,6 +69,10 @@ pub mod worker;
 pub mod reconcile;
 pub mod repository;
 
+// Each payment provider's knowledge, one folder per provider: webhook signatures and wire
+// format, how its events and payouts read, its ids, its API (for backfill and payouts).
+pub mod providers;
+
 // 4. The outbox relay: committed reconciliation events out to RabbitMQ.
 pub mod outbox;
 
@@ -68,9 +82,9 @@ pub mod notify;
 // 6. Retention: what is past its window leaves the database, in small batches.
 pub mod retention;
 
-// 7. Backfill: the providers' own event lists (their APIs' clients), for what webhooks missed.
+// 7. Backfill: the providers' own event lists (read through `providers`), for what webhooks
+// missed.
 pub mod backfill;
-pub mod provider_api;
 
 // 8. Payouts: each bank deposit's lines, listed from the provider and matched to the ledger.
 pub mod payouts;

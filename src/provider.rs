@@ -7,6 +7,7 @@
 //!   billing product's `paymentProvider` spells it.
 //!
 //! Everything else converts through [`Provider`]; nothing upper- or lower-cases a name by hand.
+//! What each provider knows beyond its name is in `providers`, one folder per provider.
 
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
@@ -91,6 +92,27 @@ pub enum GoCardlessCollectedAt {
     Confirmed,
     /// Only at `paid_out`: the money reached the merchant's account.
     PaidOut,
+}
+
+/// One provider event as its provider's wire format splits it out of a webhook body or an API
+/// list (`providers::Rules::events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingEvent {
+    pub id: String,
+    pub event_type: String,
+    /// The event's exact JSON as the provider sent it.
+    pub body: Vec<u8>,
+}
+
+/// Why a body could not be split into events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the event has no `{0}`")]
+    MissingField(&'static str),
+    #[error("a batch holds at most {0} events")]
+    TooManyEvents(usize),
 }
 
 #[cfg(test)]

@@ -312,7 +312,7 @@ pub struct Sender {
 }
 
 pub fn stripe_signature(body: &[u8], timestamp: i64) -> String {
-    settle::ingress::stripe::sign(&STRIPE_SECRET.to_owned().into(), timestamp, body)
+    settle::providers::stripe::sign(&STRIPE_SECRET.to_owned().into(), timestamp, body)
 }
 
 impl Sender {
@@ -350,7 +350,7 @@ impl Sender {
         let request = match webhook.provider {
             Provider::Stripe => self.http.post(url).header(
                 "Stripe-Signature",
-                settle::ingress::stripe::sign(
+                settle::providers::stripe::sign(
                     &secret,
                     chrono::Utc::now().timestamp(),
                     &webhook.body,
@@ -358,7 +358,7 @@ impl Sender {
             ),
             Provider::GoCardless => self.http.post(url).header(
                 "Webhook-Signature",
-                settle::ingress::gocardless::sign(&secret, &webhook.body),
+                settle::providers::gocardless::sign(&secret, &webhook.body),
             ),
         };
         match request.body(webhook.body.clone()).send().await {

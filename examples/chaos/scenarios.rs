@@ -567,7 +567,7 @@ async fn bad_requests(deployment: &Deployment) -> anyhow::Result<Vec<String>> {
         event_ids: vec!["evt_malformed".into()],
         connection: None,
     };
-    let over_batch: Vec<String> = (0..=settle::ingress::gocardless::MAX_BATCH)
+    let over_batch: Vec<String> = (0..=settle::providers::gocardless::MAX_BATCH)
         .map(|n| format!("EVOVERBATCH{n}"))
         .collect();
     let too_many = Webhook {
@@ -690,7 +690,7 @@ async fn bad_signatures(deployment: &Deployment) -> anyhow::Result<Vec<String>> 
     let stripe = [
         (
             wrong.clone(),
-            settle::ingress::stripe::sign(&"whsec_not_ours".to_owned().into(), now, &wrong),
+            settle::providers::stripe::sign(&"whsec_not_ours".to_owned().into(), now, &wrong),
         ),
         (stale.clone(), stripe_signature(&stale, now - 3600)),
         (replayed.clone(), stripe_signature(&original, now)),
@@ -715,7 +715,7 @@ async fn bad_signatures(deployment: &Deployment) -> anyhow::Result<Vec<String>> 
         .post(deployment.url("/webhooks/gocardless"))
         .header(
             "Webhook-Signature",
-            settle::ingress::gocardless::sign(&"not-ours".to_owned().into(), &gocardless),
+            settle::providers::gocardless::sign(&"not-ours".to_owned().into(), &gocardless),
         )
         .body(gocardless)
         .send()

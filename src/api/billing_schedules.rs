@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
+use super::state::ApiState;
 use super::validate::{self, MAX_TEXT};
 use crate::repository::customers;
 use crate::repository::invoices::{self as repo, BillingScheduleRow};

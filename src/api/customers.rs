@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiBody, ApiJson, Caller, parse_json};
+use super::state::ApiState;
 use super::validate::{self, MAX_LIST, MAX_SHORT, MAX_TEXT, MAX_URL};
 use crate::repository::customers::{self as repo, CustomerRow, CustomerWrite};
 

@@ -8,13 +8,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::ledger::Money;
 use super::payments::Payment;
 use super::payouts::InvoicePayoutView;
 use super::schema::EffectivePaymentSettings;
+use super::state::ApiState;
 use super::validate::{self, MAX_TEXT};
 use crate::reconcile::invoice::InvoiceStatus;
 use crate::reconcile::ledger::RefundState;

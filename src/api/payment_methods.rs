@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
+use super::state::ApiState;
 use super::validate::{self, MAX_SHORT, MAX_TEXT};
 use crate::provider::Provider;
 use crate::reconcile::payment_methods::{

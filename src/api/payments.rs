@@ -14,10 +14,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::ledger::Money;
+use super::state::ApiState;
 use super::validate;
 use crate::provider::Provider;
 use crate::reconcile::invoice;

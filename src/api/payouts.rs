@@ -11,9 +11,9 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiQuery, Caller};
+use super::state::ApiState;
 use super::validate;
 use crate::provider::Provider;
 use crate::repository::payouts::{self as repo, After, InvoicePayout, LineRow, PayoutRow};

@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::ApiState;
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, Caller};
 use super::ledger::{Money, Refund};
+use super::state::ApiState;
 use super::validate;
 use crate::reconcile::money::MinorUnits;
 use crate::repository::ledger::{self as repo, NewRefund, Of};

@@ -12,10 +12,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, SequenceVersion};
 use super::schema::EffectivePaymentSettings;
+use super::state::ApiState;
 use crate::provider::PaymentProvider;
 use crate::reconcile::settings::SettingsLevel;
 use crate::repository::settings::{self as repo, StoredSettings};

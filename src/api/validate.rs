@@ -108,10 +108,7 @@ pub fn country(value: &str) -> Result<(), String> {
 /// A provider's payment id as the provider issues it: a Stripe PaymentIntent `pi_…`, a
 /// GoCardless payment `PM…`.
 pub fn provider_payment_id(provider: Provider, value: &str) -> Result<(), String> {
-    let prefix = match provider {
-        Provider::Stripe => "pi_",
-        Provider::GoCardless => "PM",
-    };
+    let prefix = crate::providers::rules(provider).payment_id_prefix();
     if value.len() > prefix.len() && value.starts_with(prefix) {
         id(value)
     } else {

@@ -11,15 +11,17 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Source, Which, run, sources};
+use super::queue::run;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::provider::Provider;
-use crate::provider_api::Window;
+use crate::providers::Window;
+use crate::providers::source::{Source, Which, sources};
 use crate::repository::backfill as cursors;
 use crate::repository::lease::{self, Lease};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
+use strum::VariantArray;
 
 #[derive(Clone)]
 pub struct Sweeper {
@@ -57,7 +59,7 @@ impl Sweeper {
         if !lease.hold(&self.db).await {
             return Ok(false);
         }
-        for provider in [Provider::Stripe, Provider::GoCardless] {
+        for provider in Provider::VARIANTS.iter().copied() {
             let sources = sources(
                 &self.db,
                 &self.settings,

@@ -14,10 +14,11 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{Report, SOURCE, Source};
+use super::queue::{Report, SOURCE};
 use crate::broker::Broker;
 use crate::envelope::QueuedEvent;
 use crate::provider::Provider;
+use crate::providers::source::Source;
 
 /// The synthetic event for what Stripe says of a PaymentIntent, when it settled: its id, type
 /// and exact JSON. `None` while it is still in progress.
@@ -90,7 +91,8 @@ pub async fn run(
     let now = chrono::Utc::now();
     let mut settled = Vec::new();
     for id in &intents {
-        match crate::provider_api::stripe::payment_intent(&source.client, &credentials, id).await {
+        match crate::providers::stripe::api::payment_intent(source.client(), &credentials, id).await
+        {
             Ok(intent) => {
                 if let Some(event) = synthetic_event(&intent, credentials.account, now.timestamp())
                 {

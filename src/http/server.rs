@@ -87,7 +87,7 @@ pub fn with_request_limits(router: Router, limits: Limits) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                crate::http::unavailable("overloaded", "too many requests in flight; retry")
+                super::error::unavailable("overloaded", "too many requests in flight; retry")
             }))
             .load_shed()
             .concurrency_limit(limits.max_requests_in_flight)
@@ -388,7 +388,7 @@ fn count_closed(reason: &'static str) {
 async fn refuse(mut stream: TcpStream) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\nretry-after: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        crate::http::RETRY_AFTER_SECS
+        super::error::RETRY_AFTER_SECS
     );
     let _ = tokio::time::timeout(
         Duration::from_secs(1),

@@ -11,10 +11,7 @@
 //! endpoint only stamps the connection on each message, and the worker routes
 //! (`reconcile::routing`).
 
-pub mod gocardless;
 pub mod secrets;
-pub mod signature;
-pub mod stripe;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +30,9 @@ use crate::broker::{Broker, PublishError};
 use crate::config::WebhookSettings;
 use crate::envelope::{EnvelopeError, QueuedEvent};
 use crate::http::{error_body, unavailable};
-use crate::provider::Provider;
+use crate::provider::{Provider, WireError};
+use crate::providers::rules::{Acknowledgement, SignatureError};
+use crate::providers::{Rules, rules};
 use secrecy::SecretString;
 
 use self::secrets::SecretsCache;
@@ -76,52 +75,11 @@ enum Endpoint<'a> {
     },
 }
 
-/// One provider event as the provider module split it out of the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingEvent {
-    pub id: String,
-    pub event_type: String,
-    /// The event's exact JSON as the provider sent it.
-    pub body: Vec<u8>,
-}
-
-/// Why a signature was refused. The categories are safe to show the caller: none reveals secret
-/// material or how close a forgery came.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("the signature header is missing")]
-    MissingHeader,
-    #[error("the signature header is malformed: {0}")]
-    MalformedHeader(&'static str),
-    #[error("no signature matches a configured secret")]
-    Mismatch,
-    #[error("the signature timestamp is outside the tolerance")]
-    OutsideTolerance,
-    #[error("no webhook secret is configured for this provider")]
-    NotConfigured,
-}
-
-impl SignatureError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::MissingHeader => "missing_signature",
-            Self::MalformedHeader(_) => "malformed_signature",
-            Self::Mismatch => "signature_mismatch",
-            Self::OutsideTolerance => "timestamp_outside_tolerance",
-            Self::NotConfigured => "not_configured",
-        }
-    }
-}
-
 /// Why a correctly signed body could not be turned into events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("the body is not valid JSON: {0}")]
-    MalformedJson(String),
-    #[error("the event has no `{0}`")]
-    MissingField(&'static str),
-    #[error("a batch holds at most {0} events")]
-    TooManyEvents(usize),
+    #[error(transparent)]
+    Wire(#[from] WireError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
 }
@@ -197,21 +155,20 @@ impl IngressError {
     }
 }
 
-/// GoCardless's documented convention for a bad signature is 498; Stripe's SDKs use 400.
+/// A refused signature's status: each provider's convention (GoCardless documents 498).
 fn invalid_signature_status(provider: Option<Provider>) -> StatusCode {
-    match provider {
-        Some(Provider::GoCardless) => StatusCode::from_u16(498).unwrap_or(StatusCode::BAD_REQUEST),
-        _ => StatusCode::BAD_REQUEST,
-    }
+    provider
+        .and_then(|provider| StatusCode::from_u16(rules(provider).invalid_signature_status()).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-/// What the provider expects on success: GoCardless documents 204 for a processed batch.
+/// What the provider expects on success.
 fn success(provider: Provider, queued: usize) -> Response {
-    match provider {
-        Provider::Stripe => {
+    match rules(provider).acknowledgement() {
+        Acknowledgement::Counted => {
             (StatusCode::OK, axum::Json(json!({ "queued": queued }))).into_response()
         }
-        Provider::GoCardless => StatusCode::NO_CONTENT.into_response(),
+        Acknowledgement::NoContent => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
@@ -314,25 +271,21 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<usize, IngressError> {
+    let rules = rules(provider);
     let (secrets, connection) = match &endpoint {
-        Endpoint::Platform => (
-            match provider {
-                Provider::Stripe => &state.webhooks.stripe_secrets[..],
-                Provider::GoCardless => &state.webhooks.gocardless_secrets[..],
-            },
-            None,
-        ),
+        Endpoint::Platform => (rules.platform_secrets(&state.webhooks), None),
         Endpoint::Connection { id, secrets } => (&secrets[..], Some(*id)),
     };
     // Before a byte of the body: a request that could not be signed, or one larger than the
     // limit says, costs no memory.
-    check_signature_header(provider, secrets, headers).map_err(IngressError::Signature)?;
+    check_signature_header(rules, secrets, headers).map_err(IngressError::Signature)?;
     let (body, _held) = read_body(state, headers, body).await?;
-    verify(&state.webhooks, provider, secrets, headers, &body).map_err(IngressError::Signature)?;
-    let incoming = match provider {
-        Provider::Stripe => stripe::events(&body)?,
-        Provider::GoCardless => gocardless::events(&body)?,
-    };
+    let header = header_text(headers, rules.signature_header()).map_err(IngressError::Signature)?;
+    let now = chrono::Utc::now().timestamp();
+    rules
+        .verify(header, &body, secrets, &state.webhooks, now)
+        .map_err(IngressError::Signature)?;
+    let incoming = rules.events(&body).map_err(PayloadError::from)?;
     let received_at = chrono::Utc::now();
     let topology = state.broker.topology();
     let messages = incoming
@@ -419,45 +372,16 @@ async fn read_body(
 /// The checks that need no body: secrets to verify with, and a signature header of the right
 /// shape.
 fn check_signature_header(
-    provider: Provider,
+    rules: &dyn Rules,
     secrets: &[SecretString],
     headers: &HeaderMap,
 ) -> Result<(), SignatureError> {
     if secrets.is_empty() {
         return Err(SignatureError::NotConfigured);
     }
-    let name = match provider {
-        Provider::Stripe => stripe::SIGNATURE_HEADER,
-        Provider::GoCardless => gocardless::SIGNATURE_HEADER,
-    };
-    let header = header_text(headers, name)?.ok_or(SignatureError::MissingHeader)?;
-    match provider {
-        Provider::Stripe => stripe::parse_signature_header(header).map(drop),
-        Provider::GoCardless => gocardless::parse_signature_header(header).map(drop),
-    }
-}
-
-fn verify(
-    webhooks: &WebhookSettings,
-    provider: Provider,
-    secrets: &[SecretString],
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), SignatureError> {
-    match provider {
-        Provider::Stripe => stripe::verify(
-            header_text(headers, stripe::SIGNATURE_HEADER)?,
-            body,
-            secrets,
-            webhooks.stripe_tolerance_secs,
-            chrono::Utc::now().timestamp(),
-        ),
-        Provider::GoCardless => gocardless::verify(
-            header_text(headers, gocardless::SIGNATURE_HEADER)?,
-            body,
-            secrets,
-        ),
-    }
+    let header =
+        header_text(headers, rules.signature_header())?.ok_or(SignatureError::MissingHeader)?;
+    rules.check_signature_header(header)
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, SignatureError> {

@@ -8,8 +8,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
 use crate::provider::Provider;
+use crate::providers::rules::AccountIdShape;
 use crate::repository::accounts::{self as store, Account, Connection, SealedField, seal_context};
 use crate::sealed::Keyring;
 
@@ -47,7 +48,7 @@ pub async fn create_account(
 pub async fn list_accounts(db: &PgPool, output: Output) -> anyhow::Result<u8> {
     let accounts = store::list(db).await?;
     print_accounts(&accounts, output)?;
-    Ok(super::listed(&accounts))
+    Ok(super::shared::listed(&accounts))
 }
 
 pub async fn show_account(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {
@@ -125,10 +126,10 @@ pub struct NewConnection<'a> {
 
 /// The provider's id for an account, as each provider writes it.
 fn check_external_id(provider: Provider, id: &str) -> anyhow::Result<()> {
-    let (prefix, what) = match provider {
-        Provider::Stripe => ("acct_", "a Stripe account id (acct_…)"),
-        Provider::GoCardless => ("OR", "a GoCardless organisation id (OR…)"),
-    };
+    let AccountIdShape {
+        prefix,
+        described: what,
+    } = crate::providers::rules(provider).account_id();
     if id.len() <= prefix.len() || !id.starts_with(prefix) || id.len() > 255 {
         bail!("--external-id `{id}` is not {what}");
     }
@@ -262,7 +263,7 @@ pub async fn list_connections(
         .map(ConnectionView::of)
         .collect();
     print_connections(&connections, output)?;
-    Ok(super::listed(&connections))
+    Ok(super::shared::listed(&connections))
 }
 
 pub async fn show_connection(db: &PgPool, id: &str, output: Output) -> anyhow::Result<u8> {

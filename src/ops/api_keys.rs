@@ -8,7 +8,7 @@ use chacha20poly1305::aead::OsRng;
 use chacha20poly1305::aead::rand_core::RngCore;
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
 use crate::repository::accounts;
 use crate::repository::api_keys::{self as store, ApiKey};
 
@@ -44,7 +44,7 @@ pub async fn create(db: &PgPool, account: &str, output: Output) -> anyhow::Resul
 pub async fn list(db: &PgPool, account: &str, output: Output) -> anyhow::Result<u8> {
     let keys = store::list(db, account).await?;
     print_keys(&keys, output)?;
-    Ok(super::listed(&keys))
+    Ok(super::shared::listed(&keys))
 }
 
 fn print_keys(keys: &[ApiKey], output: Output) -> anyhow::Result<()> {

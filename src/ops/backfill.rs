@@ -3,11 +3,12 @@
 
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, Output};
-use crate::backfill::{self, Report, Which};
+use super::shared::{EXIT_NOTHING_MATCHED, Output};
+use crate::backfill::{self, Report};
 use crate::config::Settings;
 use crate::provider::Provider;
-use crate::provider_api::Window;
+use crate::providers::Window;
+use crate::providers::source::{Which, sources};
 
 /// How long Stripe keeps events listable.
 const STRIPE_RETENTION_DAYS: i64 = 30;
@@ -48,8 +49,7 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
         }
     }
     let keyring = settings.keyring()?;
-    let sources =
-        backfill::sources(db, settings, &keyring, request.provider, &request.which).await?;
+    let sources = sources(db, settings, &keyring, request.provider, &request.which).await?;
     if sources.is_empty() {
         eprintln!(
             "no {} source: configure the default account's API key or add a connection with one",
@@ -59,7 +59,7 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
     }
     let broker = match request.dry_run {
         true => None,
-        false => Some(super::connect_broker(settings).await?),
+        false => Some(super::shared::connect_broker(settings).await?),
     };
     let mut reports = Vec::with_capacity(sources.len());
     for source in &sources {
@@ -80,7 +80,7 @@ pub async fn run(db: &PgPool, settings: &Settings, request: &Request<'_>) -> any
         .iter()
         .filter(|r| r.error.is_some() || r.failed > 0)
         .count();
-    Ok(super::sources_exit(failed, reports.len()))
+    Ok(super::shared::sources_exit(failed, reports.len()))
 }
 
 fn print(reports: &[Report], output: Output, dry_run: bool) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
@@ -18,13 +18,13 @@ use crate::repository::dead_letters::{self as store, DeadLetter, Selection};
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Filters {
     /// Only this provider (stripe or gocardless).
-    #[arg(long, value_parser = crate::ops::parse_provider)]
+    #[arg(long, value_parser = super::shared::parse_provider)]
     pub provider: Option<crate::provider::Provider>,
     /// Only this reason (invoice_not_found, currency_mismatch, unparseable, …).
     #[arg(long)]
     pub reason: Option<String>,
     /// Only those dead-lettered since: an RFC 3339 time or a duration back from now (24h, 7d).
-    #[arg(long, value_parser = super::parse_since)]
+    #[arg(long, value_parser = super::shared::parse_since)]
     pub since: Option<DateTime<Utc>>,
 }
 
@@ -135,7 +135,7 @@ pub async fn replay(
         }
         return Ok(EXIT_OK);
     }
-    let broker = super::connect_broker(settings).await?;
+    let broker = super::shared::connect_broker(settings).await?;
     let keyring = settings.keyring()?;
     let mut failed = 0;
     for row in &rows {

@@ -10,7 +10,7 @@
 use anyhow::Context;
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK};
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
 use crate::provider::Provider;
@@ -41,7 +41,7 @@ pub async fn replay(
     // Routed as the original delivery was: an event from a connection's own endpoint may name
     // no account in its body, and would otherwise go to the default account.
     .via_connection(archived.connection_id.as_deref());
-    let broker = super::connect_broker(settings).await?;
+    let broker = super::shared::connect_broker(settings).await?;
     let message = event.to_work_queue_message(broker.topology(), &settings.keyring()?);
     let published = broker.publish_all(std::slice::from_ref(&message)).await;
     broker.close().await;

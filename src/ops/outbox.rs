@@ -6,7 +6,7 @@
 
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
 use crate::repository::outbox as store;
 
 pub async fn parked(db: &PgPool, limit: i64, output: Output) -> anyhow::Result<u8> {
@@ -33,7 +33,7 @@ pub async fn parked(db: &PgPool, limit: i64, output: Output) -> anyhow::Result<u
             }
         }
     }
-    Ok(super::listed(&rows))
+    Ok(super::shared::listed(&rows))
 }
 
 pub async fn retry(db: &PgPool, ids: &[i64], all: bool) -> anyhow::Result<u8> {

@@ -6,12 +6,12 @@
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK};
 use crate::api::payouts::{Payout, PayoutDetail, PayoutLine};
-use crate::backfill::{self, Which};
 use crate::config::Settings;
 use crate::payouts::{self, FetchReport};
 use crate::provider::Provider;
+use crate::providers::source::{Which, sources};
 use crate::reconcile::money::Currency;
 use crate::repository::payouts as store;
 
@@ -53,7 +53,7 @@ pub async fn list(db: &PgPool, filters: &Filters, format: Format) -> anyhow::Res
         shown.push(detail(db, row).await?);
     }
     print(&shown, format)?;
-    Ok(super::listed(&shown))
+    Ok(super::shared::listed(&shown))
 }
 
 pub async fn show(db: &PgPool, account: &str, id: &str, format: Format) -> anyhow::Result<u8> {
@@ -203,11 +203,11 @@ pub async fn fetch(
     provider: Provider,
     connection: Option<String>,
     since: chrono::DateTime<chrono::Utc>,
-    format: super::Output,
+    format: super::shared::Output,
 ) -> anyhow::Result<u8> {
     let keyring = settings.keyring()?;
     let which = connection.map_or(Which::All, Which::Connection);
-    let sources = backfill::sources(db, settings, &keyring, provider, &which).await?;
+    let sources = sources(db, settings, &keyring, provider, &which).await?;
     if sources.is_empty() {
         eprintln!(
             "no {} source: configure the default account's API key or add a connection with one",
@@ -224,13 +224,13 @@ pub async fn fetch(
         .iter()
         .filter(|r| r.error.is_some() || r.failed > 0)
         .count();
-    Ok(super::sources_exit(failed, reports.len()))
+    Ok(super::shared::sources_exit(failed, reports.len()))
 }
 
-fn print_reports(reports: &[FetchReport], format: super::Output) -> anyhow::Result<()> {
+fn print_reports(reports: &[FetchReport], format: super::shared::Output) -> anyhow::Result<()> {
     match format {
-        super::Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
-        super::Output::Table => {
+        super::shared::Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
+        super::shared::Output::Table => {
             println!(
                 "{:<40}  {:>6}  {:>10}  {:>17}  {:>13}  {:>6}  error",
                 "source", "found", "reconciled", "partially matched", "without lines", "failed"

@@ -6,7 +6,7 @@
 use anyhow::bail;
 use sqlx::PgPool;
 
-use super::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
 use crate::provider::Provider;
 use crate::repository::inbox::{self, Discarding, UnmatchedEvent};
 
@@ -19,7 +19,7 @@ pub async fn list(
 ) -> anyhow::Result<u8> {
     let events = inbox::list_unmatched(db, account, provider, limit).await?;
     print(&events, output)?;
-    Ok(super::listed(&events))
+    Ok(super::shared::listed(&events))
 }
 
 pub async fn show(db: &PgPool, provider: Provider, event_id: &str) -> anyhow::Result<u8> {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Listed, list};
-use crate::backfill::{Source, Which, sources};
+use super::listing::{Listed, list, match_again};
 use crate::config::Settings;
 use crate::provider::Provider;
+use crate::providers::source::{Source, Which, no_platform_key, sources};
 use crate::repository::lease::{self, Lease};
 use crate::repository::payouts::{self, PayoutRow};
 use crate::sealed::Keyring;
@@ -49,7 +49,7 @@ impl Lister {
     /// Matches again what the ledger has learned more of, then lists what is waiting, if no
     /// other process is listing.
     async fn round(&self) -> anyhow::Result<()> {
-        super::match_again(&self.db, ROUND).await?;
+        match_again(&self.db, ROUND).await?;
         let waiting = payouts::to_list(&self.db, ROUND).await?;
         if waiting.is_empty() {
             return Ok(());
@@ -102,14 +102,7 @@ impl Lister {
                 Some(connection) => format!(
                     "connection `{connection}` cannot be read: it has no API key (SETTLE_CONNECTION_API_KEY at settle connections add), or is gone"
                 ),
-                None => format!(
-                    "no {} API key is configured for the platform ({})",
-                    provider.display_name(),
-                    match provider {
-                        Provider::Stripe => "STRIPE_API_KEY",
-                        Provider::GoCardless => "GOCARDLESS_ACCESS_TOKEN",
-                    }
-                ),
+                None => no_platform_key(provider),
             }),
         };
         match outcome {

@@ -16,10 +16,7 @@
 //! GoCardless event names no mode (sandbox and live are separate hosts with separate ids), so
 //! its connection's mode is not checked.
 
-use serde::Deserialize;
-
 use super::events::storable;
-use crate::provider::Provider;
 
 /// Where an event belongs, before it is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,55 +38,32 @@ pub struct Addressed {
     pub livemode: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct StripeEnvelope {
-    account: Option<String>,
-    context: Option<String>,
-    livemode: Option<bool>,
+/// What an event itself says about whose it is, read by its provider's wire format
+/// (`providers::*::wire::claimed`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The provider account it names: a Stripe Connect `acct_…` (from `account`, or the last
+    /// account of `context`), a GoCardless partner organisation `OR…`.
+    pub account: Option<String>,
+    /// Stripe's `livemode`; `None` when the event does not say (GoCardless).
+    pub livemode: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct GoCardlessEnvelope {
-    links: Option<GoCardlessLinks>,
-}
-
-#[derive(Deserialize)]
-struct GoCardlessLinks {
-    organisation: Option<String>,
-}
-
-/// Reads the address of one event (its exact JSON), given the connection whose endpoint it came
-/// through, if any. An envelope that does not parse is the interpreter's to refuse: it is
-/// addressed to the platform here, and dead-lettered `unparseable` next.
-pub fn address(provider: Provider, body: &[u8], connection: Option<&str>) -> Addressed {
-    let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
-    let (connected, livemode) = match provider {
-        Provider::Stripe => match serde_json::from_slice::<StripeEnvelope>(body) {
-            Ok(envelope) => {
-                let from_context = non_empty(envelope.context)
-                    .and_then(|context| context.rsplit('/').next().map(str::to_owned))
-                    .filter(|account| !account.is_empty());
-                (
-                    non_empty(envelope.account).or(from_context),
-                    envelope.livemode,
-                )
-            }
-            Err(_) => (None, None),
-        },
-        Provider::GoCardless => {
-            let organisation = serde_json::from_slice::<GoCardlessEnvelope>(body)
-                .ok()
-                .and_then(|envelope| envelope.links?.organisation);
-            (non_empty(organisation), None)
-        }
-    };
+/// The address of one event, from what it claims and the connection whose endpoint it came
+/// through, if any. An envelope that does not parse claims nothing: it is addressed to the
+/// platform here, and the interpreter dead-letters it `unparseable` next.
+pub fn address(claimed: Claimed, connection: Option<&str>) -> Addressed {
+    let connected = claimed.account.filter(|account| !account.is_empty());
     let address = match (connection, connected) {
         // Looked up in the database, which refuses a NUL even in a query's parameter.
         (Some(connection), _) => Address::Connection(storable(connection).into_owned()),
         (None, Some(connected)) => Address::Connected(storable(&connected).into_owned()),
         (None, None) => Address::Platform,
     };
-    Addressed { address, livemode }
+    Addressed {
+        address,
+        livemode: claimed.livemode,
+    }
 }
 
 /// A connection's mode as stored (`live` / `test`) against the event's `livemode`: whether the
@@ -136,68 +110,6 @@ pub fn choose(modes: &[&str], livemode: Option<bool>) -> Result<usize, Unrouted>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stripe(body: &str) -> Addressed {
-        address(Provider::Stripe, body.as_bytes(), None)
-    }
-
-    #[test]
-    fn stripe_events_are_addressed_by_account_then_context() {
-        let cases = [
-            (r#"{"livemode":false}"#, Address::Platform, Some(false)),
-            (
-                r#"{"account":"acct_1","livemode":true}"#,
-                Address::Connected("acct_1".into()),
-                Some(true),
-            ),
-            (
-                r#"{"account":"acct_1","context":"acct_1","livemode":false}"#,
-                Address::Connected("acct_1".into()),
-                Some(false),
-            ),
-            (
-                r#"{"context":"acct_org/acct_2"}"#,
-                Address::Connected("acct_2".into()),
-                None,
-            ),
-            (r#"{"account":"","context":null}"#, Address::Platform, None),
-            ("not json", Address::Platform, None),
-        ];
-        for (body, expected, livemode) in cases {
-            let addressed = stripe(body);
-            assert_eq!(addressed.address, expected, "{body}");
-            assert_eq!(addressed.livemode, livemode, "{body}");
-        }
-    }
-
-    #[test]
-    fn gocardless_events_are_addressed_by_organisation() {
-        let fixture = include_bytes!("../../tests/fixtures/gocardless-webhook.json");
-        let batch: serde_json::Value = serde_json::from_slice(fixture).unwrap();
-        let event = serde_json::to_vec(&batch["events"][0]).unwrap();
-        assert_eq!(
-            address(Provider::GoCardless, &event, None),
-            Addressed {
-                address: Address::Connected("OR00001JZWPCMA".into()),
-                livemode: None
-            }
-        );
-        assert_eq!(
-            address(Provider::GoCardless, br#"{"links":{}}"#, None).address,
-            Address::Platform
-        );
-    }
-
-    #[test]
-    fn a_connection_endpoint_decides_whatever_the_event_says() {
-        let addressed = address(
-            Provider::Stripe,
-            br#"{"account":"acct_1","livemode":true}"#,
-            Some("conn_1"),
-        );
-        assert_eq!(addressed.address, Address::Connection("conn_1".into()));
-        assert_eq!(addressed.livemode, Some(true));
-    }
 
     #[test]
     fn the_connection_in_the_events_mode_is_chosen() {

@@ -12,7 +12,7 @@ pub const ID_PREFIX: &str = "key_";
 
 /// A fresh key id.
 pub fn new_key_id() -> String {
-    super::new_id("key")
+    super::rows::new_id("key")
 }
 
 /// A key as operators see it: never its secret, nor its hash.

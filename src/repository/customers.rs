@@ -138,7 +138,15 @@ pub async fn get(
     account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<CustomerRow>> {
-    super::by_id(db, "customers", COLUMNS, account_id, id, super::Read::Plain).await
+    super::rows::by_id(
+        db,
+        "customers",
+        COLUMNS,
+        account_id,
+        id,
+        super::rows::Read::Plain,
+    )
+    .await
 }
 
 /// Locks the customer for the rest of the transaction: every writer of a customer's payment

@@ -83,7 +83,15 @@ pub async fn get(
     account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<InvoiceRow>> {
-    super::by_id(db, "invoices", COLUMNS, account_id, id, super::Read::Plain).await
+    super::rows::by_id(
+        db,
+        "invoices",
+        COLUMNS,
+        account_id,
+        id,
+        super::rows::Read::Plain,
+    )
+    .await
 }
 
 /// The invoice, locked for the rest of the caller's transaction: the lock every writer of an
@@ -94,13 +102,13 @@ pub async fn lock(
     account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<InvoiceRow>> {
-    super::by_id(
+    super::rows::by_id(
         tx,
         "invoices",
         COLUMNS,
         account_id,
         id,
-        super::Read::ForUpdate,
+        super::rows::Read::ForUpdate,
     )
     .await
 }
@@ -166,13 +174,13 @@ pub async fn get_billing_schedule(
     id: &str,
 ) -> sqlx::Result<Option<BillingScheduleRow>> {
     let columns = "id, account_id, customer_id, name, created_at";
-    super::by_id(
+    super::rows::by_id(
         db,
         "billing_schedules",
         columns,
         account_id,
         id,
-        super::Read::Plain,
+        super::rows::Read::Plain,
     )
     .await
 }

@@ -152,13 +152,13 @@ pub async fn get_refund(
     account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<RefundRow>> {
-    super::by_id(
+    super::rows::by_id(
         db,
         "refunds",
         REFUND_COLUMNS,
         account_id,
         id,
-        super::Read::Plain,
+        super::rows::Read::Plain,
     )
     .await
 }

@@ -22,9 +22,12 @@ pub mod payment_methods;
 pub mod payments;
 pub mod payouts;
 pub mod retention;
+pub mod rows;
 pub mod settings;
 
 use sqlx::PgExecutor;
+
+pub use self::rows::new_id;
 
 /// Creates the configured account if it is missing. Idempotent.
 pub async fn ensure_account(db: impl PgExecutor<'_>, account_id: &str) -> sqlx::Result<()> {
@@ -43,45 +46,6 @@ pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
         .fetch_one(db)
         .await
         .map(|_| ())
-}
-
-/// How `by_id` reads a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Read {
-    Plain,
-    /// Locked (`FOR UPDATE`) for the rest of the caller's transaction.
-    ForUpdate,
-}
-
-/// The account's row `id` of `table`, its `columns` read as `T`: the one shape of every read by
-/// id, so that none can forget the account (an id is unique within its account only).
-pub(crate) async fn by_id<T>(
-    db: impl PgExecutor<'_>,
-    table: &str,
-    columns: &str,
-    account_id: &str,
-    id: &str,
-    read: Read,
-) -> sqlx::Result<Option<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    let lock = match read {
-        Read::Plain => "",
-        Read::ForUpdate => " FOR UPDATE",
-    };
-    sqlx::query_as(&format!(
-        "SELECT {columns} FROM {table} WHERE account_id = $1 AND id = $2{lock}"
-    ))
-    .bind(account_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// A fresh id for rows whose id settle chooses: `<prefix>_<32 hex digits>`.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// What a database error means to the caller.

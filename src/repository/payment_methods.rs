@@ -117,7 +117,7 @@ pub async fn upsert(
              updated_at = now()
          RETURNING {COLUMNS}"
     ))
-    .bind(super::new_id("pm"))
+    .bind(super::rows::new_id("pm"))
     .bind(method.account_id)
     .bind(method.customer_id)
     .bind(method.provider)

@@ -65,7 +65,15 @@ pub async fn get(
     account_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    super::by_id(db, "payments", COLUMNS, account_id, id, super::Read::Plain).await
+    super::rows::by_id(
+        db,
+        "payments",
+        COLUMNS,
+        account_id,
+        id,
+        super::rows::Read::Plain,
+    )
+    .await
 }
 
 pub async fn for_invoice(

@@ -65,7 +65,7 @@ pub async fn upsert(
              updated_at = now()
          RETURNING id, account_id, target_id,
              payment_provider AS "payment_provider: PaymentProvider", auto_charge"#,
-        super::new_id("pset"),
+        super::rows::new_id("pset"),
         account_id,
         level.as_str(),
         target_id,

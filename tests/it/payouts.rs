@@ -68,7 +68,7 @@ async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it
     ];
     let lines: Vec<payout::Line> = listed
         .iter()
-        .map(|t| payout::stripe_line(t).unwrap())
+        .map(|t| settle::providers::stripe::payout::line_of(t).unwrap())
         .collect();
     let sources: Vec<Source> = lines.iter().map(|l| l.source.clone()).collect();
     let db = app.db();
@@ -147,18 +147,18 @@ async fn a_connected_accounts_payout_lines_are_listed_with_stripe_account_across
         transaction["id"] = format!("txn_conn{n}").into();
         api.add_balance_transaction(Some("acct_connected"), "po_conn", transaction);
     }
-    let client = settle::provider_api::ApiClient::new("stripe", &api.url()).unwrap();
+    let client = settle::providers::ApiClient::new("stripe", &api.url()).unwrap();
     let key = secrecy::SecretString::from(STRIPE_KEY);
-    let connected = settle::provider_api::stripe::Credentials {
+    let connected = settle::providers::stripe::api::Credentials {
         api_key: &key,
         account: Some("acct_connected"),
     };
-    let lines = settle::provider_api::stripe::payout_lines(&client, &connected, "po_conn")
+    let lines = settle::providers::stripe::api::payout_lines(&client, &connected, "po_conn")
         .await
         .unwrap();
     let lines: Vec<payout::Line> = lines
         .iter()
-        .map(|l| payout::stripe_line(l).unwrap())
+        .map(|l| settle::providers::stripe::payout::line_of(l).unwrap())
         .collect();
     let sources: Vec<Source> = lines.iter().map(|l| l.source.clone()).collect();
     assert_eq!(
@@ -183,11 +183,11 @@ async fn a_connected_accounts_payout_lines_are_listed_with_stripe_account_across
     assert!(asked[1].contains("starting_after=txn_conn1"), "{asked:?}");
 
     // The platform's own payouts are another list: without the header, none of these.
-    let platform = settle::provider_api::stripe::Credentials {
+    let platform = settle::providers::stripe::api::Credentials {
         api_key: &key,
         account: None,
     };
-    let none = settle::provider_api::stripe::payout_lines(&client, &platform, "po_conn")
+    let none = settle::providers::stripe::api::payout_lines(&client, &platform, "po_conn")
         .await
         .unwrap();
     assert!(none.is_empty());
@@ -212,18 +212,18 @@ async fn gocardless_payout_items_sum_in_tenths_and_an_old_payouts_answer_410() {
         api.add_payout_item("PO0001", listed);
     }
     api.expire_payout("PO_OLD");
-    let client = settle::provider_api::ApiClient::new("gocardless", &api.url()).unwrap();
+    let client = settle::providers::ApiClient::new("gocardless", &api.url()).unwrap();
     let token = secrecy::SecretString::from(GOCARDLESS_TOKEN);
-    let listed = settle::provider_api::gocardless::payout_items(&client, &token, "PO0001")
+    let listed = settle::providers::gocardless::api::payout_items(&client, &token, "PO0001")
         .await
         .unwrap();
-    let settle::provider_api::gocardless::PayoutItems::Listed(items) = listed else {
+    let settle::providers::gocardless::api::PayoutItems::Listed(items) = listed else {
         panic!("listed: {listed:?}");
     };
     assert_eq!(items.len(), 5, "every page");
     let lines: Vec<payout::Line> = items
         .iter()
-        .map(|i| payout::gocardless_line(i).unwrap())
+        .map(|i| settle::providers::gocardless::payout::line_of(i).unwrap())
         .collect();
     // 1500 + 2500 - 37.5 - 45.3 - 1500 = 2417.2, paid out as 2417p: summed, then rounded.
     let reconciled = payout::reconcile(2417, lines, &Default::default()).unwrap();
@@ -231,11 +231,11 @@ async fn gocardless_payout_items_sum_in_tenths_and_an_old_payouts_answer_410() {
     assert_eq!(reconciled.fees, 83);
     assert_eq!(reconciled.difference, 0);
 
-    let gone = settle::provider_api::gocardless::payout_items(&client, &token, "PO_OLD")
+    let gone = settle::providers::gocardless::api::payout_items(&client, &token, "PO_OLD")
         .await
         .unwrap();
     assert!(
-        matches!(&gone, settle::provider_api::gocardless::PayoutItems::Gone(why) if why.contains("6 months")),
+        matches!(&gone, settle::providers::gocardless::api::PayoutItems::Gone(why) if why.contains("6 months")),
         "{gone:?}"
     );
 }

@@ -89,7 +89,7 @@ pub(crate) async fn post_to_connection(
     body: &[u8],
     secret: &str,
 ) -> reqwest::Response {
-    let signature = settle::ingress::stripe::sign(
+    let signature = settle::providers::stripe::sign(
         &secrecy::SecretString::from(secret),
         chrono::Utc::now().timestamp(),
         body,
@@ -255,7 +255,7 @@ async fn a_connection_endpoint_accepts_old_and_new_secrets_while_rotating() {
     // The platform's secret does not sign for a connection, nor a connection's for the platform.
     let response = post_to_connection(&app, &connection, &first, STRIPE_SECRET).await;
     assert_eq!(response.status(), 400);
-    let signature = settle::ingress::stripe::sign(
+    let signature = settle::providers::stripe::sign(
         &secrecy::SecretString::from("whsec_old"),
         chrono::Utc::now().timestamp(),
         &first,

@@ -105,7 +105,7 @@ async fn refused_webhooks_get_the_right_status_and_queue_nothing() {
     let now = chrono::Utc::now().timestamp();
 
     // Signed with another secret.
-    let forged = settle::ingress::stripe::sign(&"whsec_other".to_owned().into(), now, &body);
+    let forged = settle::providers::stripe::sign(&"whsec_other".to_owned().into(), now, &body);
     let response = app.post_stripe(&body, Some(forged)).await;
     assert_eq!(response.status(), 400);
     assert_eq!(error_code(response).await, "signature_mismatch");

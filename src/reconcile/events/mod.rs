@@ -1,5 +1,6 @@
-//! Provider events → what they mean to settle. This is DESIGN §5's event → effect table, as pure
-//! functions over the provider's JSON, one module per provider. Unknown types and actions are
+//! What provider events mean to settle: the domain events each provider's interpreter
+//! (`providers::{stripe,gocardless}::interpret`, pure functions over the provider's JSON) reads an
+//! event as, and the helpers they read JSON with. Unknown types and actions are
 //! `Ignored`, never errors: a new provider event type must not need a release, nor end in the
 //! dead-letter queue. JSON pointers, not typed structs, so Stripe's schema drift never breaks a
 //! parse.
@@ -7,9 +8,6 @@
 //! Provider text is data: whatever characters it holds, it becomes a field as it is, except the
 //! one PostgreSQL cannot store (`storable`). Every text the interpreters read goes through `text`,
 //! and the JSON they keep whole through `storable_json`.
-
-mod gocardless;
-mod stripe;
 
 use std::borrow::Cow;
 
@@ -20,7 +18,7 @@ use super::dispute::DisputeStatus;
 use super::money::{Currency, MinorUnits};
 use super::payment::PaymentSignal;
 use super::refund::RefundStatus;
-use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::provider::Provider;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
@@ -235,7 +233,7 @@ pub fn storable_json(value: &Value) -> Value {
 }
 
 /// The non-empty text at `pointer`, `storable`.
-fn text(value: &Value, pointer: &str) -> Option<String> {
+pub fn text(value: &Value, pointer: &str) -> Option<String> {
     value
         .pointer(pointer)
         .and_then(Value::as_str)
@@ -243,12 +241,12 @@ fn text(value: &Value, pointer: &str) -> Option<String> {
         .map(|s| storable(s).into_owned())
 }
 
-fn integer(value: &Value, pointer: &str) -> Option<i64> {
+pub fn integer(value: &Value, pointer: &str) -> Option<i64> {
     value.pointer(pointer).and_then(Value::as_i64)
 }
 
 /// An amount in minor units at `pointer`, refused when out of bounds.
-fn amount(
+pub fn amount(
     value: &Value,
     pointer: &str,
     field: &'static str,
@@ -260,42 +258,15 @@ fn amount(
         .transpose()
 }
 
-/// Interprets one provider event (the exact JSON queued by the receiver). Stripe's type is its
-/// `type` field; GoCardless's comes from `resource_type` and `action`. Both are read from the body,
-/// the one source of truth, not from the message headers.
-pub fn interpret(
-    provider: Provider,
-    event: &Value,
-    collected_at: GoCardlessCollectedAt,
-) -> Result<DomainEvent, EventError> {
-    match provider {
-        Provider::Stripe => stripe::interpret(event),
-        Provider::GoCardless => gocardless::interpret(event, collected_at),
-    }
-}
-
 /// The test suite's provider-event builders (Stripe's and GoCardless's example objects), shared
 /// with the integration tests.
 #[cfg(test)]
 #[path = "../../../tests/fixtures/events.rs"]
 pub(crate) mod fixtures;
 
-/// A payout as the provider's payout list returns it (Stripe `GET /v1/payouts`, GoCardless
-/// `GET /payouts`), read as the event its state stands for; `None` while it is not paid yet.
-pub fn listed_payout(
-    provider: Provider,
-    payout: &Value,
-) -> Result<Option<PayoutEvent>, EventError> {
-    match provider {
-        Provider::Stripe => stripe::listed_payout(payout),
-        Provider::GoCardless => gocardless::listed_payout(payout),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fixtures::StripeEvent;
 
     #[test]
     fn nul_becomes_the_replacement_character_and_nothing_else_changes() {
@@ -306,26 +277,5 @@ mod tests {
             storable_json(&json),
             serde_json::json!({"name\u{FFFD}": ["Ada\u{FFFD}", 1, null, {"line1": "x\u{FFFD}"}]})
         );
-    }
-
-    #[test]
-    fn every_text_an_event_becomes_is_storable() {
-        let event = StripeEvent::new("payment_method.attached", "evt_1")
-            .created(1_800_000_000)
-            .object(|method| {
-                method["id"] = "pm_\u{0}1".into();
-                method["billing_details"]["name"] = "Ada\u{0} Lovelace".into();
-            })
-            .into_json();
-        let DomainEvent::Method(MethodEvent::StripeMethod {
-            method_id,
-            billing_details,
-            ..
-        }) = interpret(Provider::Stripe, &event, GoCardlessCollectedAt::Confirmed).unwrap()
-        else {
-            panic!("a payment method event")
-        };
-        assert_eq!(method_id, "pm_\u{FFFD}1");
-        assert_eq!(billing_details.unwrap()["name"], "Ada\u{FFFD} Lovelace");
     }
 }

@@ -9,9 +9,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    DisputeFacts, DisputeNotice, DisputeNoticeKind, Effects, FiguresChange, InvoiceState,
-    PlanError, RefundFacts, conclude, figures_data, invoice_events,
+use super::figures::{FiguresChange, conclude, figures_data, invoice_events};
+use super::state::{
+    DisputeFacts, DisputeNotice, DisputeNoticeKind, Effects, InvoiceState, PlanError, RefundFacts,
 };
 use crate::provider::{PaymentProvider, Provider};
 use crate::reconcile::dispute::{self, DisputeStatus};

@@ -61,7 +61,8 @@ pub use self::policy::{ApplyError, Policy, policy_for};
 use self::policy::{internal, outbox_row, unparseable};
 use crate::envelope::QueuedEvent;
 use crate::provider::Provider;
-use crate::reconcile::events::{DomainEvent, InvoiceLink, interpret};
+use crate::providers;
+use crate::reconcile::events::{DomainEvent, InvoiceLink};
 use crate::reconcile::outcome::Outcome;
 use crate::reconcile::reconciliation_events::Message;
 use crate::reconcile::routing::Unrouted;
@@ -155,7 +156,8 @@ impl<'e, 'p> Prepared<'e, 'p> {
     fn new(event: &'e QueuedEvent, policy: Cow<'p, Policy>) -> Result<Self, ApplyError> {
         let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
         let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
-        let domain_event = interpret(event.provider, &payload, policy.gocardless_collected_at)
+        let domain_event = providers::rules(event.provider)
+            .interpret(&payload, policy.gocardless_collected_at)
             .map_err(unparseable)?;
         Ok(Self {
             event,
@@ -220,8 +222,13 @@ async fn apply_prepared(
                     ))
                 })
                 .unzip();
-            let outcomes = payment::apply_run(tx, &ready.policy, &items).await?;
-            results.extend(indices.into_iter().zip(outcomes));
+            let run = payment::apply_run(tx, &ready.policy, &items).await?;
+            // Unmatched events waiting for the payments the run registered apply now, in the
+            // same transaction. Boxed: that runs this path again.
+            for (provider, payment) in &run.waiting {
+                Box::pin(apply_waiting(tx, &ready.policy, *provider, payment)).await?;
+            }
+            results.extend(indices.into_iter().zip(run.outcomes));
             rest = after;
             continue;
         }
@@ -327,8 +334,8 @@ async fn payout_connection(
     policy: &Policy,
     event: &QueuedEvent,
 ) -> Result<Option<String>, ApplyError> {
-    use crate::reconcile::routing::{Address, address};
-    let addressed = address(event.provider, &event.body, event.connection_id.as_deref());
+    use crate::reconcile::routing::Address;
+    let addressed = providers::address(event.provider, &event.body, event.connection_id.as_deref());
     Ok(match addressed.address {
         Address::Platform => None,
         Address::Connection(id) => Some(id),
@@ -353,9 +360,9 @@ async fn route<'p>(
     policy: &'p Policy,
     event: &QueuedEvent,
 ) -> Result<Cow<'p, Policy>, ApplyError> {
-    use crate::reconcile::routing::{Address, address, choose};
+    use crate::reconcile::routing::{Address, choose};
     use crate::repository::accounts;
-    let addressed = address(event.provider, &event.body, event.connection_id.as_deref());
+    let addressed = providers::address(event.provider, &event.body, event.connection_id.as_deref());
     let provider = event.provider.stored_name();
     let (routes, named) = match &addressed.address {
         Address::Platform => return Ok(Cow::Borrowed(policy)),

@@ -196,14 +196,20 @@ impl Fold<'_> {
     }
 }
 
-/// Applies a run of money events of `policy`'s account inside the caller's transaction. One
-/// result per item, in order; `Err` for the whole run when the database failed (the caller rolls
-/// back).
+/// What a run did: one result per item, in order, and the payments it registered itself (their
+/// invoice named by metadata or a linked provider invoice), for which unmatched events may wait.
+pub(super) struct RunApplied {
+    pub outcomes: Vec<Result<Outcome, ApplyError>>,
+    pub waiting: Vec<(Provider, String)>,
+}
+
+/// Applies a run of money events of `policy`'s account inside the caller's transaction; `Err`
+/// for the whole run when the database failed (the caller rolls back).
 pub(super) async fn apply_run(
     tx: &mut PgConnection,
     policy: &Policy,
     items: &[MoneyItem<'_>],
-) -> Result<Vec<Result<Outcome, ApplyError>>, ApplyError> {
+) -> Result<RunApplied, ApplyError> {
     let requests: Vec<LockRequest<'_>> = items
         .iter()
         .map(|item| LockRequest {
@@ -327,12 +333,6 @@ pub(super) async fn apply_run(
             inbox.len()
         )));
     }
-    // Payments settle registered itself (their invoice named by metadata or a linked provider
-    // invoice) that unmatched events wait for: they apply now. Boxed: that runs the worker's
-    // apply again.
-    for (provider, payment) in &written.waiting {
-        Box::pin(super::apply_waiting(tx, policy, *provider, payment)).await?;
-    }
     for (item, a) in applied_items.iter().zip(&applied) {
         if let Some(notification) = &a.effects.notification {
             notify_failure(tx, policy, &item.entry, a.invoice, notification).await?;
@@ -347,7 +347,7 @@ pub(super) async fn apply_run(
             tracing::info!(invoice = %a.invoice.id, provider = %item.event.provider(), "payment from a provider other than the effective one");
         }
     }
-    Ok(decided
+    let outcomes = decided
         .into_iter()
         .map(|decision| match decision {
             Decided::Duplicate => Ok(Outcome::Duplicate),
@@ -355,7 +355,11 @@ pub(super) async fn apply_run(
             Decided::NoInvoice(outcome) => Ok(outcome),
             Decided::Planned { effects, .. } => Ok(effects.outcome),
         })
-        .collect())
+        .collect();
+    Ok(RunApplied {
+        outcomes,
+        waiting: written.waiting,
+    })
 }
 
 /// Writes the failure mails (one to the customer's billing emails, one to the business), keyed by

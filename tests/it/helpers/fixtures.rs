@@ -14,11 +14,11 @@ mod events;
 pub use events::*;
 
 pub fn stripe_signature(body: &[u8], timestamp: i64) -> String {
-    settle::ingress::stripe::sign(&SecretString::from(STRIPE_SECRET), timestamp, body)
+    settle::providers::stripe::sign(&SecretString::from(STRIPE_SECRET), timestamp, body)
 }
 
 pub fn gocardless_signature(body: &[u8]) -> String {
-    settle::ingress::gocardless::sign(&SecretString::from(GOCARDLESS_SECRET), body)
+    settle::providers::gocardless::sign(&SecretString::from(GOCARDLESS_SECRET), body)
 }
 
 /// The body of a Stripe event `id` of `event_type` created now, carrying Stripe's example object

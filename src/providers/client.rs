@@ -1,11 +1,9 @@
-//! The providers' own APIs, read by backfill: Stripe's and GoCardless's event lists. Reads only,
+//! The HTTP client every read of a provider's API goes through (each provider's `api` module
+//! has its requests). Reads only,
 //! so every request may be retried: a 429 or a 5xx is retried with backoff, honouring
 //! `Retry-After`, and a connection error or timeout likewise; anything else is an answer. The
 //! base URL is configuration (`stripe.api_base`, `gocardless.api_base`), so a sandbox or a
 //! test's stand-in takes the real API's place.
-
-pub mod gocardless;
-pub mod stripe;
 
 use std::time::Duration;
 
@@ -190,7 +188,7 @@ impl ApiClient {
         }
     }
 
-    fn shape(&self, detail: impl ToString) -> ProviderApiError {
+    pub(crate) fn shape(&self, detail: impl ToString) -> ProviderApiError {
         ProviderApiError::Shape {
             provider: self.provider,
             detail: detail.to_string(),
@@ -215,7 +213,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A bearer token header, marked sensitive so it is never logged.
-fn bearer(token: &secrecy::SecretString) -> Result<reqwest::header::HeaderValue, ProviderApiError> {
+pub(crate) fn bearer(
+    token: &secrecy::SecretString,
+) -> Result<reqwest::header::HeaderValue, ProviderApiError> {
     use secrecy::ExposeSecret;
     let mut value =
         reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))

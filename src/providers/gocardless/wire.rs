@@ -5,8 +5,10 @@
 use secrecy::SecretString;
 use serde_json::value::RawValue;
 
-use super::signature::any_secret_signs;
-use super::{IncomingEvent, PayloadError, SignatureError};
+use crate::provider::{IncomingEvent, WireError};
+use crate::providers::rules::SignatureError;
+use crate::providers::signature::{any_secret_signs, hmac_sha256_hex};
+use crate::reconcile::routing::Claimed;
 
 pub const SIGNATURE_HEADER: &str = "Webhook-Signature";
 /// The most events GoCardless puts in one webhook (its documented maximum): a larger batch is
@@ -44,7 +46,7 @@ pub fn parse_signature_header(header: &str) -> Result<&str, SignatureError> {
 
 /// The `Webhook-Signature` header value GoCardless would send for `body`.
 pub fn sign(secret: &SecretString, body: &[u8]) -> String {
-    super::signature::hmac_sha256_hex(secret, &[body])
+    hmac_sha256_hex(secret, &[body])
 }
 
 #[derive(serde::Deserialize)]
@@ -62,30 +64,30 @@ struct EventEnvelope {
 
 /// One event per element of `events`, each message body being that element's exact JSON. The
 /// event type is `<resource_type>.<action>`, e.g. `payments.confirmed`.
-pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
+pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, WireError> {
     let batch: Batch<'_> =
-        serde_json::from_slice(body).map_err(|e| PayloadError::MalformedJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| WireError::MalformedJson(e.to_string()))?;
     if batch.events.len() > MAX_BATCH {
-        return Err(PayloadError::TooManyEvents(MAX_BATCH));
+        return Err(WireError::TooManyEvents(MAX_BATCH));
     }
     batch
         .events
         .into_iter()
         .map(|raw| {
             let envelope: EventEnvelope = serde_json::from_str(raw.get())
-                .map_err(|e| PayloadError::MalformedJson(e.to_string()))?;
+                .map_err(|e| WireError::MalformedJson(e.to_string()))?;
             let id = envelope
                 .id
                 .filter(|id| !id.is_empty())
-                .ok_or(PayloadError::MissingField("events[].id"))?;
+                .ok_or(WireError::MissingField("events[].id"))?;
             let resource_type = envelope
                 .resource_type
                 .filter(|t| !t.is_empty())
-                .ok_or(PayloadError::MissingField("events[].resource_type"))?;
+                .ok_or(WireError::MissingField("events[].resource_type"))?;
             let action = envelope
                 .action
                 .filter(|a| !a.is_empty())
-                .ok_or(PayloadError::MissingField("events[].action"))?;
+                .ok_or(WireError::MissingField("events[].action"))?;
             Ok(IncomingEvent {
                 id,
                 event_type: format!("{resource_type}.{action}"),
@@ -93,6 +95,28 @@ pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
             })
         })
         .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct Addressing {
+    links: Option<Links>,
+}
+
+#[derive(serde::Deserialize)]
+struct Links {
+    organisation: Option<String>,
+}
+
+/// The partner organisation a GoCardless event is for (`links.organisation`). GoCardless names
+/// no mode: sandbox and live are separate hosts with separate ids.
+pub fn claimed(body: &[u8]) -> Claimed {
+    let organisation = serde_json::from_slice::<Addressing>(body)
+        .ok()
+        .and_then(|addressing| addressing.links?.organisation);
+    Claimed {
+        account: organisation,
+        livemode: None,
+    }
 }
 
 #[cfg(test)]
@@ -151,7 +175,7 @@ mod tests {
 
     #[test]
     fn every_event_of_the_shared_fixture_batch_becomes_a_message() {
-        let fixture = include_bytes!("../../tests/fixtures/gocardless-webhook.json");
+        let fixture = include_bytes!("../../../tests/fixtures/gocardless-webhook.json");
         let parsed: serde_json::Value = serde_json::from_slice(fixture).unwrap();
         let expected = parsed["events"].as_array().unwrap();
         let events = events(fixture).unwrap();
@@ -184,7 +208,7 @@ mod tests {
         assert_eq!(events(batch(250).as_bytes()).unwrap().len(), 250);
         assert_eq!(
             events(batch(251).as_bytes()).unwrap_err(),
-            PayloadError::TooManyEvents(250)
+            WireError::TooManyEvents(250)
         );
     }
 
@@ -193,15 +217,15 @@ mod tests {
         assert_eq!(
             events(br#"{"events":[{"action":"confirmed","resource_type":"payments"}]}"#)
                 .unwrap_err(),
-            PayloadError::MissingField("events[].id")
+            WireError::MissingField("events[].id")
         );
         assert_eq!(
             events(br#"{"events":[{"id":"EV1","resource_type":"payments"}]}"#).unwrap_err(),
-            PayloadError::MissingField("events[].action")
+            WireError::MissingField("events[].action")
         );
         assert!(matches!(
             events(br#"{"events":"nope"}"#).unwrap_err(),
-            PayloadError::MalformedJson(_)
+            WireError::MalformedJson(_)
         ));
     }
 }

@@ -5,11 +5,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{
+use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::reconcile::events::{
     DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, PayoutEvent, PayoutStage,
     RefundEvent, RefundObservation, integer, text,
 };
-use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::money::Currency;
 use crate::reconcile::payment::PaymentSignal;
 use crate::reconcile::refund::RefundStatus;

@@ -8,8 +8,8 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{ApiClient, ProviderApiError, Window, bearer};
-use crate::ingress::IncomingEvent;
+use crate::provider::IncomingEvent;
+use crate::providers::client::{ApiClient, ProviderApiError, Walk, Window, bearer};
 
 const PAGE: &str = "500";
 const VERSION_HEADER: HeaderName = HeaderName::from_static("gocardless-version");
@@ -59,7 +59,7 @@ pub async fn list_events(
     pages(client, "/events", &base, &headers, |body| {
         // A page has the shape of a webhook batch (`{"events": […]}`) plus `meta`: the
         // receiver's own splitter keeps each event's exact JSON.
-        let listed = crate::ingress::gocardless::events(body).map_err(|e| client.shape(e))?;
+        let listed = super::wire::events(body).map_err(|e| client.shape(e))?;
         let count = listed.len();
         events.extend(listed);
         Ok(count)
@@ -167,7 +167,7 @@ async fn pages(
     mut take: impl FnMut(&[u8]) -> Result<usize, ProviderApiError>,
 ) -> Result<(), ProviderApiError> {
     let mut after: Option<String> = None;
-    let mut walk = super::Walk::default();
+    let mut walk = Walk::default();
     loop {
         let mut query = base.to_vec();
         if let Some(cursor) = &after {

@@ -10,8 +10,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ApiClient, ProviderApiError, Window, bearer};
-use crate::ingress::IncomingEvent;
+use crate::provider::IncomingEvent;
+use crate::providers::client::{ApiClient, ProviderApiError, Walk, Window, bearer};
 
 const PAGE: &str = "100";
 const STRIPE_ACCOUNT: HeaderName = HeaderName::from_static("stripe-account");
@@ -78,8 +78,7 @@ pub async fn list_events(
 
     let mut events = Vec::new();
     pages(client, "/v1/events", &base, &headers, |raw| {
-        let event =
-            crate::ingress::stripe::events(raw.get().as_bytes()).map_err(|e| client.shape(e))?;
+        let event = super::wire::events(raw.get().as_bytes()).map_err(|e| client.shape(e))?;
         events.extend(event);
         Ok(events.last().map(|event| event.id.clone()))
     })
@@ -146,7 +145,7 @@ async fn pages(
     mut take: impl FnMut(&RawValue) -> Result<Option<String>, ProviderApiError>,
 ) -> Result<(), ProviderApiError> {
     let mut starting_after: Option<String> = None;
-    let mut walk = super::Walk::default();
+    let mut walk = Walk::default();
     loop {
         let mut query = base.to_vec();
         if let Some(after) = &starting_after {

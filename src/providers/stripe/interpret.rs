@@ -13,13 +13,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{
+use crate::provider::Provider;
+use crate::reconcile::dispute::DisputeStatus;
+use crate::reconcile::events::{
     DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, InvoiceLink, MethodEvent,
     PaymentEvent, PayoutEvent, PayoutStage, RefundEvent, RefundObservation, amount, integer,
     storable_json, text,
 };
-use crate::provider::Provider;
-use crate::reconcile::dispute::DisputeStatus;
 use crate::reconcile::money::Currency;
 use crate::reconcile::payment::PaymentSignal;
 use crate::reconcile::refund::RefundStatus;
@@ -485,5 +485,5 @@ fn method(
 }
 
 #[cfg(test)]
-#[path = "stripe_tests.rs"]
+#[path = "interpret_tests.rs"]
 mod tests;

@@ -460,3 +460,24 @@ fn unknown_stripe_types_are_ignored_not_errors() {
     let body = stripe_event("plan.created", |_| {});
     assert!(matches!(interpret(&body).unwrap(), DomainEvent::Ignored(_)));
 }
+
+#[test]
+fn every_text_an_event_becomes_is_storable() {
+    let event = StripeEvent::new("payment_method.attached", "evt_1")
+        .created(1_800_000_000)
+        .object(|method| {
+            method["id"] = "pm_\u{0}1".into();
+            method["billing_details"]["name"] = "Ada\u{0} Lovelace".into();
+        })
+        .into_json();
+    let DomainEvent::Method(MethodEvent::StripeMethod {
+        method_id,
+        billing_details,
+        ..
+    }) = super::interpret(&event).unwrap()
+    else {
+        panic!("a payment method event")
+    };
+    assert_eq!(method_id, "pm_\u{FFFD}1");
+    assert_eq!(billing_details.unwrap()["name"], "Ada\u{FFFD} Lovelace");
+}

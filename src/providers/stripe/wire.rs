@@ -7,8 +7,10 @@
 
 use secrecy::SecretString;
 
-use super::signature::any_secret_signs;
-use super::{IncomingEvent, PayloadError, SignatureError};
+use crate::provider::{IncomingEvent, WireError};
+use crate::providers::rules::SignatureError;
+use crate::providers::signature::{any_secret_signs, hmac_sha256_hex};
+use crate::reconcile::routing::Claimed;
 
 pub const SIGNATURE_HEADER: &str = "Stripe-Signature";
 
@@ -81,7 +83,7 @@ pub fn verify(
 /// Used by tests, the load generator and anyone sending a test webhook.
 pub fn sign(secret: &SecretString, timestamp: i64, body: &[u8]) -> String {
     let timestamp = timestamp.to_string();
-    let mac = super::signature::hmac_sha256_hex(secret, &[timestamp.as_bytes(), b".", body]);
+    let mac = hmac_sha256_hex(secret, &[timestamp.as_bytes(), b".", body]);
     format!("t={timestamp},v1={mac}")
 }
 
@@ -93,22 +95,46 @@ struct EventEnvelope {
 }
 
 /// A Stripe request carries one event; the message body is the raw request body, byte for byte.
-pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, PayloadError> {
+pub fn events(body: &[u8]) -> Result<Vec<IncomingEvent>, WireError> {
     let envelope: EventEnvelope =
-        serde_json::from_slice(body).map_err(|e| PayloadError::MalformedJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| WireError::MalformedJson(e.to_string()))?;
     let id = envelope
         .id
         .filter(|id| !id.is_empty())
-        .ok_or(PayloadError::MissingField("id"))?;
+        .ok_or(WireError::MissingField("id"))?;
     let event_type = envelope
         .event_type
         .filter(|t| !t.is_empty())
-        .ok_or(PayloadError::MissingField("type"))?;
+        .ok_or(WireError::MissingField("type"))?;
     Ok(vec![IncomingEvent {
         id,
         event_type,
         body: body.to_vec(),
     }])
+}
+
+#[derive(serde::Deserialize)]
+struct Addressing {
+    account: Option<String>,
+    context: Option<String>,
+    livemode: Option<bool>,
+}
+
+/// The account a Stripe event is for: Connect's `account`, or else the last account of
+/// `context` (current API versions; `acct_org/acct_2` for an organisation's account); and its
+/// `livemode`. A body that does not parse claims nothing.
+pub fn claimed(body: &[u8]) -> Claimed {
+    let Ok(addressing) = serde_json::from_slice::<Addressing>(body) else {
+        return Claimed::default();
+    };
+    let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let from_context = non_empty(addressing.context)
+        .and_then(|context| context.rsplit('/').next().map(str::to_owned))
+        .filter(|account| !account.is_empty());
+    Claimed {
+        account: non_empty(addressing.account).or(from_context),
+        livemode: addressing.livemode,
+    }
 }
 
 #[cfg(test)]
@@ -257,15 +283,15 @@ mod tests {
         assert_eq!(events[0].body, BODY);
         assert_eq!(
             super::events(br#"{"type":"x"}"#).unwrap_err(),
-            PayloadError::MissingField("id")
+            WireError::MissingField("id")
         );
         assert_eq!(
             super::events(br#"{"id":"evt_1"}"#).unwrap_err(),
-            PayloadError::MissingField("type")
+            WireError::MissingField("type")
         );
         assert!(matches!(
             super::events(b"{not json").unwrap_err(),
-            PayloadError::MalformedJson(_)
+            WireError::MalformedJson(_)
         ));
     }
 

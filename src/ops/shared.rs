@@ -1,0 +1,125 @@
+//! What every operator command shares: the output format and exit codes, the parsers of its
+//! arguments, the broker connection.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+use crate::broker::{Broker, Connections, Topology};
+use crate::config::Settings;
+
+/// How a command prints what it found: `--output table|json`.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_NOTHING_MATCHED: u8 = 3;
+pub const EXIT_PARTLY_FAILED: u8 = 4;
+
+/// A listing's exit code: 0, or 3 when it found nothing.
+pub fn listed<T>(rows: &[T]) -> u8 {
+    if rows.is_empty() {
+        EXIT_NOTHING_MATCHED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The exit code of a command over several sources (backfill, payouts fetch): 0 when none
+/// failed, 1 when all did, 4 when some did.
+pub fn sources_exit(failed: usize, sources: usize) -> u8 {
+    match failed {
+        0 => EXIT_OK,
+        n if n == sources => 1,
+        _ => EXIT_PARTLY_FAILED,
+    }
+}
+
+/// How long an operator command waits for the broker before giving up.
+const BROKER_WAIT: Duration = Duration::from_secs(15);
+
+/// A connected broker for a one-off command (no HTTP, no consumers).
+pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
+    let broker = Broker::start(
+        settings.amqp.clone(),
+        Topology::from_settings(settings),
+        Connections::PublishOnly,
+    );
+    tokio::time::timeout(BROKER_WAIT, broker.connected())
+        .await
+        .ok()
+        .flatten()
+        .context("cannot reach the broker (AMQP_URL)")?;
+    Ok(broker)
+}
+
+/// A provider as operators type it: `stripe`, `gocardless`, in any case.
+pub fn parse_provider(text: &str) -> Result<crate::provider::Provider, String> {
+    crate::provider::Provider::from_wire_name(&text.to_lowercase())
+        .ok_or_else(|| format!("`{text}` is not a provider: stripe or gocardless"))
+}
+
+/// `30m`, `24h`, `7d` or `90s`.
+pub fn parse_duration(text: &str) -> anyhow::Result<chrono::Duration> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration like 90s, 30m, 24h or 7d"))?;
+    Ok(match unit {
+        "s" => chrono::Duration::seconds(number),
+        "m" => chrono::Duration::minutes(number),
+        "h" => chrono::Duration::hours(number),
+        "d" => chrono::Duration::days(number),
+        _ => bail!("`{text}` is not a duration like 90s, 30m, 24h or 7d"),
+    })
+}
+
+/// An instant, as RFC 3339 or as Unix seconds (Stripe's `created`), or a duration back from now:
+/// `2026-11-01T00:00:00Z`, `1793491200` or `24h`.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<i64>()
+            .ok()
+            .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+            .ok_or_else(|| format!("`{text}` is beyond any time as Unix seconds"));
+    }
+    parse_duration(text)
+        .map(|ago| Utc::now() - ago)
+        .map_err(|_| {
+            format!("`{text}` is neither an RFC 3339 time, Unix seconds, nor a duration like 24h")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_instants() {
+        assert_eq!(
+            parse_duration("90s").unwrap(),
+            chrono::Duration::seconds(90)
+        );
+        assert_eq!(parse_duration("7d").unwrap(), chrono::Duration::days(7));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_since("2026-11-01T00:00:00Z").is_ok());
+        assert!(parse_since("24h").unwrap() < Utc::now());
+        assert!(parse_since("yesterday").is_err());
+        // Unix seconds, as Stripe writes times.
+        assert_eq!(
+            parse_since("1793491200").unwrap(),
+            DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap()
+        );
+        assert!(parse_since("99999999999999999999").is_err());
+    }
+}
