@@ -16,6 +16,8 @@ use super::extract::{ApiQuery, Caller};
 use super::state::ApiState;
 use super::validate;
 use crate::provider::Provider;
+use crate::reconcile::money::Currency;
+use crate::reconcile::payout::PayoutStatus;
 use crate::repository::payouts::{self as repo, After, InvoicePayout, LineRow, PayoutRow};
 
 /// A payout: the deposit, and what its lines come to.
@@ -26,13 +28,13 @@ pub struct Payout {
     pub id: String,
     pub provider: Provider,
     pub sequence_account_id: String,
-    /// `EXPECTED`, `LISTING`, `RECONCILED`, `PARTIALLY_MATCHED`, `FAILED` or `UNLISTABLE`.
-    pub status: String,
+    pub status: PayoutStatus,
     /// Why it is `FAILED` or `UNLISTABLE`, or why its listing waits.
     pub status_reason: Option<String>,
     /// The deposit in minor units; `null` for a GoCardless payout not listed yet.
     pub amount: Option<i64>,
-    pub currency: Option<String>,
+    #[schema(value_type = Option<String>, example = "GBP")]
+    pub currency: Option<Currency>,
     pub arrival_date: Option<NaiveDate>,
     /// Its lines' sums (the payout's own line left out), rounded after summing.
     pub lines_gross: Option<i64>,
@@ -135,7 +137,7 @@ pub struct PayoutDetail {
 pub struct InvoicePayoutView {
     pub payout_id: String,
     pub provider: Provider,
-    pub status: String,
+    pub status: PayoutStatus,
     pub arrival_date: Option<NaiveDate>,
     /// The invoice's lines' net in it, in minor units.
     #[schema(value_type = f64)]
@@ -159,7 +161,7 @@ impl From<InvoicePayout> for InvoicePayoutView {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct PayoutQuery {
-    /// One of the statuses.
+    #[param(value_type = Option<PayoutStatus>)]
     pub status: Option<String>,
     /// Recorded at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
@@ -186,20 +188,18 @@ pub async fn list(
     ApiQuery(query): ApiQuery<PayoutQuery>,
 ) -> Result<axum::Json<PayoutPage>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    if let Some(status) = &query.status
-        && !repo::STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::validation(
-            "status",
-            format!("must be one of {}", repo::STATUSES.join(", ")),
-        ));
-    }
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<PayoutStatus>)
+        .transpose()
+        .map_err(|_| ApiError::validation("status", format!("must be one of {}", statuses())))?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     // One extra row tells whether another page follows.
     let mut rows = repo::list(
         &state.db,
         &caller.account_id,
-        query.status.as_deref(),
+        status,
         query.since,
         after.as_ref(),
         limit + 1,
@@ -263,4 +263,14 @@ fn decode_cursor(cursor: &str) -> Result<After, ApiError> {
         provider: Provider::from_wire_name(provider).ok_or_else(invalid)?,
         provider_payout_id: id.to_owned(),
     })
+}
+
+/// Every payout status, as the API spells it: `EXPECTED, LISTING, …`.
+pub fn statuses() -> String {
+    use strum::VariantArray;
+    PayoutStatus::VARIANTS
+        .iter()
+        .map(|status| status.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -14,6 +14,7 @@ use crate::reconcile::invoice::InvoiceStatus;
 use crate::reconcile::ledger::{MovementKind, RefundState};
 use crate::reconcile::payment::PaymentStatus;
 use crate::reconcile::payment_methods::{MethodStatus, MethodType};
+use crate::reconcile::payout::PayoutStatus;
 use crate::reconcile::refund::RefundStatus;
 use crate::reconcile::settings::{EffectiveSettings, SettingsSource, Sourced};
 
@@ -47,6 +48,7 @@ names_schema!(
     RefundState,
     RefundStatus,
     DisputeStatus,
+    PayoutStatus,
 );
 
 /// The effective payment settings of an invoice, each field with the level it came from.
@@ -111,5 +113,6 @@ mod tests {
         names_match_serde::<MethodType>();
         names_match_serde::<MethodStatus>();
         names_match_serde::<SettingsSource>();
+        names_match_serde::<PayoutStatus>();
     }
 }

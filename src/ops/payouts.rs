@@ -7,12 +7,13 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK};
-use crate::api::payouts::{Payout, PayoutDetail, PayoutLine};
+use crate::api::payouts::{Payout, PayoutDetail, PayoutLine, statuses};
 use crate::config::Settings;
 use crate::payouts::{self, FetchReport};
 use crate::provider::Provider;
 use crate::providers::source::{Which, sources};
 use crate::reconcile::money::Currency;
+use crate::reconcile::payout::PayoutStatus;
 use crate::repository::payouts as store;
 
 /// `--output table|json|csv`.
@@ -34,15 +35,18 @@ pub struct Filters {
 }
 
 pub async fn list(db: &PgPool, filters: &Filters, format: Format) -> anyhow::Result<u8> {
-    if let Some(status) = &filters.status
-        && !store::STATUSES.contains(&status.as_str())
-    {
-        anyhow::bail!("--status `{status}`: one of {}", store::STATUSES.join(", "));
-    }
+    let status = match filters.status.as_deref().map(str::parse::<PayoutStatus>) {
+        Some(Err(_)) => anyhow::bail!(
+            "--status `{}`: one of {}",
+            filters.status.as_deref().unwrap_or_default(),
+            statuses()
+        ),
+        parsed => parsed.transpose().unwrap_or_default(),
+    };
     let rows = store::list(
         db,
         &filters.account,
-        filters.status.as_deref(),
+        status,
         filters.since,
         None,
         filters.limit,
@@ -113,9 +117,9 @@ fn print_payouts<'a>(payouts: impl IntoIterator<Item = &'a Payout>) {
             "{:<30}  {:<10}  {:<17}  {:>10}  {:<8}  {:<10}  {:>10}  {:>10}  {:>9}",
             p.id,
             p.provider.wire_name(),
-            p.status,
+            p.status.as_str(),
             or_dash(p.amount),
-            p.currency.as_deref().unwrap_or("-"),
+            p.currency.as_ref().map_or("-", Currency::as_str),
             p.arrival_date.map_or("-".to_owned(), |d| d.to_string()),
             or_dash(p.lines_net),
             or_dash(p.difference),
@@ -155,10 +159,7 @@ fn write_csv(shown: &[PayoutDetail]) -> anyhow::Result<()> {
     ])?;
     for detail in shown {
         let payout = &detail.payout;
-        let currency = payout
-            .currency
-            .as_deref()
-            .and_then(|c| Currency::parse(c).ok());
+        let currency = payout.currency;
         let major = |minor: Decimal| major_units(minor, currency);
         let date = payout
             .arrival_date
@@ -174,7 +175,7 @@ fn write_csv(shown: &[PayoutDetail]) -> anyhow::Result<()> {
                 major(line.fee).as_str(),
                 major(line.net).as_str(),
                 line.category.as_str(),
-                payout.currency.as_deref().unwrap_or(""),
+                currency.as_ref().map_or("", Currency::as_str),
                 line.source_id.as_deref().unwrap_or(""),
             ])?;
         }

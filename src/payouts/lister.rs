@@ -110,7 +110,9 @@ impl Lister {
                 metrics::counter!(metric::PAYOUTS_LISTED, "provider" => provider.wire_name(), "outcome" => listed.as_str())
                     .increment(1);
                 tracing::info!(%provider, payout = %id, outcome = listed.as_str(), "payout listed");
-                if let Listed::Stored(crate::reconcile::payout::Status::PartiallyMatched) = listed {
+                if let Listed::Stored(crate::reconcile::payout::PayoutStatus::PartiallyMatched) =
+                    listed
+                {
                     tracing::warn!(%provider, payout = %id, "a payout's lines are not all explained: settle payouts show");
                 }
             }

@@ -7,16 +7,13 @@ use sqlx::PgPool;
 
 use crate::providers::rules;
 use crate::providers::source::{PayoutListing, Source};
-use crate::reconcile::events::PayoutStage;
-use crate::reconcile::payout::{self as matcher, Status};
-use crate::reconcile::reconciliation_events::Message;
-use crate::repository::outbox::{self, OutboxRow};
-use crate::repository::payouts::{self, Payout, PayoutRow, Recorded};
+use crate::reconcile::payout::{self as matcher, PayoutStatus, listable};
+use crate::repository::payouts::{self, Payout, PayoutRow, announce};
 
 /// What listing a payout did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listed {
-    Stored(Status),
+    Stored(PayoutStatus),
     /// The provider no longer lists its lines.
     Unlistable,
     /// Another listing, or an event (it failed), changed it meanwhile: left as that made it.
@@ -31,12 +28,6 @@ impl Listed {
             Self::Passed => "PASSED",
         }
     }
-}
-
-/// Whether a payout in `status` is listed: one waiting for it; on request (`again`), one listed
-/// before too, whose lines settle may now know more of.
-fn listable(status: &str, again: bool) -> bool {
-    status == "LISTING" || again && matches!(status, "RECONCILED" | "PARTIALLY_MATCHED")
 }
 
 /// Lists `row`'s lines from `source` (its account's at its provider), matches them to the
@@ -56,7 +47,7 @@ pub async fn list(
         PayoutListing::Gone(said) => {
             let mut tx = db.begin().await?;
             match payouts::lock(&mut tx, &key).await? {
-                Some(now) if listable(&now.status, again) => {}
+                Some(now) if listable(now.status, again) => {}
                 _ => return Ok(Listed::Passed),
             }
             let reason = format!(
@@ -82,8 +73,7 @@ pub async fn list(
     let currency = described
         .as_ref()
         .and_then(|payout| payout.currency)
-        .map(|currency| currency.as_str().to_owned())
-        .or_else(|| row.currency.clone())
+        .or(row.currency)
         .context("the payout's currency is unknown")?;
     let arrival_date = described
         .as_ref()
@@ -103,7 +93,7 @@ pub async fn list(
 
     let mut tx = db.begin().await?;
     let now = match payouts::lock(&mut tx, &key).await? {
-        Some(now) if listable(&now.status, again) => now,
+        Some(now) if listable(now.status, again) => now,
         _ => return Ok(Listed::Passed),
     };
     let payout = Payout {
@@ -119,28 +109,6 @@ pub async fn list(
     announce(&mut tx, &stored, Utc::now()).await?;
     tx.commit().await?;
     Ok(Listed::Stored(reconciled.status))
-}
-
-/// Writes the reconciliation event `payout`'s status announces, if any, in `tx`.
-pub async fn announce(
-    tx: &mut sqlx::PgConnection,
-    payout: &PayoutRow,
-    occurred_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let Some(event) = payouts::announcement(tx, payout).await? else {
-        return Ok(());
-    };
-    let message = Message::of_payout(
-        &event,
-        payout.provider,
-        &payout.provider_payout_id,
-        payout.version,
-        occurred_at,
-        &payout.account_id,
-    );
-    outbox::insert(tx, &payout.account_id, &[OutboxRow::of(&message)?]).await?;
-    outbox::notify_relay(&mut *tx).await?;
-    Ok(())
 }
 
 /// Matches again, from their stored lines and without asking the provider, the partly matched
@@ -164,17 +132,20 @@ pub async fn match_again(db: &PgPool, limit: i64) -> anyhow::Result<usize> {
         let Some(now) = payouts::lock(&mut tx, &key).await? else {
             continue;
         };
-        if now.status != Status::PartiallyMatched.as_str()
+        if now.status != PayoutStatus::PartiallyMatched
             || now.unmatched_lines == i32::try_from(reconciled.unmatched).ok()
         {
             continue;
         }
+        let Some(currency) = now.currency else {
+            continue; // a listed payout has one
+        };
         let payout = Payout {
             provider: now.provider,
             provider_payout_id: now.provider_payout_id.clone(),
             account_id: now.account_id.clone(),
             amount,
-            currency: now.currency.clone().unwrap_or_default(),
+            currency,
             arrival_date: now.arrival_date,
             event_id: now.event_id.clone(),
         };
@@ -184,7 +155,7 @@ pub async fn match_again(db: &PgPool, limit: i64) -> anyhow::Result<usize> {
         tracing::info!(
             provider = %stored.provider,
             payout = %stored.provider_payout_id,
-            status = %stored.status,
+            status = stored.status.as_str(),
             version = stored.version,
             "payout matched again: the ledger learned what its lines are"
         );
@@ -230,8 +201,9 @@ pub async fn fetch(db: &PgPool, source: &Source, since: DateTime<Utc>) -> FetchR
             Ok(Some(listed)) => {
                 report.found += 1;
                 match listed {
-                    Listed::Stored(Status::Reconciled) => report.reconciled += 1,
-                    Listed::Stored(Status::PartiallyMatched) => report.partially_matched += 1,
+                    Listed::Stored(PayoutStatus::Reconciled) => report.reconciled += 1,
+                    // Matching's other outcome.
+                    Listed::Stored(_) => report.partially_matched += 1,
                     Listed::Unlistable | Listed::Passed => report.without_lines += 1,
                 }
             }
@@ -255,24 +227,15 @@ async fn fetch_one(
         return Ok(None);
     };
     let mut tx = db.begin().await?;
-    let moved = match payouts::record_event(
+    // A failure it records is announced with it.
+    payouts::record_event(
         &mut tx,
         &source.account_id,
         source.connection_id.as_deref(),
         "fetch",
         &event,
     )
-    .await?
-    {
-        Recorded::Moved(moved) => Some(*moved),
-        Recorded::Unmoved => None,
-    };
-    if let Some(moved) = moved
-        .as_ref()
-        .filter(|_| matches!(event.stage, PayoutStage::Failed(_)))
-    {
-        announce(&mut tx, moved, event.occurred_at).await?;
-    }
+    .await?;
     tx.commit().await?;
     let key = payouts::PayoutKey {
         account_id: &source.account_id,
@@ -282,7 +245,7 @@ async fn fetch_one(
     let row = payouts::get(db, &key)
         .await?
         .context("the payout just recorded")?;
-    if !listable(&row.status, true) {
+    if !listable(row.status, true) {
         return Ok(Some(Listed::Passed));
     }
     list(db, source, &row, true).await.map(Some)

@@ -20,6 +20,10 @@
 use std::collections::HashMap;
 
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
+
+use super::events::PayoutStage;
 
 /// What a line's provider object is, as far as settle's ledger can look it up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,25 +122,76 @@ pub struct MatchedLine {
     pub known: Option<Known>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+/// Where a payout is: its event's news (`Expected`, `Listing`, `Failed`, `Unlistable`), then
+/// what matching its listed lines found (`Reconciled`, `PartiallyMatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum PayoutStatus {
+    /// Paid (Stripe `payout.paid`), its lines not final yet.
+    Expected,
+    /// Its lines are final: waiting for the payout lister.
+    Listing,
+    /// Every line explained, and they add up to the deposit.
     Reconciled,
+    /// A line unexplained, or a difference from the deposit.
     PartiallyMatched,
+    /// The money did not reach the bank: final.
+    Failed,
+    /// The provider will not list its lines (a manual Stripe payout; GoCardless after 6 months).
+    Unlistable,
 }
 
-impl Status {
+impl PayoutStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reconciled => "RECONCILED",
-            Self::PartiallyMatched => "PARTIALLY_MATCHED",
-        }
+        self.into()
     }
+}
+
+/// The status an event's stage stands for.
+fn status_of(stage: &PayoutStage) -> PayoutStatus {
+    match stage {
+        PayoutStage::Expected => PayoutStatus::Expected,
+        PayoutStage::Listable => PayoutStatus::Listing,
+        PayoutStage::Unlistable(_) => PayoutStatus::Unlistable,
+        PayoutStage::Failed(_) => PayoutStatus::Failed,
+    }
+}
+
+/// What a payout event moves a payout in `current` to (`None`: not stored yet), or `None` when
+/// it does not move it. Events arrive in any order and move a payout only forward: `Failed` is
+/// final, and any other payout fails (the money is not in the bank, whatever came before); one
+/// expected or waiting to be listed may become listable or unlistable; a listed one is not put
+/// back to be listed or expected.
+pub fn advance(current: Option<PayoutStatus>, stage: &PayoutStage) -> Option<PayoutStatus> {
+    use PayoutStatus as S;
+    let next = status_of(stage);
+    match current {
+        None => Some(next),
+        Some(S::Failed) => None,
+        Some(_) if next == S::Failed => Some(next),
+        Some(S::Expected | S::Listing) if next != S::Expected => Some(next),
+        Some(_) => None,
+    }
+}
+
+/// Whether a payout in `status` is listed: one waiting for it; on request (`again`), one listed
+/// before too, whose lines settle may now know more of.
+pub fn listable(status: PayoutStatus, again: bool) -> bool {
+    status == PayoutStatus::Listing
+        || again
+            && matches!(
+                status,
+                PayoutStatus::Reconciled | PayoutStatus::PartiallyMatched
+            )
 }
 
 /// A payout's lines explained and summed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconciled {
-    pub status: Status,
+    /// `Reconciled` or `PartiallyMatched`.
+    pub status: PayoutStatus,
     pub lines: Vec<MatchedLine>,
     /// Sums of the lines that make up the deposit (the payout's own line left out), rounded to
     /// the currency's unit after summing.
@@ -180,9 +235,9 @@ pub fn reconcile(
         .checked_sub(net)
         .ok_or("the payout's amount less its lines' net is more than an amount can hold")?;
     let status = if unmatched == 0 && difference == 0 {
-        Status::Reconciled
+        PayoutStatus::Reconciled
     } else {
-        Status::PartiallyMatched
+        PayoutStatus::PartiallyMatched
     };
     Ok(Reconciled {
         status,
@@ -285,7 +340,7 @@ mod tests {
             (Source::Dispute("dp_1".into()), "inv_2"),
         ]);
         let reconciled = reconcile(11_230, lines, &known).unwrap();
-        assert_eq!(reconciled.status, Status::Reconciled);
+        assert_eq!(reconciled.status, PayoutStatus::Reconciled);
         assert_eq!(
             (reconciled.gross, reconciled.fees, reconciled.net),
             (13_300, 2_070, 11_230)
@@ -332,7 +387,7 @@ mod tests {
         ];
         let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
         let reconciled = reconcile(13_540, lines, &known).unwrap();
-        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.status, PayoutStatus::PartiallyMatched);
         assert_eq!(reconciled.unmatched, 1);
         // The sums still add up: what is missing is an explanation, not money.
         assert_eq!(reconciled.difference, 0);
@@ -355,7 +410,7 @@ mod tests {
         )];
         let known = knows(&[(Source::Payment("pi_1".into()), "inv_1")]);
         let reconciled = reconcile(1_000, lines, &known).unwrap();
-        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.status, PayoutStatus::PartiallyMatched);
         assert_eq!(reconciled.difference, 30);
         assert_eq!(reconciled.unmatched, 0);
     }
@@ -384,7 +439,7 @@ mod tests {
                 .all(|l| l.explained == Explained::Unmatched)
         );
         assert!(reconciled.lines.iter().all(|l| l.known.is_none()));
-        assert_eq!(reconciled.status, Status::PartiallyMatched);
+        assert_eq!(reconciled.status, PayoutStatus::PartiallyMatched);
         assert_eq!(reconciled.difference, 0);
     }
 
@@ -434,7 +489,7 @@ mod tests {
         let reconciled = reconcile(2_999, lines, &known).unwrap();
         assert_eq!(reconciled.net, 2_999);
         assert_eq!(reconciled.fees, 1);
-        assert_eq!(reconciled.status, Status::Reconciled);
+        assert_eq!(reconciled.status, PayoutStatus::Reconciled);
     }
 
     #[test]
@@ -500,6 +555,101 @@ mod tests {
         ] {
             let stored: &'static str = role.into();
             assert_eq!(stored.parse::<Role>(), Ok(role));
+        }
+    }
+
+    /// Every status an event can meet, against every stage: the table of `advance`.
+    #[test]
+    fn a_payout_event_moves_a_payout_only_forward() {
+        use PayoutStatus as S;
+        let failure = crate::reconcile::events::Failure {
+            code: Some("account_closed".into()),
+            message: None,
+        };
+        let stages = [
+            PayoutStage::Expected,
+            PayoutStage::Listable,
+            PayoutStage::Unlistable("manual"),
+            PayoutStage::Failed(failure),
+        ];
+        // current → (expected, listable, unlistable, failed)
+        let table: [(Option<S>, [Option<S>; 4]); 7] = [
+            (
+                None,
+                [
+                    Some(S::Expected),
+                    Some(S::Listing),
+                    Some(S::Unlistable),
+                    Some(S::Failed),
+                ],
+            ),
+            (
+                Some(S::Expected),
+                [None, Some(S::Listing), Some(S::Unlistable), Some(S::Failed)],
+            ),
+            (
+                Some(S::Listing),
+                [None, Some(S::Listing), Some(S::Unlistable), Some(S::Failed)],
+            ),
+            (Some(S::Reconciled), [None, None, None, Some(S::Failed)]),
+            (
+                Some(S::PartiallyMatched),
+                [None, None, None, Some(S::Failed)],
+            ),
+            (Some(S::Unlistable), [None, None, None, Some(S::Failed)]),
+            (Some(S::Failed), [None, None, None, None]),
+        ];
+        for (current, expected) in table {
+            for (stage, want) in stages.iter().zip(expected) {
+                assert_eq!(advance(current, stage), want, "{current:?} + {stage:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn outcomes_and_failures_announce_and_waiting_is_listed() {
+        use PayoutStatus as S;
+        let announced: Vec<S> = S::VARIANTS
+            .iter()
+            .copied()
+            .filter(|status| {
+                let data = PayoutData {
+                    status: *status,
+                    ..data()
+                };
+                ReconciliationEvent::of_payout(data).is_some()
+            })
+            .collect();
+        assert_eq!(announced, [S::Reconciled, S::PartiallyMatched, S::Failed]);
+        for status in S::VARIANTS.iter().copied() {
+            assert_eq!(listable(status, false), status == S::Listing, "{status:?}");
+            assert_eq!(
+                listable(status, true),
+                matches!(status, S::Listing | S::Reconciled | S::PartiallyMatched),
+                "{status:?}"
+            );
+            assert_eq!(status.as_str().parse::<S>(), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+
+    use crate::reconcile::reconciliation_events::{PayoutData, ReconciliationEvent};
+
+    fn data() -> PayoutData {
+        PayoutData {
+            provider: crate::provider::Provider::Stripe,
+            provider_payout_id: "po_1".into(),
+            status: PayoutStatus::Reconciled,
+            amount: Some(100),
+            currency: None,
+            arrival_date: None,
+            lines_gross: None,
+            lines_fees: None,
+            lines_net: None,
+            difference: None,
+            unmatched_lines: None,
+            invoice_ids: vec![],
+            status_reason: None,
         }
     }
 }

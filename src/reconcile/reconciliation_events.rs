@@ -18,6 +18,7 @@ use super::ledger::RefundState;
 use super::money::Currency;
 use super::payment::PaymentStatus;
 use super::payment_methods::MethodStatus;
+use super::payout::PayoutStatus;
 use super::refund::RefundStatus;
 use crate::names::MessageId;
 use crate::provider::{PaymentProvider, Provider};
@@ -236,7 +237,7 @@ pub struct PaymentMethodData {
 pub struct PayoutData {
     pub provider: Provider,
     pub provider_payout_id: String,
-    pub status: String,
+    pub status: PayoutStatus,
     /// The deposit; `null` for a GoCardless payout not listed yet.
     pub amount: Option<i64>,
     pub currency: Option<Currency>,
@@ -252,6 +253,19 @@ pub struct PayoutData {
     pub invoice_ids: Vec<String>,
     /// Why it failed, as the provider said.
     pub status_reason: Option<String>,
+}
+
+impl ReconciliationEvent {
+    /// What a payout in `data`'s status announces: its outcome once listed, or its failure;
+    /// nothing while it is expected, waits to be listed, or cannot be.
+    pub fn of_payout(data: PayoutData) -> Option<Self> {
+        match data.status {
+            PayoutStatus::Reconciled => Some(Self::PayoutReconciled(data)),
+            PayoutStatus::PartiallyMatched => Some(Self::PayoutPartiallyMatched(data)),
+            PayoutStatus::Failed => Some(Self::PayoutFailed(data)),
+            PayoutStatus::Expected | PayoutStatus::Listing | PayoutStatus::Unlistable => None,
+        }
+    }
 }
 
 /// The message as published.

@@ -165,6 +165,7 @@ text_column!(
     crate::reconcile::settings::SettingsLevel,
     crate::reconcile::payment_methods::MethodStatus,
     crate::reconcile::money::Currency,
+    crate::reconcile::payout::PayoutStatus,
 );
 
 #[cfg(test)]

@@ -10,18 +10,9 @@ use sqlx::{PgConnection, PgExecutor};
 use crate::provider::Provider;
 use crate::reconcile::events::{PayoutEvent, PayoutStage};
 use crate::reconcile::money::Currency;
-use crate::reconcile::payout::{Explained, Known, Reconciled, Source};
-use crate::reconcile::reconciliation_events::{PayoutData, ReconciliationEvent};
-
-/// Every status a payout can be in (`payouts.status`).
-pub const STATUSES: [&str; 6] = [
-    "EXPECTED",
-    "LISTING",
-    "RECONCILED",
-    "PARTIALLY_MATCHED",
-    "FAILED",
-    "UNLISTABLE",
-];
+use crate::reconcile::payout::{self as rules, Explained, Known, PayoutStatus, Reconciled, Source};
+use crate::reconcile::reconciliation_events::{Message, PayoutData, ReconciliationEvent};
+use crate::repository::outbox::{self, OutboxRow};
 
 /// A payout as its provider describes it, before its lines.
 #[derive(Debug, Clone)]
@@ -30,7 +21,7 @@ pub struct Payout {
     pub provider_payout_id: String,
     pub account_id: String,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub arrival_date: Option<NaiveDate>,
     /// The provider event (or listing) it comes from.
     pub event_id: String,
@@ -115,9 +106,10 @@ pub enum Recorded {
 ///   for the payout lister, unless it was listed already;
 /// - unlistable (a manual Stripe payout): `UNLISTABLE` with the reason;
 /// - failed (Stripe `payout.failed`, after `payout.paid` or not): `FAILED` with the provider's
-///   reason, whatever came before: the money is not in the bank.
+///   reason, whatever came before: the money is not in the bank; announced (`payout.failed`).
 ///
-/// Events arrive in any order; each moves the payout only forward. Only the account's own
+/// Events arrive in any order; each moves the payout only forward (`reconcile::payout::advance`
+/// decides, over the payout locked; the statement keeps the rule as a guard). Only the account's own
 /// payout: an event naming an id another account holds records a payout of the sender's own
 /// beside it and leaves the other alone. Refusing it instead would let whichever account's
 /// event came first own the id, so a tenant could squat another's payout before its own
@@ -130,21 +122,26 @@ pub async fn record_event(
     event_id: &str,
     event: &PayoutEvent,
 ) -> sqlx::Result<Recorded> {
-    let (status, reason) = match &event.stage {
-        PayoutStage::Expected => ("EXPECTED", None),
-        PayoutStage::Listable => ("LISTING", None),
-        PayoutStage::Unlistable(why) => ("UNLISTABLE", Some((*why).to_owned())),
-        PayoutStage::Failed(failure) => (
-            "FAILED",
-            Some(
-                [failure.code.as_deref(), failure.message.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(": "),
-            )
-            .filter(|reason| !reason.is_empty()),
-        ),
+    let key = PayoutKey {
+        account_id,
+        provider: event.provider,
+        provider_payout_id: &event.provider_payout_id,
+    };
+    let current = lock(&mut *tx, &key).await?.map(|row| row.status);
+    let Some(status) = rules::advance(current, &event.stage) else {
+        return Ok(Recorded::Unmoved);
+    };
+    let reason = match &event.stage {
+        PayoutStage::Expected | PayoutStage::Listable => None,
+        PayoutStage::Unlistable(why) => Some((*why).to_owned()),
+        PayoutStage::Failed(failure) => Some(
+            [failure.code.as_deref(), failure.message.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": "),
+        )
+        .filter(|reason| !reason.is_empty()),
     };
     let moved = sqlx::query_as(
         "INSERT INTO payouts (provider, provider_payout_id, account_id, amount, currency,
@@ -168,15 +165,20 @@ pub async fn record_event(
     .bind(&event.provider_payout_id)
     .bind(account_id)
     .bind(event.amount)
-    .bind(event.currency.map(|c| c.as_str()))
+    .bind(event.currency)
     .bind(event.arrival_date)
     .bind(status)
     .bind(reason)
     .bind(event_id)
     .bind(connection_id)
-    .fetch_optional(tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(moved.map_or(Recorded::Unmoved, |row| Recorded::Moved(Box::new(row))))
+    let Some(moved) = moved else {
+        return Ok(Recorded::Unmoved);
+    };
+    // What the move announces: an event only ever fails a payout among the statuses that do.
+    announce(tx, &moved, event.occurred_at).await?;
+    Ok(Recorded::Moved(Box::new(moved)))
 }
 
 /// Whether another account than `account_id` holds the payout. Two accounts' first events for
@@ -188,9 +190,9 @@ pub struct PayoutRow {
     pub provider_payout_id: String,
     pub account_id: String,
     pub amount: Option<i64>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     pub arrival_date: Option<NaiveDate>,
-    pub status: String,
+    pub status: PayoutStatus,
     pub status_reason: Option<String>,
     pub lines_gross: Option<i64>,
     pub lines_fees: Option<i64>,
@@ -231,12 +233,9 @@ impl PayoutRow {
         PayoutData {
             provider: self.provider,
             provider_payout_id: self.provider_payout_id.clone(),
-            status: self.status.clone(),
+            status: self.status,
             amount: self.amount,
-            currency: self
-                .currency
-                .as_deref()
-                .and_then(|code| Currency::parse(code).ok()),
+            currency: self.currency,
             arrival_date: self.arrival_date,
             lines_gross: self.lines_gross,
             lines_fees: self.lines_fees,
@@ -250,13 +249,7 @@ impl PayoutRow {
 
     /// The reconciliation event its status announces, if any.
     pub fn announcement(&self, invoice_ids: Vec<String>) -> Option<ReconciliationEvent> {
-        let data = self.data(invoice_ids);
-        match self.status.as_str() {
-            "RECONCILED" => Some(ReconciliationEvent::PayoutReconciled(data)),
-            "PARTIALLY_MATCHED" => Some(ReconciliationEvent::PayoutPartiallyMatched(data)),
-            "FAILED" => Some(ReconciliationEvent::PayoutFailed(data)),
-            _ => None,
-        }
+        ReconciliationEvent::of_payout(self.data(invoice_ids))
     }
 }
 
@@ -269,6 +262,29 @@ pub async fn announcement(
 ) -> sqlx::Result<Option<ReconciliationEvent>> {
     let invoices = invoice_ids(&mut *tx, &payout.key()).await?;
     Ok(payout.announcement(invoices))
+}
+
+/// Writes the reconciliation event `payout`'s status announces, if any, to the outbox in `tx`,
+/// and wakes the relay: the one way a payout is announced, from its event or its listing.
+pub async fn announce(
+    tx: &mut PgConnection,
+    payout: &PayoutRow,
+    occurred_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let Some(event) = announcement(tx, payout).await? else {
+        return Ok(());
+    };
+    let message = Message::of_payout(
+        &event,
+        payout.provider,
+        &payout.provider_payout_id,
+        payout.version,
+        occurred_at,
+        &payout.account_id,
+    );
+    let row = OutboxRow::of(&message).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    outbox::insert(&mut *tx, &payout.account_id, &[row]).await?;
+    outbox::notify_relay(&mut *tx).await
 }
 
 /// The payout, if the account has it.
@@ -397,9 +413,9 @@ pub async fn store(
     .bind(&payout.provider_payout_id)
     .bind(&payout.account_id)
     .bind(payout.amount)
-    .bind(&payout.currency)
+    .bind(payout.currency)
     .bind(payout.arrival_date)
-    .bind(reconciled.status.as_str())
+    .bind(reconciled.status)
     .bind(reconciled.gross)
     .bind(reconciled.fees)
     .bind(reconciled.net)
@@ -625,7 +641,7 @@ pub struct After {
 pub async fn list(
     db: impl PgExecutor<'_>,
     account_id: &str,
-    status: Option<&str>,
+    status: Option<PayoutStatus>,
     since: Option<DateTime<Utc>>,
     after: Option<&After>,
     limit: i64,
@@ -673,7 +689,7 @@ pub async fn find(
 pub struct InvoicePayout {
     pub provider: Provider,
     pub provider_payout_id: String,
-    pub status: String,
+    pub status: PayoutStatus,
     pub arrival_date: Option<NaiveDate>,
     pub net: Decimal,
 }

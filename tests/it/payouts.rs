@@ -1,7 +1,7 @@
 //! Payouts: a deposit's lines matched to what the ledger recorded, stored whole and once.
 
 use settle::provider::Provider;
-use settle::reconcile::payout::{self, Explained, Source, Status};
+use settle::reconcile::payout::{self, Explained, PayoutStatus, Source};
 use settle::repository::payouts;
 
 use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, STRIPE_KEY};
@@ -77,7 +77,7 @@ async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it
         .unwrap();
     assert_eq!(knows.len(), 1, "only pi_po1 is settle's: {knows:?}");
     let reconciled = payout::reconcile(1429, lines, &knows).unwrap();
-    assert_eq!(reconciled.status, Status::PartiallyMatched);
+    assert_eq!(reconciled.status, PayoutStatus::PartiallyMatched);
     assert_eq!(reconciled.difference, 0);
     let explained: Vec<Explained> = reconciled.lines.iter().map(|l| l.explained).collect();
     assert_eq!(
@@ -94,7 +94,7 @@ async fn a_payout_is_matched_through_the_ledger_and_stored_once_however_often_it
         provider_payout_id: "po_1".into(),
         account_id: "acc_default".into(),
         amount: 1429,
-        currency: "GBP".into(),
+        currency: settle::reconcile::money::Currency::parse("GBP").unwrap(),
         arrival_date: None,
         event_id: "evt_payout".into(),
     };

@@ -87,7 +87,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::reconcile::payout::{Explained, Known, Status, reconcile};
+    use crate::reconcile::payout::{Explained, Known, PayoutStatus, reconcile};
 
     fn whole(n: i64) -> Decimal {
         Decimal::from(n)
@@ -203,7 +203,11 @@ mod tests {
             },
         )]);
         let reconciled = reconcile(1150, lines, &known).unwrap();
-        assert_eq!(reconciled.status, Status::Reconciled, "{reconciled:?}");
+        assert_eq!(
+            reconciled.status,
+            PayoutStatus::Reconciled,
+            "{reconciled:?}"
+        );
         assert_eq!((reconciled.net, reconciled.difference), (1150, 0));
         let explained: Vec<Explained> = reconciled.lines.iter().map(|l| l.explained).collect();
         assert_eq!(

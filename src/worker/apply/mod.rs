@@ -49,6 +49,7 @@
 
 mod method;
 mod payment;
+mod payout;
 mod policy;
 
 use std::borrow::Cow;
@@ -58,13 +59,12 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use self::payment::{MoneyEvent, MoneyItem};
 pub use self::policy::{ApplyError, Policy, policy_for};
-use self::policy::{internal, outbox_row, unparseable};
+use self::policy::{internal, unparseable};
 use crate::envelope::QueuedEvent;
 use crate::provider::Provider;
 use crate::providers;
 use crate::reconcile::events::{DomainEvent, InvoiceLink};
 use crate::reconcile::outcome::Outcome;
-use crate::reconcile::reconciliation_events::Message;
 use crate::reconcile::routing::Unrouted;
 use crate::repository::inbox::{self, InboxEntry};
 
@@ -268,7 +268,7 @@ async fn apply_other(
         DomainEvent::Method(method) => method::apply(tx, policy, &entry, method.clone()).await?,
         DomainEvent::Link(link) => link_invoice(tx, policy, &entry, link).await?,
         DomainEvent::Payout(payout) => {
-            record_payout(tx, policy, ready.event, &entry, payout).await?;
+            payout::record(tx, policy, ready.event, &entry, payout).await?;
             Outcome::Applied
         }
         DomainEvent::Ignored(reason) => Outcome::Ignored(reason),
@@ -281,74 +281,6 @@ async fn apply_other(
         inbox::set_outcome(tx, &entry, outcome).await?;
     }
     Ok(outcome)
-}
-
-/// Records a payout's event; one that fails the payout announces it (`payout.failed`). Listing
-/// a listable payout's lines is the payout lister's (`crate::payouts`), away from this
-/// transaction: it waits on the provider's API.
-async fn record_payout(
-    tx: &mut PgConnection,
-    policy: &Policy,
-    event: &QueuedEvent,
-    entry: &InboxEntry<'_>,
-    payout: &crate::reconcile::events::PayoutEvent,
-) -> Result<(), ApplyError> {
-    use crate::repository::payouts;
-    let connection = payout_connection(tx, policy, event).await?;
-    let moved = match payouts::record_event(
-        tx,
-        &policy.account_id,
-        connection.as_deref(),
-        entry.event_id,
-        payout,
-    )
-    .await?
-    {
-        payouts::Recorded::Moved(moved) => *moved,
-        payouts::Recorded::Unmoved => return Ok(()),
-    };
-    if moved.status != "FAILED" {
-        return Ok(());
-    }
-    let Some(announced) = payouts::announcement(tx, &moved).await? else {
-        return Ok(());
-    };
-    let message = Message::of_payout(
-        &announced,
-        moved.provider,
-        &moved.provider_payout_id,
-        moved.version,
-        payout.occurred_at,
-        &policy.account_id,
-    );
-    let row = outbox_row(&message)?;
-    crate::repository::outbox::insert(tx, &policy.account_id, &[row]).await?;
-    Ok(())
-}
-
-/// The connection a payout's event came through or names, whose credentials list its lines;
-/// `None`: the platform's own (an event of the platform, or of the default account's own
-/// provider account).
-async fn payout_connection(
-    tx: &mut PgConnection,
-    policy: &Policy,
-    event: &QueuedEvent,
-) -> Result<Option<String>, ApplyError> {
-    use crate::reconcile::routing::Address;
-    let addressed = providers::address(event.provider, &event.body, event.connection_id.as_deref());
-    Ok(match addressed.address {
-        Address::Platform => None,
-        Address::Connection(id) => Some(id),
-        Address::Connected(external_id) => crate::repository::accounts::routes_by_external_id(
-            &mut *tx,
-            event.provider.stored_name(),
-            &external_id,
-        )
-        .await?
-        .into_iter()
-        .find(|route| route.account_id == policy.account_id)
-        .map(|route| route.connection_id),
-    })
 }
 
 /// The policy for the account the event belongs to (`reconcile::routing`): the configured one
