@@ -24,13 +24,13 @@ pub async fn create(
     name: Option<&str>,
     business_email: Option<&str>,
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO accounts (id, name, business_email) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO NOTHING",
+        id,
+        name,
+        business_email,
     )
-    .bind(id)
-    .bind(name)
-    .bind(business_email)
     .execute(db)
     .await?
     .rows_affected();
@@ -95,19 +95,19 @@ pub async fn add_connection(
     db: impl PgExecutor<'_>,
     connection: &Connection,
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO provider_connections
              (id, account_id, provider, mode, external_id, webhook_secrets, api_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (provider, mode, external_id) DO NOTHING",
+        connection.id,
+        connection.account_id,
+        connection.provider,
+        connection.mode,
+        connection.external_id,
+        &connection.webhook_secrets,
+        connection.api_key,
     )
-    .bind(&connection.id)
-    .bind(&connection.account_id)
-    .bind(&connection.provider)
-    .bind(&connection.mode)
-    .bind(&connection.external_id)
-    .bind(&connection.webhook_secrets)
-    .bind(&connection.api_key)
     .execute(db)
     .await?
     .rows_affected();
@@ -159,11 +159,11 @@ pub async fn set_webhook_secrets(
     id: &str,
     secrets: &[String],
 ) -> sqlx::Result<bool> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE provider_connections SET webhook_secrets = $2, updated_at = now() WHERE id = $1",
+        id,
+        secrets,
     )
-    .bind(id)
-    .bind(secrets)
     .execute(db)
     .await?
     .rows_affected();
@@ -177,21 +177,20 @@ pub async fn set_sealed(
     webhook_secrets: &[String],
     api_key: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE provider_connections SET webhook_secrets = $2, api_key = $3, updated_at = now()
          WHERE id = $1",
+        id,
+        webhook_secrets,
+        api_key,
     )
-    .bind(id)
-    .bind(webhook_secrets)
-    .bind(api_key)
     .execute(db)
     .await?;
     Ok(())
 }
 
 pub async fn remove_connection(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    let deleted = sqlx::query("DELETE FROM provider_connections WHERE id = $1")
-        .bind(id)
+    let deleted = sqlx::query!("DELETE FROM provider_connections WHERE id = $1", id)
         .execute(db)
         .await?
         .rows_affected();
@@ -248,10 +247,14 @@ pub async fn routes_by_external_id(
 pub async fn webhook_secrets(
     db: impl PgExecutor<'_>,
 ) -> sqlx::Result<Vec<(String, String, Vec<String>)>> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT id, provider, webhook_secrets FROM provider_connections
          WHERE cardinality(webhook_secrets) > 0",
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, row.provider, row.webhook_secrets))
+        .collect())
 }

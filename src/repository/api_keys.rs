@@ -44,24 +44,26 @@ pub async fn insert(
     account_id: &str,
     secret_hash: &[u8; 32],
 ) -> sqlx::Result<ApiKey> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ApiKey,
         "INSERT INTO api_keys (id, account_id, secret_hash) VALUES ($1, $2, $3)
          RETURNING id, account_id, created_at, revoked_at",
+        id,
+        account_id,
+        secret_hash.as_slice(),
     )
-    .bind(id)
-    .bind(account_id)
-    .bind(secret_hash.as_slice())
     .fetch_one(db)
     .await
 }
 
 /// The account's keys, oldest first, revoked ones included.
 pub async fn list(db: impl PgExecutor<'_>, account_id: &str) -> sqlx::Result<Vec<ApiKey>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ApiKey,
         "SELECT id, account_id, created_at, revoked_at FROM api_keys WHERE account_id = $1
          ORDER BY created_at, id",
+        account_id,
     )
-    .bind(account_id)
     .fetch_all(db)
     .await
 }
@@ -69,21 +71,23 @@ pub async fn list(db: impl PgExecutor<'_>, account_id: &str) -> sqlx::Result<Vec
 /// Revokes the key (a revoked key stays revoked, at its first revocation's time). `None` when
 /// there is no such key.
 pub async fn revoke(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<ApiKey>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ApiKey,
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
          RETURNING id, account_id, created_at, revoked_at",
+        id,
     )
-    .bind(id)
     .fetch_optional(db)
     .await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<StoredKey>> {
-    sqlx::query_as(
-        "SELECT account_id, secret_hash, revoked_at IS NOT NULL AS revoked FROM api_keys
-         WHERE id = $1",
+    sqlx::query_as!(
+        StoredKey,
+        r#"SELECT account_id, secret_hash, revoked_at IS NOT NULL AS "revoked!" FROM api_keys
+         WHERE id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(db)
     .await
 }

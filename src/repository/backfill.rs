@@ -11,11 +11,11 @@ pub async fn swept_until(
     provider: Provider,
     source: &str,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT swept_until FROM backfill_cursors WHERE provider = $1 AND source = $2",
+        provider.stored_name(),
+        source,
     )
-    .bind(provider.stored_name())
-    .bind(source)
     .fetch_optional(db)
     .await
 }
@@ -27,15 +27,15 @@ pub async fn record_sweep(
     source: &str,
     until: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO backfill_cursors (provider, source, swept_until) VALUES ($1, $2, $3)
          ON CONFLICT (provider, source) DO UPDATE
          SET swept_until = GREATEST(backfill_cursors.swept_until, EXCLUDED.swept_until),
              last_success_at = now()",
+        provider.stored_name(),
+        source,
+        until,
     )
-    .bind(provider.stored_name())
-    .bind(source)
-    .bind(until)
     .execute(db)
     .await?;
     Ok(())

@@ -3,8 +3,10 @@
 //! writes only its rows.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
+use sqlx::{PgExecutor, Postgres};
 
 use crate::provider::Provider;
 
@@ -60,31 +62,17 @@ pub async fn insert(
     id: &str,
     write: &CustomerWrite,
 ) -> sqlx::Result<CustomerRow> {
-    sqlx::query_as(&format!(
+    let insert = format!(
         "INSERT INTO customers (id, account_id, legal_name, contact_name, email, billing_emails,
              telephone, url, label, tax_status, address, customer_aliases, external_ids,
              stripe_customer_id, gocardless_customer_id)
          VALUES ($1, $2, $3, $4, $5, COALESCE($6, '{{}}'), $7, $8, $9, $10, $11, COALESCE($12, '{{}}'),
-             COALESCE($13, '[]'), $14, $15)
+             COALESCE($13, '[]'), CASE WHEN $14 THEN $15 END, CASE WHEN $16 THEN $17 END)
          RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(account_id)
-    .bind(&write.legal_name)
-    .bind(&write.contact_name)
-    .bind(&write.email)
-    .bind(&write.billing_emails)
-    .bind(&write.telephone)
-    .bind(&write.url)
-    .bind(&write.label)
-    .bind(&write.tax_status)
-    .bind(write.address.as_ref().map(Json))
-    .bind(&write.customer_aliases)
-    .bind(write.external_ids.as_ref().map(Json))
-    .bind(write.stripe_customer_id.clone().flatten())
-    .bind(write.gocardless_customer_id.clone().flatten())
-    .fetch_one(db)
-    .await
+    );
+    bind_write(sqlx::query_as(&insert), account_id, id, write)
+        .fetch_one(db)
+        .await
 }
 
 pub async fn update(
@@ -93,44 +81,57 @@ pub async fn update(
     id: &str,
     write: &CustomerWrite,
 ) -> sqlx::Result<Option<CustomerRow>> {
-    sqlx::query_as(&format!(
+    let update = format!(
         "UPDATE customers SET
-             legal_name = COALESCE($2, legal_name),
-             contact_name = COALESCE($3, contact_name),
-             email = COALESCE($4, email),
-             billing_emails = COALESCE($5, billing_emails),
-             telephone = COALESCE($6, telephone),
-             url = COALESCE($7, url),
-             label = COALESCE($8, label),
-             tax_status = COALESCE($9, tax_status),
-             address = COALESCE($10, address),
-             customer_aliases = COALESCE($11, customer_aliases),
-             external_ids = COALESCE($12, external_ids),
-             stripe_customer_id = CASE WHEN $13 THEN $14 ELSE stripe_customer_id END,
-             gocardless_customer_id = CASE WHEN $15 THEN $16 ELSE gocardless_customer_id END,
+             legal_name = COALESCE($3, legal_name),
+             contact_name = COALESCE($4, contact_name),
+             email = COALESCE($5, email),
+             billing_emails = COALESCE($6, billing_emails),
+             telephone = COALESCE($7, telephone),
+             url = COALESCE($8, url),
+             label = COALESCE($9, label),
+             tax_status = COALESCE($10, tax_status),
+             address = COALESCE($11, address),
+             customer_aliases = COALESCE($12, customer_aliases),
+             external_ids = COALESCE($13, external_ids),
+             stripe_customer_id = CASE WHEN $14 THEN $15 ELSE stripe_customer_id END,
+             gocardless_customer_id = CASE WHEN $16 THEN $17 ELSE gocardless_customer_id END,
              updated_at = now()
-         WHERE id = $1 AND account_id = $17
+         WHERE id = $1 AND account_id = $2
          RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&write.legal_name)
-    .bind(&write.contact_name)
-    .bind(&write.email)
-    .bind(&write.billing_emails)
-    .bind(&write.telephone)
-    .bind(&write.url)
-    .bind(&write.label)
-    .bind(&write.tax_status)
-    .bind(write.address.as_ref().map(Json))
-    .bind(&write.customer_aliases)
-    .bind(write.external_ids.as_ref().map(Json))
-    .bind(write.stripe_customer_id.is_some())
-    .bind(write.stripe_customer_id.clone().flatten())
-    .bind(write.gocardless_customer_id.is_some())
-    .bind(write.gocardless_customer_id.clone().flatten())
-    .bind(account_id)
-    .fetch_optional(db)
-    .await
+    );
+    bind_write(sqlx::query_as(&update), account_id, id, write)
+        .fetch_optional(db)
+        .await
+}
+
+/// Binds a customer's write in the order `insert` and `update` number it: $1 the id, $2 the
+/// account, $3 to $13 the values, then for each provider's customer id whether it is written
+/// and what.
+fn bind_write<'q>(
+    query: QueryAs<'q, Postgres, CustomerRow, PgArguments>,
+    account_id: &'q str,
+    id: &'q str,
+    write: &'q CustomerWrite,
+) -> QueryAs<'q, Postgres, CustomerRow, PgArguments> {
+    query
+        .bind(id)
+        .bind(account_id)
+        .bind(&write.legal_name)
+        .bind(&write.contact_name)
+        .bind(&write.email)
+        .bind(&write.billing_emails)
+        .bind(&write.telephone)
+        .bind(&write.url)
+        .bind(&write.label)
+        .bind(&write.tax_status)
+        .bind(write.address.as_ref().map(Json))
+        .bind(&write.customer_aliases)
+        .bind(write.external_ids.as_ref().map(Json))
+        .bind(write.stripe_customer_id.is_some())
+        .bind(write.stripe_customer_id.clone().flatten())
+        .bind(write.gocardless_customer_id.is_some())
+        .bind(write.gocardless_customer_id.clone().flatten())
 }
 
 pub async fn get(

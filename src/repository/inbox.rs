@@ -300,12 +300,12 @@ pub async fn known(
     provider: Provider,
     event_ids: &[String],
 ) -> sqlx::Result<std::collections::HashSet<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let ids = sqlx::query_scalar!(
         "SELECT event_id FROM webhook_events WHERE provider = $1 AND event_id = ANY($2)",
+        provider.stored_name(),
+        event_ids,
     )
-    .bind(provider.stored_name())
-    .bind(event_ids)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    Ok(ids.into_iter().collect())
 }

@@ -186,42 +186,13 @@ struct MovementJson {
     amount_source: AmountSource,
 }
 
-/// A `refunds` row (`row_to_json`).
-#[derive(Deserialize)]
-struct RefundJson {
-    id: String,
-    payment_id: String,
-    provider: Provider,
-    provider_refund_id: String,
-    amount: Option<i64>,
-    amount_source: Option<AmountSource>,
-    status: RefundStatus,
-    failure_reason: Option<String>,
-    last_event_at: Option<DateTime<Utc>>,
-}
-
-/// A `disputes` row (`row_to_json`).
-#[derive(Deserialize)]
-struct DisputeJson {
-    id: String,
-    payment_id: String,
-    provider: Provider,
-    provider_dispute_id: String,
-    amount: i64,
-    status: DisputeStatus,
-    provider_status: Option<String>,
-    reason: Option<String>,
-    evidence_due_by: Option<DateTime<Utc>>,
-    last_event_at: Option<DateTime<Utc>>,
-}
-
 #[derive(FromRow)]
 struct StateRow {
     invoice_id: String,
     payments: Json<Vec<PaymentJson>>,
     movements: Json<Vec<MovementJson>>,
-    refunds: Json<Vec<RefundJson>>,
-    disputes: Json<Vec<DisputeJson>>,
+    refunds: Json<Vec<RefundFacts>>,
+    disputes: Json<Vec<DisputeFacts>>,
     #[sqlx(flatten)]
     levels: InvoiceLevelsRow,
     usable_method_on_file: bool,
@@ -337,39 +308,8 @@ fn state_of(invoice: &InvoiceRow, row: StateRow, defaults: AccountDefaults) -> I
                 })
                 .collect(),
         },
-        refunds: row
-            .refunds
-            .0
-            .into_iter()
-            .map(|r| RefundFacts {
-                id: r.id,
-                payment_id: r.payment_id,
-                provider: r.provider,
-                provider_refund_id: r.provider_refund_id,
-                amount: r.amount,
-                amount_source: r.amount_source,
-                status: r.status,
-                failure_reason: r.failure_reason,
-                last_event_at: r.last_event_at,
-            })
-            .collect(),
-        disputes: row
-            .disputes
-            .0
-            .into_iter()
-            .map(|d| DisputeFacts {
-                id: d.id,
-                payment_id: d.payment_id,
-                provider: d.provider,
-                provider_dispute_id: d.provider_dispute_id,
-                amount: d.amount,
-                status: d.status,
-                provider_status: d.provider_status.unwrap_or_default(),
-                reason: d.reason,
-                evidence_due_by: d.evidence_due_by,
-                last_event_at: d.last_event_at,
-            })
-            .collect(),
+        refunds: row.refunds.0,
+        disputes: row.disputes.0,
         settings: row.levels.levels().resolve(defaults),
         usable_method_on_file: row.usable_method_on_file,
     }

@@ -147,14 +147,15 @@ pub async fn insert_billing_schedule(
     customer_id: &str,
     name: Option<&str>,
 ) -> sqlx::Result<BillingScheduleRow> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        BillingScheduleRow,
         "INSERT INTO billing_schedules (id, account_id, customer_id, name) VALUES ($1, $2, $3, $4)
          RETURNING id, account_id, customer_id, name, created_at",
+        id,
+        account_id,
+        customer_id,
+        name,
     )
-    .bind(id)
-    .bind(account_id)
-    .bind(customer_id)
-    .bind(name)
     .fetch_one(db)
     .await
 }
@@ -205,24 +206,25 @@ pub async fn link_provider_invoice(
     invoice_id: &str,
     event_id: &str,
 ) -> sqlx::Result<Link> {
-    let (invoice_exists, linked): (bool, bool) = sqlx::query_as(
-        "WITH invoice AS (SELECT 1 FROM invoices WHERE account_id = $5 AND id = $3),
+    let found = sqlx::query!(
+        r#"WITH invoice AS (SELECT 1 FROM invoices WHERE account_id = $5 AND id = $3),
          linked AS (
              INSERT INTO provider_invoice_links (account_id, provider, provider_invoice_id,
                  invoice_id, event_id)
              SELECT $5, $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM invoice)
              ON CONFLICT (account_id, provider, provider_invoice_id) DO NOTHING
              RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM invoice), EXISTS (SELECT 1 FROM linked)",
+         SELECT EXISTS (SELECT 1 FROM invoice) AS "invoice_exists!",
+                EXISTS (SELECT 1 FROM linked) AS "linked!""#,
+        provider.stored_name(),
+        provider_invoice_id,
+        invoice_id,
+        event_id,
+        account_id,
     )
-    .bind(provider)
-    .bind(provider_invoice_id)
-    .bind(invoice_id)
-    .bind(event_id)
-    .bind(account_id)
     .fetch_one(tx)
     .await?;
-    Ok(match (invoice_exists, linked) {
+    Ok(match (found.invoice_exists, found.linked) {
         (_, true) => Link::Linked,
         (false, false) => Link::NoInvoice,
         (true, false) => Link::AlreadyLinked,

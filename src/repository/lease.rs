@@ -74,12 +74,14 @@ impl Lease {
         };
         if self.held {
             // The lock is the session's: if the session still answers, it is still ours.
-            sqlx::query("SELECT 1").execute(&mut *session).await?;
-        } else {
-            self.held = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(self.key)
+            sqlx::query_scalar!("SELECT 1 AS alive")
                 .fetch_one(&mut *session)
                 .await?;
+        } else {
+            self.held =
+                sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "held!""#, self.key)
+                    .fetch_one(&mut *session)
+                    .await?;
         }
         Ok(self.held)
     }

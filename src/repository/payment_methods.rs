@@ -81,15 +81,15 @@ pub async fn put_on_file(
     tx: &mut PgConnection,
     method: &MethodWrite<'_>,
 ) -> sqlx::Result<PaymentMethodRow> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payment_methods SET on_file = false, updated_at = now()
          WHERE account_id = $4 AND customer_id = $1 AND on_file
            AND NOT (provider = $2 AND reference_id = $3)",
+        method.customer_id,
+        method.provider.stored_name(),
+        method.reference_id,
+        method.account_id,
     )
-    .bind(method.customer_id)
-    .bind(method.provider)
-    .bind(method.reference_id)
-    .bind(method.account_id)
     .execute(&mut *tx)
     .await?;
     upsert(&mut *tx, method, true).await

@@ -97,14 +97,14 @@ pub async fn unsettled_on_open_invoices(
     db: impl PgExecutor<'_>,
     account_id: &str,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT p.provider_payment_id FROM payments p
          JOIN invoices i ON i.account_id = p.account_id AND i.id = p.invoice_id
          WHERE p.account_id = $1 AND p.provider = 'STRIPE'
            AND p.status IN ('REGISTERED', 'PENDING', 'AUTHORISED') AND i.status <> 'PAID'
          ORDER BY p.created_at, p.id",
+        account_id,
     )
-    .bind(account_id)
     .fetch_all(db)
     .await
 }

@@ -51,8 +51,9 @@ pub async fn knows(
         Source::Dispute(id) => Some(id),
         _ => None,
     });
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT 'payment', p.provider_payment_id, p.id, p.invoice_id
+    let rows = sqlx::query!(
+        r#"SELECT 'payment' AS "kind!", p.provider_payment_id AS "object!", p.id AS "payment_id!",
+                p.invoice_id AS "invoice_id!"
            FROM payments p
           WHERE p.account_id = $1 AND p.provider = $2 AND p.provider_payment_id = ANY($3)
          UNION ALL
@@ -62,29 +63,29 @@ pub async fn knows(
          UNION ALL
          SELECT 'dispute', d.provider_dispute_id, p.id, p.invoice_id
            FROM disputes d JOIN payments p ON p.account_id = d.account_id AND p.id = d.payment_id
-          WHERE d.account_id = $1 AND d.provider = $2 AND d.provider_dispute_id = ANY($5)",
+          WHERE d.account_id = $1 AND d.provider = $2 AND d.provider_dispute_id = ANY($5)"#,
+        account_id,
+        provider.stored_name(),
+        &payments,
+        &refunds,
+        &disputes,
     )
-    .bind(account_id)
-    .bind(provider)
-    .bind(&payments)
-    .bind(&refunds)
-    .bind(&disputes)
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(kind, object, payment_id, invoice_id)| {
-            let source = match kind.as_str() {
-                "payment" => Source::Payment(object),
-                "refund" => Source::Refund(object),
-                "dispute" => Source::Dispute(object),
+        .filter_map(|row| {
+            let source = match row.kind.as_str() {
+                "payment" => Source::Payment(row.object),
+                "refund" => Source::Refund(row.object),
+                "dispute" => Source::Dispute(row.object),
                 _ => return None,
             };
             Some((
                 source,
                 Known {
-                    payment_id,
-                    invoice_id,
+                    payment_id: row.payment_id,
+                    invoice_id: row.invoice_id,
                 },
             ))
         })
@@ -328,15 +329,15 @@ pub async fn still_listing(
     key: &PayoutKey<'_>,
     reason: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payouts SET status_reason = $4, updated_at = now()
          WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3
            AND status = 'LISTING'",
+        key.account_id,
+        key.provider.stored_name(),
+        key.provider_payout_id,
+        reason,
     )
-    .bind(key.account_id)
-    .bind(key.provider)
-    .bind(key.provider_payout_id)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(())
@@ -348,14 +349,14 @@ pub async fn unlistable(
     key: &PayoutKey<'_>,
     reason: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payouts SET status = 'UNLISTABLE', status_reason = $4, updated_at = now()
          WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3",
+        key.account_id,
+        key.provider.stored_name(),
+        key.provider_payout_id,
+        reason,
     )
-    .bind(key.account_id)
-    .bind(key.provider)
-    .bind(key.provider_payout_id)
-    .bind(reason)
     .execute(tx)
     .await?;
     Ok(())
@@ -366,15 +367,15 @@ pub async fn invoice_ids(
     db: impl PgExecutor<'_>,
     key: &PayoutKey<'_>,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT invoice_id FROM payout_lines
+    sqlx::query_scalar!(
+        r#"SELECT invoice_id AS "invoice_id!" FROM payout_lines
          WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3
            AND invoice_id IS NOT NULL
-         GROUP BY invoice_id ORDER BY min(position)",
+         GROUP BY invoice_id ORDER BY min(position)"#,
+        key.account_id,
+        key.provider.stored_name(),
+        key.provider_payout_id,
     )
-    .bind(key.account_id)
-    .bind(key.provider)
-    .bind(key.provider_payout_id)
     .fetch_all(db)
     .await
 }
@@ -424,13 +425,13 @@ pub async fn store(
     .bind(&payout.event_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM payout_lines
          WHERE account_id = $1 AND provider = $2 AND provider_payout_id = $3",
+        payout.account_id,
+        payout.provider.stored_name(),
+        payout.provider_payout_id,
     )
-    .bind(&payout.account_id)
-    .bind(payout.provider)
-    .bind(&payout.provider_payout_id)
     .execute(&mut *tx)
     .await?;
     let lines = &reconciled.lines;
@@ -613,17 +614,18 @@ pub struct LineRow {
 
 /// A payout's lines in the provider's order.
 pub async fn lines(db: impl PgExecutor<'_>, key: &PayoutKey<'_>) -> sqlx::Result<Vec<LineRow>> {
-    sqlx::query_as(
-        "SELECT l.position, l.category, l.source_id, l.explained, l.payment_id, l.invoice_id,
-                i.customer_id, l.gross, l.fee, l.net
+    sqlx::query_as!(
+        LineRow,
+        r#"SELECT l.position, l.category, l.source_id, l.explained, l.payment_id, l.invoice_id,
+                i.customer_id AS "customer_id?", l.gross, l.fee, l.net
          FROM payout_lines l
          LEFT JOIN invoices i ON i.account_id = l.account_id AND i.id = l.invoice_id
          WHERE l.account_id = $1 AND l.provider = $2 AND l.provider_payout_id = $3
-         ORDER BY l.position",
+         ORDER BY l.position"#,
+        key.account_id,
+        key.provider.stored_name(),
+        key.provider_payout_id,
     )
-    .bind(key.account_id)
-    .bind(key.provider)
-    .bind(key.provider_payout_id)
     .fetch_all(db)
     .await
 }
@@ -700,16 +702,18 @@ pub async fn of_invoice(
     account_id: &str,
     invoice_id: &str,
 ) -> sqlx::Result<Vec<InvoicePayout>> {
-    sqlx::query_as(
-        "SELECT p.provider, p.provider_payout_id, p.status, p.arrival_date, sum(l.net) AS net
+    sqlx::query_as!(
+        InvoicePayout,
+        r#"SELECT p.provider AS "provider: Provider", p.provider_payout_id,
+                p.status AS "status: PayoutStatus", p.arrival_date, sum(l.net) AS "net!"
          FROM payout_lines l JOIN payouts p USING (account_id, provider, provider_payout_id)
          WHERE l.account_id = $1 AND l.invoice_id = $2
          -- The whole key: the other columns of `p` depend on it.
          GROUP BY p.account_id, p.provider, p.provider_payout_id
-         ORDER BY p.arrival_date NULLS LAST, p.created_at",
+         ORDER BY p.arrival_date NULLS LAST, p.created_at"#,
+        account_id,
+        invoice_id,
     )
-    .bind(account_id)
-    .bind(invoice_id)
     .fetch_all(db)
     .await
 }

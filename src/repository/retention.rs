@@ -13,7 +13,7 @@ pub async fn expire_unmatched(
     batch: i64,
     reason: &str,
 ) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "UPDATE webhook_events SET outcome = 'expired', outcome_reason = $3,
              unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL,
              processed_at = now()
@@ -21,10 +21,10 @@ pub async fn expire_unmatched(
              SELECT ctid FROM webhook_events
              WHERE unmatched_provider_payment_id IS NOT NULL AND received_at < $1
              LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        before,
+        batch,
+        reason,
     )
-    .bind(before)
-    .bind(batch)
-    .bind(reason)
     .execute(db)
     .await?
     .rows_affected())
@@ -32,12 +32,13 @@ pub async fn expire_unmatched(
 
 /// How many unmatched events wait, and when the oldest of them arrived.
 pub async fn unmatched_backlog(db: &PgPool) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-    sqlx::query_as(
-        "SELECT count(*), min(received_at) FROM webhook_events
-         WHERE unmatched_provider_payment_id IS NOT NULL",
+    let backlog = sqlx::query!(
+        r#"SELECT count(*) AS "waiting!", min(received_at) AS oldest FROM webhook_events
+         WHERE unmatched_provider_payment_id IS NOT NULL"#,
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((backlog.waiting, backlog.oldest))
 }
 
 /// What retention deletes, a table each.

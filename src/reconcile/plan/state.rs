@@ -2,6 +2,7 @@
 //! settings) and what it decides (the effects the worker writes).
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use crate::provider::Provider;
 use crate::reconcile::dispute::DisputeStatus;
@@ -58,8 +59,8 @@ pub struct PaymentFacts {
     pub hold_expires_at: Option<DateTime<Utc>>,
 }
 
-/// A refund of one of the invoice's payments.
-#[derive(Debug, Clone, PartialEq)]
+/// A refund of one of the invoice's payments, read as its row (`refunds`, as JSON).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RefundFacts {
     pub id: String,
     pub payment_id: String,
@@ -73,8 +74,8 @@ pub struct RefundFacts {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
-/// A dispute of one of the invoice's payments.
-#[derive(Debug, Clone, PartialEq)]
+/// A dispute of one of the invoice's payments, read as its row (`disputes`, as JSON).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DisputeFacts {
     pub id: String,
     pub payment_id: String,
@@ -82,6 +83,8 @@ pub struct DisputeFacts {
     pub provider_dispute_id: String,
     pub amount: i64,
     pub status: DisputeStatus,
+    /// The provider's own word for it; stored as `NULL` when it said none.
+    #[serde(deserialize_with = "null_as_empty")]
     pub provider_status: String,
     pub reason: Option<String>,
     pub evidence_due_by: Option<DateTime<Utc>>,
@@ -223,4 +226,9 @@ pub enum PlanError {
         invoice_id: String,
         invoice: Currency,
     },
+}
+
+/// A text that may be stored as `NULL`, as the empty text.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(text: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(text).map(Option::unwrap_or_default)
 }
