@@ -8,11 +8,13 @@ use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::parse_provider;
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output, left, or_dash, print_table, right};
 use crate::provider::Provider;
 use crate::providers::rules::AccountIdShape;
 use crate::repository::accounts::{self as store, Account, Connection, SealedField, seal_context};
 use crate::sealed::Keyring;
+use clap::Subcommand;
 
 /// Account ids travel in API responses, headers and routing: a short, plain token.
 fn check_account_id(id: &str) -> anyhow::Result<()> {
@@ -21,6 +23,166 @@ fn check_account_id(id: &str) -> anyhow::Result<()> {
         bail!("account id `{id}`: 1 to 64 letters, digits, `_` or `-`");
     }
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the business's copies of failure and dispute mails go.
+        #[arg(long)]
+        business_email: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List the accounts (exit 3 when there is none).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show an account and its connections (exit 3 when it does not exist).
+    Show(Shown),
+}
+
+/// `show <id> [--output table|json]`.
+#[derive(Debug, clap::Args)]
+pub struct Shown {
+    id: String,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Add a connection to an account; prints its id. Secrets are sealed before they are stored.
+    ///
+    /// Secrets never go on the command line (any user can read it in /proc, and shells keep it):
+    /// SETTLE_CONNECTION_WEBHOOK_SECRETS, the webhook signing secrets of the connection's own
+    /// endpoint (comma-separated, the newest first, several while rotating), and
+    /// SETTLE_CONNECTION_API_KEY, the provider API key settle reads the provider's event list
+    /// with; or standard input with --secrets-from-stdin. A connection may have neither.
+    Add {
+        #[arg(long)]
+        account: String,
+        /// stripe or gocardless.
+        #[arg(long, value_parser = parse_provider)]
+        provider: Provider,
+        /// The provider's id for the account: Stripe `acct_…`, GoCardless `OR…`.
+        #[arg(long)]
+        external_id: String,
+        #[arg(long, value_enum, default_value_t)]
+        mode: Mode,
+        /// Read the secrets from standard input instead of the environment: lines
+        /// `webhook_secret=…` (repeat while rotating, the newest first) and `api_key=…`; blank
+        /// lines and surrounding whitespace are ignored.
+        #[arg(long)]
+        secrets_from_stdin: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List connections, of one account or all (exit 3 when there is none).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show a connection, without its secrets (exit 3 when it does not exist).
+    Show(Shown),
+    /// Rotate a connection's webhook secret: --new adds one beside the newest old one (both
+    /// verify); --retire-old then keeps only the newest.
+    ///
+    /// The new secret is read from SETTLE_CONNECTION_WEBHOOK_SECRET, or with --secret-from-stdin
+    /// from the first line of standard input: never from the command line.
+    #[command(group(clap::ArgGroup::new("rotation").required(true).args(["new", "retire_old"])))]
+    RotateSecret {
+        id: String,
+        /// Add the new secret.
+        #[arg(long)]
+        new: bool,
+        /// Read the new secret from the first line of standard input.
+        // `requires = "new"` would not do: a flag's default `false` counts as present for it.
+        #[arg(long, conflicts_with = "retire_old")]
+        secret_from_stdin: bool,
+        #[arg(long)]
+        retire_old: bool,
+    },
+    /// Seal every stored secret again under the first key of SETTLE_SECRET_KEYS (key rotation:
+    /// afterwards the other keys can be removed).
+    Reseal,
+    /// Remove a connection. Destructive: needs --yes.
+    Remove {
+        id: String,
+        #[arg(long, required = true)]
+        yes: bool,
+    },
+}
+
+/// Runs `settle accounts <command>`.
+pub async fn run_accounts(command: AccountsCommand, db: &PgPool) -> anyhow::Result<u8> {
+    match command {
+        AccountsCommand::Create {
+            id,
+            name,
+            business_email,
+            output,
+        } => create_account(db, &id, name.as_deref(), business_email.as_deref(), output).await,
+        AccountsCommand::List { output } => list_accounts(db, output).await,
+        AccountsCommand::Show(Shown { id, output }) => show_account(db, &id, output).await,
+    }
+}
+
+/// Runs `settle connections <command>`.
+pub async fn run_connections(
+    command: ConnectionsCommand,
+    db: &PgPool,
+    keyring: &Keyring,
+) -> anyhow::Result<u8> {
+    match command {
+        ConnectionsCommand::Add {
+            account,
+            provider,
+            external_id,
+            mode,
+            secrets_from_stdin,
+            output,
+        } => {
+            let secrets = super::secret_input::connection_secrets(secrets_from_stdin)?;
+            let new = NewConnection {
+                account: &account,
+                provider,
+                external_id: &external_id,
+                mode,
+                webhook_secrets: &secrets.webhook_secrets,
+                api_key: secrets.api_key.as_ref(),
+            };
+            add_connection(db, keyring, &new, output).await
+        }
+        ConnectionsCommand::List { account, output } => {
+            list_connections(db, account.as_deref(), output).await
+        }
+        ConnectionsCommand::Show(Shown { id, output }) => show_connection(db, &id, output).await,
+        ConnectionsCommand::RotateSecret {
+            id,
+            new,
+            secret_from_stdin,
+            retire_old: _,
+        } => {
+            let secret = new
+                .then(|| super::secret_input::new_webhook_secret(secret_from_stdin))
+                .transpose()?;
+            let rotation = match &secret {
+                Some(secret) => Rotation::Add(secret),
+                None => Rotation::RetireOld,
+            };
+            rotate_secret(db, keyring, &id, rotation).await
+        }
+        ConnectionsCommand::Reseal => reseal(db, keyring).await,
+        ConnectionsCommand::Remove { id, yes: _ } => remove_connection(db, &id).await,
+    }
 }
 
 pub async fn create_account(
@@ -79,19 +241,23 @@ fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(accounts)?),
         Output::Table => {
-            println!(
-                "{:<32}  {:<32}  {:<32}  created at",
-                "id", "name", "business email"
+            let columns = [
+                left("id"),
+                left("name"),
+                left("business email"),
+                left("created at"),
+            ];
+            print_table(
+                &columns,
+                accounts.iter().map(|account| {
+                    vec![
+                        account.id.clone(),
+                        or_dash(account.name.as_deref()),
+                        or_dash(account.business_email.as_deref()),
+                        account.created_at.to_rfc3339(),
+                    ]
+                }),
             );
-            for account in accounts {
-                println!(
-                    "{:<32}  {:<32}  {:<32}  {}",
-                    account.id,
-                    account.name.as_deref().unwrap_or("-"),
-                    account.business_email.as_deref().unwrap_or("-"),
-                    account.created_at.to_rfc3339()
-                );
-            }
         }
     }
     Ok(())
@@ -230,23 +396,31 @@ fn print_connections(connections: &[ConnectionView], output: Output) -> anyhow::
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(connections)?),
         Output::Table => {
-            println!(
-                "{:<37}  {:<20}  {:<10}  {:<4}  {:<28}  {:>7}  {:<7}  sealed with",
-                "id", "account", "provider", "mode", "external id", "secrets", "api key"
+            let columns = [
+                left("id"),
+                left("account"),
+                left("provider"),
+                left("mode"),
+                left("external id"),
+                right("secrets"),
+                left("api key"),
+                left("sealed with"),
+            ];
+            print_table(
+                &columns,
+                connections.iter().map(|c| {
+                    vec![
+                        c.id.clone(),
+                        c.account_id.clone(),
+                        c.provider.to_string(),
+                        c.mode.to_string(),
+                        c.external_id.clone(),
+                        c.webhook_secrets.to_string(),
+                        (if c.api_key { "set" } else { "-" }).to_owned(),
+                        c.sealed_with.join(","),
+                    ]
+                }),
             );
-            for c in connections {
-                println!(
-                    "{:<37}  {:<20}  {:<10}  {:<4}  {:<28}  {:>7}  {:<7}  {}",
-                    c.id,
-                    c.account_id,
-                    c.provider,
-                    c.mode,
-                    c.external_id,
-                    c.webhook_secrets,
-                    if c.api_key { "set" } else { "-" },
-                    c.sealed_with.join(",")
-                );
-            }
         }
     }
     Ok(())

@@ -8,9 +8,10 @@ use chacha20poly1305::aead::OsRng;
 use chacha20poly1305::aead::rand_core::RngCore;
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output, left, or_dash, print_table};
 use crate::repository::accounts;
 use crate::repository::api_keys::{self as store, ApiKey};
+use clap::Subcommand;
 
 /// A new secret: 32 bytes from the operating system's generator, URL-safe base64 (no `:`, so
 /// it fits Basic auth's `id:secret`).
@@ -20,6 +21,35 @@ fn new_secret() -> anyhow::Result<String> {
         .try_fill_bytes(&mut bytes)
         .context("the operating system's random generator")?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a key for an account; prints `<key id>:<secret>` once (only a hash is stored).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List an account's keys, without secrets (exit 3 when there is none).
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a key: requests with it get 401 from then on (exit 3 when it does not exist).
+    Revoke { id: String },
+}
+
+/// Runs `settle api-keys <command>`.
+pub async fn run(command: Command, db: &PgPool) -> anyhow::Result<u8> {
+    match command {
+        Command::Create { account, output } => create(db, &account, output).await,
+        Command::List { account, output } => list(db, &account, output).await,
+        Command::Revoke { id } => revoke(db, &id).await,
+    }
 }
 
 pub async fn create(db: &PgPool, account: &str, output: Output) -> anyhow::Result<u8> {
@@ -51,20 +81,23 @@ fn print_keys(keys: &[ApiKey], output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(keys)?),
         Output::Table => {
-            println!(
-                "{:<36}  {:<20}  {:<25}  revoked at",
-                "id", "account", "created at"
+            let columns = [
+                left("id"),
+                left("account"),
+                left("created at"),
+                left("revoked at"),
+            ];
+            print_table(
+                &columns,
+                keys.iter().map(|key| {
+                    vec![
+                        key.id.clone(),
+                        key.account_id.clone(),
+                        key.created_at.to_rfc3339(),
+                        or_dash(key.revoked_at.map(|at| at.to_rfc3339()).as_deref()),
+                    ]
+                }),
             );
-            for key in keys {
-                println!(
-                    "{:<36}  {:<20}  {:<25}  {}",
-                    key.id,
-                    key.account_id,
-                    key.created_at.to_rfc3339(),
-                    key.revoked_at
-                        .map_or_else(|| "-".to_owned(), |at| at.to_rfc3339())
-                );
-            }
         }
     }
     Ok(())

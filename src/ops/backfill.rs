@@ -3,7 +3,8 @@
 
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, Output, left, or_dash, print_table, right};
+use super::shared::{parse_provider, parse_since};
 use crate::backfill::{self, Report};
 use crate::config::Settings;
 use crate::provider::Provider;
@@ -29,6 +30,63 @@ pub struct Request<'a> {
     pub types: &'a [String],
     pub dry_run: bool,
     pub output: Output,
+}
+
+/// `settle backfill <provider> [--connection C | --all] --since T [--until T] [--types …]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// stripe or gocardless.
+    #[arg(value_parser = parse_provider)]
+    provider: Provider,
+    /// One connection's events (default: the default account's, from the configured API key).
+    #[arg(long, conflicts_with = "all")]
+    connection: Option<String>,
+    /// The default account's (when its key is configured) and every connection's of the provider.
+    #[arg(long)]
+    all: bool,
+    /// From: an RFC 3339 time or a duration back from now (24h, 7d). Stripe keeps 30 days.
+    #[arg(long, value_parser = parse_since, required_unless_present = "verify_open_invoices")]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// To (default: now).
+    #[arg(long, value_parser = parse_since)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these event types (Stripe), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Say what would be queued, queue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Instead of listing events, ask Stripe about every PaymentIntent registered against an
+    /// unpaid invoice and not settled yet, and queue an event for each one Stripe says settled.
+    #[arg(long, conflicts_with_all = ["since", "until", "types"])]
+    verify_open_invoices: bool,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Runs `settle backfill …`.
+pub async fn run_args(args: Args, db: &PgPool, settings: &Settings) -> anyhow::Result<u8> {
+    let which = match (args.connection, args.all) {
+        (Some(id), _) => Which::Connection(id),
+        (None, true) => Which::All,
+        (None, false) => Which::Default,
+    };
+    let mode = match args.since {
+        Some(since) if !args.verify_open_invoices => Mode::Events(Window {
+            since,
+            until: args.until,
+        }),
+        _ => Mode::VerifyOpenInvoices,
+    };
+    let request = Request {
+        provider: args.provider,
+        which,
+        mode,
+        types: &args.types,
+        dry_run: args.dry_run,
+        output: args.output,
+    };
+    run(db, settings, &request).await
 }
 
 /// Exit 0 when every source was read and every missed event queued; 1 when none was; 4 when
@@ -88,21 +146,27 @@ fn print(reports: &[Report], output: Output, dry_run: bool) -> anyhow::Result<()
         Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
         Output::Table => {
             let queued = if dry_run { "would queue" } else { "queued" };
-            println!(
-                "{:<40}  {:>6}  {:>13}  {:>11}  {:>6}  error",
-                "source", "found", "already known", queued, "failed"
+            let columns = [
+                left("source"),
+                right("found"),
+                right("already known"),
+                right(queued),
+                right("failed"),
+                left("error"),
+            ];
+            print_table(
+                &columns,
+                reports.iter().map(|r| {
+                    vec![
+                        r.source.clone(),
+                        r.found.to_string(),
+                        r.known.to_string(),
+                        r.queued.to_string(),
+                        r.failed.to_string(),
+                        or_dash(r.error.as_deref()),
+                    ]
+                }),
             );
-            for r in reports {
-                println!(
-                    "{:<40}  {:>6}  {:>13}  {:>11}  {:>6}  {}",
-                    r.source,
-                    r.found,
-                    r.known,
-                    r.queued,
-                    r.failed,
-                    r.error.as_deref().unwrap_or("-")
-                );
-            }
         }
     }
     Ok(())

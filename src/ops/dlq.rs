@@ -8,11 +8,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output};
+use super::shared::parse_duration;
+use super::shared::{
+    EXIT_NOTHING_MATCHED, EXIT_OK, EXIT_PARTLY_FAILED, Output, left, or_dash, print_table, right,
+};
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
 use crate::repository::dead_letters::{self as store, DeadLetter, Selection};
+use clap::Subcommand;
 
 /// Which dead letters a command applies to.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -41,6 +45,75 @@ impl Filters {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List dead letters (exit 3 when none match).
+    List {
+        #[command(flatten)]
+        filters: Filters,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one dead letter with its payload and failure history.
+    Show { id: i64 },
+    /// Republish dead letters to the work queue, with confirms, then mark them replayed.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all", "reason"])))]
+    Replay {
+        /// Dead-letter ids.
+        ids: Vec<i64>,
+        /// Every dead letter matching the filters that was not replayed yet (implied by
+        /// --reason alone: `replay --reason unknown_account`).
+        #[arg(long)]
+        all: bool,
+        /// With --all: those already replayed too.
+        #[arg(long, requires = "all")]
+        include_replayed: bool,
+        #[command(flatten)]
+        filters: Filters,
+        /// Say what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters. Destructive: needs --yes.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "older_than"])))]
+    Purge {
+        ids: Vec<i64>,
+        /// Those dead-lettered longer ago than this (90s, 30m, 24h, 7d).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<chrono::Duration>,
+        /// Confirm the deletion.
+        #[arg(long, required = true)]
+        yes: bool,
+    },
+}
+
+/// Runs `settle dlq <command>`.
+pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::Result<u8> {
+    match command {
+        Command::List {
+            filters,
+            limit,
+            output,
+        } => list(db, &filters, limit, output).await,
+        Command::Show { id } => show(db, id).await,
+        Command::Replay {
+            ids,
+            all: _,
+            include_replayed,
+            filters,
+            dry_run,
+        } => replay(db, settings, &ids, &filters, include_replayed, dry_run).await,
+        Command::Purge {
+            ids,
+            older_than,
+            yes: _,
+        } => purge(db, &ids, older_than).await,
+    }
+}
+
 pub async fn list(
     db: &PgPool,
     filters: &Filters,
@@ -51,23 +124,31 @@ pub async fn list(
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Table => {
-            println!(
-                "{:>6}  {:<28}  {:<10}  {:<36}  {:<22}  {:>8}  {:<20}  replayed",
-                "id", "event id", "provider", "type", "reason", "attempts", "dead-lettered at"
+            let columns = [
+                right("id"),
+                left("event id"),
+                left("provider"),
+                left("type"),
+                left("reason"),
+                right("attempts"),
+                left("dead-lettered at"),
+                right("replayed"),
+            ];
+            print_table(
+                &columns,
+                rows.iter().map(|row| {
+                    vec![
+                        row.id.to_string(),
+                        or_dash(row.event_id.as_deref()),
+                        or_dash(row.provider.as_deref()),
+                        or_dash(row.event_type.as_deref()),
+                        row.reason.clone(),
+                        row.attempts.to_string(),
+                        row.dead_lettered_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        row.replay_count.to_string(),
+                    ]
+                }),
             );
-            for row in &rows {
-                println!(
-                    "{:>6}  {:<28}  {:<10}  {:<36}  {:<22}  {:>8}  {:<20}  {}",
-                    row.id,
-                    row.event_id.as_deref().unwrap_or("-"),
-                    row.provider.as_deref().unwrap_or("-"),
-                    row.event_type.as_deref().unwrap_or("-"),
-                    row.reason,
-                    row.attempts,
-                    row.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
-                    row.replay_count,
-                );
-            }
         }
     }
     Ok(if rows.is_empty() {

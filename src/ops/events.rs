@@ -10,11 +10,31 @@
 use anyhow::Context;
 use sqlx::PgPool;
 
+use super::shared::parse_provider;
 use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK};
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
 use crate::provider::Provider;
 use crate::repository::inbox;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Re-drive an event archived in the inbox: it is applied again (its effects are idempotent).
+    Replay {
+        /// stripe or gocardless.
+        #[arg(value_parser = parse_provider)]
+        provider: Provider,
+        event_id: String,
+    },
+}
+
+/// Runs `settle events <command>`.
+pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::Result<u8> {
+    match command {
+        Command::Replay { provider, event_id } => replay(db, settings, provider, &event_id).await,
+    }
+}
 
 pub async fn replay(
     db: &PgPool,

@@ -6,31 +6,66 @@
 
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output, left, print_table, right};
 use crate::repository::outbox as store;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the parked events, oldest first (exit 3 when there is none).
+    Parked {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Put parked events back on the relay's work list, their attempts reset.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Retry {
+        /// Outbox row ids (`settle outbox parked`).
+        ids: Vec<i64>,
+        /// Every parked event.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Runs `settle outbox <command>`.
+pub async fn run(command: Command, db: &PgPool) -> anyhow::Result<u8> {
+    match command {
+        Command::Parked { limit, output } => parked(db, limit, output).await,
+        Command::Retry { ids, all } => retry(db, &ids, all).await,
+    }
+}
 
 pub async fn parked(db: &PgPool, limit: i64, output: Output) -> anyhow::Result<u8> {
     let rows = store::parked(db, limit).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Table => {
-            println!(
-                "{:>10}  {:<20}  {:<28}  {:>8}  {:<25}  message id / reason",
-                "id", "account", "type", "attempts", "created at"
+            let columns = [
+                right("id"),
+                left("account"),
+                left("type"),
+                right("attempts"),
+                left("created at"),
+                left("message id"),
+                left("reason"),
+            ];
+            print_table(
+                &columns,
+                rows.iter().map(|row| {
+                    vec![
+                        row.id.to_string(),
+                        row.account_id.clone(),
+                        row.routing_key.clone(),
+                        row.attempts.to_string(),
+                        row.created_at.to_rfc3339(),
+                        row.message_id.clone(),
+                        row.reason.clone(),
+                    ]
+                }),
             );
-            for row in &rows {
-                println!(
-                    "{:>10}  {:<20}  {:<28}  {:>8}  {:<25}  {}\n{:>10}  {}",
-                    row.id,
-                    row.account_id,
-                    row.routing_key,
-                    row.attempts,
-                    row.created_at.to_rfc3339(),
-                    row.message_id,
-                    "",
-                    row.reason
-                );
-            }
         }
     }
     Ok(super::shared::listed(&rows))

@@ -6,7 +6,8 @@
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK};
+use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output, left, or_dash, print_table, right};
+use super::shared::{parse_provider, parse_since};
 use crate::api::payouts::{Payout, PayoutDetail, PayoutLine, statuses};
 use crate::config::Settings;
 use crate::payouts::{self, FetchReport};
@@ -15,6 +16,7 @@ use crate::providers::source::{Which, sources};
 use crate::reconcile::money::Currency;
 use crate::reconcile::payout::PayoutStatus;
 use crate::repository::payouts as store;
+use clap::Subcommand;
 
 /// `--output table|json|csv`.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -32,6 +34,83 @@ pub struct Filters {
     pub status: Option<String>,
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List payouts, the most recently recorded last (exit 3 when none match).
+    List {
+        /// Whose (default: the configured account).
+        #[arg(long)]
+        account: Option<String>,
+        /// EXPECTED, LISTING, RECONCILED, PARTIALLY_MATCHED, FAILED or UNLISTABLE.
+        #[arg(long)]
+        status: Option<String>,
+        /// Recorded since: an RFC 3339 time or a duration back from now (24h, 7d).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// csv: one row per line of each payout, for accounting.
+        #[arg(long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Show one payout (the provider's id) with its lines.
+    Show {
+        id: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List the provider's payouts created since a time and the lines of each paid one, again
+    /// if settle listed it before (for payouts the events missed).
+    Fetch {
+        /// stripe or gocardless.
+        #[arg(value_parser = parse_provider)]
+        provider: Provider,
+        /// An RFC 3339 time or a duration back from now (24h, 7d).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// One connection's (default: the default account's and every connection's).
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// Runs `settle payouts <command>`; without `--account`, for the configured account.
+pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::Result<u8> {
+    let default_account = settings.account.id.clone();
+    match command {
+        Command::List {
+            account,
+            status,
+            since,
+            limit,
+            output,
+        } => {
+            let filters = Filters {
+                account: account.unwrap_or(default_account),
+                status,
+                since,
+                limit,
+            };
+            list(db, &filters, output).await
+        }
+        Command::Show {
+            id,
+            account,
+            output,
+        } => show(db, &account.unwrap_or(default_account), &id, output).await,
+        Command::Fetch {
+            provider,
+            since,
+            connection,
+            output,
+        } => fetch(db, settings, provider, connection, since, output).await,
+    }
 }
 
 pub async fn list(db: &PgPool, filters: &Filters, format: Format) -> anyhow::Result<u8> {
@@ -99,55 +178,62 @@ fn print(shown: &[PayoutDetail], format: Format) -> anyhow::Result<()> {
 }
 
 fn print_payouts<'a>(payouts: impl IntoIterator<Item = &'a Payout>) {
-    let or_dash = |value: Option<i64>| value.map_or("-".to_owned(), |v| v.to_string());
-    println!(
-        "{:<30}  {:<10}  {:<17}  {:>10}  {:<8}  {:<10}  {:>10}  {:>10}  {:>9}",
-        "payout",
-        "provider",
-        "status",
-        "amount",
-        "currency",
-        "arrival",
-        "lines net",
-        "difference",
-        "unmatched"
+    let number = |value: Option<i64>| or_dash(value.map(|v| v.to_string()).as_deref());
+    let columns = [
+        left("payout"),
+        left("provider"),
+        left("status"),
+        right("amount"),
+        left("currency"),
+        left("arrival"),
+        right("lines net"),
+        right("difference"),
+        right("unmatched"),
+        left("reason"),
+    ];
+    print_table(
+        &columns,
+        payouts.into_iter().map(|p| {
+            vec![
+                p.id.clone(),
+                p.provider.wire_name().to_owned(),
+                p.status.as_str().to_owned(),
+                number(p.amount),
+                or_dash(p.currency.as_ref().map(Currency::as_str)),
+                or_dash(p.arrival_date.map(|d| d.to_string()).as_deref()),
+                number(p.lines_net),
+                number(p.difference),
+                number(p.unmatched_lines.map(i64::from)),
+                p.status_reason.clone().unwrap_or_default(),
+            ]
+        }),
     );
-    for p in payouts {
-        println!(
-            "{:<30}  {:<10}  {:<17}  {:>10}  {:<8}  {:<10}  {:>10}  {:>10}  {:>9}",
-            p.id,
-            p.provider.wire_name(),
-            p.status.as_str(),
-            or_dash(p.amount),
-            p.currency.as_ref().map_or("-", Currency::as_str),
-            p.arrival_date.map_or("-".to_owned(), |d| d.to_string()),
-            or_dash(p.lines_net),
-            or_dash(p.difference),
-            or_dash(p.unmatched_lines.map(i64::from)),
-        );
-        if let Some(reason) = &p.status_reason {
-            println!("  {reason}");
-        }
-    }
 }
 
 fn print_lines(lines: &[PayoutLine]) {
-    println!(
-        "{:<24}  {:<30}  {:<9}  {:<24}  {:>10}  {:>8}  {:>10}",
-        "category", "source", "explained", "invoice", "gross", "fee", "net"
+    let columns = [
+        left("category"),
+        left("source"),
+        left("explained"),
+        left("invoice"),
+        right("gross"),
+        right("fee"),
+        right("net"),
+    ];
+    print_table(
+        &columns,
+        lines.iter().map(|l| {
+            vec![
+                l.category.clone(),
+                or_dash(l.source_id.as_deref()),
+                l.explained.clone(),
+                or_dash(l.invoice_id.as_deref()),
+                l.gross.to_string(),
+                l.fee.to_string(),
+                l.net.to_string(),
+            ]
+        }),
     );
-    for l in lines {
-        println!(
-            "{:<24}  {:<30}  {:<9}  {:<24}  {:>10}  {:>8}  {:>10}",
-            l.category,
-            l.source_id.as_deref().unwrap_or("-"),
-            l.explained,
-            l.invoice_id.as_deref().unwrap_or("-"),
-            l.gross,
-            l.fee,
-            l.net
-        );
-    }
 }
 
 /// The accountant's rows: one per line, amounts in the currency's major unit.
@@ -228,26 +314,33 @@ pub async fn fetch(
     Ok(super::shared::sources_exit(failed, reports.len()))
 }
 
-fn print_reports(reports: &[FetchReport], format: super::shared::Output) -> anyhow::Result<()> {
+fn print_reports(reports: &[FetchReport], format: Output) -> anyhow::Result<()> {
     match format {
-        super::shared::Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
-        super::shared::Output::Table => {
-            println!(
-                "{:<40}  {:>6}  {:>10}  {:>17}  {:>13}  {:>6}  error",
-                "source", "found", "reconciled", "partially matched", "without lines", "failed"
+        Output::Json => println!("{}", serde_json::to_string_pretty(reports)?),
+        Output::Table => {
+            let columns = [
+                left("source"),
+                right("found"),
+                right("reconciled"),
+                right("partially matched"),
+                right("without lines"),
+                right("failed"),
+                left("error"),
+            ];
+            print_table(
+                &columns,
+                reports.iter().map(|r| {
+                    vec![
+                        r.source.clone(),
+                        r.found.to_string(),
+                        r.reconciled.to_string(),
+                        r.partially_matched.to_string(),
+                        r.without_lines.to_string(),
+                        r.failed.to_string(),
+                        or_dash(r.error.as_deref()),
+                    ]
+                }),
             );
-            for r in reports {
-                println!(
-                    "{:<40}  {:>6}  {:>10}  {:>17}  {:>13}  {:>6}  {}",
-                    r.source,
-                    r.found,
-                    r.reconciled,
-                    r.partially_matched,
-                    r.without_lines,
-                    r.failed,
-                    r.error.as_deref().unwrap_or("-")
-                );
-            }
         }
     }
     Ok(())

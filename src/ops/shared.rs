@@ -30,6 +30,60 @@ pub fn listed<T>(rows: &[T]) -> u8 {
     }
 }
 
+/// A column of an operator's table: its header, and whether its values (numbers) align right.
+pub struct Column {
+    header: &'static str,
+    right: bool,
+}
+
+pub const fn left(header: &'static str) -> Column {
+    Column {
+        header,
+        right: false,
+    }
+}
+
+pub const fn right(header: &'static str) -> Column {
+    Column {
+        header,
+        right: true,
+    }
+}
+
+/// `rows` under `columns`, each column as wide as its widest value and two spaces from the
+/// next: the one table layout of every operator command (`--output table`).
+pub fn table(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    use comfy_table::{CellAlignment, Table, presets};
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_header(columns.iter().map(|column| column.header))
+        .add_rows(rows);
+    let last = columns.len().saturating_sub(1);
+    for (index, column) in columns.iter().enumerate() {
+        if let Some(shown) = table.column_mut(index) {
+            shown.set_padding((0, if index == last { 0 } else { 2 }));
+            if column.right {
+                shown.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned() + "\n")
+        .collect()
+}
+
+/// A value, or `-` for none.
+pub fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+/// Prints `table(columns, rows)`.
+pub fn print_table(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) {
+    print!("{}", table(columns, rows));
+}
+
 /// The exit code of a command over several sources (backfill, payouts fetch): 0 when none
 /// failed, 1 when all did, 4 when some did.
 pub fn sources_exit(failed: usize, sources: usize) -> u8 {
@@ -121,5 +175,22 @@ mod tests {
             DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap()
         );
         assert!(parse_since("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn a_table_is_as_wide_as_its_values_two_spaces_apart_numbers_right() {
+        let shown = table(
+            &[left("id"), right("attempts"), left("reason")],
+            [
+                vec!["evt_1".into(), "1".into(), "unknown_account".into()],
+                vec!["evt_longer_id".into(), "12".into(), "-".into()],
+            ],
+        );
+        assert_eq!(
+            shown,
+            "id             attempts  reason\n\
+             evt_1                 1  unknown_account\n\
+             evt_longer_id        12  -\n"
+        );
     }
 }
