@@ -323,7 +323,7 @@ impl Application {
 
     /// The consumers, the outbox relay and the notification sender, once the schema is migrated:
     /// until then they wait (deliveries stay queued), and nothing is spent on a missing table.
-    fn spawn_worker(&self, tasks: &TaskTracker, mut schema: tokio::sync::watch::Receiver<bool>) {
+    fn spawn_worker(&self, tasks: &TaskTracker, schema: tokio::sync::watch::Receiver<bool>) {
         let settings = &self.settings;
         let sender = match Sender::new(
             self.db.clone(),
@@ -400,11 +400,7 @@ impl Application {
         let shutdown = self.shutdown.clone();
         let started = tasks.clone();
         let supervisor = self.supervisor.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
-                () = shutdown.cancelled() => return,
-            }
+        once_migrated(tasks, schema, self.shutdown.clone(), move || {
             // Each task is started afresh from its own copy at every restart.
             let (on, stop) = (&started, &shutdown);
             if let Some(sender) = sender {
@@ -433,7 +429,7 @@ impl Application {
     fn spawn_secrets_refresher(
         &self,
         tasks: &TaskTracker,
-        mut schema: tokio::sync::watch::Receiver<bool>,
+        schema: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let refresher = crate::ingress::secrets::Refresher {
             db: self.db.clone(),
@@ -450,11 +446,7 @@ impl Application {
         let shutdown = self.shutdown.clone();
         let started = tasks.clone();
         let supervisor = self.supervisor.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
-                () = shutdown.cancelled() => return,
-            }
+        once_migrated(tasks, schema, self.shutdown.clone(), move || {
             supervisor.spawn(&started, "secrets_refresher", shutdown, move || {
                 refresher.clone().run()
             });
@@ -515,4 +507,20 @@ impl Application {
             None => (trace(public.merge(internal)), None),
         }
     }
+}
+/// Runs `start` once the schema is migrated, unless the process shuts down first: the tasks
+/// that read tables wait for it.
+fn once_migrated(
+    tasks: &TaskTracker,
+    mut schema: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    start: impl FnOnce() + Send + 'static,
+) {
+    tasks.spawn(async move {
+        tokio::select! {
+            applied = schema.wait_for(|applied| *applied) => if applied.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        start();
+    });
 }

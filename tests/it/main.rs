@@ -26,6 +26,7 @@ mod notify;
 mod openapi;
 mod ops;
 mod payouts;
+mod payouts_gocardless;
 mod payouts_late;
 mod retention;
 mod routing;
