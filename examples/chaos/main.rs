@@ -4,12 +4,12 @@
 //! faults, waits for settle to drain, and checks the database, the subscribers' queue and the
 //! mail. One line per scenario:
 //!
-//! `scenario  sent  acked(2xx)  applied  lost  double-applied  unexpected  mails(expected/got)  drained-in`
+//! `scenario  sent  acked(2xx)  applied  lost  double-applied  crossed  unexpected  mails(expected/got)  drained-in`
 //!
-//! and the exit code is 1 if any `lost`, `double-applied` or `unexpected` is not 0.
+//! and the exit code is 1 if any `lost`, `double-applied`, `crossed` or `unexpected` is not 0.
 //!
 //! ```sh
-//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 22; none: all
+//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 23; none: all
 //! ```
 //! `--quick` shortens every outage and load (the CI-sized variants `make test` runs).
 
