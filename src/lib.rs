@@ -39,23 +39,26 @@
 //! (`EventError`, `PlanError`) or a `String` a field validator reads; `startup`, `ops` and `cli`
 //! use `anyhow` with context.
 
+// `pub` only for the modules the binary, the integration tests, the benchmarks and the fault
+// suite reach into; the others are the crate's own.
+
 // Configuration, logs, metrics, the shutdown signal, the supervisor of background tasks and the
 // provider vocabulary every part shares; names (message ids, header texts) bounded where they
 // are built.
 pub mod config;
-pub mod names;
+mod names;
 pub mod provider;
 pub mod role;
-pub mod sealed;
-pub mod shutdown;
-pub mod supervise;
+mod sealed;
+mod shutdown;
+mod supervise;
 pub mod telemetry;
 
 // Web plumbing below both HTTP edges: the error body, the probes.
-pub mod http;
+mod http;
 
 // 1. The HTTP edge for providers: webhooks in.
-pub mod ingress;
+mod ingress;
 
 // RabbitMQ: the supervised connection, the topology and confirmed publishing; the queued-event
 // message (settle's own contract on the work queue).
@@ -74,25 +77,26 @@ pub mod repository;
 pub mod providers;
 
 // 4. The outbox relay: committed reconciliation events out to RabbitMQ.
-pub mod outbox;
+mod outbox;
 
 // 5. Failure notifications: rendered by the worker's transaction, mailed by the sender.
-pub mod notify;
+mod notify;
 
 // 6. Retention: what is past its window leaves the database, in small batches.
-pub mod retention;
+mod retention;
 
 // 7. Backfill: the providers' own event lists (read through `providers`), for what webhooks
 // missed.
-pub mod backfill;
+mod backfill;
 
 // 8. Payouts: each bank deposit's lines, listed from the provider and matched to the ledger.
-pub mod payouts;
+mod payouts;
 
 // The HTTP API for internal services.
 pub mod api;
 
-// Operator tools: dead letters, event replay.
+// Operator tools: the `settle` commands of accounts, connections, keys, dead letters, events,
+// backfill, payouts, unmatched events and the outbox.
 pub mod ops;
 
 // Wiring: builds a process (serve, worker or run) from its settings.

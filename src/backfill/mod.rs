@@ -16,4 +16,4 @@ pub mod queue;
 pub mod sweeper;
 pub mod verify;
 
-pub use self::queue::{Report, SOURCE, run};
+pub use self::queue::{Report, run};

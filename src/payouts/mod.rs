@@ -16,4 +16,4 @@
 pub mod lister;
 pub mod listing;
 
-pub use self::listing::{FetchReport, Listed, fetch, list, match_again};
+pub use self::listing::{FetchReport, fetch};
