@@ -1,9 +1,11 @@
 //! 3. The domain core, pure: the domain events provider events become (each provider's reading
 //!    of its JSON is in `providers`), the payment state machine, the planner that turns one event
-//!    into its effects, payouts' matcher and statuses, invoice totals, payment settings and their
-//!    overrides, payment-method references, money. No axum, lapin, sqlx or tokio here: the worker
-//!    reads state and writes effects, the repository holds the SQL.
+//!    into its effects, payouts' matcher and statuses, automatic charging's decisions (`charging`),
+//!    invoice totals, payment settings and their overrides, payment-method references, money. No
+//!    axum, lapin, sqlx or tokio here: the worker reads state and writes effects, the repository
+//!    holds the SQL.
 
+pub mod charging;
 pub mod dispute;
 pub mod events;
 pub mod invoice;
