@@ -15,9 +15,12 @@ CLUSTER_SCENARIOS := 18 19 20 21
 
 .PHONY: run test chaos cluster-test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 
-## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080.
+## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080,
+## with the services' localstripe as its Stripe API (unless STRIPE_API_BASE says otherwise).
 run: services
-	$(ENV) && SETTLE_ENV=local cargo run --release -- migrate && SETTLE_ENV=local cargo run --release -- run
+	$(ENV) && export STRIPE_API_BASE="$${STRIPE_API_BASE:-http://127.0.0.1:56726}" \
+		STRIPE_API_KEY="$${STRIPE_API_KEY:-sk_test_local_localstripe}" \
+		&& SETTLE_ENV=local cargo run --release -- migrate && SETTLE_ENV=local cargo run --release -- run
 
 ## Start the services and run every check: formatting, lints, unit and integration tests.
 test: services-chaos

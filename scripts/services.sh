@@ -10,6 +10,8 @@
 #     the cluster tests kill, pause and restart its nodes.
 #   * an SMTP sink (scripts/smtp_sink.py, aiosmtpd) on 127.0.0.1:56725 keeping every mail under
 #     <repo>/.local/mail (mail.log to read, messages.jsonl, one .eml per message).
+#   * localstripe (PyPI, a Stripe emulator) on 127.0.0.1:56726: the Stripe API `make run` charges
+#     and reads (the README's automatic charging walk-through); the tests start their own.
 #
 # Usage: scripts/services.sh start [--chaos] [--cluster] | stop | status | env
 #                            broker-stop-app NODE | broker-start-app NODE
@@ -50,6 +52,8 @@ DEADLINE_RMQ=90
 
 # ---------------------------------------------------------------- SMTP sink
 SMTP_PORT=56725
+LOCALSTRIPE_PORT=56726
+LOCALSTRIPE_PID="$LOCAL_DIR/localstripe.pid"
 MAIL_DIR="$LOCAL_DIR/mail"
 SMTP_PID="$LOCAL_DIR/smtp-sink.pid"
 # Debian's interpreter, which has python3-aiosmtpd (a pyenv python3 on PATH would not).
@@ -104,7 +108,7 @@ port_open() {
 # (clients reconnecting to a stopped broker would otherwise eventually
 # self-connect to it and block its restart). System-wide, not persistent across
 # reboots; re-applied on every `start`. Best effort.
-RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,56729-56731,56740-56741,56750-56751,56760-56761"
+RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,$LOCALSTRIPE_PORT,56729-56731,56740-56741,56750-56751,56760-56761"
 reserve_ports() {
     local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
     [ -r "$f" ] || return 0
@@ -161,28 +165,49 @@ ensure_localstripe() {
 }
 
 # ============================================================ SMTP sink
-smtp_start() {
-    if port_listening "$SMTP_PORT"; then return 0; fi
-    mkdir -p "$MAIL_DIR"
-    log "starting the SMTP sink on 127.0.0.1:$SMTP_PORT (mail in $MAIL_DIR)"
-    setsid nohup "$SYSTEM_PYTHON" "$SCRIPT_DIR/smtp_sink.py" --port "$SMTP_PORT" --dir "$MAIL_DIR" \
-        </dev/null >"$LOCAL_DIR/smtp-sink.log" 2>&1 9>&- &
-    echo $! >"$SMTP_PID"
+# Starts a small daemon of ours in the background: `daemon_start NAME PORT PIDFILE LOG CMD…`,
+# waiting until it listens.
+daemon_start() {
+    local name="$1" port="$2" pidfile="$3" logfile="$4"
+    shift 4
+    if port_listening "$port"; then return 0; fi
+    setsid nohup "$@" </dev/null >"$logfile" 2>&1 9>&- &
+    echo $! >"$pidfile"
     local deadline=$((SECONDS + 20))
-    until port_listening "$SMTP_PORT"; do
-        alive "$(cat "$SMTP_PID")" || { cat "$LOCAL_DIR/smtp-sink.log" >&2; die "the SMTP sink exited"; }
-        [ "$SECONDS" -lt "$deadline" ] || die "the SMTP sink did not listen within 20 s"
+    until port_listening "$port"; do
+        alive "$(cat "$pidfile")" || { cat "$logfile" >&2; die "$name exited"; }
+        [ "$SECONDS" -lt "$deadline" ] || die "$name did not listen within 20 s"
         sleep 0.1
     done
 }
 
-smtp_stop() {
-    [ -f "$SMTP_PID" ] || return 0
+daemon_stop() {
+    [ -f "$1" ] || return 0
     local pid
-    pid="$(cat "$SMTP_PID")"
+    pid="$(cat "$1")"
     if alive "$pid"; then kill "$pid" 2>/dev/null || true; fi
-    rm -f "$SMTP_PID"
+    rm -f "$1"
 }
+
+smtp_start() {
+    port_listening "$SMTP_PORT" && return 0
+    mkdir -p "$MAIL_DIR"
+    log "starting the SMTP sink on 127.0.0.1:$SMTP_PORT (mail in $MAIL_DIR)"
+    daemon_start "the SMTP sink" "$SMTP_PORT" "$SMTP_PID" "$LOCAL_DIR/smtp-sink.log" \
+        "$SYSTEM_PYTHON" "$SCRIPT_DIR/smtp_sink.py" --port "$SMTP_PORT" --dir "$MAIL_DIR"
+}
+
+# localstripe for `make run`, from scratch each start (it keeps its objects in memory).
+localstripe_start() {
+    port_listening "$LOCALSTRIPE_PORT" && return 0
+    log "starting localstripe on 127.0.0.1:$LOCALSTRIPE_PORT"
+    daemon_start localstripe "$LOCALSTRIPE_PORT" "$LOCALSTRIPE_PID" "$LOCAL_DIR/localstripe.log" \
+        "$VENV_DIR/bin/localstripe" --port "$LOCALSTRIPE_PORT" --from-scratch
+}
+
+localstripe_stop() { daemon_stop "$LOCALSTRIPE_PID"; }
+
+smtp_stop() { daemon_stop "$SMTP_PID"; }
 
 check_traversable() {
     # postgres/rabbitmq must be able to reach <repo>/.local
@@ -684,6 +709,7 @@ cmd_start() {
     check_traversable
     pg_start
     smtp_start
+    localstripe_start
     local nodes=("$MAIN_NODE")
     [ "$chaos" = 0 ] || nodes+=("$CHAOS_NODE")
     [ "$cluster" = 0 ] || nodes+=("${CLUSTER_NODES[@]}")
@@ -717,6 +743,7 @@ cmd_stop() {
     fi
     if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop; fi
     smtp_stop
+    localstripe_stop
 }
 
 cmd_status() {
@@ -729,6 +756,8 @@ cmd_status() {
     fi
     if port_listening "$SMTP_PORT"; then echo "smtp sink: running (127.0.0.1:$SMTP_PORT, mail in $MAIL_DIR)"; else
         echo "smtp sink: stopped"; rc=1; fi
+    if port_listening "$LOCALSTRIPE_PORT"; then echo "localstripe: running (127.0.0.1:$LOCALSTRIPE_PORT)"; else
+        echo "localstripe: stopped"; rc=1; fi
     local n s
     for n in "$MAIN_NODE" "$CHAOS_NODE" "${CLUSTER_NODES[@]}"; do
         s="$(rmq_state "$n")"

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ops::{self, accounts, api_keys, backfill, dlq, events, outbox, payouts, unmatched};
+use crate::ops::{
+    self, accounts, api_keys, backfill, charges, dlq, events, outbox, payouts, unmatched,
+};
 use crate::role::Role;
 use crate::startup::{Application, database_pool};
 
@@ -68,6 +70,11 @@ pub enum Command {
         #[command(subcommand)]
         command: payouts::Command,
     },
+    /// Automatic charges: list, show an invoice's, retry one now, cancel an invoice's.
+    Charges {
+        #[command(subcommand)]
+        command: charges::Command,
+    },
     /// Payment events waiting for their payment's registration: list, show, discard.
     Unmatched {
         #[command(subcommand)]
@@ -126,6 +133,9 @@ impl Cli {
                 let keyring = settings.keyring()?;
                 let db = database_pool(&settings)?;
                 return accounts::run_connections(command, &db, &keyring).await;
+            }
+            Command::Charges { command } => {
+                return charges::run(command, &database_pool(&settings)?, &settings).await;
             }
             Command::Unmatched { command } => {
                 return unmatched::run(command, &database_pool(&settings)?).await;

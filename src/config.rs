@@ -59,6 +59,20 @@ pub struct Settings {
     pub gocardless: GoCardlessApiSettings,
     pub backfill: BackfillSettings,
     pub payouts: PayoutSettings,
+    pub charging: ChargingSettings,
+}
+
+/// Automatic charging: the worker's charger sends the attempts that invoices' settings decide.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChargingSettings {
+    /// Waits between automatic attempts, in whole days, for accounts without a schedule of their
+    /// own (`accounts.charge_retry_days`).
+    pub retry_days: Vec<u16>,
+    /// How often the charger looks for attempts that came due.
+    pub poll_ms: u64,
+    /// How long a send may take before another charger sends the attempt again (the same
+    /// idempotency key: the provider answers the first payment).
+    pub send_lease_secs: u64,
 }
 
 /// The worker's payout lister.
@@ -465,6 +479,21 @@ impl Settings {
         if self.amqp.publisher_channels == 0 {
             bail!("amqp.publisher_channels must be at least 1");
         }
+        if let Some(zero) = self.charging.retry_days.iter().position(|days| *days == 0) {
+            bail!(
+                "charging.retry_days: wait {} is 0 days: each wait is at least a day",
+                zero + 1
+            );
+        }
+        if self.charging.retry_days.len() > MAX_RETRY_WAITS {
+            bail!(
+                "charging.retry_days has {} waits: at most {MAX_RETRY_WAITS}",
+                self.charging.retry_days.len()
+            );
+        }
+        if self.charging.poll_ms == 0 || self.charging.send_lease_secs == 0 {
+            bail!("charging.poll_ms and charging.send_lease_secs must be at least 1");
+        }
         if self.worker.prefetch == 0 {
             bail!("worker.prefetch must be at least 1");
         }
@@ -662,6 +691,8 @@ const PUBLISHED_SEALING_KEYS: &[&str] = &[
 
 /// The shortest webhook secret accepted outside `local`. The providers generate theirs (Stripe's
 /// `whsec_` and 32 characters); a shorter one was typed by a person.
+/// The most waits a retry schedule has (the `accounts.charge_retry_days` check agrees).
+pub const MAX_RETRY_WAITS: usize = 10;
 const MIN_WEBHOOK_SECRET_CHARS: usize = 24;
 /// The shortest API credential secret accepted outside `local`: 24 characters of
 /// `openssl rand -base64 18` carry 144 bits, out of reach of an online guess.

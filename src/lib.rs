@@ -18,12 +18,12 @@
 //! this list):
 //!
 //! Layers
-//! 0. `names`, `provider`, `role`, `sealed`, `shutdown`: vocabulary, nothing of settle's
+//! 0. `clock`, `names`, `provider`, `role`, `sealed`, `shutdown`: vocabulary, nothing of settle's
 //! 1. `config`, `reconcile`: the settings; the pure core (events, planner, state machines)
 //! 2. `telemetry`, `repository`: logs and metrics; every SQL statement
 //! 3. `supervise`, `broker`: background tasks; RabbitMQ
 //! 4. `envelope`, `http`, `providers`: the queued event; web plumbing; each provider's knowledge
-//! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`: edges and jobs
+//! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`, `charger`: edges and jobs
 //! 6. `worker`: the consumers; it renders mails (`notify`) inside its transaction, on purpose
 //! 7. `api`: it runs the worker's apply path (`worker::apply`) for the events a payment's
 //!    registration releases
@@ -45,6 +45,7 @@
 // Configuration, logs, metrics, the shutdown signal, the supervisor of background tasks and the
 // provider vocabulary every part shares; names (message ids, header texts) bounded where they
 // are built.
+pub mod clock;
 pub mod config;
 mod names;
 pub mod provider;
@@ -91,6 +92,9 @@ mod backfill;
 
 // 8. Payouts: each bank deposit's lines, listed from the provider and matched to the ledger.
 mod payouts;
+
+// 9. Automatic charging: the attempts invoices' settings decide, sent to the providers.
+mod charger;
 
 // The HTTP API for internal services.
 pub mod api;

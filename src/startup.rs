@@ -18,13 +18,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::ApiState;
 use crate::broker::{Broker, Connections, Topology};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::probes::{self, ProbeState};
 use crate::ingress::IngressState;
 use crate::notify::sender::Sender;
 use crate::outbox::Relay;
-use crate::provider::Provider;
-use crate::reconcile::settings::AccountDefaults;
 use crate::role::Role;
 use crate::worker::Worker;
 use crate::worker::apply::Policy;
@@ -55,6 +54,8 @@ pub struct Application {
     supervisor: crate::supervise::Supervisor,
     /// `SETTLE_SECRET_KEYS`: seals provider secrets, and the events this process queues.
     keyring: crate::sealed::Keyring,
+    /// The time automatic charging decides by.
+    clock: Clock,
 }
 
 /// A lazy pool for `settings`; nothing connects until the first query.
@@ -171,37 +172,9 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
     applied
 }
 
-/// The account's defaults for payment settings, from `[account]`.
-pub fn account_defaults(settings: &Settings) -> AccountDefaults {
-    AccountDefaults {
-        payment_provider: settings.account.default_payment_provider,
-        auto_charge: settings.account.default_auto_charge,
-    }
-}
-
-/// The worker's policy, from the settings: the account, its defaults and the operator's choices.
-/// The worker and the API (a registration applies the events waiting for it) both take it from
-/// here.
+/// The worker's policy, from the settings (`Policy::from_settings`).
 pub fn worker_policy(settings: &Settings) -> Policy {
-    Policy {
-        account_id: settings.account.id.clone(),
-        defaults: account_defaults(settings),
-        own_provider_accounts: [
-            (Provider::Stripe, &settings.account.stripe_account_id),
-            (
-                Provider::GoCardless,
-                &settings.account.gocardless_organisation_id,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, id)| !id.is_empty())
-        .map(|(provider, id)| (provider, id.clone()))
-        .collect(),
-        gocardless_collected_at: settings.worker.gocardless_collected_at,
-        business_email: Some(settings.notifications.business_email.clone())
-            .filter(|email| !email.is_empty()),
-        business_name: settings.notifications.business_name.clone(),
-    }
+    Policy::from_settings(settings)
 }
 
 impl Application {
@@ -242,7 +215,22 @@ impl Application {
             connection_secrets: Default::default(),
             supervisor: Default::default(),
             keyring: settings_keyring,
+            clock: Clock::system(),
         })
+    }
+
+    /// Decide automatic charging by `clock` instead of the system's (a test moves it forward).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The worker's policy, deciding by this process's clock.
+    fn policy(&self) -> Policy {
+        Policy {
+            clock: self.clock.clone(),
+            ..worker_policy(&self.settings)
+        }
     }
 
     /// The process's broker (benchmarks publish through it).
@@ -356,7 +344,7 @@ impl Application {
                 self.shutdown.clone(),
             )
         });
-        let (sweeper, lister) = match settings.keyring() {
+        let (sweeper, lister, charger) = match settings.keyring() {
             Ok(keyring) => (
                 (settings.backfill.interval_secs > 0).then(|| crate::backfill::sweeper::Sweeper {
                     db: self.db.clone(),
@@ -368,13 +356,24 @@ impl Application {
                 (settings.payouts.list_interval_secs > 0).then(|| crate::payouts::lister::Lister {
                     db: self.db.clone(),
                     settings: settings.clone(),
+                    keyring: keyring.clone(),
+                    shutdown: self.shutdown.clone(),
+                }),
+                Some(crate::charger::Charger {
+                    db: self.db.clone(),
+                    settings: settings.clone(),
                     keyring,
+                    decides: crate::charger::Decides {
+                        defaults: Policy::from_settings(settings).defaults,
+                        retry_schedule: self.policy().retry_schedule,
+                        clock: self.clock.clone(),
+                    },
                     shutdown: self.shutdown.clone(),
                 }),
             ),
             Err(error) => {
-                tracing::error!(%error, "backfill sweeper and payout lister not started");
-                (None, None)
+                tracing::error!(%error, "backfill sweeper, payout lister and charger not started");
+                (None, None, None)
             }
         };
         let batches = crate::worker::BatchShape::from(&settings.worker);
@@ -391,7 +390,7 @@ impl Application {
         let worker = Worker {
             db: self.db.clone(),
             broker: self.broker.clone(),
-            policy: Arc::new(worker_policy(settings)),
+            policy: Arc::new(self.policy()),
             batches,
             max_attempts: settings.worker.max_attempts,
             keyring: Arc::new(self.keyring.clone()),
@@ -419,6 +418,9 @@ impl Application {
                 supervisor.spawn(on, "payout_lister", stop.clone(), move || {
                     lister.clone().run()
                 });
+            }
+            if let Some(charger) = charger {
+                supervisor.spawn(on, "charger", stop.clone(), move || charger.clone().run());
             }
             started.spawn(worker.run(wake_relay));
         });
@@ -493,10 +495,10 @@ impl Application {
                 db: self.db.clone(),
                 credentials: settings.api.credentials.iter().map(Into::into).collect(),
                 account_id: settings.account.id.as_str().into(),
-                defaults: account_defaults(settings),
+                defaults: Policy::from_settings(settings).defaults,
                 // The worker's, built the same way: registering a payment applies the events
                 // that waited for it.
-                policy: Arc::new(worker_policy(settings)),
+                policy: Arc::new(self.policy()),
                 body_limit: settings.http.body_limit_bytes,
                 schema,
             }));

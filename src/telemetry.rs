@@ -47,6 +47,7 @@ pub const PAYOUTS_LISTED: &str = "settle_payouts_listed_total";
 pub const PAYOUT_LISTING_FAILURES: &str = "settle_payout_listing_failures_total";
 pub const CONNECTION_SECRETS_REFRESH_FAILURES: &str =
     "settle_connection_secrets_refresh_failures_total";
+pub const CHARGE_SENDS: &str = "settle_charge_sends_total";
 
 /// Every metric with its HELP text.
 fn describe_metrics() {
@@ -117,6 +118,10 @@ fn describe_metrics() {
     describe_counter!(
         PAYOUT_LISTING_FAILURES,
         "Listings of a payout that failed (its provider's API down or refusing, no key for its account), by provider; tried again next interval."
+    );
+    describe_counter!(
+        CHARGE_SENDS,
+        "Sends of automatic charges to a provider, by provider and answer (created, succeeded, declined, needs_authentication, later, refused, no_source)."
     );
     describe_gauge!(
         CONNECTION_SECRETS_LOADED,

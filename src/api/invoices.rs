@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::charges::{ChargeView, NextChargeView};
 use super::error::{ApiError, unique_constraint};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::ledger::Money;
@@ -21,7 +22,7 @@ use crate::reconcile::ledger::RefundState;
 use crate::reconcile::money::{Currency, MinorUnits};
 use crate::repository::invoices::{self as repo, InvoiceRow, NewInvoice};
 use crate::repository::ledger::Of;
-use crate::repository::{customers, payments, settings};
+use crate::repository::{charges, customers, payments, settings};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -105,6 +106,9 @@ pub struct InvoiceDetail {
     pub payment_settings: EffectivePaymentSettings,
     /// The payouts that carried its money to the bank (`FAILED`: it did not arrive).
     pub payouts: Vec<InvoicePayoutView>,
+    /// Automatic charges made or scheduled (`docs/charging.md`), in order.
+    pub charges: Vec<ChargeView>,
+    pub next_charge: NextChargeView,
 }
 
 /// Register an invoice when it is issued.
@@ -137,8 +141,12 @@ pub async fn create(
             ));
         }
     }
+    // Registration is when an invoice is issued, and an issued invoice is ready to collect: its
+    // first automatic attempt is decided in the same transaction, so it is never lost between
+    // the two (the charger sends it).
+    let mut tx = state.db.begin().await?;
     let row = repo::insert(
-        &state.db,
+        &mut *tx,
         &NewInvoice {
             id: &request.id,
             account_id: account,
@@ -160,6 +168,18 @@ pub async fn create(
         Some(_) => ApiError::Conflict(format!("invoice `{}` already exists", request.id)),
         None => error.into(),
     })?;
+    let policy = &state.policy;
+    charges::decide(
+        &mut tx,
+        account,
+        &row.id,
+        state.defaults,
+        &policy.retry_schedule,
+        policy.clock.now(),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
     let id = row.id.clone();
     let detail = detail(&state, account, row).await?;
     tracing::info!(invoice = %id, caller = %caller.key_id, "invoice registered");
@@ -178,7 +198,13 @@ async fn detail(
             .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
     let money = Money::read(&state.db, account_id, Of::Invoice(&row.id)).await?;
     let payouts = crate::repository::payouts::of_invoice(&state.db, account_id, &row.id).await?;
+    let (charges, next_charge) =
+        super::charges::of_invoice(&state.db, &state.policy, account_id, &row.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
     Ok(InvoiceDetail {
+        charges,
+        next_charge,
         payouts: payouts.into_iter().map(InvoicePayoutView::from).collect(),
         invoice: row.into(),
         payments: payments.into_iter().map(Payment::from).collect(),

@@ -9,6 +9,7 @@
 //! the two can never decide differently.
 
 pub mod billing_schedules;
+pub mod charges;
 pub mod credentials;
 pub mod customers;
 pub mod error;

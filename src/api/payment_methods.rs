@@ -14,8 +14,8 @@ use crate::provider::Provider;
 use crate::reconcile::payment_methods::{
     MethodReference, MethodStatus, MethodType, validate_card_expiry,
 };
-use crate::repository::customers;
 use crate::repository::payment_methods::{self as repo, MethodWrite, PaymentMethodRow};
+use crate::repository::{charges, customers};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -221,6 +221,16 @@ pub async fn put(
             card_exp_year: request.card.map(|c| c.exp_year as i16),
             details: serde_json::json!({}),
         },
+    )
+    .await?;
+    let policy = &state.policy;
+    charges::decide_for_customer(
+        &mut tx,
+        account,
+        &customer_id,
+        state.defaults,
+        &policy.retry_schedule,
+        policy.clock.now(),
     )
     .await?;
     tx.commit().await?;

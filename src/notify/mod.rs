@@ -69,6 +69,8 @@ pub struct FailureNotice {
     pub will_retry: bool,
     /// Why a retry will or will not happen; `templates/retry.txt` says it in words.
     pub retry_outlook: RetryOutlook,
+    /// The day of the next automatic attempt ("10 December 2026", UTC), when one follows.
+    pub retry_on: Option<String>,
     pub payment_link: Option<String>,
     pub business_name: String,
     /// The customer mail's recipients, shown to the business.
@@ -128,6 +130,9 @@ impl FailureNotice {
             failure_message: failure.message.clone(),
             will_retry: notification.outlook.will_retry(),
             retry_outlook: notification.outlook,
+            retry_on: notification
+                .retry_at
+                .map(|at| at.format("%-d %B %Y").to_string()),
             payment_link: invoice.payment_link.clone(),
             business_name: business_name.to_owned(),
             customer_recipients: customer_recipients(customer).join(", "),
@@ -391,6 +396,7 @@ mod tests {
             reason: plain_reason(Some("insufficient_funds"), None),
             will_retry: true,
             retry_outlook: RetryOutlook::ProviderRetries,
+            retry_on: None,
             payment_link: None,
             business_name: "Acme Billing".into(),
             customer_recipients: "billing@acme.example".into(),
@@ -497,7 +503,7 @@ mod tests {
             ),
             (
                 R::RetryWithMethodOnFile,
-                "We will retry the payment automatically with the payment method on file.",
+                "We will try the payment again on 10 December 2026 with the payment method on file.",
             ),
             (
                 R::NoUsableMethod,
@@ -507,9 +513,27 @@ mod tests {
                 R::AutoChargeOff,
                 "Automatic collection is off for this invoice.",
             ),
+            (
+                R::NeedsAuthentication,
+                "Your bank asks you to confirm this payment yourself, so it cannot be taken automatically.",
+            ),
+            (R::AttemptsExhausted, "That was the last automatic attempt."),
+            (
+                R::ChargeRefused,
+                "GoCardless refused the automatic charge, so it will not be tried again automatically.",
+            ),
+            (
+                R::ChargingCancelled,
+                "Automatic collection was stopped for this invoice.",
+            ),
+            (
+                R::PaymentInFlight,
+                "Another payment of this invoice is under way.",
+            ),
         ];
         for (outlook, sentence) in said {
             let mut notice = notice();
+            notice.retry_on = Some("10 December 2026".into());
             notice.retry_outlook = outlook;
             notice.will_retry = outlook.will_retry();
             for recipient in [Recipient::Customer, Recipient::Business] {

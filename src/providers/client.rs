@@ -162,6 +162,35 @@ impl ApiClient {
         }
     }
 
+    /// `POST <base><path>` once, with `headers` and the body `body` sets: its status, asked wait
+    /// and body, whatever the status. Not retried here: a payment's create call is retried by the
+    /// charger, with its idempotency key and a backoff it stores (`charger`).
+    pub async fn post_once(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Posted, ProviderApiError> {
+        let url = format!("{}{path}", self.base);
+        let request = body(self.http.post(&url).headers(headers));
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ProviderApiError::Unreachable {
+                provider: self.provider,
+                attempts: 1,
+                source,
+            })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = self.read_bounded(response, 1).await?;
+        Ok(Posted {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
     /// The answer's body, read up to `MAX_RESPONSE_BYTES`.
     async fn read_bounded(
         &self,
@@ -193,6 +222,30 @@ impl ApiClient {
             provider: self.provider,
             detail: detail.to_string(),
         }
+    }
+}
+
+/// A create call's answer.
+#[derive(Debug)]
+pub struct Posted {
+    pub status: StatusCode,
+    /// `Retry-After`, capped.
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Posted {
+    /// A 429 or a 5xx: the provider did not act on the request, or cannot say; send it again.
+    pub fn is_retryable(&self) -> bool {
+        retryable(self.status)
+    }
+
+    /// The start of the body, for an error message.
+    pub fn excerpt(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(500)
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@
 //! Below its readers (ingress, the worker, backfill, payouts, the API and ops), above the core:
 //! a provider's interpreter turns its JSON into the core's `DomainEvent`s.
 
+pub mod charge;
 pub mod client;
 pub mod gocardless;
 pub mod rules;

@@ -6,6 +6,7 @@
 use secrecy::SecretString;
 use sqlx::PgPool;
 
+use super::charge::{ChargeAnswer, ChargeRequest};
 use super::client::{ApiClient, ProviderApiError, Window};
 use super::table::rules;
 use super::{gocardless, stripe};
@@ -45,12 +46,27 @@ pub enum Which {
     /// The default account's, when keys are configured, and every connection's of the provider
     /// that can be read (one without a key is left out, with a warning).
     All,
+    /// The account's own: the configured keys' for the default account, else its connection's.
+    Account(String),
 }
 
 impl Source {
     /// The client its requests go through.
     pub fn client(&self) -> &ApiClient {
         &self.client
+    }
+
+    /// Creates a payment for an automatic charge (`providers::charge`).
+    pub async fn charge(&self, request: &ChargeRequest<'_>) -> ChargeAnswer {
+        match &self.credentials {
+            Credentials::Stripe { api_key, account } => {
+                stripe::charge::create(&self.client, &stripe_credentials(api_key, account), request)
+                    .await
+            }
+            Credentials::GoCardless { access_token } => {
+                gocardless::charge::create(&self.client, access_token, request).await
+            }
+        }
     }
 
     /// The source's name in reports: `default` or the connection id.
@@ -223,6 +239,20 @@ pub async fn sources(
                 .filter(|connection| connection.provider == provider.stored_name())
                 .ok_or_else(|| {
                     anyhow::anyhow!("no {} connection `{id}`", provider.display_name())
+                })?;
+            Ok(vec![of(&connection)?])
+        }
+        Which::Account(account_id) if *account_id == settings.account.id => Ok(vec![default()?]),
+        Which::Account(account_id) => {
+            let connection = accounts::connections(db, Some(account_id))
+                .await?
+                .into_iter()
+                .find(|c| c.provider == provider.stored_name())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "account `{account_id}` has no {} connection",
+                        provider.display_name()
+                    )
                 })?;
             Ok(vec![of(&connection)?])
         }

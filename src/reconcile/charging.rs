@@ -11,7 +11,10 @@
 //! provider that retries by itself (GoCardless `will_attempt_retry`) is not doubled.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
+use super::plan::RetryOutlook;
 use crate::provider::PaymentProvider;
 
 /// The waits between automatic attempts: after the first failure, the first wait; and so on. An
@@ -70,8 +73,13 @@ pub enum LastAttempt {
     NeedsAuthentication,
     /// The provider said it will retry by itself (GoCardless `will_attempt_retry`).
     ProviderRetries,
-    /// Sent, and not answered yet: its webhook decides.
+    /// Sent, and not answered yet (or answered a success its webhook has not applied): its
+    /// webhook decides.
     InFlight,
+    /// The provider refused the request itself (a 400): sending it again would be refused again.
+    Refused,
+    /// An operator stopped the invoice's automatic charging (`settle charges cancel`).
+    Cancelled,
 }
 
 /// What the decision reads about one invoice.
@@ -109,6 +117,28 @@ pub enum NoAttempt {
     InFlight,
     /// Every attempt of the schedule was made.
     ScheduleExhausted,
+    /// The provider refused the last request itself.
+    Refused,
+    /// An operator cancelled the invoice's automatic charging.
+    Cancelled,
+}
+
+impl NoAttempt {
+    /// Its name in stored reasons, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NothingOwed => "nothing_owed",
+            Self::AutoChargeOff => "auto_charge_off",
+            Self::NoProvider => "no_provider",
+            Self::NoUsableMethod => "no_usable_method",
+            Self::NeedsAuthentication => "needs_authentication",
+            Self::ProviderRetries => "provider_retries",
+            Self::InFlight => "in_flight",
+            Self::ScheduleExhausted => "schedule_exhausted",
+            Self::Refused => "refused",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The next automatic attempt of an invoice.
@@ -151,9 +181,13 @@ pub fn next_attempt(
         Some(LastAttempt::InFlight) => return Stop(NoAttempt::InFlight),
         Some(LastAttempt::NeedsAuthentication) => return Stop(NoAttempt::NeedsAuthentication),
         Some(LastAttempt::ProviderRetries) => return Stop(NoAttempt::ProviderRetries),
+        Some(LastAttempt::Refused) => return Stop(NoAttempt::Refused),
+        Some(LastAttempt::Cancelled) => return Stop(NoAttempt::Cancelled),
         Some(LastAttempt::Failed { at }) => at,
     };
-    let Some(wait) = schedule.wait_after(facts.attempts) else {
+    // A payment the billing system made that failed (no automatic attempt yet) waits the first
+    // wait, as the first automatic attempt's failure would.
+    let Some(wait) = schedule.wait_after(facts.attempts.max(1)) else {
         return Stop(NoAttempt::ScheduleExhausted);
     };
     // A method put on file after the failure is a new chance: tried now, not after the wait.
@@ -169,10 +203,102 @@ pub fn next_attempt(
     }
 }
 
+/// What the mail about a failed payment says of the next attempt, and its time when one follows.
+pub fn outlook(next: NextAttempt, now: DateTime<Utc>) -> (RetryOutlook, Option<DateTime<Utc>>) {
+    match next {
+        NextAttempt::Now { .. } => (RetryOutlook::RetryWithMethodOnFile, Some(now)),
+        NextAttempt::At { at, .. } => (RetryOutlook::RetryWithMethodOnFile, Some(at)),
+        NextAttempt::None(why) => (
+            match why {
+                NoAttempt::NothingOwed | NoAttempt::InFlight => RetryOutlook::PaymentInFlight,
+                NoAttempt::AutoChargeOff | NoAttempt::NoProvider => RetryOutlook::AutoChargeOff,
+                NoAttempt::NoUsableMethod => RetryOutlook::NoUsableMethod,
+                NoAttempt::NeedsAuthentication => RetryOutlook::NeedsAuthentication,
+                NoAttempt::ProviderRetries => RetryOutlook::ProviderRetries,
+                NoAttempt::ScheduleExhausted => RetryOutlook::AttemptsExhausted,
+                NoAttempt::Refused => RetryOutlook::ChargeRefused,
+                NoAttempt::Cancelled => RetryOutlook::ChargingCancelled,
+            },
+            None,
+        ),
+    }
+}
+
+/// Where one automatic attempt is (`charges.state`; the migration says what each means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChargeState {
+    Scheduled,
+    Sending,
+    Sent,
+    Succeeded,
+    Failed,
+    NeedsAuthentication,
+    ProviderRetries,
+    Refused,
+    Skipped,
+    Cancelled,
+}
+
+impl ChargeState {
+    /// Sent (or being sent): counts against the schedule.
+    pub fn is_attempt(self) -> bool {
+        !matches!(self, Self::Scheduled | Self::Skipped | Self::Cancelled)
+    }
+
+    /// Decided and not sent yet, or being sent: the invoice's one open attempt.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Scheduled | Self::Sending)
+    }
+}
+
+/// An invoice's attempts so far, as the schedule reads them: how many were made, and how the
+/// last one (or an operator's cancellation) ended. `rows`: (state, when it ended), in number
+/// order.
+pub fn history(
+    rows: impl IntoIterator<Item = (ChargeState, Option<DateTime<Utc>>)>,
+) -> (u32, Option<LastAttempt>) {
+    let mut attempts = 0u32;
+    let mut last = None;
+    for (state, ended_at) in rows {
+        if state.is_attempt() {
+            attempts = attempts.saturating_add(1);
+        }
+        last = match state {
+            ChargeState::Scheduled | ChargeState::Skipped => last,
+            // A success stays in flight until its webhook moves the invoice's figures: the
+            // figures, not the attempt, say nothing is owed.
+            ChargeState::Sending | ChargeState::Sent | ChargeState::Succeeded => {
+                Some(LastAttempt::InFlight)
+            }
+            ChargeState::Failed => Some(LastAttempt::Failed {
+                at: ended_at.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            }),
+            ChargeState::NeedsAuthentication => Some(LastAttempt::NeedsAuthentication),
+            ChargeState::ProviderRetries => Some(LastAttempt::ProviderRetries),
+            ChargeState::Refused => Some(LastAttempt::Refused),
+            ChargeState::Cancelled => Some(LastAttempt::Cancelled),
+        };
+    }
+    (attempts, last)
+}
+
 /// The idempotency key of automatic attempt `number` of an invoice: the same for every send of
-/// that attempt (a crash, a redelivery, two workers), so the provider creates one payment.
+/// that attempt (a crash, a redelivery, two workers), so the provider creates one payment. A
+/// digest of the three, so that it fits the providers' bounds (Stripe's keys, 255 characters;
+/// GoCardless's metadata values, which carry it back in webhooks) whatever the ids' lengths.
 pub fn idempotency_key(account_id: &str, invoice_id: &str, number: u32) -> String {
-    format!("settle-charge/{account_id}/{invoice_id}/{number}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(account_id)
+        .chain_update([0])
+        .chain_update(invoice_id)
+        .chain_update([0])
+        .chain_update(number.to_be_bytes())
+        .finalize();
+    format!("settle-charge-{}", hex::encode(&digest[..16]))
 }
 
 #[cfg(test)]
@@ -299,6 +425,8 @@ mod tests {
             ),
             (LastAttempt::ProviderRetries, NoAttempt::ProviderRetries),
             (LastAttempt::InFlight, NoAttempt::InFlight),
+            (LastAttempt::Refused, NoAttempt::Refused),
+            (LastAttempt::Cancelled, NoAttempt::Cancelled),
         ] {
             let state = ChargeFacts {
                 attempts: 1,
@@ -310,6 +438,20 @@ mod tests {
                 NextAttempt::None(why)
             );
         }
+        // A payment the billing system made failed: the first automatic attempt waits the first
+        // wait.
+        let theirs = ChargeFacts {
+            attempts: 0,
+            last: Some(LastAttempt::Failed { at: at(0) }),
+            ..facts()
+        };
+        assert_eq!(
+            next_attempt(&theirs, &schedule, at(DAY)),
+            NextAttempt::At {
+                number: 1,
+                at: at(3 * DAY)
+            }
+        );
         // Turning auto-charge off stops the attempts not yet made.
         let off = ChargeFacts {
             auto_charge: false,
@@ -318,6 +460,50 @@ mod tests {
         assert_eq!(
             next_attempt(&off, &schedule, at(DAY)),
             NextAttempt::None(NoAttempt::AutoChargeOff)
+        );
+    }
+
+    #[test]
+    fn the_history_counts_attempts_made_and_reads_the_last_ending() {
+        use ChargeState as C;
+        let failed = Some(at(0));
+        assert_eq!(history([]), (0, None));
+        assert_eq!(
+            history([(C::Failed, failed), (C::Scheduled, None)]),
+            (1, Some(LastAttempt::Failed { at: at(0) }))
+        );
+        // Skipped is no attempt and leaves the last ending as it was.
+        assert_eq!(
+            history([(C::Failed, failed), (C::Skipped, None)]),
+            (1, Some(LastAttempt::Failed { at: at(0) }))
+        );
+        assert_eq!(
+            history([(C::Failed, failed), (C::Succeeded, Some(at(DAY)))]),
+            (2, Some(LastAttempt::InFlight))
+        );
+        assert_eq!(
+            history([(C::Failed, failed), (C::Cancelled, None)]),
+            (1, Some(LastAttempt::Cancelled))
+        );
+    }
+
+    #[test]
+    fn the_mail_names_the_next_attempt_or_why_none_follows() {
+        let next = NextAttempt::At {
+            number: 2,
+            at: at(3 * DAY),
+        };
+        assert_eq!(
+            outlook(next, at(0)),
+            (RetryOutlook::RetryWithMethodOnFile, Some(at(3 * DAY)))
+        );
+        assert_eq!(
+            outlook(NextAttempt::None(NoAttempt::ScheduleExhausted), at(0)),
+            (RetryOutlook::AttemptsExhausted, None)
+        );
+        assert_eq!(
+            outlook(NextAttempt::None(NoAttempt::NeedsAuthentication), at(0)).0,
+            RetryOutlook::NeedsAuthentication
         );
     }
 
@@ -333,9 +519,16 @@ mod tests {
             RetrySchedule::of_days(&[3, 5, 7]).unwrap(),
             RetrySchedule::default()
         );
-        assert_eq!(
-            idempotency_key("acc_1", "inv_1", 2),
-            "settle-charge/acc_1/inv_1/2"
+        let key = idempotency_key("acc_1", "inv_1", 2);
+        assert_eq!(key, idempotency_key("acc_1", "inv_1", 2));
+        assert!(
+            key.starts_with("settle-charge-") && key.len() == 46,
+            "{key}"
+        );
+        // The separators keep `a`+`b/c` and `a/b`+`c` apart.
+        assert_ne!(
+            idempotency_key("acc_1", "inv_12", 2),
+            idempotency_key("acc_1i", "nv_12", 2)
         );
         assert_ne!(
             idempotency_key("acc_1", "inv_1", 1),

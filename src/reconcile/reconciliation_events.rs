@@ -46,6 +46,8 @@ pub enum ReconciliationEvent {
     PayoutReconciled(PayoutData),
     PayoutPartiallyMatched(PayoutData),
     PayoutFailed(PayoutData),
+    ChargeRequested(ChargeData),
+    ChargeRetryScheduled(ChargeData),
 }
 
 impl ReconciliationEvent {
@@ -71,6 +73,8 @@ impl ReconciliationEvent {
             Self::PayoutReconciled(_) => "payout.reconciled",
             Self::PayoutPartiallyMatched(_) => "payout.partially_matched",
             Self::PayoutFailed(_) => "payout.failed",
+            Self::ChargeRequested(_) => "charge.requested",
+            Self::ChargeRetryScheduled(_) => "charge.retry_scheduled",
         }
     }
 
@@ -171,6 +175,25 @@ pub struct InvoiceData {
     pub provider: Provider,
     pub effective_payment_provider: PaymentProvider,
     pub provider_mismatch: bool,
+}
+
+/// `charge.requested` (settle sent an automatic attempt to the provider) and
+/// `charge.retry_scheduled` (after a failure, the next attempt is due at `dueAt`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeData {
+    pub invoice_id: String,
+    /// The invoice's attempt number (1 for the first).
+    pub attempt: i32,
+    pub provider: Provider,
+    /// What the attempt asks for (`charge.requested`); a scheduled attempt's amount is what the
+    /// invoice owes when it is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    pub currency: Currency,
+    pub due_at: DateTime<Utc>,
+    /// The provider's `Idempotency-Key`, also in the payment's metadata (`settle_charge`).
+    pub idempotency_key: String,
 }
 
 /// `payment.refunded`, `payment.refund_failed`.
@@ -325,6 +348,24 @@ impl<'a> Message<'a> {
             format!("{account_id}/{provider_payout_id}")
         };
         Self::new(event, provider, &cause, occurred_at, account_id)
+    }
+
+    /// The message about attempt `data.attempt` of an invoice of `account_id`: one per attempt
+    /// requested, and one per time an attempt is scheduled for (a new method on file brings one
+    /// forward: a message of its own).
+    pub fn of_charge(
+        event: &'a ReconciliationEvent,
+        data: &ChargeData,
+        occurred_at: DateTime<Utc>,
+        account_id: &'a str,
+    ) -> Self {
+        let cause = format!(
+            "{account_id}/{}/charge/{}/{}",
+            data.invoice_id,
+            data.attempt,
+            data.due_at.timestamp()
+        );
+        Self::new(event, data.provider, &cause, occurred_at, account_id)
     }
 }
 

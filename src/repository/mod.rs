@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod backfill;
+pub mod charges;
 pub mod customers;
 pub mod dead_letters;
 pub mod inbox;
@@ -166,6 +167,7 @@ text_column!(
     crate::reconcile::payment_methods::MethodStatus,
     crate::reconcile::money::Currency,
     crate::reconcile::payout::PayoutStatus,
+    crate::reconcile::charging::ChargeState,
 );
 
 #[cfg(test)]

@@ -104,12 +104,15 @@ pub async fn upsert(
 ) -> sqlx::Result<PaymentMethodRow> {
     sqlx::query_as(&format!(
         "INSERT INTO payment_methods (id, account_id, customer_id, provider, type, reference_id,
-             status, on_file, billing_details, card_exp_month, card_exp_year, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             status, on_file, billing_details, card_exp_month, card_exp_year, details,
+             on_file_since)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $8 THEN now() END)
          ON CONFLICT (account_id, customer_id, provider, reference_id) DO UPDATE SET
              type = EXCLUDED.type,
              status = EXCLUDED.status,
              on_file = payment_methods.on_file OR EXCLUDED.on_file,
+             on_file_since = CASE WHEN EXCLUDED.on_file AND NOT payment_methods.on_file
+                 THEN now() ELSE payment_methods.on_file_since END,
              billing_details = COALESCE(EXCLUDED.billing_details, payment_methods.billing_details),
              card_exp_month = COALESCE(EXCLUDED.card_exp_month, payment_methods.card_exp_month),
              card_exp_year = COALESCE(EXCLUDED.card_exp_year, payment_methods.card_exp_year),

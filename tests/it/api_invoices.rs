@@ -170,6 +170,9 @@ async fn an_invoice_is_registered_open_with_no_payments_and_effective_settings()
             "disputes": [],
             "paymentSettings": account_defaults(),
             "payouts": [],
+            // Auto-charge is off by the account's defaults: nothing was, or will be, charged.
+            "charges": [],
+            "nextCharge": {"attempt": null, "dueAt": null, "noneBecause": "auto_charge_off"},
         })
     );
     let (status, read) = app.api_get("/invoices/inv1").await;
@@ -425,7 +428,9 @@ async fn listing_pages_through_one_customers_invoices_in_id_order() {
                 "refunds",
                 "disputes",
                 "paymentSettings",
-                "payouts"
+                "payouts",
+                "charges",
+                "nextCharge"
             ]
         )
     );

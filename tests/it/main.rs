@@ -18,6 +18,8 @@ mod backfill;
 mod broker_hygiene;
 mod broker_outage;
 mod broker_roles;
+mod charging;
+mod charging_gocardless;
 mod delivery_limit;
 mod health;
 mod hostile_data;

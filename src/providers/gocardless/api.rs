@@ -31,7 +31,7 @@ struct Cursors {
     after: Option<String>,
 }
 
-fn headers(access_token: &SecretString) -> Result<HeaderMap, ProviderApiError> {
+pub(super) fn headers(access_token: &SecretString) -> Result<HeaderMap, ProviderApiError> {
     let mut headers = HeaderMap::new();
     headers.insert(AUTHORIZATION, bearer(access_token)?);
     headers.insert(VERSION_HEADER, VERSION);

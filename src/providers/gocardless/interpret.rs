@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::providers::charge::METADATA_CHARGE;
 use crate::reconcile::events::{
     DomainEvent, EventError, Failure, MethodEvent, PaymentEvent, PayoutEvent, PayoutStage,
     RefundEvent, RefundObservation, integer, text,
@@ -72,6 +73,8 @@ pub(super) fn interpret(
                 attempt_id: None,
                 provider_will_retry,
                 hold_expires_at: None,
+                charge_key: text(event, &format!("/resource_metadata/{METADATA_CHARGE}"))
+                    .or_else(|| text(event, &format!("/metadata/{METADATA_CHARGE}"))),
             }))
         }
         "payouts" => match action.as_str() {

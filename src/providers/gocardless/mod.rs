@@ -2,6 +2,7 @@
 //! (`payout`) and its API (`api`), behind settle's `Rules` for a provider.
 
 pub mod api;
+pub mod charge;
 pub mod interpret;
 pub mod payout;
 pub mod wire;

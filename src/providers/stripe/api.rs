@@ -30,7 +30,7 @@ pub struct Credentials<'a> {
     pub account: Option<&'a str>,
 }
 
-fn headers(
+pub(super) fn headers(
     client: &ApiClient,
     credentials: &Credentials<'_>,
 ) -> Result<HeaderMap, ProviderApiError> {

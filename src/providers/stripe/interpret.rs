@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::provider::Provider;
+use crate::providers::charge::METADATA_CHARGE;
 use crate::reconcile::dispute::DisputeStatus;
 use crate::reconcile::events::{
     DisputeEvent, DisputeFunds, DomainEvent, EventError, Failure, InvoiceLink, MethodEvent,
@@ -159,6 +160,7 @@ pub(super) fn interpret(event: &Value) -> Result<DomainEvent, EventError> {
             .then(|| integer(object, "/payment_method_details/card/capture_before"))
             .flatten()
             .and_then(|t| DateTime::from_timestamp(t, 0)),
+        charge_key: text(object, &format!("/metadata/{METADATA_CHARGE}")),
     }))
 }
 

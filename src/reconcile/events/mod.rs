@@ -61,6 +61,9 @@ pub struct PaymentEvent {
     /// When an authorisation's hold lapses if not captured (Stripe's charge
     /// `payment_method_details.card.capture_before`).
     pub hold_expires_at: Option<DateTime<Utc>>,
+    /// The automatic attempt that created the payment: its idempotency key, which settle put in
+    /// the payment's metadata (`settle_charge`).
+    pub charge_key: Option<String>,
 }
 
 /// The provider's invoice `provider_invoice_id` is settle's invoice `invoice_ref`.

@@ -255,6 +255,8 @@ pub fn plan(
                 state.settings.auto_charge.value,
                 state.usable_method_on_file,
             ),
+            // The worker's charging step dates the next attempt (`charging::outlook`).
+            retry_at: None,
         });
 
     let effects = Effects {

@@ -154,6 +154,8 @@ pub struct FailureNotification {
     pub provider_payment_id: String,
     pub failure: Failure,
     pub outlook: RetryOutlook,
+    /// When the next automatic attempt is due, when one follows (`charging::outlook`).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// A dispute to tell the business about, once per dispute and kind.
@@ -191,11 +193,22 @@ pub enum RetryOutlook {
     ProviderRetries,
     /// The provider said it will not (or the payment was cancelled).
     ProviderWillNotRetry,
-    /// Auto-charge is on and the customer has a usable method on file.
+    /// Auto-charge is on and the customer has a usable method on file: settle charges it again
+    /// (at `FailureNotification::retry_at`).
     RetryWithMethodOnFile,
     /// Auto-charge is on, but there is nothing to charge.
     NoUsableMethod,
     AutoChargeOff,
+    /// The card needs its holder to authenticate: no automatic attempt can pass.
+    NeedsAuthentication,
+    /// Every automatic attempt of the schedule was made.
+    AttemptsExhausted,
+    /// The provider refused settle's charge request itself.
+    ChargeRefused,
+    /// An operator stopped the invoice's automatic charging.
+    ChargingCancelled,
+    /// Another payment of the invoice is under way.
+    PaymentInFlight,
 }
 
 impl RetryOutlook {

@@ -115,6 +115,7 @@ fn event(signal: S, seconds: i64) -> PaymentEvent {
         attempt_id: None,
         provider_will_retry: None,
         hold_expires_at: None,
+        charge_key: None,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::reconcile::payment_methods::MethodStatus;
 use crate::reconcile::reconciliation_events::{PaymentMethodData, ReconciliationEvent};
 use crate::repository::inbox::InboxEntry;
 use crate::repository::payment_methods::{self as methods, MethodWrite, PaymentMethodRow};
-use crate::repository::{customers, outbox};
+use crate::repository::{charges, customers, outbox};
 
 pub(super) async fn apply(
     tx: &mut PgConnection,
@@ -156,6 +156,17 @@ pub(super) async fn apply(
         return Ok(Outcome::Ignored("payment method is not ours"));
     };
     methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
+    if row.on_file && row.status == MethodStatus::Active {
+        charges::decide_for_customer(
+            tx,
+            account,
+            &row.customer_id,
+            policy.defaults,
+            &policy.retry_schedule,
+            policy.clock.now(),
+        )
+        .await?;
+    }
     announce(tx, policy, entry, &row, occurred_at).await?;
     Ok(Outcome::Applied)
 }

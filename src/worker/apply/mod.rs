@@ -47,6 +47,7 @@
 //! the registering transaction (`apply_waiting`); an inbox row is claimed by whoever applies it
 //! first (`repository::inbox`).
 
+mod charge;
 mod method;
 mod payment;
 mod payout;

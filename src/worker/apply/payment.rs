@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::charge;
 use super::policy::{ApplyError, Policy, outbox_rows};
 use crate::provider::Provider;
 use crate::reconcile::events::{DisputeEvent, PaymentEvent, RefundEvent};
@@ -334,7 +335,19 @@ pub(super) async fn apply_run(
         )));
     }
     for (item, a) in applied_items.iter().zip(&applied) {
-        if let Some(notification) = &a.effects.notification {
+        let mut notification = a.effects.notification.clone();
+        if let MoneyEvent::Payment(event) = item.event {
+            charge::after_payment(
+                tx,
+                policy,
+                a.invoice,
+                event,
+                a.effects,
+                notification.as_mut(),
+            )
+            .await?;
+        }
+        if let Some(notification) = &notification {
             notify_failure(tx, policy, &item.entry, a.invoice, notification).await?;
         }
         for notice in &a.effects.dispute_notices {

@@ -7,7 +7,10 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::provider::{GoCardlessCollectedAt, Provider};
+use crate::reconcile::charging::RetrySchedule;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
 use crate::reconcile::settings::AccountDefaults;
 use crate::repository::outbox::OutboxRow;
@@ -30,9 +33,46 @@ pub struct Policy {
     pub business_email: Option<String>,
     /// The business's name as its customers know it, for the mails.
     pub business_name: String,
+    /// Automatic charging's waits for accounts without their own (`[charging] retry_days`).
+    pub retry_schedule: RetrySchedule,
+    /// The time charging decides by (a test moves it forward).
+    pub clock: Clock,
 }
 
 impl Policy {
+    /// The policy of the configured (default) account, from the settings: its id, its defaults
+    /// for payment settings (`[account]`) and the operator's choices. The worker, the API (a
+    /// registration applies the events waiting for it, and decides an invoice's first automatic
+    /// attempt) and the operator commands all take it from here.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            account_id: settings.account.id.clone(),
+            defaults: AccountDefaults {
+                payment_provider: settings.account.default_payment_provider,
+                auto_charge: settings.account.default_auto_charge,
+            },
+            own_provider_accounts: [
+                (Provider::Stripe, &settings.account.stripe_account_id),
+                (
+                    Provider::GoCardless,
+                    &settings.account.gocardless_organisation_id,
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, id)| !id.is_empty())
+            .map(|(provider, id)| (provider, id.clone()))
+            .collect(),
+            gocardless_collected_at: settings.worker.gocardless_collected_at,
+            business_email: Some(settings.notifications.business_email.clone())
+                .filter(|email| !email.is_empty()),
+            business_name: settings.notifications.business_name.clone(),
+            // Validated when the settings were loaded.
+            retry_schedule: RetrySchedule::of_days(&settings.charging.retry_days)
+                .unwrap_or_default(),
+            clock: Clock::system(),
+        }
+    }
+
     /// The policy for an event routed to another account: that account's id, name and business
     /// address (never the default account's: its mail must not reach another business); the
     /// operator's choices unchanged.

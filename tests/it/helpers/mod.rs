@@ -99,6 +99,8 @@ pub struct AppOptions {
     /// The queue prefix of another app's deployment, to be its `serve` or `worker` (default: a
     /// new one).
     pub prefix: Option<String>,
+    /// The clock automatic charging decides by (default: the system's).
+    pub clock: settle::clock::Clock,
 }
 
 impl Default for AppOptions {
@@ -111,6 +113,7 @@ impl Default for AppOptions {
             tweak: Box::new(|_| {}),
             smtp_url: None,
             prefix: None,
+            clock: settle::clock::Clock::system(),
         }
     }
 }
@@ -224,7 +227,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let shutdown = CancellationToken::new();
     let app = Application::build(settings.clone(), options.role, shutdown.clone())
         .await
-        .expect("application builds");
+        .expect("application builds")
+        .with_clock(options.clock);
     let addr = app.local_addr().expect("a bound listener has an address");
     let admin_addr = app.admin_addr().expect("a bound listener has an address");
     let running = tokio::spawn(app.run());

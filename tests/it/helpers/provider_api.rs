@@ -45,6 +45,12 @@ struct Events {
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
+    /// GoCardless payments created (`POST /payments`), by the idempotency key that created each.
+    payments: Vec<(String, Value)>,
+    /// Every idempotency key a create call carried, repeats included, in order.
+    payment_keys: Vec<String>,
+    /// How long a create call's answer takes after the payment is created.
+    answer_delay: std::time::Duration,
     /// How long each answer takes, and the most requests ever in flight at once.
     delay: std::time::Duration,
     in_flight: usize,
@@ -81,6 +87,7 @@ impl ProviderApi {
             .route("/v1/payouts", get(stripe_payouts))
             .route("/payouts", get(gocardless_payouts))
             .route("/payouts/{id}", get(gocardless_payout))
+            .route("/payments", axum::routing::post(gocardless_create_payment))
             .layer(axum::middleware::from_fn_with_state(
                 events.clone(),
                 in_flight,
@@ -173,6 +180,22 @@ impl ProviderApi {
     /// Every answer takes `delay` from now on.
     pub fn slow_down(&self, delay: std::time::Duration) {
         self.events.lock().unwrap().delay = delay;
+    }
+
+    /// The GoCardless payments created, in order.
+    pub fn gocardless_payments(&self) -> Vec<Value> {
+        let events = self.events.lock().unwrap();
+        events.payments.iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Every idempotency key a create call carried, repeats included.
+    pub fn payment_keys(&self) -> Vec<String> {
+        self.events.lock().unwrap().payment_keys.clone()
+    }
+
+    /// Create calls answer `delay` after the payment is created (a process can die meanwhile).
+    pub fn answer_late(&self, delay: std::time::Duration) {
+        self.events.lock().unwrap().answer_delay = delay;
     }
 
     /// The most requests that were ever in flight at once.
@@ -535,4 +558,106 @@ async fn gocardless_payout(
         )
             .into_response(),
     }
+}
+
+/// `POST /payments`: a payment against a mandate, in GoCardless's documented shapes (API version
+/// 2015-07-06): 201 with the payment; a repeated `Idempotency-Key`, 409
+/// `idempotent_creation_conflict` naming the payment the key created; 422 `validation_failed` for
+/// a body that is not a payment.
+async fn gocardless_create_payment(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (answer, delay) = {
+        let mut events = events.lock().unwrap();
+        let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        events.payment_keys.push(key.unwrap_or_default().to_owned());
+        if let Err(refused) = admit(&mut events, "/payments", &None, &headers, GOCARDLESS_TOKEN) {
+            return *refused;
+        }
+        (
+            create_payment(&mut events, &headers, &body),
+            events.answer_delay,
+        )
+    };
+    tokio::time::sleep(delay).await; // the configured latency of the answer, not synchronisation
+    answer
+}
+
+fn create_payment(events: &mut Events, headers: &HeaderMap, body: &[u8]) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let error = |status: StatusCode, kind: &str, reason: &str, message: &str, links: Value| {
+        let body = json!({"error": {"message": message, "type": kind, "code": status.as_u16(),
+            "documentation_url": format!("https://developer.gocardless.com/api-reference#{reason}"),
+            "request_id": "RQ_STANDIN",
+            "errors": [{"reason": reason, "message": message, "links": links}]}});
+        (status, axum::Json(body)).into_response()
+    };
+    if header("gocardless-version").as_deref() != Some("2015-07-06") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_api_usage",
+            "missing_version_header",
+            "GoCardless-Version header is required",
+            json!({}),
+        );
+    }
+    let key = header("idempotency-key").unwrap_or_default();
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let payment = &request["payments"];
+    let valid = payment["amount"].as_i64().is_some_and(|a| a > 0)
+        && payment["currency"].as_str().is_some_and(|c| c.len() == 3)
+        && payment["links"]["mandate"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("MD"));
+    if !valid {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "validation_failed",
+            "Validation failed",
+            json!({}),
+        );
+    }
+    if let Some((_, existing)) = events
+        .payments
+        .iter()
+        .find(|(k, _)| !key.is_empty() && *k == key)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            "idempotent_creation_conflict",
+            "A resource has already been created with this idempotency key",
+            json!({"conflicting_resource_id": existing["id"]}),
+        );
+    }
+    let created = json!({
+        "id": format!("PM{:012}", events.payments.len() + 1),
+        "created_at": "2026-12-07T10:00:00.000Z",
+        "charge_date": "2026-12-10",
+        "amount": payment["amount"],
+        "description": payment["description"],
+        "currency": payment["currency"],
+        "status": "pending_submission",
+        "amount_refunded": 0,
+        "reference": null,
+        "metadata": payment["metadata"],
+        "retry_if_possible": false,
+        "fx": {"fx_currency": payment["currency"], "fx_amount": null, "exchange_rate": null,
+            "estimated_exchange_rate": null},
+        "links": {"mandate": payment["links"]["mandate"], "creditor": "CR000STANDIN"},
+    });
+    events.payments.push((key, created.clone()));
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"payments": created})),
+    )
+        .into_response()
 }
