@@ -66,7 +66,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChargingSettings {
     /// Waits between automatic attempts, in whole days, for accounts without a schedule of their
-    /// own (`accounts.charge_retry_days`).
+    /// own (`settle accounts retries`).
     pub retry_days: Vec<u16>,
     /// How often the charger looks for attempts that came due.
     pub poll_ms: u64,

@@ -45,6 +45,47 @@ pub enum AccountsCommand {
     },
     /// Show an account and its connections (exit 3 when it does not exist).
     Show(Shown),
+    /// Set the account's waits between automatic charge attempts, in days (`3,5,7`), or
+    /// `default` for `charging.retry_days` (exit 3 when the account does not exist).
+    Retries {
+        id: String,
+        #[arg(value_parser = parse_retry_days)]
+        days: RetryDays,
+    },
+}
+
+/// An account's retry waits: its own, or the configured ones.
+#[derive(Debug, Clone)]
+pub enum RetryDays {
+    Own(Vec<u16>),
+    Default,
+}
+
+/// The longest wait between two attempts: past it, a retry is no longer about this invoice.
+const MAX_RETRY_WAIT_DAYS: u16 = 90;
+
+fn parse_retry_days(text: &str) -> Result<RetryDays, String> {
+    if text == "default" {
+        return Ok(RetryDays::Default);
+    }
+    let days = text
+        .split(',')
+        .map(|day| {
+            day.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|d| (1..=MAX_RETRY_WAIT_DAYS).contains(d))
+                .ok_or_else(|| format!("`{day}` is not a wait of 1 to {MAX_RETRY_WAIT_DAYS} days"))
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    if days.len() > crate::config::MAX_RETRY_WAITS {
+        return Err(format!(
+            "{} waits: at most {}",
+            days.len(),
+            crate::config::MAX_RETRY_WAITS
+        ));
+    }
+    Ok(RetryDays::Own(days))
 }
 
 /// `show <id> [--output table|json]`.
@@ -132,6 +173,21 @@ pub async fn run_accounts(command: AccountsCommand, db: &PgPool) -> anyhow::Resu
         } => create_account(db, &id, name.as_deref(), business_email.as_deref(), output).await,
         AccountsCommand::List { output } => list_accounts(db, output).await,
         AccountsCommand::Show(Shown { id, output }) => show_account(db, &id, output).await,
+        AccountsCommand::Retries { id, days } => {
+            let stored = match &days {
+                RetryDays::Own(days) => Some(days.iter().map(|d| *d as i16).collect::<Vec<_>>()),
+                RetryDays::Default => None,
+            };
+            if !store::set_charge_retry_days(db, &id, stored.as_deref()).await? {
+                eprintln!("no account `{id}`");
+                return Ok(EXIT_NOTHING_MATCHED);
+            }
+            match days {
+                RetryDays::Own(days) => eprintln!("account `{id}` retries after {days:?} days"),
+                RetryDays::Default => eprintln!("account `{id}` retries on charging.retry_days"),
+            }
+            Ok(EXIT_OK)
+        }
     }
 }
 

@@ -258,3 +258,19 @@ pub async fn webhook_secrets(
         .map(|row| (row.id, row.provider, row.webhook_secrets))
         .collect())
 }
+
+/// Sets the account's waits between automatic charge attempts (`None`: the configured ones);
+/// whether the account exists.
+pub async fn set_charge_retry_days(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    days: Option<&[i16]>,
+) -> sqlx::Result<bool> {
+    let updated = sqlx::query("UPDATE accounts SET charge_retry_days = $2 WHERE id = $1")
+        .bind(id)
+        .bind(days)
+        .execute(db)
+        .await?
+        .rows_affected();
+    Ok(updated == 1)
+}

@@ -334,6 +334,21 @@ pub async fn end(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if changed == 0 && provider_payment_id.is_some() {
+        // Ended already (by the charger's answer, or the webhook): the payment's id is still news
+        // when the provider's answer did not name it.
+        sqlx::query(
+            "UPDATE charges SET provider_payment_id = $4, updated_at = now()
+             WHERE account_id = $1 AND invoice_id = $2 AND number = $3
+               AND provider_payment_id IS NULL",
+        )
+        .bind(&charge.account_id)
+        .bind(&charge.invoice_id)
+        .bind(charge.number)
+        .bind(provider_payment_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(changed == 1)
 }
 

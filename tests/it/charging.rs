@@ -329,3 +329,51 @@ async fn nothing_is_charged_when_any_level_turns_auto_charge_off_or_no_method_is
     assert_eq!(localstripe.payment_intents_of("inv_off").await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_card_that_needs_its_holder_is_not_retried_off_session_and_the_mail_says_so() {
+    let localstripe = Localstripe::start().await;
+    let sink = SmtpSink::start().await;
+    let clock = Clock::adjustable();
+    let app = app(&localstripe, &clock, &sink).await;
+    // Stripe's test card that always asks its holder to authenticate.
+    let card = localstripe.customer_with_card("4000002760003184").await;
+    customer_on_auto_charge(&app, "cust_3ds", &card).await;
+    app.create_invoice("inv_3ds", "cust_3ds", None, "GBP", 7_000)
+        .await;
+    wait_attempts(&app, "inv_3ds", &["NEEDS_AUTHENTICATION"]).await;
+    let intents = localstripe.payment_intents_of("inv_3ds").await;
+    assert_eq!(statuses(&intents), ["requires_action"]);
+    let invoice = app.invoice("inv_3ds").await;
+    assert_eq!(invoice["nextCharge"]["noneBecause"], "needs_authentication");
+
+    // Stripe reports such an off-session attempt as failed with `authentication_required`: the
+    // mail tells the customer to act, and no attempt follows.
+    let intent = &intents[0];
+    let failed = crate::helpers::StripeEvent::new("payment_intent.payment_failed", "evt_3ds")
+        .created(chrono::Utc::now().timestamp())
+        .object(|object| {
+            object["id"] = intent["id"].clone();
+            object["amount"] = 7_000.into();
+            object["currency"] = "gbp".into();
+            object["status"] = "requires_payment_method".into();
+            object["metadata"] = intent["metadata"].clone();
+            object["last_payment_error"] = json!({
+                "type": "card_error", "code": "authentication_required",
+                "message": "Your card was declined. This transaction requires authentication.",
+                "decline_code": "authentication_required"});
+        });
+    app.deliver_stripe(&failed.to_bytes()).await;
+    let mails = sink.wait_for(2).await;
+    for mail in &mails {
+        let text = mail.text.as_deref().unwrap();
+        assert!(
+            text.contains("Your bank asks you to confirm this payment yourself, so it cannot be taken automatically."),
+            "{text}"
+        );
+    }
+    let invoice = app.invoice("inv_3ds").await;
+    assert_eq!(invoice["nextCharge"]["noneBecause"], "needs_authentication");
+    assert_eq!(attempts(&app, "inv_3ds").await.len(), 1);
+    app.stop().await;
+}

@@ -306,3 +306,48 @@ async fn operators_see_bring_forward_and_cancel_an_invoices_automatic_charges() 
     assert_eq!(code, 3, "{out}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_accounts_own_waits_are_used_and_the_last_attempts_mail_says_it_was_the_last() {
+    let api = ProviderApi::start().await;
+    let sink = SmtpSink::start().await;
+    let clock = Clock::adjustable();
+    let app = app_on(api.url(), &clock, &sink, None).await;
+    let (code, _, err) = run(&app, &["accounts", "retries", "acc_default", "2"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&app, &["accounts", "retries", "acc_default", "2,0"]).await;
+    assert_eq!(code, 2, "a wait of 0 days is refused: {err}");
+    let (code, _, _) = run(&app, &["accounts", "retries", "acc_nobody", "2"]).await;
+    assert_eq!(code, 3);
+
+    invoice_on_auto_charge(&app, "cust_own", "inv_own").await;
+    wait_states(&app, "inv_own", &["SENT"]).await;
+    let first = api.gocardless_payments()[0].clone();
+    app.deliver_gocardless([event("EV_OWN_F1", "failed", &first, false)])
+        .await;
+    let charges = wait_states(&app, "inv_own", &["FAILED", "SCHEDULED"]).await;
+    let failed: chrono::DateTime<chrono::Utc> =
+        charges[0]["endedAt"].as_str().unwrap().parse().unwrap();
+    let due: chrono::DateTime<chrono::Utc> = charges[1]["dueAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        due - failed,
+        chrono::Duration::days(2),
+        "the account's wait, not the default 3"
+    );
+
+    clock.advance(chrono::Duration::days(2));
+    wait_states(&app, "inv_own", &["FAILED", "SENT"]).await;
+    let second = api.gocardless_payments()[1].clone();
+    app.deliver_gocardless([event("EV_OWN_F2", "failed", &second, false)])
+        .await;
+    wait_states(&app, "inv_own", &["FAILED", "FAILED"]).await;
+    let invoice = app.invoice("inv_own").await;
+    assert_eq!(invoice["nextCharge"]["noneBecause"], "schedule_exhausted");
+    let mails = sink.wait_for(4).await;
+    let last = mails[3].text.as_deref().unwrap();
+    assert!(
+        last.contains("That was the last automatic attempt."),
+        "{last}"
+    );
+    app.stop().await;
+}
