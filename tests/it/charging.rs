@@ -377,3 +377,111 @@ async fn a_card_that_needs_its_holder_is_not_retried_off_session_and_the_mail_sa
     assert_eq!(attempts(&app, "inv_3ds").await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_connected_accounts_invoice_is_charged_on_its_stripe_account_with_the_platforms_key() {
+    let api = crate::helpers::provider_api::ProviderApi::start().await;
+    let sink = SmtpSink::start().await;
+    let api_base = api.url();
+    let app = spawn_app_with(AppOptions {
+        role: Role::Run,
+        smtp_url: Some(sink.url()),
+        tweak: Box::new(move |settings| {
+            settings.stripe.api_base = api_base;
+            settings.stripe.api_key = STRIPE_KEY.to_owned().into();
+            settings.charging.poll_ms = 100;
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    // A tenant on Stripe Connect: a connection without a key of its own, read and charged with
+    // the platform's key on the connected account.
+    let key = crate::helpers::account_with_key(&app, "acc_connect").await;
+    let (code, _, err) = crate::helpers::settle(
+        &app,
+        &[
+            "connections",
+            "add",
+            "--account",
+            "acc_connect",
+            "--provider",
+            "stripe",
+            "--external-id",
+            "acct_1Connect",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let as_tenant = |method: reqwest::Method, path: &'static str, body: Value| {
+        let (app, key) = (&app, &key);
+        async move {
+            let (status, body) = app.api_as(key, method, path, Some(body)).await;
+            assert!(status < 300, "{path}: {status} {body}");
+        }
+    };
+    as_tenant(
+        reqwest::Method::POST,
+        "/customers",
+        json!({"id": "cust_c", "legalName": "Connected Ltd",
+            "externalIds": [{"key": "Stripe", "value": "cus_Connected1"}]}),
+    )
+    .await;
+    as_tenant(
+        reqwest::Method::PUT,
+        "/customers/cust_c/payment-method",
+        json!({"type": "card", "provider": "STRIPE", "referenceId": "cus_Connected1/pm_Connected1"}),
+    )
+    .await;
+    as_tenant(
+        reqwest::Method::PUT,
+        "/payments/settings/customers/cust_c",
+        json!({"paymentProvider": "STRIPE", "autoCharge": true}),
+    )
+    .await;
+    as_tenant(
+        reqwest::Method::POST,
+        "/invoices",
+        json!({"id": "inv_c", "customerId": "cust_c", "number": "C-1", "currency": "EUR",
+            "amountDue": 3_000}),
+    )
+    .await;
+
+    let sent = poll_until("the create call", WAIT, || async {
+        api.intent_requests().into_iter().next()
+    })
+    .await;
+    let (key_sent, form) = (sent.idempotency_key, sent.form);
+    assert_eq!(sent.account.as_deref(), Some("acct_1Connect"));
+    let stored: String = sqlx::query_scalar(
+        "SELECT idempotency_key FROM charges WHERE account_id = 'acc_connect' AND invoice_id = 'inv_c'",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!(key_sent, stored);
+    for pair in [
+        ("amount", "3000"),
+        ("currency", "eur"),
+        ("confirm", "true"),
+        ("off_session", "true"),
+        ("customer", "cus_Connected1"),
+        ("payment_method", "pm_Connected1"),
+        ("metadata[invoice_id]", "inv_c"),
+    ] {
+        assert!(
+            form.iter().any(|(k, v)| (k.as_str(), v.as_str()) == pair),
+            "{pair:?} in {form:?}"
+        );
+    }
+    poll_until("the attempt to succeed", WAIT, || async {
+        let state: String = sqlx::query_scalar(
+            "SELECT state FROM charges WHERE account_id = 'acc_connect' AND invoice_id = 'inv_c'",
+        )
+        .fetch_one(&app.db())
+        .await
+        .unwrap();
+        (state == "SUCCEEDED").then_some(())
+    })
+    .await;
+    app.stop().await;
+}

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use settle::clock::Clock;
 use settle::role::Role;
 
-use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, Refusal};
+use crate::helpers::provider_api::{GOCARDLESS_TOKEN, INACTIVE_MANDATE, ProviderApi, Refusal};
 use crate::helpers::settle as run;
 use crate::helpers::smtp::SmtpSink;
 use crate::helpers::{AppOptions, GoCardlessEvent, TestApp, poll_until, spawn_app_with};
@@ -49,11 +49,15 @@ async fn app_on(
 /// A customer whose mandate is on file, with GoCardless and auto-charge as its settings, and an
 /// invoice of theirs registered.
 async fn invoice_on_auto_charge(app: &TestApp, customer: &str, invoice: &str) {
+    invoice_on_mandate(app, customer, invoice, MANDATE).await;
+}
+
+async fn invoice_on_mandate(app: &TestApp, customer: &str, invoice: &str, mandate: &str) {
     app.create_customer(customer).await;
     let (status, body) = app
         .api_put(
             &format!("/customers/{customer}/payment-method"),
-            json!({"type": "direct_debit", "provider": "GOCARDLESS", "referenceId": MANDATE}),
+            json!({"type": "direct_debit", "provider": "GOCARDLESS", "referenceId": mandate}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -177,6 +181,16 @@ async fn gocardless_retrying_itself_is_not_doubled_and_its_refusals_for_now_are_
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|key| *key == keys[0]), "{keys:?}");
     assert_eq!(api.gocardless_payments().len(), 1);
+    let sends = |answer: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!(
+                "settle_charge_sends_total{{provider=\"GOCARDLESS\",answer=\"{answer}\"}}"
+            ))
+            .await
+        }
+    };
+    assert_eq!((sends("later").await, sends("created").await), (2.0, 1.0));
 
     // GoCardless says it will retry: settle schedules nothing, and the mail says GoCardless will.
     let payment = &api.gocardless_payments()[0];
@@ -349,5 +363,35 @@ async fn an_accounts_own_waits_are_used_and_the_last_attempts_mail_says_it_was_t
         last.contains("That was the last automatic attempt."),
         "{last}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_payment_gocardless_refuses_is_dead_lettered_with_its_reason_and_not_retried() {
+    let api = ProviderApi::start().await;
+    let sink = SmtpSink::start().await;
+    let clock = Clock::adjustable();
+    let app = app_on(api.url(), &clock, &sink, None).await;
+    invoice_on_mandate(&app, "cust_gone", "inv_gone", INACTIVE_MANDATE).await;
+    let charges = wait_states(&app, "inv_gone", &["REFUSED"]).await;
+    assert_eq!(
+        charges[0]["reason"],
+        "GoCardless answered 422 Unprocessable Entity: Mandate is inactive"
+    );
+    let invoice = app.invoice("inv_gone").await;
+    assert_eq!(invoice["nextCharge"]["noneBecause"], "refused");
+    let (code, out, err) = run(
+        &app,
+        &["charges", "list", "--state", "refused", "--output", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(api.payment_keys().len(), 1, "sent once");
+    let refused = app
+        .metric("settle_charge_sends_total{provider=\"GOCARDLESS\",answer=\"refused\"}")
+        .await;
+    assert_eq!(refused, 1.0);
     app.stop().await;
 }

@@ -27,6 +27,15 @@ pub enum Refusal {
     ServerError,
 }
 
+/// A Stripe create call (`POST /v1/payment_intents`) as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct IntentRequest {
+    /// `Stripe-Account`: the connected account it was made for.
+    pub account: Option<String>,
+    pub idempotency_key: String,
+    pub form: Vec<(String, String)>,
+}
+
 #[derive(Default)]
 struct Events {
     /// Stripe events by the connected account they belong to (`None`: the platform's).
@@ -45,6 +54,8 @@ struct Events {
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
+    /// Stripe's create calls (`POST /v1/payment_intents`).
+    intent_requests: Vec<IntentRequest>,
     /// GoCardless payments created (`POST /payments`), by the idempotency key that created each.
     payments: Vec<(String, Value)>,
     /// Every idempotency key a create call carried, repeats included, in order.
@@ -65,6 +76,8 @@ pub struct ProviderApi {
 
 pub const STRIPE_KEY: &str = "sk_test_standin";
 pub const GOCARDLESS_TOKEN: &str = "gc_access_standin";
+/// A mandate the GoCardless stand-in refuses payments against (422 `mandate_is_inactive`).
+pub const INACTIVE_MANDATE: &str = "MD0000INACTIVE";
 /// The stand-in's GoCardless page size (the API allows up to 500; a smaller page is as valid, and
 /// makes the tests cross page boundaries).
 const GOCARDLESS_PAGE: usize = 40;
@@ -82,6 +95,10 @@ impl ProviderApi {
             .route("/v1/events", get(stripe_events))
             .route("/events", get(gocardless_events))
             .route("/v1/payment_intents/{id}", get(stripe_payment_intent))
+            .route(
+                "/v1/payment_intents",
+                axum::routing::post(stripe_create_payment_intent),
+            )
             .route("/v1/balance_transactions", get(stripe_balance_transactions))
             .route("/payout_items", get(gocardless_payout_items))
             .route("/v1/payouts", get(stripe_payouts))
@@ -180,6 +197,11 @@ impl ProviderApi {
     /// Every answer takes `delay` from now on.
     pub fn slow_down(&self, delay: std::time::Duration) {
         self.events.lock().unwrap().delay = delay;
+    }
+
+    /// Stripe's create calls, in order.
+    pub fn intent_requests(&self) -> Vec<IntentRequest> {
+        self.events.lock().unwrap().intent_requests.clone()
     }
 
     /// The GoCardless payments created, in order.
@@ -625,6 +647,16 @@ fn create_payment(events: &mut Events, headers: &HeaderMap, body: &[u8]) -> Resp
             json!({}),
         );
     }
+    // GoCardless refuses a payment against a cancelled or expired mandate.
+    if payment["links"]["mandate"] == INACTIVE_MANDATE {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_state",
+            "mandate_is_inactive",
+            "Mandate is inactive",
+            json!({}),
+        );
+    }
     if let Some((_, existing)) = events
         .payments
         .iter()
@@ -660,4 +692,57 @@ fn create_payment(events: &mut Events, headers: &HeaderMap, body: &[u8]) -> Resp
         axum::Json(json!({"payments": created})),
     )
         .into_response()
+}
+
+/// `POST /v1/payment_intents` with `confirm=true`: the PaymentIntent (Stripe's example object, as
+/// `tests/fixtures/stripe-objects.json` has it) created and succeeded, for the platform or the
+/// connected account `Stripe-Account` names.
+async fn stripe_create_payment_intent(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    if let Err(refused) = admit(
+        &mut events,
+        "/v1/payment_intents",
+        &None,
+        &headers,
+        STRIPE_KEY,
+    ) {
+        return *refused;
+    }
+    let form = query_pairs(&Some(body));
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let fixtures: Value =
+        serde_json::from_str(include_str!("../../fixtures/stripe-objects.json")).unwrap();
+    let mut intent = fixtures["payment_intent"].clone();
+    intent["id"] = format!("pi_standin_{}", events.intent_requests.len() + 1).into();
+    intent["status"] = "succeeded".into();
+    for (field, name) in [("amount", "amount"), ("amount_received", "amount")] {
+        intent[field] = param(&form, name)
+            .and_then(|a| a.parse::<i64>().ok())
+            .into();
+    }
+    for field in ["currency", "customer", "payment_method"] {
+        intent[field] = param(&form, field).into();
+    }
+    let metadata: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+            Some((name.to_owned(), Value::from(v.as_str())))
+        })
+        .collect();
+    intent["metadata"] = metadata.into();
+    events.intent_requests.push(IntentRequest {
+        account: stripe_account(&headers),
+        idempotency_key: key,
+        form,
+    });
+    axum::Json(intent).into_response()
 }
