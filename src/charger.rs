@@ -34,10 +34,12 @@ use crate::providers::charge::{ChargeAnswer, ChargeRequest};
 use crate::providers::source::{self, Which};
 use crate::reconcile::charging::{ChargeState, NextAttempt, RetrySchedule};
 use crate::reconcile::settings::AccountDefaults;
-use crate::repository::charges::{self, ChargeRow, SendTerms};
+use crate::repository::charges::{self, ChargeRow, MovedBy, SendTerms};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 
+/// The charger's answers move only the send they answer.
+const ANSWER: MovedBy = MovedBy::Answer;
 /// Attempts taken per look.
 const ROUND: i64 = 16;
 /// The first wait after a provider asked to be called later, doubled each send, up to the last.
@@ -233,7 +235,15 @@ impl Charger {
                     ChargeState::Sent
                 };
                 let label = if *succeeded { "succeeded" } else { "created" };
-                charges::end(&mut tx, charge, state, None, Some(provider_payment_id)).await?;
+                charges::end(
+                    &mut tx,
+                    charge,
+                    ANSWER,
+                    state,
+                    None,
+                    Some(provider_payment_id),
+                )
+                .await?;
                 (label, false)
             }
             ChargeAnswer::Declined {
@@ -245,6 +255,7 @@ impl Charger {
                 let ended = charges::end(
                     &mut tx,
                     charge,
+                    ANSWER,
                     ChargeState::Failed,
                     Some(reason),
                     provider_payment_id.as_deref(),
@@ -258,6 +269,7 @@ impl Charger {
                 let ended = charges::end(
                     &mut tx,
                     charge,
+                    ANSWER,
                     ChargeState::NeedsAuthentication,
                     Some("needs_authentication"),
                     provider_payment_id.as_deref(),
@@ -274,8 +286,15 @@ impl Charger {
             }
             ChargeAnswer::Refused { detail } => {
                 tracing::error!(invoice = %charge.invoice_id, attempt = charge.number, provider, %detail, "automatic charge refused by the provider; dead-lettered (settle charges list --state REFUSED)");
-                let ended =
-                    charges::end(&mut tx, charge, ChargeState::Refused, Some(detail), None).await?;
+                let ended = charges::end(
+                    &mut tx,
+                    charge,
+                    ANSWER,
+                    ChargeState::Refused,
+                    Some(detail),
+                    None,
+                )
+                .await?;
                 ("refused", ended)
             }
         };

@@ -254,7 +254,16 @@ pub async fn decide(
             let NextAttempt::None(why) = next else {
                 unreachable!("no due time only when no attempt follows")
             };
-            end(tx, &open, ChargeState::Skipped, Some(why.as_str()), None).await?;
+            let reason = Some(why.as_str());
+            end(
+                tx,
+                &open,
+                MovedBy::Settle,
+                ChargeState::Skipped,
+                reason,
+                None,
+            )
+            .await?;
             (None, false)
         }
         (None, None) => (None, false),
@@ -305,12 +314,42 @@ async fn announce(
     outbox::notify_relay(&mut *tx).await
 }
 
-/// Ends attempt `charge` in `state` (a final one, or `SENT`), with the reason and the provider's
-/// payment when known; only while it is still open or sent, so a late answer never overwrites
-/// what a webhook already decided. Whether it changed.
+/// Who moves an attempt, which says from which states it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovedBy {
+    /// settle itself, before a send: a scheduled attempt skipped or cancelled.
+    Settle,
+    /// The provider's answer to the charger's send: only the send it answers (a webhook that came
+    /// first knows more, and is not overwritten).
+    Answer,
+    /// The payment's webhooks: whatever the provider still reports on (a GoCardless retry that
+    /// failed in the end, a late failure after a success, a card its holder authenticated).
+    Webhook,
+}
+
+impl MovedBy {
+    fn movable_states(self) -> &'static [&'static str] {
+        match self {
+            Self::Settle => &["SCHEDULED"],
+            Self::Answer => &["SENDING"],
+            Self::Webhook => &[
+                "SENDING",
+                "SENT",
+                "SUCCEEDED",
+                "FAILED",
+                "NEEDS_AUTHENTICATION",
+                "PROVIDER_RETRIES",
+            ],
+        }
+    }
+}
+
+/// Moves attempt `charge` to `state` (a final one, or `SENT`), with the reason and the provider's
+/// payment when known, if `by` may move it from where it is (`MovedBy`). Whether it changed.
 pub async fn end(
     tx: &mut PgConnection,
     charge: &ChargeRow,
+    by: MovedBy,
     state: ChargeState,
     reason: Option<&str>,
     provider_payment_id: Option<&str>,
@@ -322,7 +361,7 @@ pub async fn end(
              ended_at = CASE WHEN $7 THEN now() ELSE ended_at END,
              lease_until = NULL, updated_at = now()
          WHERE account_id = $1 AND invoice_id = $2 AND number = $3
-           AND state IN ('SCHEDULED', 'SENDING', 'SENT')",
+           AND state = ANY($8) AND state <> $4",
     )
     .bind(&charge.account_id)
     .bind(&charge.invoice_id)
@@ -331,6 +370,7 @@ pub async fn end(
     .bind(reason)
     .bind(provider_payment_id)
     .bind(ends)
+    .bind(by.movable_states())
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -595,6 +635,7 @@ pub async fn cancel(
             end(
                 &mut tx,
                 scheduled,
+                MovedBy::Settle,
                 ChargeState::Cancelled,
                 Some(reason),
                 None,

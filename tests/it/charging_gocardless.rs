@@ -157,6 +157,16 @@ async fn a_failed_payment_is_retried_on_schedule_and_paid_on_the_second_attempt(
         payments[0]["metadata"]["settle_charge"],
         payments[1]["metadata"]["settle_charge"]
     );
+
+    // The bank returns it late: the invoice owes again, and the third attempt is five days out.
+    app.deliver_gocardless([event("EV_DD_F2", "failed", &payments[1], false)])
+        .await;
+    app.wait_invoice_status("inv_dd", "PAYMENT_FAILED").await;
+    let charges = wait_states(&app, "inv_dd", &["FAILED", "FAILED", "SCHEDULED"]).await;
+    let failed: chrono::DateTime<chrono::Utc> =
+        charges[1]["endedAt"].as_str().unwrap().parse().unwrap();
+    let due: chrono::DateTime<chrono::Utc> = charges[2]["dueAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(due - failed, chrono::Duration::days(5));
     app.stop().await;
 }
 
@@ -209,6 +219,10 @@ async fn gocardless_retrying_itself_is_not_doubled_and_its_refusals_for_now_are_
         "{:?}",
         mails[0].text
     );
+    // GoCardless's own retries fail in the end: settle's schedule takes over from there.
+    app.deliver_gocardless([event("EV_GC_F2", "failed", payment, false)])
+        .await;
+    wait_states(&app, "inv_gc", &["FAILED", "SCHEDULED"]).await;
     app.stop().await;
 }
 

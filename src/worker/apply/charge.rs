@@ -12,7 +12,7 @@ use crate::reconcile::events::PaymentEvent;
 use crate::reconcile::payment::PaymentStatus;
 use crate::reconcile::plan::{Effects, FailureNotification, RetryOutlook};
 use crate::reconcile::reconciliation_events::ReconciliationEvent;
-use crate::repository::charges;
+use crate::repository::charges::{self, MovedBy};
 use crate::repository::invoices::InvoiceRow;
 
 /// Stripe's code for a card that must be authenticated by its holder (off-session, it cannot be).
@@ -59,7 +59,8 @@ pub(super) async fn after_payment(
             _ => None,
         };
         if let Some(state) = ending {
-            charges::end(tx, charge, state, code, Some(&event.provider_payment_id)).await?;
+            let payment = Some(event.provider_payment_id.as_str());
+            charges::end(tx, charge, MovedBy::Webhook, state, code, payment).await?;
         }
     }
     if !failed {
