@@ -46,6 +46,14 @@ const ROUND: i64 = 16;
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
+/// What one invoice's turn did.
+enum Attempted {
+    Sent,
+    Nothing,
+    /// The process is shutting down: the send was left to the next charger.
+    Abandoned,
+}
+
 /// An attempt taken for a send, with what its request says besides its row.
 struct Taken {
     charge: ChargeRow,
@@ -95,18 +103,36 @@ impl Charger {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if let Some(taken) = self.take(&account_id, &invoice_id).await? {
-                // Shutting down does not wait for a provider's answer: the attempt stays
-                // `SENDING`, and is sent again with its key when its lease ends.
-                let answer = tokio::select! {
-                    answer = self.send(&taken) => answer,
-                    () = self.shutdown.cancelled() => break,
-                };
-                self.store(&taken.charge, answer).await?;
-                sent += 1;
+            // One invoice's failure (its row, a database error) is logged and leaves the others
+            // to be sent: it comes up again at the next look.
+            match self.attempt(&account_id, &invoice_id).await {
+                Ok(Attempted::Sent) => sent += 1,
+                Ok(Attempted::Nothing) => {}
+                Ok(Attempted::Abandoned) => break,
+                Err(error) => tracing::warn!(
+                    account = %account_id,
+                    invoice = %invoice_id,
+                    error = format!("{error:#}"),
+                    "automatic charge not sent; will look again"
+                ),
             }
         }
         Ok(sent)
+    }
+
+    /// Takes, sends and stores the invoice's attempt that came due.
+    async fn attempt(&self, account_id: &str, invoice_id: &str) -> anyhow::Result<Attempted> {
+        let Some(taken) = self.take(account_id, invoice_id).await? else {
+            return Ok(Attempted::Nothing);
+        };
+        // Shutting down does not wait for a provider's answer: the attempt stays `SENDING`, and
+        // is sent again with its key when its lease ends.
+        let answer = tokio::select! {
+            answer = self.send(&taken) => answer,
+            () = self.shutdown.cancelled() => return Ok(Attempted::Abandoned),
+        };
+        self.store(&taken.charge, answer).await?;
+        Ok(Attempted::Sent)
     }
 
     /// Step 1: the invoice's open attempt, taken for a send; `None` when nothing is to be sent.
