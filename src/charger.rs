@@ -15,6 +15,9 @@
 //!    the provider's reason), or later (429, 5xx, unreachable: the same send again after a
 //!    backoff, not a failure).
 //!
+//! An attempt still unanswered 23 hours after its first send is not sent again (`REFUSED`): the
+//! providers keep its key for 24 hours, and a later send could charge twice.
+//!
 //! A process that stops between 1 and 3 (killed, or shutting down: it does not wait for a
 //! provider's answer) leaves the attempt `SENDING`; when its lease ends, another charger sends it
 //! again with the same key.
@@ -40,6 +43,11 @@ use crate::telemetry as metric;
 
 /// The charger's answers move only the send they answer.
 const ANSWER: MovedBy = MovedBy::Answer;
+/// How long after its first send an attempt is sent again at most: Stripe keeps an idempotency
+/// key for 24 hours, and a send after that could create a second payment.
+const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(23);
+const UNANSWERED: &str = "unanswered for 23 hours: the provider keeps an idempotency key for 24, \
+    so it is not sent again; look for a payment with this attempt's key at the provider";
 /// Attempts taken per look.
 const ROUND: i64 = 16;
 /// The first wait after a provider asked to be called later, doubled each send, up to the last.
@@ -163,7 +171,24 @@ impl Charger {
         );
         let taken = match open.state {
             ChargeState::Sending if open.lease_until.is_none_or(|until| until <= now) => {
-                Some(charges::take(&mut tx, open, None, now, lease).await?)
+                if open
+                    .sent_at
+                    .is_some_and(|sent| now - sent >= IDEMPOTENCY_WINDOW)
+                {
+                    tracing::error!(invoice = %invoice_id, attempt = open.number, "automatic charge unanswered for 23 hours: not sent again (settle charges list --state REFUSED)");
+                    charges::end(
+                        &mut tx,
+                        open,
+                        ANSWER,
+                        ChargeState::Refused,
+                        Some(UNANSWERED),
+                        None,
+                    )
+                    .await?;
+                    None
+                } else {
+                    Some(charges::take(&mut tx, open, None, now, lease).await?)
+                }
             }
             ChargeState::Scheduled if open.due_at <= now => {
                 let next =

@@ -409,3 +409,30 @@ async fn a_payment_gocardless_refuses_is_dead_lettered_with_its_reason_and_not_r
     assert_eq!(refused, 1.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_attempt_unanswered_for_23_hours_is_not_sent_again() {
+    let sink = SmtpSink::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let clock = Clock::adjustable();
+    let app = app_on(nowhere, &clock, &sink, None).await;
+    invoice_on_auto_charge(&app, "cust_down", "inv_down").await;
+    let charges = wait_states(&app, "inv_down", &["SENDING"]).await;
+    poll_until("a send that found nobody", WAIT, || async {
+        let invoice = app.invoice("inv_down").await;
+        invoice["charges"][0]["reason"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(charges[0]["sends"], 1);
+    clock.advance(chrono::Duration::hours(23));
+    let charges = wait_states(&app, "inv_down", &["REFUSED"]).await;
+    let reason = charges[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("unanswered for 23 hours"), "{reason}");
+    assert_eq!(
+        app.invoice("inv_down").await["nextCharge"]["noneBecause"],
+        "refused"
+    );
+    app.stop().await;
+}
