@@ -30,14 +30,12 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::config::Settings;
 use crate::provider::Provider;
 use crate::providers::charge::{ChargeAnswer, ChargeRequest};
 use crate::providers::source::{self, Which};
-use crate::reconcile::charging::{ChargeState, NextAttempt, RetrySchedule};
-use crate::reconcile::settings::AccountDefaults;
-use crate::repository::charges::{self, ChargeRow, MovedBy, SendTerms};
+use crate::reconcile::charging::{ChargeState, NextAttempt};
+use crate::repository::charges::{self, ChargeRow, MovedBy, Rules, SendTerms};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 
@@ -73,16 +71,9 @@ pub struct Charger {
     pub db: PgPool,
     pub settings: Settings,
     pub keyring: Keyring,
-    pub decides: Decides,
+    /// What it decides with: the worker's (`Policy::charging`).
+    pub rules: Rules,
     pub shutdown: CancellationToken,
-}
-
-/// What the charger decides with, as the worker does (from the same settings).
-#[derive(Clone)]
-pub struct Decides {
-    pub defaults: AccountDefaults,
-    pub retry_schedule: RetrySchedule,
-    pub clock: Clock,
 }
 
 impl Charger {
@@ -105,7 +96,7 @@ impl Charger {
 
     /// Sends what came due; how many sends it made.
     async fn round(&self) -> anyhow::Result<usize> {
-        let due = charges::due(&self.db, self.decides.clock.now(), ROUND).await?;
+        let due = charges::due(&self.db, self.rules.clock.now(), ROUND).await?;
         let mut sent = 0;
         for (account_id, invoice_id) in due {
             if self.shutdown.is_cancelled() {
@@ -145,21 +136,13 @@ impl Charger {
 
     /// Step 1: the invoice's open attempt, taken for a send; `None` when nothing is to be sent.
     async fn take(&self, account_id: &str, invoice_id: &str) -> anyhow::Result<Option<Taken>> {
-        let policy = &self.decides;
-        let now = policy.clock.now();
+        let rules = &self.rules;
+        let now = rules.clock.now();
         let mut tx = self.db.begin().await?;
         if !charges::lock_invoice(&mut tx, account_id, invoice_id).await? {
             return Ok(None);
         }
-        let Some(inputs) = charges::inputs(
-            &mut tx,
-            account_id,
-            invoice_id,
-            policy.defaults,
-            &policy.retry_schedule,
-            None,
-        )
-        .await?
+        let Some(inputs) = charges::inputs(&mut tx, rules, account_id, invoice_id, None).await?
         else {
             return Ok(None);
         };
@@ -207,16 +190,7 @@ impl Charger {
                     }
                     // None follows any more: skipped, with the reason.
                     _ => {
-                        charges::decide(
-                            &mut tx,
-                            account_id,
-                            invoice_id,
-                            policy.defaults,
-                            &policy.retry_schedule,
-                            now,
-                            None,
-                        )
-                        .await?;
+                        charges::decide(&mut tx, rules, account_id, invoice_id, None).await?;
                         None
                     }
                 }
@@ -270,8 +244,7 @@ impl Charger {
 
     /// Step 3: what the answer means for the attempt, and the next one.
     async fn store(&self, charge: &ChargeRow, answer: ChargeAnswer) -> anyhow::Result<()> {
-        let policy = &self.decides;
-        let now = policy.clock.now();
+        let now = self.rules.clock.now();
         let provider = charge.provider.map_or("none", |p| p.stored_name());
         let mut tx = self.db.begin().await?;
         charges::lock_invoice(&mut tx, &charge.account_id, &charge.invoice_id).await?;
@@ -351,16 +324,8 @@ impl Charger {
         };
         if ended {
             // A failure that ended here, not by a webhook: the next attempt follows from it.
-            charges::decide(
-                &mut tx,
-                &charge.account_id,
-                &charge.invoice_id,
-                policy.defaults,
-                &policy.retry_schedule,
-                now,
-                None,
-            )
-            .await?;
+            let (account, invoice) = (&charge.account_id, &charge.invoice_id);
+            charges::decide(&mut tx, &self.rules, account, invoice, None).await?;
         }
         tx.commit().await?;
         metrics::counter!(metric::CHARGE_SENDS, "provider" => provider, "answer" => label)

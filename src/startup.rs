@@ -227,10 +227,9 @@ impl Application {
 
     /// The worker's policy, deciding by this process's clock.
     fn policy(&self) -> Policy {
-        Policy {
-            clock: self.clock.clone(),
-            ..worker_policy(&self.settings)
-        }
+        let mut policy = worker_policy(&self.settings);
+        policy.charging.clock = self.clock.clone();
+        policy
     }
 
     /// The process's broker (benchmarks publish through it).
@@ -363,11 +362,7 @@ impl Application {
                     db: self.db.clone(),
                     settings: settings.clone(),
                     keyring,
-                    decides: crate::charger::Decides {
-                        defaults: Policy::from_settings(settings).defaults,
-                        retry_schedule: self.policy().retry_schedule,
-                        clock: self.clock.clone(),
-                    },
+                    rules: self.policy().charging,
                     shutdown: self.shutdown.clone(),
                 }),
             ),

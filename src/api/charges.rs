@@ -9,8 +9,7 @@ use utoipa::ToSchema;
 use crate::provider::Provider;
 use crate::reconcile::charging::{self, NextAttempt};
 use crate::reconcile::money::Currency;
-use crate::repository::charges::{self, ChargeRow};
-use crate::worker::apply::Policy;
+use crate::repository::charges::{self, ChargeRow, Rules};
 
 /// One automatic attempt.
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,28 +86,21 @@ impl NextChargeView {
     }
 }
 
-/// The invoice's attempts and what comes next, as of the policy's clock; `None` when the account
+/// The invoice's attempts and what comes next, as of the rules' clock; `None` when the account
 /// has no such invoice.
 pub async fn of_invoice(
     db: &PgPool,
-    policy: &Policy,
+    rules: &Rules,
     account_id: &str,
     invoice_id: &str,
 ) -> sqlx::Result<Option<(Vec<ChargeView>, NextChargeView)>> {
     let mut connection = db.acquire().await?;
-    let Some(inputs) = charges::inputs(
-        &mut connection,
-        account_id,
-        invoice_id,
-        policy.defaults,
-        &policy.retry_schedule,
-        None,
-    )
-    .await?
+    let Some(inputs) =
+        charges::inputs(&mut connection, rules, account_id, invoice_id, None).await?
     else {
         return Ok(None);
     };
-    let now = policy.clock.now();
+    let now = rules.clock.now();
     let next = charging::next_attempt(&inputs.facts, &inputs.schedule, now);
     let attempts = inputs.attempts.into_iter().map(ChargeView::from).collect();
     Ok(Some((attempts, NextChargeView::of(next, now))))

@@ -168,17 +168,7 @@ pub async fn create(
         Some(_) => ApiError::Conflict(format!("invoice `{}` already exists", request.id)),
         None => error.into(),
     })?;
-    let policy = &state.policy;
-    charges::decide(
-        &mut tx,
-        account,
-        &row.id,
-        state.defaults,
-        &policy.retry_schedule,
-        policy.clock.now(),
-        None,
-    )
-    .await?;
+    charges::decide(&mut tx, &state.policy.charging, account, &row.id, None).await?;
     tx.commit().await?;
     let id = row.id.clone();
     let detail = detail(&state, account, row).await?;
@@ -199,7 +189,7 @@ async fn detail(
     let money = Money::read(&state.db, account_id, Of::Invoice(&row.id)).await?;
     let payouts = crate::repository::payouts::of_invoice(&state.db, account_id, &row.id).await?;
     let (charges, next_charge) =
-        super::charges::of_invoice(&state.db, &state.policy, account_id, &row.id)
+        super::charges::of_invoice(&state.db, &state.policy.charging, account_id, &row.id)
             .await?
             .ok_or_else(|| ApiError::not_found("invoice", &row.id))?;
     Ok(InvoiceDetail {

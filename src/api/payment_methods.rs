@@ -223,16 +223,7 @@ pub async fn put(
         },
     )
     .await?;
-    let policy = &state.policy;
-    charges::decide_for_customer(
-        &mut tx,
-        account,
-        &customer_id,
-        state.defaults,
-        &policy.retry_schedule,
-        policy.clock.now(),
-    )
-    .await?;
+    charges::decide_for_customer(&mut tx, &state.policy.charging, account, &customer_id).await?;
     tx.commit().await?;
     Ok(axum::Json(row.into()))
 }

@@ -88,9 +88,9 @@ pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::
             account,
         } => {
             let account = account_or_default(account);
-            let policy = Policy::from_settings(settings);
+            let rules = Policy::from_settings(settings).charging;
             let Some((attempts, next)) =
-                views::of_invoice(db, &policy, &account, &invoice_id).await?
+                views::of_invoice(db, &rules, &account, &invoice_id).await?
             else {
                 eprintln!("no invoice `{invoice_id}` in account `{account}`");
                 return Ok(EXIT_NOTHING_MATCHED);

@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 
 use super::outbox::{self, OutboxRow};
 use super::settings::{INVOICE_LEVELS_COLUMNS, InvoiceLevelsRow};
+use crate::clock::Clock;
 use crate::provider::{PaymentProvider, Provider};
 use crate::reconcile::charging::{
     self, ChargeFacts, ChargeState, LastAttempt, NextAttempt, RetrySchedule, idempotency_key,
@@ -19,6 +20,15 @@ use crate::reconcile::invoice;
 use crate::reconcile::money::Currency;
 use crate::reconcile::reconciliation_events::{ChargeData, Message, ReconciliationEvent};
 use crate::reconcile::settings::{AccountDefaults, EffectiveSettings};
+
+/// What every decision about invoices' attempts is made with, from the settings: the payment
+/// settings' defaults, the waits of accounts without their own, and the clock.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub defaults: AccountDefaults,
+    pub retry_schedule: RetrySchedule,
+    pub clock: Clock,
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChargeRow {
@@ -103,10 +113,9 @@ struct InputsRow {
 /// attempt when settle has made none).
 pub async fn inputs(
     tx: &mut PgConnection,
+    rules: &Rules,
     account_id: &str,
     invoice_id: &str,
-    defaults: AccountDefaults,
-    default_schedule: &RetrySchedule,
     failed_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Option<ChargeInputs>> {
     let row: Option<InputsRow> = sqlx::query_as(&format!(
@@ -129,7 +138,7 @@ pub async fn inputs(
         return Ok(None);
     };
     let attempts = for_invoice(&mut *tx, account_id, invoice_id).await?;
-    let settings = row.levels.levels().resolve(defaults);
+    let settings = row.levels.levels().resolve(rules.defaults);
     let provider = settings.payment_provider.value;
     let method = match (row.method_provider, row.method_reference, row.method_since) {
         (Some(method_provider), Some(reference), Some(since))
@@ -150,7 +159,7 @@ pub async fn inputs(
             let days: Vec<u16> = days.into_iter().filter_map(|d| d.try_into().ok()).collect();
             RetrySchedule::of_days(&days).ok()
         })
-        .unwrap_or_else(|| default_schedule.clone());
+        .unwrap_or_else(|| rules.retry_schedule.clone());
     let (made, mut last) = charging::history(attempts.iter().map(|a| (a.state, a.ended_at)));
     if last.is_none() {
         last = failed_at.map(|at| LastAttempt::Failed { at });
@@ -187,23 +196,13 @@ pub struct Decided {
 /// invoice's lock. `None`: no such invoice.
 pub async fn decide(
     tx: &mut PgConnection,
+    rules: &Rules,
     account_id: &str,
     invoice_id: &str,
-    defaults: AccountDefaults,
-    default_schedule: &RetrySchedule,
-    now: DateTime<Utc>,
     failed_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Option<Decided>> {
-    let Some(inputs) = inputs(
-        tx,
-        account_id,
-        invoice_id,
-        defaults,
-        default_schedule,
-        failed_at,
-    )
-    .await?
-    else {
+    let now = rules.clock.now();
+    let Some(inputs) = inputs(tx, rules, account_id, invoice_id, failed_at).await? else {
         return Ok(None);
     };
     let next = charging::next_attempt(&inputs.facts, &inputs.schedule, now);
@@ -530,11 +529,9 @@ pub async fn send_later(
 /// locking them in id order as the worker does.
 pub async fn decide_for_customer(
     tx: &mut PgConnection,
+    rules: &Rules,
     account_id: &str,
     customer_id: &str,
-    defaults: AccountDefaults,
-    default_schedule: &RetrySchedule,
-    now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     let invoices: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM invoices
@@ -546,16 +543,7 @@ pub async fn decide_for_customer(
     .fetch_all(&mut *tx)
     .await?;
     for invoice_id in invoices {
-        decide(
-            tx,
-            account_id,
-            &invoice_id,
-            defaults,
-            default_schedule,
-            now,
-            None,
-        )
-        .await?;
+        decide(tx, rules, account_id, &invoice_id, None).await?;
     }
     Ok(())
 }

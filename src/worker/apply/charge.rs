@@ -66,14 +66,12 @@ pub(super) async fn after_payment(
     if !failed {
         return Ok(());
     }
-    let now = policy.clock.now();
+    let rules = &policy.charging;
     let decided = charges::decide(
         tx,
+        rules,
         &policy.account_id,
         &invoice.id,
-        policy.defaults,
-        &policy.retry_schedule,
-        now,
         // A payment the billing system made: its failure is the last attempt's.
         charge.is_none().then_some(event.occurred_at),
     )
@@ -90,7 +88,7 @@ pub(super) async fn after_payment(
     );
     let automatic = charge.is_some() && notification.outlook != RetryOutlook::ProviderRetries;
     if retrying || automatic {
-        let (outlook, retry_at) = charging::outlook(decided.next, now);
+        let (outlook, retry_at) = charging::outlook(decided.next, rules.clock.now());
         notification.outlook = outlook;
         notification.retry_at = retry_at;
     }

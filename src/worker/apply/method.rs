@@ -157,15 +157,7 @@ pub(super) async fn apply(
     };
     methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
     if row.on_file && row.status == MethodStatus::Active {
-        charges::decide_for_customer(
-            tx,
-            account,
-            &row.customer_id,
-            policy.defaults,
-            &policy.retry_schedule,
-            policy.clock.now(),
-        )
-        .await?;
+        charges::decide_for_customer(tx, &policy.charging, account, &row.customer_id).await?;
     }
     announce(tx, policy, entry, &row, occurred_at).await?;
     Ok(Outcome::Applied)

@@ -13,6 +13,7 @@ use crate::provider::{GoCardlessCollectedAt, Provider};
 use crate::reconcile::charging::RetrySchedule;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
 use crate::reconcile::settings::AccountDefaults;
+use crate::repository::charges::Rules;
 use crate::repository::outbox::OutboxRow;
 use crate::repository::{DbFailure, classify};
 
@@ -33,10 +34,8 @@ pub struct Policy {
     pub business_email: Option<String>,
     /// The business's name as its customers know it, for the mails.
     pub business_name: String,
-    /// Automatic charging's waits for accounts without their own (`[charging] retry_days`).
-    pub retry_schedule: RetrySchedule,
-    /// The time charging decides by (a test moves it forward).
-    pub clock: Clock,
+    /// What automatic charging decides with (`[charging] retry_days`, the clock a test moves).
+    pub charging: Rules,
 }
 
 impl Policy {
@@ -45,12 +44,13 @@ impl Policy {
     /// registration applies the events waiting for it, and decides an invoice's first automatic
     /// attempt) and the operator commands all take it from here.
     pub fn from_settings(settings: &Settings) -> Self {
+        let defaults = AccountDefaults {
+            payment_provider: settings.account.default_payment_provider,
+            auto_charge: settings.account.default_auto_charge,
+        };
         Self {
             account_id: settings.account.id.clone(),
-            defaults: AccountDefaults {
-                payment_provider: settings.account.default_payment_provider,
-                auto_charge: settings.account.default_auto_charge,
-            },
+            defaults,
             own_provider_accounts: [
                 (Provider::Stripe, &settings.account.stripe_account_id),
                 (
@@ -66,10 +66,13 @@ impl Policy {
             business_email: Some(settings.notifications.business_email.clone())
                 .filter(|email| !email.is_empty()),
             business_name: settings.notifications.business_name.clone(),
-            // Validated when the settings were loaded.
-            retry_schedule: RetrySchedule::of_days(&settings.charging.retry_days)
-                .unwrap_or_default(),
-            clock: Clock::system(),
+            charging: Rules {
+                defaults,
+                // Validated when the settings were loaded.
+                retry_schedule: RetrySchedule::of_days(&settings.charging.retry_days)
+                    .unwrap_or_default(),
+                clock: Clock::system(),
+            },
         }
     }
 
