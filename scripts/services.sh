@@ -131,6 +131,9 @@ ensure_installed() {
     # The ingress benchmark's independent load: wrk posts events openssl signed.
     command -v wrk >/dev/null || pkgs+=(wrk)
     command -v openssl >/dev/null || pkgs+=(openssl)
+    # The console's browser tests: headless Chromium driven over WebDriver.
+    command -v chromium >/dev/null || pkgs+=(chromium)
+    command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::ops::{
-    self, accounts, api_keys, backfill, charges, dlq, events, outbox, payouts, unmatched,
+    self, accounts, api_keys, backfill, charges, dlq, events, operators, outbox, payouts, unmatched,
 };
 use crate::role::Role;
 use crate::startup::{Application, database_pool};
@@ -64,6 +64,11 @@ pub enum Command {
     ApiKeys {
         #[command(subcommand)]
         command: api_keys::Command,
+    },
+    /// Who may sign in to the console (`/console` on the admin listener), with which role.
+    Operators {
+        #[command(subcommand)]
+        command: operators::Command,
     },
     /// Bank deposits: which invoices each pays, the fees, and what nothing explains.
     Payouts {
@@ -142,6 +147,9 @@ impl Cli {
             }
             Command::Outbox { command } => {
                 return outbox::run(command, &database_pool(&settings)?).await;
+            }
+            Command::Operators { command } => {
+                return operators::run(command, &database_pool(&settings)?).await;
             }
             Command::ApiKeys { command } => {
                 return api_keys::run(command, &database_pool(&settings)?).await;

@@ -28,8 +28,9 @@
 //! 7. `api`: it runs the worker's apply path (`worker::apply`) for the events a payment's
 //!    registration releases
 //! 8. `ops`: operator commands; their JSON is the API's (`api`'s payout views)
-//! 9. `startup`: the composition root
-//! 10. `cli`: the command line
+//! 9. `console`: the operators' pages; they act through `ops`' and `api`'s functions
+//! 10. `startup`: the composition root
+//! 11. `cli`: the command line
 //!
 //! Errors, per boundary: `ingress` answers with its `IngressError` (status, code and metric label
 //! in one place); `api` with `ApiError` (what the caller can fix, or an opaque 500 whose cause
@@ -37,7 +38,7 @@
 //! `reason` decide retry or dead letter; database errors are classified once by
 //! `repository::classify` for both; the core returns its own small `thiserror` enums
 //! (`EventError`, `PlanError`) or a `String` a field validator reads; `startup`, `ops` and `cli`
-//! use `anyhow` with context.
+//! use `anyhow` with context; the console answers with its `Refusal` (a page that says why).
 
 // `pub` only for the modules the binary, the integration tests, the benchmarks and the fault
 // suite reach into; the others are the crate's own.
@@ -102,6 +103,9 @@ pub mod api;
 // Operator tools: the `settle` commands of accounts, connections, keys, dead letters, events,
 // backfill, payouts, unmatched events and the outbox.
 pub mod ops;
+
+// The operator console: HTML pages on the admin listener, acting through the commands' functions.
+mod console;
 
 // Wiring: builds a process (serve, worker or run) from its settings.
 pub mod startup;

@@ -451,6 +451,17 @@ impl Application {
         Ok(())
     }
 
+    /// Whether the listener that serves the API and the console (the admin one, else the
+    /// public one) is on a loopback address: a browser on this machine, over plain HTTP, where a
+    /// `Secure` cookie would not be sent back.
+    fn internal_listener_is_loopback(&self) -> bool {
+        self.admin_listener
+            .as_ref()
+            .unwrap_or(&self.listener)
+            .local_addr()
+            .is_ok_and(|addr| addr.ip().is_loopback())
+    }
+
     /// The public router (probes for every role; webhooks where the role takes HTTP traffic) and,
     /// with `http.admin_addr`, the internal one (probes, `/metrics`, the API); without it the
     /// public router serves everything.
@@ -486,7 +497,7 @@ impl Application {
                 body_budget: Arc::new(tokio::sync::Semaphore::new(settings.http.body_budget_bytes)),
                 keyring: Arc::new(self.keyring.clone()),
             }));
-            internal = internal.merge(crate::api::router(ApiState {
+            let api = ApiState {
                 db: self.db.clone(),
                 credentials: settings.api.credentials.iter().map(Into::into).collect(),
                 account_id: settings.account.id.as_str().into(),
@@ -496,7 +507,17 @@ impl Application {
                 policy: Arc::new(self.policy()),
                 body_limit: settings.http.body_limit_bytes,
                 schema,
-            }));
+            };
+            let console = crate::console::router(crate::console::ConsoleState {
+                db: self.db.clone(),
+                api: api.clone(),
+                broker: self.broker.clone(),
+                keyring: Arc::new(self.keyring.clone()),
+                supervisor: self.supervisor.clone(),
+                secure_cookie: !self.internal_listener_is_loopback(),
+                sign_in_limits: Arc::default(),
+            });
+            internal = internal.merge(crate::api::router(api)).merge(console);
         }
         let trace = |router: Router| router.layer(TraceLayer::new_for_http());
         match self.admin_listener {

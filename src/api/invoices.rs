@@ -212,10 +212,22 @@ pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<InvoiceDetail>, ApiError> {
-    let row = repo::get(&state.db, &caller.account_id, &id)
+    read(&state, &caller.account_id, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found("invoice", &id))?;
-    Ok(axum::Json(detail(&state, &caller.account_id, row).await?))
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("invoice", &id))
+}
+
+/// The account's invoice `id` as `GET /invoices/{id}` answers it (the console shows the same).
+pub async fn read(
+    state: &ApiState,
+    account_id: &str,
+    id: &str,
+) -> Result<Option<InvoiceDetail>, ApiError> {
+    match repo::get(&state.db, account_id, id).await? {
+        Some(row) => Ok(Some(detail(state, account_id, row).await?)),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -2,26 +2,13 @@
 //! credential once, as `<key id>:<secret>` for Basic auth; only the secret's SHA-256 is stored
 //! (`repository::api_keys`), so a lost secret is replaced by a new key, never recovered.
 
-use anyhow::{Context, bail};
-use base64::Engine;
-use chacha20poly1305::aead::OsRng;
-use chacha20poly1305::aead::rand_core::RngCore;
+use anyhow::bail;
 use sqlx::PgPool;
 
 use super::shared::{EXIT_NOTHING_MATCHED, EXIT_OK, Output, left, or_dash, print_table};
 use crate::repository::accounts;
 use crate::repository::api_keys::{self as store, ApiKey};
 use clap::Subcommand;
-
-/// A new secret: 32 bytes from the operating system's generator, URL-safe base64 (no `:`, so
-/// it fits Basic auth's `id:secret`).
-fn new_secret() -> anyhow::Result<String> {
-    let mut bytes = [0_u8; 32];
-    OsRng
-        .try_fill_bytes(&mut bytes)
-        .context("the operating system's random generator")?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -57,7 +44,7 @@ pub async fn create(db: &PgPool, account: &str, output: Output) -> anyhow::Resul
         bail!("no account `{account}`: create it first (settle accounts create {account})");
     }
     let id = store::new_key_id();
-    let secret = new_secret()?;
+    let secret = super::shared::random_token()?;
     store::insert(db, &id, account, &store::secret_hash(&secret)).await?;
     match output {
         Output::Json => println!("{}", serde_json::json!({ "keyId": id, "secret": secret })),
@@ -111,17 +98,4 @@ pub async fn revoke(db: &PgPool, id: &str) -> anyhow::Result<u8> {
     let at = key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default();
     println!("revoked API key {id} of account {} ({at})", key.account_id);
     Ok(EXIT_OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_random_and_fit_basic_auth() {
-        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43, "32 bytes, unpadded base64");
-        assert!(!a.contains(':'));
-    }
 }

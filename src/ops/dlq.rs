@@ -159,16 +159,15 @@ pub async fn list(
 }
 
 pub async fn show(db: &PgPool, id: i64) -> anyhow::Result<u8> {
-    let Some(row) = store::select(db, &Filters::default().selection(&[id], 1))
-        .await?
-        .pop()
+    let Some(Letter {
+        row,
+        headers,
+        payload,
+    }) = letter(db, id).await?
     else {
         eprintln!("no dead letter {id}");
         return Ok(EXIT_NOTHING_MATCHED);
     };
-    let (headers, body) = store::message(db, id).await?;
-    let payload = serde_json::from_slice::<serde_json::Value>(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let shown = serde_json::json!({
         "deadLetter": row,
         "failureHistory": {
@@ -187,6 +186,32 @@ pub async fn show(db: &PgPool, id: i64) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// One dead letter with the message it keeps.
+pub struct Letter {
+    pub row: DeadLetter,
+    pub headers: serde_json::Value,
+    /// The body as JSON, or as a string when it is not JSON.
+    pub payload: serde_json::Value,
+}
+
+/// The dead letter `id`, as `settle dlq show` and the console's letter page show it.
+pub async fn letter(db: &PgPool, id: i64) -> anyhow::Result<Option<Letter>> {
+    let Some(row) = store::select(db, &Filters::default().selection(&[id], 1))
+        .await?
+        .pop()
+    else {
+        return Ok(None);
+    };
+    let (headers, body) = store::message(db, id).await?;
+    let payload = serde_json::from_slice::<serde_json::Value>(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok(Some(Letter {
+        row,
+        headers,
+        payload,
+    }))
+}
+
 pub async fn replay(
     db: &PgPool,
     settings: &Settings,
@@ -195,12 +220,7 @@ pub async fn replay(
     include_replayed: bool,
     dry_run: bool,
 ) -> anyhow::Result<u8> {
-    let selection = Selection {
-        // `--all` means what is still waiting; an id named, or --include-replayed, replays again.
-        not_replayed: ids.is_empty() && !include_replayed,
-        ..filters.selection(ids, i64::MAX)
-    };
-    let rows = store::select(db, &selection).await?;
+    let rows = replayable(db, ids, filters, include_replayed).await?;
     if rows.is_empty() {
         eprintln!("no dead letter matched");
         return Ok(EXIT_NOTHING_MATCHED);
@@ -218,26 +238,52 @@ pub async fn replay(
     }
     let broker = super::shared::connect_broker(settings).await?;
     let keyring = settings.keyring()?;
-    let mut failed = 0;
-    for row in &rows {
-        match replay_one(db, &broker, &keyring, row).await {
-            Ok(()) => println!(
-                "replayed {} ({})",
-                row.id,
-                row.event_id.as_deref().unwrap_or("-")
-            ),
-            Err(error) => {
-                failed += 1;
-                eprintln!("could not replay {}: {error:#}", row.id);
-            }
+    let replayed = replay_letters(db, &broker, &keyring, &rows).await;
+    broker.close().await;
+    for (row, result) in rows.iter().zip(&replayed) {
+        let event_id = row.event_id.as_deref().unwrap_or("-");
+        match result {
+            Ok(()) => println!("replayed {} ({event_id})", row.id),
+            Err(error) => eprintln!("could not replay {}: {error:#}", row.id),
         }
     }
-    broker.close().await;
-    Ok(if failed == 0 {
+    Ok(if replayed.iter().all(Result::is_ok) {
         EXIT_OK
     } else {
         EXIT_PARTLY_FAILED
     })
+}
+
+/// The dead letters a replay applies to: the ids named (replayed before or not), else those
+/// matching the filters that are still waiting (all of them with `include_replayed`). What
+/// `settle dlq replay` and the console's replay both count, show in a dry run and replay.
+pub async fn replayable(
+    db: &PgPool,
+    ids: &[i64],
+    filters: &Filters,
+    include_replayed: bool,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let selection = Selection {
+        // `--all` means what is still waiting; an id named, or --include-replayed, replays again.
+        not_replayed: ids.is_empty() && !include_replayed,
+        ..filters.selection(ids, i64::MAX)
+    };
+    Ok(store::select(db, &selection).await?)
+}
+
+/// Replays each dead letter in turn, one result each, in order: one that fails does not stop
+/// the others.
+pub async fn replay_letters(
+    db: &PgPool,
+    broker: &Broker,
+    keyring: &crate::sealed::Keyring,
+    rows: &[DeadLetter],
+) -> Vec<anyhow::Result<()>> {
+    let mut results = Vec::with_capacity(rows.len());
+    for row in rows {
+        results.push(replay_one(db, broker, keyring, row).await);
+    }
+    results
 }
 
 async fn replay_one(
@@ -267,12 +313,22 @@ pub async fn purge(
     ids: &[i64],
     older_than: Option<chrono::Duration>,
 ) -> anyhow::Result<u8> {
-    let cutoff = older_than.map(|age| Utc::now() - age);
-    let deleted = store::purge(db, ids, cutoff).await?;
+    let deleted = purge_letters(db, ids, older_than).await?;
     println!("purged {deleted} dead letter(s)");
     Ok(if deleted == 0 {
         EXIT_NOTHING_MATCHED
     } else {
         EXIT_OK
     })
+}
+
+/// Deletes the dead letters named (none: any) dead-lettered longer ago than `older_than` (none:
+/// any time); how many. What `settle dlq purge` and the console's purge both run.
+pub async fn purge_letters(
+    db: &PgPool,
+    ids: &[i64],
+    older_than: Option<chrono::Duration>,
+) -> anyhow::Result<u64> {
+    let cutoff = older_than.map(|age| Utc::now() - age);
+    Ok(store::purge(db, ids, cutoff).await?)
 }

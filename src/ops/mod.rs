@@ -1,5 +1,5 @@
 //! Operator commands: `settle accounts …`, `settle connections …`, `settle api-keys …`,
-//! `settle dlq …`, `settle events replay`, `settle outbox …`, `settle payouts …` and `settle charges …`. Each is a function over the
+//! `settle dlq …`, `settle events replay`, `settle operators …`, `settle outbox …`, `settle payouts …` and `settle charges …`. Each is a function over the
 //! database and the broker that returns an exit code: 0 done, 3 nothing matched, 4 partly failed.
 //! `main` adds 1 for any other failure (the database or the broker unreachable, …) and 2 for a
 //! usage or configuration error (clap's own convention).
@@ -10,6 +10,7 @@ pub mod backfill;
 pub mod charges;
 pub mod dlq;
 pub mod events;
+pub mod operators;
 pub mod outbox;
 pub mod payouts;
 pub mod secret_input;

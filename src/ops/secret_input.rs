@@ -80,6 +80,18 @@ pub fn new_webhook_secret(from_stdin: bool) -> anyhow::Result<SecretString> {
     }
 }
 
+/// `operators create --password-stdin`'s password: the first line of standard input.
+pub fn operator_password() -> anyhow::Result<Zeroizing<String>> {
+    let line = read_stdin("the operator's password, then Enter", |stdin, line| {
+        stdin.read_line(line)
+    })?;
+    let password = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if password.chars().count() < 12 {
+        bail!("the password is shorter than 12 characters");
+    }
+    Ok(password)
+}
+
 /// With secrets on standard input, one left in the environment (from an earlier command, say)
 /// would be ignored: refused, so the operator knows which secret is stored.
 fn refuse_two_sources(vars: &[&str], flag: &str) -> anyhow::Result<()> {

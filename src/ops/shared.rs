@@ -74,6 +74,19 @@ pub fn table(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) ->
         .collect()
 }
 
+/// A new secret: 32 bytes from the operating system's generator, URL-safe base64 (no `:`, so
+/// it fits Basic auth's `id:secret`, a cookie and a form field as it is).
+pub fn random_token() -> anyhow::Result<String> {
+    use base64::Engine;
+    use chacha20poly1305::aead::OsRng;
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0_u8; 32];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("the operating system's random generator")?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// A value, or `-` for none.
 pub fn or_dash(value: Option<&str>) -> String {
     value.unwrap_or("-").to_owned()
@@ -156,6 +169,14 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_random_and_fit_basic_auth() {
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43, "32 bytes, unpadded base64");
+        assert!(!a.contains(':'));
+    }
 
     #[test]
     fn durations_and_instants() {

@@ -10,6 +10,7 @@
 pub mod charge;
 pub mod client;
 pub mod gocardless;
+pub mod lookup;
 pub mod rules;
 pub mod signature;
 pub mod source;

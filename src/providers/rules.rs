@@ -98,6 +98,12 @@ pub trait Rules: Sync {
     fn account_id(&self) -> AccountIdShape;
     /// The prefix of the provider's payment ids (`pi_`, `PM`).
     fn payment_id_prefix(&self) -> &'static str;
+    /// The ids an operator finds an event by (`lookup`): its own, its object's, and the
+    /// payment, mandate, refund or payout it names.
+    fn object_ids(&self, event: &Value) -> Vec<String>;
+    /// The provider's dashboard page of what an event is about (its object, else the event);
+    /// `test_mode` for an event whose connection is in test mode, when the event does not say.
+    fn dashboard_url(&self, event: &Value, test_mode: bool) -> Option<String>;
 
     // The API.
     /// The API's base URL in the settings.

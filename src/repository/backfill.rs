@@ -40,3 +40,19 @@ pub async fn record_sweep(
     .await?;
     Ok(())
 }
+
+/// A source's cursor as the console shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Cursor {
+    pub provider: String,
+    pub source: String,
+    pub swept_until: DateTime<Utc>,
+    pub last_success_at: DateTime<Utc>,
+}
+
+/// Every source's cursor.
+pub async fn cursors(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Cursor>> {
+    sqlx::query_as("SELECT * FROM backfill_cursors ORDER BY provider, source")
+        .fetch_all(db)
+        .await
+}

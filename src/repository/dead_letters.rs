@@ -63,7 +63,7 @@ pub struct Selection<'a> {
     pub limit: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: i64,
@@ -146,4 +146,43 @@ pub async fn purge(
     .execute(db)
     .await?
     .rows_affected())
+}
+
+/// The dead letters of one event, oldest first.
+pub async fn of_event(
+    db: impl PgExecutor<'_>,
+    provider: &str,
+    event_id: &str,
+) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        "SELECT id, message_id, provider, event_id, event_type, reason, last_error, attempts,
+             first_failure_at, last_failure_at, dead_lettered_at, replayed_at, replay_count
+         FROM dead_letters WHERE provider = $1 AND event_id = $2 ORDER BY id",
+    )
+    .bind(provider)
+    .bind(event_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Dead letters of one reason: how many, how many still wait for a replay, the newest.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasonGroup {
+    pub reason: String,
+    pub letters: i64,
+    pub waiting: i64,
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
+}
+
+/// The dead letters grouped by reason, the most waiting first.
+pub async fn by_reason(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ReasonGroup>> {
+    sqlx::query_as(
+        "SELECT reason, count(*) AS letters, count(*) FILTER (WHERE replayed_at IS NULL) AS waiting,
+             min(dead_lettered_at) AS oldest, max(dead_lettered_at) AS newest
+         FROM dead_letters GROUP BY reason ORDER BY waiting DESC, letters DESC, reason",
+    )
+    .fetch_all(db)
+    .await
 }

@@ -38,10 +38,13 @@ pub struct InboxEntry<'a> {
     /// The connection whose endpoint it came through (`None`: the platform's), so a replay
     /// routes it as this delivery was routed.
     pub connection_id: Option<&'a str>,
+    /// The ids an operator finds it by (`providers::Rules::object_ids`).
+    pub object_ids: &'a [String],
 }
 
 /// Records the event as applied (the common case; another outcome is written over it later):
-/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time, $7 connection.
+/// $1 provider, $2 event id, $3 account, $4 type, $5 raw JSON, $6 received time, $7 connection,
+/// $8 the ids it is found by.
 /// Writes nothing when the event is there already, unless it is there as `unmatched` for the same
 /// account: then this claims it (see the module doc). Events that are not about an invoice's
 /// money are recorded by it; a run of money events writes its inbox rows in its write statement,
@@ -53,15 +56,15 @@ pub struct InboxEntry<'a> {
 /// for the first to commit (it then sees `applied` and writes nothing) or to roll back (it then
 /// claims the row itself). A plain redelivery of a processed event is still a duplicate; it holds
 /// the row's lock until its transaction, which writes nothing, ends.
-const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, connection_id, outcome)
-         VALUES ($1, $2, $3, $4, $5::json, $6, $7, 'applied')
+const INBOX_INSERT: &str = "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload, received_at, connection_id, object_ids, outcome)
+         VALUES ($1, $2, $3, $4, $5::json, $6, $7, $8, 'applied')
          ON CONFLICT (provider, event_id) DO UPDATE SET outcome = 'applied', outcome_reason = NULL,
              unmatched_provider_payment_id = NULL, unmatched_occurred_at = NULL, processed_at = now()
          WHERE webhook_events.outcome = 'unmatched'
            AND webhook_events.account_id = EXCLUDED.account_id";
 
 impl<'a> InboxEntry<'a> {
-    /// Binds `INBOX_INSERT`'s parameters, $1 to $7.
+    /// Binds `INBOX_INSERT`'s parameters, $1 to $8.
     pub(crate) fn bind(
         &self,
         query: sqlx::query::Query<'a, Postgres, PgArguments>,
@@ -74,6 +77,14 @@ impl<'a> InboxEntry<'a> {
             .bind(self.payload)
             .bind(self.received_at)
             .bind(self.connection_id)
+            .bind(self.object_ids)
+    }
+
+    /// The ids as one text for a bulk write's array of rows (`string_to_array(…, chr(31))`):
+    /// an id holds no control character (`providers::lookup`), so the unit separator splits
+    /// them back exactly.
+    pub(crate) fn joined_object_ids(&self) -> String {
+        self.object_ids.join("\u{1f}")
     }
 }
 

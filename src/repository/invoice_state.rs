@@ -402,7 +402,8 @@ struct DisputeRecord<'a> {
 /// them unmatched events of the account wait for, so the common case (none) costs no round trip
 /// of its own; $12 to $20 and $21 the inbox rows (provider, event id, type, payload as received,
 /// received time, outcome, its reason, the payment an unmatched event waits for and its provider
-/// time; the connection it came through).
+/// time; the connection it came through), $22 the ids each is found by, joined by chr(31)
+/// (`InboxEntry::joined_object_ids`).
 ///
 /// A payment, refund or dispute record either inserts a row seen for the first time or updates
 /// the account's existing row with the same id (the caller sends each row once, in its last
@@ -415,13 +416,14 @@ const WRITE_EFFECTS: &str = concat!(
     "WITH inbox AS (
          INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload,
              received_at, outcome, outcome_reason, unmatched_provider_payment_id,
-             unmatched_occurred_at, connection_id)
+             unmatched_occurred_at, connection_id, object_ids)
          SELECT provider, event_id, $6, event_type, payload::json, received_at, outcome,
-             outcome_reason, unmatched_provider_payment_id, unmatched_occurred_at, connection_id
+             outcome_reason, unmatched_provider_payment_id, unmatched_occurred_at, connection_id,
+             string_to_array(object_ids, chr(31))
          FROM unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[],
-             $17::text[], $18::text[], $19::text[], $20::timestamptz[], $21::text[])
+             $17::text[], $18::text[], $19::text[], $20::timestamptz[], $21::text[], $22::text[])
              AS t(provider, event_id, event_type, payload, received_at, outcome, outcome_reason,
-                 unmatched_provider_payment_id, unmatched_occurred_at, connection_id)
+                 unmatched_provider_payment_id, unmatched_occurred_at, connection_id, object_ids)
          ON CONFLICT (provider, event_id) DO UPDATE SET outcome = EXCLUDED.outcome,
              outcome_reason = EXCLUDED.outcome_reason,
              unmatched_provider_payment_id = EXCLUDED.unmatched_provider_payment_id,
@@ -690,6 +692,7 @@ pub async fn write(
         .bind(inbox_column(|r| r.waits_for.map(|(id, _)| id.to_owned())))
         .bind(inbox_time(|r| r.waits_for.map(|(_, at)| at)))
         .bind(inbox_column(|r| r.entry.connection_id.map(str::to_owned)))
+        .bind(inbox_column(|r| Some(r.entry.joined_object_ids())))
         .fetch_one(tx)
         .await?;
     let inbox_rows: i64 = row.try_get("inbox_rows")?;

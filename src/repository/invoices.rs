@@ -230,3 +230,18 @@ pub async fn link_provider_invoice(
         (true, false) => Link::AlreadyLinked,
     })
 }
+
+/// The invoices of id `id` among `accounts` (an id is unique within an account only).
+pub async fn find_in(
+    db: impl PgExecutor<'_>,
+    accounts: &[String],
+    id: &str,
+) -> sqlx::Result<Vec<InvoiceRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE account_id = ANY($1) AND id = $2 ORDER BY account_id"
+    ))
+    .bind(accounts)
+    .bind(id)
+    .fetch_all(db)
+    .await
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::{PgConnection, PgExecutor};
 
 /// A rendered mail to send.
@@ -115,4 +117,35 @@ pub async fn oldest_pending_age(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
     .fetch_one(db)
     .await
     .map(|age| age.unwrap_or(0.0))
+}
+
+/// A mail written for one of an invoice's payments, as the console lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MailRow {
+    pub payment_id: String,
+    /// `CUSTOMER` or `BUSINESS`.
+    pub recipient_kind: String,
+    pub subject: String,
+    /// `PENDING`, `SENT` or `FAILED`.
+    pub status: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// The mails of these payments of the account, oldest first.
+pub async fn of_payments(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    payment_ids: &[String],
+) -> sqlx::Result<Vec<MailRow>> {
+    sqlx::query_as(
+        "SELECT payment_id, recipient_kind, subject, status, attempts, created_at, sent_at
+         FROM notifications WHERE account_id = $1 AND payment_id = ANY($2)
+         ORDER BY created_at, id",
+    )
+    .bind(account_id)
+    .bind(payment_ids)
+    .fetch_all(db)
+    .await
 }

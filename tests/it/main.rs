@@ -20,6 +20,7 @@ mod broker_outage;
 mod broker_roles;
 mod charging;
 mod charging_gocardless;
+mod console;
 mod delivery_limit;
 mod health;
 mod hostile_data;

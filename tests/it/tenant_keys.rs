@@ -481,7 +481,12 @@ async fn payouts_recorded_before_the_account_keys_keep_their_lines() {
 }
 
 /// Keys of accounts' tables that are global on purpose: (table, key, why).
-const GLOBAL_ON_PURPOSE: [(&str, &str, &str); 9] = [
+const GLOBAL_ON_PURPOSE: [(&str, &str, &str); 10] = [
+    (
+        "audit_log",
+        "audit_log_pkey",
+        "a sequence; an operator's console action, which may touch no account",
+    ),
     (
         "api_keys",
         "api_keys_pkey",

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod charge;
+mod dashboard;
 pub mod interpret;
 pub mod payout;
 pub mod wire;
@@ -86,6 +87,27 @@ impl Rules for GoCardless {
 
     fn payment_id_prefix(&self) -> &'static str {
         "PM"
+    }
+
+    fn object_ids(&self, event: &Value) -> Vec<String> {
+        let mut ids = Vec::new();
+        crate::providers::lookup::ids_at(event, &["id"], &mut ids);
+        if let Some(links) = event.get("links") {
+            let fields = [
+                "payment",
+                "mandate",
+                "refund",
+                "payout",
+                "subscription",
+                "customer",
+            ];
+            crate::providers::lookup::ids_at(links, &fields, &mut ids);
+        }
+        ids
+    }
+
+    fn dashboard_url(&self, event: &Value, test_mode: bool) -> Option<String> {
+        dashboard::url(event, test_mode)
     }
 
     fn api_base<'a>(&self, settings: &'a Settings) -> &'a str {

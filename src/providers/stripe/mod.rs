@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod charge;
+mod dashboard;
 pub mod interpret;
 pub mod payout;
 pub mod wire;
@@ -85,6 +86,20 @@ impl Rules for Stripe {
 
     fn payment_id_prefix(&self) -> &'static str {
         "pi_"
+    }
+
+    fn object_ids(&self, event: &Value) -> Vec<String> {
+        let mut ids = Vec::new();
+        crate::providers::lookup::ids_at(event, &["id"], &mut ids);
+        if let Some(object) = event.pointer("/data/object") {
+            let fields = ["id", "payment_intent", "charge", "latest_charge", "payout"];
+            crate::providers::lookup::ids_at(object, &fields, &mut ids);
+        }
+        ids
+    }
+
+    fn dashboard_url(&self, event: &Value, test_mode: bool) -> Option<String> {
+        dashboard::url(event, test_mode)
     }
 
     fn api_base<'a>(&self, settings: &'a Settings) -> &'a str {

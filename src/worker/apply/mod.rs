@@ -151,13 +151,16 @@ struct Prepared<'e, 'p> {
     /// fields the event becomes are `storable` (`reconcile::events`).
     raw_payload: &'e str,
     domain_event: DomainEvent,
+    /// The ids the inbox row is found by.
+    object_ids: Vec<String>,
 }
 
 impl<'e, 'p> Prepared<'e, 'p> {
     fn new(event: &'e QueuedEvent, policy: Cow<'p, Policy>) -> Result<Self, ApplyError> {
         let raw_payload = std::str::from_utf8(&event.body).map_err(unparseable)?;
         let payload: Value = serde_json::from_str(raw_payload).map_err(unparseable)?;
-        let domain_event = providers::rules(event.provider)
+        let rules = providers::rules(event.provider);
+        let domain_event = rules
             .interpret(&payload, policy.gocardless_collected_at)
             .map_err(unparseable)?;
         Ok(Self {
@@ -165,6 +168,7 @@ impl<'e, 'p> Prepared<'e, 'p> {
             policy,
             raw_payload,
             domain_event,
+            object_ids: rules.object_ids(&payload),
         })
     }
 
@@ -177,6 +181,7 @@ impl<'e, 'p> Prepared<'e, 'p> {
             payload: self.raw_payload,
             received_at: self.event.received_at,
             connection_id: self.event.connection_id.as_deref(),
+            object_ids: &self.object_ids,
         }
     }
 

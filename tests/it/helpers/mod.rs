@@ -4,9 +4,11 @@
 //!   deliveries and reads the worker tests share, `poll_until`, and the assertions;
 //! - `fixtures`: provider events built from the providers' own example objects, and signatures;
 //! - `broker`: the RabbitMQ side (a subscriber's queue, taking and counting messages);
-//! - `smtp`: a real SMTP server on loopback, for the notification tests.
+//! - `smtp`: a real SMTP server on loopback, for the notification tests;
+//! - `browser`: headless Chromium over WebDriver, for the console's tests.
 
 pub mod broker;
+pub mod browser;
 pub mod cli;
 pub mod fixtures;
 pub mod localstripe;

@@ -1,0 +1,117 @@
+//! What every page shares: the header (`Chrome`), the answers that are not a page of their own
+//! (`Refusal`: sign in first, not allowed, not found, a bad request, a fault), the stylesheet,
+//! and how figures read (money with its currency's exponent, times in UTC).
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+
+/// The header of every page: who is signed in, and the form token its sign-out button sends.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub operator: String,
+    pub role: &'static str,
+    pub scope: Option<String>,
+    pub csrf: String,
+}
+
+/// Why a request gets no page of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not signed in: to the sign-in page, then back to this path.
+    #[error("sign in first")]
+    SignIn(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the console could not answer: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<sqlx::Error> for Refusal {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<anyhow::Error> for Refusal {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "refusal.html")]
+struct RefusalPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, title) = match &self {
+            Self::SignIn(next) => {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", next)
+                    .finish();
+                return Redirect::to(&format!("/console/login?{query}")).into_response();
+            }
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "Not allowed"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "Cannot do that"),
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "console request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+            }
+        };
+        // A fault's cause is logged, not shown.
+        let message = match &self {
+            Self::Internal(_) => {
+                "The console could not answer; the cause is in settle's log.".into()
+            }
+            other => other.to_string(),
+        };
+        let page = RefusalPage {
+            title,
+            message: &message,
+        };
+        match askama::Template::render(&page) {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(_) => (status, message).into_response(),
+        }
+    }
+}
+
+/// The stylesheet, embedded in the binary.
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("assets/console.css"),
+    )
+}
+
+/// "GBP 12.34": minor units with the currency's exponent; the raw figure when the currency is
+/// not one settle knows (it never stores such a one).
+pub fn money(amount: i64, currency: &str) -> String {
+    use crate::reconcile::money::{Currency, MinorUnits, format_amount};
+    match (MinorUnits::new(amount), Currency::parse(currency)) {
+        (Ok(amount), Ok(currency)) => format_amount(amount, currency),
+        _ => format!("{currency} {amount} (minor units)"),
+    }
+}
+
+/// A time as operators read it in every page: UTC, to the second.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A time or a dash.
+pub fn maybe_time(at: &Option<DateTime<Utc>>) -> String {
+    at.as_ref().map_or_else(|| "-".to_owned(), time)
+}

@@ -1,0 +1,28 @@
+//! What every console handler shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use super::limits::SignInLimits;
+use crate::api::ApiState;
+use crate::broker::Broker;
+use crate::sealed::Keyring;
+use crate::supervise::Supervisor;
+
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub db: PgPool,
+    /// The API's own state: an invoice's page reads it as `GET /invoices/{id}` does.
+    pub api: ApiState,
+    /// Replays publish through the process's own supervised connection.
+    pub broker: Broker,
+    /// Seals replayed events as `settle dlq replay` does.
+    pub keyring: Arc<Keyring>,
+    /// The process's background tasks, for the overview.
+    pub supervisor: Supervisor,
+    /// `Secure` on the session cookie: off only when the admin listener is on a loopback
+    /// address (a browser on the same machine, plain HTTP).
+    pub secure_cookie: bool,
+    pub sign_in_limits: Arc<SignInLimits>,
+}
