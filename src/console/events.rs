@@ -76,7 +76,7 @@ struct EventsPage {
     chrome: Chrome,
     filters: Filters,
     providers: Vec<&'static str>,
-    outcomes: [&'static str; 6],
+    outcomes: [&'static str; 8],
     events: Vec<Listed>,
     next: Option<String>,
 }
@@ -165,15 +165,18 @@ pub async fn list(
     })
 }
 
-/// The outcomes an inbox row can have (`reconcile::outcome::Outcome`, less `duplicate`, which
-/// stores nothing), for the filter.
-const OUTCOMES: [&str; 6] = [
+/// The outcomes an inbox row can have, for the filter: the worker's (`reconcile::outcome::Outcome`,
+/// less `duplicate`, which stores nothing), then what an unmatched event becomes when an operator
+/// discards it or retention gives up on it.
+const OUTCOMES: [&str; 8] = [
     "applied",
     "stale",
     "unchanged",
     "recorded",
     "ignored",
     "unmatched",
+    "discarded",
+    "expired",
 ];
 
 fn next_page(filters: &Filters, cursor: &EventCursor) -> String {
@@ -220,6 +223,8 @@ struct EventPage {
     movements: Vec<MovementLine>,
     published: Vec<store::PublishedMessage>,
     letters: Vec<dead_letters::DeadLetter>,
+    /// An operator may discard it (it is unmatched).
+    may_discard: bool,
 }
 
 pub async fn show(
@@ -287,6 +292,8 @@ pub async fn show(
         movements,
         published,
         letters,
+        may_discard: event.outcome == "unmatched"
+            && signed.access >= crate::ops::operators::Access::Operator,
         event,
     })
 }

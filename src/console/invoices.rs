@@ -7,23 +7,14 @@
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::links;
-use super::page::{Chrome, Refusal, money};
+use super::page::{Chrome, Refusal, label, money};
 use super::session::Signed;
 use super::state::ConsoleState;
 use crate::api::invoices::InvoiceDetail;
 use crate::repository::{invoices, notifications};
-
-/// A value of the API's JSON as the page shows it (`SUCCEEDED`, `INVOICE`).
-fn label<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(_) => "?".into(),
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Find {
@@ -118,6 +109,7 @@ struct InvoicePage {
     next_charge: String,
     settings: Vec<(&'static str, String, String)>,
     events_href: String,
+    customer_href: String,
 }
 
 pub async fn show(
@@ -259,6 +251,7 @@ pub async fn show(
         chrome: signed.chrome(),
         status: label(&invoice.invoice.status),
         events_href: links::events_naming(&invoice.invoice.id, &which.account),
+        customer_href: links::customer(&which.account, &invoice.invoice.customer_id),
         figures,
         timeline,
         payments,

@@ -29,3 +29,19 @@ pub fn invoice(account_id: &str, invoice_id: &str) -> String {
         &[("account", account_id), ("id", invoice_id)],
     )
 }
+
+/// A customer's page in its account.
+pub fn customer(account_id: &str, customer_id: &str) -> String {
+    with_query(
+        "/console/customer",
+        &[("account", account_id), ("id", customer_id)],
+    )
+}
+
+/// A payout's page in its account.
+pub fn payout(account_id: &str, payout_id: &str) -> String {
+    with_query(
+        "/console/payout",
+        &[("account", account_id), ("id", payout_id)],
+    )
+}

@@ -9,15 +9,19 @@
 //! `api::invoices::read` for an invoice), so a page and a command can never disagree.
 
 mod audit;
+mod customers;
 mod dead_letters;
 mod events;
+mod filters;
 mod invoices;
 mod limits;
 mod links;
 mod overview;
 mod page;
+mod payouts;
 mod session;
 mod state;
+mod unmatched;
 
 pub use self::state::ConsoleState;
 
@@ -38,6 +42,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/event", get(events::show))
         .route("/console/invoices", get(invoices::find))
         .route("/console/invoice", get(invoices::show))
+        .route("/console/customer", get(customers::show))
         .route("/console/dead-letters", get(dead_letters::list))
         .route(
             "/console/dead-letters/replay",
@@ -49,6 +54,10 @@ pub fn router(state: ConsoleState) -> Router {
             "/console/dead-letters/{id}/replay",
             post(dead_letters::replay_one),
         )
+        .route("/console/payouts", get(payouts::list))
+        .route("/console/payout", get(payouts::show))
+        .route("/console/unmatched", get(unmatched::list))
+        .route("/console/unmatched/discard", post(unmatched::discard))
         .route("/console/audit", get(audit::page))
         .with_state(state)
 }

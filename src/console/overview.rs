@@ -85,7 +85,7 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
                 maybe_time(&unmatched_oldest)
             ),
             figure: unmatched.to_string(),
-            href: "/console/events?outcome=unmatched".into(),
+            href: "/console/unmatched".into(),
         },
         Card {
             label: "reconciliation events waiting to be published".into(),

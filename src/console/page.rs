@@ -115,3 +115,12 @@ pub fn time(at: &DateTime<Utc>) -> String {
 pub fn maybe_time(at: &Option<DateTime<Utc>>) -> String {
     at.as_ref().map_or_else(|| "-".to_owned(), time)
 }
+
+/// A value as its JSON names it (`SUCCEEDED`, `INVOICE`): the words the API and the docs use.
+pub fn label<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}

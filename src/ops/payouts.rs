@@ -147,7 +147,7 @@ pub async fn show(db: &PgPool, account: &str, id: &str, format: Format) -> anyho
     let shown = detail(db, row).await?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
-        Format::Csv => write_csv(std::slice::from_ref(&shown))?,
+        Format::Csv => write_csv(std::io::stdout().lock(), std::slice::from_ref(&shown))?,
         Format::Table => {
             print_payouts([&shown.payout]);
             println!();
@@ -157,7 +157,8 @@ pub async fn show(db: &PgPool, account: &str, id: &str, format: Format) -> anyho
     Ok(EXIT_OK)
 }
 
-async fn detail(db: &PgPool, row: store::PayoutRow) -> anyhow::Result<PayoutDetail> {
+/// A payout with its lines, as `payouts show` and the console's payout page show it.
+pub async fn detail(db: &PgPool, row: store::PayoutRow) -> anyhow::Result<PayoutDetail> {
     let lines = store::lines(db, &row.key()).await?;
     Ok(PayoutDetail {
         payout: row.into(),
@@ -171,7 +172,7 @@ fn print(shown: &[PayoutDetail], format: Format) -> anyhow::Result<()> {
             let payouts: Vec<&Payout> = shown.iter().map(|d| &d.payout).collect();
             println!("{}", serde_json::to_string_pretty(&payouts)?);
         }
-        Format::Csv => write_csv(shown)?,
+        Format::Csv => write_csv(std::io::stdout().lock(), shown)?,
         Format::Table => print_payouts(shown.iter().map(|d| &d.payout)),
     }
     Ok(())
@@ -236,9 +237,10 @@ fn print_lines(lines: &[PayoutLine]) {
     );
 }
 
-/// The accountant's rows: one per line, amounts in the currency's major unit.
-fn write_csv(shown: &[PayoutDetail]) -> anyhow::Result<()> {
-    let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+/// The accountant's rows: one per line, amounts in the currency's major unit (`--output csv`,
+/// and the console's download).
+pub fn write_csv(to: impl std::io::Write, shown: &[PayoutDetail]) -> anyhow::Result<()> {
+    let mut out = csv::Writer::from_writer(to);
     out.write_record([
         "payout", "date", "invoice", "customer", "gross", "fee", "net", "category", "currency",
         "source",

@@ -122,19 +122,10 @@ pub async fn discard(
     dry_run: bool,
     output: Output,
 ) -> anyhow::Result<u8> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().any(char::is_control) {
-        bail!("--reason must say why, on one line");
-    }
-    let recorded = format!("discarded by an operator: {reason}");
-    let events = inbox::discard_unmatched(db, which, &recorded, dry_run).await?;
+    let events = discard_events(db, which, reason, dry_run).await?;
     if events.is_empty() {
         eprintln!("no unmatched event matched");
         return Ok(EXIT_NOTHING_MATCHED);
-    }
-    if !dry_run {
-        metrics::counter!(crate::telemetry::UNMATCHED_SETTLED, "outcome" => "discarded")
-            .increment(events.len() as u64);
     }
     print(&events, output)?;
     let verb = if dry_run {
@@ -144,6 +135,27 @@ pub async fn discard(
     };
     eprintln!("{} unmatched events {verb}", events.len());
     Ok(EXIT_OK)
+}
+
+/// Discards the chosen unmatched events with the operator's reason (with `dry_run`, says which
+/// would be): what `settle unmatched discard` and the console's discard both run.
+pub async fn discard_events(
+    db: &PgPool,
+    which: &Discarding<'_>,
+    reason: &str,
+    dry_run: bool,
+) -> anyhow::Result<Vec<UnmatchedEvent>> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().any(char::is_control) {
+        bail!("--reason must say why, on one line");
+    }
+    let recorded = format!("discarded by an operator: {reason}");
+    let events = inbox::discard_unmatched(db, which, &recorded, dry_run).await?;
+    if !dry_run {
+        metrics::counter!(crate::telemetry::UNMATCHED_SETTLED, "outcome" => "discarded")
+            .increment(events.len() as u64);
+    }
+    Ok(events)
 }
 
 fn print(events: &[UnmatchedEvent], output: Output) -> anyhow::Result<()> {

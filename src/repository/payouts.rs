@@ -717,3 +717,19 @@ pub async fn of_invoice(
     .fetch_all(db)
     .await
 }
+
+/// The account's `limit` most recently recorded payouts, newest first (the console's list).
+pub async fn recent(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<PayoutRow>> {
+    sqlx::query_as(
+        "SELECT * FROM payouts WHERE account_id = $1
+         ORDER BY created_at DESC, provider DESC, provider_payout_id DESC LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

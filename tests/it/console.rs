@@ -245,15 +245,22 @@ async fn a_viewer_cannot_replay_and_a_post_from_elsewhere_or_without_the_token_i
         .unwrap();
     let target = format!("http://{}{replay_path}", app.admin_addr.unwrap_or(app.addr));
     let elsewhere = other_origin_form(&target, &csrf).await;
+    // The page posts its form as it loads: wait for the console's answer.
     operator.client.goto(&elsewhere).await.unwrap();
     poll_until("the forged form's answer", WAIT, || async {
-        operator
-            .page_text()
+        let answer = operator
+            .client
+            .find(fantoccini::Locator::Css("main h1"))
             .await
-            .contains("not sent from the console's own pages")
-            .then_some(())
+            .ok()?;
+        (answer.text().await.ok()? == "Not allowed").then_some(())
     })
     .await;
+    let refused = operator.page_text().await;
+    assert!(
+        refused.contains("not sent from the console's own pages"),
+        "{refused}"
+    );
     assert_eq!(
         replays_and_audit_rows(&app, letter).await,
         (0, 0),
@@ -375,4 +382,110 @@ async fn an_operator_scoped_to_another_account_finds_none_of_this_ones_money() {
             .contains("belongs to no single account")
     );
     bob.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_discards_an_unmatched_event_and_reads_a_customer_and_a_payout() {
+    use crate::helpers::provider_api::ProviderApi;
+    use crate::payouts::{
+        charge, paid_by_stripe, reconciliation_completed, spawn_listing_app, stripe_transaction,
+        wait_payout,
+    };
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    operator(&app, "olivia", "operator", None).await;
+    app.create_customer("cust").await;
+    paid_by_stripe(&app, "inv_paid", "pi_paid", 1_000).await;
+    // A payout of that payment and of one settle does not know.
+    let mut own = crate::payouts::fixture_object("payout");
+    own["id"] = "po_console".into();
+    let listed = [
+        stripe_transaction("charge", charge("ch_paid", "pi_paid"), 1_000, 44),
+        stripe_transaction("charge", charge("ch_elsewhere", "pi_elsewhere"), 500, 27),
+        stripe_transaction("payout", own, -1_429, 0),
+    ];
+    for (n, mut transaction) in listed.into_iter().enumerate() {
+        transaction["id"] = format!("txn_console{n}").into();
+        api.add_balance_transaction(None, "po_console", transaction);
+    }
+    app.deliver_stripe(&reconciliation_completed(
+        "evt_po_console",
+        "po_console",
+        1_429,
+    ))
+    .await;
+    wait_payout(&app, "po_console", "PARTIALLY_MATCHED").await;
+    // A payment nobody registered, whose event names no invoice: it waits, unmatched.
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_stray")
+            .created(T0)
+            .payment("pi_stray", 700, "gbp")
+            .to_bytes(),
+    )
+    .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_stray").await, "unmatched");
+
+    let browser = Browser::open(&app, LAPTOP).await;
+    browser.sign_in("olivia", PASSWORD).await;
+    browser.goto("/console/unmatched").await;
+    assert!(browser.text("#unmatched").await.contains("pi_stray"));
+    browser.follow("evt_stray").await;
+    browser
+        .fill("input[name=why]", "a test payment made in the dashboard")
+        .await;
+    browser.click("form.action button").await;
+    assert_eq!(browser.text("#outcome").await, "discarded");
+    let (code, out, _) = settle(&app, &["unmatched", "list"]).await;
+    assert_eq!(code, 3, "none waits any more: {out}");
+
+    // The customer: its invoice and where it leads.
+    browser.goto("/console/invoices?q=inv_paid").await;
+    browser.follow("cust").await;
+    assert!(browser.text("#invoices").await.contains("INV-inv_paid"));
+
+    // The payout: its lines, what matched, what did not, and the accountant's CSV, which is
+    // `settle payouts show --output csv`'s.
+    browser.goto("/console/payouts").await;
+    browser.follow("po_console").await;
+    assert_eq!(browser.text("#status").await, "PARTIALLY_MATCHED");
+    let lines = browser.text("#lines").await;
+    assert!(
+        lines.contains("MATCHED") && lines.contains("UNMATCHED"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("inv_paid") && lines.contains("ch_elsewhere"),
+        "{lines}"
+    );
+    let (code, expected, err) =
+        settle(&app, &["payouts", "show", "po_console", "--output", "csv"]).await;
+    assert_eq!(code, 0, "{err}");
+    let account = app.settings.account.id.clone();
+    let csv = app
+        .http
+        .get(app.url(&format!(
+            "/console/payout?account={account}&id=po_console&format=csv"
+        )))
+        .header("cookie", browser_cookie(&browser).await)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, expected);
+
+    browser.goto("/console/audit").await;
+    assert!(browser.text("#audit").await.contains("unmatched.discard"));
+    browser.close().await;
+}
+
+/// The browser's session cookie, for a download a test reads itself.
+async fn browser_cookie(browser: &Browser) -> String {
+    let cookie = browser
+        .client
+        .get_named_cookie("settle_session")
+        .await
+        .unwrap();
+    format!("settle_session={}", cookie.value())
 }

@@ -93,25 +93,56 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
+    /// Clicks `css` (a button that submits a form, a link) and waits for the page it loads.
     pub async fn click(&self, css: &str) {
-        self.client
+        let element = self
+            .client
             .find(Locator::Css(css))
             .await
-            .unwrap_or_else(|error| panic!("no {css}: {error}"))
-            .click()
-            .await
-            .unwrap();
+            .unwrap_or_else(|error| panic!("no {css}: {error}"));
+        self.navigating(|| async { element.click().await.unwrap() })
+            .await;
     }
 
-    /// Follows the link whose text is `text`.
+    /// Follows the link whose text is `text`, and waits for its page.
     pub async fn follow(&self, text: &str) {
-        self.client
+        let link = self
+            .client
             .find(Locator::LinkText(text))
             .await
-            .unwrap_or_else(|error| panic!("no link {text:?}: {error}"))
-            .click()
+            .unwrap_or_else(|error| panic!("no link {text:?}: {error}"));
+        self.navigating(|| async { link.click().await.unwrap() })
+            .await;
+    }
+
+    /// Runs `act`, which leaves the page, and waits until the next page has loaded: the old
+    /// document carries a mark the new one does not.
+    pub async fn navigating<F, Fut>(&self, act: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.client
+            .execute("window.__settleOldPage = true", vec![])
             .await
             .unwrap();
+        act().await;
+        super::poll_until(
+            "the next page",
+            std::time::Duration::from_secs(30),
+            || async {
+                let left = self
+                .client
+                .execute(
+                    "return window.__settleOldPage !== true && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .ok()?;
+                (left == serde_json::Value::Bool(true)).then_some(())
+            },
+        )
+        .await;
     }
 
     /// The visible text of the first element `css` matches.
