@@ -72,12 +72,13 @@ clean-test-state:
 	$(ENV) && psql "$$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%' OR datname LIKE 'chaos\_%'" \
 		| while read -r db; do psql "$$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
-## The benchmarks: ingress (accepted/s and ack latency beside the bare broker rate) and worker
-## (backlog drain events/s and end-to-end latency beside pgbench on the same database). Leftover
+## The benchmarks: ingress (accepted/s and ack latency beside the bare broker rate), worker
+## (backlog drain events/s and end-to-end latency beside pgbench on the same database) and
+## console (every page's time with a million events in the inbox, beside psql's). Leftover
 ## test databases go first: autovacuum visits every database, and a thousand of them starve the
 ## benchmark's.
 bench: services clean-test-state
-	$(ENV) && cargo bench --bench ingress && cargo bench --bench worker
+	$(ENV) && cargo bench --bench ingress && cargo bench --bench worker && cargo bench --bench console
 
 ## Refresh .sqlx/ (the query metadata the compile-time checks read) from a database migrated from
 ## migrations/: run after changing a query!/query_as! or a migration, and commit .sqlx/.

@@ -46,6 +46,8 @@
 mod cluster;
 #[path = "support/cpu.rs"]
 mod cpu;
+#[path = "support/history.rs"]
+mod history;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +73,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cpu::{Cpu, cores};
+use history::{drop_database, env_number, execute};
 
 const SECRET: &str = "whsec_bench_secret";
 const CUSTOMERS: u64 = 1000;
@@ -85,13 +88,6 @@ const PGBENCH_SECONDS: u64 = 10;
 /// The end-to-end latency target: p99 from received to committed.
 const E2E_P99_TARGET_MS: f64 = 100.0;
 const NOTIFY_CHANNEL: &str = "bench_committed";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -327,65 +323,19 @@ impl Bench {
         Ok(())
     }
 
-    /// `BENCH_PRELOAD`: the history of `count` paid invoices, in bulk, as the worker leaves it
-    /// (an invoice, its payment, its ledger row, its inbox row holding the event's full JSON, its
-    /// published outbox row), so the drain runs against tables and indexes that have grown.
+    /// `BENCH_PRELOAD`: the history of `count` paid invoices (`history::preload`).
     async fn preload(&self, count: u64) -> anyhow::Result<()> {
-        let account = &self.settings.account.id;
         let (_, payload) = event_body(&event_template(), "preload", 0);
         let payload = String::from_utf8(payload)?;
-        // In slices, so no one statement holds a huge transaction.
-        const SLICE: u64 = 100_000;
-        for first in (0..count).step_by(SLICE as usize) {
-            let last = (first + SLICE).min(count) - 1;
-            let statements = [
-                "INSERT INTO invoices (id, account_id, customer_id, number, currency, amount_due,
-                                       amount_paid, status, due_date)
-                 SELECT 'inv_pre_' || n, $1, 'cust_bench_' || (n % $4), 'INV-pre-' || n, 'GBP',
-                        $5, $5, 'PAID', DATE '2026-12-31'
-                 FROM generate_series($2::bigint, $3::bigint) AS n",
-                "INSERT INTO payments (id, account_id, invoice_id, provider, provider_payment_id,
-                                       amount, currency, status, collected, last_event_at)
-                 SELECT 'pay_pre_' || n, $1, 'inv_pre_' || n, 'STRIPE', 'pi_pre_' || n, $5, 'GBP',
-                        'SUCCEEDED', true, now()
-                 FROM generate_series($2::bigint, $3::bigint) AS n",
-                "INSERT INTO money_movements (account_id, invoice_id, payment_id, provider,
-                     provider_object_id, kind, amount, currency, amount_source, occurred_at, event_id)
-                 SELECT $1, 'inv_pre_' || n, 'pay_pre_' || n, 'STRIPE', 'pi_pre_' || n,
-                        'COLLECTED', $5, 'GBP', 'event', now(), 'evt_pre_' || n
-                 FROM generate_series($2::bigint, $3::bigint) AS n",
-                // Published: not on the relay's work list (`outbox_pending`).
-                "INSERT INTO outbox (account_id, message_id, routing_key, payload)
-                 SELECT $1, 'stripe:evt_pre_' || n || ':payment.succeeded', 'payment.succeeded',
-                        '{}'
-                 FROM generate_series($2::bigint, $3::bigint) AS n",
-            ];
-            for statement in statements {
-                sqlx::query(statement)
-                    .bind(account)
-                    .bind(first as i64)
-                    .bind(last as i64)
-                    .bind(CUSTOMERS as i64)
-                    .bind(AMOUNT)
-                    .execute(&self.db)
-                    .await?;
-            }
-            sqlx::query(
-                "INSERT INTO webhook_events (provider, event_id, account_id, event_type, payload,
-                                             received_at, outcome)
-                 SELECT 'STRIPE', 'evt_pre_' || n, $1, 'payment_intent.succeeded', $4::json, now(),
-                        'applied'
-                 FROM generate_series($2::bigint, $3::bigint) AS n",
-            )
-            .bind(account)
-            .bind(first as i64)
-            .bind(last as i64)
-            .bind(&payload)
-            .execute(&self.db)
-            .await?;
-        }
-        sqlx::query("VACUUM ANALYZE").execute(&self.db).await?;
-        Ok(())
+        history::preload(
+            &self.db,
+            &self.settings.account.id,
+            count,
+            CUSTOMERS,
+            AMOUNT,
+            &payload,
+        )
+        .await
     }
 
     /// Phase 1. Returns the worker, still running for phase 2, and the events/s.
@@ -865,23 +815,9 @@ impl Running {
     }
 }
 
-/// A `payment_intent.succeeded` event from Stripe's published example objects, paying AMOUNT GBP,
-/// with placeholders for its id, its PaymentIntent's id and `metadata.invoice_id`.
+/// The event every phase sends (`history::event_template`), paying AMOUNT.
 fn event_template() -> String {
-    let fixtures: serde_json::Value =
-        serde_json::from_str(include_str!("../tests/fixtures/stripe-objects.json")).unwrap();
-    let mut event = fixtures["event"].clone();
-    event["id"] = "@EVENT@".into();
-    event["type"] = "payment_intent.succeeded".into();
-    event["created"] = chrono::Utc::now().timestamp().into();
-    let mut object = fixtures["payment_intent"].clone();
-    object["id"] = "@PAYMENT_INTENT@".into();
-    object["amount"] = AMOUNT.into();
-    object["amount_received"] = AMOUNT.into();
-    object["currency"] = "gbp".into();
-    object["metadata"] = serde_json::json!({ "invoice_id": "@INVOICE@" });
-    event["data"]["object"] = object;
-    serde_json::to_string(&event).unwrap()
+    history::event_template(AMOUNT)
 }
 
 /// Event `n` of a phase (`drain` or `e2e`): `evt_<phase>_<n>` pays `inv_<phase>_<n>` through
@@ -996,37 +932,6 @@ async fn ready_messages(channel: &lapin::Channel, queue: &str) -> anyhow::Result
 }
 
 /// One statement on its own connection (CREATE/DROP DATABASE cannot run in a pool's transaction).
-async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-    sqlx::raw_sql(statement).execute(&mut connection).await?;
-    sqlx::Connection::close(connection).await?;
-    Ok(())
-}
-
-/// Drops the benchmark's database. A plain DROP first: it asks autovacuum workers (busy on the
-/// freshly written tables) to leave, which `WITH (FORCE)` refuses to do for a role that is not a
-/// superuser; then FORCE for sessions still connected. A few tries.
-async fn drop_database(server_url: &str, database: &str) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        let force = if attempt % 2 == 1 {
-            " WITH (FORCE)"
-        } else {
-            ""
-        };
-        let dropped = execute(
-            server_url,
-            &format!(r#"DROP DATABASE IF EXISTS "{database}"{force}"#),
-        )
-        .await;
-        attempt += 1;
-        if dropped.is_ok() || attempt == 6 {
-            return dropped;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await; // let the other sessions go
-    }
-}
-
 fn pgbench_binary() -> &'static str {
     const DEBIAN: &str = "/usr/lib/postgresql/15/bin/pgbench";
     if Path::new(DEBIAN).exists() {

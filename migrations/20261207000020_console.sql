@@ -47,3 +47,12 @@ CREATE INDEX webhook_events_object_ids ON webhook_events USING gin (object_ids);
 -- `received_at < cutoff` reads the b-tree as well. An insert adds one entry at its right edge.
 CREATE INDEX webhook_events_received ON webhook_events (received_at);
 DROP INDEX webhook_events_received_at;
+
+-- The console's filters, newest first a page at a time: by type (a rare one among a million
+-- must not mean reading them all) and by outcome (an `ignored` or `stale` among the applied).
+-- The worker writes an outcome other than `applied` in the insert itself, or in one update of
+-- the row it just inserted.
+-- Not led by the account: an operator of every account (the platform's) filters all of them at
+-- once, and one scoped to a few reads these in time order, skipping the others' rows.
+CREATE INDEX webhook_events_by_type ON webhook_events (event_type, received_at);
+CREATE INDEX webhook_events_by_outcome ON webhook_events (outcome, received_at);

@@ -489,6 +489,7 @@ impl Application {
         let mut internal = probes::metrics_router();
         if self.role.takes_webhooks() {
             let settings = &self.settings;
+            let traffic = Arc::new(crate::ingress::traffic::Traffic::default());
             public = public.merge(crate::ingress::router(IngressState {
                 broker: self.broker.clone(),
                 webhooks: Arc::new(settings.webhooks.clone()),
@@ -496,6 +497,7 @@ impl Application {
                 body_limit: settings.http.body_limit_bytes,
                 body_budget: Arc::new(tokio::sync::Semaphore::new(settings.http.body_budget_bytes)),
                 keyring: Arc::new(self.keyring.clone()),
+                traffic: traffic.clone(),
             }));
             let api = ApiState {
                 db: self.db.clone(),
@@ -516,6 +518,7 @@ impl Application {
                 supervisor: self.supervisor.clone(),
                 secure_cookie: !self.internal_listener_is_loopback(),
                 sign_in_limits: Arc::default(),
+                traffic,
             });
             internal = internal.merge(crate::api::router(api)).merge(console);
         }

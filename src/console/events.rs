@@ -92,8 +92,10 @@ pub async fn list(
     Query(filters): Query<Filters>,
 ) -> Result<impl IntoResponse, Refusal> {
     let mut accounts = signed.accounts(&state).await?;
+    let mut scope = signed.scope.clone();
     if let Some(account) = given(&filters.account) {
         accounts.retain(|known| known == account);
+        scope = Some(accounts.clone());
     }
     let provider = match given(&filters.provider) {
         Some(name) => Some(
@@ -126,6 +128,7 @@ pub async fn list(
         .map(|provider| provider.stored_name())
         .collect();
     let search = EventSearch {
+        scope: scope.as_deref(),
         accounts: &accounts,
         term,
         provider,

@@ -8,6 +8,7 @@
 //! through the functions the commands and the API use (`ops::dlq` for dead letters,
 //! `api::invoices::read` for an invoice), so a page and a command can never disagree.
 
+mod accounts;
 mod audit;
 mod customers;
 mod dead_letters;
@@ -58,6 +59,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/payout", get(payouts::show))
         .route("/console/unmatched", get(unmatched::list))
         .route("/console/unmatched/discard", post(unmatched::discard))
+        .route("/console/accounts", get(accounts::page))
         .route("/console/audit", get(audit::page))
         .with_state(state)
 }

@@ -41,9 +41,8 @@ pub async fn page(
     signed: Signed,
 ) -> Result<impl IntoResponse, Refusal> {
     let now = Utc::now();
-    let accounts = signed.accounts(&state).await?;
     let hour_ago = now - chrono::Duration::hours(1);
-    let intake = events::outcomes_since(&state.db, &accounts, hour_ago)
+    let intake = events::outcomes_since(&state.db, signed.scope.as_deref(), hour_ago)
         .await?
         .into_iter()
         .map(|(outcome, count)| Card {

@@ -25,4 +25,6 @@ pub struct ConsoleState {
     /// address (a browser on the same machine, plain HTTP).
     pub secure_cookie: bool,
     pub sign_in_limits: Arc<SignInLimits>,
+    /// What each webhook endpoint of this process received in the last hour.
+    pub traffic: Arc<crate::ingress::traffic::Traffic>,
 }

@@ -12,6 +12,7 @@
 //! (`reconcile::routing`).
 
 pub mod secrets;
+pub mod traffic;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +54,8 @@ pub struct IngressState {
     /// Seals each queued event (`envelope::headers::SEAL`), so the worker applies only what a
     /// settle process queued.
     pub keyring: Arc<crate::sealed::Keyring>,
+    /// What each known endpoint received in the last hour (the console shows it).
+    pub traffic: Arc<traffic::Traffic>,
 }
 
 /// Webhook routes. They authenticate by signature, not by API credentials.
@@ -219,6 +222,10 @@ async fn respond(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    let connection = match &endpoint {
+        Endpoint::Connection { id, .. } => Some(*id),
+        Endpoint::Platform => None,
+    };
     let (outcome, response) = match handle(state, provider, endpoint, headers, body).await {
         Ok(queued) => ("queued", success(provider, queued)),
         Err(error) => {
@@ -238,6 +245,12 @@ async fn respond(
         }
     };
     count_request(provider, outcome);
+    state.traffic.record(
+        provider,
+        connection,
+        outcome == "queued",
+        chrono::Utc::now(),
+    );
     response
 }
 

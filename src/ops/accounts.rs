@@ -408,24 +408,25 @@ pub async fn add_connection(
     Ok(EXIT_OK)
 }
 
-/// A connection as operators see it: never a secret, only how many and under which key.
+/// A connection as operators see it (`connections list`, the console): never a secret, only how
+/// many and under which key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ConnectionView {
-    id: String,
-    account_id: String,
-    provider: String,
-    mode: String,
-    external_id: String,
-    webhook_secrets: usize,
-    api_key: bool,
+pub struct ConnectionView {
+    pub id: String,
+    pub account_id: String,
+    pub provider: String,
+    pub mode: String,
+    pub external_id: String,
+    pub webhook_secrets: usize,
+    pub api_key: bool,
     /// The keys the secrets are sealed under (rotation: what still needs the old key).
-    sealed_with: Vec<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
+    pub sealed_with: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ConnectionView {
-    fn of(connection: &Connection) -> Self {
+    pub fn of(connection: &Connection) -> Self {
         let mut sealed_with: Vec<String> = connection
             .webhook_secrets
             .iter()

@@ -4,12 +4,15 @@
 //! published). What the console's event pages read.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 
-/// What to find. `accounts` is always given (an operator's scope, or every account), so each
-/// query stays on indexes that lead with the account.
+/// What to find.
 #[derive(Debug, Clone, Default)]
 pub struct EventSearch<'a> {
+    /// An operator's scope; `None`: every account.
+    pub scope: Option<&'a [String]>,
+    /// The accounts a term's invoice is looked for in (the scope, or every account there is:
+    /// `payments`' index leads with the account).
     pub accounts: &'a [String],
     /// An event id, any id the event names, or an invoice id (its payments' ids).
     pub term: Option<&'a str>,
@@ -60,43 +63,63 @@ impl EventRow {
 const COLUMNS: &str = "w.provider, w.event_id, w.account_id, w.event_type, w.outcome, \
                        w.outcome_reason, w.received_at, w.processed_at, w.connection_id";
 
-/// A page of events, newest first. With a term: the events that name it (through the GIN index)
-/// or are it (through the primary key), and those of the payments of the invoice of that id.
+/// A page of events, newest first. With a term: the events that name it (through the GIN index
+/// on `object_ids`) or are it (through the primary key), and those that name a payment of the
+/// invoice of that id. The events found are gathered first (a materialized set: a handful of
+/// rows), then filtered and ordered; without a term, the newest are read backwards through the
+/// b-tree on received_at (by type: on account, type and received_at), filtered as they come.
 pub async fn search(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
     search: &EventSearch<'_>,
     providers: &[&str],
 ) -> sqlx::Result<Vec<EventRow>> {
-    let found_by_term = "(w.object_ids && (
-             SELECT array_agg(id) FROM (
-                 SELECT $2::text AS id
-                 UNION ALL
-                 SELECT p.provider_payment_id FROM payments p
-                 WHERE p.account_id = ANY($1) AND p.invoice_id = $2
-             ) ids)
-         OR (w.provider = ANY($11) AND w.event_id = $2))";
+    let ids = match search.term {
+        Some(term) => {
+            let mut ids: Vec<String> = sqlx::query_scalar(
+                "SELECT provider_payment_id FROM payments
+                 WHERE account_id = ANY($1) AND invoice_id = $2",
+            )
+            .bind(search.accounts)
+            .bind(term)
+            .fetch_all(db)
+            .await?;
+            ids.push(term.to_owned());
+            Some(ids)
+        }
+        None => None,
+    };
+    let (found, joined) = match ids {
+        Some(_) => (
+            "WITH found AS MATERIALIZED (
+                 SELECT provider, event_id FROM webhook_events WHERE object_ids && $2
+                 UNION
+                 SELECT provider, event_id FROM webhook_events
+                 WHERE provider = ANY($11) AND event_id = ANY($2)
+             )",
+            "JOIN found f ON f.provider = w.provider AND f.event_id = w.event_id",
+        ),
+        None => ("", ""),
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM webhook_events w
-         WHERE w.account_id = ANY($1)
-           AND {term}
+        "{found}
+         SELECT {COLUMNS} FROM webhook_events w {joined}
+         WHERE ($1::text[] IS NULL OR w.account_id = ANY($1))
            AND ($3::text IS NULL OR w.provider = $3)
            AND ($4::text IS NULL OR w.event_type = $4)
            AND ($5::text IS NULL OR w.outcome = $5)
            AND ($6::timestamptz IS NULL OR w.received_at >= $6)
            AND ($7::timestamptz IS NULL OR w.received_at < $7)
            AND ($8::timestamptz IS NULL OR (w.received_at, w.provider, w.event_id) < ($8, $9, $10))
+           -- The term's ids and the providers, which only the gathering above reads: every
+           -- query binds the same list.
+           AND ($2::text[] IS NULL OR $11::text[] IS NOT NULL)
          ORDER BY w.received_at DESC, w.provider DESC, w.event_id DESC
-         LIMIT $12",
-        term = if search.term.is_some() {
-            found_by_term
-        } else {
-            "$2::text IS NULL"
-        },
+         LIMIT $12"
     );
     let after = search.after.as_ref();
     sqlx::query_as(&sql)
-        .bind(search.accounts)
-        .bind(search.term)
+        .bind(search.scope)
+        .bind(ids)
         .bind(search.provider)
         .bind(search.event_type)
         .bind(search.outcome)
@@ -209,19 +232,19 @@ pub async fn published(
     .await
 }
 
-/// How many events of `accounts` arrived since `since`, per outcome (through the b-tree on
-/// received_at).
+/// How many events arrived since `since`, per outcome, of the scope's accounts (`None`: every
+/// account), through the b-tree on received_at.
 pub async fn outcomes_since(
     db: impl PgExecutor<'_>,
-    accounts: &[String],
+    scope: Option<&[String]>,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as(
         "SELECT outcome, count(*) FROM webhook_events
-         WHERE received_at >= $2 AND account_id = ANY($1)
+         WHERE received_at >= $2 AND ($1::text[] IS NULL OR account_id = ANY($1))
          GROUP BY outcome ORDER BY count(*) DESC, outcome",
     )
-    .bind(accounts)
+    .bind(scope)
     .bind(since)
     .fetch_all(db)
     .await

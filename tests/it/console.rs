@@ -332,6 +332,14 @@ async fn an_operator_scoped_to_another_account_finds_none_of_this_ones_money() {
     app.deliver_stripe(&succeeded("evt_a", "pi_a", "inv_a", 4_200))
         .await;
     app.wait_invoice_status("inv_a", "PAID").await;
+    // And a request with a forged signature, refused.
+    let forged = app
+        .post_stripe(
+            &succeeded("evt_forged", "pi_a", "inv_a", 1),
+            Some("t=1,v1=00".into()),
+        )
+        .await;
+    assert_eq!(forged.status(), 400);
     let invoice_page = format!("/console/invoice?account={account}&id=inv_a");
 
     // Every account's operator sees it, at a phone's width too.
@@ -352,6 +360,11 @@ async fn an_operator_scoped_to_another_account_finds_none_of_this_ones_money() {
         "the page fits a phone: {overflow}"
     );
     olga.screenshot("invoice-phone").await;
+    // What the platform's Stripe endpoint received in the last hour.
+    olga.goto("/console/accounts").await;
+    let accounts = olga.page_text().await;
+    assert!(accounts.contains("acc_b"), "{accounts}");
+    assert!(accounts.contains("1 queued, 1 refused (50%)"), "{accounts}");
     olga.close().await;
 
     // An operator of account B finds neither the invoice nor its events.
