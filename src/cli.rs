@@ -146,7 +146,8 @@ impl Cli {
                 return unmatched::run(command, &database_pool(&settings)?).await;
             }
             Command::Outbox { command } => {
-                return outbox::run(command, &database_pool(&settings)?).await;
+                return outbox::run(command, &database_pool(&settings)?, &settings.account.id)
+                    .await;
             }
             Command::Operators { command } => {
                 return operators::run(command, &database_pool(&settings)?).await;

@@ -4,16 +4,23 @@
 //! disagree) and where each comes from, its payment attempts and automatic charges, and its
 //! effective payment settings with the level each comes from.
 
+use axum::Form;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::audit::{self, Done};
 use super::links;
 use super::page::{Chrome, Refusal, label, money};
 use super::session::Signed;
 use super::state::ConsoleState;
 use crate::api::invoices::InvoiceDetail;
+use crate::ops::operators::Access;
+use crate::ops::outbox::Resent;
+use crate::provider::Provider;
+use crate::repository::events::{self, EventSearch, PublishedMessage};
 use crate::repository::{invoices, notifications};
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +117,9 @@ struct InvoicePage {
     settings: Vec<(&'static str, String, String)>,
     events_href: String,
     customer_href: String,
+    /// The newest reconciliation event about it, and whether this operator may resend it.
+    announcement: Option<PublishedMessage>,
+    may_resend: bool,
 }
 
 pub async fn show(
@@ -234,6 +244,7 @@ pub async fn show(
         (None, Some(because)) => format!("none: {because}"),
         (None, None) => "none".into(),
     };
+    let announcement = last_announcement(&state, &which.account, &which.id).await?;
     let effective = &invoice.payment_settings;
     let settings = vec![
         (
@@ -252,6 +263,8 @@ pub async fn show(
         status: label(&invoice.invoice.status),
         events_href: links::events_naming(&invoice.invoice.id, &which.account),
         customer_href: links::customer(&which.account, &invoice.invoice.customer_id),
+        announcement,
+        may_resend: signed.access >= Access::Operator,
         figures,
         timeline,
         payments,
@@ -260,6 +273,91 @@ pub async fn show(
         settings,
         invoice,
     })
+}
+
+/// Events of an invoice looked through for its newest announcement.
+const EVENTS_LOOKED_AT: i64 = 50;
+
+/// The newest reconciliation event about the invoice among those its newest events published
+/// (the events that name its payments, found as the events page finds them).
+async fn last_announcement(
+    state: &ConsoleState,
+    account: &str,
+    invoice: &str,
+) -> Result<Option<PublishedMessage>, Refusal> {
+    let accounts = [account.to_owned()];
+    let providers: Vec<&str> = <Provider as strum::VariantArray>::VARIANTS
+        .iter()
+        .map(|provider| provider.stored_name())
+        .collect();
+    let search = EventSearch {
+        scope: Some(&accounts),
+        accounts: &accounts,
+        term: Some(invoice),
+        limit: EVENTS_LOOKED_AT,
+        ..EventSearch::default()
+    };
+    for event in events::search(&state.db, &search, &providers).await? {
+        let Some(provider) = Provider::from_wire_name(&event.provider.to_ascii_lowercase()) else {
+            continue;
+        };
+        let prefix = format!("{}:{}:", provider.wire_name(), event.event_id);
+        let mut published = events::published(&state.db, account, &prefix).await?;
+        published.retain(|message| {
+            serde_json::from_str::<serde_json::Value>(&message.payload)
+                .is_ok_and(|payload| payload.pointer("/data/invoiceId") == Some(&invoice.into()))
+        });
+        if let Some(newest) = published.pop() {
+            return Ok(Some(newest));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    why: String,
+    account: String,
+    id: String,
+    message: String,
+}
+
+/// Publishes the invoice's newest reconciliation event again (`settle outbox resend`'s own
+/// function), then shows the invoice.
+pub async fn resend(
+    State(state): State<ConsoleState>,
+    signed: Signed,
+    headers: HeaderMap,
+    Form(form): Form<ResendForm>,
+) -> Result<Response, Refusal> {
+    signed.check_post(&headers, &form.csrf)?;
+    signed.require(Access::Operator, "Resending a reconciliation event")?;
+    let why = audit::reason(&form.why)?;
+    let not_found = || Refusal::NotFound(format!("no reconciliation event {}", form.message));
+    if !signed.may_read(&form.account) {
+        return Err(not_found());
+    }
+    let outcome = match crate::ops::outbox::resend(&state.db, &form.account, &form.message).await? {
+        Resent::Queued => "queued for the relay",
+        Resent::Waiting => "waiting for the relay already",
+        Resent::NotFound => return Err(not_found()),
+    };
+    audit::record(
+        &state,
+        &signed,
+        &Done {
+            action: "reconciliation_event.resend",
+            target: &format!("{} of invoice {}", form.message, form.id),
+            account_id: Some(&form.account),
+            reason: why,
+            outcome,
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&links::invoice(&form.account, &form.id)).into_response())
 }
 
 /// The invoice's figures as the API gives them, each with the movements it sums.

@@ -43,6 +43,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/event", get(events::show))
         .route("/console/invoices", get(invoices::find))
         .route("/console/invoice", get(invoices::show))
+        .route("/console/invoice/resend", post(invoices::resend))
         .route("/console/customer", get(customers::show))
         .route("/console/dead-letters", get(dead_letters::list))
         .route(

@@ -1,4 +1,5 @@
-//! `settle outbox parked|retry`: the reconciliation events the relay gave up on. A row a
+//! `settle outbox parked|retry|resend`: the reconciliation events the relay gave up on, and one
+//! sent again on an operator's word. A row a
 //! subscriber's queue kept refusing (full, with `reject-publish`), or that the broker never
 //! confirmed, is parked after its last attempt so it stops holding up the others
 //! (`worker.outbox_max_attempts`); once the subscriber is fixed, `retry` puts it back on the relay's
@@ -28,14 +29,66 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Publish a reconciliation event again, with the same id (a subscriber that lost it gets it;
+    /// one that has it drops it): exit 3 when the account has no such event.
+    Resend {
+        /// Its message id (`stripe:evt_…:invoice.paid`).
+        message_id: String,
+        /// Whose (default: the configured account).
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
-/// Runs `settle outbox <command>`.
-pub async fn run(command: Command, db: &PgPool) -> anyhow::Result<u8> {
+/// Runs `settle outbox <command>`; `resend` without `--account` for the configured account.
+pub async fn run(command: Command, db: &PgPool, default_account: &str) -> anyhow::Result<u8> {
     match command {
         Command::Parked { limit, output } => parked(db, limit, output).await,
         Command::Retry { ids, all } => retry(db, &ids, all).await,
+        Command::Resend {
+            message_id,
+            account,
+        } => {
+            let account = account.as_deref().unwrap_or(default_account);
+            Ok(match resend(db, account, &message_id).await? {
+                Resent::Queued => {
+                    println!("{message_id} is on the relay's work list again");
+                    EXIT_OK
+                }
+                Resent::Waiting => {
+                    println!("{message_id} is waiting for the relay already");
+                    EXIT_OK
+                }
+                Resent::NotFound => {
+                    eprintln!("no reconciliation event {message_id} in account {account}");
+                    EXIT_NOTHING_MATCHED
+                }
+            })
+        }
     }
+}
+
+/// What a resend did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resent {
+    Queued,
+    /// It had not been published yet: it goes out once, as it would have.
+    Waiting,
+    NotFound,
+}
+
+/// Puts the account's reconciliation event back on the relay's work list and wakes the relay:
+/// what `settle outbox resend` and the console's resend both run.
+pub async fn resend(db: &PgPool, account: &str, message_id: &str) -> anyhow::Result<Resent> {
+    let resent = match store::resend(db, account, message_id).await? {
+        Some(true) => Resent::Queued,
+        Some(false) => Resent::Waiting,
+        None => Resent::NotFound,
+    };
+    if resent == Resent::Queued {
+        store::notify_relay(db).await?;
+    }
+    Ok(resent)
 }
 
 pub async fn parked(db: &PgPool, limit: i64, output: Output) -> anyhow::Result<u8> {

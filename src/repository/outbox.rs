@@ -221,3 +221,23 @@ pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, i64)> {
     .await?;
     Ok((counts.waiting, counts.parked))
 }
+
+/// Puts the account's published reconciliation event `message_id` back on the relay's work list,
+/// to be published again with the same id (subscribers dedupe on it): Some(true) when it was
+/// put back, Some(false) when it is waiting already, None when the account has no such event.
+pub async fn resend(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    message_id: &str,
+) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar(
+        "WITH row AS (SELECT id FROM outbox WHERE account_id = $1 AND message_id = $2),
+              queued AS (INSERT INTO outbox_pending (id) SELECT id FROM row
+                         ON CONFLICT (id) DO NOTHING RETURNING id)
+         SELECT EXISTS (SELECT 1 FROM queued) FROM row",
+    )
+    .bind(account_id)
+    .bind(message_id)
+    .fetch_optional(db)
+    .await
+}

@@ -71,6 +71,20 @@ async fn dead_letter(app: &TestApp, event_id: &str, invoice: &str) -> i64 {
     .await
 }
 
+/// Takes the subscriber's messages until one with `message_id` has come: how many came.
+async fn copies_until_one(app: &TestApp, subscriber: &str, message_id: &str) -> usize {
+    let mut copies = 0;
+    while copies == 0 {
+        copies = app
+            .take_messages(subscriber, 1)
+            .await
+            .iter()
+            .filter(|message| message.message_id.as_deref() == Some(message_id))
+            .count();
+    }
+    copies
+}
+
 /// "GBP 125.00": how the console shows the API's minor units.
 fn gbp(minor_units: &Value) -> String {
     let minor = minor_units.as_i64().unwrap();
@@ -102,6 +116,7 @@ async fn an_operator_finds_a_failed_payment_reads_why_and_replays_a_dead_letter(
         .await;
     app.wait_processed("STRIPE", "evt_declined").await;
     let letter = dead_letter(&app, "evt_early", "inv_early").await;
+    let subscriber = app.subscribe().await;
 
     let browser = Browser::open(&app, LAPTOP).await;
     browser.goto("/console/events").await;
@@ -183,6 +198,26 @@ async fn an_operator_finds_a_failed_payment_reads_why_and_replays_a_dead_letter(
     assert_eq!(browser.text("#status").await, "PAID");
     assert_eq!(browser.text("#amount-paid").await, "GBP 80.00");
 
+    // A subscriber lost it: its newest reconciliation event goes out again, with the same id.
+    let paid = "stripe:evt_early:invoice.paid";
+    assert!(browser.text("#announcement").await.contains(paid));
+    assert_eq!(copies_until_one(&app, &subscriber, paid).await, 1);
+    browser
+        .fill("input[name=why]", "the ledger service lost its queue")
+        .await;
+    browser.click("form.action button").await;
+    assert_eq!(
+        copies_until_one(&app, &subscriber, paid).await,
+        1,
+        "published once more, with the same id"
+    );
+    // The command does the same, with the same function.
+    let (code, out, err) = settle(&app, &["outbox", "resend", paid]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(copies_until_one(&app, &subscriber, paid).await, 1);
+    let (code, _, _) = settle(&app, &["outbox", "resend", "stripe:evt_none:invoice.paid"]).await;
+    assert_eq!(code, 3, "no such event");
+
     browser.goto("/console/audit").await;
     let audit = browser.text("#audit").await;
     for said in [
@@ -191,10 +226,12 @@ async fn an_operator_finds_a_failed_payment_reads_why_and_replays_a_dead_letter(
         "inv_early was registered late; it exists now",
         "replayed",
         "evt_early",
+        "reconciliation_event.resend",
+        "the ledger service lost its queue",
     ] {
         assert!(audit.contains(said), "{said} in {audit}");
     }
-    assert_eq!(replays_and_audit_rows(&app, letter).await, (1, 1));
+    assert_eq!(replays_and_audit_rows(&app, letter).await, (1, 2));
     browser.close().await;
 }
 
