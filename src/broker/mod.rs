@@ -239,6 +239,17 @@ impl Broker {
             .is_some_and(|c| c.publishing.status().blocked())
     }
 
+    /// How many messages each of settle's queues holds ready, work queue first (passive
+    /// declarations, on a channel of their own); `None` while disconnected or when a queue is
+    /// missing.
+    pub async fn queue_depths(&self) -> Option<Vec<(String, u32)>> {
+        let connected = self.inner.current.borrow().clone()?;
+        let channel = connected.publishing.create_channel().await.ok()?;
+        let depths = self.inner.topology.depths(&channel).await;
+        let _ = channel.close(200, "done".into()).await;
+        depths
+    }
+
     /// Waits for a live connection; `None` once the broker is closing.
     pub async fn connected(&self) -> Option<Arc<Connected>> {
         let mut changes = self.inner.current.subscribe();

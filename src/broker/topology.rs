@@ -159,6 +159,24 @@ impl Topology {
         queues
     }
 
+    /// Each queue's ready messages, by passive declarations; `None` when one is missing (which
+    /// closes `channel`).
+    pub async fn depths(&self, channel: &Channel) -> Option<Vec<(String, u32)>> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut depths = Vec::new();
+        for queue in self.queues() {
+            let declared = channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await
+                .ok()?;
+            depths.push((queue.to_owned(), declared.message_count()));
+        }
+        Some(depths)
+    }
+
     /// Whether every queue and exchange is there, by passive declarations: reads, which a
     /// cluster answers while one of its nodes is frozen, where a declaration waits for every
     /// node (RabbitMQ writes its metadata on all of them). A missing one closes `channel`.

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::page::{Chrome, Refusal, maybe_time, time};
 use super::session::Signed;
 use super::state::ConsoleState;
-use crate::repository::{backfill, dead_letters, events, outbox, retention};
+use crate::repository::{backfill, dead_letters, events, outbox, payouts, retention};
 
 /// One figure, and where to see what it counts.
 struct Card {
@@ -22,6 +22,8 @@ struct Card {
 /// What only an operator of every account sees.
 struct Process {
     cards: Vec<Card>,
+    /// Each queue's ready messages; `None`: the broker could not say.
+    queues: Option<Vec<(String, u32)>>,
     failing_tasks: Vec<&'static str>,
     broker: &'static str,
     cursors: Vec<(String, String, String, String)>,
@@ -72,6 +74,7 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
     let oldest = groups.iter().map(|group| group.oldest).min();
     let (unmatched, unmatched_oldest) = retention::unmatched_backlog(&state.db).await?;
     let (outbox_waiting, outbox_parked) = outbox::backlog(&state.db).await?;
+    let payouts_open = payouts::not_reconciled(&state.db).await?;
     let cards = vec![
         Card {
             label: format!("dead letters waiting (oldest {})", maybe_time(&oldest)),
@@ -96,6 +99,11 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
             figure: outbox_parked.to_string(),
             href: "/console".into(),
         },
+        Card {
+            label: "payouts waiting for their lines, or partly matched".into(),
+            figure: payouts_open.to_string(),
+            href: "/console/payouts".into(),
+        },
     ];
     let broker = if !state.broker.is_connected() {
         "not connected"
@@ -118,6 +126,7 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
         .collect();
     Ok(Process {
         cards,
+        queues: state.broker.queue_depths().await,
         failing_tasks: state.supervisor.failing(),
         broker,
         cursors,

@@ -733,3 +733,12 @@ pub async fn recent(
     .fetch_all(db)
     .await
 }
+
+/// Payouts of any account not reconciled yet: waiting for their lines, or partly matched.
+pub async fn not_reconciled(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM payouts WHERE status IN ('EXPECTED', 'LISTING', 'PARTIALLY_MATCHED')",
+    )
+    .fetch_one(db)
+    .await
+}
