@@ -299,6 +299,11 @@ fn pages(account: &str, last: u64, letter: i64) -> Vec<Page> {
             ),
         },
         Page {
+            name: "accounts",
+            path: "/console/accounts".into(),
+            query: "SELECT * FROM provider_connections ORDER BY account_id, created_at, id".into(),
+        },
+        Page {
             name: "audit log",
             path: "/console/audit".into(),
             query: "SELECT * FROM audit_log ORDER BY id DESC LIMIT 101".into(),

@@ -74,6 +74,8 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
     let oldest = groups.iter().map(|group| group.oldest).min();
     let (unmatched, unmatched_oldest) = retention::unmatched_backlog(&state.db).await?;
     let (outbox_waiting, outbox_parked) = outbox::backlog(&state.db).await?;
+    let outbox_oldest = outbox::oldest_waiting(&state.db).await?;
+    let webhooks = state.traffic.all_last_hour(Utc::now());
     let payouts_open = payouts::not_reconciled(&state.db).await?;
     let cards = vec![
         Card {
@@ -90,7 +92,18 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
             href: "/console/unmatched".into(),
         },
         Card {
-            label: "reconciliation events waiting to be published".into(),
+            label: format!(
+                "webhook requests this process refused in the last hour ({} queued)",
+                webhooks.queued
+            ),
+            figure: webhooks.refused.to_string(),
+            href: "/console/accounts".into(),
+        },
+        Card {
+            label: format!(
+                "reconciliation events waiting to be published (oldest {})",
+                maybe_time(&outbox_oldest)
+            ),
             figure: outbox_waiting.to_string(),
             href: "/console".into(),
         },

@@ -99,6 +99,25 @@ impl Traffic {
         }
     }
 
+    /// Every known endpoint's requests in the hour before `now`, added up.
+    pub fn all_last_hour(&self, now: DateTime<Utc>) -> LastHour {
+        let keys: Vec<String> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        keys.iter().fold(LastHour::default(), |total, key| {
+            let hour = self.of_key(key, now);
+            LastHour {
+                queued: total.queued + hour.queued,
+                refused: total.refused + hour.refused,
+                last_queued: total.last_queued.max(hour.last_queued),
+            }
+        })
+    }
+
     /// The endpoint's requests in the hour before `now`.
     pub fn last_hour(
         &self,
@@ -106,11 +125,15 @@ impl Traffic {
         connection: Option<&str>,
         now: DateTime<Utc>,
     ) -> LastHour {
+        self.of_key(&key(provider, connection), now)
+    }
+
+    fn of_key(&self, key: &str, now: DateTime<Utc>) -> LastHour {
         let endpoints = self
             .endpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(endpoint) = endpoints.get(&key(provider, connection)) else {
+        let Some(endpoint) = endpoints.get(key) else {
             return LastHour::default();
         };
         let current = now.timestamp().div_euclid(60);

@@ -1,6 +1,7 @@
 //! The outbox: reconciliation events written in the worker's transaction, published afterwards by
 //! the relay (`crate::outbox`), so none is lost when a process dies between commit and publish.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::{PgConnection, PgExecutor, Postgres};
 
@@ -208,6 +209,17 @@ pub async fn notify_relay(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// When the oldest reconciliation event still waiting for the relay (not parked) was written:
+/// how far the relay is behind.
+pub async fn oldest_waiting(db: impl PgExecutor<'_>) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "SELECT min(o.created_at) FROM outbox_pending p JOIN outbox o ON o.id = p.id
+         WHERE p.parked_reason IS NULL",
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Rows waiting to be published, and rows parked.

@@ -539,3 +539,71 @@ async fn browser_cookie(browser: &Browser) -> String {
         .unwrap();
     format!("settle_session={}", cookie.value())
 }
+
+#[tokio::test]
+async fn sign_ins_are_slowed_after_a_few_tries_and_a_disabled_operator_is_signed_out() {
+    let app = spawn_app().await;
+    operator(&app, "olivia", "operator", None).await;
+    operator(&app, "vera", "viewer", None).await;
+    let base = format!("http://{}", app.admin_addr.unwrap_or(app.addr));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |name: &'static str, secret: &'static str, origin: Option<&str>| {
+        let mut request = http.post(format!("{base}/console/login")).form(&[
+            ("name", name),
+            ("secret", secret),
+            ("next", "/console"),
+        ]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    // Not from the console's own sign-in page: refused before any secret is checked.
+    let response = sign_in("vera", PASSWORD, None).await.unwrap();
+    assert_eq!(response.status(), 403);
+    for _ in 0..5 {
+        let response = sign_in("olivia", "a wrong guess", Some(&base))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    // The sixth try within the minute is not even checked, right or wrong.
+    let response = sign_in("olivia", PASSWORD, Some(&base)).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("too many sign-in attempts")
+    );
+
+    // Another operator is not slowed by them; disabling it ends its session.
+    let response = sign_in("vera", PASSWORD, Some(&base)).await.unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let overview = || {
+        http.get(format!("{base}/console"))
+            .header("cookie", &session)
+            .send()
+    };
+    assert_eq!(overview().await.unwrap().status(), 200);
+    let (code, _, err) = settle(&app, &["operators", "disable", "vera"]).await;
+    assert_eq!(code, 0, "{err}");
+    let response = overview().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"].to_str().unwrap(),
+        "/console/login?next=%2Fconsole"
+    );
+}
