@@ -96,12 +96,20 @@ pub async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-/// "GBP 12.34": minor units with the currency's exponent; the raw figure when the currency is
-/// not one settle knows (it never stores such a one).
+/// "GBP 12.34", "GBP -0.50": minor units with the currency's exponent (a payout's difference
+/// may be negative); the raw figure when the currency is not one settle knows (it never stores
+/// such a one) or the amount is past the bound of an amount.
 pub fn money(amount: i64, currency: &str) -> String {
     use crate::reconcile::money::{Currency, MinorUnits, format_amount};
-    match (MinorUnits::new(amount), Currency::parse(currency)) {
-        (Ok(amount), Ok(currency)) => format_amount(amount, currency),
+    let magnitude = amount.checked_abs().map(MinorUnits::new);
+    match (magnitude, Currency::parse(currency)) {
+        (Some(Ok(magnitude)), Ok(currency)) => {
+            let shown = format_amount(magnitude, currency);
+            match shown.split_once(' ') {
+                Some((code, figure)) if amount < 0 => format!("{code} -{figure}"),
+                _ => shown,
+            }
+        }
         _ => format!("{currency} {amount} (minor units)"),
     }
 }
@@ -122,5 +130,23 @@ pub fn label<T: serde::Serialize>(value: &T) -> String {
         Ok(serde_json::Value::String(text)) => text,
         Ok(other) => other.to_string(),
         Err(_) => "?".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::money;
+
+    #[test]
+    fn money_reads_in_the_currency_s_unit_either_side_of_zero() {
+        assert_eq!(money(12_345, "GBP"), "GBP 123.45");
+        assert_eq!(money(-50, "GBP"), "GBP -0.50");
+        assert_eq!(money(500, "JPY"), "JPY 500");
+        assert_eq!(money(1_234, "KWD"), "KWD 1.234");
+        assert_eq!(
+            money(i64::MIN, "GBP"),
+            format!("GBP {} (minor units)", i64::MIN)
+        );
+        assert_eq!(money(5, "XYZ"), "XYZ 5 (minor units)");
     }
 }

@@ -149,7 +149,12 @@ pub async fn show(
         ("Lines' net", amount(payout.lines_net, currency)),
         ("Difference", amount(payout.difference, currency)),
     ];
-    let decimal = |value: &rust_decimal::Decimal| format!("{} {value}", currency.unwrap_or(""));
+    // A line's amounts are exact decimals of minor units (GoCardless's come to a tenth of
+    // one): shown in the major unit, as the accountant's CSV has them.
+    let decimal = |value: &rust_decimal::Decimal| {
+        let major = crate::ops::payouts::major_units(*value, payout.currency);
+        format!("{} {major}", currency.unwrap_or(""))
+    };
     let lines = detail
         .lines
         .iter()

@@ -274,7 +274,7 @@ pub fn write_csv(to: impl std::io::Write, shown: &[PayoutDetail]) -> anyhow::Res
 
 /// `minor` in the currency's major unit, with at least its decimals: 1000 GBP pence is `10.00`,
 /// GoCardless's 37.5 pence `0.375`, 500 JPY `500`.
-fn major_units(minor: Decimal, currency: Option<Currency>) -> String {
+pub fn major_units(minor: Decimal, currency: Option<Currency>) -> String {
     let exponent = currency.map_or(2, Currency::exponent);
     let mut major = minor;
     major.set_scale(major.scale() + exponent).ok();

@@ -133,17 +133,24 @@ pub fn parse_provider(text: &str) -> Result<crate::provider::Provider, String> {
 
 /// `30m`, `24h`, `7d` or `90s`.
 pub fn parse_duration(text: &str) -> anyhow::Result<chrono::Duration> {
+    let not_one = || format!("`{text}` is not a duration like 90s, 30m, 24h or 7d");
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let number: i64 = number
-        .parse()
-        .with_context(|| format!("`{text}` is not a duration like 90s, 30m, 24h or 7d"))?;
-    Ok(match unit {
-        "s" => chrono::Duration::seconds(number),
-        "m" => chrono::Duration::minutes(number),
-        "h" => chrono::Duration::hours(number),
-        "d" => chrono::Duration::days(number),
-        _ => bail!("`{text}` is not a duration like 90s, 30m, 24h or 7d"),
-    })
+    // Digits only: no sign (a negative age would reach into the future), no `+`.
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        bail!(not_one());
+    }
+    let number: i64 = number.parse().with_context(not_one)?;
+    let duration = match unit {
+        "s" => chrono::Duration::try_seconds(number),
+        "m" => chrono::Duration::try_minutes(number),
+        "h" => chrono::Duration::try_hours(number),
+        "d" => chrono::Duration::try_days(number),
+        _ => bail!(not_one()),
+    };
+    // Bounded to a thousand years, so that `now - duration` is always a time.
+    duration
+        .filter(|duration| *duration <= chrono::Duration::days(365_000))
+        .with_context(|| format!("`{text}` is longer than any age settle keeps"))
 }
 
 /// An instant, as RFC 3339 or as Unix seconds (Stripe's `created`), or a duration back from now:
@@ -187,6 +194,16 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), chrono::Duration::days(7));
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("").is_err());
+        // Hostile ages (the console takes them from a form): refused, never a panic.
+        for hostile in [
+            "-5d",
+            "+5d",
+            "9999999999999999d",
+            "99999999999999999999s",
+            "d",
+        ] {
+            assert!(parse_duration(hostile).is_err(), "{hostile}");
+        }
         assert!(parse_since("2026-11-01T00:00:00Z").is_ok());
         assert!(parse_since("24h").unwrap() < Utc::now());
         assert!(parse_since("yesterday").is_err());
