@@ -15,21 +15,18 @@
 // A benchmark that cannot set up has failed: unwrap and expect are how it reports it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/history.rs"]
-mod history;
+#[path = "support/shared.rs"]
+mod shared;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lapin::{Connection, ConnectionProperties};
-use secrecy::SecretString;
 use settle::config::Settings;
 use settle::role::Role;
 use settle::startup::Application;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use history::{drop_database, env_number, execute};
+use shared::{Scratch, env_number, percentile};
 
 const CUSTOMERS: u64 = 1000;
 const AMOUNT: i64 = 1000;
@@ -40,45 +37,16 @@ const WARM_UP: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://settle:settle@127.0.0.1:54329/settle".into());
-    let amqp_url = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:56720/%2f".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let database = format!("bench_{}", &id[..16]);
-    let (server, _) = server_url
-        .rsplit_once('/')
-        .expect("DATABASE_URL ends with a database name");
-    let database_url = format!("{server}/{database}");
-    let mut settings = Settings::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        "local",
-        Vec::new(),
-    )?;
-    settings.http.addr = "127.0.0.1:0".parse()?;
-    settings.amqp.prefix = format!("bench-{}", &id[..8]);
-    settings.amqp.url = SecretString::from(amqp_url.as_str());
-    settings.database.url = SecretString::from(database_url.as_str());
-    settings.database.migrate_on_start = false;
-    settings.telemetry.log_filter = "error".into();
-    // Only the console: no sweeper, lister or retention runs beside it.
-    settings.backfill.interval_secs = 0;
-    settings.payouts.list_interval_secs = 0;
-    settle::telemetry::init_logging(&settings.telemetry);
-
-    execute(&server_url, &format!(r#"CREATE DATABASE "{database}""#)).await?;
-    execute(
-        &server_url,
-        &format!(r#"ALTER DATABASE "{database}" SET synchronous_commit = on"#),
-    )
+    let scratch = Scratch::create(|settings| {
+        // Only the console: no sweeper or lister runs beside it.
+        settings.backfill.interval_secs = 0;
+        settings.payouts.list_interval_secs = 0;
+    })
     .await?;
-    println!("synchronous_commit = on for the benchmark's database (production's setting)");
-    let db = settle::startup::database_pool(&settings)?;
-    let result = run(&settings, &db, &database_url).await;
+    let db = settle::startup::database_pool(&scratch.settings)?;
+    let result = run(&scratch.settings, &db, &scratch.database_url).await;
     db.close().await;
-    let dropped = drop_database(&server_url, &database).await;
-    let deleted = delete_topology(&settings, &amqp_url).await;
-    result.and(dropped).and(deleted)
+    result.and(scratch.remove().await)
 }
 
 async fn run(settings: &Settings, db: &PgPool, database_url: &str) -> anyhow::Result<()> {
@@ -139,8 +107,8 @@ async fn run(settings: &Settings, db: &PgPool, database_url: &str) -> anyhow::Re
         times.sort_by(f64::total_cmp);
         let psql = psql_ms(database_url, &page.query).await?;
         let (p50, p95, max) = (
-            percentile(&times, 0.50),
-            percentile(&times, 0.95),
+            percentile(&times, 50.0),
+            percentile(&times, 95.0),
             times.last().copied().unwrap_or_default(),
         );
         println!(
@@ -313,25 +281,13 @@ fn pages(account: &str, last: u64, letter: i64) -> Vec<Page> {
 
 /// The history, and what the other pages list.
 async fn seed(db: &PgPool, account: &str, preload: u64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO customers (id, account_id, legal_name, email, billing_emails, external_ids,
-                                stripe_customer_id)
-         SELECT 'cust_bench_' || n, $1, 'Bench customer ' || n, 'ap' || n || '@bench.example',
-                ARRAY['billing' || n || '@bench.example'],
-                jsonb_build_array(jsonb_build_object('key', 'Stripe', 'value', 'cus_bench' || n)),
-                'cus_bench' || n
-         FROM generate_series(0, $2 - 1) AS n",
-    )
-    .bind(account)
-    .bind(CUSTOMERS as i64)
-    .execute(db)
-    .await?;
-    let template = history::event_template(AMOUNT);
+    shared::customers(db, account, CUSTOMERS).await?;
+    let template = shared::event_template(AMOUNT);
     let payload = template
         .replace("@EVENT@", "evt_preload")
         .replace("@PAYMENT_INTENT@", "pi_preload")
         .replace("@INVOICE@", "inv_preload");
-    history::preload(db, account, preload, CUSTOMERS, AMOUNT, &payload).await?;
+    shared::preload(db, account, preload, CUSTOMERS, AMOUNT, &payload).await?;
     sqlx::query(
         "INSERT INTO dead_letters (dead_letter_key, message_id, provider, event_id, event_type,
              routing_key, body, reason, last_error, attempts)
@@ -440,23 +396,4 @@ async fn psql_ms(database_url: &str, query: &str) -> anyhow::Result<f64> {
         .filter_map(|time| time.split(' ').next()?.parse::<f64>().ok())
         .min_by(f64::total_cmp)
         .ok_or_else(|| anyhow::anyhow!("no `Time:` line from psql"))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-async fn delete_topology(settings: &Settings, amqp_url: &str) -> anyhow::Result<()> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    settle::broker::Topology::from_settings(settings)
-        .delete(&channel)
-        .await?;
-    let _ = channel.close(200, "done".into()).await;
-    let _ = connection.close(200, "done".into()).await;
-    Ok(())
 }

@@ -46,8 +46,8 @@
 mod cluster;
 #[path = "support/cpu.rs"]
 mod cpu;
-#[path = "support/history.rs"]
-mod history;
+#[path = "support/shared.rs"]
+mod shared;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cpu::{Cpu, cores};
-use history::{drop_database, env_number, execute};
+use shared::{Scratch, env_number, percentile};
 
 const SECRET: &str = "whsec_bench_secret";
 const CUSTOMERS: u64 = 1000;
@@ -91,62 +91,29 @@ const NOTIFY_CHANNEL: &str = "bench_committed";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://settle:settle@127.0.0.1:54329/settle".into());
-    let amqp_url = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:56720/%2f".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("bench-{}", &id[..8]);
-    let database = format!("bench_{}", &id[..16]);
-    let (server, _) = server_url
-        .rsplit_once('/')
-        .expect("DATABASE_URL ends with a database name");
-    let database_url = format!("{server}/{database}");
-
-    let mut settings = Settings::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        "local",
-        Vec::new(),
-    )?;
-    settings.http.addr = "127.0.0.1:0".parse()?;
-    settings.amqp.prefix = prefix.clone();
-    settings.amqp.url = SecretString::from(amqp_url.as_str());
-    settings.database.url = SecretString::from(database_url.as_str());
-    settings.database.migrate_on_start = false;
-    settings.database.max_connections = env_number(
-        "BENCH_DB_CONNECTIONS",
-        settings.database.max_connections.into(),
-    ) as u32;
-    settings.worker.prefetch = env_number("BENCH_PREFETCH", settings.worker.prefetch.into()) as u16;
-    settings.worker.batch_size =
-        env_number("BENCH_BATCH_SIZE", settings.worker.batch_size.into()) as u16;
-    settings.webhooks.stripe_secrets = vec![SecretString::from(SECRET)];
-    settings.telemetry.log_filter = "error".into();
-    settle::telemetry::init_logging(&settings.telemetry);
-
-    execute(&server_url, &format!(r#"CREATE DATABASE "{database}""#)).await?;
-    // Production's durability: every commit waits for its WAL to be flushed. The test box's
-    // server runs with `synchronous_commit = off` (scripts/services.sh) to keep the suite fast;
-    // this database, and so every session of settle's and pgbench's on it, does not.
-    execute(
-        &server_url,
-        &format!(r#"ALTER DATABASE "{database}" SET synchronous_commit = on"#),
-    )
+    let scratch = Scratch::create(|settings| {
+        settings.database.max_connections = env_number(
+            "BENCH_DB_CONNECTIONS",
+            settings.database.max_connections.into(),
+        ) as u32;
+        settings.worker.prefetch =
+            env_number("BENCH_PREFETCH", settings.worker.prefetch.into()) as u16;
+        settings.worker.batch_size =
+            env_number("BENCH_BATCH_SIZE", settings.worker.batch_size.into()) as u16;
+        settings.webhooks.stripe_secrets = vec![SecretString::from(SECRET)];
+    })
     .await?;
-    println!("synchronous_commit = on for the benchmark's database (production's setting)");
     let bench = Bench {
-        db: settle::startup::database_pool(&settings)?,
-        settings,
-        amqp_url,
-        database_url,
+        db: settle::startup::database_pool(&scratch.settings)?,
+        settings: scratch.settings.clone(),
+        amqp_url: scratch.amqp_url.clone(),
+        database_url: scratch.database_url.clone(),
     };
     let result = bench.run().await;
 
     // Clean up whatever happened.
     bench.db.close().await;
-    let dropped = drop_database(&server_url, &database).await;
-    let deleted = bench.delete_topology().await;
-    result.and(dropped).and(deleted)
+    result.and(scratch.remove().await)
 }
 
 struct Bench {
@@ -268,7 +235,7 @@ impl Bench {
             }
             Err(error) => Err(error),
         };
-        cluster.delete_topology().await?;
+        shared::delete_topology(&cluster.settings, &cluster.amqp_url).await?;
         result
     }
 
@@ -283,19 +250,7 @@ impl Bench {
         cluster_invoices: u64,
     ) -> anyhow::Result<()> {
         let account = &self.settings.account.id;
-        sqlx::query(
-            "INSERT INTO customers (id, account_id, legal_name, email, billing_emails, external_ids,
-                                    stripe_customer_id)
-             SELECT 'cust_bench_' || n, $1, 'Bench customer ' || n, 'ap' || n || '@bench.example',
-                    ARRAY['billing' || n || '@bench.example'],
-                    jsonb_build_array(jsonb_build_object('key', 'Stripe', 'value', 'cus_bench' || n)),
-                    'cus_bench' || n
-             FROM generate_series(0, $2 - 1) AS n",
-        )
-        .bind(account)
-        .bind(CUSTOMERS as i64)
-        .execute(&self.db)
-        .await?;
+        shared::customers(&self.db, account, CUSTOMERS).await?;
         for (kind, count) in [
             ("drain", drain_invoices),
             ("e2e", e2e_invoices),
@@ -323,11 +278,11 @@ impl Bench {
         Ok(())
     }
 
-    /// `BENCH_PRELOAD`: the history of `count` paid invoices (`history::preload`).
+    /// `BENCH_PRELOAD`: the history of `count` paid invoices (`shared::preload`).
     async fn preload(&self, count: u64) -> anyhow::Result<()> {
         let (_, payload) = event_body(&event_template(), "preload", 0);
         let payload = String::from_utf8(payload)?;
-        history::preload(
+        shared::preload(
             &self.db,
             &self.settings.account.id,
             count,
@@ -771,16 +726,6 @@ COMMIT;
     fn topology(&self) -> Topology {
         Topology::from_settings(&self.settings)
     }
-
-    async fn delete_topology(&self) -> anyhow::Result<()> {
-        let connection =
-            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        self.topology().delete(&channel).await?;
-        let _ = channel.close(200, "done".into()).await;
-        let _ = connection.close(200, "done".into()).await;
-        Ok(())
-    }
 }
 
 /// An in-process settle app of one role, on port 0.
@@ -815,9 +760,9 @@ impl Running {
     }
 }
 
-/// The event every phase sends (`history::event_template`), paying AMOUNT.
+/// The event every phase sends (`shared::event_template`), paying AMOUNT.
 fn event_template() -> String {
-    history::event_template(AMOUNT)
+    shared::event_template(AMOUNT)
 }
 
 /// Event `n` of a phase (`drain` or `e2e`): `evt_<phase>_<n>` pays `inv_<phase>_<n>` through
@@ -907,13 +852,6 @@ async fn open_loop(url: &str, rate: u64, seconds: u64, first_event: u64) -> Post
     }
     posted.ack_ms.sort_by(f64::total_cmp);
     posted
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
 }
 
 /// Messages ready (not yet delivered) in `queue`; a passive declare consumes nothing.

@@ -1,16 +1,108 @@
-//! What the benchmarks share: their settings from the environment, a database of their own
-//! (created, then dropped whatever happened), and the history of paid invoices they preload
-//! (`BENCH_PRELOAD`) as the worker leaves it.
+//! What the benchmarks share: their settings from the environment, a database and a queue prefix
+//! of their own (created, then removed whatever happened), the history of paid invoices they
+//! preload (`BENCH_PRELOAD`) as the worker leaves it, and percentiles.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
+
+/// A benchmark's own database (`bench_<random>`, with production's `synchronous_commit = on`) and
+/// queue prefix, and the settings that name them (`config/local.toml` otherwise, logging errors
+/// only). `remove` drops both, whatever the benchmark did.
+pub struct Scratch {
+    pub settings: settle::config::Settings,
+    pub server_url: String,
+    pub amqp_url: String,
+    pub database: String,
+    pub database_url: String,
+}
+
+impl Scratch {
+    /// Creates the database; `adjust` changes the settings first (logging starts with them).
+    pub async fn create(
+        adjust: impl FnOnce(&mut settle::config::Settings),
+    ) -> anyhow::Result<Self> {
+        use secrecy::SecretString;
+        let server_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://settle:settle@127.0.0.1:54329/settle".into());
+        let amqp_url = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:56720/%2f".into());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("bench_{}", &id[..16]);
+        let (server, _) = server_url
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL ends with a database name"))?;
+        let database_url = format!("{server}/{database}");
+        let mut settings = settle::config::Settings::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            "local",
+            Vec::new(),
+        )?;
+        settings.http.addr = "127.0.0.1:0".parse()?;
+        settings.amqp.prefix = format!("bench-{}", &id[..8]);
+        settings.amqp.url = SecretString::from(amqp_url.as_str());
+        settings.database.url = SecretString::from(database_url.as_str());
+        settings.database.migrate_on_start = false;
+        settings.telemetry.log_filter = "error".into();
+        adjust(&mut settings);
+        settle::telemetry::init_logging(&settings.telemetry);
+
+        execute(&server_url, &format!(r#"CREATE DATABASE "{database}""#)).await?;
+        // Production's durability: every commit waits for its WAL to be flushed. The test box's
+        // server runs with `synchronous_commit = off` (scripts/services.sh) to keep the suite
+        // fast; this database, and so every session on it, does not.
+        execute(
+            &server_url,
+            &format!(r#"ALTER DATABASE "{database}" SET synchronous_commit = on"#),
+        )
+        .await?;
+        println!("synchronous_commit = on for the benchmark's database (production's setting)");
+        Ok(Self {
+            settings,
+            server_url,
+            amqp_url,
+            database,
+            database_url,
+        })
+    }
+
+    /// Drops the database and deletes the prefix's queues and exchanges.
+    pub async fn remove(&self) -> anyhow::Result<()> {
+        let dropped = drop_database(&self.server_url, &self.database).await;
+        let deleted = delete_topology(&self.settings, &self.amqp_url).await;
+        dropped.and(deleted)
+    }
+}
 
 pub fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The `p`th percentile (0 to 100) of `sorted`, NaN when there is none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// Deletes the queues and exchanges of the benchmark's prefix (and their messages).
+pub async fn delete_topology(
+    settings: &settle::config::Settings,
+    amqp_url: &str,
+) -> anyhow::Result<()> {
+    use lapin::{Connection, ConnectionProperties};
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    settle::broker::Topology::from_settings(settings)
+        .delete(&channel)
+        .await?;
+    let _ = channel.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
 }
 
 pub async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
@@ -62,6 +154,24 @@ pub fn event_template(amount: i64) -> String {
     object["metadata"] = serde_json::json!({ "invoice_id": "@INVOICE@" });
     event["data"]["object"] = object;
     serde_json::to_string(&event).unwrap()
+}
+
+/// `count` customers `cust_bench_<n>` of `account`, each with a Stripe customer id, in bulk.
+pub async fn customers(db: &PgPool, account: &str, count: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO customers (id, account_id, legal_name, email, billing_emails, external_ids,
+                                stripe_customer_id)
+         SELECT 'cust_bench_' || n, $1, 'Bench customer ' || n, 'ap' || n || '@bench.example',
+                ARRAY['billing' || n || '@bench.example'],
+                jsonb_build_array(jsonb_build_object('key', 'Stripe', 'value', 'cus_bench' || n)),
+                'cus_bench' || n
+         FROM generate_series(0, $2 - 1) AS n",
+    )
+    .bind(account)
+    .bind(count as i64)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// The history of `count` paid invoices `inv_pre_<n>` of `amount` GBP, in bulk, as the worker
