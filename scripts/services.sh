@@ -134,6 +134,8 @@ ensure_installed() {
     # The console's browser tests: headless Chromium driven over WebDriver.
     command -v chromium >/dev/null || pkgs+=(chromium)
     command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
+    # The books' proof: the tests check an exported journal with hledger.
+    command -v hledger >/dev/null || pkgs+=(hledger)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"

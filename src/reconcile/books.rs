@@ -276,6 +276,134 @@ pub fn balances(entries: &[Entry]) -> std::collections::HashMap<(Account, &'stat
     balances
 }
 
+/// A balance an outside tool must find: `account` holds `amount` of `currency` once every entry
+/// before it has posted (an invoice's receivable is minus what settle says it was paid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertion {
+    pub account: Account,
+    pub currency: Currency,
+    pub amount: i64,
+}
+
+impl Account {
+    /// The account's name in a plain-text journal (hledger, ledger): `assets:clearing:stripe`.
+    /// Ids are anyone's text, so every character but letters, digits, `_`, `.` and `-` is
+    /// percent-encoded: no id can end a name (two spaces), start a comment (`;`) or make a sub
+    /// account (`:`).
+    pub fn journal_name(&self) -> String {
+        let id = |text: &str| -> String {
+            text.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c.to_string()
+                    } else {
+                        let mut buffer = [0_u8; 4];
+                        c.encode_utf8(&mut buffer)
+                            .bytes()
+                            .map(|byte| format!("%{byte:02X}"))
+                            .collect()
+                    }
+                })
+                .collect()
+        };
+        match self {
+            Self::Receivable(invoice) => format!("assets:receivable:{}", id(invoice)),
+            Self::Clearing(provider) => format!("assets:clearing:{}", provider.wire_name()),
+            Self::InPayout(provider, payout) => {
+                format!("assets:in-payout:{}:{}", provider.wire_name(), id(payout))
+            }
+            Self::Bank(provider) => format!("assets:bank:{}", provider.wire_name()),
+            Self::Fees(provider) => format!("expenses:fees:{}", provider.wire_name()),
+            Self::Refunds => "revenue:refunds".to_owned(),
+            Self::Unexplained(provider) => {
+                format!("equity:unexplained:{}", provider.wire_name())
+            }
+        }
+    }
+}
+
+/// An amount as a plain-text journal writes it: `GBP -12.34`, with the currency's exponent.
+fn journal_amount(amount: i64, currency: Currency) -> String {
+    let exponent = currency.exponent();
+    let sign = if amount < 0 { "-" } else { "" };
+    let magnitude = amount.unsigned_abs();
+    if exponent == 0 {
+        return format!("{currency} {sign}{magnitude}", currency = currency.as_str());
+    }
+    let divisor = 10_u64.pow(exponent);
+    format!(
+        "{currency} {sign}{}.{:0width$}",
+        magnitude / divisor,
+        magnitude % divisor,
+        currency = currency.as_str(),
+        width = exponent as usize
+    )
+}
+
+/// Text for a journal's description or comment: one line, no comment marker.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() || c == ';' { ' ' } else { c })
+        .collect()
+}
+
+/// The entries as a plain-text accounting journal (hledger's format, which ledger reads too),
+/// in date order, each payout's own account asserted back to zero after its entry, and the
+/// `assertions` checked in a last entry of the period's end. An outside tool that accepts the
+/// file has checked that every entry balances and every asserted balance holds.
+pub fn journal(entries: &[Entry], assertions: &[Assertion], end: NaiveDate) -> String {
+    use std::fmt::Write;
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| (a.date, &a.id).cmp(&(b.date, &b.id)));
+    let mut text = String::new();
+    for entry in sorted {
+        let _ = writeln!(
+            text,
+            "{} {}  ; {}",
+            entry.date,
+            one_line(&entry.description),
+            one_line(&entry.id)
+        );
+        for posting in &entry.postings {
+            let _ = write!(
+                text,
+                "    {}  {}",
+                posting.account.journal_name(),
+                journal_amount(posting.amount, entry.currency)
+            );
+            if !posting.memo.is_empty() {
+                let _ = write!(text, "  ; {}", one_line(&posting.memo));
+            }
+            text.push('\n');
+        }
+        let payouts = entry
+            .postings
+            .iter()
+            .filter(|posting| matches!(posting.account, Account::InPayout(..)))
+            .map(|posting| posting.account.journal_name());
+        let mut asserted: Vec<String> = payouts.collect();
+        asserted.dedup();
+        for account in asserted {
+            let zero = journal_amount(0, entry.currency);
+            let _ = writeln!(text, "    {account}  {zero} = {zero}  ; back to zero");
+        }
+        text.push('\n');
+    }
+    if !assertions.is_empty() {
+        let _ = writeln!(text, "{end} settle's figures  ; assertions");
+        for assertion in assertions {
+            let _ = writeln!(
+                text,
+                "    {}  {} = {}",
+                assertion.account.journal_name(),
+                journal_amount(0, assertion.currency),
+                journal_amount(assertion.amount, assertion.currency)
+            );
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,20 +429,16 @@ mod tests {
         }
     }
 
-    fn line(
-        role: Role,
-        explained: Explained,
-        invoice: Option<&str>,
-        gross: &str,
-        fee: &str,
-    ) -> BookLine {
+    /// A line of `gross` minor units and a fee in tenths of a minor unit.
+    fn line(role: Role, explained: Explained, gross: i64, fee_tenths: i64) -> BookLine {
+        let invoice = (explained == Explained::Matched).then(|| "inv_1".to_owned());
         BookLine {
             role,
             explained,
-            invoice_id: invoice.map(str::to_owned),
+            invoice_id: invoice,
             source_id: None,
-            gross: gross.parse().unwrap(),
-            fee: fee.parse().unwrap(),
+            gross: Decimal::from(gross),
+            fee: Decimal::new(fee_tenths, 1),
         }
     }
 
@@ -369,17 +493,11 @@ mod tests {
             currency: gbp(),
             amount: 8_406,
             lines: vec![
-                line(
-                    Role::Money,
-                    Explained::Matched,
-                    Some("inv_1"),
-                    "10000",
-                    "320",
-                ),
-                line(Role::Money, Explained::Matched, Some("inv_1"), "-2500", "0"),
-                line(Role::Money, Explained::Unmatched, None, "1500", "74"),
-                line(Role::Fee, Explained::Provider, None, "-200", "0"),
-                line(Role::Payout, Explained::Provider, None, "-8406", "0"),
+                line(Role::Money, Explained::Matched, 10000, 3200),
+                line(Role::Money, Explained::Matched, -2500, 0),
+                line(Role::Money, Explained::Unmatched, 1500, 740),
+                line(Role::Fee, Explained::Provider, -200, 0),
+                line(Role::Payout, Explained::Provider, -8406, 0),
             ],
         };
         let entry = payout_entry(&payout).unwrap();
@@ -411,20 +529,8 @@ mod tests {
             // difference is a penny.
             amount: 9_964,
             lines: vec![
-                line(
-                    Role::Money,
-                    Explained::Matched,
-                    Some("inv_1"),
-                    "5000",
-                    "18.8",
-                ),
-                line(
-                    Role::Money,
-                    Explained::Matched,
-                    Some("inv_2"),
-                    "5000",
-                    "18.7",
-                ),
+                line(Role::Money, Explained::Matched, 5000, 188),
+                line(Role::Money, Explained::Matched, 5000, 187),
             ],
         };
         let entry = payout_entry(&payout).unwrap();
@@ -445,6 +551,40 @@ mod tests {
         assert_eq!(
             balance(&entries, Account::Bank(Provider::GoCardless)),
             9_964
+        );
+    }
+
+    #[test]
+    fn a_journal_names_hostile_ids_safely_and_writes_amounts_with_their_exponent() {
+        let name = Account::Receivable("inv 1;  x:y".into()).journal_name();
+        assert_eq!(name, "assets:receivable:inv%201%3B%20%20x%3Ay");
+        assert_eq!(journal_amount(-1_234, gbp()), "GBP -12.34");
+        assert_eq!(journal_amount(5, gbp()), "GBP 0.05");
+        assert_eq!(
+            journal_amount(500, Currency::parse("JPY").unwrap()),
+            "JPY 500"
+        );
+        assert_eq!(
+            journal_amount(1_234, Currency::parse("KWD").unwrap()),
+            "KWD 1.234"
+        );
+        let entry = movement_entry(&movement(1, "inv_1", MovementKind::Collected, 1_000));
+        let text = journal(
+            &[entry],
+            &[Assertion {
+                account: Account::Receivable("inv_1".into()),
+                currency: gbp(),
+                amount: -1_000,
+            }],
+            date(),
+        );
+        assert!(
+            text.contains("    assets:clearing:stripe  GBP 10.00\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    assets:receivable:inv_1  GBP 0.00 = GBP -10.00\n"),
+            "{text}"
         );
     }
 }

@@ -15,6 +15,7 @@ mod api_invoices;
 mod api_settings;
 mod authorisations;
 mod backfill;
+mod books;
 mod broker_hygiene;
 mod broker_outage;
 mod broker_roles;
