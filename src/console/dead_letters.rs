@@ -19,7 +19,7 @@ use crate::ops::operators::Access;
 use crate::repository::dead_letters::{self as store, DeadLetter, ReasonGroup};
 
 /// Letters shown on the list, and in a dry run.
-const SHOWN: usize = 100;
+const SHOWN: i64 = 100;
 
 /// The filters of the list and of a replay of a set; blank ones are no filter.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +47,25 @@ impl SetFilters {
         })
     }
 
+    /// The newest `SHOWN` letters of the filters (`waiting_only`: not replayed yet), and how
+    /// many wait in all.
+    async fn newest(
+        &self,
+        state: &ConsoleState,
+        waiting_only: bool,
+    ) -> Result<(Vec<DeadLetter>, i64), Refusal> {
+        let filters = self.filters()?;
+        let provider = filters.provider.map(crate::provider::Provider::wire_name);
+        Ok(store::newest(
+            &state.db,
+            provider,
+            filters.reason.as_deref(),
+            waiting_only,
+            SHOWN,
+        )
+        .await?)
+    }
+
     fn query(&self) -> String {
         form_urlencoded::Serializer::new(String::new())
             .append_pair("reason", &self.reason)
@@ -63,7 +82,7 @@ struct ListPage {
     filters: SetFilters,
     filter_query: String,
     letters: Vec<DeadLetter>,
-    waiting: usize,
+    waiting: i64,
     may_replay: bool,
 }
 
@@ -74,12 +93,7 @@ pub async fn list(
 ) -> Result<impl IntoResponse, Refusal> {
     signed.require_every_account("A dead letter")?;
     let groups = store::by_reason(&state.db).await?;
-    let waiting = dlq::replayable(&state.db, &[], &filters.filters()?, false)
-        .await?
-        .len();
-    let mut letters = dlq::replayable(&state.db, &[], &filters.filters()?, true).await?;
-    letters.reverse();
-    letters.truncate(SHOWN);
+    let (letters, waiting) = filters.newest(&state, false).await?;
     Ok(ListPage {
         chrome: signed.chrome(),
         groups,
@@ -222,7 +236,9 @@ struct ReplaySetPage {
     chrome: Chrome,
     filters: SetFilters,
     letters: Vec<DeadLetter>,
-    count: usize,
+    count: i64,
+    /// More letters wait than are shown.
+    more: bool,
     /// After the replay: each letter's result.
     results: Vec<(i64, String)>,
     replayed: usize,
@@ -237,14 +253,14 @@ pub async fn replay_set_preview(
     Query(filters): Query<SetFilters>,
 ) -> Result<impl IntoResponse, Refusal> {
     signed.require_every_account("A dead letter")?;
-    let mut letters = dlq::replayable(&state.db, &[], &filters.filters()?, false).await?;
-    let count = letters.len();
-    letters.truncate(SHOWN);
+    let (letters, count) = filters.newest(&state, true).await?;
+    let more = count > letters.len() as i64;
     Ok(ReplaySetPage {
         chrome: signed.chrome(),
         filters,
         letters,
         count,
+        more,
         results: Vec::new(),
         replayed: 0,
         failed: 0,
@@ -322,7 +338,8 @@ pub async fn replay_set(
         chrome: signed.chrome(),
         filters,
         letters: Vec::new(),
-        count: rows.len(),
+        count: rows.len() as i64,
+        more: false,
         results: shown,
         replayed,
         failed,

@@ -186,3 +186,36 @@ pub async fn by_reason(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ReasonGroup>
     .fetch_all(db)
     .await
 }
+
+/// The newest `limit` dead letters of a provider (its wire name) and a reason (none: any), only
+/// those still waiting for a replay when `waiting_only`, and how many of them wait in all: what
+/// the console lists, bounded however many there are.
+pub async fn newest(
+    db: &sqlx::PgPool,
+    provider: Option<&str>,
+    reason: Option<&str>,
+    waiting_only: bool,
+    limit: i64,
+) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
+    const WHERE: &str = "($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR reason = $2)";
+    let letters = sqlx::query_as(&format!(
+        "SELECT id, message_id, provider, event_id, event_type, reason, last_error, attempts,
+             first_failure_at, last_failure_at, dead_lettered_at, replayed_at, replay_count
+         FROM dead_letters WHERE {WHERE} AND (NOT $3 OR replayed_at IS NULL)
+         ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(provider)
+    .bind(reason)
+    .bind(waiting_only)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let waiting = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM dead_letters WHERE {WHERE} AND replayed_at IS NULL"
+    ))
+    .bind(provider)
+    .bind(reason)
+    .fetch_one(db)
+    .await?;
+    Ok((letters, waiting))
+}
