@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::ops::{
-    self, accounts, api_keys, backfill, charges, dlq, events, operators, outbox, payouts, unmatched,
+    self, accounts, api_keys, backfill, books, charges, dlq, events, operators, outbox, payouts,
+    unmatched,
 };
 use crate::role::Role;
 use crate::startup::{Application, database_pool};
@@ -74,6 +75,11 @@ pub enum Command {
     Payouts {
         #[command(subcommand)]
         command: payouts::Command,
+    },
+    /// The books: a period's journal for Xero, QuickBooks, a spreadsheet or hledger.
+    Books {
+        #[command(subcommand)]
+        command: books::Command,
     },
     /// Automatic charges: list, show an invoice's, retry one now, cancel an invoice's.
     Charges {
@@ -163,6 +169,9 @@ impl Cli {
             }
             Command::Payouts { command } => {
                 return payouts::run(command, &database_pool(&settings)?, &settings).await;
+            }
+            Command::Books { command } => {
+                return books::run(command, &database_pool(&settings)?, &settings).await;
             }
             Command::Events { command } => {
                 return events::run(command, &database_pool(&settings)?, &settings).await;

@@ -60,6 +60,32 @@ pub struct Settings {
     pub backfill: BackfillSettings,
     pub payouts: PayoutSettings,
     pub charging: ChargingSettings,
+    pub books: BooksSettings,
+}
+
+/// The books: the chart of accounts exports map settle's accounts to, and the drift check.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BooksSettings {
+    /// Seconds between the worker's drift checks (each provider's balance against what the
+    /// ledger says it holds); 0 turns them off (`settle books drift` still checks).
+    pub drift_interval_secs: u64,
+    /// The tax rate of every exported line whose account names none (Xero requires one).
+    pub tax_rate: String,
+    /// Keyed by settle's category (`receivable`, `clearing`, `in_payout`, `bank`, `fees`,
+    /// `refunds`, `unexplained`, `reserve`, `opening_balances`), or by a provider and a category
+    /// (`stripe_clearing`), which wins.
+    #[serde(default)]
+    pub accounts: std::collections::HashMap<String, BookAccount>,
+}
+
+/// One of settle's accounts in the finance team's chart: its code (Xero), its name (QuickBooks,
+/// `Parent:Sub` for a sub-account) and its tax rate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookAccount {
+    pub code: Option<String>,
+    pub name: Option<String>,
+    pub tax_rate: Option<String>,
 }
 
 /// Automatic charging: the worker's charger sends the attempts that invoices' settings decide.
@@ -383,6 +409,12 @@ impl Settings {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
+        // The books' account codes are text, leading zeros and all (Xero's `090`): their
+        // variables are read as written, never parsed as numbers.
+        let (books, others): (Vec<_>, Vec<_>) = vars
+            .iter()
+            .cloned()
+            .partition(|(name, _)| name.starts_with("SETTLE__BOOKS__"));
         let mut builder = config::Config::builder()
             .add_source(config::File::from(dir.join("default.toml")))
             .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
@@ -397,7 +429,13 @@ impl Settings {
                     .with_list_parse_key("webhooks.gocardless_secrets")
                     .with_list_parse_key("api.credentials")
                     .with_list_parse_key("amqp.urls")
-                    .source(Some(vars.iter().cloned().collect())),
+                    .source(Some(others.into_iter().collect())),
+            )
+            .add_source(
+                config::Environment::with_prefix("SETTLE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(books.into_iter().collect())),
             )
             .set_override("environment", environment)?;
         for (name, key) in CONVENTIONAL_VARS {

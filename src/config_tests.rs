@@ -294,3 +294,21 @@ fn debug_output_never_shows_secrets() {
     assert!(!shown.contains("hunter2"));
     assert!(!shown.contains("api-secret-value"));
 }
+
+#[test]
+fn the_books_account_codes_keep_their_leading_zeros() {
+    let settings = Settings::load(
+        &config_dir(),
+        "local",
+        vars(&[
+            ("SETTLE__BOOKS__ACCOUNTS__GOCARDLESS_BANK__CODE", "091"),
+            ("SETTLE__BOOKS__DRIFT_INTERVAL_SECS", "60"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        settings.books.accounts["gocardless_bank"].code.as_deref(),
+        Some("091")
+    );
+    assert_eq!(settings.books.drift_interval_secs, 60);
+}

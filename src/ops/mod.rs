@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod backfill;
+pub mod books;
 pub mod charges;
 pub mod dlq;
 pub mod events;

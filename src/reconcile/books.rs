@@ -12,6 +12,8 @@
 //! | `Fees(provider)` | the provider's fees, never netted away |
 //! | `Refunds` | money given back to customers |
 //! | `Unexplained(provider)` | payout lines nothing settle knows explains, and differences |
+//! | `Reserve(provider)` | the provider's own moves of the balance within a payout (a minimum balance held back, released) |
+//! | `OpeningBalances` | the other side of a period's opening balances |
 //!
 //! A movement of the ledger moves money between an invoice's receivable and the provider's
 //! clearing account (a refund: between refunds and clearing). A payout moves its lines' money
@@ -33,7 +35,7 @@ use super::payout::{Explained, Role};
 use crate::provider::Provider;
 
 /// An account of settle's books.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum Account {
     Receivable(String),
     Clearing(Provider),
@@ -42,15 +44,52 @@ pub enum Account {
     Fees(Provider),
     Refunds,
     Unexplained(Provider),
+    Reserve(Provider),
+    #[default]
+    OpeningBalances,
+}
+
+impl Account {
+    /// The account's kind, as a mapping to a finance team's codes names it (`clearing`).
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Receivable(_) => "receivable",
+            Self::Clearing(_) => "clearing",
+            Self::InPayout(..) => "in_payout",
+            Self::Bank(_) => "bank",
+            Self::Fees(_) => "fees",
+            Self::Refunds => "refunds",
+            Self::Unexplained(_) => "unexplained",
+            Self::Reserve(_) => "reserve",
+            Self::OpeningBalances => "opening_balances",
+        }
+    }
+
+    /// Whose account it is, for those kept per provider.
+    pub fn provider(&self) -> Option<Provider> {
+        match self {
+            Self::Clearing(provider)
+            | Self::InPayout(provider, _)
+            | Self::Bank(provider)
+            | Self::Fees(provider)
+            | Self::Unexplained(provider)
+            | Self::Reserve(provider) => Some(*provider),
+            Self::Receivable(_) | Self::Refunds | Self::OpeningBalances => None,
+        }
+    }
 }
 
 /// One side of an entry: debit when positive, credit when negative, with what it is for (the
 /// invoice and the provider's object, for a payout's lines; empty when the entry says it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Posting {
     pub account: Account,
     pub amount: i64,
     pub memo: String,
+    /// The invoice whose money it is, when one is.
+    pub invoice: Option<String>,
+    /// The provider's object it comes from (`ch_…`, `re_…`, `PM…`), when one is.
+    pub source: Option<String>,
 }
 
 /// A journal entry: postings that sum to zero, in one currency.
@@ -60,6 +99,12 @@ pub struct Entry {
     pub id: String,
     pub date: NaiveDate,
     pub description: String,
+    /// What moved, in Stripe's reporting categories' words: `charge`, `refund`, `dispute`,
+    /// `dispute_reversal`, `charge_failure`, `refund_failure`, `payout`, `opening_balance`.
+    pub category: &'static str,
+    pub provider: Option<Provider>,
+    /// The payout it is, for a payout's entry.
+    pub payout: Option<String>,
     pub currency: Currency,
     pub postings: Vec<Posting>,
 }
@@ -98,6 +143,11 @@ pub fn movement_entry(movement: &BookMovement) -> Entry {
         MovementKind::Refunded => (Account::Refunds, clearing),
         MovementKind::RefundReversed => (clearing, Account::Refunds),
     };
+    let mut postings = moved(debit, credit, movement.amount, "");
+    for posting in &mut postings {
+        posting.invoice = Some(movement.invoice_id.clone());
+        posting.source = Some(movement.provider_object_id.clone());
+    }
     Entry {
         id: format!("movement:{}", movement.id),
         date: movement.date,
@@ -107,8 +157,18 @@ pub fn movement_entry(movement: &BookMovement) -> Entry {
             movement.provider_object_id,
             movement.invoice_id
         ),
+        category: match movement.kind {
+            MovementKind::Collected => "charge",
+            MovementKind::CollectionReversed => "charge_failure",
+            MovementKind::Refunded => "refund",
+            MovementKind::RefundReversed => "refund_failure",
+            MovementKind::DisputeWithdrawn => "dispute",
+            MovementKind::DisputeReinstated => "dispute_reversal",
+        },
+        provider: Some(movement.provider),
+        payout: None,
         currency: movement.currency,
-        postings: moved(debit, credit, movement.amount, "").into(),
+        postings: postings.into(),
     }
 }
 
@@ -174,6 +234,9 @@ pub fn payout_entry(payout: &BookPayout) -> Result<Entry, BookError> {
         }
         let from = match (line.explained, line.role) {
             (Explained::Matched, Role::Money | Role::Fee) => Account::Clearing(payout.provider),
+            // The provider holding back or releasing some of the balance: money still the
+            // business's, at the provider.
+            (_, Role::Adjustment) => Account::Reserve(payout.provider),
             _ => Account::Unexplained(payout.provider),
         };
         into_payout = into_payout.checked_add(gross).ok_or_else(overflow)?;
@@ -187,6 +250,8 @@ pub fn payout_entry(payout: &BookPayout) -> Result<Entry, BookError> {
             account: from,
             amount: -gross,
             memo,
+            invoice: line.invoice_id.clone(),
+            source: line.source_id.clone(),
         });
     }
     let net = minor_units(net).ok_or_else(overflow)?;
@@ -198,6 +263,7 @@ pub fn payout_entry(payout: &BookPayout) -> Result<Entry, BookError> {
         account: in_payout.clone(),
         amount: into_payout,
         memo: "the lines' money".to_owned(),
+        ..Posting::default()
     });
     if fees != 0 {
         postings.extend(moved(
@@ -234,6 +300,9 @@ pub fn payout_entry(payout: &BookPayout) -> Result<Entry, BookError> {
             payout.provider.display_name(),
             payout.payout_id
         ),
+        category: "payout",
+        provider: Some(payout.provider),
+        payout: Some(payout.payout_id.clone()),
         currency: payout.currency,
         postings,
     })
@@ -246,11 +315,13 @@ fn moved(to: Account, from: Account, amount: i64, memo: &str) -> [Posting; 2] {
             account: to,
             amount,
             memo: memo.to_owned(),
+            ..Posting::default()
         },
         Posting {
             account: from,
             amount: -amount,
             memo: memo.to_owned(),
+            ..Posting::default()
         },
     ]
 }
@@ -276,13 +347,121 @@ pub fn balances(entries: &[Entry]) -> std::collections::HashMap<(Account, &'stat
     balances
 }
 
-/// A balance an outside tool must find: `account` holds `amount` of `currency` once every entry
-/// before it has posted (an invoice's receivable is minus what settle says it was paid).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assertion {
-    pub account: Account,
-    pub currency: Currency,
-    pub amount: i64,
+/// A period's entries, in order: the opening balances (from everything before it), then its
+/// movements' and payouts' own entries.
+pub fn period_entries(
+    before: (&[BookMovement], &[BookPayout]),
+    during: (&[BookMovement], &[BookPayout]),
+    from: NaiveDate,
+) -> Result<Vec<Entry>, BookError> {
+    let earlier = entries_of(before.0, before.1)?;
+    let mut entries = entries_of(during.0, during.1)?;
+    let touched: std::collections::HashSet<&str> = during
+        .0
+        .iter()
+        .map(|movement| movement.invoice_id.as_str())
+        .chain(during.1.iter().flat_map(|payout| {
+            payout
+                .lines
+                .iter()
+                .filter_map(|line| line.invoice_id.as_deref())
+        }))
+        .collect();
+    let mut opening = opening_entries(&earlier, &touched, from.pred_opt().unwrap_or(from));
+    opening.append(&mut entries);
+    Ok(opening)
+}
+
+fn entries_of(movements: &[BookMovement], payouts: &[BookPayout]) -> Result<Vec<Entry>, BookError> {
+    let mut entries: Vec<Entry> = movements.iter().map(movement_entry).collect();
+    for payout in payouts {
+        entries.push(payout_entry(payout)?);
+    }
+    Ok(entries)
+}
+
+/// One entry per currency carrying each account's balance after `earlier`, against
+/// `OpeningBalances`: the receivables of the invoices in `touched` only (the period's file
+/// names those; the others' balances stay in the opening account), every other account in full.
+pub fn opening_entries(
+    earlier: &[Entry],
+    touched: &std::collections::HashSet<&str>,
+    date: NaiveDate,
+) -> Vec<Entry> {
+    let mut by_currency: std::collections::BTreeMap<&'static str, (Currency, Vec<Posting>)> =
+        std::collections::BTreeMap::new();
+    let currencies: std::collections::HashMap<&'static str, Currency> = earlier
+        .iter()
+        .map(|entry| (entry.currency.as_str(), entry.currency))
+        .collect();
+    let mut sorted: Vec<((Account, &'static str), i64)> = balances(earlier).into_iter().collect();
+    sorted.sort_by(|a, b| (a.0.1, a.0.0.journal_name()).cmp(&(b.0.1, b.0.0.journal_name())));
+    for ((account, code), balance) in sorted {
+        let kept = match &account {
+            Account::Receivable(invoice) => touched.contains(invoice.as_str()),
+            _ => true,
+        };
+        if balance == 0 || !kept {
+            continue;
+        }
+        let invoice = match &account {
+            Account::Receivable(invoice) => Some(invoice.clone()),
+            _ => None,
+        };
+        by_currency
+            .entry(code)
+            .or_insert_with(|| (currencies[code], Vec::new()))
+            .1
+            .push(Posting {
+                account,
+                amount: balance,
+                memo: "the balance before the period".to_owned(),
+                invoice,
+                source: None,
+            });
+    }
+    by_currency
+        .into_iter()
+        .map(|(code, (currency, mut postings))| {
+            let total: i64 = postings
+                .iter()
+                .fold(0_i64, |sum, posting| sum.saturating_add(posting.amount));
+            postings.push(Posting {
+                account: Account::OpeningBalances,
+                amount: -total,
+                memo: "the balances before the period".to_owned(),
+                ..Posting::default()
+            });
+            Entry {
+                id: format!("opening:{code}"),
+                date,
+                description: "Opening balances".to_owned(),
+                category: "opening_balance",
+                provider: None,
+                payout: None,
+                currency,
+                postings,
+            }
+        })
+        .collect()
+}
+
+/// What each provider holds for the business once `entries` have posted, per currency: collected
+/// and not yet paid out (its clearing account), plus what it holds back (its reserve).
+pub fn unsettled(entries: &[Entry]) -> Vec<(Provider, &'static str, i64)> {
+    let mut held: std::collections::BTreeMap<(&'static str, &'static str), (Provider, i64)> =
+        std::collections::BTreeMap::new();
+    for ((account, currency), balance) in balances(entries) {
+        if let Account::Clearing(provider) | Account::Reserve(provider) = account {
+            let slot = held
+                .entry((provider.wire_name(), currency))
+                .or_insert((provider, 0));
+            slot.1 = slot.1.saturating_add(balance);
+        }
+    }
+    held.into_iter()
+        .map(|((_, currency), (provider, amount))| (provider, currency, amount))
+        .collect()
 }
 
 impl Account {
@@ -318,105 +497,30 @@ impl Account {
             Self::Unexplained(provider) => {
                 format!("equity:unexplained:{}", provider.wire_name())
             }
+            Self::Reserve(provider) => format!("assets:reserve:{}", provider.wire_name()),
+            Self::OpeningBalances => "equity:opening-balances".to_owned(),
         }
     }
-}
-
-/// An amount as a plain-text journal writes it: `GBP -12.34`, with the currency's exponent.
-fn journal_amount(amount: i64, currency: Currency) -> String {
-    let exponent = currency.exponent();
-    let sign = if amount < 0 { "-" } else { "" };
-    let magnitude = amount.unsigned_abs();
-    if exponent == 0 {
-        return format!("{currency} {sign}{magnitude}", currency = currency.as_str());
-    }
-    let divisor = 10_u64.pow(exponent);
-    format!(
-        "{currency} {sign}{}.{:0width$}",
-        magnitude / divisor,
-        magnitude % divisor,
-        currency = currency.as_str(),
-        width = exponent as usize
-    )
-}
-
-/// Text for a journal's description or comment: one line, no comment marker.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() || c == ';' { ' ' } else { c })
-        .collect()
-}
-
-/// The entries as a plain-text accounting journal (hledger's format, which ledger reads too),
-/// in date order, each payout's own account asserted back to zero after its entry, and the
-/// `assertions` checked in a last entry of the period's end. An outside tool that accepts the
-/// file has checked that every entry balances and every asserted balance holds.
-pub fn journal(entries: &[Entry], assertions: &[Assertion], end: NaiveDate) -> String {
-    use std::fmt::Write;
-    let mut sorted: Vec<&Entry> = entries.iter().collect();
-    sorted.sort_by(|a, b| (a.date, &a.id).cmp(&(b.date, &b.id)));
-    let mut text = String::new();
-    for entry in sorted {
-        let _ = writeln!(
-            text,
-            "{} {}  ; {}",
-            entry.date,
-            one_line(&entry.description),
-            one_line(&entry.id)
-        );
-        for posting in &entry.postings {
-            let _ = write!(
-                text,
-                "    {}  {}",
-                posting.account.journal_name(),
-                journal_amount(posting.amount, entry.currency)
-            );
-            if !posting.memo.is_empty() {
-                let _ = write!(text, "  ; {}", one_line(&posting.memo));
-            }
-            text.push('\n');
-        }
-        let payouts = entry
-            .postings
-            .iter()
-            .filter(|posting| matches!(posting.account, Account::InPayout(..)))
-            .map(|posting| posting.account.journal_name());
-        let mut asserted: Vec<String> = payouts.collect();
-        asserted.dedup();
-        for account in asserted {
-            let zero = journal_amount(0, entry.currency);
-            let _ = writeln!(text, "    {account}  {zero} = {zero}  ; back to zero");
-        }
-        text.push('\n');
-    }
-    if !assertions.is_empty() {
-        let _ = writeln!(text, "{end} settle's figures  ; assertions");
-        for assertion in assertions {
-            let _ = writeln!(
-                text,
-                "    {}  {} = {}",
-                assertion.account.journal_name(),
-                journal_amount(0, assertion.currency),
-                journal_amount(assertion.amount, assertion.currency)
-            );
-        }
-    }
-    text
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gbp() -> Currency {
+    pub(crate) fn gbp() -> Currency {
         Currency::parse("GBP").unwrap()
     }
 
-    fn date() -> NaiveDate {
+    pub(crate) fn date() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 12, 7).unwrap()
     }
 
-    fn movement(id: i64, invoice: &str, kind: MovementKind, amount: i64) -> BookMovement {
+    pub(crate) fn movement(
+        id: i64,
+        invoice: &str,
+        kind: MovementKind,
+        amount: i64,
+    ) -> BookMovement {
         BookMovement {
             id,
             invoice_id: invoice.into(),
@@ -551,40 +655,6 @@ mod tests {
         assert_eq!(
             balance(&entries, Account::Bank(Provider::GoCardless)),
             9_964
-        );
-    }
-
-    #[test]
-    fn a_journal_names_hostile_ids_safely_and_writes_amounts_with_their_exponent() {
-        let name = Account::Receivable("inv 1;  x:y".into()).journal_name();
-        assert_eq!(name, "assets:receivable:inv%201%3B%20%20x%3Ay");
-        assert_eq!(journal_amount(-1_234, gbp()), "GBP -12.34");
-        assert_eq!(journal_amount(5, gbp()), "GBP 0.05");
-        assert_eq!(
-            journal_amount(500, Currency::parse("JPY").unwrap()),
-            "JPY 500"
-        );
-        assert_eq!(
-            journal_amount(1_234, Currency::parse("KWD").unwrap()),
-            "KWD 1.234"
-        );
-        let entry = movement_entry(&movement(1, "inv_1", MovementKind::Collected, 1_000));
-        let text = journal(
-            &[entry],
-            &[Assertion {
-                account: Account::Receivable("inv_1".into()),
-                currency: gbp(),
-                amount: -1_000,
-            }],
-            date(),
-        );
-        assert!(
-            text.contains("    assets:clearing:stripe  GBP 10.00\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("    assets:receivable:inv_1  GBP 0.00 = GBP -10.00\n"),
-            "{text}"
         );
     }
 }

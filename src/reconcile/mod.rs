@@ -6,6 +6,7 @@
 //!    axum, lapin, sqlx or tokio here: the worker reads state and writes effects, the repository
 //!    holds the SQL.
 
+pub mod book_exports;
 pub mod books;
 pub mod charging;
 pub mod dispute;

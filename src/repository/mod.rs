@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod backfill;
+pub mod books;
 pub mod charges;
 pub mod customers;
 pub mod dead_letters;

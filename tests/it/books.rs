@@ -5,9 +5,9 @@
 
 use chrono::NaiveDate;
 use settle::provider::Provider;
+use settle::reconcile::book_exports::{Assertion, journal};
 use settle::reconcile::books::{
-    Account, Assertion, BookLine, BookMovement, BookPayout, Entry, journal, movement_entry,
-    payout_entry,
+    Account, BookLine, BookMovement, BookPayout, Entry, movement_entry, payout_entry,
 };
 use settle::reconcile::ledger::{MovementKind, Sums};
 use settle::reconcile::money::Currency;
@@ -198,7 +198,7 @@ fn invoice_assertions(movements: &[BookMovement]) -> Vec<Assertion> {
 }
 
 /// `hledger -f <journal> balance`: its exit status and what it printed.
-fn hledger(journal: &str) -> (bool, String) {
+pub(crate) fn hledger(journal: &str) -> (bool, String) {
     let dir = std::env::temp_dir().join(format!("settle-books-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("period.journal");

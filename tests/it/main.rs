@@ -16,6 +16,7 @@ mod api_settings;
 mod authorisations;
 mod backfill;
 mod books;
+mod books_export;
 mod broker_hygiene;
 mod broker_outage;
 mod broker_roles;

@@ -418,6 +418,63 @@ pub(crate) fn fixture_object(kind: &str) -> serde_json::Value {
     fixtures[kind].clone()
 }
 
+/// Stripe's fixture object of `kind` as `id`, of the PaymentIntent `intent` (none for a payout).
+pub(crate) fn of_intent(kind: &str, id: &str, intent: &str) -> serde_json::Value {
+    let mut object = fixture_object(kind);
+    object["id"] = id.into();
+    if !intent.is_empty() {
+        object["payment_intent"] = intent.into();
+    }
+    object
+}
+
+/// Stripe's `refund.created` of 5.00 of `pi_b` (`re_b`), processed.
+pub(crate) async fn refund_re_b(app: &TestApp) {
+    app.deliver_stripe(
+        &StripeEvent::new("refund.created", "evt_re_b")
+            .refund("re_b", "pi_b", 500, "gbp", "succeeded")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_processed("STRIPE", "evt_re_b").await;
+}
+
+/// A payout's balance transactions: `charges` (id, PaymentIntent, amount, fee), then a refund
+/// of 5.00 (`re_b`, of `pi_b`), a dispute of 30.00 with its 15.00 fee (`dp_c`, of `pi_c`), a
+/// Stripe fee of the account's (2.00, no source), and the payout's own line of `deposit`.
+pub(crate) fn charges_refund_dispute_and_fee(
+    payout: &str,
+    charges: &[(&str, &str, i64, i64)],
+    deposit: i64,
+) -> Vec<serde_json::Value> {
+    let mut listed: Vec<serde_json::Value> = charges
+        .iter()
+        .map(|(id, intent, amount, fee)| {
+            stripe_transaction("charge", charge(id, intent), *amount, *fee)
+        })
+        .collect();
+    listed.extend([
+        stripe_transaction("refund", of_intent("refund", "re_b", "pi_b"), -500, 0),
+        stripe_transaction("dispute", of_intent("dispute", "dp_c", "pi_c"), -3000, 1500),
+        stripe_transaction("fee", serde_json::Value::Null, -200, 0),
+        stripe_transaction("payout", of_intent("payout", payout, ""), -deposit, 0),
+    ]);
+    listed
+}
+
+/// `transactions` as the stand-in's balance transactions of payout `payout` (ids
+/// `txn_<payout>_<n>`).
+pub(crate) fn list_payout(
+    api: &ProviderApi,
+    payout: &str,
+    transactions: impl IntoIterator<Item = serde_json::Value>,
+) {
+    for (n, mut transaction) in transactions.into_iter().enumerate() {
+        transaction["id"] = format!("txn_{payout}_{n}").into();
+        api.add_balance_transaction(None, payout, transaction);
+    }
+}
+
 /// Stripe's charge fixture, of the PaymentIntent `intent`.
 pub(crate) fn charge(id: &str, intent: &str) -> serde_json::Value {
     let mut charge = fixture_object("charge");
@@ -474,13 +531,7 @@ async fn a_stripe_payout_of_charges_a_partial_refund_a_dispute_and_fees_is_recon
     paid_by_stripe(&app, "inv_a", "pi_a", 1000).await;
     paid_by_stripe(&app, "inv_b", "pi_b", 2000).await;
     paid_by_stripe(&app, "inv_c", "pi_c", 3000).await;
-    app.deliver_stripe(
-        &StripeEvent::new("refund.created", "evt_re_b")
-            .refund("re_b", "pi_b", 500, "gbp", "succeeded")
-            .to_bytes(),
-    )
-    .await;
-    app.wait_processed("STRIPE", "evt_re_b").await;
+    refund_re_b(&app).await;
     app.deliver_stripe(
         &StripeEvent::new("charge.dispute.created", "evt_dp_c")
             .dispute("dp_c", "pi_c", 3000, "gbp", "needs_response")
@@ -489,29 +540,18 @@ async fn a_stripe_payout_of_charges_a_partial_refund_a_dispute_and_fees_is_recon
     .await;
     app.wait_processed("STRIPE", "evt_dp_c").await;
 
-    let mut refund = fixture_object("refund");
-    refund["id"] = "re_b".into();
-    refund["payment_intent"] = "pi_b".into();
-    let mut dispute = fixture_object("dispute");
-    dispute["id"] = "dp_c".into();
-    dispute["payment_intent"] = "pi_c".into();
-    let mut own = fixture_object("payout");
-    own["id"] = "po_e2e".into();
     // 956 + 1922 + 2883 - 500 - 4500 (the dispute and its 15.00 fee) - 200 (a Stripe fee of
     // the account's, no source) = 561.
-    let listed = [
-        stripe_transaction("charge", charge("ch_a", "pi_a"), 1000, 44),
-        stripe_transaction("charge", charge("ch_b", "pi_b"), 2000, 78),
-        stripe_transaction("charge", charge("ch_c", "pi_c"), 3000, 117),
-        stripe_transaction("refund", refund, -500, 0),
-        stripe_transaction("dispute", dispute, -3000, 1500),
-        stripe_transaction("fee", serde_json::Value::Null, -200, 0),
-        stripe_transaction("payout", own, -561, 0),
-    ];
-    for (n, mut transaction) in listed.into_iter().enumerate() {
-        transaction["id"] = format!("txn_e2e{n}").into();
-        api.add_balance_transaction(None, "po_e2e", transaction);
-    }
+    let listed = charges_refund_dispute_and_fee(
+        "po_e2e",
+        &[
+            ("ch_a", "pi_a", 1000, 44),
+            ("ch_b", "pi_b", 2000, 78),
+            ("ch_c", "pi_c", 3000, 117),
+        ],
+        561,
+    );
+    list_payout(&api, "po_e2e", listed);
     let completed = reconciliation_completed("evt_po_e2e", "po_e2e", 561);
     app.deliver_stripe(&completed).await;
     let payout = wait_payout(&app, "po_e2e", "RECONCILED").await;

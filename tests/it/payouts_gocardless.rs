@@ -6,7 +6,7 @@ use crate::helpers::*;
 use crate::payouts::{spawn_listing_app, wait_payout};
 
 /// GoCardless's `payouts.paid`, as the fixture's event has it: links to the payout only.
-fn gocardless_payout_paid(event_id: &str, payout: &str) -> GoCardlessEvent {
+pub(crate) fn gocardless_payout_paid(event_id: &str, payout: &str) -> GoCardlessEvent {
     GoCardlessEvent::new(event_id, "payouts", "paid")
         .links(serde_json::json!({"payout": payout}))
         .edit(|event| {
@@ -18,7 +18,7 @@ fn gocardless_payout_paid(event_id: &str, payout: &str) -> GoCardlessEvent {
 }
 
 /// A GoCardless payout as `GET /payouts/{id}` documents it.
-fn gocardless_payout(id: &str, amount: i64, deducted_fees: i64) -> serde_json::Value {
+pub(crate) fn gocardless_payout(id: &str, amount: i64, deducted_fees: i64) -> serde_json::Value {
     serde_json::json!({
         "id": id, "amount": amount, "arrival_date": "2026-11-20",
         "created_at": "2026-11-19T10:00:00.000Z", "currency": "GBP",
@@ -33,7 +33,12 @@ fn gocardless_payout(id: &str, amount: i64, deducted_fees: i64) -> serde_json::V
 
 /// A payout item as `GET /payout_items` documents it (links to the payment, and the refund of
 /// a refund's item).
-fn payout_item(kind: &str, amount: &str, payment: &str, refund: Option<&str>) -> serde_json::Value {
+pub(crate) fn payout_item(
+    kind: &str,
+    amount: &str,
+    payment: &str,
+    refund: Option<&str>,
+) -> serde_json::Value {
     let mut links = serde_json::json!({"payment": payment, "mandate": "MD000123"});
     if let Some(refund) = refund {
         links["refund"] = refund.into();
