@@ -343,7 +343,7 @@ impl Application {
                 self.shutdown.clone(),
             )
         });
-        let (sweeper, lister, charger) = match settings.keyring() {
+        let (sweeper, lister, drift, charger) = match settings.keyring() {
             Ok(keyring) => (
                 (settings.backfill.interval_secs > 0).then(|| crate::backfill::sweeper::Sweeper {
                     db: self.db.clone(),
@@ -358,6 +358,14 @@ impl Application {
                     keyring: keyring.clone(),
                     shutdown: self.shutdown.clone(),
                 }),
+                (settings.books.drift_interval_secs > 0).then(|| {
+                    crate::payouts::drift::DriftChecker {
+                        db: self.db.clone(),
+                        settings: settings.clone(),
+                        keyring: keyring.clone(),
+                        shutdown: self.shutdown.clone(),
+                    }
+                }),
                 Some(crate::charger::Charger {
                     db: self.db.clone(),
                     settings: settings.clone(),
@@ -367,8 +375,8 @@ impl Application {
                 }),
             ),
             Err(error) => {
-                tracing::error!(%error, "backfill sweeper, payout lister and charger not started");
-                (None, None, None)
+                tracing::error!(%error, "backfill sweeper, payout lister, drift check and charger not started");
+                (None, None, None, None)
             }
         };
         let batches = crate::worker::BatchShape::from(&settings.worker);
@@ -413,6 +421,9 @@ impl Application {
                 supervisor.spawn(on, "payout_lister", stop.clone(), move || {
                     lister.clone().run()
                 });
+            }
+            if let Some(drift) = drift {
+                supervisor.spawn(on, "drift_check", stop.clone(), move || drift.clone().run());
             }
             if let Some(charger) = charger {
                 supervisor.spawn(on, "charger", stop.clone(), move || charger.clone().run());

@@ -40,6 +40,11 @@ pub const NOTIFICATIONS_OLDEST_PENDING_SECONDS: &str =
     "settle_notifications_oldest_pending_seconds";
 pub const CONNECTION_SECRETS_LOADED: &str = "settle_connection_secrets_loaded";
 pub const BACKFILL_MISSED: &str = "settle_backfill_missed_events_total";
+pub const WEBHOOK_GAP_EVENTS: &str = "settle_webhook_gap_events";
+pub const PROVIDER_BALANCE_DRIFT: &str = "settle_provider_balance_drift";
+pub const PROVIDER_BALANCE_HELD: &str = "settle_provider_balance_held";
+pub const PROVIDER_BALANCE_EXPECTED: &str = "settle_provider_balance_expected";
+pub const DRIFT_CHECK_FAILURES: &str = "settle_provider_balance_check_failures_total";
 pub const BACKFILL_SWEEP_SECONDS: &str = "settle_backfill_sweep_seconds";
 pub const BACKFILL_SWEEP_FAILURES: &str = "settle_backfill_sweep_failures_total";
 pub const BACKFILL_LAST_SUCCESS: &str = "settle_backfill_last_success_timestamp_seconds";
@@ -97,6 +102,26 @@ fn describe_metrics() {
     describe_counter!(
         BACKFILL_MISSED,
         "Events a backfill found in a provider's list that the inbox did not hold (missed webhooks), queued, by provider."
+    );
+    describe_gauge!(
+        WEBHOOK_GAP_EVENTS,
+        "Events the last successful sweep of a source found that no webhook delivered, by provider and source."
+    );
+    describe_gauge!(
+        PROVIDER_BALANCE_DRIFT,
+        "A provider's balance less what settle's books expect it to hold (collected, not yet paid out), in minor units, by account, provider, source and currency. Above zero: money settle does not know of; below: money settle counts that the provider does not hold (its fees on money not yet paid out among it)."
+    );
+    describe_gauge!(
+        PROVIDER_BALANCE_HELD,
+        "What the provider says it holds for an account and has not paid out, in minor units, by account, provider, source and currency."
+    );
+    describe_gauge!(
+        PROVIDER_BALANCE_EXPECTED,
+        "What settle's books expect the provider to hold for an account, in minor units, by account, provider, source and currency."
+    );
+    describe_counter!(
+        DRIFT_CHECK_FAILURES,
+        "Provider balance checks that could not read a source's balance, by provider."
     );
     describe_histogram!(
         BACKFILL_SWEEP_SECONDS,

@@ -112,7 +112,14 @@ impl Sweeper {
         }
         match &report.error {
             None if report.failed == 0 => {
-                cursors::record_sweep(&self.db, provider, source.name(), until).await?;
+                let missed = i32::try_from(report.queued).unwrap_or(i32::MAX);
+                cursors::record_sweep(&self.db, provider, source.name(), until, missed).await?;
+                metrics::gauge!(
+                    metric::WEBHOOK_GAP_EVENTS,
+                    "provider" => provider.wire_name(),
+                    "source" => source.name().to_owned(),
+                )
+                .set(f64::from(missed));
                 metrics::gauge!(
                     metric::BACKFILL_LAST_SUCCESS,
                     "provider" => provider.wire_name(),

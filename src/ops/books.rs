@@ -1,7 +1,6 @@
 //! `settle books export`: a period's books for the finance team's tools (`reconcile::books` for
 //! the entries, `reconcile::book_exports` for the formats, `repository::books` for the reads).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -9,12 +8,10 @@ use chrono::NaiveDate;
 use clap::Subcommand;
 use sqlx::PgPool;
 
-use super::shared::EXIT_OK;
+use super::shared::{EXIT_DRIFT, EXIT_OK, EXIT_PARTLY_FAILED, Output, left, print_table, right};
 use crate::config::{BooksSettings, Settings};
-use crate::provider::Provider;
-use crate::reconcile::book_exports::{self, Assertion, Books, File, Format, Mapped, Mapping};
-use crate::reconcile::books::{self, Account};
-use crate::repository::books as store;
+use crate::reconcile::book_exports::{self, Books, File, Format, Mapped, Mapping};
+use crate::repository::books::{Period, Summary, read};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -38,6 +35,14 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check now whether each provider holds what the books expect (its balance against what
+    /// was collected and not yet paid out), and show each source's webhook gap (events the last
+    /// sweep found that no webhook delivered). Exit 0: none; 5: a drift, or a gap in the last
+    /// day; 4: a balance could not be read.
+    Drift {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -46,109 +51,6 @@ fn parse_format(text: &str) -> Result<Format, String> {
             "`{text}`: one of csv, xero-journal, qbo-journal, ledger (the journal hledger reads)"
         )
     })
-}
-
-/// The period a request names, checked: `to` not before `from`. Its length bounds nothing (the
-/// opening balances read everything before it anyway): what one reads is the account's activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-}
-
-impl Period {
-    pub fn new(from: NaiveDate, to: NaiveDate) -> anyhow::Result<Self> {
-        if to < from {
-            bail!("the period ends ({to}) before it starts ({from})");
-        }
-        Ok(Self { from, to })
-    }
-
-    /// The day after the last: the period is `[from, until)`.
-    fn until(self) -> NaiveDate {
-        self.to.succ_opt().unwrap_or(self.to)
-    }
-}
-
-/// What an export found besides its entries.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Per provider and currency: collected and not yet paid out at the period's end (with what
-    /// the provider holds back).
-    pub unsettled: Vec<(Provider, &'static str, i64)>,
-    /// Payouts of the period whose lines the books cannot write (listed before lines kept their
-    /// roles): `settle payouts fetch` lists them again.
-    pub unwritable: Vec<String>,
-}
-
-/// The account's books for `period`.
-pub async fn read(
-    db: &PgPool,
-    account_id: &str,
-    period: Period,
-) -> anyhow::Result<(Books, Summary)> {
-    let mut tx = db.begin().await?;
-    // One snapshot: the opening balances, the period and the figures asserted agree.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let (from, until) = (
-        store::start_of(period.from),
-        store::start_of(period.until()),
-    );
-    let movements = store::movements(&mut tx, account_id, from, until).await?;
-    let payouts = store::payouts(
-        &mut tx,
-        account_id,
-        Some(period.from),
-        period.until(),
-        false,
-    )
-    .await?;
-    let invoices: Vec<String> = movements
-        .iter()
-        .map(|movement| movement.invoice_id.clone())
-        .chain(payouts.written.iter().flat_map(|payout| {
-            payout
-                .lines
-                .iter()
-                .filter_map(|line| line.invoice_id.clone())
-        }))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let movements_before = store::movements_before(&mut tx, account_id, from, &invoices).await?;
-    let payouts_before = store::payouts(&mut tx, account_id, None, period.from, true).await?;
-    let figures = store::settled_figures(&mut tx, account_id, &invoices, until).await?;
-    let customers = store::customers(&mut tx, account_id, &invoices).await?;
-    tx.commit().await?;
-
-    let entries = books::period_entries(
-        (&movements_before, &payouts_before.written),
-        (&movements, &payouts.written),
-        period.from,
-    )?;
-    let assertions = figures
-        .into_iter()
-        .map(|(invoice, currency, paid)| Assertion {
-            account: Account::Receivable(invoice),
-            currency,
-            amount: -paid,
-        })
-        .collect();
-    let summary = Summary {
-        unsettled: books::unsettled(&entries),
-        unwritable: payouts.unwritable,
-    };
-    let books = Books {
-        account_id: account_id.to_owned(),
-        from: period.from,
-        to: period.to,
-        entries,
-        assertions,
-        customers,
-    };
-    Ok((books, summary))
 }
 
 /// The configured chart of accounts.
@@ -181,14 +83,118 @@ pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::
             out,
         } => {
             let account = account.unwrap_or_else(|| settings.account.id.clone());
-            let period = Period::new(from, to)?;
+            let period = Period::new(from, to).map_err(anyhow::Error::msg)?;
             let (books, summary) = read(db, &account, period).await?;
             let files = book_exports::write(&books, &mapping(&settings.books), format)?;
             write_files(&files, out.as_deref())?;
             report(&books, &summary);
             Ok(EXIT_OK)
         }
+        Command::Drift { output } => drift(db, settings, output).await,
     }
+}
+
+/// `settle books drift`.
+async fn drift(db: &PgPool, settings: &Settings, output: Output) -> anyhow::Result<u8> {
+    let keyring = settings.keyring()?;
+    let findings = crate::payouts::drift::check(db, settings, &keyring).await;
+    let gaps = crate::repository::backfill::cursors(db).await?;
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for finding in &findings {
+        match &finding.drifts {
+            Ok(drifts) => rows.extend(drifts.iter().map(|drift| {
+                serde_json::json!({
+                    "account": finding.account_id,
+                    "provider": finding.provider.wire_name(),
+                    "source": finding.source,
+                    "currency": drift.currency.as_str(),
+                    "held": drift.held,
+                    "expected": drift.expected,
+                    "drift": drift.drift,
+                })
+            })),
+            Err(error) => {
+                failed = true;
+                eprintln!(
+                    "{} {}: balance not read: {error}",
+                    finding.provider.display_name(),
+                    finding.source
+                );
+            }
+        }
+    }
+    let drifted = rows.iter().any(|row| row["drift"] != 0);
+    // A gap found in the last day: later sweeps find nothing new, the gap was still there.
+    let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let gapped = gaps
+        .iter()
+        .any(|gap| gap.gap_at.is_some_and(|at| at > day_ago));
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "balances": rows,
+                "gaps": gaps.iter().map(|gap| serde_json::json!({
+                    "provider": gap.provider.to_lowercase(),
+                    "source": gap.source,
+                    "lastSweepMissed": gap.last_missed,
+                    "gapEvents": gap.gap_events,
+                    "gapAt": gap.gap_at,
+                    "sweptUntil": gap.swept_until,
+                })).collect::<Vec<_>>(),
+            })
+        ),
+        Output::Table => {
+            let number = |row: &serde_json::Value, field: &str| row[field].to_string();
+            print_table(
+                &[
+                    left("ACCOUNT"),
+                    left("PROVIDER"),
+                    left("SOURCE"),
+                    left("CURRENCY"),
+                    right("HELD"),
+                    right("EXPECTED"),
+                    right("DRIFT"),
+                ],
+                rows.iter().map(|row| {
+                    vec![
+                        row["account"].as_str().unwrap_or_default().to_owned(),
+                        row["provider"].as_str().unwrap_or_default().to_owned(),
+                        row["source"].as_str().unwrap_or_default().to_owned(),
+                        row["currency"].as_str().unwrap_or_default().to_owned(),
+                        number(row, "held"),
+                        number(row, "expected"),
+                        number(row, "drift"),
+                    ]
+                }),
+            );
+            println!();
+            print_table(
+                &[
+                    left("PROVIDER"),
+                    left("SOURCE"),
+                    right("GAP EVENTS"),
+                    left("SWEPT UNTIL"),
+                ],
+                gaps.iter().map(|gap| {
+                    vec![
+                        gap.provider.to_lowercase(),
+                        gap.source.clone(),
+                        gap.last_missed.to_string(),
+                        gap.swept_until.to_rfc3339(),
+                    ]
+                }),
+            );
+        }
+    }
+    Ok(if drifted || gapped {
+        EXIT_DRIFT
+    } else if failed {
+        EXIT_PARTLY_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 /// The files where `out` says, or the one file on standard output.

@@ -20,6 +20,9 @@ pub enum Output {
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_NOTHING_MATCHED: u8 = 3;
 pub const EXIT_PARTLY_FAILED: u8 = 4;
+/// `settle books drift`: a provider's balance differs from the books, or a sweep found events no
+/// webhook delivered.
+pub const EXIT_DRIFT: u8 = 5;
 
 /// A listing's exit code: 0, or 3 when it found nothing.
 pub fn listed<T>(rows: &[T]) -> u8 {

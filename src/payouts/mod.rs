@@ -13,6 +13,7 @@
 //! Listing is idempotent: the lines are replaced whole, and the announcement's id is the
 //! payout's and its outcome's, so a payout listed twice stores and announces nothing twice.
 
+pub mod drift;
 pub mod lister;
 pub mod listing;
 

@@ -157,6 +157,22 @@ impl Source {
     }
 }
 
+impl Source {
+    /// What the provider holds for the source's account and has not paid out, per currency (as
+    /// the provider writes it) in minor units, net of its fees: Stripe's balance, GoCardless's
+    /// creditors' balances. A currency may come more than once: the caller sums.
+    pub async fn balance(&self) -> Result<Vec<(String, i64)>, ProviderApiError> {
+        match &self.credentials {
+            Credentials::Stripe { api_key, account } => {
+                stripe::api::balance(&self.client, &stripe_credentials(api_key, account)).await
+            }
+            Credentials::GoCardless { access_token } => {
+                gocardless::api::balances(&self.client, access_token).await
+            }
+        }
+    }
+}
+
 fn stripe_credentials<'a>(
     api_key: &'a SecretString,
     account: &'a Option<String>,

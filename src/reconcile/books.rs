@@ -464,6 +464,68 @@ pub fn unsettled(entries: &[Entry]) -> Vec<(Provider, &'static str, i64)> {
         .collect()
 }
 
+/// A provider's balance against what settle's books expect it to hold, in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub currency: Currency,
+    /// What the provider says it holds and has not paid out (net of its fees).
+    pub held: i64,
+    /// What the books say it holds: collected and not yet in a paid payout, less the payouts on
+    /// their way whose lines are not in the books yet.
+    pub expected: i64,
+    /// `held - expected`: above zero, money settle does not know of (a missed payment); below,
+    /// money settle counts that the provider does not hold (a missed refund or dispute, or the
+    /// provider's fees on money not yet paid out).
+    pub drift: i64,
+}
+
+/// Each currency's drift for `provider`: its balance (`held`, currencies as the provider writes
+/// them, summed), against `unsettled` (from `unsettled`) less `in_flight` (payouts paid or
+/// leaving, not yet in the books), for every currency either side names. A currency the provider names that ISO 4217 does not is an
+/// error naming it.
+pub fn drift(
+    provider: Provider,
+    unsettled: &[(Provider, &'static str, i64)],
+    in_flight: &[(Currency, i64)],
+    held: &[(String, i64)],
+) -> Result<Vec<Drift>, String> {
+    let mut by_currency: std::collections::BTreeMap<&'static str, (Currency, i64, i64)> =
+        std::collections::BTreeMap::new();
+    for (currency, amount) in held {
+        let currency = Currency::parse_any_case(currency)
+            .map_err(|error| format!("{} balance: {error}", provider.display_name()))?;
+        let slot = by_currency
+            .entry(currency.as_str())
+            .or_insert((currency, 0, 0));
+        slot.1 = slot.1.saturating_add(*amount);
+    }
+    for (owner, code, amount) in unsettled {
+        if *owner != provider {
+            continue;
+        }
+        let currency = Currency::parse(code)?;
+        let slot = by_currency.entry(code).or_insert((currency, 0, 0));
+        slot.2 = slot.2.saturating_add(*amount);
+    }
+    for (currency, amount) in in_flight {
+        let slot = by_currency
+            .entry(currency.as_str())
+            .or_insert((*currency, 0, 0));
+        slot.2 = slot.2.saturating_sub(*amount);
+    }
+    // A currency at zero on both sides stays: its gauge must come back to zero, not keep the
+    // last drift it had.
+    Ok(by_currency
+        .into_values()
+        .map(|(currency, held, expected)| Drift {
+            currency,
+            held,
+            expected,
+            drift: held.saturating_sub(expected),
+        })
+        .collect())
+}
+
 impl Account {
     /// The account's name in a plain-text journal (hledger, ledger): `assets:clearing:stripe`.
     /// Ids are anyone's text, so every character but letters, digits, `_`, `.` and `-` is
@@ -656,5 +718,35 @@ pub(crate) mod tests {
             balance(&entries, Account::Bank(Provider::GoCardless)),
             9_964
         );
+    }
+
+    #[test]
+    fn drift_is_the_provider_s_balance_less_what_the_books_expect_per_currency() {
+        let unsettled = [
+            (Provider::Stripe, "GBP", 10_000),
+            (Provider::GoCardless, "GBP", 7_000),
+            (Provider::Stripe, "EUR", 500),
+        ];
+        let in_flight = [(gbp(), 4_000)];
+        let held = [
+            ("gbp".to_owned(), 5_000),
+            ("gbp".to_owned(), 1_000),
+            ("usd".to_owned(), 300),
+        ];
+        let found = drift(Provider::Stripe, &unsettled, &in_flight, &held).unwrap();
+        let figures: Vec<(&str, i64, i64, i64)> = found
+            .iter()
+            .map(|d| (d.currency.as_str(), d.held, d.expected, d.drift))
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                ("EUR", 0, 500, -500),
+                ("GBP", 6_000, 6_000, 0),
+                ("USD", 300, 0, 300)
+            ]
+        );
+        let hostile = [("g\u{0}p".to_owned(), 1)];
+        assert!(drift(Provider::Stripe, &[], &[], &hostile).is_err());
     }
 }

@@ -26,16 +26,24 @@ pub async fn record_sweep(
     provider: Provider,
     source: &str,
     until: DateTime<Utc>,
+    missed: i32,
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO backfill_cursors (provider, source, swept_until) VALUES ($1, $2, $3)
+    sqlx::query(
+        "INSERT INTO backfill_cursors
+             (provider, source, swept_until, last_missed, gap_events, gap_at)
+         VALUES ($1, $2, $3, $4, $4, CASE WHEN $4 > 0 THEN now() END)
          ON CONFLICT (provider, source) DO UPDATE
          SET swept_until = GREATEST(backfill_cursors.swept_until, EXCLUDED.swept_until),
-             last_success_at = now()",
-        provider.stored_name(),
-        source,
-        until,
+             last_success_at = now(), last_missed = EXCLUDED.last_missed,
+             gap_events = CASE WHEN EXCLUDED.last_missed > 0 THEN EXCLUDED.last_missed
+                               ELSE backfill_cursors.gap_events END,
+             gap_at = CASE WHEN EXCLUDED.last_missed > 0 THEN now()
+                           ELSE backfill_cursors.gap_at END",
     )
+    .bind(provider)
+    .bind(source)
+    .bind(until)
+    .bind(missed)
     .execute(db)
     .await?;
     Ok(())
@@ -48,6 +56,11 @@ pub struct Cursor {
     pub source: String,
     pub swept_until: DateTime<Utc>,
     pub last_success_at: DateTime<Utc>,
+    /// Events the last successful sweep found that no webhook delivered.
+    pub last_missed: i32,
+    /// The last sweep that found any: how many, and when.
+    pub gap_events: i32,
+    pub gap_at: Option<DateTime<Utc>>,
 }
 
 /// Every source's cursor.

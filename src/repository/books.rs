@@ -2,17 +2,127 @@
 //! (with their lines) of the period, what came before it summed to what the opening balances
 //! need, and settle's own figures for the invoices the period touches.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use crate::provider::Provider;
-use crate::reconcile::books::{BookLine, BookMovement, BookPayout};
+use crate::reconcile::book_exports::{Assertion, Books};
+use crate::reconcile::books::{self, Account, BookLine, BookMovement, BookPayout};
 use crate::reconcile::ledger::MovementKind;
 use crate::reconcile::money::Currency;
 use crate::reconcile::payout::{Explained, Role};
+
+/// The period a request names, checked: `to` not before `from`. Its length bounds nothing (the
+/// opening balances read everything before it anyway): what one reads is the account's activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Self, String> {
+        if to < from {
+            return Err(format!("the period ends ({to}) before it starts ({from})"));
+        }
+        Ok(Self { from, to })
+    }
+
+    /// The day after the last: the period is `[from, until)`.
+    fn until(self) -> NaiveDate {
+        self.to.succ_opt().unwrap_or(self.to)
+    }
+}
+
+/// What an export found besides its entries.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Per provider and currency: collected and not yet paid out at the period's end (with what
+    /// the provider holds back).
+    pub unsettled: Vec<(Provider, &'static str, i64)>,
+    /// Payouts of the period whose lines the books cannot write (listed before lines kept their
+    /// roles): `settle payouts fetch` lists them again.
+    pub unwritable: Vec<String>,
+}
+
+/// Why a period's books could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Books(#[from] crate::reconcile::books::BookError),
+}
+
+/// The account's books for `period`.
+pub async fn read(
+    db: &sqlx::PgPool,
+    account_id: &str,
+    period: Period,
+) -> Result<(Books, Summary), ReadError> {
+    let mut tx = db.begin().await?;
+    // One snapshot: the opening balances, the period and the figures asserted agree.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let (from, until) = (start_of(period.from), start_of(period.until()));
+    let during = movements(&mut tx, account_id, from, until).await?;
+    let paid = payouts(
+        &mut tx,
+        account_id,
+        Some(period.from),
+        period.until(),
+        false,
+    )
+    .await?;
+    let invoices: Vec<String> = during
+        .iter()
+        .map(|movement| movement.invoice_id.clone())
+        .chain(paid.written.iter().flat_map(|payout| {
+            payout
+                .lines
+                .iter()
+                .filter_map(|line| line.invoice_id.clone())
+        }))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let earlier = movements_before(&mut tx, account_id, from, &invoices).await?;
+    let paid_earlier = payouts(&mut tx, account_id, None, period.from, true).await?;
+    let figures = settled_figures(&mut tx, account_id, &invoices, until).await?;
+    let customers = customers(&mut tx, account_id, &invoices).await?;
+    tx.commit().await?;
+
+    let entries = books::period_entries(
+        (&earlier, &paid_earlier.written),
+        (&during, &paid.written),
+        period.from,
+    )?;
+    let assertions = figures
+        .into_iter()
+        .map(|(invoice, currency, paid)| Assertion {
+            account: Account::Receivable(invoice),
+            currency,
+            amount: -paid,
+        })
+        .collect();
+    let summary = Summary {
+        unsettled: books::unsettled(&entries),
+        unwritable: paid.unwritable,
+    };
+    let books = Books {
+        account_id: account_id.to_owned(),
+        from: period.from,
+        to: period.to,
+        entries,
+        assertions,
+        customers,
+    };
+    Ok((books, summary))
+}
 
 /// The first instant of `day`, UTC: periods are whole UTC days.
 pub fn start_of(day: NaiveDate) -> DateTime<Utc> {
@@ -266,4 +376,90 @@ pub async fn customers(
         .into_iter()
         .map(|(invoice, customer, name)| (invoice, (customer, name)))
         .collect())
+}
+
+/// The account's payouts of `provider` paid or leaving whose lines are not in the books yet
+/// (`EXPECTED`, `LISTING`), summed per currency: money no longer at the provider, still in
+/// clearing.
+pub async fn in_flight(
+    db: impl sqlx::PgExecutor<'_>,
+    account_id: &str,
+    provider: Provider,
+) -> sqlx::Result<Vec<(Currency, i64)>> {
+    sqlx::query_as(
+        "SELECT currency, sum(amount)::bigint FROM payouts
+         WHERE account_id = $1 AND provider = $2 AND status IN ('EXPECTED', 'LISTING')
+           AND currency IS NOT NULL AND amount IS NOT NULL
+         GROUP BY currency ORDER BY currency",
+    )
+    .bind(account_id)
+    .bind(provider)
+    .fetch_all(db)
+    .await
+}
+
+/// One balance check's finding, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Check {
+    pub account_id: String,
+    pub provider: Provider,
+    pub source: String,
+    pub currency: Currency,
+    pub held: i64,
+    pub expected: i64,
+    pub drift: i64,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// Replaces what the last check of `source` found for the account with `drifts`.
+pub async fn record_checks(
+    db: &sqlx::PgPool,
+    account_id: &str,
+    provider: Provider,
+    source: &str,
+    drifts: &[crate::reconcile::books::Drift],
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "DELETE FROM provider_balance_checks
+         WHERE account_id = $1 AND provider = $2 AND source = $3",
+    )
+    .bind(account_id)
+    .bind(provider)
+    .bind(source)
+    .execute(&mut *tx)
+    .await?;
+    for drift in drifts {
+        sqlx::query(
+            "INSERT INTO provider_balance_checks
+                 (account_id, provider, source, currency, held, expected, drift)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account_id)
+        .bind(provider)
+        .bind(source)
+        .bind(drift.currency)
+        .bind(drift.held)
+        .bind(drift.expected)
+        .bind(drift.drift)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// What the last checks found, of the accounts in `accounts` (all when `None`).
+pub async fn checks(
+    db: impl sqlx::PgExecutor<'_>,
+    accounts: Option<&[String]>,
+) -> sqlx::Result<Vec<Check>> {
+    sqlx::query_as(
+        "SELECT account_id, provider, source, currency, held, expected, drift, checked_at
+         FROM provider_balance_checks
+         WHERE $1::text[] IS NULL OR account_id = ANY($1)
+         ORDER BY account_id, provider, source, currency",
+    )
+    .bind(accounts)
+    .fetch_all(db)
+    .await
 }

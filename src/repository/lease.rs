@@ -19,6 +19,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 pub const OUTBOX_RELAY: i64 = 0x7365_7474_6c65_2e72; // "settle.r"
 pub const BACKFILL_SWEEP: i64 = 0x7365_7474_6c65_2e62; // "settle.b"
 pub const PAYOUT_LISTING: i64 = 0x7365_7474_6c65_2e70; // "settle.p"
+pub const DRIFT_CHECK: i64 = 0x7365_7474_6c65_2e64; // "settle.d"
 
 pub struct Lease {
     key: i64,

@@ -324,6 +324,17 @@ async fn the_sweeper_reconciles_the_missed_half_counts_only_it_and_outlasts_a_pr
     })
     .await;
     assert_eq!(app.metric(missed).await, 10.0);
+    // The gap: none in the last sweep, ten in the last one that found any.
+    let gap = "settle_webhook_gap_events{provider=\"stripe\",source=\"default\"}";
+    assert!(app.metrics_text().await.contains(gap));
+    assert_eq!(app.metric(gap).await, 0.0);
+    let (last, events, at): (i32, i32, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT last_missed, gap_events, gap_at FROM backfill_cursors WHERE source = 'default'",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!((last, events, at.is_some()), (0, 10, true));
 
     // The provider down for a sweep: reported, and the next sweep catches up.
     api.refuse_next(&[Refusal::ServerError; 5]);

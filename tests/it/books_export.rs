@@ -10,11 +10,11 @@ use chrono::{Duration, NaiveDate, Utc};
 
 use crate::books::hledger;
 use crate::helpers::cli::settle_with;
-use crate::helpers::provider_api::ProviderApi;
+use crate::helpers::provider_api::{GOCARDLESS_TOKEN, ProviderApi, STRIPE_KEY};
 use crate::helpers::*;
 use crate::payouts::{
-    charges_refund_dispute_and_fee, list_payout, paid_by_stripe, refund_re_b, spawn_listing_app,
-    wait_payout,
+    charges_refund_dispute_and_fee, list_payout, paid_by_stripe, refund_re_b,
+    spawn_app_listing_every, spawn_listing_app, wait_payout,
 };
 use crate::payouts_gocardless::{gocardless_payout, gocardless_payout_paid, payout_item};
 
@@ -401,5 +401,103 @@ async fn a_reconciled_period_exports_in_every_format_and_each_reader_accepts_it(
             .any(|row| row["AccountCode"] == "091" && row["Amount"] == "39.17"),
         "the provider's own code wins: {text}"
     );
+    app.stop().await;
+}
+
+/// `settle books drift --output json` against the stand-in: (exit code, what it found).
+async fn drift_now(app: &TestApp, api: &ProviderApi) -> (i32, serde_json::Value) {
+    let base = api.url();
+    let keys = [
+        ("STRIPE_API_KEY", STRIPE_KEY),
+        ("STRIPE_API_BASE", base.as_str()),
+        ("GOCARDLESS_ACCESS_TOKEN", GOCARDLESS_TOKEN),
+        ("GOCARDLESS_API_BASE", base.as_str()),
+    ];
+    let (code, said, err) = settle_with(app, &["books", "drift", "--output", "json"], &keys).await;
+    let found = serde_json::from_str(&said).unwrap_or_else(|e| panic!("{e}: {said}{err}"));
+    (code, found)
+}
+
+/// The `settle_provider_balance_drift` series of `provider` in GBP, as `/metrics` shows it.
+async fn drift_metric(app: &TestApp, provider: &str) -> Option<f64> {
+    let text = app.metrics_text().await;
+    text.lines()
+        .filter(|line| line.starts_with("settle_provider_balance_drift{"))
+        .find(|line| {
+            line.contains(&format!("provider=\"{provider}\"")) && line.contains("currency=\"GBP\"")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn drift_is_zero_when_the_providers_hold_what_the_books_expect_and_names_money_that_moved_without_an_event()
+ {
+    let api = ProviderApi::start().await;
+    let app =
+        spawn_app_listing_every(&api, 1, |settings| settings.books.drift_interval_secs = 1).await;
+    let today = Utc::now().date_naive();
+    reconciled_period(&app, &api, today + Duration::days(1)).await;
+    // Everything collected was paid out: each provider holds nothing, as the books expect.
+    api.set_stripe_balance(None, "gbp", 0, 0);
+    api.set_gocardless_balance("confirmed_funds", "GBP", 0);
+    let (code, found) = drift_now(&app, &api).await;
+    assert_eq!(code, 0, "{found}");
+    let drifts: Vec<i64> = found["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["drift"].as_i64().unwrap())
+        .collect();
+    assert_eq!(drifts, [0, 0], "{found}");
+
+    // Money reaches Stripe's balance without an event settle saw (7.50, pending), and a
+    // GoCardless payment settle collected is not in GoCardless's confirmed funds.
+    api.set_stripe_balance(None, "gbp", 0, 750);
+    app.create_invoice("inv_g3", "cust", None, "GBP", 1200)
+        .await;
+    app.register_payment("inv_g3", "GOCARDLESS", "PM_G3", 1200)
+        .await;
+    let now = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    app.gocardless_payment("EV_G3", "paid_out", "PM_G3", &now)
+        .await;
+    app.wait_invoice_status("inv_g3", "PAID").await;
+    let (code, found) = drift_now(&app, &api).await;
+    assert_eq!(code, 5, "{found}");
+    let figures: Vec<(String, i64, i64, i64)> = found["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["provider"].as_str().unwrap().to_owned(),
+                row["held"].as_i64().unwrap(),
+                row["expected"].as_i64().unwrap(),
+                row["drift"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            ("stripe".to_owned(), 750, 0, 750),
+            ("gocardless".to_owned(), 0, 1200, -1200),
+        ]
+    );
+    // The worker's own check exports the same.
+    poll_until("the worker's drift check", WAIT, || async {
+        let stripe = drift_metric(&app, "stripe").await;
+        let gocardless = drift_metric(&app, "gocardless").await;
+        (stripe == Some(750.0) && gocardless == Some(-1200.0)).then_some(())
+    })
+    .await;
+    // GoCardless confirms the payment (less its fee): the drift is the fee the books learn at
+    // the payout.
+    api.set_gocardless_balance("confirmed_funds", "GBP", 1170);
+    poll_until("the gocardless drift to be its fee", WAIT, || async {
+        drift_metric(&app, "gocardless")
+            .await
+            .filter(|drift| *drift == -30.0)
+    })
+    .await;
     app.stop().await;
 }

@@ -381,11 +381,15 @@ async fn payout_events_move_a_payout_forward_only_and_a_failure_is_final() {
 /// A `run` process (API and worker) whose payout lister reads the stand-in every second, with
 /// the platform's keys; no backfill sweeps.
 pub(crate) async fn spawn_listing_app(api: &ProviderApi) -> TestApp {
-    spawn_app_listing_every(api, 1).await
+    spawn_app_listing_every(api, 1, |_| {}).await
 }
 
-/// The same, its lister every `seconds` (0: never).
-async fn spawn_app_listing_every(api: &ProviderApi, seconds: u64) -> TestApp {
+/// The same, its lister every `seconds` (0: never), with `more` settings.
+pub(crate) async fn spawn_app_listing_every(
+    api: &ProviderApi,
+    seconds: u64,
+    more: impl FnOnce(&mut settle::config::Settings) + Send + 'static,
+) -> TestApp {
     let base = api.url();
     spawn_app_with(AppOptions {
         role: settle::role::Role::Run,
@@ -397,6 +401,7 @@ async fn spawn_app_listing_every(api: &ProviderApi, seconds: u64) -> TestApp {
             settings.backfill.interval_secs = 0;
             settings.payouts.list_interval_secs = seconds;
             Retries::PATIENT.apply_to(settings);
+            more(settings);
         }),
         ..AppOptions::default()
     })
@@ -745,7 +750,7 @@ async fn a_connected_accounts_payout_is_listed_with_its_stripe_account() {
 #[tokio::test]
 async fn fetch_lists_the_payouts_events_missed_and_a_second_fetch_stores_nothing_twice() {
     let api = ProviderApi::start().await;
-    let app = spawn_app_listing_every(&api, 0).await;
+    let app = spawn_app_listing_every(&api, 0, |_| {}).await;
     app.create_customer("cust").await;
     paid_by_stripe(&app, "inv_f", "pi_f", 1000).await;
     let now = chrono::Utc::now().timestamp();

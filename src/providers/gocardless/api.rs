@@ -157,6 +157,75 @@ pub async fn list_payouts(
     Ok(payouts)
 }
 
+#[derive(Deserialize)]
+struct CreditorsPage {
+    creditors: Vec<Creditor>,
+}
+
+#[derive(Deserialize)]
+struct Creditor {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct BalancesPage {
+    balances: Vec<Balance>,
+}
+
+/// One of a creditor's balances, as `GET /balances` documents it.
+#[derive(Deserialize)]
+struct Balance {
+    amount: i64,
+    balance_type: String,
+    currency: String,
+}
+
+/// What GoCardless holds for the organisation, per currency, in minor units: each creditor's
+/// `confirmed_funds` (confirmed, less fees and unclaimed debits, not yet in a payout) and
+/// `pending_payouts` (in a payout not yet paid). Payments submitted but not confirmed
+/// (`pending_payments_submitted`) are not collected yet, for GoCardless or for settle. `GET
+/// /balances` is limited to 60 requests a minute: one per creditor per check.
+pub async fn balances(
+    client: &ApiClient,
+    access_token: &SecretString,
+) -> Result<Vec<(String, i64)>, ProviderApiError> {
+    let headers = headers(access_token)?;
+    let mut creditors = Vec::new();
+    let base = vec![("limit".to_owned(), PAGE.to_owned())];
+    pages(client, "/creditors", &base, &headers, |body| {
+        let page: CreditorsPage = serde_json::from_slice(body).map_err(|e| client.shape(e))?;
+        let count = page.creditors.len();
+        creditors.extend(page.creditors);
+        Ok(count)
+    })
+    .await?;
+    let mut held = Vec::new();
+    for creditor in creditors {
+        let base = vec![
+            ("limit".to_owned(), PAGE.to_owned()),
+            ("creditor".to_owned(), creditor.id),
+        ];
+        pages(client, "/balances", &base, &headers, |body| {
+            let page: BalancesPage = serde_json::from_slice(body).map_err(|e| client.shape(e))?;
+            let count = page.balances.len();
+            held.extend(
+                page.balances
+                    .into_iter()
+                    .filter(|b| {
+                        matches!(
+                            b.balance_type.as_str(),
+                            "confirmed_funds" | "pending_payouts"
+                        )
+                    })
+                    .map(|b| (b.currency, b.amount)),
+            );
+            Ok(count)
+        })
+        .await?;
+    }
+    Ok(held)
+}
+
 /// Walks a list's pages: `take` gets each page's body and returns how many items it held; an
 /// empty page or a null `after` cursor ends the list.
 async fn pages(

@@ -56,6 +56,36 @@ pub async fn payment_intent(
     serde_json::from_slice(&body).map_err(|e| client.shape(e))
 }
 
+#[derive(Deserialize)]
+struct Balance {
+    available: Vec<Amount>,
+    pending: Vec<Amount>,
+}
+
+#[derive(Deserialize)]
+struct Amount {
+    amount: i64,
+    currency: String,
+}
+
+/// `GET /v1/balance`: what Stripe holds for the account, per currency, in minor units: the
+/// available and the pending funds (both net of Stripe's fees), not yet paid out.
+pub async fn balance(
+    client: &ApiClient,
+    credentials: &Credentials<'_>,
+) -> Result<Vec<(String, i64)>, ProviderApiError> {
+    let body = client
+        .get("/v1/balance", &[], headers(client, credentials)?)
+        .await?;
+    let balance: Balance = serde_json::from_slice(&body).map_err(|e| client.shape(e))?;
+    Ok(balance
+        .available
+        .into_iter()
+        .chain(balance.pending)
+        .map(|amount| (amount.currency, amount.amount))
+        .collect())
+}
+
 /// Every event of the window (of `types`, when given), each with its exact JSON.
 pub async fn list_events(
     client: &ApiClient,

@@ -36,6 +36,14 @@ pub struct IntentRequest {
     pub form: Vec<(String, String)>,
 }
 
+/// One currency of a Stripe account's balance, in minor units.
+struct StripeBalance {
+    account: Option<String>,
+    currency: String,
+    available: i64,
+    pending: i64,
+}
+
 #[derive(Default)]
 struct Events {
     /// Stripe events by the connected account they belong to (`None`: the platform's).
@@ -51,6 +59,10 @@ struct Events {
     /// Stripe payouts by connected account, and GoCardless payouts, as their lists return them.
     stripe_payouts: Vec<(Option<String>, Value)>,
     gocardless_payouts: Vec<Value>,
+    /// Stripe's balance by connected account and currency.
+    stripe_balances: Vec<StripeBalance>,
+    /// GoCardless's creditor balances: (balance type, currency, amount).
+    gocardless_balances: Vec<(String, String, i64)>,
     refusals: VecDeque<Refusal>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
@@ -105,6 +117,9 @@ impl ProviderApi {
             .route("/payouts", get(gocardless_payouts))
             .route("/payouts/{id}", get(gocardless_payout))
             .route("/payments", axum::routing::post(gocardless_create_payment))
+            .route("/v1/balance", get(stripe_balance))
+            .route("/creditors", get(gocardless_creditors))
+            .route("/balances", get(gocardless_balances))
             .layer(axum::middleware::from_fn_with_state(
                 events.clone(),
                 in_flight,
@@ -170,6 +185,38 @@ impl ProviderApi {
     /// Adds a GoCardless payout, as `GET /payouts` and `GET /payouts/{id}` return it.
     pub fn add_gocardless_payout(&self, payout: Value) {
         self.events.lock().unwrap().gocardless_payouts.push(payout);
+    }
+
+    /// Sets Stripe's balance (of a connected account, or the platform's) in one currency.
+    pub fn set_stripe_balance(
+        &self,
+        account: Option<&str>,
+        currency: &str,
+        available: i64,
+        pending: i64,
+    ) {
+        let mut events = self.events.lock().unwrap();
+        events
+            .stripe_balances
+            .retain(|held| !(held.account.as_deref() == account && held.currency == currency));
+        events.stripe_balances.push(StripeBalance {
+            account: account.map(str::to_owned),
+            currency: currency.to_owned(),
+            available,
+            pending,
+        });
+    }
+
+    /// Sets one of GoCardless's creditor balances (`confirmed_funds`, `pending_payouts`,
+    /// `pending_payments_submitted`) in one currency.
+    pub fn set_gocardless_balance(&self, balance_type: &str, currency: &str, amount: i64) {
+        let mut events = self.events.lock().unwrap();
+        events
+            .gocardless_balances
+            .retain(|(kind, held, _)| !(kind == balance_type && held == currency));
+        events
+            .gocardless_balances
+            .push((balance_type.to_owned(), currency.to_owned(), amount));
     }
 
     /// A payout whose items GoCardless no longer lists (older than 6 months): 410.
@@ -524,6 +571,97 @@ async fn stripe_payouts(
     listed.sort_by_key(|payout| std::cmp::Reverse(payout["created"].as_i64().unwrap()));
     axum::Json(json!({"object": "list", "url": "/v1/payouts", "has_more": false, "data": listed}))
         .into_response()
+}
+
+/// `GET /v1/balance`: the account's balance, as Stripe's Balance object documents it.
+async fn stripe_balance(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    if let Err(refused) = admit(&mut events, "/v1/balance", &query, &headers, STRIPE_KEY) {
+        return *refused;
+    }
+    let account = stripe_account(&headers);
+    let held: Vec<&StripeBalance> = events
+        .stripe_balances
+        .iter()
+        .filter(|held| held.account == account)
+        .collect();
+    let part = |pick: fn(&StripeBalance) -> i64| -> Vec<Value> {
+        held.iter()
+            .map(|row| {
+                json!({"amount": pick(row), "currency": row.currency,
+                       "source_types": {"card": pick(row)}})
+            })
+            .collect()
+    };
+    axum::Json(json!({
+        "object": "balance",
+        "available": part(|row| row.available),
+        "pending": part(|row| row.pending),
+        "connect_reserved": [],
+        "livemode": false,
+    }))
+    .into_response()
+}
+
+/// `GET /creditors`: the organisation's one creditor.
+async fn gocardless_creditors(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    if let Err(refused) = admit(
+        &mut events,
+        "/creditors",
+        &query,
+        &headers,
+        GOCARDLESS_TOKEN,
+    ) {
+        return *refused;
+    }
+    axum::Json(json!({
+        "creditors": [{"id": "CR000123", "name": "Business Ltd", "country_code": "GB",
+                       "created_at": "2026-01-01T00:00:00.000Z", "creditor_type": "company",
+                       "links": {}, "verification_status": "successful"}],
+        "meta": {"cursors": {"before": null, "after": null}, "limit": 500}
+    }))
+    .into_response()
+}
+
+/// `GET /balances?creditor=…`: the creditor's balances, one per type and currency.
+async fn gocardless_balances(
+    State(events): State<Arc<Mutex<Events>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut events = events.lock().unwrap();
+    let pairs = match admit(&mut events, "/balances", &query, &headers, GOCARDLESS_TOKEN) {
+        Ok(pairs) => pairs,
+        Err(refused) => return *refused,
+    };
+    assert_eq!(
+        param(&pairs, "creditor"),
+        Some("CR000123"),
+        "a creditor is required"
+    );
+    let balances: Vec<Value> = events
+        .gocardless_balances
+        .iter()
+        .map(|(kind, currency, amount)| {
+            json!({"amount": amount, "balance_type": kind, "currency": currency,
+                   "last_updated_at": "2026-12-07T00:00:00.000Z",
+                   "links": {"creditor": "CR000123"}})
+        })
+        .collect();
+    axum::Json(json!({
+        "balances": balances,
+        "meta": {"cursors": {"before": null, "after": null}, "limit": 500}
+    }))
+    .into_response()
 }
 
 /// `GET /payouts?created_at[gte]=…`: the organisation's payouts, in one page.
