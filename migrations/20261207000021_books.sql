@@ -25,3 +25,15 @@ CREATE TABLE provider_balance_checks (
     checked_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, provider, source, currency)
 );
+
+-- Each self-audit (`settle audit`): what it rebuilt from the inbox's events and every difference
+-- from the live tables it found, for the console.
+CREATE TABLE audit_runs (
+    id          BIGSERIAL PRIMARY KEY,
+    since       TIMESTAMPTZ NOT NULL,
+    started_at  TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    invoices    INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    differences JSONB NOT NULL
+);

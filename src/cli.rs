@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::ops::{
-    self, accounts, api_keys, backfill, books, charges, dlq, events, operators, outbox, payouts,
-    unmatched,
+    self, accounts, api_keys, audit, backfill, books, charges, dlq, events, operators, outbox,
+    payouts, unmatched,
 };
 use crate::role::Role;
 use crate::startup::{Application, database_pool};
@@ -76,6 +76,9 @@ pub enum Command {
         #[command(subcommand)]
         command: payouts::Command,
     },
+    /// Rebuild the invoices whose money moved since a time from their events, in a scratch
+    /// schema, and print every difference from the live tables (exit 0: none, 5: some).
+    Audit(audit::Args),
     /// The books: a period's journal for Xero, QuickBooks, a spreadsheet or hledger.
     Books {
         #[command(subcommand)]
@@ -169,6 +172,9 @@ impl Cli {
             }
             Command::Payouts { command } => {
                 return payouts::run(command, &database_pool(&settings)?, &settings).await;
+            }
+            Command::Audit(args) => {
+                return audit::run(args, &database_pool(&settings)?, &settings).await;
             }
             Command::Books { command } => {
                 return books::run(command, &database_pool(&settings)?, &settings).await;

@@ -501,3 +501,71 @@ async fn drift_is_zero_when_the_providers_hold_what_the_books_expect_and_names_m
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_audit_rebuilds_the_period_from_its_events_and_names_a_difference_made_on_purpose() {
+    let api = ProviderApi::start().await;
+    let app = spawn_listing_app(&api).await;
+    reconciled_period(&app, &api, Utc::now().date_naive() + Duration::days(1)).await;
+    let audit = ["audit", "--since", "1h", "--output", "json"];
+    let (code, said, err) = settle_with(&app, &audit, &[]).await;
+    assert_eq!(code, 0, "{said}{err}");
+    let report: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(report["invoices"], 6, "{report}");
+    assert_eq!(report["differences"], serde_json::json!([]), "{report}");
+    assert_eq!(report["notApplied"], serde_json::json!([]), "{report}");
+    let live_tables_untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM money_movements")
+        .fetch_one(&app.db())
+        .await
+        .unwrap();
+    assert_eq!(live_tables_untouched, 10, "the replay wrote nothing live");
+
+    // A hand edit: a penny more paid on inv_a, and inv_d's reinstatement gone.
+    let db = app.db();
+    sqlx::query("UPDATE invoices SET amount_paid = amount_paid + 1 WHERE id = 'inv_a'")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM money_movements WHERE kind = 'DISPUTE_REINSTATED'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (code, said, err) = settle_with(&app, &audit, &[]).await;
+    assert_eq!(code, 5, "{said}{err}");
+    let report: serde_json::Value = serde_json::from_str(&said).unwrap();
+    let differences: Vec<&str> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(differences.len(), 3, "{differences:#?}");
+    assert!(
+        differences
+            .iter()
+            .any(|d| d.starts_with("live:    invoice")
+                && d.contains("/inv_a: status PAID, paid 1001")),
+        "{differences:#?}"
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|d| d.starts_with("rebuilt: invoice")
+                && d.contains("/inv_a: status PAID, paid 1000")),
+        "{differences:#?}"
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|d| d.starts_with("rebuilt: ledger") && d.contains("DISPUTE_REINSTATED dp_d")),
+        "{differences:#?}"
+    );
+    let schemas: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'settle_audit_%'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(schemas, 0, "the scratch schemas are dropped");
+    app.stop().await;
+}
