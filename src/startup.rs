@@ -530,6 +530,7 @@ impl Application {
                 secure_cookie: !self.internal_listener_is_loopback(),
                 sign_in_limits: Arc::default(),
                 traffic,
+                books: Arc::new(crate::ops::books::mapping(&self.settings.books)),
             });
             internal = internal.merge(crate::api::router(api)).merge(console);
         }

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod books;
 mod customers;
 mod dead_letters;
 mod events;
@@ -62,5 +63,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/unmatched/discard", post(unmatched::discard))
         .route("/console/accounts", get(accounts::page))
         .route("/console/audit", get(audit::page))
+        .route("/console/books", get(books::page))
+        .route("/console/books/export", get(books::export))
         .with_state(state)
 }

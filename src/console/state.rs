@@ -27,4 +27,6 @@ pub struct ConsoleState {
     pub sign_in_limits: Arc<SignInLimits>,
     /// What each webhook endpoint of this process received in the last hour.
     pub traffic: Arc<crate::ingress::traffic::Traffic>,
+    /// The chart of accounts the books' exports use (`[books]`).
+    pub books: Arc<crate::reconcile::book_exports::Mapping>,
 }

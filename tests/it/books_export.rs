@@ -53,7 +53,7 @@ async fn dispute(
 
 /// The worker's period: four Stripe invoices (one partly refunded, one dispute lost, one won)
 /// and two GoCardless ones, paid out tomorrow by one payout of each provider.
-async fn reconciled_period(app: &TestApp, api: &ProviderApi, tomorrow: NaiveDate) {
+pub(crate) async fn reconciled_period(app: &TestApp, api: &ProviderApi, tomorrow: NaiveDate) {
     app.create_customer("cust").await;
     for (invoice, intent, amount) in [
         ("inv_a", "pi_a", 1000),
@@ -152,7 +152,7 @@ async fn reconciled_period(app: &TestApp, api: &ProviderApi, tomorrow: NaiveDate
 }
 
 /// `settle books export` of the period: (exit code, standard output, standard error).
-async fn export(
+pub(crate) async fn export(
     app: &TestApp,
     from: NaiveDate,
     to: NaiveDate,
@@ -405,7 +405,7 @@ async fn a_reconciled_period_exports_in_every_format_and_each_reader_accepts_it(
 }
 
 /// `settle books drift --output json` against the stand-in: (exit code, what it found).
-async fn drift_now(app: &TestApp, api: &ProviderApi) -> (i32, serde_json::Value) {
+pub(crate) async fn drift_now(app: &TestApp, api: &ProviderApi) -> (i32, serde_json::Value) {
     let base = api.url();
     let keys = [
         ("STRIPE_API_KEY", STRIPE_KEY),

@@ -607,3 +607,56 @@ async fn sign_ins_are_slowed_after_a_few_tries_and_a_disabled_operator_is_signed
         "/console/login?next=%2Fconsole"
     );
 }
+
+#[tokio::test]
+async fn a_viewer_downloads_the_books_the_command_writes_and_reads_the_drift_and_the_audit() {
+    use crate::books_export::{drift_now, export, reconciled_period};
+    use crate::helpers::provider_api::ProviderApi;
+    use chrono::{Duration, Utc};
+    let api = ProviderApi::start().await;
+    let app = crate::payouts::spawn_listing_app(&api).await;
+    let today = Utc::now().date_naive();
+    reconciled_period(&app, &api, today + Duration::days(1)).await;
+    api.set_stripe_balance(None, "gbp", 0, 750);
+    assert_eq!(drift_now(&app, &api).await.0, 5);
+    let (code, _, err) = settle(&app, &["audit", "--since", "1h"]).await;
+    assert_eq!(code, 0, "{err}");
+    operator(&app, "fiona", "viewer", None).await;
+
+    let browser = Browser::open(&app, LAPTOP).await;
+    browser.sign_in("fiona", PASSWORD).await;
+    browser.goto("/console/books").await;
+    let drift = browser.text("#drift").await;
+    assert!(
+        drift.contains("stripe default GBP 7.50 GBP 0.00 GBP 7.50"),
+        "{drift}"
+    );
+    assert!(browser.text("#audits").await.contains("6 invoices"));
+    assert!(browser.text("#audits").await.contains("no difference"));
+
+    // The download is the command's export, byte for byte.
+    let (from, to) = (today - Duration::days(7), today + Duration::days(2));
+    let (code, expected, err) = export(&app, from, to, "qbo-journal", &[], None).await;
+    assert_eq!(code, 0, "{err}");
+    let account = app.settings.account.id.clone();
+    let response = app
+        .http
+        .get(app.url(&format!(
+            "/console/books/export?account={account}&from={from}&to={to}&format=qbo-journal"
+        )))
+        .header("cookie", browser_cookie(&browser).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"settle-"),
+        "{disposition}"
+    );
+    assert_eq!(response.text().await.unwrap(), expected);
+    browser.close().await;
+}
