@@ -11,7 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use super::shared::{EXIT_DRIFT, EXIT_OK, Output, parse_since};
 use crate::config::Settings;
 use crate::envelope::QueuedEvent;
-use crate::repository::audit::{self as store, Archived, Audited};
+use crate::repository::audit::{self as store, Archived};
 use crate::worker::apply::{Policy, apply};
 
 #[derive(Debug, clap::Args)]
@@ -72,9 +72,8 @@ pub async fn audit(
     since: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
     let started_at = Utc::now();
-    let audited = store::audited(db, since).await?;
     let schema = store::scratch_name();
-    let rebuilt = rebuild(db, settings, &schema, &audited).await;
+    let rebuilt = rebuild(db, settings, &schema, since).await;
     store::drop_scratch(db, &schema).await?;
     let report = rebuilt?;
     store::record_run(
@@ -93,10 +92,20 @@ async fn rebuild(
     db: &PgPool,
     settings: &Settings,
     schema: &str,
-    audited: &[Audited],
+    since: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
-    store::create_scratch(db, schema, audited).await?;
-    let events = store::events(db, audited).await?;
+    // One snapshot for what is audited, the registrations copied, the events replayed and the
+    // live figures: the worker may go on committing meanwhile, and an event it commits after
+    // the snapshot is in neither side.
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await?;
+    let audited = store::audited(&mut tx, since).await?;
+    store::create_scratch(&mut tx, schema, &audited).await?;
+    let events = store::events(&mut tx, &audited).await?;
+    let mut live = store::figures(&mut *tx, "public", &audited).await?;
+    tx.commit().await?;
     // The worker's path, on connections that find the scratch schema's tables first: it writes
     // nothing live.
     let options = db
@@ -120,8 +129,7 @@ async fn rebuild(
     }
     scratch.close().await;
     // Sorted here, not by the database's collation: `differences` walks both in Rust's order.
-    let mut live = store::figures(db, "public", audited).await?;
-    let mut rebuilt = store::figures(db, schema, audited).await?;
+    let mut rebuilt = store::figures(db, schema, &audited).await?;
     live.sort_unstable();
     rebuilt.sort_unstable();
     Ok(Report {

@@ -83,6 +83,12 @@ pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::
             out,
         } => {
             let account = account.unwrap_or_else(|| settings.account.id.clone());
+            if crate::repository::accounts::find(db, &account)
+                .await?
+                .is_none()
+            {
+                bail!("no account `{account}` (settle accounts list)");
+            }
             let period = Period::new(from, to).map_err(anyhow::Error::msg)?;
             let (books, summary) = read(db, &account, period).await?;
             let files = book_exports::write(&books, &mapping(&settings.books), format)?;

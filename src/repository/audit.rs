@@ -8,7 +8,7 @@
 //! (accounts, connections, customers, settings, payment methods) is copied whole.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// Tables the replay reads as they are: copied whole into the scratch schema.
 const COPIED: [&str; 7] = [
@@ -29,7 +29,7 @@ pub struct Audited {
 }
 
 /// The invoices whose money moved, or whose payments changed, since `since`.
-pub async fn audited(db: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<Audited>> {
+pub async fn audited(db: &mut PgConnection, since: DateTime<Utc>) -> sqlx::Result<Vec<Audited>> {
     sqlx::query_as(
         "SELECT account_id, invoice_id FROM money_movements WHERE recorded_at >= $1
          UNION
@@ -46,11 +46,15 @@ pub fn scratch_name() -> String {
     format!("settle_audit_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Creates `schema` with a copy of every live table (their columns, defaults, checks and
-/// indexes; no foreign keys), the configuration copied whole, and `audited`'s invoices, payments
-/// and refunds as they were registered: every figure the worker derives from events reset.
-pub async fn create_scratch(db: &PgPool, schema: &str, audited: &[Audited]) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
+/// Creates `schema` in `tx` with a copy of every live table (their columns, defaults, checks
+/// and indexes; no foreign keys), the configuration copied whole, and `audited`'s invoices,
+/// payments and refunds as they were registered: every figure the worker derives from events
+/// reset.
+pub async fn create_scratch(
+    tx: &mut PgConnection,
+    schema: &str,
+    audited: &[Audited],
+) -> sqlx::Result<()> {
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut *tx)
         .await?;
@@ -118,7 +122,7 @@ pub async fn create_scratch(db: &PgPool, schema: &str, audited: &[Audited]) -> s
     ))
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Drops the scratch schema and everything in it.
@@ -142,7 +146,7 @@ pub struct Archived {
 
 /// Every archived event that names an object of `audited`'s payments (the payment, its refunds,
 /// its disputes), oldest first.
-pub async fn events(db: &PgPool, audited: &[Audited]) -> sqlx::Result<Vec<Archived>> {
+pub async fn events(db: &mut PgConnection, audited: &[Audited]) -> sqlx::Result<Vec<Archived>> {
     let accounts: Vec<&str> = audited.iter().map(|a| a.account_id.as_str()).collect();
     let invoices: Vec<&str> = audited.iter().map(|a| a.invoice_id.as_str()).collect();
     sqlx::query_as(
@@ -171,7 +175,11 @@ pub async fn events(db: &PgPool, audited: &[Audited]) -> sqlx::Result<Vec<Archiv
 
 /// What the audit compares, of one schema: each audited invoice's figures, its payments'
 /// states, and its ledger, as comparable lines (`invoice inv_1 amount_paid 1000`).
-pub async fn figures(db: &PgPool, schema: &str, audited: &[Audited]) -> sqlx::Result<Vec<String>> {
+pub async fn figures(
+    db: impl sqlx::PgExecutor<'_>,
+    schema: &str,
+    audited: &[Audited],
+) -> sqlx::Result<Vec<String>> {
     let accounts: Vec<&str> = audited.iter().map(|a| a.account_id.as_str()).collect();
     let invoices: Vec<&str> = audited.iter().map(|a| a.invoice_id.as_str()).collect();
     sqlx::query_scalar(&format!(

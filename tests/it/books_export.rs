@@ -347,6 +347,39 @@ async fn a_reconciled_period_exports_in_every_format_and_each_reader_accepts_it(
     assert!(journals.len() >= 12, "{journals:?}");
     assert!(journals.values().all(|sum| *sum == 0), "{journals:?}");
 
+    // Bad input is named: an account that does not exist, a period that ends before it starts.
+    let args = [
+        "books",
+        "export",
+        "--from",
+        "2026-12-02",
+        "--to",
+        "2026-12-01",
+        "--format",
+        "csv",
+    ];
+    let (code, _, said) = settle_with(&app, &args, &[]).await;
+    assert_ne!(code, 0);
+    assert!(
+        said.contains("the period ends (2026-12-01) before it starts (2026-12-02)"),
+        "{said}"
+    );
+    let args = [
+        "books",
+        "export",
+        "--from",
+        "2026-12-01",
+        "--to",
+        "2026-12-03",
+        "--format",
+        "csv",
+        "--account",
+        "acc_nobody",
+    ];
+    let (code, _, said) = settle_with(&app, &args, &[]).await;
+    assert_ne!(code, 0);
+    assert!(said.contains("no account `acc_nobody`"), "{said}");
+
     // Xero: every account needs a code; with them, files of at most 300 lines.
     let (code, _, said) = export(&app, from, to, "xero-journal", &[], None).await;
     assert_ne!(code, 0);
