@@ -245,9 +245,13 @@ fn report(books: &Books, summary: &Summary) {
         books.to,
         books.assertions.len()
     );
-    for (provider, currency, amount) in &summary.unsettled {
+    for (provider, code, amount) in &summary.unsettled {
+        let amount = crate::reconcile::money::Currency::parse(code).map_or_else(
+            |_| amount.to_string(),
+            |currency| book_exports::decimal(*amount, currency),
+        );
         eprintln!(
-            "collected, not yet paid out at {}: {} {currency} {amount} (minor units)",
+            "collected, not yet paid out at {}: {} {code} {amount}",
             books.to,
             provider.display_name()
         );
