@@ -1,12 +1,16 @@
-//! Customers: `POST /customers`, `GET` and `PUT /customers/{id}` (the seed's update-customer body).
+//! Customers: `POST /customers`, `GET /customers` (filters, keyset pages), `GET` and `PUT
+//! /customers/{id}` (the seed's update-customer body), and `PATCH /customers/{id}` with
+//! wallee's optimistic locking: a customer carries a `version`, one more at every update; a
+//! `PATCH` names the version it read (in its body, or `If-Match`), and a stale one is refused
+//! with 409 naming the current version. Every answer carrying a customer has its `ETag`.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, unique_constraint};
-use super::extract::{ApiBody, ApiJson, Caller, parse_json};
+use super::extract::{ApiBody, ApiJson, ApiQuery, Caller, parse_json};
 use super::state::ApiState;
 use super::validate::{self, MAX_LIST, MAX_SHORT, MAX_TEXT, MAX_URL};
 use crate::repository::customers::{self as repo, CustomerRow, CustomerWrite};
@@ -44,7 +48,20 @@ pub struct CustomerFields {
     pub tax_status: Option<String>,
     pub telephone: Option<String>,
     pub url: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    /// ISO 4217, as `GBP`.
+    pub preferred_currency: Option<String>,
+    /// A BCP 47 language tag, as `en-GB`.
+    pub language: Option<String>,
+    /// At most 50 keys of at most 40 characters, each value at most 500: replaces the whole map.
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
+
+/// Metadata's bounds, Stripe's own: keys, a key's and a value's characters.
+const MAX_METADATA_KEYS: usize = 50;
+const MAX_METADATA_KEY: usize = 40;
+const MAX_METADATA_VALUE: usize = 500;
 
 /// `POST /customers`: the customer's id and the same fields as an update.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -78,6 +95,13 @@ pub struct Customer {
     pub address: Option<Address>,
     pub customer_aliases: Vec<String>,
     pub external_ids: Vec<ExternalId>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub preferred_currency: Option<String>,
+    pub language: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// One more at every update; `PATCH` must name it (the `ETag` carries it too).
+    pub version: i32,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -98,6 +122,12 @@ impl From<CustomerRow> for Customer {
             address: row.address.and_then(|a| serde_json::from_value(a.0).ok()),
             customer_aliases: row.customer_aliases,
             external_ids: serde_json::from_value(row.external_ids.0).unwrap_or_default(),
+            given_name: row.given_name,
+            family_name: row.family_name,
+            preferred_currency: row.preferred_currency.map(|c| c.as_str().to_owned()),
+            language: row.language,
+            metadata: serde_json::from_value(row.metadata.0).unwrap_or_default(),
+            version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -122,6 +152,38 @@ impl CustomerFields {
         bounded("url", &self.url, MAX_URL)?;
         bounded("label", &self.label, MAX_TEXT)?;
         bounded("taxStatus", &self.tax_status, MAX_SHORT)?;
+        bounded("givenName", &self.given_name, MAX_TEXT)?;
+        bounded("familyName", &self.family_name, MAX_TEXT)?;
+        let preferred_currency = self
+            .preferred_currency
+            .as_deref()
+            .map(|code| {
+                crate::reconcile::money::Currency::parse(code)
+                    .map_err(|message| ApiError::validation("preferredCurrency", message))
+            })
+            .transpose()?;
+        if let Some(language) = &self.language {
+            v("language", validate::at_most(language, MAX_SHORT))?;
+            language_tags::LanguageTag::parse(language).map_err(|error| {
+                ApiError::validation("language", format!("not a BCP 47 language tag: {error}"))
+            })?;
+        }
+        if let Some(metadata) = &self.metadata {
+            if metadata.len() > MAX_METADATA_KEYS {
+                return Err(ApiError::validation(
+                    "metadata",
+                    format!("at most {MAX_METADATA_KEYS} keys"),
+                ));
+            }
+            for (key, value) in metadata {
+                let field = format!(
+                    "metadata.{}",
+                    key.chars().take(MAX_METADATA_KEY).collect::<String>()
+                );
+                v(&field, validate::non_empty(key, MAX_METADATA_KEY))?;
+                v(&field, validate::at_most(value, MAX_METADATA_VALUE))?;
+            }
+        }
         if let Some(email) = &self.email {
             v("email", validate::email(email))?;
         }
@@ -212,6 +274,11 @@ impl CustomerFields {
         write.tax_status = self.tax_status;
         write.address = self.address.as_ref().map(json_value).transpose()?;
         write.customer_aliases = self.customer_aliases;
+        write.given_name = self.given_name;
+        write.family_name = self.family_name;
+        write.preferred_currency = preferred_currency;
+        write.language = self.language;
+        write.metadata = self.metadata.as_ref().map(json_value).transpose()?;
         Ok(write)
     }
 }
@@ -259,6 +326,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(row.into())))
 }
 
+/// A customer with its version as a strong `ETag`, as `If-Match` gives it back.
+type Tagged = ([(header::HeaderName, String); 1], axum::Json<Customer>);
+
+fn tagged(row: CustomerRow) -> Tagged {
+    let etag = format!("\"{}\"", row.version);
+    ([(header::ETAG, etag)], axum::Json(row.into()))
+}
+
 /// Read a customer.
 #[utoipa::path(get, path = "/customers/{id}", tag = "customers",
     params(("id" = String, Path)), responses((status = 200, body = Customer), (status = 404)))]
@@ -266,14 +341,14 @@ pub async fn get(
     caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Customer>, ApiError> {
+) -> Result<Tagged, ApiError> {
     let row = repo::get(&state.db, &caller.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer", &id))?;
-    Ok(axum::Json(row.into()))
+    Ok(tagged(row))
 }
 
-/// Update a customer with the seed's update-customer body.
+/// Update a customer with the seed's update-customer body, whatever its version.
 #[utoipa::path(put, path = "/customers/{id}", tag = "customers", request_body = CustomerFields,
     params(("id" = String, Path)),
     responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409)))]
@@ -282,11 +357,175 @@ pub async fn update(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(fields): ApiJson<CustomerFields>,
-) -> Result<axum::Json<Customer>, ApiError> {
+) -> Result<Tagged, ApiError> {
     let write = fields.into_write()?;
-    let row = repo::update(&state.db, &caller.account_id, &id, &write)
+    let row = repo::update(&state.db, &caller.account_id, &id, &write, None)
         .await
         .map_err(conflict_on_external_id)?
         .ok_or_else(|| ApiError::not_found("customer", &id))?;
-    Ok(axum::Json(row.into()))
+    Ok(tagged(row))
+}
+
+/// `PATCH /customers/{id}`: the version read, and the fields to change.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchCustomer {
+    /// The version the caller read; `If-Match` may carry it instead.
+    pub version: Option<i64>,
+    #[serde(flatten)]
+    pub fields: CustomerFields,
+}
+
+/// The version alone: read in its own pass, as `CreateCustomer`'s id is.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<serde_json::Value>,
+}
+
+/// The version `If-Match` names: `"3"` (a strong tag, as this API's `ETag`s are).
+fn if_match(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| {
+            text.trim()
+                .strip_prefix('"')?
+                .strip_suffix('"')?
+                .parse()
+                .ok()
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::validation("If-Match", "a customer's ETag, as `\"3\"` (its version)")
+        })
+}
+
+/// Update a customer with optimistic locking: only if it is still at the version the caller
+/// read; otherwise 409, naming the current version.
+#[utoipa::path(patch, path = "/customers/{id}", tag = "customers", request_body = PatchCustomer,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the customer's ETag: its version")),
+    responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409)))]
+pub async fn patch(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiBody(bytes): ApiBody,
+) -> Result<Tagged, ApiError> {
+    let VersionOnly { version } = parse_json(&bytes)?;
+    let in_body = match version {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(number)) => Some(
+            number
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    ApiError::validation("version", "a customer's version: 1 or more")
+                })?,
+        ),
+        Some(_) => return Err(ApiError::validation("version", "a number")),
+    };
+    let expected = match (in_body, if_match(&headers)?) {
+        (Some(body), Some(header)) if body != header => {
+            return Err(ApiError::validation(
+                "version",
+                format!("the body says {body}, If-Match says {header}"),
+            ));
+        }
+        (Some(version), _) | (None, Some(version)) => version,
+        (None, None) => {
+            return Err(ApiError::validation(
+                "version",
+                "is required (or If-Match): the version of the customer you read",
+            ));
+        }
+    };
+    let fields: CustomerFields = parse_json(&bytes)?;
+    let write = fields.into_write()?;
+    let account = &caller.account_id;
+    if let Some(row) = repo::update(&state.db, account, &id, &write, Some(expected))
+        .await
+        .map_err(conflict_on_external_id)?
+    {
+        return Ok(tagged(row));
+    }
+    match repo::get(&state.db, account, &id).await? {
+        Some(current) => Err(ApiError::Conflict(format!(
+            "customer {id} is at version {}, not {expected}: read it again and send that version",
+            current.version
+        ))),
+        None => Err(ApiError::not_found("customer", &id)),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// The email, case-insensitively.
+    pub email: Option<String>,
+    /// An external id's value (`cus_…`, `CU…`, another system's).
+    pub external_id: Option<String>,
+    /// The legal name's start, case-insensitively.
+    pub name_prefix: Option<String>,
+    /// Created at or after: an RFC 3339 time.
+    pub created_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerPage {
+    pub data: Vec<Customer>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List the account's customers in id order, filtered, with cursor pagination: a customer
+/// created while a caller pages is never listed twice, and none that was there is skipped.
+#[utoipa::path(get, path = "/customers", tag = "customers", params(CustomerQuery),
+    responses((status = 200, body = CustomerPage), (status = 400)))]
+pub async fn list(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<CustomerQuery>,
+) -> Result<axum::Json<CustomerPage>, ApiError> {
+    let limit = validate::page_limit(query.limit)?;
+    for (field, value) in [
+        ("email", &query.email),
+        ("externalId", &query.external_id),
+        ("namePrefix", &query.name_prefix),
+    ] {
+        if let Some(value) = value {
+            validate::at_most(value, MAX_TEXT).map_err(|m| ApiError::validation(field, m))?;
+        }
+    }
+    let after = super::pages::after(query.cursor.as_deref())?;
+    let filters = repo::Filters {
+        email: query.email.as_deref(),
+        external_id: query.external_id.as_deref(),
+        name_prefix: query.name_prefix.as_deref(),
+        created_since: query.created_since,
+    };
+    // One extra row tells whether another page follows.
+    let rows = repo::list(
+        &state.db,
+        &caller.account_id,
+        &filters,
+        after.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let (rows, next_cursor) = super::pages::cut(rows, limit, |row| &row.id);
+    Ok(axum::Json(CustomerPage {
+        data: rows.into_iter().map(Customer::from).collect(),
+        next_cursor,
+    }))
 }

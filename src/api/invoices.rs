@@ -3,7 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -260,19 +259,9 @@ pub async fn list(
     ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> Result<axum::Json<InvoicePage>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(cursor)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| ApiError::validation("cursor", "not a cursor returned by this API"))
-        })
-        .transpose()?;
+    let after = super::pages::after(query.cursor.as_deref())?;
     // One extra row tells whether another page follows.
-    let mut rows = repo::list(
+    let rows = repo::list(
         &state.db,
         &caller.account_id,
         query.customer_id.as_deref(),
@@ -281,12 +270,7 @@ pub async fn list(
         limit + 1,
     )
     .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = rows
-        .last()
-        .filter(|_| more)
-        .map(|last| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.id));
+    let (rows, next_cursor) = super::pages::cut(rows, limit, |row| &row.id);
     Ok(axum::Json(InvoicePage {
         data: rows.into_iter().map(Invoice::from).collect(),
         next_cursor,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod invoices;
 pub mod ledger;
+pub mod pages;
 pub mod payment_methods;
 pub mod payments;
 pub mod payouts;
@@ -95,8 +96,8 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::put_invoice, settings::get_invoice))
         .routes(routes!(settings::put_account, settings::get_account))
         .routes(routes!(settings::effective))
-        .routes(routes!(customers::create))
-        .routes(routes!(customers::get, customers::update))
+        .routes(routes!(customers::create, customers::list))
+        .routes(routes!(customers::get, customers::update, customers::patch))
         .routes(routes!(payment_methods::put))
         .routes(routes!(payment_methods::list))
         .routes(routes!(billing_schedules::create))

@@ -29,6 +29,13 @@ pub struct CustomerRow {
     pub external_ids: Json<serde_json::Value>,
     pub stripe_customer_id: Option<String>,
     pub gocardless_customer_id: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub preferred_currency: Option<crate::reconcile::money::Currency>,
+    pub language: Option<String>,
+    pub metadata: Json<serde_json::Value>,
+    /// One more at every update: a `PATCH` must name the version it read.
+    pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -50,11 +57,17 @@ pub struct CustomerWrite {
     /// `Some(None)` clears the column (the external id was removed).
     pub stripe_customer_id: Option<Option<String>>,
     pub gocardless_customer_id: Option<Option<String>>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub preferred_currency: Option<crate::reconcile::money::Currency>,
+    pub language: Option<String>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 const COLUMNS: &str = "id, account_id, legal_name, contact_name, email, billing_emails, telephone, \
     url, label, tax_status, address, customer_aliases, external_ids, stripe_customer_id, \
-    gocardless_customer_id, created_at, updated_at";
+    gocardless_customer_id, given_name, family_name, preferred_currency, language, metadata, \
+    version, created_at, updated_at";
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -65,9 +78,11 @@ pub async fn insert(
     let insert = format!(
         "INSERT INTO customers (id, account_id, legal_name, contact_name, email, billing_emails,
              telephone, url, label, tax_status, address, customer_aliases, external_ids,
-             stripe_customer_id, gocardless_customer_id)
+             stripe_customer_id, gocardless_customer_id, given_name, family_name,
+             preferred_currency, language, metadata)
          VALUES ($1, $2, $3, $4, $5, COALESCE($6, '{{}}'), $7, $8, $9, $10, $11, COALESCE($12, '{{}}'),
-             COALESCE($13, '[]'), CASE WHEN $14 THEN $15 END, CASE WHEN $16 THEN $17 END)
+             COALESCE($13, '[]'), CASE WHEN $14 THEN $15 END, CASE WHEN $16 THEN $17 END,
+             $18, $19, $20, $21, COALESCE($22, '{{}}'))
          RETURNING {COLUMNS}"
     );
     bind_write(sqlx::query_as(&insert), account_id, id, write)
@@ -75,11 +90,14 @@ pub async fn insert(
         .await
 }
 
+/// Updates the customer; with `expected`, only if its version is still that one (optimistic
+/// locking: the row is unchanged and `None` returned when another writer came first).
 pub async fn update(
     db: impl PgExecutor<'_>,
     account_id: &str,
     id: &str,
     write: &CustomerWrite,
+    expected: Option<i32>,
 ) -> sqlx::Result<Option<CustomerRow>> {
     let update = format!(
         "UPDATE customers SET
@@ -96,18 +114,25 @@ pub async fn update(
              external_ids = COALESCE($13, external_ids),
              stripe_customer_id = CASE WHEN $14 THEN $15 ELSE stripe_customer_id END,
              gocardless_customer_id = CASE WHEN $16 THEN $17 ELSE gocardless_customer_id END,
+             given_name = COALESCE($18, given_name),
+             family_name = COALESCE($19, family_name),
+             preferred_currency = COALESCE($20, preferred_currency),
+             language = COALESCE($21, language),
+             metadata = COALESCE($22, metadata),
+             version = version + 1,
              updated_at = now()
-         WHERE id = $1 AND account_id = $2
+         WHERE id = $1 AND account_id = $2 AND ($23::int IS NULL OR version = $23)
          RETURNING {COLUMNS}"
     );
     bind_write(sqlx::query_as(&update), account_id, id, write)
+        .bind(expected)
         .fetch_optional(db)
         .await
 }
 
 /// Binds a customer's write in the order `insert` and `update` number it: $1 the id, $2 the
-/// account, $3 to $13 the values, then for each provider's customer id whether it is written
-/// and what.
+/// account, $3 to $13 the values, $14 to $17 for each provider's customer id whether it is
+/// written and what, $18 to $22 wallee's fields.
 fn bind_write<'q>(
     query: QueryAs<'q, Postgres, CustomerRow, PgArguments>,
     account_id: &'q str,
@@ -132,6 +157,11 @@ fn bind_write<'q>(
         .bind(write.stripe_customer_id.clone().flatten())
         .bind(write.gocardless_customer_id.is_some())
         .bind(write.gocardless_customer_id.clone().flatten())
+        .bind(&write.given_name)
+        .bind(&write.family_name)
+        .bind(write.preferred_currency)
+        .bind(&write.language)
+        .bind(write.metadata.as_ref().map(Json))
 }
 
 pub async fn get(
@@ -191,5 +221,61 @@ pub async fn find_by_provider_customer_id(
     .bind(account_id)
     .bind(provider_customer_id)
     .fetch_optional(db)
+    .await
+}
+
+/// What `GET /customers` filters by; every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filters<'a> {
+    /// The email, case-insensitively.
+    pub email: Option<&'a str>,
+    /// An external id's value: a provider's customer id or another system's.
+    pub external_id: Option<&'a str>,
+    /// The legal name's start, case-insensitively.
+    pub name_prefix: Option<&'a str>,
+    pub created_since: Option<DateTime<Utc>>,
+}
+
+/// A page of the account's customers in id order, after `after`: a customer inserted while a
+/// caller pages is never seen twice, and none is skipped that was there all along.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    filters: &Filters<'_>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<CustomerRow>> {
+    // A name prefix is matched literally: `%`, `_` and `\\` in it are escaped for LIKE.
+    let prefix = filters.name_prefix.map(|prefix| {
+        let escaped: String = prefix
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("{escaped}%")
+    });
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM customers
+         WHERE account_id = $1
+           AND ($2::text IS NULL OR lower(email) = lower($2))
+           AND ($3::text IS NULL OR stripe_customer_id = $3 OR gocardless_customer_id = $3
+                OR external_ids @> jsonb_build_array(jsonb_build_object('value', $3::text)))
+           AND ($4::text IS NULL OR lower(legal_name) LIKE $4)
+           AND ($5::timestamptz IS NULL OR created_at >= $5)
+           AND ($6::text IS NULL OR id > $6)
+         ORDER BY id
+         LIMIT $7"
+    ))
+    .bind(account_id)
+    .bind(filters.email)
+    .bind(filters.external_id)
+    .bind(prefix)
+    .bind(filters.created_since)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
     .await
 }

@@ -11,6 +11,7 @@ mod account_scoping;
 mod accounts;
 mod admission;
 mod api_customers;
+mod api_customers_list;
 mod api_invoices;
 mod api_settings;
 mod authorisations;

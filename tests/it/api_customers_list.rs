@@ -1,0 +1,223 @@
+//! Customers as wallee's customer API has them (issue 34): its fields, `PATCH` with optimistic
+//! locking (`version`, `If-Match`, `ETag`), and `GET /customers` with filters and keyset pages.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn patch(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    app.api(
+        reqwest::Method::PATCH,
+        &format!("/customers/{id}"),
+        Some(body),
+    )
+    .await
+}
+
+/// `PATCH` with `If-Match: <if_match>`: status, `ETag`, body.
+async fn patch_if_match(
+    app: &TestApp,
+    id: &str,
+    if_match: &str,
+    body: Value,
+) -> (u16, String, Value) {
+    let key = ApiKey::configured();
+    let response = app
+        .http
+        .patch(app.url(&format!("/customers/{id}")))
+        .basic_auth(&key.id, Some(&key.secret))
+        .header("if-match", if_match)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, etag, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn wallee_s_fields_are_kept_and_bad_ones_are_named() {
+    let app = spawn_app().await;
+    let fields = json!({
+        "id": "cust_w", "legalName": "Wallee Kunde AG", "givenName": "Grace", "familyName": "Hopper",
+        "preferredCurrency": "CHF", "language": "de-CH",
+        "metadata": {"crm": "A-1", "segment": "enterprise"},
+    });
+    let (status, created) = app.api_post("/customers", fields.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    for key in [
+        "givenName",
+        "familyName",
+        "preferredCurrency",
+        "language",
+        "metadata",
+    ] {
+        assert_eq!(created[key], fields[key], "{key}");
+    }
+    assert_eq!(created["version"], 1);
+    let mut metadata = serde_json::Map::new();
+    for n in 0..51 {
+        metadata.insert(format!("k{n}"), json!("v"));
+    }
+    for (field, value, named) in [
+        ("preferredCurrency", json!("EURO"), "preferredCurrency"),
+        ("language", json!("en_GB!"), "language"),
+        ("metadata", Value::Object(metadata), "metadata"),
+        ("metadata", json!({"k": "v".repeat(501)}), "metadata.k"),
+        ("metadata", json!({"": "v"}), "metadata."),
+    ] {
+        let (status, body) = app
+            .api_put("/customers/cust_w", json!({ field: value }))
+            .await;
+        assert_validation_error(status, &body, named);
+    }
+    let (_, read) = app.api_get("/customers/cust_w").await;
+    assert_eq!(read["version"], 1, "nothing refused was written: {read}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn of_two_writers_that_read_one_version_exactly_one_wins_and_the_other_is_told_the_current_one()
+ {
+    let app = spawn_app().await;
+    app.create_customer("cust_race").await;
+    let key = ApiKey::configured();
+    let response = app
+        .http
+        .get(app.url("/customers/cust_race"))
+        .basic_auth(&key.id, Some(&key.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["etag"], "\"1\"");
+
+    // Two services read version 1 and update at once.
+    let (first, second) = tokio::join!(
+        patch(&app, "cust_race", json!({"version": 1, "label": "first"})),
+        patch(&app, "cust_race", json!({"version": 1, "label": "second"})),
+    );
+    let mut outcomes = [first, second];
+    outcomes.sort_by_key(|(status, _)| *status);
+    let [(won, winner), (lost, loser)] = outcomes;
+    assert_eq!((won, lost), (200, 409), "{winner} {loser}");
+    assert_eq!(winner["version"], 2);
+    assert_eq!(loser["error"]["code"], "conflict", "{loser}");
+    assert!(
+        loser["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at version 2, not 1"),
+        "{loser}"
+    );
+    let (_, read) = app.api_get("/customers/cust_race").await;
+    assert_eq!(read["label"], winner["label"], "the loser wrote nothing");
+
+    // If-Match carries the version as the ETag gave it.
+    let (status, etag, body) =
+        patch_if_match(&app, "cust_race", "\"2\"", json!({"label": "third"})).await;
+    assert_eq!((status, etag.as_str()), (200, "\"3\""), "{body}");
+    let (status, _, body) =
+        patch_if_match(&app, "cust_race", "\"2\"", json!({"label": "late"})).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _, body) = patch_if_match(&app, "cust_race", "W/\"3\"", json!({})).await;
+    assert_validation_error(status, &body, "If-Match");
+    let (status, _, body) = patch_if_match(&app, "cust_race", "\"3\"", json!({"version": 2})).await;
+    assert_validation_error(status, &body, "version");
+    // No version at all is refused, not taken as "any".
+    let (status, body) = patch(&app, "cust_race", json!({"label": "blind"})).await;
+    assert_validation_error(status, &body, "version");
+    let (status, body) = patch(&app, "cust_nobody", json!({"version": 1})).await;
+    assert_eq!(status, 404, "{body}");
+    app.stop().await;
+}
+
+async fn ids(app: &TestApp, query: &str) -> Vec<String> {
+    let (status, page) = app.api_get(&format!("/customers?{query}")).await;
+    assert_eq!(status, 200, "{page}");
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn customers_are_listed_by_every_filter_in_pages_that_inserts_do_not_disturb() {
+    let app = spawn_app().await;
+    for (id, name, email) in [
+        ("c_b", "Beta 100% Ltd", "ops@beta.example"),
+        ("c_d", "Delta Ltd", "Ops@Delta.example"),
+        ("c_f", "Beta_Foxtrot GmbH", "f@foxtrot.example"),
+        ("c_h", "Hotel plc", "h@hotel.example"),
+    ] {
+        let (status, body) = app
+            .api_post(
+                "/customers",
+                json!({"id": id, "legalName": name, "email": email,
+                       "externalIds": [{"key": "Stripe", "value": format!("cus_{id}")},
+                                       {"key": "Xero", "value": format!("XERO-{id}")}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(ids(&app, "email=ops%40delta.EXAMPLE").await, ["c_d"]);
+    assert_eq!(ids(&app, "externalId=cus_c_f").await, ["c_f"]);
+    assert_eq!(ids(&app, "externalId=XERO-c_h").await, ["c_h"]);
+    assert_eq!(ids(&app, "namePrefix=beta").await, ["c_b", "c_f"]);
+    // `%` and `_` are letters in a prefix, not LIKE's wildcards.
+    assert_eq!(ids(&app, "namePrefix=Beta%20100%25").await, ["c_b"]);
+    assert_eq!(ids(&app, "namePrefix=Beta_").await, ["c_f"]);
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let since = form_urlencoded::byte_serialize(future.as_bytes()).collect::<String>();
+    assert!(ids(&app, &format!("createdSince={since}")).await.is_empty());
+    assert_eq!(
+        ids(&app, "namePrefix=beta&email=f%40foxtrot.example").await,
+        ["c_f"]
+    );
+
+    // Pages of two; customers created while paging, before and after the cursor.
+    let (_, first) = app.api_get("/customers?limit=2").await;
+    let mut seen: Vec<String> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    app.create_customer("c_a").await;
+    app.create_customer("c_z").await;
+    let mut cursor = first["nextCursor"].as_str().map(str::to_owned);
+    while let Some(next) = cursor {
+        let (status, page) = app
+            .api_get(&format!("/customers?limit=2&cursor={next}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(
+        seen,
+        ["c_b", "c_d", "c_f", "c_h", "c_z"],
+        "each once, in order"
+    );
+    let (status, body) = app.api_get("/customers?cursor=%21%21").await;
+    assert_validation_error(status, &body, "cursor");
+    let (status, body) = app.api_get("/customers?limit=0").await;
+    assert_validation_error(status, &body, "limit");
+    let (status, body) = app
+        .api_get(&format!("/customers?namePrefix={}", "x".repeat(600)))
+        .await;
+    assert_validation_error(status, &body, "namePrefix");
+    app.stop().await;
+}
