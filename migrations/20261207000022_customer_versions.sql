@@ -13,3 +13,7 @@ ALTER TABLE customers
 -- (case-insensitive), a name's start and the time of creation.
 CREATE INDEX customers_by_email ON customers (account_id, lower(email));
 CREATE INDEX customers_by_name ON customers (account_id, lower(legal_name) text_pattern_ops);
+
+-- A deleted customer (`DELETE /customers/{id}`) stays as a row its settled invoices still name,
+-- hidden from the API; its provider customer ids are released.
+ALTER TABLE customers ADD COLUMN deleted_at TIMESTAMPTZ;

@@ -462,6 +462,39 @@ pub async fn patch(
     }
 }
 
+/// How many reasons a refused deletion names.
+const BLOCKERS_NAMED: i64 = 10;
+
+/// Delete a customer: refused with 409 while one of its invoices is not settled or one of its
+/// payments is in flight (the answer says which); otherwise its payment methods and payment
+/// settings go with it, and its settled invoices keep their figures.
+#[utoipa::path(delete, path = "/customers/{id}", tag = "customers",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404), (status = 409)))]
+pub async fn delete(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let account = &caller.account_id;
+    let mut tx = state.db.begin().await?;
+    // Payment-method writers and the worker's method events hold this lock too.
+    repo::lock(&mut tx, account, &id).await?;
+    if !repo::exists(&mut *tx, account, &id).await? {
+        return Err(ApiError::not_found("customer", &id));
+    }
+    let blockers = repo::deletion_blockers(&mut *tx, account, &id, BLOCKERS_NAMED).await?;
+    if !blockers.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "customer {id} cannot be deleted yet: {}",
+            blockers.join("; ")
+        )));
+    }
+    repo::delete(&mut tx, account, &id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]

@@ -97,7 +97,12 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::put_account, settings::get_account))
         .routes(routes!(settings::effective))
         .routes(routes!(customers::create, customers::list))
-        .routes(routes!(customers::get, customers::update, customers::patch))
+        .routes(routes!(
+            customers::get,
+            customers::update,
+            customers::patch,
+            customers::delete
+        ))
         .routes(routes!(payment_methods::put))
         .routes(routes!(payment_methods::list))
         .routes(routes!(billing_schedules::create))

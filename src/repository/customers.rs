@@ -36,6 +36,8 @@ pub struct CustomerRow {
     pub metadata: Json<serde_json::Value>,
     /// One more at every update: a `PATCH` must name the version it read.
     pub version: i32,
+    /// Set when the customer was deleted: its settled invoices still name it.
+    pub deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -67,7 +69,7 @@ pub struct CustomerWrite {
 const COLUMNS: &str = "id, account_id, legal_name, contact_name, email, billing_emails, telephone, \
     url, label, tax_status, address, customer_aliases, external_ids, stripe_customer_id, \
     gocardless_customer_id, given_name, family_name, preferred_currency, language, metadata, \
-    version, created_at, updated_at";
+    version, deleted_at, created_at, updated_at";
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -121,7 +123,8 @@ pub async fn update(
              metadata = COALESCE($22, metadata),
              version = version + 1,
              updated_at = now()
-         WHERE id = $1 AND account_id = $2 AND ($23::int IS NULL OR version = $23)
+         WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL
+           AND ($23::int IS NULL OR version = $23)
          RETURNING {COLUMNS}"
     );
     bind_write(sqlx::query_as(&update), account_id, id, write)
@@ -164,7 +167,19 @@ fn bind_write<'q>(
         .bind(write.metadata.as_ref().map(Json))
 }
 
+/// The customer, unless it was deleted.
 pub async fn get(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<CustomerRow>> {
+    Ok(get_even_deleted(db, account_id, id)
+        .await?
+        .filter(|row| row.deleted_at.is_none()))
+}
+
+/// The customer, deleted or not: an invoice's, whose mails still go to it.
+pub async fn get_even_deleted(
     db: impl PgExecutor<'_>,
     account_id: &str,
     id: &str,
@@ -194,14 +209,71 @@ pub async fn lock(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> sq
     Ok(())
 }
 
+/// Whether the account has the customer, and it was not deleted.
 pub async fn exists(db: impl PgExecutor<'_>, account_id: &str, id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM customers WHERE account_id = $1 AND id = $2) AS "exists!""#,
-        account_id,
-        id
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM customers
+                        WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL)",
     )
+    .bind(account_id)
+    .bind(id)
     .fetch_one(db)
     .await
+}
+
+/// Why the customer cannot be deleted now: each of its invoices not settled (any status but
+/// `PAID`, or money in dispute) and each payment in flight (registered, pending, authorised),
+/// at most `limit` of them, as sentences.
+pub async fn deletion_blockers(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+    id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT format('invoice %s is %s', i.id, i.status) FROM invoices i
+         WHERE i.account_id = $1 AND i.customer_id = $2
+           AND (i.status <> 'PAID' OR i.amount_in_dispute > 0)
+         UNION ALL
+         SELECT format('payment %s of invoice %s is %s', p.id, p.invoice_id, p.status)
+         FROM payments p JOIN invoices i ON i.account_id = p.account_id AND i.id = p.invoice_id
+         WHERE i.account_id = $1 AND i.customer_id = $2
+           AND p.status IN ('REGISTERED', 'PENDING', 'AUTHORISED')
+         ORDER BY 1 LIMIT $3",
+    )
+    .bind(account_id)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes the customer in `tx`: its payment methods and its own payment settings go, its
+/// provider customer ids are released, and the row stays, hidden, for its settled invoices.
+pub async fn delete(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> sqlx::Result<bool> {
+    sqlx::query("DELETE FROM payment_methods WHERE account_id = $1 AND customer_id = $2")
+        .bind(account_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM payment_settings
+         WHERE account_id = $1 AND level = 'CUSTOMER' AND target_id = $2",
+    )
+    .bind(account_id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let deleted = sqlx::query(
+        "UPDATE customers SET deleted_at = now(), stripe_customer_id = NULL,
+             gocardless_customer_id = NULL, version = version + 1, updated_at = now()
+         WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL",
+    )
+    .bind(account_id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(deleted.rows_affected() == 1)
 }
 
 /// The customer a provider event refers to, by the provider's customer id.
@@ -216,7 +288,8 @@ pub async fn find_by_provider_customer_id(
         Provider::GoCardless => "gocardless_customer_id",
     };
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM customers WHERE account_id = $1 AND {column} = $2"
+        "SELECT {COLUMNS} FROM customers
+         WHERE account_id = $1 AND {column} = $2 AND deleted_at IS NULL"
     ))
     .bind(account_id)
     .bind(provider_customer_id)
@@ -259,7 +332,7 @@ pub async fn list(
     });
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM customers
-         WHERE account_id = $1
+         WHERE account_id = $1 AND deleted_at IS NULL
            AND ($2::text IS NULL OR lower(email) = lower($2))
            AND ($3::text IS NULL OR stripe_customer_id = $3 OR gocardless_customer_id = $3
                 OR external_ids @> jsonb_build_array(jsonb_build_object('value', $3::text)))

@@ -1,5 +1,6 @@
 //! Customers as wallee's customer API has them (issue 34): its fields, `PATCH` with optimistic
-//! locking (`version`, `If-Match`, `ETag`), and `GET /customers` with filters and keyset pages.
+//! locking (`version`, `If-Match`, `ETag`), `GET /customers` with filters and keyset pages, and
+//! `DELETE`, refused while money is owed or in flight.
 
 use serde_json::{Value, json};
 
@@ -219,5 +220,86 @@ async fn customers_are_listed_by_every_filter_in_pages_that_inserts_do_not_distu
         .api_get(&format!("/customers?namePrefix={}", "x".repeat(600)))
         .await;
     assert_validation_error(status, &body, "namePrefix");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_is_deleted_only_once_nothing_is_owed_or_in_flight_and_its_paid_invoice_stays() {
+    let app = spawn_worker(Retries::PATIENT).await;
+    app.create_customer("cust_del").await;
+    app.create_invoice("inv_del", "cust_del", None, "GBP", 1_000)
+        .await;
+    app.register_payment("inv_del", "STRIPE", "pi_del", 1_000)
+        .await;
+    let (status, body) = app
+        .api_put(
+            "/customers/cust_del/payment-method",
+            json!({"type": "card", "provider": "STRIPE", "referenceId": "cus_cust_del/pm_del"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .api_put(
+            "/payments/settings/customers/cust_del",
+            json!({"paymentProvider": "STRIPE", "autoCharge": true}),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+
+    let delete = || app.api(reqwest::Method::DELETE, "/customers/cust_del", None);
+    let (status, refused) = delete().await;
+    assert_eq!(status, 409, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invoice inv_del is OPEN"), "{message}");
+    assert!(
+        message.contains("of invoice inv_del is REGISTERED"),
+        "{message}"
+    );
+
+    app.deliver_stripe(
+        &StripeEvent::new("payment_intent.succeeded", "evt_del")
+            .payment("pi_del", 1_000, "gbp")
+            .invoice_id("inv_del")
+            .to_bytes(),
+    )
+    .await;
+    app.wait_invoice_status("inv_del", "PAID").await;
+    let (status, body) = delete().await;
+    assert_eq!(status, 204, "{body}");
+
+    let (status, _) = app.api_get("/customers/cust_del").await;
+    assert_eq!(status, 404);
+    assert!(
+        ids(&app, "").await.is_empty(),
+        "a deleted customer is not listed"
+    );
+    let (status, _) = app.api_get("/customers/cust_del/payment-methods").await;
+    assert_eq!(status, 404);
+    let (status, invoice) = app.api_get("/invoices/inv_del").await;
+    assert_eq!(
+        (status, invoice["amountPaid"].as_i64()),
+        (200, Some(1_000)),
+        "{invoice}"
+    );
+    let (status, body) = patch(&app, "cust_del", json!({"version": 2})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = delete().await;
+    assert_eq!(status, 404, "deleted once");
+    // Its Stripe customer id is free for another customer.
+    let (status, body) = app
+        .api_post(
+            "/customers",
+            json!({"id": "cust_new", "legalName": "New Ltd",
+                   "externalIds": [{"key": "Stripe", "value": "cus_cust_del"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let settings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payment_settings WHERE level = 'CUSTOMER' AND target_id = 'cust_del'",
+    )
+    .fetch_one(&app.db())
+    .await
+    .unwrap();
+    assert_eq!(settings, 0, "its payment settings went with it");
     app.stop().await;
 }

@@ -432,7 +432,7 @@ async fn notify_dispute(
 
 /// The invoice's customer, which the schema guarantees.
 async fn customer(tx: &mut PgConnection, invoice: &InvoiceRow) -> Result<CustomerRow, ApplyError> {
-    customers::get(&mut *tx, &invoice.account_id, &invoice.customer_id)
+    customers::get_even_deleted(&mut *tx, &invoice.account_id, &invoice.customer_id)
         .await?
         .ok_or_else(|| ApplyError::Permanent {
             reason: "database_error",
