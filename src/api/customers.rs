@@ -462,6 +462,29 @@ pub async fn patch(
     }
 }
 
+/// What `POST /customers/search` found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerSearchResult {
+    pub data: Vec<Customer>,
+}
+
+/// Search the account's customers with wallee's entity query: a filter tree of `LEAF`s joined by
+/// `AND` and `OR`, orders, and a page (`numberOfEntities`, `startingEntity`).
+#[utoipa::path(post, path = "/customers/search", tag = "customers",
+    request_body = super::customer_search::EntityQuery,
+    responses((status = 200, body = CustomerSearchResult), (status = 400)))]
+pub async fn search(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiJson(query): ApiJson<super::customer_search::EntityQuery>,
+) -> Result<axum::Json<CustomerSearchResult>, ApiError> {
+    let search = query.into_search()?;
+    let rows = repo::search(&state.db, &caller.account_id, &search).await?;
+    Ok(axum::Json(CustomerSearchResult {
+        data: rows.into_iter().map(Customer::from).collect(),
+    }))
+}
+
 /// How many reasons a refused deletion names.
 const BLOCKERS_NAMED: i64 = 10;
 

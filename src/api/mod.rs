@@ -11,6 +11,7 @@
 pub mod billing_schedules;
 pub mod charges;
 pub mod credentials;
+pub mod customer_search;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -97,6 +98,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::put_account, settings::get_account))
         .routes(routes!(settings::effective))
         .routes(routes!(customers::create, customers::list))
+        .routes(routes!(customers::search))
         .routes(routes!(
             customers::get,
             customers::update,

@@ -221,6 +221,13 @@ fn case(method: &str, template: &str) -> (Option<Value>, Expect) {
             Expect::OnlyOwn(201),
         ),
         ("get", "/customers/{id}") => (None, Expect::NotFound),
+        ("get", "/customers") => (None, Expect::OnlyOwn(200)),
+        ("post", "/customers/search") => (Some(json!({})), Expect::OnlyOwn(200)),
+        ("patch", "/customers/{id}") => (
+            Some(json!({"version": 1, "legalName": "Taken Over Ltd"})),
+            Expect::NotFound,
+        ),
+        ("delete", "/customers/{id}") => (None, Expect::NotFound),
         ("put", "/customers/{id}") => (
             Some(json!({"legalName": "Taken Over Ltd"})),
             Expect::NotFound,

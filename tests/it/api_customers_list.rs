@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::cli::account_with_key;
 use crate::helpers::*;
 
 async fn patch(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
@@ -301,5 +302,198 @@ async fn a_customer_is_deleted_only_once_nothing_is_owed_or_in_flight_and_its_pa
     .await
     .unwrap();
     assert_eq!(settings, 0, "its payment settings went with it");
+    app.stop().await;
+}
+
+async fn search(app: &TestApp, query: Value) -> (u16, Value) {
+    app.api_post("/customers/search", query).await
+}
+
+/// The ids a search finds, in its order.
+async fn found(app: &TestApp, query: Value) -> Vec<String> {
+    let (status, body) = search(app, query).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn leaf(field: &str, operator: &str, value: Value) -> Value {
+    json!({"type": "LEAF", "fieldName": field, "operator": operator, "value": value})
+}
+
+#[tokio::test]
+async fn a_search_in_wallee_s_filter_language_finds_orders_and_pages_within_the_account() {
+    let app = spawn_app().await;
+    for (id, name, email, currency) in [
+        ("s_1", "Alpha Ltd", "a@x.example", json!("GBP")),
+        ("s_2", "Beta Ltd", "b@y.example", json!("EUR")),
+        ("s_3", "Gamma Ltd", "c@x.example", Value::Null),
+        ("s_4", "Delta 50% Ltd", "d@z.example", json!("GBP")),
+    ] {
+        let mut body = json!({"id": id, "legalName": name, "email": email,
+                              "externalIds": [{"key": "Xero", "value": format!("X-{id}")}]});
+        if !currency.is_null() {
+            body["preferredCurrency"] = currency;
+        }
+        let (status, created) = app.api_post("/customers", body).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let and = |children: Vec<Value>| json!({"type": "AND", "children": children});
+    let or = |children: Vec<Value>| json!({"type": "OR", "children": children});
+    assert_eq!(
+        found(
+            &app,
+            json!({"filter": and(vec![
+                leaf("email", "CONTAINS", json!("@X.")),
+                leaf("preferredCurrency", "EQUALS", json!("GBP")),
+            ])})
+        )
+        .await,
+        ["s_1"]
+    );
+    // `%` is a character, not a wildcard.
+    assert_eq!(
+        found(
+            &app,
+            json!({"filter": or(vec![
+                leaf("id", "EQUALS", json!("s_2")),
+                leaf("legalName", "CONTAINS", json!("50%")),
+            ])})
+        )
+        .await,
+        ["s_2", "s_4"]
+    );
+    assert_eq!(
+        found(
+            &app,
+            json!({"filter": leaf("preferredCurrency", "ISNULL", Value::Null)})
+        )
+        .await,
+        ["s_3"]
+    );
+    assert_eq!(
+        found(
+            &app,
+            json!({"filter": leaf("externalId", "EQUALS", json!("X-s_3"))})
+        )
+        .await,
+        ["s_3"]
+    );
+    let (status, _) = app
+        .api_put("/customers/s_2", json!({"label": "edited"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        found(
+            &app,
+            json!({"filter": and(vec![
+                leaf("version", "GREATER_THAN", json!(1)),
+                or(vec![leaf("email", "NOTNULL", Value::Null)]),
+            ])})
+        )
+        .await,
+        ["s_2"]
+    );
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    assert!(
+        found(
+            &app,
+            json!({"filter": leaf("createdAt", "GREATER_THAN", json!(future))})
+        )
+        .await
+        .is_empty()
+    );
+    // Ordered, then paged.
+    let ordered = json!({"orderBys": [{"fieldName": "legalName", "sorting": "DESC"}],
+                         "numberOfEntities": 2, "startingEntity": 1});
+    assert_eq!(found(&app, ordered).await, ["s_4", "s_2"]);
+
+    // Another account's key finds none of these.
+    let other = account_with_key(&app, "acc_search").await;
+    let (status, body) = app
+        .api_as(
+            &other,
+            reqwest::Method::POST,
+            "/customers/search",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["data"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+
+    // Every mistake is named where it is.
+    let deep = (0..6).fold(leaf("id", "EQUALS", json!("s_1")), |inner, _| {
+        and(vec![inner])
+    });
+    let many: Vec<Value> = (0..51).map(|_| leaf("id", "EQUALS", json!("x"))).collect();
+    for (query, named) in [
+        (
+            json!({"filter": and(vec![leaf("id", "EQUALS", json!("s_1")), leaf("password", "EQUALS", json!("x"))])}),
+            "filter.children[1].fieldName",
+        ),
+        (
+            json!({"filter": leaf("id", "LIKE", json!("s_%"))}),
+            "filter.operator",
+        ),
+        (
+            json!({"filter": leaf("externalId", "CONTAINS", json!("X"))}),
+            "filter.operator",
+        ),
+        (
+            json!({"filter": leaf("version", "EQUALS", json!("one"))}),
+            "filter.value",
+        ),
+        (
+            json!({"filter": leaf("createdAt", "LESS_THAN", json!("yesterday"))}),
+            "filter.value",
+        ),
+        (
+            json!({"filter": leaf("email", "ISNULL", json!("x"))}),
+            "filter.value",
+        ),
+        (
+            json!({"filter": leaf("email", "EQUALS", Value::Null)}),
+            "filter.value",
+        ),
+        (
+            json!({"filter": json!({"type": "NOT", "children": []})}),
+            "filter.type",
+        ),
+        (
+            json!({"filter": json!({"type": "OR", "children": []})}),
+            "filter.children",
+        ),
+        (
+            json!({"filter": deep}),
+            "filter.children[0].children[0].children[0].children[0].children[0]",
+        ),
+        (json!({"filter": or(many)}), "filter.children[50]"),
+        (
+            json!({"orderBys": [{"fieldName": "telephone"}]}),
+            "orderBys[0].fieldName",
+        ),
+        (
+            json!({"orderBys": [{"fieldName": "id", "sorting": "UP"}]}),
+            "orderBys[0].sorting",
+        ),
+        (json!({"numberOfEntities": 101}), "numberOfEntities"),
+        (json!({"startingEntity": -1}), "startingEntity"),
+    ] {
+        let (status, body) = search(&app, query).await;
+        assert_validation_error(status, &body, named);
+    }
+    let (status, body) = search(
+        &app,
+        json!({"filter": leaf("id", "EQUALS", json!("s_1")), "where": "1=1"}),
+    )
+    .await;
+    assert_eq!(status, 400, "unknown keys are refused: {body}");
     app.stop().await;
 }
