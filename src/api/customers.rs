@@ -309,21 +309,31 @@ pub async fn create(
     State(state): State<ApiState>,
     ApiBody(bytes): ApiBody,
 ) -> Result<(StatusCode, axum::Json<Customer>), ApiError> {
-    let CustomerId { id } = parse_json(&bytes)?;
-    let fields: CustomerFields = parse_json(&bytes)?;
+    let row = create_one(&state, &caller.account_id, &bytes).await?;
+    Ok((StatusCode::CREATED, axum::Json(row.into())))
+}
+
+/// Creates the customer `bytes` describes (`CreateCustomer`) in one transaction: the API's and
+/// a bulk item's one way.
+pub(super) async fn create_one(
+    state: &ApiState,
+    account: &str,
+    bytes: &axum::body::Bytes,
+) -> Result<CustomerRow, ApiError> {
+    let CustomerId { id } = parse_json(bytes)?;
+    let fields: CustomerFields = parse_json(bytes)?;
     validate::id(&id).map_err(|m| ApiError::validation("id", m))?;
     if fields.legal_name.is_none() {
         return Err(ApiError::validation("legalName", "is required"));
     }
     let write = fields.into_write()?;
-    let account = &caller.account_id;
     let mut tx = state.db.begin().await?;
     crate::repository::ensure_account(&mut *tx, account).await?;
     let row = repo::insert(&mut *tx, account, &id, &write)
         .await
         .map_err(conflict_on_external_id)?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, axum::Json(row.into())))
+    Ok(row)
 }
 
 /// A customer with its version as a strong `ETag`, as `If-Match` gives it back.
@@ -358,12 +368,33 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(fields): ApiJson<CustomerFields>,
 ) -> Result<Tagged, ApiError> {
+    let row = update_one(&state, &caller.account_id, &id, fields, None).await?;
+    Ok(tagged(row))
+}
+
+/// Updates the customer with `fields`; with `expected`, only if it is still at that version
+/// (409 naming the current one otherwise). `PUT`'s, `PATCH`'s and a bulk item's one way.
+pub(super) async fn update_one(
+    state: &ApiState,
+    account: &str,
+    id: &str,
+    fields: CustomerFields,
+    expected: Option<i32>,
+) -> Result<CustomerRow, ApiError> {
     let write = fields.into_write()?;
-    let row = repo::update(&state.db, &caller.account_id, &id, &write, None)
+    if let Some(row) = repo::update(&state.db, account, id, &write, expected)
         .await
         .map_err(conflict_on_external_id)?
-        .ok_or_else(|| ApiError::not_found("customer", &id))?;
-    Ok(tagged(row))
+    {
+        return Ok(row);
+    }
+    match (expected, repo::get(&state.db, account, id).await?) {
+        (Some(expected), Some(current)) => Err(ApiError::Conflict(format!(
+            "customer {id} is at version {}, not {expected}: read it again and send that version",
+            current.version
+        ))),
+        _ => Err(ApiError::not_found("customer", id)),
+    }
 }
 
 /// `PATCH /customers/{id}`: the version read, and the fields to change.
@@ -445,21 +476,8 @@ pub async fn patch(
         }
     };
     let fields: CustomerFields = parse_json(&bytes)?;
-    let write = fields.into_write()?;
-    let account = &caller.account_id;
-    if let Some(row) = repo::update(&state.db, account, &id, &write, Some(expected))
-        .await
-        .map_err(conflict_on_external_id)?
-    {
-        return Ok(tagged(row));
-    }
-    match repo::get(&state.db, account, &id).await? {
-        Some(current) => Err(ApiError::Conflict(format!(
-            "customer {id} is at version {}, not {expected}: read it again and send that version",
-            current.version
-        ))),
-        None => Err(ApiError::not_found("customer", &id)),
-    }
+    let row = update_one(&state, &caller.account_id, &id, fields, Some(expected)).await?;
+    Ok(tagged(row))
 }
 
 /// What `POST /customers/search` found.
@@ -499,7 +517,14 @@ pub async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let account = &caller.account_id;
+    delete_one(&state, &caller.account_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the customer in one transaction, unless money is owed or in flight: the API's and a
+/// bulk item's one way.
+pub(super) async fn delete_one(state: &ApiState, account: &str, id: &str) -> Result<(), ApiError> {
+    let id = id.to_owned();
     let mut tx = state.db.begin().await?;
     // Payment-method writers and the worker's method events hold this lock too.
     repo::lock(&mut tx, account, &id).await?;
@@ -515,7 +540,7 @@ pub async fn delete(
     }
     repo::delete(&mut tx, account, &id).await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

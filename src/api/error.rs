@@ -43,6 +43,20 @@ impl ApiError {
         }
     }
 
+    /// The status, code and message an answer carries: a bulk request's items are answered in
+    /// the body, each as the single request would have been. An internal failure is logged.
+    pub fn answer(&self) -> (StatusCode, &'static str, String) {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(error) = self {
+            tracing::error!(error = format!("{error:#}"), "API request item failed");
+        }
+        let message = match self {
+            Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        (status, code, message)
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Validation { .. } => (StatusCode::BAD_REQUEST, "validation_failed"),

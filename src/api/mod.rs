@@ -13,6 +13,7 @@ pub mod charges;
 pub mod credentials;
 pub mod customer_search;
 pub mod customers;
+pub mod customers_bulk;
 pub mod error;
 pub mod extract;
 pub mod invoices;
@@ -99,6 +100,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::effective))
         .routes(routes!(customers::create, customers::list))
         .routes(routes!(customers::search))
+        .routes(routes!(customers_bulk::bulk))
         .routes(routes!(
             customers::get,
             customers::update,

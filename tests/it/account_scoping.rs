@@ -228,6 +228,11 @@ fn case(method: &str, template: &str) -> (Option<Value>, Expect) {
             Expect::NotFound,
         ),
         ("delete", "/customers/{id}") => (None, Expect::NotFound),
+        ("post", "/customers/bulk") => (
+            Some(json!({"items": [{"operation": "CREATE",
+                                   "customer": {"id": "cust_bulk_of_b", "legalName": "Beta"}}]})),
+            Expect::OnlyOwn(200),
+        ),
         ("put", "/customers/{id}") => (
             Some(json!({"legalName": "Taken Over Ltd"})),
             Expect::NotFound,

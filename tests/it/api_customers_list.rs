@@ -497,3 +497,98 @@ async fn a_search_in_wallee_s_filter_language_finds_orders_and_pages_within_the_
     assert_eq!(status, 400, "unknown keys are refused: {body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_bulk_request_answers_each_item_as_its_own_request_and_a_bad_one_changes_nothing() {
+    let app = spawn_app().await;
+    app.create_customer("b_kept").await;
+    app.create_customer("b_owing").await;
+    app.create_invoice("inv_owing", "b_owing", None, "GBP", 500)
+        .await;
+    app.create_customer("b_gone").await;
+    let items = json!({"items": [
+        {"operation": "CREATE", "customer": {"id": "b_new", "legalName": "New Ltd", "language": "fr-CA"}},
+        {"operation": "CREATE", "customer": {"id": "b_bad", "legalName": "Bad Ltd", "preferredCurrency": "EURO"}},
+        {"operation": "UPDATE", "id": "b_kept", "version": 1, "customer": {"label": "first"}},
+        {"operation": "UPDATE", "id": "b_kept", "version": 1, "customer": {"label": "stale"}},
+        {"operation": "UPDATE", "id": "b_kept", "customer": {"telephone": 7}},
+        {"operation": "DELETE", "id": "b_owing"},
+        {"operation": "DELETE", "id": "b_gone"},
+        {"operation": "ARCHIVE", "id": "b_kept"},
+        {"operation": "DELETE"},
+        "not an item",
+    ]});
+    let (status, body) = app.api_post("/customers/bulk", items).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<i64> = results
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [201, 400, 200, 409, 400, 409, 204, 400, 400, 400],
+        "{body}"
+    );
+    assert_eq!(results[0]["customer"]["language"], "fr-CA");
+    assert!(
+        results[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("preferredCurrency"),
+        "{body}"
+    );
+    assert_eq!(results[2]["customer"]["version"], 2);
+    assert!(
+        results[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at version 2, not 1")
+    );
+    assert!(
+        results[4]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("telephone"),
+        "{body}"
+    );
+    assert!(
+        results[5]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invoice inv_owing is OPEN")
+    );
+    assert!(
+        results[7]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("items[7].operation")
+    );
+    assert!(
+        results[8]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("items[8].id")
+    );
+
+    // What was refused changed nothing; what was accepted applied.
+    assert_eq!(app.api_get("/customers/b_bad").await.0, 404);
+    assert_eq!(app.api_get("/customers/b_owing").await.0, 200);
+    assert_eq!(app.api_get("/customers/b_gone").await.0, 404);
+    let (_, kept) = app.api_get("/customers/b_kept").await;
+    assert_eq!(
+        (kept["label"].as_str(), kept["version"].as_i64()),
+        (Some("first"), Some(2))
+    );
+
+    let too_many: Vec<Value> = (0..101)
+        .map(|n| json!({"operation": "DELETE", "id": format!("x{n}")}))
+        .collect();
+    let (status, body) = app
+        .api_post("/customers/bulk", json!({"items": too_many}))
+        .await;
+    assert_validation_error(status, &body, "items");
+    let (status, body) = app.api_post("/customers/bulk", json!({"items": []})).await;
+    assert_validation_error(status, &body, "items");
+    app.stop().await;
+}
