@@ -56,17 +56,20 @@ pub async fn create(
     if let Some(name) = &request.name {
         validate::at_most(name, MAX_TEXT).map_err(|m| ApiError::validation("name", m))?;
     }
-    if !customers::exists(&state.db, &caller.account_id, &request.customer_id).await? {
+    // The customer is held until the schedule is in: a delete or merge of it waits.
+    let mut tx = state.db.begin().await?;
+    if !customers::hold(&mut tx, &caller.account_id, &request.customer_id).await? {
         return Err(ApiError::not_found("customer", &request.customer_id));
     }
     let row = repo::insert_billing_schedule(
-        &state.db,
+        &mut *tx,
         &request.id,
         &caller.account_id,
         &request.customer_id,
         request.name.as_deref(),
     )
     .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(row.into())))
 }
 

@@ -58,11 +58,6 @@ pub struct CustomerFields {
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
-/// Metadata's bounds, Stripe's own: keys, a key's and a value's characters.
-const MAX_METADATA_KEYS: usize = 50;
-const MAX_METADATA_KEY: usize = 40;
-const MAX_METADATA_VALUE: usize = 500;
-
 /// `POST /customers`: the customer's id and the same fields as an update.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -169,20 +164,7 @@ impl CustomerFields {
             })?;
         }
         if let Some(metadata) = &self.metadata {
-            if metadata.len() > MAX_METADATA_KEYS {
-                return Err(ApiError::validation(
-                    "metadata",
-                    format!("at most {MAX_METADATA_KEYS} keys"),
-                ));
-            }
-            for (key, value) in metadata {
-                let field = format!(
-                    "metadata.{}",
-                    key.chars().take(MAX_METADATA_KEY).collect::<String>()
-                );
-                v(&field, validate::non_empty(key, MAX_METADATA_KEY))?;
-                v(&field, validate::at_most(value, MAX_METADATA_VALUE))?;
-            }
+            validate::metadata(metadata)?;
         }
         if let Some(email) = &self.email {
             v("email", validate::email(email))?;

@@ -126,11 +126,16 @@ pub async fn create(
         validate::https_url(link).map_err(|m| ApiError::validation("paymentLink", m))?;
     }
     let account = caller.account_id.as_str();
-    if !customers::exists(&state.db, account, &request.customer_id).await? {
+    // Registration is when an invoice is issued, and an issued invoice is ready to collect: its
+    // first automatic attempt is decided in the same transaction, so it is never lost between
+    // the two (the charger sends it). The customer is held from the start: a delete or a merge
+    // of it waits, so the invoice never lands on a customer deleted meanwhile.
+    let mut tx = state.db.begin().await?;
+    if !customers::hold(&mut tx, account, &request.customer_id).await? {
         return Err(ApiError::not_found("customer", &request.customer_id));
     }
     if let Some(schedule_id) = &request.billing_schedule_id {
-        let schedule = repo::get_billing_schedule(&state.db, account, schedule_id)
+        let schedule = repo::get_billing_schedule(&mut *tx, account, schedule_id)
             .await?
             .ok_or_else(|| ApiError::not_found("billing schedule", schedule_id))?;
         if schedule.customer_id != request.customer_id {
@@ -140,10 +145,6 @@ pub async fn create(
             ));
         }
     }
-    // Registration is when an invoice is issued, and an issued invoice is ready to collect: its
-    // first automatic attempt is decided in the same transaction, so it is never lost between
-    // the two (the charger sends it).
-    let mut tx = state.db.begin().await?;
     let row = repo::insert(
         &mut *tx,
         &NewInvoice {

@@ -11,6 +11,7 @@
 pub mod billing_schedules;
 pub mod charges;
 pub mod credentials;
+pub mod customer_merge;
 pub mod customer_search;
 pub mod customers;
 pub mod customers_bulk;
@@ -101,6 +102,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(customers::create, customers::list))
         .routes(routes!(customers::search))
         .routes(routes!(customers_bulk::bulk))
+        .routes(routes!(customer_merge::merge))
         .routes(routes!(
             customers::get,
             customers::update,
@@ -109,6 +111,7 @@ pub fn router_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(payment_methods::put))
         .routes(routes!(payment_methods::list))
+        .routes(routes!(payment_methods::remove))
         .routes(routes!(billing_schedules::create))
         .routes(routes!(billing_schedules::get))
         .routes(routes!(invoices::create, invoices::list))

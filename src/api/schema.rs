@@ -13,7 +13,7 @@ use crate::reconcile::dispute::DisputeStatus;
 use crate::reconcile::invoice::InvoiceStatus;
 use crate::reconcile::ledger::{MovementKind, RefundState};
 use crate::reconcile::payment::PaymentStatus;
-use crate::reconcile::payment_methods::{MethodStatus, MethodType};
+use crate::reconcile::payment_methods::{Gateway, MethodStatus, MethodType};
 use crate::reconcile::payout::PayoutStatus;
 use crate::reconcile::refund::RefundStatus;
 use crate::reconcile::settings::{EffectiveSettings, SettingsSource, Sourced};
@@ -43,6 +43,7 @@ names_schema!(
     InvoiceStatus,
     MethodType,
     MethodStatus,
+    Gateway,
     SettingsSource,
     MovementKind,
     RefundState,
@@ -112,6 +113,7 @@ mod tests {
         names_match_serde::<InvoiceStatus>();
         names_match_serde::<MethodType>();
         names_match_serde::<MethodStatus>();
+        names_match_serde::<Gateway>();
         names_match_serde::<SettingsSource>();
         names_match_serde::<PayoutStatus>();
     }

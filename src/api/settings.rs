@@ -112,11 +112,12 @@ async fn put(
             "is required: one of STRIPE, GOCARDLESS, NONE, or null to clear it",
         )
     })?;
-    if !repo::target_exists(&state.db, account_id, level, target_id).await? {
+    let mut tx = state.db.begin().await?;
+    if !repo::target_exists(&mut *tx, account_id, level, target_id).await? {
         return Err(ApiError::not_found(level_name(level), target_id));
     }
     let stored = repo::upsert(
-        &state.db,
+        &mut *tx,
         account_id,
         level,
         target_id,
@@ -124,6 +125,7 @@ async fn put(
         update.auto_charge,
     )
     .await?;
+    tx.commit().await?;
     Ok(axum::Json(PaymentSettings::new(level, stored)))
 }
 

@@ -145,6 +145,34 @@ pub fn non_empty(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// Keys a metadata map may have, and the lengths of a key and a value (Stripe's limits).
+pub const MAX_METADATA_KEYS: usize = 50;
+const MAX_METADATA_KEY: usize = 40;
+const MAX_METADATA_VALUE: usize = 500;
+
+/// A billing system's metadata: a bounded string map, the field named `metadata.<key>`.
+pub fn metadata(
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(), super::error::ApiError> {
+    use super::error::ApiError;
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(ApiError::validation(
+            "metadata",
+            format!("at most {MAX_METADATA_KEYS} keys"),
+        ));
+    }
+    for (key, value) in metadata {
+        let field = format!(
+            "metadata.{}",
+            key.chars().take(MAX_METADATA_KEY).collect::<String>()
+        );
+        non_empty(key, MAX_METADATA_KEY)
+            .and_then(|()| at_most(value, MAX_METADATA_VALUE))
+            .map_err(|message| ApiError::validation(field, message))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

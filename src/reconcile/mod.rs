@@ -9,6 +9,7 @@
 pub mod book_exports;
 pub mod books;
 pub mod charging;
+pub mod customer_merge;
 pub mod dispute;
 pub mod events;
 pub mod invoice;

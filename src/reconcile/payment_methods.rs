@@ -1,5 +1,6 @@
-//! Payment methods on file: the provider references the billing system sends, validated so a
-//! stored reference is always one the provider could have issued.
+//! Payment methods on file: the references the billing system sends, in Chargebee's shapes (a
+//! `type`, the `gateway` holding the method, its `referenceId`), validated so a stored reference
+//! is always one the gateway could have issued.
 
 use serde::{Deserialize, Serialize};
 use strum::{EnumString, IntoStaticStr, VariantArray};
@@ -16,6 +17,8 @@ pub enum MethodType {
     BankAccount,
     SepaDebit,
     BacsDebit,
+    PaypalExpressCheckout,
+    AmazonPayments,
 }
 
 impl MethodType {
@@ -147,9 +150,190 @@ impl MethodReference {
             | Self::StripeMethod {
                 kind: StripeMethodKind::PaymentMethod,
                 ..
-            } => true,
+            } => !matches!(
+                method_type,
+                MethodType::PaypalExpressCheckout | MethodType::AmazonPayments
+            ),
         }
     }
+}
+
+/// The gateway holding a method, in Chargebee's names (its `gateway` enum). Only Stripe's and
+/// GoCardless's methods are reconciled and charged by settle; a method on another gateway is
+/// kept as the customer's method on file for the billing system, and said to be unreconciled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Gateway {
+    Stripe,
+    Gocardless,
+    Braintree,
+    Adyen,
+    AuthorizeNet,
+    PaypalExpressCheckout,
+    AmazonPayments,
+    Paypal,
+    PaypalPro,
+    PaypalPayflowPro,
+    Chargebee,
+    ChargebeePayments,
+    Wepay,
+    Pin,
+    Eway,
+    EwayRapid,
+    Worldpay,
+    BalancedPayments,
+    Beanstream,
+    Bluepay,
+    Elavon,
+    FirstDataGlobal,
+    Hdfc,
+    Migs,
+    Nmi,
+    Ogone,
+    Paymill,
+    SagePay,
+    Tco,
+    Wirecard,
+    Orbital,
+    MonerisUs,
+    Moneris,
+    Bluesnap,
+    Cybersource,
+    Vantiv,
+    CheckoutCom,
+    IngenicoDirect,
+    Exact,
+    Mollie,
+    Quickbooks,
+    Razorpay,
+    GlobalPayments,
+    BankOfAmerica,
+    Ecentric,
+    MetricsGlobal,
+    Windcave,
+    PayCom,
+    Ebanx,
+    Dlocal,
+    Nuvei,
+    Solidgate,
+    Paystack,
+    JpMorgan,
+    DeutscheBank,
+    Ezidebit,
+    Twikey,
+    Tempus,
+    Moyasar,
+}
+
+impl Gateway {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The provider settle reconciles this gateway's payments with, if any.
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            Self::Stripe => Some(Provider::Stripe),
+            Self::Gocardless => Some(Provider::GoCardless),
+            _ => None,
+        }
+    }
+
+    pub fn of_provider(provider: Provider) -> Self {
+        match provider {
+            Provider::Stripe => Self::Stripe,
+            Provider::GoCardless => Self::Gocardless,
+        }
+    }
+
+    /// Checks `reference` is in the format Chargebee documents for this gateway's permanent
+    /// tokens; for Stripe and GoCardless, the parsed reference the charger uses.
+    pub fn parse_reference(self, reference: &str) -> Result<Option<MethodReference>, String> {
+        if let Some(provider) = self.provider() {
+            return MethodReference::parse(provider, reference).map(Some);
+        }
+        let gateway = self.as_str();
+        let pair = |what: &str, part: fn(&str) -> bool| match reference.split_once('/') {
+            Some((left, right)) if part(left) && part(right) => Ok(None),
+            _ => Err(format!(
+                "`{reference}` is not a {gateway} reference: expected `{what}`"
+            )),
+        };
+        match self {
+            Self::Braintree => pair("customer_id/payment_method_token", |part| {
+                (1..=36).contains(&part.len())
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }),
+            Self::AuthorizeNet => pair("customer_profile_id/payment_profile_id", |part| {
+                !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+            }),
+            Self::Adyen => pair("shopperReference/recurringDetailReference", is_opaque_token),
+            // A PayPal billing agreement: `B-` and 17 letters or digits.
+            Self::PaypalExpressCheckout => {
+                let valid = reference.strip_prefix("B-").is_some_and(|rest| {
+                    rest.len() == 17 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+                });
+                if valid {
+                    Ok(None)
+                } else {
+                    Err(format!(
+                        "`{reference}` is not a PayPal billing agreement id: expected `B-` and 17 letters or digits"
+                    ))
+                }
+            }
+            // An Amazon Pay billing agreement: `B01-1234567-1234567` (or `C…`).
+            Self::AmazonPayments => {
+                let parts: Vec<&str> = reference.split('-').collect();
+                let valid = matches!(
+                    parts.as_slice(),
+                    [region, first, second]
+                        if region.len() == 3
+                            && region.starts_with(['B', 'C'])
+                            && region[1..].bytes().all(|b| b.is_ascii_digit())
+                            && [first, second].iter().all(|p| p.len() == 7
+                                && p.bytes().all(|b| b.is_ascii_digit()))
+                );
+                if valid {
+                    Ok(None)
+                } else {
+                    Err(format!(
+                        "`{reference}` is not an Amazon Pay billing agreement id: expected `B01-1234567-1234567`"
+                    ))
+                }
+            }
+            _ if is_opaque_token(reference) => Ok(None),
+            _ => Err(format!(
+                "`{reference}` is not a {gateway} reference: expected the gateway's permanent token (letters, digits and `-_./:|`, no spaces)"
+            )),
+        }
+    }
+
+    /// Whether a method of `method_type` can be held by this gateway under `reference` (the
+    /// parsed Stripe or GoCardless reference, for those gateways).
+    pub fn allows(self, reference: Option<&MethodReference>, method_type: MethodType) -> bool {
+        if let Some(reference) = reference {
+            return reference.allows(method_type);
+        }
+        match method_type {
+            MethodType::PaypalExpressCheckout => {
+                matches!(self, Self::PaypalExpressCheckout | Self::Braintree)
+            }
+            MethodType::AmazonPayments => self == Self::AmazonPayments,
+            _ => !matches!(self, Self::PaypalExpressCheckout | Self::AmazonPayments),
+        }
+    }
+}
+
+/// A gateway's opaque permanent token: 1–200 printable ASCII characters from a safe set.
+fn is_opaque_token(text: &str) -> bool {
+    (1..=200).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:|".contains(&b))
 }
 
 /// Card expiry: month 1–12, a four-digit year, and not before the current month.
@@ -237,6 +421,60 @@ mod tests {
         let mandate = MethodReference::parse(Provider::GoCardless, "MD1").unwrap();
         assert!(mandate.allows(MethodType::DirectDebit));
         assert!(!mandate.allows(MethodType::Card));
+    }
+
+    #[test]
+    fn every_gateway_takes_references_in_chargebees_format() {
+        for (gateway, good, bad) in [
+            (Gateway::Braintree, "8jk2m1/7hx9kp", "8jk2m1"),
+            (Gateway::AuthorizeNet, "1504320987/1503637215", "150432/abc"),
+            (
+                Gateway::Adyen,
+                "shopper-42/8415718415566342",
+                "shopper 42/1",
+            ),
+            (
+                Gateway::PaypalExpressCheckout,
+                "B-5YM63185LP1226425",
+                "B-123",
+            ),
+            (
+                Gateway::AmazonPayments,
+                "B01-5271946-3412345",
+                "B01-52719-3412345",
+            ),
+            (Gateway::Worldpay, "9f1c6c1e-token", "has space"),
+            (Gateway::Stripe, "cus_A/pm_1", "pm_1"),
+            (Gateway::Gocardless, "MD0001", "CU0001"),
+        ] {
+            assert!(gateway.parse_reference(good).is_ok(), "{gateway:?} {good}");
+            assert!(gateway.parse_reference(bad).is_err(), "{gateway:?} {bad}");
+        }
+        assert!(
+            Gateway::Gocardless
+                .parse_reference("MD1")
+                .unwrap()
+                .is_some()
+        );
+        assert!(Gateway::Braintree.parse_reference("a/b").unwrap().is_none());
+    }
+
+    #[test]
+    fn chargebees_types_fit_their_gateways() {
+        use MethodType::*;
+        assert!(Gateway::PaypalExpressCheckout.allows(None, PaypalExpressCheckout));
+        assert!(Gateway::Braintree.allows(None, PaypalExpressCheckout));
+        assert!(!Gateway::Adyen.allows(None, PaypalExpressCheckout));
+        assert!(Gateway::AmazonPayments.allows(None, AmazonPayments));
+        assert!(!Gateway::AmazonPayments.allows(None, Card));
+        assert!(Gateway::Adyen.allows(None, DirectDebit));
+        let stripe = Gateway::Stripe.parse_reference("cus_A/pm_1").unwrap();
+        assert!(Gateway::Stripe.allows(stripe.as_ref(), Card));
+        assert!(!Gateway::Stripe.allows(stripe.as_ref(), AmazonPayments));
+        assert_eq!(
+            Gateway::of_provider(Provider::GoCardless).as_str(),
+            "gocardless"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::invoice::InvoiceStatus;
 use super::ledger::RefundState;
 use super::money::Currency;
 use super::payment::PaymentStatus;
-use super::payment_methods::MethodStatus;
+use super::payment_methods::{Gateway, MethodStatus};
 use super::payout::PayoutStatus;
 use super::refund::RefundStatus;
 use crate::names::MessageId;
@@ -48,6 +48,7 @@ pub enum ReconciliationEvent {
     PayoutFailed(PayoutData),
     ChargeRequested(ChargeData),
     ChargeRetryScheduled(ChargeData),
+    CustomerMerged(CustomerMergedData),
 }
 
 impl ReconciliationEvent {
@@ -75,6 +76,7 @@ impl ReconciliationEvent {
             Self::PayoutFailed(_) => "payout.failed",
             Self::ChargeRequested(_) => "charge.requested",
             Self::ChargeRetryScheduled(_) => "charge.retry_scheduled",
+            Self::CustomerMerged(_) => "customer.merged",
         }
     }
 
@@ -88,6 +90,8 @@ impl ReconciliationEvent {
             Self::PaymentDisputed(data) | Self::DisputeWon(data) | Self::DisputeLost(data) => {
                 Some(&data.provider_dispute_id)
             }
+            // A method going away and the next one taking over are two events of one cause.
+            Self::PaymentMethodUpdated(data) => Some(&data.payment_method_id),
             _ => None,
         }
     }
@@ -237,18 +241,38 @@ pub struct DisputeData {
     pub invoice: FiguresData,
 }
 
-/// `payment_method.updated`.
+/// `payment_method.updated`: a method put on file, changed, taken out of use, or taking over.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentMethodData {
     pub customer_id: String,
     pub payment_method_id: String,
-    pub provider: Provider,
+    /// `null` for a gateway settle does not reconcile.
+    pub provider: Option<Provider>,
+    /// Chargebee's name of the gateway holding it (`stripe`, `braintree`, …).
+    pub gateway: Gateway,
     #[serde(rename = "type")]
     pub method_type: String,
     pub reference_id: String,
     pub status: MethodStatus,
     pub on_file: bool,
+}
+
+/// `customer.merged`: `mergedCustomerId`'s invoices, payment methods, settings and external ids
+/// now belong to `customerId`, and the merged customer is deleted. Provider events naming its
+/// provider customer ids find `customerId`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerMergedData {
+    pub customer_id: String,
+    pub merged_customer_id: String,
+    pub invoice_ids: Vec<String>,
+    pub billing_schedule_ids: Vec<String>,
+    pub payment_method_ids: Vec<String>,
+    /// Whether the merged customer's payment settings moved (the survivor had none).
+    pub settings_moved: bool,
+    /// The survivor's version after the merge.
+    pub version: i32,
 }
 
 /// `payout.reconciled`, `payout.partially_matched`, `payout.failed`: a bank deposit, its lines'
@@ -304,6 +328,17 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The message for `event`, caused by a change made through settle's API, `cause` naming
+    /// that change once (`acct_…/customer/cust_1/merge/cust_2`): `api:<cause>:<type>`.
+    pub fn of_api(
+        event: &'a ReconciliationEvent,
+        cause: &str,
+        occurred_at: DateTime<Utc>,
+        account_id: &'a str,
+    ) -> Self {
+        Self::with_id(event, format!("api:{cause}"), occurred_at, account_id)
+    }
+
     /// The message for `event`, caused by provider event `event_id` of `provider`.
     pub fn new(
         event: &'a ReconciliationEvent,
@@ -312,8 +347,23 @@ impl<'a> Message<'a> {
         occurred_at: DateTime<Utc>,
         account_id: &'a str,
     ) -> Self {
+        Self::with_id(
+            event,
+            format!("{}:{event_id}", provider.wire_name()),
+            occurred_at,
+            account_id,
+        )
+    }
+
+    /// `<cause>:<type>`, and the refund, dispute or method it is about when one cause has several.
+    fn with_id(
+        event: &'a ReconciliationEvent,
+        cause: String,
+        occurred_at: DateTime<Utc>,
+        account_id: &'a str,
+    ) -> Self {
         let event_type = event.event_type();
-        let mut id = format!("{}:{event_id}:{event_type}", provider.wire_name());
+        let mut id = format!("{cause}:{event_type}");
         if let Some(subject) = event.subject() {
             id = format!("{id}:{subject}");
         }

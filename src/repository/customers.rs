@@ -66,7 +66,7 @@ pub struct CustomerWrite {
     pub metadata: Option<serde_json::Value>,
 }
 
-const COLUMNS: &str = "id, account_id, legal_name, contact_name, email, billing_emails, telephone, \
+pub(super) const COLUMNS: &str = "id, account_id, legal_name, contact_name, email, billing_emails, telephone, \
     url, label, tax_status, address, customer_aliases, external_ids, stripe_customer_id, \
     gocardless_customer_id, given_name, family_name, preferred_currency, language, metadata, \
     version, deleted_at, created_at, updated_at";
@@ -209,6 +209,21 @@ pub async fn lock(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> sq
     Ok(())
 }
 
+/// Whether the account has the customer, not deleted, holding it so for the rest of `tx`: a
+/// delete or a merge (which lock it for update) waits until `tx` ends, and one that came first is
+/// seen. Whatever `tx` attaches to the customer cannot land on a deleted one.
+pub async fn hold(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> sqlx::Result<bool> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM customers WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+         FOR SHARE",
+    )
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(held.is_some())
+}
+
 /// Whether the account has the customer, and it was not deleted.
 pub async fn exists(db: impl PgExecutor<'_>, account_id: &str, id: &str) -> sqlx::Result<bool> {
     sqlx::query_scalar(
@@ -264,6 +279,15 @@ pub async fn delete(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> 
     .bind(id)
     .execute(&mut *tx)
     .await?;
+    // The customers merged into it release the provider ids they kept for it, too.
+    sqlx::query(
+        "UPDATE customers SET stripe_customer_id = NULL, gocardless_customer_id = NULL
+         WHERE account_id = $1 AND merged_into = $2",
+    )
+    .bind(account_id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     let deleted = sqlx::query(
         "UPDATE customers SET deleted_at = now(), stripe_customer_id = NULL,
              gocardless_customer_id = NULL, version = version + 1, updated_at = now()
@@ -276,7 +300,8 @@ pub async fn delete(tx: &mut sqlx::PgConnection, account_id: &str, id: &str) -> 
     Ok(deleted.rows_affected() == 1)
 }
 
-/// The customer a provider event refers to, by the provider's customer id.
+/// The customer a provider event refers to, by the provider's customer id: the customer holding
+/// it, or the one it was merged into.
 pub async fn find_by_provider_customer_id(
     db: impl PgExecutor<'_>,
     account_id: &str,
@@ -288,8 +313,11 @@ pub async fn find_by_provider_customer_id(
         Provider::GoCardless => "gocardless_customer_id",
     };
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM customers
-         WHERE account_id = $1 AND {column} = $2 AND deleted_at IS NULL"
+        "SELECT {} FROM customers holder
+         JOIN customers owner ON owner.account_id = holder.account_id
+             AND owner.id = COALESCE(holder.merged_into, holder.id)
+         WHERE holder.account_id = $1 AND holder.{column} = $2 AND owner.deleted_at IS NULL",
+        super::rows::qualified(COLUMNS, "owner")
     ))
     .bind(account_id)
     .bind(provider_customer_id)

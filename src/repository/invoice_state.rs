@@ -227,7 +227,7 @@ static READ_STATES: LazyLock<String> = LazyLock::new(|| {
             {INVOICE_LEVELS_COLUMNS},
             EXISTS (SELECT 1 FROM payment_methods m
                     WHERE m.account_id = $3 AND m.customer_id = inv.customer_id AND m.on_file
-                      AND m.status = 'ACTIVE') AS usable_method_on_file
+                      AND m.status = 'ACTIVE' AND m.provider IS NOT NULL) AS usable_method_on_file
          FROM unnest($1::text[], $2::text[]) AS inv(id, customer_id)
          JOIN invoice_settings s ON s.account_id = $3 AND s.invoice_id = inv.id"
     )

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod backfill;
 pub mod books;
 pub mod charges;
+pub mod customer_merge;
 pub mod customers;
 pub mod dead_letters;
 pub mod events;
@@ -169,6 +170,7 @@ text_column!(
     crate::reconcile::reconciliation_events::AmountSource,
     crate::reconcile::settings::SettingsLevel,
     crate::reconcile::payment_methods::MethodStatus,
+    crate::reconcile::payment_methods::Gateway,
     crate::reconcile::money::Currency,
     crate::reconcile::payout::PayoutStatus,
     crate::reconcile::charging::ChargeState,

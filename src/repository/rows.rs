@@ -40,3 +40,13 @@ where
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
+
+/// `columns` (a `COLUMNS` list) each qualified by `alias`: `a, b` as `m.a, m.b`, for a statement
+/// that joins its table to another.
+pub fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

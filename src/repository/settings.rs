@@ -21,7 +21,8 @@ pub struct StoredSettings {
 /// Which table holds the target of a settings level, and how a row of it is the account's.
 fn target_table(level: SettingsLevel) -> (&'static str, &'static str) {
     match level {
-        SettingsLevel::Customer => ("customers", "account_id = $1"),
+        // A deleted customer keeps its row for its settled invoices, and takes no settings.
+        SettingsLevel::Customer => ("customers", "account_id = $1 AND deleted_at IS NULL"),
         SettingsLevel::BillingSchedule => ("billing_schedules", "account_id = $1"),
         SettingsLevel::Invoice => ("invoices", "account_id = $1"),
         // The account level's target is the account itself.
@@ -29,7 +30,8 @@ fn target_table(level: SettingsLevel) -> (&'static str, &'static str) {
     }
 }
 
-/// Whether the level's target exists in the account (the account level's target is the account).
+/// Whether the level's target exists in the account (the account level's target is the account),
+/// held for the rest of the transaction: a customer's delete or merge waits for it.
 pub async fn target_exists(
     db: impl PgExecutor<'_>,
     account_id: &str,
@@ -37,12 +39,13 @@ pub async fn target_exists(
     target_id: &str,
 ) -> sqlx::Result<bool> {
     let (table, scope) = target_table(level);
-    let query = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {scope} AND id = $2)");
-    sqlx::query_scalar(&query)
+    let query = format!("SELECT 1 FROM {table} WHERE {scope} AND id = $2 FOR SHARE");
+    let held: Option<i32> = sqlx::query_scalar(&query)
         .bind(account_id)
         .bind(target_id)
-        .fetch_one(db)
-        .await
+        .fetch_optional(db)
+        .await?;
+    Ok(held.is_some())
 }
 
 /// Sets the payment provider (`None` clears it) and, when `auto_charge` is given, auto-charge

@@ -176,8 +176,9 @@ enum Expect {
 }
 
 /// The id of A's a path parameter names, by the segment before it (`/invoices/{id}` → A's
-/// invoice). A parameter this does not know fails the test: a new route must be added here.
-fn fill(template: &str) -> String {
+/// invoice; `{method}` → A's payment method). A parameter this does not know fails the test: a
+/// new route must be added here.
+fn fill(template: &str, a_method: &str) -> String {
     let segments: Vec<&str> = template.split('/').collect();
     segments
         .iter()
@@ -192,6 +193,7 @@ fn fill(template: &str) -> String {
                 ("id", Some("invoices")) => A.invoice,
                 ("id", Some("payments")) => A.payment,
                 ("id", Some("payouts")) => A_PAYOUT,
+                ("method", Some("payment-methods")) => a_method,
                 _ => panic!(
                     "{template}: the route table of this test does not know how to fill `{{{name}}}`; add it"
                 ),
@@ -244,6 +246,10 @@ fn case(method: &str, template: &str) -> (Option<Value>, Expect) {
             Expect::NotFound,
         ),
         ("get", "/customers/{id}/payment-methods") => (None, Expect::NotFound),
+        ("delete", "/customers/{id}/payment-methods/{method}") => (None, Expect::NotFound),
+        ("post", "/customers/{id}/merge") => {
+            (Some(json!({"customerId": "cust_of_b"})), Expect::NotFound)
+        }
         ("post", "/billing-schedules") => (
             Some(json!({"id": "bs_of_b", "customerId": A.customer})),
             Expect::NotFound,
@@ -311,7 +317,8 @@ async fn every_route_answers_another_accounts_key_with_404_or_nothing_of_the_acc
     // Every kind of A's row the routes can show: a method on file, settings at every level, and
     // an unmatched event (a payment nobody registered, naming no invoice).
     let method = json!({"type": "card", "provider": "STRIPE", "referenceId": "cus_cust_of_a/pm_a"});
-    put_as(&app, &a, "/customers/cust_of_a/payment-method", method).await;
+    let a_method = put_as(&app, &a, "/customers/cust_of_a/payment-method", method).await;
+    let a_method = a_method["id"].as_str().expect("a method id");
     for level in [
         "customers/cust_of_a",
         "billing-schedules/bs_of_a",
@@ -353,7 +360,7 @@ async fn every_route_answers_another_accounts_key_with_404_or_nothing_of_the_acc
             if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
                 continue; // path-level `parameters`, not an operation
             }
-            let path = fill(template);
+            let path = fill(template, a_method);
             assert!(!path.contains('{'), "{template}: a parameter left unfilled");
             let (body, expect) = case(method, template);
             let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -397,6 +404,8 @@ async fn every_route_answers_another_accounts_key_with_404_or_nothing_of_the_acc
     assert_eq!(customer["legalName"], "Alpha Ltd");
     let methods = get_as(&app, &a, "/customers/cust_of_a/payment-methods").await;
     assert_eq!(methods.as_array().unwrap().len(), 1, "{methods}");
+    assert_eq!(methods[0]["status"], "ACTIVE", "{methods}");
+    assert_eq!(methods[0]["onFile"], true, "{methods}");
     let account = get_as(&app, &a, "/payments/settings/account").await;
     assert_eq!(account["paymentProvider"], "GOCARDLESS");
     assert_eq!(account["sequenceAccountId"], DEFAULT_ACCOUNT);

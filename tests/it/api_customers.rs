@@ -690,12 +690,15 @@ fn assert_method(answer: &Value, customer: &str, sent: &Value) -> String {
             "sequenceAccountId": "acc_default",
             "customerId": customer,
             "provider": sent["provider"],
+            "gateway": sent["provider"].as_str().unwrap().to_lowercase(),
+            "reconciled": true,
             "type": sent["type"],
             "referenceId": sent["referenceId"],
             "status": "ACTIVE",
             "onFile": true,
             "billingDetails": billing_details_as_answered(&sent["billingDetails"]),
             "card": sent["card"],
+            "metadata": {},
         })
     );
     id

@@ -305,6 +305,65 @@ async fn a_customer_is_deleted_only_once_nothing_is_owed_or_in_flight_and_its_pa
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_invoice_registered_while_its_customer_is_deleted_never_lands_on_the_deleted_customer() {
+    let app = spawn_app().await;
+    app.create_customer("racer").await;
+    // A delete of `racer` under way: it holds the customer's row, as `DELETE /customers/{id}`
+    // (and a merge) does, and has not committed yet.
+    let db = app.db();
+    let mut deleting = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM customers WHERE id = 'racer' FOR UPDATE")
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    let registering = {
+        let app_url = app.url("/invoices");
+        let http = app.http.clone();
+        let key = ApiKey::configured();
+        tokio::spawn(async move {
+            let response = http
+                .post(app_url)
+                .basic_auth(&key.id, Some(&key.secret))
+                .json(
+                    &json!({"id": "inv_racer", "customerId": "racer", "number": "INV-R",
+                               "currency": "GBP", "amountDue": 100}),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    // The registration waits on the customer's row.
+    poll_until(
+        "the registration to wait for the delete",
+        std::time::Duration::from_secs(10),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    sqlx::query("UPDATE customers SET deleted_at = now() WHERE id = 'racer'")
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    deleting.commit().await.unwrap();
+    let (status, answer) = registering.await.unwrap();
+    assert_api_error(status, &answer, 404, "not_found");
+    let (status, _) = app.api_get("/invoices/inv_racer").await;
+    assert_eq!(status, 404, "no invoice of a deleted customer");
+    app.stop().await;
+}
+
 async fn search(app: &TestApp, query: Value) -> (u16, Value) {
     app.api_post("/customers/search", query).await
 }

@@ -13,8 +13,8 @@ use super::policy::{ApplyError, Policy, outbox_rows};
 use crate::provider::Provider;
 use crate::reconcile::events::MethodEvent;
 use crate::reconcile::outcome::Outcome;
-use crate::reconcile::payment_methods::MethodStatus;
-use crate::reconcile::reconciliation_events::{PaymentMethodData, ReconciliationEvent};
+use crate::reconcile::payment_methods::{Gateway, MethodStatus};
+use crate::reconcile::reconciliation_events::ReconciliationEvent;
 use crate::repository::inbox::InboxEntry;
 use crate::repository::payment_methods::{self as methods, MethodWrite, PaymentMethodRow};
 use crate::repository::{charges, customers, outbox};
@@ -63,7 +63,7 @@ pub(super) async fn apply(
             let write = MethodWrite {
                 account_id: account,
                 customer_id: &customer_row.id,
-                provider: Provider::Stripe,
+                gateway: Gateway::Stripe,
                 method_type: &method_type,
                 reference_id: &reference,
                 status: MethodStatus::Active,
@@ -71,6 +71,7 @@ pub(super) async fn apply(
                 card_exp_month: exp_month,
                 card_exp_year: exp_year,
                 details,
+                metadata: None,
             };
             let row = if on_file {
                 methods::put_on_file(tx, &write).await?
@@ -90,10 +91,10 @@ pub(super) async fn apply(
             {
                 return Ok(Outcome::Stale);
             }
-            let row =
+            let change =
                 methods::set_usable(tx, account, Provider::Stripe, &pattern, false, occurred_at)
                     .await?;
-            (row, occurred_at)
+            return after_status_change(tx, policy, entry, change, occurred_at).await;
         }
         MethodEvent::Mandate {
             mandate,
@@ -107,7 +108,7 @@ pub(super) async fn apply(
             {
                 return Ok(Outcome::Stale);
             }
-            let row = methods::set_usable(
+            let change = methods::set_usable(
                 tx,
                 account,
                 Provider::GoCardless,
@@ -116,7 +117,7 @@ pub(super) async fn apply(
                 occurred_at,
             )
             .await?;
-            (row, occurred_at)
+            return after_status_change(tx, policy, entry, change, occurred_at).await;
         }
         MethodEvent::MandateReplaced {
             mandate,
@@ -137,10 +138,11 @@ pub(super) async fn apply(
             else {
                 return Ok(Outcome::Ignored("mandate is not ours"));
             };
+            let old = old.row;
             let write = MethodWrite {
                 account_id: account,
                 customer_id: &old.customer_id,
-                provider: Provider::GoCardless,
+                gateway: Gateway::Gocardless,
                 method_type: &old.method_type,
                 reference_id: &new_mandate,
                 status: MethodStatus::Active,
@@ -148,6 +150,7 @@ pub(super) async fn apply(
                 card_exp_month: None,
                 card_exp_year: None,
                 details: serde_json::json!({ "replaces": mandate }),
+                metadata: None,
             };
             (Some(methods::put_on_file(tx, &write).await?), occurred_at)
         }
@@ -155,38 +158,60 @@ pub(super) async fn apply(
     let Some(row) = row else {
         return Ok(Outcome::Ignored("payment method is not ours"));
     };
-    methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
-    if row.on_file && row.status == MethodStatus::Active {
-        charges::decide_for_customer(tx, &policy.charging, account, &row.customer_id).await?;
-    }
-    announce(tx, policy, entry, &row, occurred_at).await?;
-    Ok(Outcome::Applied)
+    applied(tx, policy, entry, &[row], occurred_at).await
 }
 
-/// Queues `payment_method.updated`.
-async fn announce(
+/// After a method became usable or not: when it was the one on file and is no longer, the
+/// customer's next usable method takes over, and both changes are announced.
+async fn after_status_change(
     tx: &mut PgConnection,
     policy: &Policy,
     entry: &InboxEntry<'_>,
-    row: &PaymentMethodRow,
+    change: Option<methods::StatusChange>,
     occurred_at: DateTime<Utc>,
-) -> Result<(), ApplyError> {
-    let event = ReconciliationEvent::PaymentMethodUpdated(PaymentMethodData {
-        customer_id: row.customer_id.clone(),
-        payment_method_id: row.id.clone(),
-        provider: row.provider,
-        method_type: row.method_type.clone(),
-        reference_id: row.reference_id.clone(),
-        status: row.status,
-        on_file: row.on_file,
-    });
+) -> Result<Outcome, ApplyError> {
+    let Some(change) = change else {
+        return Ok(Outcome::Ignored("payment method is not ours"));
+    };
+    let next = if change.left_no_method_on_file() {
+        methods::promote_next(tx, &policy.account_id, &change.row.customer_id).await?
+    } else {
+        None
+    };
+    let rows: Vec<PaymentMethodRow> = std::iter::once(change.row).chain(next).collect();
+    applied(tx, policy, entry, &rows, occurred_at).await
+}
+
+/// Records the event's time on the changed methods, decides the charges a usable method on file
+/// allows, and announces each change.
+async fn applied(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    entry: &InboxEntry<'_>,
+    rows: &[PaymentMethodRow],
+    occurred_at: DateTime<Utc>,
+) -> Result<Outcome, ApplyError> {
+    let account = policy.account_id.as_str();
+    for row in rows {
+        methods::touch_last_event(tx, account, &row.id, occurred_at).await?;
+    }
+    if let Some(row) = rows
+        .iter()
+        .find(|row| row.on_file && row.status == MethodStatus::Active)
+    {
+        charges::decide_for_customer(tx, &policy.charging, account, &row.customer_id).await?;
+    }
+    let events: Vec<ReconciliationEvent> = rows
+        .iter()
+        .map(|row| ReconciliationEvent::PaymentMethodUpdated(row.announced()))
+        .collect();
     let rows = outbox_rows(
-        std::slice::from_ref(&event),
+        &events,
         entry.provider,
         entry.event_id,
         occurred_at,
-        &policy.account_id,
+        account,
     )?;
-    outbox::insert(tx, &policy.account_id, &rows).await?;
-    Ok(())
+    outbox::insert(tx, account, &rows).await?;
+    Ok(Outcome::Applied)
 }

@@ -558,6 +558,28 @@ impl TestApp {
         body
     }
 
+    /// The customer's payment methods as (reference, status, on file), sorted.
+    pub async fn methods_of(&self, customer: &str) -> Vec<(String, String, bool)> {
+        let (status, body) = self
+            .api_get(&format!("/customers/{customer}/payment-methods"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut methods: Vec<(String, String, bool)> = body
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|m| {
+                (
+                    m["referenceId"].as_str().unwrap().to_owned(),
+                    m["status"].as_str().unwrap().to_owned(),
+                    m["onFile"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        methods.sort();
+        methods
+    }
+
     /// The invoice as the API shows it.
     pub async fn invoice(&self, id: &str) -> Value {
         let (status, body) = self.api_get(&format!("/invoices/{id}")).await;
