@@ -295,6 +295,19 @@ async fn a_customer_is_deleted_only_once_nothing_is_owed_or_in_flight_and_its_pa
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A provider event naming that Stripe customer finds the customer it belongs to now.
+    app.deliver_stripe(
+        &StripeEvent::new("payment_method.attached", "evt_pm_new")
+            .object_id("pm_new")
+            .customer(Some("cus_cust_del"))
+            .to_bytes(),
+    )
+    .await;
+    assert_eq!(app.wait_processed("STRIPE", "evt_pm_new").await, "applied");
+    assert_eq!(
+        app.methods_of("cust_new").await,
+        [("cus_cust_del/pm_new".into(), "ACTIVE".into(), true)]
+    );
     let settings: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM payment_settings WHERE level = 'CUSTOMER' AND target_id = 'cust_del'",
     )
