@@ -136,6 +136,8 @@ ensure_installed() {
     command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
     # The books' proof: the tests check an exported journal with hledger.
     command -v hledger >/dev/null || pkgs+=(hledger)
+    # The alert rules' unit tests and the metrics' lint: promtool, from Debian's Prometheus.
+    command -v promtool >/dev/null || pkgs+=(prometheus)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     log "installing: ${pkgs[*]}"

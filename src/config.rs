@@ -379,6 +379,8 @@ pub struct AccountSettings {
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// How often the sampled gauges (broker, queues, money waiting) are refreshed.
+    pub sample_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -21,9 +21,10 @@
 //! 0. `clock`, `names`, `provider`, `role`, `sealed`, `shutdown`: vocabulary, nothing of settle's
 //! 1. `config`, `reconcile`: the settings; the pure core (events, planner, state machines)
 //! 2. `telemetry`, `repository`: logs and metrics; every SQL statement
-//! 3. `supervise`, `broker`: background tasks; RabbitMQ
+//! 3. `supervise`, `lease`, `broker`: background tasks; work one process does at a time; RabbitMQ
 //! 4. `envelope`, `http`, `providers`: the queued event; web plumbing; each provider's knowledge
-//! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`, `charger`: edges and jobs
+//! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`, `charger`, `sampler`:
+//!    edges and jobs
 //! 6. `worker`: the consumers; it renders mails (`notify`) inside its transaction, on purpose
 //! 7. `api`: it runs the worker's apply path (`worker::apply`) for the events a payment's
 //!    registration releases
@@ -55,6 +56,9 @@ mod sealed;
 mod shutdown;
 mod supervise;
 pub mod telemetry;
+
+// Leases: work that one process of a deployment does at a time (a PostgreSQL advisory lock).
+pub mod lease;
 
 // Web plumbing below both HTTP edges: the error body, the probes.
 mod http;
@@ -96,6 +100,10 @@ mod payouts;
 
 // 9. Automatic charging: the attempts invoices' settings decide, sent to the providers.
 mod charger;
+
+// Figures only a look can give (the broker's state, queue depths, money waiting on a person),
+// sampled into gauges for the shipped alerts and dashboard.
+mod sampler;
 
 // The HTTP API for internal services.
 pub mod api;

@@ -12,7 +12,7 @@
 //!    counted in `settle_outbox_unroutable_total`.
 //!
 //!    Every worker process runs a relay, and one of them relays at a time: the one holding the
-//!    relay's lease (`repository::lease`), so events go out in commit order, an invoice's in the
+//!    relay's lease (`lease`), so events go out in commit order, an invoice's in the
 //!    order they were applied. The others stand by and take the lease when its holder dies or
 //!    stops answering for `WorkerSettings::RELAY_LEASE_EXPIRY`. A process that commits outbox rows without the lease
 //!    wakes the holder with a `NOTIFY` on `repository::outbox::OUTBOX_CHANNEL`, so its events
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Confirmed, HeaderValue, OutgoingMessage, PublishError};
 use crate::envelope::headers;
+use crate::lease::{self, Lease};
 use crate::names::MessageId;
-use crate::repository::lease::{self, Lease};
 use crate::repository::outbox;
 use crate::telemetry as metric;
 
@@ -240,14 +240,19 @@ impl Relay {
             Err(error) => return Err(error.into()),
         };
         let mut published = Vec::with_capacity(locked_ids.len());
+        let mut published_messages = Vec::with_capacity(locked_ids.len());
         let mut refused = Vec::new();
         for ((id, message), confirmed) in locked_ids.iter().zip(&messages).zip(&confirmed) {
             match confirmed {
-                Confirmed::Routed => published.push(*id),
+                Confirmed::Routed => {
+                    published.push(*id);
+                    published_messages.push(message);
+                }
                 Confirmed::Unroutable => {
                     metrics::counter!(metric::OUTBOX_UNROUTABLE).increment(1);
                     tracing::debug!(message_id = %message.message_id, "no subscriber queue is bound for this reconciliation event");
                     published.push(*id);
+                    published_messages.push(message);
                 }
                 Confirmed::Nacked => {
                     metrics::counter!(metric::OUTBOX_NACKED).increment(1);
@@ -265,7 +270,7 @@ impl Relay {
         };
         tx.commit().await?;
         count_parked(parked);
-        metrics::counter!(metric::OUTBOX_PUBLISHED).increment(published.len() as u64);
+        published_messages.into_iter().for_each(count_published);
         Ok(Pass {
             locked: locked_ids.len(),
             published: published.len(),
@@ -287,5 +292,32 @@ fn count_parked(parked: u64) {
             parked,
             "reconciliation events parked after their last attempt: `settle outbox parked` lists them, `settle outbox retry` sends them again"
         );
+    }
+}
+
+/// Counts a published reconciliation event by type, and the money it announces by movement and
+/// currency (for the dashboard: collected, refunded and disputed per currency).
+fn count_published(message: &OutgoingMessage) {
+    metrics::counter!(metric::OUTBOX_PUBLISHED, "type" => message.routing_key.clone()).increment(1);
+    let movement = match message.routing_key.as_str() {
+        "payment.succeeded" => "collected",
+        "payment.refunded" => "refunded",
+        "payment.disputed" => "disputed",
+        _ => return,
+    };
+    #[derive(serde::Deserialize)]
+    struct Announced {
+        data: Amount,
+    }
+    #[derive(serde::Deserialize)]
+    struct Amount {
+        amount: i64,
+        currency: String,
+    }
+    if let Ok(Announced { data }) = serde_json::from_slice::<Announced>(&message.body)
+        && let Ok(amount) = u64::try_from(data.amount)
+    {
+        metrics::counter!(metric::MONEY_ANNOUNCED, "movement" => movement, "currency" => data.currency)
+            .increment(amount);
     }
 }

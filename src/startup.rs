@@ -275,6 +275,14 @@ impl Application {
         if self.role.takes_webhooks() {
             self.spawn_secrets_refresher(&tasks, schema.clone())?;
         }
+        if !self.role.consumes() {
+            // The worker's processes sample the broker with the money (`spawn_worker`).
+            let sampler = self.sampler(None);
+            self.supervisor
+                .spawn(&tasks, "sampler", self.shutdown.clone(), move || {
+                    sampler.clone().run()
+                });
+        }
         tracing::info!(
             role = self.role.as_str(),
             addr = %self.listener.local_addr()?,
@@ -399,6 +407,7 @@ impl Application {
             keyring: Arc::new(self.keyring.clone()),
             shutdown: self.shutdown.clone(),
         };
+        let sampler = self.sampler(Some(self.db.clone()));
         let shutdown = self.shutdown.clone();
         let started = tasks.clone();
         let supervisor = self.supervisor.clone();
@@ -428,8 +437,19 @@ impl Application {
             if let Some(charger) = charger {
                 supervisor.spawn(on, "charger", stop.clone(), move || charger.clone().run());
             }
+            supervisor.spawn(on, "sampler", stop.clone(), move || sampler.clone().run());
             started.spawn(worker.run(wake_relay));
         });
+    }
+
+    /// The gauges' sampler of this process: the broker's figures, and the money's from `db`.
+    fn sampler(&self, db: Option<sqlx::PgPool>) -> crate::sampler::Sampler {
+        crate::sampler::Sampler {
+            broker: self.broker.clone(),
+            db,
+            interval: Duration::from_secs(self.settings.telemetry.sample_interval_secs.max(1)),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Keeps the per-connection endpoints' secrets loaded, once the schema is migrated (until

@@ -53,6 +53,15 @@ pub const PAYOUT_LISTING_FAILURES: &str = "settle_payout_listing_failures_total"
 pub const CONNECTION_SECRETS_REFRESH_FAILURES: &str =
     "settle_connection_secrets_refresh_failures_total";
 pub const CHARGE_SENDS: &str = "settle_charge_sends_total";
+pub const BROKER_CONNECTED: &str = "settle_broker_connected";
+pub const BROKER_BLOCKED: &str = "settle_broker_blocked";
+pub const QUEUE_MESSAGES: &str = "settle_queue_messages";
+pub const LEASE_HELD: &str = "settle_lease_held";
+pub const PAYOUTS_PARTIALLY_MATCHED: &str = "settle_payouts_partially_matched";
+pub const PAYOUTS_PARTIALLY_MATCHED_OLDEST_SECONDS: &str =
+    "settle_payouts_partially_matched_oldest_age_seconds";
+pub const INVOICES_OVERPAID: &str = "settle_invoices_overpaid";
+pub const MONEY_ANNOUNCED: &str = "settle_money_announced_minor_units_total";
 
 /// Every metric with its HELP text.
 fn describe_metrics() {
@@ -88,7 +97,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         TASK_RESTARTS,
-        "Background tasks (relay, sender, retention, sweeper, payout_lister, secrets_refresher, database_check) started again after a panic or an early end, by task; one that keeps failing is named in /readyz."
+        "Background tasks (relay, sender, retention, sweeper, payout_lister, drift_check, charger, sampler, secrets_refresher, database_check) started again after a panic or an early end, by task; one that keeps failing is named in /readyz."
     );
     describe_counter!(
         HTTP_CONNECTIONS_CLOSED,
@@ -192,7 +201,40 @@ fn describe_metrics() {
     );
     describe_counter!(
         OUTBOX_PUBLISHED,
-        "Reconciliation events published by the outbox relay."
+        "Reconciliation events published by the outbox relay, by type (`payment.disputed`: a dispute opened)."
+    );
+    describe_counter!(
+        MONEY_ANNOUNCED,
+        "Money in the reconciliation events the relay published, in minor units, by movement (collected: payment.succeeded; refunded: payment.refunded; disputed: payment.disputed) and currency."
+    );
+    describe_gauge!(
+        BROKER_CONNECTED,
+        "Whether this process has a live connection to a RabbitMQ node (1) or not (0), as of the last sample."
+    );
+    describe_gauge!(
+        BROKER_BLOCKED,
+        "Whether RabbitMQ blocks this process's publishing connection (1: a memory or disk alarm; webhooks are answered 503), as of the last sample."
+    );
+    describe_gauge!(
+        QUEUE_MESSAGES,
+        "Messages ready in each of settle's queues (the work queue, its retry tiers, the dead letters), by queue, as of the last sample."
+    );
+    describe_gauge!(
+        LEASE_HELD,
+        "Whether this process holds a lease (1) or not (0), by lease (relay, backfill_sweep, payout_listing, drift_check): one process in the deployment should hold each."
+    );
+    describe_gauge!(
+        PAYOUTS_PARTIALLY_MATCHED,
+        "Payouts whose lines settle could not all match to its ledger (PARTIALLY_MATCHED), as of the last sample."
+    );
+    describe_gauge!(
+        PAYOUTS_PARTIALLY_MATCHED_OLDEST_SECONDS,
+        Unit::Seconds,
+        "How long the oldest PARTIALLY_MATCHED payout has been so (0: none), as of the last sample."
+    );
+    describe_gauge!(
+        INVOICES_OVERPAID,
+        "Invoices paid more than they owe, as of the last sample."
     );
     describe_gauge!(
         WORKER_WAITING_FOR_DATABASE,
@@ -238,6 +280,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Receipt to commit in seconds: as the latency buckets, then the minutes a backlog makes (the
+/// alert on old messages reads past a minute).
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
 /// Events per batch, by powers of two up to well past the largest sensible `worker.batch_size`.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
@@ -271,6 +320,9 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
+            // A full name's buckets win over a suffix's.
+            .set_buckets_for_metric(Matcher::Full(END_TO_END_SECONDS.into()), END_TO_END_BUCKETS)
+            .expect("bucket list is not empty")
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("bucket list is not empty")
             .set_buckets_for_metric(Matcher::Full(WORKER_BATCH_EVENTS.into()), BATCH_BUCKETS)

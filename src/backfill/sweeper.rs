@@ -1,5 +1,5 @@
 //! The sweeper: every worker process runs one, and one sweep runs at a time across them (a
-//! lease, `repository::lease`). Every `backfill.interval_secs` it backfills each
+//! lease, `lease`). Every `backfill.interval_secs` it backfills each
 //! source from its cursor (`backfill_cursors`) less the overlap, up to `lag_secs` before now, and
 //! moves the cursor only when the source's sweep succeeded: a provider that is down is reported
 //! (`settle_backfill_sweep_failures_total`) and swept again, over the same window, next interval.
@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::queue::run;
 use crate::broker::Broker;
 use crate::config::Settings;
+use crate::lease::{self, Lease};
 use crate::provider::Provider;
 use crate::providers::Window;
 use crate::providers::source::{Source, Which, sources};
 use crate::repository::backfill as cursors;
-use crate::repository::lease::{self, Lease};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 use strum::VariantArray;

@@ -18,11 +18,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::lease::{self, Lease};
 use crate::provider::Provider;
 use crate::providers::source::{Source, Which, sources};
 use crate::reconcile::books::{Drift, drift};
 use crate::repository::books::{self as store, Period};
-use crate::repository::lease::{self, Lease};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;
 

@@ -1,5 +1,5 @@
 //! The payout lister: every worker process runs one, and one lists at a time across them (a
-//! lease, `repository::lease`). Every `payouts.list_interval_secs` it lists the lines of each
+//! lease, `lease`). Every `payouts.list_interval_secs` it lists the lines of each
 //! payout waiting for it (`LISTING`), the longest-waiting first. A payout it cannot list now (its
 //! provider down, no key for its account) keeps waiting, with the reason shown on it
 //! (`status_reason`) and counted (`settle_payout_listing_failures_total`), and is tried again
@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::listing::{Listed, list, match_again};
 use crate::config::Settings;
+use crate::lease::{self, Lease};
 use crate::provider::Provider;
 use crate::providers::source::{Source, Which, no_platform_key, sources};
-use crate::repository::lease::{self, Lease};
 use crate::repository::payouts::{self, PayoutRow};
 use crate::sealed::Keyring;
 use crate::telemetry as metric;

@@ -245,3 +245,10 @@ pub async fn find_in(
     .fetch_all(db)
     .await
 }
+
+/// How many invoices, across accounts, were paid more than they owe.
+pub async fn overpaid_count(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM invoices WHERE amount_paid > amount_due")
+        .fetch_one(db)
+        .await
+}

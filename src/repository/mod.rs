@@ -19,7 +19,6 @@ pub mod events;
 pub mod inbox;
 pub mod invoice_state;
 pub mod invoices;
-pub mod lease;
 pub mod ledger;
 pub mod notifications;
 pub mod operators;

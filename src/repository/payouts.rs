@@ -742,3 +742,15 @@ pub async fn not_reconciled(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     .fetch_one(db)
     .await
 }
+
+/// How many payouts are `PARTIALLY_MATCHED`, across accounts, and since when the oldest has been
+/// (its last change): what the alerts on money left unexplained read.
+pub async fn partially_matched_backlog(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT count(*), min(updated_at) FROM payouts WHERE status = 'PARTIALLY_MATCHED'",
+    )
+    .fetch_one(db)
+    .await
+}

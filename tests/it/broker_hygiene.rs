@@ -226,7 +226,7 @@ async fn the_relay_never_skips_rows_another_transaction_holds_so_an_invoices_eve
     };
     let mut lease = session().await;
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(settle::repository::lease::OUTBOX_RELAY)
+        .bind(settle::lease::OUTBOX_RELAY)
         .execute(&mut lease)
         .await
         .unwrap();
@@ -268,7 +268,7 @@ async fn the_relay_never_skips_rows_another_transaction_holds_so_an_invoices_eve
         .await
         .unwrap();
     sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(settle::repository::lease::OUTBOX_RELAY)
+        .bind(settle::lease::OUTBOX_RELAY)
         .execute(&mut lease)
         .await
         .unwrap();
@@ -334,7 +334,7 @@ async fn a_deleted_work_queue_is_declared_again_and_consumed() {
     app.stop().await;
 }
 
-/// Sessions holding the outbox relay's lease (an advisory lock, `repository::lease`).
+/// Sessions holding the outbox relay's lease (an advisory lock, `lease`).
 async fn relay_lease_holders(db: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_locks
@@ -342,7 +342,7 @@ async fn relay_lease_holders(db: &sqlx::PgPool) -> Vec<i32> {
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND ((classid::bigint << 32) | objid::bigint) = $1",
     )
-    .bind(settle::repository::lease::OUTBOX_RELAY)
+    .bind(settle::lease::OUTBOX_RELAY)
     .fetch_all(db)
     .await
     .unwrap()

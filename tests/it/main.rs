@@ -30,6 +30,7 @@ mod health;
 mod hostile_data;
 mod money;
 mod notify;
+mod observability;
 mod openapi;
 mod ops;
 mod payment_methods;

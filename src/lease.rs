@@ -21,6 +21,17 @@ pub const BACKFILL_SWEEP: i64 = 0x7365_7474_6c65_2e62; // "settle.b"
 pub const PAYOUT_LISTING: i64 = 0x7365_7474_6c65_2e70; // "settle.p"
 pub const DRIFT_CHECK: i64 = 0x7365_7474_6c65_2e64; // "settle.d"
 
+/// A lease's name in `settle_lease_held{lease}`.
+fn name(key: i64) -> &'static str {
+    match key {
+        OUTBOX_RELAY => "relay",
+        BACKFILL_SWEEP => "backfill_sweep",
+        PAYOUT_LISTING => "payout_listing",
+        DRIFT_CHECK => "drift_check",
+        _ => "other",
+    }
+}
+
 pub struct Lease {
     key: i64,
     /// How long an idle holder keeps the lease; `None`: as long as its session lives.
@@ -43,6 +54,13 @@ impl Lease {
     /// not answer counts as not holding it: the session is dropped, and the next call starts a
     /// new one.
     pub async fn hold(&mut self, db: &PgPool) -> bool {
+        let held = self.hold_or_lose(db).await;
+        metrics::gauge!(crate::telemetry::LEASE_HELD, "lease" => name(self.key))
+            .set(f64::from(u8::from(held)));
+        held
+    }
+
+    async fn hold_or_lose(&mut self, db: &PgPool) -> bool {
         match self.try_hold(db).await {
             Ok(held) => held,
             Err(error) => {
@@ -102,6 +120,7 @@ impl Lease {
 
     /// Gives the lease up (ending its session).
     pub async fn release(mut self) {
+        metrics::gauge!(crate::telemetry::LEASE_HELD, "lease" => name(self.key)).set(0.0);
         if let Some(session) = self.session.take() {
             let _ = session.close().await;
         }
