@@ -27,6 +27,7 @@ const CONVENTIONAL_VARS: &[(&str, &str)] = &[
     ("STRIPE_API_BASE", "stripe.api_base"),
     ("GOCARDLESS_ACCESS_TOKEN", "gocardless.access_token"),
     ("GOCARDLESS_API_BASE", "gocardless.api_base"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
 ];
 
 /// Comma-separated list variables (secret rotation), and the key each one sets.
@@ -381,6 +382,9 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// How often the sampled gauges (broker, queues, money waiting) are refreshed.
     pub sample_interval_secs: u64,
+    /// Where spans go over OTLP/HTTP (JSON), as `http://collector:4318` (`/v1/traces` is added);
+    /// empty: nowhere (trace ids still propagate and reach the logs).
+    pub otlp_endpoint: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -35,6 +35,9 @@ pub mod headers {
     /// (`<key id>.<hex>`): only settle's own processes (the receiver, backfill, replay) can make
     /// one, so a holder of broker credentials alone cannot make the worker apply an event.
     pub const SEAL: &str = "settle-seal";
+    /// The W3C trace context of the work that queued the event (a webhook's request, a backfill
+    /// run): the worker continues the trace. Not sealed: it only ever joins spans.
+    pub use crate::trace::TRACEPARENT;
     // Not `x-…`: that prefix belongs to the broker (RabbitMQ sets and may one day strip such
     // headers). Messages queued by settle before 0.2 carry these as `x-settle-…`; the readers
     // below accept both, so a retry tier drained across an upgrade keeps its counts.
@@ -66,6 +69,8 @@ pub struct QueuedEvent {
     pub connection_id: Option<String>,
     /// How it reached settle when not by webhook (`backfill`).
     pub source: Option<String>,
+    /// The `traceparent` of the work that queued it (validated when read).
+    pub trace: Option<String>,
 }
 
 /// Why a message is not a queued event settle can read.
@@ -97,6 +102,7 @@ impl QueuedEvent {
             body,
             connection_id: None,
             source: None,
+            trace: None,
         };
         for name in [event.message_id(), event.routing_key()] {
             if name.len() > MAX_NAME_BYTES {
@@ -110,6 +116,13 @@ impl QueuedEvent {
     /// Stamps the connection whose endpoint the event came through.
     pub fn via_connection(mut self, connection: Option<&str>) -> Self {
         self.connection_id = connection.map(str::to_owned);
+        self
+    }
+
+    /// Stamps the trace of the work queuing it: `span`'s (a webhook's request, a backfill run,
+    /// an operator's replay).
+    pub fn in_trace_of(mut self, span: &tracing::Span) -> Self {
+        self.trace = crate::trace::traceparent_of(span);
         self
     }
 
@@ -145,6 +158,9 @@ impl QueuedEvent {
         }
         if let Some(source) = &self.source {
             list.push(text(headers::SOURCE, source));
+        }
+        if let Some(trace) = &self.trace {
+            list.push(text(headers::TRACEPARENT, trace));
         }
         let sealed = [
             self.provider.wire_name(),
@@ -209,6 +225,9 @@ impl QueuedEvent {
             body,
             connection_id: header_text(headers, headers::CONNECTION_ID).map(storable),
             source: header_text(headers, headers::SOURCE).map(str::to_owned),
+            trace: header_text(headers, headers::TRACEPARENT)
+                .filter(|text| crate::trace::parse(text).is_some())
+                .map(str::to_owned),
         })
     }
 }

@@ -18,7 +18,8 @@
 //! this list):
 //!
 //! Layers
-//! 0. `clock`, `names`, `provider`, `role`, `sealed`, `shutdown`: vocabulary, nothing of settle's
+//! 0. `clock`, `names`, `provider`, `role`, `sealed`, `shutdown`, `trace`: vocabulary, nothing of
+//!    settle's
 //! 1. `config`, `reconcile`: the settings; the pure core (events, planner, state machines)
 //! 2. `telemetry`, `repository`: logs and metrics; every SQL statement
 //! 3. `supervise`, `lease`, `broker`: background tasks; work one process does at a time; RabbitMQ
@@ -55,7 +56,9 @@ pub mod role;
 mod sealed;
 mod shutdown;
 mod supervise;
+// W3C trace context across settle's hops (request, queue, transaction, outbox, subscribers).
 pub mod telemetry;
+pub mod trace;
 
 // Leases: work that one process of a deployment does at a time (a PostgreSQL advisory lock).
 pub mod lease;

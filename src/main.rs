@@ -18,12 +18,15 @@ async fn main() -> std::process::ExitCode {
         }
     };
     settle::telemetry::init_logging(&settings.telemetry);
-    match cli.execute(settings).await {
+    let code = match cli.execute(settings).await {
         Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "settle failed");
             eprintln!("settle: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The spans still buffered go out before the process ends (an HTTP call: off the runtime).
+    let _ = tokio::task::spawn_blocking(settle::telemetry::flush_spans).await;
+    code
 }

@@ -202,7 +202,7 @@ impl Relay {
             .into_iter()
             .map(|row| OutgoingMessage {
                 exchange: exchange.clone(),
-                headers: vec![
+                headers: [
                     (
                         headers::EVENT_TYPE.to_owned(),
                         HeaderValue::text(row.routing_key.as_str()),
@@ -211,7 +211,14 @@ impl Relay {
                         headers::ACCOUNT_ID.to_owned(),
                         HeaderValue::text(row.account_id),
                     ),
-                ],
+                ]
+                .into_iter()
+                // The work that wrote the event: a subscriber continues its trace.
+                .chain(
+                    row.traceparent
+                        .map(|trace| (headers::TRACEPARENT.to_owned(), HeaderValue::text(trace))),
+                )
+                .collect(),
                 routing_key: row.routing_key,
                 // Bounded again: a row written before ids were bounded at `Message::new` would
                 // otherwise stop the relay at every pass.

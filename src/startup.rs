@@ -312,6 +312,8 @@ impl Application {
         tasks.wait().await;
         self.broker.close().await;
         self.db.close().await;
+        // The spans still buffered go out (an HTTP call to the collector: off the runtime).
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush_spans).await;
         tracing::info!("settle stopped");
         Ok(())
     }

@@ -290,7 +290,13 @@ const END_TO_END_BUCKETS: &[f64] = &[
 /// Events per batch, by powers of two up to well past the largest sensible `worker.batch_size`.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// Installs the process's logging and tracing: `tracing`'s log lines (JSON or pretty, on stderr)
+/// and OpenTelemetry spans, exported over OTLP when `telemetry.otlp_endpoint` is set. Spans get
+/// trace ids either way: W3C trace context travels with every event (`crate::trace`). Once per
+/// process; later calls (tests start several apps in one process) change nothing.
 pub fn init_logging(settings: &TelemetrySettings) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // lapin warns with the whole message (body included) for every message the broker returns
     // as unroutable; settle reports those itself (a 503, or `settle_outbox_unroutable_total`).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -300,14 +306,88 @@ pub fn init_logging(settings: &TelemetrySettings) {
         ))
     });
     // Logs go to stderr: stdout is a command's output (`--output json` must parse as JSON).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // try_init: tests start several apps in one process and only the first installs a subscriber.
-    let _ = match settings.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    // The log filter is the logs' own: spans are made whatever it says (`SPANS`), so a trace
+    // crosses every hop even where logs are quiet.
+    let logs = log_layer(settings.log_format, std::io::stderr).with_filter(filter);
+    let registry = tracing_subscriber::registry().with(logs);
+    let installed = match tracer_provider(settings) {
+        Ok(provider) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let spans = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("settle"))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new().with_target("settle", SPANS),
+                );
+            let installed = registry.with(spans).try_init().is_ok();
+            if installed {
+                let _ = TRACER_PROVIDER.set(provider);
+            }
+            installed
+        }
+        Err(error) => {
+            let installed = registry.try_init().is_ok();
+            tracing::error!(%error, "spans are not exported: the OTLP exporter could not be built");
+            installed
+        }
     };
+    if installed && !settings.otlp_endpoint.is_empty() {
+        tracing::info!(endpoint = %settings.otlp_endpoint, "exporting spans over OTLP");
+    }
+}
+
+use tracing_subscriber::Layer;
+
+/// The level of settle's spans (a webhook's request, a batch's transaction, a backfill run).
+const SPANS: tracing::Level = tracing::Level::INFO;
+
+/// Log lines in `format`, to `writer`. In JSON, each line carries its spans' fields: the
+/// `trace_id` of the work it belongs to among them.
+pub fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    }
+}
+
+/// The process's tracer provider, kept to flush its spans at the end.
+static TRACER_PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
+/// Spans for every unit of work, exported in batches to `otlp_endpoint` when one is set.
+fn tracer_provider(
+    settings: &TelemetrySettings,
+) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("settle")
+        .build();
+    let builder = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_resource(resource);
+    let endpoint = settings.otlp_endpoint.trim_end_matches('/');
+    if endpoint.is_empty() {
+        return Ok(builder.build());
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .build()?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// Sends the spans still buffered (at a process's end).
+pub fn flush_spans() {
+    if let Some(provider) = TRACER_PROVIDER.get()
+        && let Err(error) = provider.force_flush()
+    {
+        tracing::warn!(%error, "could not export the last spans");
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Metrics are global to a process
@@ -332,4 +412,60 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         describe_metrics();
         handle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_log_line_carries_the_trace_id_of_the_work_it_belongs_to() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer(LogFormat::Json, move || writer.clone()))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("webhook", trace_id = tracing::field::Empty);
+            crate::trace::continue_in(
+                &span,
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            let _in_request = span.enter();
+            let inner = tracing::info_span!("publish");
+            let _in_publish = inner.enter();
+            tracing::warn!("webhook not queued; provider will retry");
+        });
+        let written = lines.0.lock().unwrap().clone();
+        let line: serde_json::Value =
+            serde_json::from_slice(written.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(line["message"], "webhook not queued; provider will retry");
+        assert_eq!(
+            line["spans"][0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{line}"
+        );
+    }
 }

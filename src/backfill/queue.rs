@@ -30,6 +30,7 @@ pub struct Report {
 }
 
 /// Lists the source's events in the window and queues those the inbox does not hold.
+#[tracing::instrument(name = "backfill", skip_all, fields(trace_id = tracing::field::Empty))]
 pub async fn run(
     db: &PgPool,
     broker: Option<&Broker>,
@@ -38,6 +39,8 @@ pub async fn run(
     window: Window,
     types: &[String],
 ) -> Report {
+    // A run starts a trace: the events it queues, and what the worker makes of them, join it.
+    crate::trace::continue_in(&tracing::Span::current(), None);
     let mut report = Report {
         source: source.name().to_owned(),
         ..Report::default()
@@ -85,6 +88,7 @@ pub async fn run(
                     queued
                         .via_connection(source.connection_id.as_deref())
                         .from_source(SOURCE)
+                        .in_trace_of(&tracing::Span::current())
                         .to_webhook_message(broker.topology(), keyring)
                 })
             })

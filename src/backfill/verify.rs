@@ -65,12 +65,15 @@ pub fn synthetic_event(
 }
 
 /// Verifies the source's account's unsettled PaymentIntents (a Stripe source).
+#[tracing::instrument(name = "backfill", skip_all, fields(trace_id = tracing::field::Empty))]
 pub async fn run(
     db: &PgPool,
     broker: Option<&Broker>,
     keyring: &crate::sealed::Keyring,
     source: &Source,
 ) -> Report {
+    // A run starts a trace: the events it queues, and what the worker makes of them, join it.
+    crate::trace::continue_in(&tracing::Span::current(), None);
     let mut report = Report {
         source: source.name().to_owned(),
         ..Report::default()
@@ -130,6 +133,7 @@ pub async fn run(
                 queued
                     .via_connection(source.connection_id.as_deref())
                     .from_source(SOURCE)
+                    .in_trace_of(&tracing::Span::current())
                     .to_webhook_message(broker.topology(), keyring)
             })
         })

@@ -26,6 +26,7 @@ use axum::routing::post;
 use http_body_util::BodyExt;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::broker::{Broker, PublishError};
 use crate::config::WebhookSettings;
@@ -226,7 +227,19 @@ async fn respond(
         Endpoint::Connection { id, .. } => Some(*id),
         Endpoint::Platform => None,
     };
-    let (outcome, response) = match handle(state, provider, endpoint, headers, body).await {
+    // The request's span starts the events' trace, or continues the one a proxy in front began.
+    let span = tracing::info_span!("webhook", %provider, trace_id = tracing::field::Empty);
+    crate::trace::continue_in(
+        &span,
+        headers
+            .get(crate::trace::TRACEPARENT)
+            .and_then(|value| value.to_str().ok()),
+    );
+    let handled = handle(state, provider, endpoint, headers, body)
+        .instrument(span.clone())
+        .await;
+    let _in_request = span.enter();
+    let (outcome, response) = match handled {
         Ok(queued) => ("queued", success(provider, queued)),
         Err(error) => {
             match &error {
@@ -314,6 +327,7 @@ async fn handle(
             .map(|queued| {
                 queued
                     .via_connection(connection)
+                    .in_trace_of(&tracing::Span::current())
                     .to_webhook_message(topology, &state.keyring)
             })
             .map_err(PayloadError::from)

@@ -61,6 +61,11 @@ pub async fn replay(
     // Routed as the original delivery was: an event from a connection's own endpoint may name
     // no account in its body, and would otherwise go to the default account.
     .via_connection(archived.connection_id.as_deref());
+    // The replay starts a trace of its own: the worker's spans and the reconciliation events
+    // it causes join it.
+    let span = tracing::info_span!("replay", %provider, trace_id = tracing::field::Empty);
+    crate::trace::continue_in(&span, None);
+    let event = event.in_trace_of(&span);
     let broker = super::shared::connect_broker(settings).await?;
     let message = event.to_work_queue_message(broker.topology(), &settings.keyring()?);
     let published = broker.publish_all(std::slice::from_ref(&message)).await;

@@ -40,6 +40,8 @@ pub struct InboxEntry<'a> {
     pub connection_id: Option<&'a str>,
     /// The ids an operator finds it by (`providers::Rules::object_ids`).
     pub object_ids: &'a [String],
+    /// The `traceparent` of the work applying it: the reconciliation events it causes carry it.
+    pub trace: Option<&'a str>,
 }
 
 /// Records the event as applied (the common case; another outcome is written over it later):

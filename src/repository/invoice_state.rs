@@ -403,7 +403,7 @@ struct DisputeRecord<'a> {
 /// of its own; $12 to $20 and $21 the inbox rows (provider, event id, type, payload as received,
 /// received time, outcome, its reason, the payment an unmatched event waits for and its provider
 /// time; the connection it came through), $22 the ids each is found by, joined by chr(31)
-/// (`InboxEntry::joined_object_ids`).
+/// (`InboxEntry::joined_object_ids`); $23 `outbox_insert!`'s traces.
 ///
 /// A payment, refund or dispute record either inserts a row seen for the first time or updates
 /// the account's existing row with the same id (the caller sends each row once, in its last
@@ -480,7 +480,7 @@ const WRITE_EFFECTS: &str = concat!(
              evidence_due_by = EXCLUDED.evidence_due_by, last_event_at = EXCLUDED.last_event_at,
              updated_at = now()
      ), ",
-    outbox_insert!("$6", "$7", "$8", "$9"),
+    outbox_insert!("$6", "$7", "$8", "$9", "$23"),
     "
      SELECT (SELECT count(*) FROM inbox) AS inbox_rows,
          ARRAY(SELECT n.ord::int4
@@ -692,9 +692,8 @@ pub async fn write(
         .bind(inbox_column(|r| r.waits_for.map(|(id, _)| id.to_owned())))
         .bind(inbox_time(|r| r.waits_for.map(|(_, at)| at)))
         .bind(inbox_column(|r| r.entry.connection_id.map(str::to_owned)))
-        .bind(inbox_column(|r| Some(r.entry.joined_object_ids())))
-        .fetch_one(tx)
-        .await?;
+        .bind(inbox_column(|r| Some(r.entry.joined_object_ids())));
+    let row = OutboxRow::bind_traces(row, outbox).fetch_one(tx).await?;
     let inbox_rows: i64 = row.try_get("inbox_rows")?;
     // Ordinals (from 1) into the new payments.
     let waiting: Vec<i32> = row.try_get("waiting")?;

@@ -11,6 +11,8 @@ pub struct OutboxRow {
     pub message_id: String,
     pub routing_key: &'static str,
     pub payload: String,
+    /// The `traceparent` the message is published with.
+    pub trace: Option<String>,
 }
 
 impl OutboxRow {
@@ -22,10 +24,21 @@ impl OutboxRow {
             message_id: message.id.as_str().to_owned(),
             routing_key: message.event_type,
             payload: serde_json::to_string(message)?,
+            trace: crate::trace::traceparent_of(&tracing::Span::current()),
         })
     }
 
-    /// Binds `outbox_insert!`'s parameters, in order: the account, then the rows as three arrays.
+    /// Published in the trace `trace` names (the provider event's, in a batch of several).
+    pub fn in_trace(mut self, trace: Option<&str>) -> Self {
+        if let Some(trace) = trace {
+            self.trace = Some(trace.to_owned());
+        }
+        self
+    }
+
+    /// Binds `outbox_insert!`'s first parameters, in order: the account, then the rows as three
+    /// arrays. Its last, the rows' traces, is bound by `bind_traces` wherever the statement
+    /// numbers it.
     pub(crate) fn bind<'q>(
         query: sqlx::query::Query<'q, Postgres, PgArguments>,
         account_id: &'q str,
@@ -36,17 +49,25 @@ impl OutboxRow {
         let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
         query.bind(account_id).bind(ids).bind(types).bind(payloads)
     }
+
+    /// Binds `outbox_insert!`'s traces array.
+    pub(crate) fn bind_traces<'q>(
+        query: sqlx::query::Query<'q, Postgres, PgArguments>,
+        rows: &'q [Self],
+    ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+        query.bind(rows.iter().map(|r| r.trace.as_deref()).collect::<Vec<_>>())
+    }
 }
 
-/// Inserts outbox rows given as parameters: the account, then arrays of ids, routing keys and
-/// JSON bodies, and puts each new row's id on the relay's work list (`outbox_pending`). A row whose
+/// Inserts outbox rows given as parameters: the account, then arrays of ids, routing keys, JSON
+/// bodies and traces (`traceparent`, or NULL), and puts each new row's id on the relay's work list (`outbox_pending`). A row whose
 /// id is there already (a replayed event) is skipped. A macro of two common table expressions, so
 /// that a statement writing other effects can include the same insert (`WITH …, outbox_insert!()
 /// SELECT …`).
 macro_rules! outbox_insert {
-    ($account:literal, $ids:literal, $types:literal, $payloads:literal) => {
+    ($account:literal, $ids:literal, $types:literal, $payloads:literal, $traces:literal) => {
         concat!(
-            "outbox_rows AS (INSERT INTO outbox (account_id, message_id, routing_key, payload) SELECT ",
+            "outbox_rows AS (INSERT INTO outbox (account_id, message_id, routing_key, payload, traceparent) SELECT ",
             $account,
             ", * FROM UNNEST(",
             $ids,
@@ -54,7 +75,9 @@ macro_rules! outbox_insert {
             $types,
             "::text[], ",
             $payloads,
-            "::text[]::json[]) ON CONFLICT (message_id) DO NOTHING RETURNING id),
+            "::text[]::json[], ",
+            $traces,
+            "::text[]) ON CONFLICT (message_id) DO NOTHING RETURNING id),
              outbox_pending_rows AS (INSERT INTO outbox_pending (id) SELECT id FROM outbox_rows)"
         )
     };
@@ -69,17 +92,16 @@ pub async fn insert(
     if rows.is_empty() {
         return Ok(());
     }
-    OutboxRow::bind(
+    let query = OutboxRow::bind(
         sqlx::query(concat!(
             "WITH ",
-            outbox_insert!("$1", "$2", "$3", "$4"),
+            outbox_insert!("$1", "$2", "$3", "$4", "$5"),
             " SELECT 1"
         )),
         account_id,
         rows,
-    )
-    .execute(tx)
-    .await?;
+    );
+    OutboxRow::bind_traces(query, rows).execute(tx).await?;
     Ok(())
 }
 
@@ -91,6 +113,8 @@ pub struct PendingMessage {
     pub message_id: String,
     pub routing_key: String,
     pub payload: String,
+    /// Published as the message's `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 /// Takes up to `limit` unpublished rows in order, leaving out the parked ones and those waiting
@@ -108,7 +132,8 @@ pub async fn lock_unpublished(
     sqlx::query_as!(
         PendingMessage,
         r#"SELECT o.id, o.account_id, o.message_id, o.routing_key,
-                jsonb_set(o.payload::jsonb, '{data,sequence}', to_jsonb(o.id))::text AS "payload!"
+                jsonb_set(o.payload::jsonb, '{data,sequence}', to_jsonb(o.id))::text AS "payload!",
+                o.traceparent
          FROM outbox_pending p JOIN outbox o ON o.id = p.id
          WHERE p.parked_reason IS NULL AND (p.not_before IS NULL OR p.not_before <= now())
          ORDER BY p.id LIMIT $1 FOR UPDATE OF p NOWAIT"#,

@@ -63,6 +63,7 @@ use crate::reconcile::outcome::Outcome;
 use crate::telemetry as metric;
 use apply::{ApplyError, Policy};
 use retry::NextStep;
+use tracing::Instrument;
 
 /// Dead letters held at once: they are rare, and each holds a database connection while it is
 /// copied, so they get a small window of their own rather than the work queue's.
@@ -353,6 +354,37 @@ impl Worker {
         if events.is_empty() {
             return;
         }
+        // One span for the batch's transaction. One event continues its trace, and the
+        // reconciliation events it causes are published as children of this span; several are
+        // each linked (their reconciliation events keep each event's own trace).
+        let span = tracing::info_span!(
+            "reconcile",
+            events = events.len(),
+            trace_id = tracing::field::Empty
+        );
+        if let [event] = &mut events[..] {
+            crate::trace::continue_in(&span, event.trace.as_deref());
+            event.trace = crate::trace::traceparent_of(&span);
+        } else {
+            for event in &events {
+                crate::trace::link(&span, event.trace.as_deref());
+            }
+            crate::trace::continue_in(&span, None);
+        }
+        self.apply_and_answer(delivered, events, started, relay)
+            .instrument(span)
+            .await;
+    }
+
+    /// Applies the batch's events and answers each delivery: acked once committed, sent on to a
+    /// retry tier or the dead letters when it failed.
+    async fn apply_and_answer(
+        self,
+        delivered: Vec<Delivery>,
+        events: Vec<QueuedEvent>,
+        started: Instant,
+        relay: Arc<Notify>,
+    ) {
         metrics::histogram!(metric::WORKER_BATCH_EVENTS).record(events.len() as f64);
         let results = match self.apply_held(&events).await {
             Some(Ok(results)) => results,

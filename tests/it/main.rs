@@ -42,6 +42,7 @@ mod routing;
 mod shutdown;
 mod startup;
 mod tenant_keys;
+mod traces;
 mod unmatched;
 mod unmatched_expiry;
 mod webhooks;

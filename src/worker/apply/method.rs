@@ -205,13 +205,7 @@ async fn applied(
         .iter()
         .map(|row| ReconciliationEvent::PaymentMethodUpdated(row.announced()))
         .collect();
-    let rows = outbox_rows(
-        &events,
-        entry.provider,
-        entry.event_id,
-        occurred_at,
-        account,
-    )?;
+    let rows = outbox_rows(&events, entry, occurred_at, account)?;
     outbox::insert(tx, account, &rows).await?;
     Ok(Outcome::Applied)
 }

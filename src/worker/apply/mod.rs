@@ -182,6 +182,7 @@ impl<'e, 'p> Prepared<'e, 'p> {
             received_at: self.event.received_at,
             connection_id: self.event.connection_id.as_deref(),
             object_ids: &self.object_ids,
+            trace: self.event.trace.as_deref(),
         }
     }
 
@@ -374,6 +375,8 @@ pub async fn apply_waiting(
             body: waiting.payload.into_bytes(),
             connection_id: None,
             source: None,
+            // Applied within the registration's request: its trace.
+            trace: crate::trace::traceparent_of(&tracing::Span::current()),
         };
         let mut savepoint = tx.begin().await?;
         // Already routed: it waits in the account whose registration applies it now.

@@ -180,8 +180,7 @@ impl Fold<'_> {
         };
         let outbox = match outbox_rows(
             &effects.events,
-            event.provider(),
-            item.entry.event_id,
+            &item.entry,
             event.occurred_at(),
             &self.policy.account_id,
         ) {

@@ -14,6 +14,7 @@ use crate::reconcile::charging::RetrySchedule;
 use crate::reconcile::reconciliation_events::{Message, ReconciliationEvent};
 use crate::reconcile::settings::AccountDefaults;
 use crate::repository::charges::Rules;
+use crate::repository::inbox::InboxEntry;
 use crate::repository::outbox::OutboxRow;
 use crate::repository::{DbFailure, classify};
 
@@ -193,11 +194,10 @@ pub(super) fn internal(detail: &str) -> ApplyError {
     }
 }
 
-/// The outbox rows of reconciliation events caused by one provider event.
+/// The outbox rows of reconciliation events caused by one provider event, in its trace.
 pub(super) fn outbox_rows(
     events: &[ReconciliationEvent],
-    provider: Provider,
-    event_id: &str,
+    entry: &InboxEntry<'_>,
     occurred_at: DateTime<Utc>,
     account_id: &str,
 ) -> Result<Vec<OutboxRow>, ApplyError> {
@@ -206,11 +206,12 @@ pub(super) fn outbox_rows(
         .map(|event| {
             outbox_row(&Message::new(
                 event,
-                provider,
-                event_id,
+                entry.provider,
+                entry.event_id,
                 occurred_at,
                 account_id,
             ))
+            .map(|row| row.in_trace(entry.trace))
         })
         .collect()
 }
