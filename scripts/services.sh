@@ -108,7 +108,7 @@ port_open() {
 # (clients reconnecting to a stopped broker would otherwise eventually
 # self-connect to it and block its restart). System-wide, not persistent across
 # reboots; re-applied on every `start`. Best effort.
-RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,$LOCALSTRIPE_PORT,56729-56731,56740-56741,56750-56751,56760-56761"
+RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,$LOCALSTRIPE_PORT,56729-56731,56740-56741,56750-56751,56760-56761,54341-54343,56790-56791,56801-56803"
 reserve_ports() {
     local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
     [ -r "$f" ] || return 0
@@ -689,6 +689,7 @@ print_env() {
     echo "export SETTLE_TEST_CLUSTER_AMQP_URLS=$CLUSTER_AMQP_URLS"
     echo "export SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
     echo "export SETTLE_TEST_AMQP_ROLE_PASSWORD=$ROLE_PASSWORD"
+    if pg_cluster_exists; then "$PG_CLUSTER" env; fi
 }
 
 # Serialise start/stop (e.g. several test processes calling `start` at once).
@@ -698,12 +699,17 @@ take_lock() {
     flock -w 300 9 || die "timed out waiting for another services.sh start/stop"
 }
 
+# The PostgreSQL cluster under Patroni (issue 36): its own script.
+PG_CLUSTER="$REPO_DIR/scripts/pg-cluster.sh"
+pg_cluster_exists() { [ -d "$LOCAL_DIR/pg-cluster" ]; }
+
 cmd_start() {
-    local chaos=0 cluster=0
+    local chaos=0 cluster=0 pg_cluster=0
     for a in "$@"; do
         case "$a" in
             --chaos) chaos=1 ;;
             --cluster) cluster=1 ;;
+            --pg-cluster) pg_cluster=1 ;;
             *) die "start: unknown option $a" ;;
         esac
     done
@@ -715,6 +721,7 @@ cmd_start() {
     chmod 755 "$LOCAL_DIR"
     check_traversable
     pg_start
+    [ "$pg_cluster" = 0 ] || "$PG_CLUSTER" start
     smtp_start
     localstripe_start
     local nodes=("$MAIN_NODE")
@@ -749,6 +756,7 @@ cmd_stop() {
         epmd_stop
     fi
     if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop; fi
+    if pg_cluster_exists; then "$PG_CLUSTER" stop; fi
     smtp_stop
     localstripe_stop
 }
@@ -771,6 +779,9 @@ cmd_status() {
         echo "rabbitmq $n@$RMQ_HOST: $s (AMQP 127.0.0.1:$(amqp_port "$n"))"
         [ "$n" != "$MAIN_NODE" ] || [ "$s" = running ] || rc=1
     done
+    if pg_cluster_exists; then
+        "$PG_CLUSTER" status | sed 's/^/postgres cluster member /'
+    fi
     return "$rc"
 }
 
@@ -842,9 +853,11 @@ cmd_purge() {
 usage() {
     cat >&2 <<EOF
 usage: $0 <command>
-  start [--chaos] [--cluster]
+  start [--chaos] [--cluster] [--pg-cluster]
                            start postgres, the SMTP sink, rabbitmq ($MAIN_NODE@$RMQ_HOST) [+ $CHAOS_NODE@$RMQ_HOST]
                            [+ the three-node cluster ${CLUSTER_NODES[*]}, joined]
+                           [+ three PostgreSQL 15 members under Patroni with etcd, synchronous
+                           replication on (scripts/pg-cluster.sh)]
   stop                     stop everything started by this script
   status                   show what is running
   env                      print export lines for the test environment
@@ -854,6 +867,8 @@ usage: $0 <command>
   broker-kill NODE         kill -9 the node's VM (start --chaos brings it back)
   broker-pause NODE        SIGSTOP the node's VM; broker-resume NODE sends SIGCONT
   db-stop | db-start       stop (fast) or start PostgreSQL
+  pg-ctl kill|restart|pause|resume MEMBER, pg-ctl switchover [CANDIDATE]
+                           the Patroni cluster's faults (members pg1, pg2, pg3)
   purge-test-queues        delete test-* and chaos-* queues and exchanges on the broker(s)
 EOF
     exit 2
@@ -876,6 +891,7 @@ main() {
         broker-resume) cmd_broker_signal CONT "$@" ;;
         db-stop) cmd_db stop ;;
         db-start) cmd_db start ;;
+        pg-ctl) "$PG_CLUSTER" ctl "$@" ;;
         purge-test-queues) cmd_purge ;;
         -h | --help | help) usage ;;
         *) log "unknown command: $cmd"; usage ;;
