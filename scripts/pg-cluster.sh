@@ -35,22 +35,10 @@ patroni_of() { echo "patroni $BASE/$1/patroni.yml"; }
 ETCD_CMD="etcd --name settle-etcd"
 running() { pgrep -f "$1" >/dev/null; }
 
+# `scripts/services.sh start --pg-cluster` installs Patroni and etcd (the project's one installer).
 ensure_installed() {
-    local pkgs=()
-    command -v patroni >/dev/null || pkgs+=(patroni)
-    command -v etcd >/dev/null || pkgs+=(etcd-server)
-    [ "${#pkgs[@]}" -gt 0 ] || return 0
-    log "installing: ${pkgs[*]}"
-    local added_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        added_policy=1
-    fi
-    local rc=0
-    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"; } || rc=$?
-    [ "$added_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
-    [ "$rc" = 0 ] || die "apt-get install ${pkgs[*]} failed (rc=$rc)"
+    command -v patroni >/dev/null && command -v etcd >/dev/null ||
+        die "patroni or etcd missing: run scripts/services.sh start --pg-cluster (it installs them)"
 }
 
 etcd_start() {

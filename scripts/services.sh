@@ -122,8 +122,12 @@ reserve_ports() {
 }
 
 # ============================================================ installation
-ensure_installed() {
+ensure_installed() { # [--pg-cluster]: also Patroni and etcd
     local pkgs=()
+    if [ "${1:-}" = --pg-cluster ]; then
+        command -v patroni >/dev/null || pkgs+=(patroni)
+        command -v etcd >/dev/null || pkgs+=(etcd-server)
+    fi
     [ -x "$RMQ_BIN/rabbitmq-server" ] || pkgs+=(rabbitmq-server)
     [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)
     "$SYSTEM_PYTHON" -c 'import aiosmtpd' 2>/dev/null || pkgs+=(python3-aiosmtpd)
@@ -715,7 +719,7 @@ cmd_start() {
     done
     require_root
     take_lock
-    ensure_installed
+    if [ "$pg_cluster" = 1 ]; then ensure_installed --pg-cluster; else ensure_installed; fi
     ensure_localstripe
     reserve_ports
     chmod 755 "$LOCAL_DIR"
