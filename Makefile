@@ -5,15 +5,18 @@ SERVICES := ./scripts/services.sh
 ENV := eval "$$($(SERVICES) env)"
 # The fault suite's scenarios make test runs, quick: a worker killed, a duplicate storm, poison
 # messages beside healthy ones, bad signatures, the cluster's work queue leader killed, a
-# connection flood at the connection limit.
-CHAOS_IN_TEST := 6 10 12 14 18 22 23
+# connection flood at the connection limit, the PostgreSQL cluster's primary killed.
+CHAOS_IN_TEST := 6 10 12 14 18 22 23 24
 # The cluster scenarios: two serve and two worker processes on the three-node cluster.
 CLUSTER_SCENARIOS := 18 19 20 21
+# The PostgreSQL cluster's scenarios: its primary killed, switched over, its synchronous standby
+# lost, its primary paused (as cut off by a network partition).
+PG_CLUSTER_SCENARIOS := 24 25 26 27
 
 # The static queries are checked at compile time against .sqlx/ (SQLX_OFFLINE in .cargo/config.toml),
 # so building needs no database. After changing a query or a migration: make sqlx-prepare.
 
-.PHONY: run test chaos cluster-test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
+.PHONY: run test chaos cluster-test pg-cluster-test services services-chaos services-stop fmt lint unit it bench clean-test-state sqlx-prepare
 
 ## Start the local services, apply migrations and run settle (serve + worker) on 127.0.0.1:8080,
 ## with the services' localstripe as its Stripe API (unless STRIPE_API_BASE says otherwise).
@@ -40,10 +43,12 @@ test: services-chaos
 	# app, and RabbitMQ 3.10 can lose its dead-letter supervisor when queues are deleted right
 	# after (scripts/services.sh, rmq_heal); the scenarios would then meet INTERNAL_ERROR.
 	cargo build --bin settle --example chaos
-	$(SERVICES) start --chaos --cluster >/dev/null
+	$(SERVICES) start --chaos --cluster --pg-cluster >/dev/null
 	$(ENV) && ./target/debug/examples/chaos --quick $(CHAOS_IN_TEST)
+	# Scenario 24 again with settle given every member (DATABASE_URLS) instead of HAProxy.
+	$(ENV) && SETTLE_CHAOS_DATABASE=members ./target/debug/examples/chaos --quick 24
 
-## The fault suite (not part of make test): the 23 scenarios, full size, against release builds.
+## The fault suite (not part of make test): the 27 scenarios, full size, against release builds.
 ## One line each; exits non-zero if anything was lost, applied twice or unexpected. CHAOS=3 8 picks.
 chaos: services-chaos
 	cargo build --release --bin settle --example chaos
@@ -54,13 +59,20 @@ chaos: services-chaos
 cluster-test:
 	$(MAKE) chaos CHAOS="$(CLUSTER_SCENARIOS)"
 
+## The PostgreSQL cluster's scenarios, full size, with settle behind HAProxy (DATABASE_URL, the
+## shape docs/operations.md recommends), then given every member (DATABASE_URLS), to compare.
+pg-cluster-test:
+	$(MAKE) chaos CHAOS="$(PG_CLUSTER_SCENARIOS)"
+	SETTLE_CHAOS_DATABASE=members $(MAKE) chaos CHAOS="$(PG_CLUSTER_SCENARIOS)"
+
 services:
 	$(SERVICES) start
 
-# The tests also need a second RabbitMQ node that they stop and start to simulate an outage, and
-# the three-node cluster the cluster scenarios kill nodes of.
+# The tests also need a second RabbitMQ node that they stop and start to simulate an outage, the
+# three-node cluster the cluster scenarios kill nodes of, and the Patroni cluster of PostgreSQL
+# members behind HAProxy.
 services-chaos:
-	$(SERVICES) start --chaos --cluster
+	$(SERVICES) start --chaos --cluster --pg-cluster
 
 services-stop:
 	$(SERVICES) stop

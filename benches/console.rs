@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         settings.payouts.list_interval_secs = 0;
     })
     .await?;
-    let db = settle::startup::database_pool(&scratch.settings)?;
+    let db = settle::database::pool(&scratch.settings).await?;
     let result = run(&scratch.settings, &db, &scratch.database_url).await;
     db.close().await;
     result.and(scratch.remove().await)

@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let bench = Bench {
-        db: settle::startup::database_pool(&scratch.settings)?,
+        db: settle::database::pool(&scratch.settings).await?,
         settings: scratch.settings.clone(),
         amqp_url: scratch.amqp_url.clone(),
         database_url: scratch.database_url.clone(),

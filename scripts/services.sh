@@ -108,7 +108,7 @@ port_open() {
 # (clients reconnecting to a stopped broker would otherwise eventually
 # self-connect to it and block its restart). System-wide, not persistent across
 # reboots; re-applied on every `start`. Best effort.
-RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,$LOCALSTRIPE_PORT,56729-56731,56740-56741,56750-56751,56760-56761,54341-54343,56790-56791,56801-56803"
+RESERVED_PORTS="$PG_PORT,56720-56721,$SMTP_PORT,$LOCALSTRIPE_PORT,56729-56731,56740-56741,56750-56751,56760-56761,54340-54344,56790-56791,56801-56803"
 reserve_ports() {
     local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur new
     [ -r "$f" ] || return 0
@@ -126,7 +126,10 @@ ensure_installed() { # [--pg-cluster]: also Patroni and etcd
     local pkgs=()
     if [ "${1:-}" = --pg-cluster ]; then
         command -v patroni >/dev/null || pkgs+=(patroni)
+        # Patroni's etcd v2 client (scripts/pg-cluster.sh says why v2).
+        /usr/bin/python3 -c 'import etcd' 2>/dev/null || pkgs+=(python3-etcd)
         command -v etcd >/dev/null || pkgs+=(etcd-server)
+        command -v haproxy >/dev/null || pkgs+=(haproxy)
     fi
     [ -x "$RMQ_BIN/rabbitmq-server" ] || pkgs+=(rabbitmq-server)
     [ -x "$PG_BIN/pg_ctl" ] || pkgs+=(postgresql-15)

@@ -6,12 +6,13 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::database;
 use crate::ops::{
     self, accounts, api_keys, audit, backfill, books, charges, dlq, events, operators, outbox,
     payouts, unmatched,
 };
 use crate::role::Role;
-use crate::startup::{Application, database_pool};
+use crate::startup::Application;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,7 +124,7 @@ impl Cli {
             Command::Worker(options) => (Role::Worker, options),
             Command::Run(options) => (Role::Run, options),
             Command::Migrate => {
-                let db = database_pool(&settings)?;
+                let db = database::pool(&settings).await?;
                 crate::startup::migrate(&db).await?;
                 crate::repository::ensure_account(&db, &settings.account.id).await?;
                 tracing::info!("migrations applied");
@@ -141,46 +142,53 @@ impl Cli {
                 return Ok(ops::EXIT_OK);
             }
             Command::Accounts { command } => {
-                return accounts::run_accounts(command, &database_pool(&settings)?).await;
+                return accounts::run_accounts(command, &database::pool(&settings).await?).await;
             }
             Command::Connections { command } => {
                 let keyring = settings.keyring()?;
-                let db = database_pool(&settings)?;
+                let db = database::pool(&settings).await?;
                 return accounts::run_connections(command, &db, &keyring).await;
             }
             Command::Charges { command } => {
-                return charges::run(command, &database_pool(&settings)?, &settings).await;
+                return charges::run(command, &database::pool(&settings).await?, &settings).await;
             }
             Command::Unmatched { command } => {
-                return unmatched::run(command, &database_pool(&settings)?).await;
+                return unmatched::run(command, &database::pool(&settings).await?).await;
             }
             Command::Outbox { command } => {
-                return outbox::run(command, &database_pool(&settings)?, &settings.account.id)
-                    .await;
+                return outbox::run(
+                    command,
+                    &database::pool(&settings).await?,
+                    &settings.account.id,
+                )
+                .await;
             }
             Command::Operators { command } => {
-                return operators::run(command, &database_pool(&settings)?).await;
+                return operators::run(command, &database::pool(&settings).await?).await;
             }
             Command::ApiKeys { command } => {
-                return api_keys::run(command, &database_pool(&settings)?).await;
+                return api_keys::run(command, &database::pool(&settings).await?).await;
             }
             Command::Dlq { command } => {
-                return dlq::run(command, &database_pool(&settings)?, &settings).await;
+                return dlq::run(command, &database::pool(&settings).await?, &settings).await;
             }
             Command::Backfill(args) => {
-                return backfill::run_args(args, &database_pool(&settings)?, &settings).await;
+                return backfill::run_args(args, &database::pool(&settings).await?, &settings)
+                    .await;
             }
             Command::Payouts { command } => {
-                return payouts::run(command, &database_pool(&settings)?, &settings).await;
+                return payouts::run(command, &database::pool(&settings).await?, &settings).await;
             }
             Command::Audit(args) => {
-                return audit::run(args, &database_pool(&settings)?, &settings).await;
+                return audit::run(args, &database::pool(&settings).await?, &settings).await;
             }
             Command::Books { command } => {
-                return books::run(command, &database_pool(&settings)?, &settings).await;
+                let db = database::pool(&settings).await?;
+                let reads = database::Reads::from_settings(&settings, db).await?;
+                return books::run(command, &reads, &settings).await;
             }
             Command::Events { command } => {
-                return events::run(command, &database_pool(&settings)?, &settings).await;
+                return events::run(command, &database::pool(&settings).await?, &settings).await;
             }
         };
         if options.no_migrate {

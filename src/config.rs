@@ -36,6 +36,8 @@ const CONVENTIONAL_LIST_VARS: &[(&str, &str)] = &[
     ("GOCARDLESS_WEBHOOK_SECRETS", "webhooks.gocardless_secrets"),
     ("SETTLE_API_CREDENTIALS", "api.credentials"),
     ("AMQP_URLS", "amqp.urls"),
+    ("DATABASE_URLS", "database.urls"),
+    ("DATABASE_REPLICA_URLS", "database.replica_urls"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,7 +236,19 @@ pub struct HttpSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
+    /// The server, or one address in front of a cluster's primary (HAProxy on Patroni's
+    /// `/primary` check); `urls` replaces it.
     pub url: SecretString,
+    /// Each member of a cluster, one URL each: settle connects to the one that is the primary,
+    /// and follows a failover (`database::follow_primary`).
+    #[serde(default)]
+    pub urls: Vec<SecretString>,
+    /// Streaming replicas for reads that may be a moment behind (the API's lists, the console,
+    /// exports), one URL each or one address in front of them; none: every read on the primary.
+    #[serde(default)]
+    pub replica_urls: Vec<SecretString>,
+    /// Past this lag (or while it is unknown), those reads go to the primary.
+    pub replica_max_lag_ms: u64,
     pub max_connections: u32,
     pub migrate_on_start: bool,
     /// Longest wait for a row lock (an invoice's) before the statement fails and is retried.
@@ -277,14 +291,26 @@ impl WorkerSettings {
     pub const RELAY_LEASE_EXPIRY: Duration = Duration::from_secs(10);
 }
 
+/// `urls` when given, else `url` alone: a cluster's list, or the one address.
+fn one_or_many<'a>(url: &'a SecretString, urls: &'a [SecretString]) -> &'a [SecretString] {
+    if urls.is_empty() {
+        std::slice::from_ref(url)
+    } else {
+        urls
+    }
+}
+
+impl DatabaseSettings {
+    /// The URL of every server to connect to: `urls`, or `url` alone.
+    pub fn addresses(&self) -> &[SecretString] {
+        one_or_many(&self.url, &self.urls)
+    }
+}
+
 impl AmqpSettings {
     /// The URL of every node to connect to: `urls`, or `url` alone.
     pub fn addresses(&self) -> &[SecretString] {
-        if self.urls.is_empty() {
-            std::slice::from_ref(&self.url)
-        } else {
-            &self.urls
-        }
+        one_or_many(&self.url, &self.urls)
     }
 
     pub fn confirm_timeout(&self) -> Duration {
@@ -435,6 +461,8 @@ impl Settings {
                     .with_list_parse_key("webhooks.gocardless_secrets")
                     .with_list_parse_key("api.credentials")
                     .with_list_parse_key("amqp.urls")
+                    .with_list_parse_key("database.urls")
+                    .with_list_parse_key("database.replica_urls")
                     .source(Some(others.into_iter().collect())),
             )
             .add_source(
@@ -514,6 +542,21 @@ impl Settings {
                     "AMQP URL number {} of {} (AMQP_URLS / AMQP_URL, amqp.urls / amqp.url) is not an amqp:// or amqps:// URL",
                     index + 1,
                     self.amqp.addresses().len()
+                );
+            }
+        }
+        let databases: Vec<&SecretString> = (self.database.addresses().iter())
+            .chain(&self.database.replica_urls)
+            .collect();
+        for (index, address) in databases.iter().enumerate() {
+            // As for AMQP: the position, never the URL. An empty `url` is a missing setting,
+            // which production refuses on its own.
+            let url = address.expose_secret();
+            if !url.is_empty() && url.parse::<sqlx::postgres::PgConnectOptions>().is_err() {
+                bail!(
+                    "database URL number {} of {} (DATABASE_URL / DATABASE_URLS, then DATABASE_REPLICA_URLS; database.url / database.urls, then database.replica_urls) is not a valid PostgreSQL URL",
+                    index + 1,
+                    databases.len()
                 );
             }
         }
@@ -632,8 +675,11 @@ impl Settings {
                 "SETTLE_SECRET_KEYS (secrets.keys)",
             ),
             (
-                !self.database.url.expose_secret().is_empty(),
-                "DATABASE_URL (database.url)",
+                self.database
+                    .addresses()
+                    .iter()
+                    .any(|url| !url.expose_secret().is_empty()),
+                "DATABASE_URL or DATABASE_URLS (database.url, database.urls)",
             ),
             (
                 self.amqp

@@ -262,6 +262,40 @@ fn a_cluster_is_several_amqp_urls_and_a_bad_one_is_named_by_position_not_printed
 }
 
 #[test]
+fn database_urls_name_each_member_and_a_bad_one_stops_the_process_at_load() {
+    let members = "postgres://u:p@pg-1:5432/settle, postgres://u:p@pg-2:5432/settle";
+    let cluster =
+        Settings::load(&config_dir(), "local", vars(&[("DATABASE_URLS", members)])).unwrap();
+    let urls: Vec<&str> = cluster
+        .database
+        .addresses()
+        .iter()
+        .map(ExposeSecret::expose_secret)
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "postgres://u:p@pg-1:5432/settle",
+            "postgres://u:p@pg-2:5432/settle"
+        ]
+    );
+
+    let bad = "postgres://u:p@pg-1/settle,postgres://u:s3cret@pg-2:port/settle";
+    let err = Settings::load(&config_dir(), "local", vars(&[("DATABASE_URLS", bad)])).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("database URL number 2 of 2"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+
+    // Production takes either.
+    let err = production_with(&[("DATABASE_URL", "")]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("DATABASE_URL or DATABASE_URLS"),
+        "{err:#}"
+    );
+    production_with(&[("DATABASE_URL", ""), ("DATABASE_URLS", members)]).unwrap();
+}
+
+#[test]
 fn a_bad_secret_key_list_stops_the_process_at_load() {
     let err = Settings::load(
         &config_dir(),

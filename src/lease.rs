@@ -79,6 +79,7 @@ impl Lease {
             Some(session) => session,
             None => {
                 let mut session = db.connect_options().connect().await?;
+                crate::database::refuse_standby(&mut session).await?;
                 if let Some(expiry) = self.expiry {
                     sqlx::query(&format!(
                         "SET idle_session_timeout = {}",

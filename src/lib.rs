@@ -22,8 +22,10 @@
 //!    settle's
 //! 1. `config`, `reconcile`: the settings; the pure core (events, planner, state machines)
 //! 2. `telemetry`, `repository`: logs and metrics; every SQL statement
-//! 3. `supervise`, `lease`, `broker`: background tasks; work one process does at a time; RabbitMQ
-//! 4. `envelope`, `http`, `providers`: the queued event; web plumbing; each provider's knowledge
+//! 3. `supervise`, `database`, `broker`: background tasks; the connection pools (the primary, and
+//!    a replica for reads that may lag); RabbitMQ
+//! 4. `lease`, `envelope`, `http`, `providers`: work one process does at a time; the queued event;
+//!    web plumbing; each provider's knowledge
 //! 5. `ingress`, `notify`, `outbox`, `retention`, `backfill`, `payouts`, `charger`, `sampler`:
 //!    edges and jobs
 //! 6. `worker`: the consumers; it renders mails (`notify`) inside its transaction, on purpose
@@ -59,6 +61,9 @@ mod supervise;
 // W3C trace context across settle's hops (request, queue, transaction, outbox, subscribers).
 pub mod telemetry;
 pub mod trace;
+
+// The connection pool, kept on the primary of a PostgreSQL cluster.
+pub mod database;
 
 // Leases: work that one process of a deployment does at a time (a PostgreSQL advisory lock).
 pub mod lease;

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,12 +29,6 @@ use crate::worker::apply::Policy;
 
 /// The oldest PostgreSQL settle runs on (`server_version_num`): 14, for `idle_session_timeout`.
 const MIN_POSTGRES_VERSION: i32 = 140_000;
-/// How long a request may wait for a pooled database connection before failing with 503.
-const DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-/// A pooled connection idle for longer than this is pinged before it is handed out. sqlx pings
-/// every connection by default: a round trip per transaction, a sixth of the worker's.
-const DATABASE_PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
-
 pub struct Application {
     listener: TcpListener,
     /// `http.admin_addr`'s: the internal API and `/metrics`.
@@ -46,6 +39,8 @@ pub struct Application {
     /// Lazy pool: connections are opened on demand, so the process starts (and keeps taking
     /// webhooks) while the database is down.
     db: PgPool,
+    /// The reads that may lag: on a replica when `database.replica_urls` names one.
+    reads: crate::database::Reads,
     /// Cancelled when shutdown begins: readiness turns 503 and loops stop taking work.
     shutdown: CancellationToken,
     /// The per-connection endpoints' secrets, for roles that take webhooks.
@@ -56,44 +51,6 @@ pub struct Application {
     keyring: crate::sealed::Keyring,
     /// The time automatic charging decides by.
     clock: Clock,
-}
-
-/// A lazy pool for `settings`; nothing connects until the first query.
-pub fn database_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = settings
-        .database
-        .url
-        .expose_secret()
-        .parse()
-        .context("DATABASE_URL (database.url) is not a valid PostgreSQL URL")?;
-    // Session defaults, sent at connect: no statement, lock wait or idle transaction of settle's
-    // can hold a connection, or an invoice's lock, without limit.
-    let database = &settings.database;
-    let options = options.options([
-        ("lock_timeout", format!("{}ms", database.lock_timeout_ms)),
-        (
-            "statement_timeout",
-            format!("{}ms", database.statement_timeout_ms),
-        ),
-        (
-            "idle_in_transaction_session_timeout",
-            format!("{}ms", database.idle_in_transaction_timeout_ms),
-        ),
-    ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.database.max_connections)
-        .acquire_timeout(DATABASE_ACQUIRE_TIMEOUT)
-        // A connection in steady use has just proved itself; one that sat idle may have been cut
-        // (a database restart, a proxy's timeout) and is checked, and replaced if dead.
-        .test_before_acquire(false)
-        .before_acquire(|connection, meta| {
-            Box::pin(async move {
-                // false: the pool closes this connection and hands out another, or a new one.
-                Ok(meta.idle_for < DATABASE_PING_WHEN_IDLE_FOR
-                    || sqlx::Connection::ping(connection).await.is_ok())
-            })
-        })
-        .connect_lazy_with(options))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -150,7 +107,8 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
         .options([("statement_timeout", "0"), ("lock_timeout", "0")]);
     let unlimited = PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(DATABASE_ACQUIRE_TIMEOUT)
+        .after_connect(|connection, _| Box::pin(crate::database::refuse_standby(connection)))
+        .acquire_timeout(crate::database::ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
         .context("connecting to migrate")?;
@@ -187,7 +145,7 @@ impl Application {
         crate::telemetry::metrics_handle();
         // The pool connects lazily and migrations run in `run`, in the background: a database
         // outage never stops a process from starting, so intake never waits for PostgreSQL.
-        let db = database_pool(&settings)?;
+        let db = crate::database::pool(&settings).await?;
         let connections = if role.consumes() {
             Connections::PublishAndConsume
         } else {
@@ -204,12 +162,14 @@ impl Application {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let reads = crate::database::Reads::from_settings(&settings, db.clone()).await?;
         Ok(Self {
             listener,
             admin_listener,
             settings,
             role,
             broker,
+            reads,
             db,
             shutdown,
             connection_secrets: Default::default(),
@@ -511,6 +471,7 @@ impl Application {
             shutdown: self.shutdown.clone(),
             shows_broker_node: true,
             supervisor: self.supervisor.clone(),
+            reads: self.reads.clone(),
         };
         let probes = probes::router(probe_state.clone());
         // With an admin listener, the public one faces the internet: its probes name no host.
@@ -534,6 +495,7 @@ impl Application {
             }));
             let api = ApiState {
                 db: self.db.clone(),
+                reads: self.reads.clone(),
                 credentials: settings.api.credentials.iter().map(Into::into).collect(),
                 account_id: settings.account.id.as_str().into(),
                 defaults: Policy::from_settings(settings).defaults,
@@ -545,6 +507,7 @@ impl Application {
             };
             let console = crate::console::router(crate::console::ConsoleState {
                 db: self.db.clone(),
+                reads: self.reads.clone(),
                 api: api.clone(),
                 broker: self.broker.clone(),
                 keyring: Arc::new(self.keyring.clone()),

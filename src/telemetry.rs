@@ -57,6 +57,8 @@ pub const BROKER_CONNECTED: &str = "settle_broker_connected";
 pub const BROKER_BLOCKED: &str = "settle_broker_blocked";
 pub const QUEUE_MESSAGES: &str = "settle_queue_messages";
 pub const LEASE_HELD: &str = "settle_lease_held";
+pub const DATABASE_REPLICA_LAG_SECONDS: &str = "settle_database_replica_lag_seconds";
+pub const DATABASE_READS_ON_REPLICA: &str = "settle_database_reads_on_replica";
 pub const PAYOUTS_PARTIALLY_MATCHED: &str = "settle_payouts_partially_matched";
 pub const PAYOUTS_PARTIALLY_MATCHED_OLDEST_SECONDS: &str =
     "settle_payouts_partially_matched_oldest_age_seconds";
@@ -222,6 +224,14 @@ fn describe_metrics() {
     describe_gauge!(
         LEASE_HELD,
         "Whether this process holds a lease (1) or not (0), by lease (relay, backfill_sweep, payout_listing, drift_check): one process in the deployment should hold each."
+    );
+    describe_gauge!(
+        DATABASE_REPLICA_LAG_SECONDS,
+        "How far the replica of DATABASE_REPLICA_URLS is behind the primary, asked every second; absent until it first answers."
+    );
+    describe_gauge!(
+        DATABASE_READS_ON_REPLICA,
+        "Whether the reads that may lag (the API's lists, the console, exports) go to the replica (1) or to the primary (0: no replica answers, or it lags past database.replica_max_lag_ms)."
     );
     describe_gauge!(
         PAYOUTS_PARTIALLY_MATCHED,

@@ -29,6 +29,8 @@ pub struct Row {
     pub drained_in: Duration,
     /// What `unexpected` or `lost` counted, for the log.
     pub notes: Vec<String>,
+    /// The faults' recovery times (`Expected::timings`).
+    pub timings: Vec<String>,
 }
 
 impl Row {
@@ -164,6 +166,9 @@ pub struct Expected {
     pub parking: bool,
     /// Payouts as their own account's events leave them: (account, payout id, status).
     pub payouts: Vec<(String, String, &'static str)>,
+    /// How long the faults took to heal, as measured while they were made (printed under the
+    /// scenario's line).
+    pub timings: Vec<String>,
 }
 
 /// Rows and announcements of one account that another account's event changed or made: a
@@ -392,6 +397,17 @@ pub async fn check(
             .collect();
         notes.push(format!("e.g. {wrong:?}"));
     }
+    // The longest any event waited from intake to its commit: what a fault held back.
+    let longest: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(processed_at - received_at))::float8 FROM webhook_events",
+    )
+    .fetch_one(&db)
+    .await?;
+    let mut timings = expected.timings.clone();
+    timings.push(format!(
+        "the longest an event waited from intake to its commit: {:.1} s",
+        longest.unwrap_or_default()
+    ));
     Ok(Row {
         scenario: deployment.name.clone(),
         sent: sent_ids.len(),
@@ -405,5 +421,6 @@ pub async fn check(
         mails_got,
         drained_in,
         notes,
+        timings,
     })
 }

@@ -49,6 +49,17 @@ pub async fn services_sh(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The PostgreSQL settle runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// The one server of `scripts/services.sh` (`DATABASE_URL`).
+    Single,
+    /// The Patroni cluster of `scripts/pg-cluster.sh`, through HAProxy's primary port.
+    Proxied,
+    /// The Patroni cluster's members, each named (`DATABASE_URLS`): settle finds the primary.
+    Members,
+}
+
 /// What differs between scenarios in how settle runs.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -56,6 +67,7 @@ pub struct Shape {
     pub workers: usize,
     /// On the three-node cluster (`AMQP_URLS`), not the chaos node.
     pub cluster: bool,
+    pub database: Database,
     /// `SETTLE__…` overrides.
     pub env: Vec<(&'static str, String)>,
 }
@@ -66,7 +78,19 @@ impl Shape {
             serves: 1,
             workers,
             cluster: false,
+            database: Database::Single,
             env: Vec::new(),
+        }
+    }
+
+    /// One `serve` and two `worker` processes on the Patroni cluster, reached as `database`
+    /// says. One attempt per event: an event held through a failover must spend none (a second
+    /// attempt would be a dead letter, which the check counts).
+    pub fn pg_cluster(database: Database) -> Self {
+        Self {
+            database,
+            env: vec![("SETTLE__WORKER__MAX_ATTEMPTS", "1".to_owned())],
+            ..Self::workers(2)
         }
     }
 
@@ -76,6 +100,7 @@ impl Shape {
             serves: 2,
             workers: 2,
             cluster: true,
+            database: Database::Single,
             env: Vec::new(),
         }
     }
@@ -167,6 +192,8 @@ pub struct Deployment {
     pub name: String,
     pub prefix: String,
     pub database_url: String,
+    /// The server's maintenance database, where the scenario's database is created and dropped.
+    admin_url: String,
     /// The chaos node's URL, or each cluster node's.
     pub amqp_urls: Vec<String>,
     pub dir: PathBuf,
@@ -208,8 +235,7 @@ impl Deployment {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("chaos-{}-{}", name, &id[..8]);
         let database = format!("chaos_{}", &id[..16]);
-        let base =
-            std::env::var("DATABASE_URL").context("DATABASE_URL (scripts/services.sh env)")?;
+        let base = shape.database.admin_url()?;
         let (server, _) = base
             .rsplit_once('/')
             .context("DATABASE_URL names a database")?;
@@ -280,6 +306,9 @@ impl Deployment {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(members) = shape.database.member_urls(&database)? {
+            env.push(("DATABASE_URLS".to_owned(), members));
+        }
         env.extend(shape.env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
 
         // On the cluster each role is its own least-privilege broker user: the topology is
@@ -332,6 +361,7 @@ impl Deployment {
             .collect::<anyhow::Result<_>>()?;
         let mut deployment = Self {
             ops_amqp_urls,
+            admin_url: base.clone(),
             name: name.to_owned(),
             prefix,
             database_url,
@@ -353,6 +383,15 @@ impl Deployment {
 
     fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
         self.serves.iter_mut().chain(&mut self.workers)
+    }
+
+    /// A connection pool of the checker's own on the scenario's database (through HAProxy on
+    /// the Patroni cluster), quick to give up while a failover is under way.
+    pub fn checker(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy(&self.database_url)?)
     }
 
     /// `path` on the first `serve` process: the API's callers and the odd request.
@@ -485,8 +524,8 @@ impl Deployment {
         }
         let _ = self.smtp.kill().await;
         if passed {
-            let base = std::env::var("DATABASE_URL")?;
-            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await?;
+            let mut admin =
+                <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url).await?;
             let database = self.database_url.rsplit('/').next().unwrap_or_default();
             // FORCE cannot end an autovacuum worker busy on the database (it is not ours to
             // signal): it is tried again until that worker is done, for half a minute at most.
@@ -686,6 +725,144 @@ pub mod broker {
 }
 
 /// PostgreSQL itself, for every deployment at once.
+impl Database {
+    /// The maintenance database of the server (or the cluster's primary, through HAProxy).
+    fn admin_url(self) -> anyhow::Result<String> {
+        let (variable, started_by) = match self {
+            Self::Single => ("DATABASE_URL", "scripts/services.sh env"),
+            Self::Proxied | Self::Members => (
+                "SETTLE_TEST_PG_PRIMARY_URL",
+                "scripts/services.sh start --pg-cluster; scripts/services.sh env",
+            ),
+        };
+        std::env::var(variable).with_context(|| format!("{variable} ({started_by})"))
+    }
+
+    /// `DATABASE_URLS` for `database`: every member for `Members`; the others use `DATABASE_URL`.
+    fn member_urls(self, database: &str) -> anyhow::Result<Option<String>> {
+        if self != Self::Members {
+            return Ok(None);
+        }
+        let members = std::env::var("SETTLE_TEST_PG_CLUSTER_URLS")
+            .context("SETTLE_TEST_PG_CLUSTER_URLS (scripts/services.sh env)")?;
+        members
+            .split(',')
+            .map(|url| {
+                let (server, _) = url
+                    .rsplit_once('/')
+                    .context("a member URL names a database")?;
+                Ok(format!("{server}/{database}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|urls| Some(urls.join(",")))
+    }
+}
+
+/// The Patroni cluster's members (`scripts/pg-cluster.sh`), asked through Patroni's REST API,
+/// and the faults made on them.
+pub mod pg_cluster {
+    use std::time::Duration;
+
+    use anyhow::Context;
+
+    use super::services_sh;
+
+    pub const MEMBERS: [&str; 3] = ["pg1", "pg2", "pg3"];
+
+    fn rest(member: &str, path: &str) -> String {
+        let n = MEMBERS.iter().position(|m| *m == member).unwrap_or(0);
+        format!("http://127.0.0.1:{}{path}", 56801 + n)
+    }
+
+    fn http() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("an HTTP client")
+    }
+
+    /// Each member's role as its Patroni says (`master`/`primary`, `replica`), `None` for one
+    /// that does not answer within a second (killed, paused).
+    pub async fn roles() -> Vec<(&'static str, Option<String>)> {
+        let http = http();
+        let mut roles = Vec::new();
+        for member in MEMBERS {
+            let status: Option<serde_json::Value> =
+                match http.get(rest(member, "/patroni")).send().await {
+                    Ok(response) => response.json().await.ok(),
+                    Err(_) => None,
+                };
+            let role = status.and_then(|s| {
+                let running = s["state"] == "running";
+                running.then(|| s["role"].as_str().unwrap_or_default().to_owned())
+            });
+            roles.push((member, role));
+        }
+        roles
+    }
+
+    fn is_primary(role: Option<&String>) -> bool {
+        role.is_some_and(|role| role == "master" || role == "primary")
+    }
+
+    /// The member leading the cluster now.
+    pub async fn primary() -> anyhow::Result<&'static str> {
+        roles()
+            .await
+            .into_iter()
+            .find(|(_, role)| is_primary(role.as_ref()))
+            .map(|(member, _)| member)
+            .context("no member of the PostgreSQL cluster is the primary")
+    }
+
+    /// The synchronous standby: the replica whose loss holds every commit until Patroni names
+    /// another (Patroni's `/sync` answers 200 on it alone).
+    pub async fn sync_standby() -> anyhow::Result<&'static str> {
+        let http = http();
+        for member in MEMBERS {
+            let sync = http.get(rest(member, "/sync")).send().await;
+            if sync.is_ok_and(|response| response.status().is_success()) {
+                return Ok(member);
+            }
+        }
+        anyhow::bail!("no member of the PostgreSQL cluster is the synchronous standby")
+    }
+
+    /// A member other than `former` leads.
+    pub async fn promoted_other_than(former: &str) -> bool {
+        roles()
+            .await
+            .iter()
+            .any(|(member, role)| *member != former && is_primary(role.as_ref()))
+    }
+
+    /// Waits until every member runs again, one of them the primary (a fault healed), for two
+    /// minutes at most.
+    pub async fn wait_whole() -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let roles = roles().await;
+            let running = roles.iter().filter(|(_, role)| role.is_some()).count();
+            let primaries = roles.iter().filter(|(_, r)| is_primary(r.as_ref())).count();
+            if running == MEMBERS.len() && primaries == 1 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the PostgreSQL cluster is not whole again after 2 min: {roles:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `scripts/pg-cluster.sh ctl ARGS`: kill, restart, pause, resume a member; switchover.
+    pub async fn ctl(args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["pg-ctl"];
+        all.extend_from_slice(args);
+        services_sh(&all).await
+    }
+}
+
 pub mod database {
     use super::services_sh;
 

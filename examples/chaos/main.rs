@@ -9,7 +9,7 @@
 //! and the exit code is 1 if any `lost`, `double-applied`, `crossed` or `unexpected` is not 0.
 //!
 //! ```sh
-//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 23; none: all
+//! cargo run --release --example chaos -- [--quick] [SCENARIO…]   # numbers, 1 to 27; none: all
 //! ```
 //! `--quick` shortens every outage and load (the CI-sized variants `make test` runs).
 
@@ -78,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
         match run.scenario(number).await {
             Ok(row) => {
                 println!("{}", row.line());
+                for timing in &row.timings {
+                    println!("    {timing}");
+                }
                 if !row.passed() {
                     failed = true;
                     for note in &row.notes {

@@ -1,6 +1,7 @@
 //! The scenarios: each a deployment shape, a load, and the faults made while the load runs.
 //! `quick` shortens every outage (CI-sized) without changing what it does. 18 to 21 run on the
-//! three-node cluster with two `serve` and two `worker` processes (`make cluster-test`).
+//! three-node cluster with two `serve` and two `worker` processes (`make cluster-test`); 24 to 27
+//! on the Patroni cluster of PostgreSQL members behind HAProxy (`make pg-cluster-test`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,10 +10,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::sleep;
 
 use crate::check::{Expected, Row, check};
-use crate::deployment::{Deployment, Shape, broker, cluster, database};
+use crate::deployment::{Database, Deployment, Shape, broker, cluster, database, pg_cluster};
 use crate::load::{Api, Plan, Provider, Sender, Sending, Webhook, random, stripe_signature};
 
-pub const NAMES: [&str; 23] = [
+pub const NAMES: [&str; 27] = [
     "1 broker restart under load",
     "2 broker kill -9",
     "3 broker down 5 min",
@@ -36,6 +37,10 @@ pub const NAMES: [&str; 23] = [
     "21 cluster leader SIGSTOP 30 s",
     "22 connection flood",
     "23 hostile tenant",
+    "24 primary kill -9 under load",
+    "25 switchover under load",
+    "26 replica lost",
+    "27 primary partitioned (paused)",
 ];
 
 pub struct Run<'a> {
@@ -79,6 +84,16 @@ enum Fault {
         connections: usize,
         lasting: Duration,
     },
+    /// `kill -9` of the PostgreSQL cluster's primary member (Patroni and PostgreSQL, as a host
+    /// that dies); it comes back, as a replica, after the pause.
+    PrimaryKilled(Duration),
+    /// A planned switchover to the synchronous standby (`patronictl switchover`).
+    Switchover,
+    /// `kill -9` of the synchronous standby's member, back after the pause.
+    ReplicaKilled(Duration),
+    /// SIGSTOP of the primary member's Patroni and PostgreSQL, as a network partition would cut
+    /// it off; SIGCONT after the duration, when Patroni demotes it.
+    PrimaryPaused(Duration),
 }
 
 impl Fault {
@@ -92,7 +107,10 @@ impl Fault {
             | Self::WorkerFrozen(_, d)
             | Self::DatabaseDown(d)
             | Self::InvoicesLocked(_, d)
-            | Self::LeaderFrozen(d) => Some(*d),
+            | Self::LeaderFrozen(d)
+            | Self::PrimaryKilled(d)
+            | Self::ReplicaKilled(d)
+            | Self::PrimaryPaused(d) => Some(*d),
             Self::ConnectionFlood { lasting, .. } => Some(*lasting),
             _ => None,
         }
@@ -178,8 +196,152 @@ impl Fault {
                 connections,
                 lasting,
             } => connection_flood(d.url(""), connections, lasting).await?,
+            Self::PrimaryKilled(down) => {
+                primary_fault(d, expected, "kill", "restart", down).await?
+            }
+            Self::Switchover => {
+                let primary = pg_cluster::primary().await?;
+                pg_fault(d, expected, &["switchover"], Some(primary), None).await?;
+            }
+            Self::ReplicaKilled(down) => {
+                let standby = pg_cluster::sync_standby().await?;
+                let heal = ["restart", standby];
+                pg_fault(d, expected, &["kill", standby], None, Some((down, heal))).await?;
+            }
+            Self::PrimaryPaused(paused) => {
+                primary_fault(d, expected, "pause", "resume", paused).await?;
+            }
         }
         Ok(())
+    }
+}
+
+/// `pg-ctl FAULT` on the primary, and `pg-ctl HEAL` on that member after `lasting`.
+async fn primary_fault(
+    d: &Deployment,
+    expected: &mut Expected,
+    fault: &str,
+    heal: &str,
+    lasting: Duration,
+) -> anyhow::Result<()> {
+    let primary = pg_cluster::primary().await?;
+    let heal = Some((lasting, [heal, primary]));
+    pg_fault(d, expected, &[fault, primary], Some(primary), heal).await
+}
+
+/// `pg-ctl FAULT` on the PostgreSQL cluster, timed until settle commits again (and another
+/// member than `primary` leads, when the fault is on the primary); then, after the pause,
+/// `pg-ctl HEAL`, and a wait until every member runs again.
+async fn pg_fault(
+    d: &Deployment,
+    expected: &mut Expected,
+    fault: &[&str],
+    primary: Option<&str>,
+    heal: Option<(Duration, [&str; 2])>,
+) -> anyhow::Result<()> {
+    let failover = Failover::begin(d).await?;
+    pg_cluster::ctl(fault).await?;
+    expected.timings.push(failover.recovered(d, primary).await?);
+    if let Some((pause, heal)) = heal {
+        sleep(pause).await;
+        pg_cluster::ctl(&heal).await?;
+    }
+    pg_cluster::wait_whole().await
+}
+
+/// A fault on the PostgreSQL cluster, timed from its start: how long until another member
+/// leads, until the cluster acknowledges a commit again, and until settle has committed since.
+struct Failover {
+    began: tokio::time::Instant,
+    /// The database's clock as the fault began.
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// How long each probe of the checker may wait: a commit held for a synchronous standby, or a
+/// connection to a paused member, waits for nothing longer.
+const PROBE: Duration = Duration::from_secs(1);
+
+impl Failover {
+    async fn begin(d: &Deployment) -> anyhow::Result<Self> {
+        let db = d.checker()?;
+        let at = sqlx::query_scalar("SELECT now()").fetch_one(&db).await?;
+        db.close().await;
+        Ok(Self {
+            began: tokio::time::Instant::now(),
+            at,
+        })
+    }
+
+    /// Waits, for two minutes at most, until a member other than `former` leads (when the fault
+    /// was on the primary), a commit of the checker's own is acknowledged (with synchronous
+    /// replication, by a standby too), and an event a worker began after the fault is there.
+    async fn recovered(self, d: &Deployment, former: Option<&str>) -> anyhow::Result<String> {
+        let deadline = self.began + Duration::from_secs(120);
+        let (mut promoted, mut acknowledged) = (None, None);
+        let db = d.checker()?;
+        let timed = |result: Result<sqlx::Result<i64>, _>| result.ok().and_then(Result::ok);
+        loop {
+            if promoted.is_none() {
+                let led = match former {
+                    Some(former) => pg_cluster::promoted_other_than(former).await,
+                    None => true,
+                };
+                promoted = led.then(|| self.began.elapsed());
+            }
+            if promoted.is_some() && acknowledged.is_none() {
+                // A transaction with an id writes a commit record, which waits for the standby.
+                let commit = async {
+                    let mut tx = db.begin().await?;
+                    sqlx::query("SELECT txid_current()")
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                };
+                if let Ok(Ok(())) = tokio::time::timeout(PROBE, commit).await {
+                    acknowledged = Some(self.began.elapsed());
+                }
+            }
+            if acknowledged.is_some() {
+                let settled = timed(
+                    tokio::time::timeout(
+                        PROBE,
+                        sqlx::query_scalar(
+                            "SELECT count(*) FROM webhook_events WHERE processed_at > $1",
+                        )
+                        .bind(self.at)
+                        .fetch_one(&db),
+                    )
+                    .await,
+                );
+                if settled.unwrap_or(0) > 0 {
+                    db.close().await;
+                    return Ok(self.timings(former, promoted, acknowledged));
+                }
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "settle was not committing again 2 min after the fault"
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn timings(
+        &self,
+        former: Option<&str>,
+        promoted: Option<Duration>,
+        acknowledged: Option<Duration>,
+    ) -> String {
+        let secs = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64();
+        let led = match former {
+            Some(_) => format!("another primary after {:.1} s; ", secs(promoted)),
+            None => String::new(),
+        };
+        format!(
+            "{led}commits acknowledged again after {:.1} s; settle committing again after {:.1} s",
+            secs(acknowledged),
+            self.began.elapsed().as_secs_f64()
+        )
     }
 }
 
@@ -303,6 +465,19 @@ impl Run<'_> {
                 (shape, plan(), sending, vec![(Duration::ZERO, fault)])
             }
             23 => return self.hostile_tenant(name, &tag).await,
+            24..=27 => {
+                let fault = match number {
+                    24 => Fault::PrimaryKilled(self.pick(20, 5)),
+                    25 => Fault::Switchover,
+                    26 => Fault::ReplicaKilled(self.pick(20, 5)),
+                    _ => Fault::PrimaryPaused(self.pick(30, 15)),
+                };
+                let database = match std::env::var("SETTLE_CHAOS_DATABASE").as_deref() {
+                    Ok("members") => Database::Members,
+                    _ => Database::Proxied,
+                };
+                (Shape::pg_cluster(database), plan(), sending, single(fault))
+            }
             _ => anyhow::bail!("no scenario {number}"),
         };
         self.standard(name, &shape, plan, sending, faults).await

@@ -479,7 +479,7 @@ pub async fn search(
     ApiJson(query): ApiJson<super::customer_search::EntityQuery>,
 ) -> Result<axum::Json<CustomerSearchResult>, ApiError> {
     let search = query.into_search()?;
-    let rows = repo::search(&state.db, &caller.account_id, &search).await?;
+    let rows = repo::search(state.reads.pool(), &caller.account_id, &search).await?;
     Ok(axum::Json(CustomerSearchResult {
         data: rows.into_iter().map(Customer::from).collect(),
     }))
@@ -579,7 +579,7 @@ pub async fn list(
     };
     // One extra row tells whether another page follows.
     let rows = repo::list(
-        &state.db,
+        state.reads.pool(),
         &caller.account_id,
         &filters,
         after.as_deref(),

@@ -263,7 +263,7 @@ pub async fn list(
     let after = super::pages::after(query.cursor.as_deref())?;
     // One extra row tells whether another page follows.
     let rows = repo::list(
-        &state.db,
+        state.reads.pool(),
         &caller.account_id,
         query.customer_id.as_deref(),
         query.status,

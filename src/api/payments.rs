@@ -255,7 +255,8 @@ pub async fn unmatched(
     ApiQuery(query): ApiQuery<UnmatchedQuery>,
 ) -> Result<axum::Json<UnmatchedEvents>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    let rows = inbox::list_unmatched(&state.db, Some(&caller.account_id), None, limit).await?;
+    let rows =
+        inbox::list_unmatched(state.reads.pool(), Some(&caller.account_id), None, limit).await?;
     Ok(axum::Json(UnmatchedEvents {
         data: rows.into_iter().map(UnmatchedEvent::from).collect(),
     }))

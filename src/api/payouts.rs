@@ -197,7 +197,7 @@ pub async fn list(
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     // One extra row tells whether another page follows.
     let mut rows = repo::list(
-        &state.db,
+        state.reads.pool(),
         &caller.account_id,
         status,
         query.since,

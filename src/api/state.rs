@@ -14,6 +14,8 @@ use crate::worker::apply::Policy;
 #[derive(Clone)]
 pub struct ApiState {
     pub db: PgPool,
+    /// Where the lists read: a replica within its lag bound, else the primary (`db`).
+    pub reads: crate::database::Reads,
     /// `SETTLE_API_CREDENTIALS`: the default account's keys, as digests. Keys made with
     /// `settle api-keys create` are looked up in the database.
     pub credentials: Arc<[ConfiguredKey]>,

@@ -56,7 +56,7 @@ pub async fn page(
     let now = Utc::now();
     let default_account = state.api.account_id.to_string();
     let mut accounts = Vec::new();
-    for account in store::list(&state.db).await? {
+    for account in store::list(state.reads.pool()).await? {
         if !signed.may_read(&account.id) {
             continue;
         }
@@ -77,7 +77,7 @@ pub async fn page(
                 });
             }
         }
-        for connection in store::connections(&state.db, Some(&account.id)).await? {
+        for connection in store::connections(state.reads.pool(), Some(&account.id)).await? {
             let view = ConnectionView::of(&connection);
             let provider = Provider::from_wire_name(&view.provider);
             let hour = provider

@@ -81,8 +81,13 @@ pub async fn page(
     signed: Signed,
     Query(page): Query<Page>,
 ) -> Result<impl IntoResponse, Refusal> {
-    let mut entries =
-        store::audit_log(&state.db, signed.scope.as_deref(), page.before, PAGE + 1).await?;
+    let mut entries = store::audit_log(
+        state.reads.pool(),
+        signed.scope.as_deref(),
+        page.before,
+        PAGE + 1,
+    )
+    .await?;
     let next = (entries.len() > PAGE as usize).then(|| {
         entries.truncate(PAGE as usize);
         entries.last().map(|entry| entry.id)

@@ -65,7 +65,7 @@ pub async fn page(
     let accounts = signed.accounts(&state).await?;
     let today = Utc::now().date_naive();
     let from = today.with_day(1).unwrap_or(today);
-    let drifts = store::checks(&state.db, Some(&accounts))
+    let drifts = store::checks(state.reads.pool(), Some(&accounts))
         .await?
         .into_iter()
         .map(|check| {
@@ -84,7 +84,7 @@ pub async fn page(
         .collect();
     let every_account = signed.require_every_account("the sources' gaps").is_ok();
     let (gaps, audits) = if every_account {
-        let gaps = crate::repository::backfill::cursors(&state.db)
+        let gaps = crate::repository::backfill::cursors(state.reads.pool())
             .await?
             .into_iter()
             .map(|cursor| GapShown {
@@ -97,7 +97,7 @@ pub async fn page(
                 ),
             })
             .collect();
-        let audits = audits::runs(&state.db, AUDITS_SHOWN)
+        let audits = audits::runs(state.reads.pool(), AUDITS_SHOWN)
             .await?
             .into_iter()
             .map(|run| AuditShown {
@@ -156,7 +156,7 @@ pub async fn export(
         .parse()
         .map_err(|_| Refusal::BadRequest(format!("no format `{}`", query.format)))?;
     let period = Period::new(query.from, query.to).map_err(Refusal::BadRequest)?;
-    let (books, _) = store::read(&state.db, &query.account, period)
+    let (books, _) = store::read(state.reads.pool(), &query.account, period)
         .await
         .map_err(|error| Refusal::Internal(error.into()))?;
     let files = book_exports::write(&books, &state.books, format)

@@ -48,11 +48,11 @@ pub async fn show(
     if !signed.may_read(&which.account) {
         return Err(not_found());
     }
-    let customer = customers::get(&state.db, &which.account, &which.id)
+    let customer = customers::get(state.reads.pool(), &which.account, &which.id)
         .await?
         .ok_or_else(not_found)?;
     let invoices = invoices::list(
-        &state.db,
+        state.reads.pool(),
         &which.account,
         Some(&which.id),
         None,
@@ -69,7 +69,8 @@ pub async fn show(
         paid: money(row.amount_paid, row.currency.as_str()),
     })
     .collect();
-    let methods = payment_methods::for_customer(&state.db, &which.account, &which.id).await?;
+    let methods =
+        payment_methods::for_customer(state.reads.pool(), &which.account, &which.id).await?;
     Ok(CustomerPage {
         chrome: signed.chrome(),
         customer,

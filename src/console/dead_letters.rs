@@ -57,7 +57,7 @@ impl SetFilters {
         let filters = self.filters()?;
         let provider = filters.provider.map(crate::provider::Provider::wire_name);
         Ok(store::newest(
-            &state.db,
+            state.reads.pool(),
             provider,
             filters.reason.as_deref(),
             waiting_only,
@@ -92,7 +92,7 @@ pub async fn list(
     Query(filters): Query<SetFilters>,
 ) -> Result<impl IntoResponse, Refusal> {
     signed.require_every_account("A dead letter")?;
-    let groups = store::by_reason(&state.db).await?;
+    let groups = store::by_reason(state.reads.pool()).await?;
     let (letters, waiting) = filters.newest(&state, false).await?;
     Ok(ListPage {
         chrome: signed.chrome(),
@@ -126,7 +126,7 @@ pub async fn show(
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, Refusal> {
     signed.require_every_account("A dead letter")?;
-    let letter = dlq::letter(&state.db, id)
+    let letter = dlq::letter(state.reads.pool(), id)
         .await?
         .ok_or_else(|| Refusal::NotFound(format!("no dead letter {id}")))?;
     let row = letter.row;

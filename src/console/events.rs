@@ -139,7 +139,7 @@ pub async fn list(
         after,
         limit: PAGE + 1,
     };
-    let mut rows = store::search(&state.db, &search, &providers).await?;
+    let mut rows = store::search(state.reads.pool(), &search, &providers).await?;
     let next = (rows.len() > PAGE as usize).then(|| {
         rows.truncate(PAGE as usize);
         rows.last().map(|last| next_page(&filters, &last.cursor()))
@@ -238,22 +238,27 @@ pub async fn show(
     let not_found = || Refusal::NotFound(format!("no event {} of {}", which.id, which.provider));
     let provider = provider_named(&which.provider).ok_or_else(not_found)?;
     let accounts = signed.accounts(&state).await?;
-    let detail = store::one(&state.db, &accounts, provider.stored_name(), &which.id)
-        .await?
-        .ok_or_else(not_found)?;
+    let detail = store::one(
+        state.reads.pool(),
+        &accounts,
+        provider.stored_name(),
+        &which.id,
+    )
+    .await?
+    .ok_or_else(not_found)?;
     let event = detail.row;
     let object_ids = detail.object_ids.unwrap_or_default();
     let payload: serde_json::Value = serde_json::from_str(&detail.payload)
         .unwrap_or_else(|_| serde_json::Value::String(detail.payload.clone()));
     let test_mode = match &event.connection_id {
-        Some(id) => accounts::connection(&state.db, id)
+        Some(id) => accounts::connection(state.reads.pool(), id)
             .await?
             .is_some_and(|connection| connection.mode == "test"),
         None => false,
     };
     let rules = crate::providers::rules(provider);
     let movements = store::movements(
-        &state.db,
+        state.reads.pool(),
         &event.account_id,
         provider.stored_name(),
         &event.event_id,
@@ -268,7 +273,7 @@ pub async fn show(
     })
     .collect();
     let invoices = store::invoices_of(
-        &state.db,
+        state.reads.pool(),
         &event.account_id,
         provider.stored_name(),
         &object_ids,
@@ -281,8 +286,9 @@ pub async fn show(
     })
     .collect();
     let prefix = format!("{}:{}:", provider.wire_name(), event.event_id);
-    let published = store::published(&state.db, &event.account_id, &prefix).await?;
-    let letters = dead_letters::of_event(&state.db, provider.wire_name(), &event.event_id).await?;
+    let published = store::published(state.reads.pool(), &event.account_id, &prefix).await?;
+    let letters =
+        dead_letters::of_event(state.reads.pool(), provider.wire_name(), &event.event_id).await?;
     Ok(EventPage {
         chrome: signed.chrome(),
         provider: provider.wire_name(),

@@ -56,7 +56,7 @@ pub async fn find(
     let rows = if q.is_empty() {
         Vec::new()
     } else {
-        invoices::find_in(&state.db, &signed.accounts(&state).await?, &q).await?
+        invoices::find_in(state.reads.pool(), &signed.accounts(&state).await?, &q).await?
     };
     if let [only] = rows.as_slice() {
         return Ok(Redirect::to(&links::invoice(&only.account_id, &only.id)).into_response());
@@ -137,7 +137,8 @@ pub async fn show(
         .map_err(|error| Refusal::Internal(anyhow::anyhow!("{error:?}")))?
         .ok_or_else(not_found)?;
     let payment_ids: Vec<String> = invoice.payments.iter().map(|p| p.id.clone()).collect();
-    let mails = notifications::of_payments(&state.db, &which.account, &payment_ids).await?;
+    let mails =
+        notifications::of_payments(state.reads.pool(), &which.account, &payment_ids).await?;
     let currency = invoice.invoice.currency.as_str();
     let figures = figures(&invoice);
     let mut timeline: Vec<Moment> = invoice
@@ -297,12 +298,12 @@ async fn last_announcement(
         limit: EVENTS_LOOKED_AT,
         ..EventSearch::default()
     };
-    for event in events::search(&state.db, &search, &providers).await? {
+    for event in events::search(state.reads.pool(), &search, &providers).await? {
         let Some(provider) = Provider::from_wire_name(&event.provider.to_ascii_lowercase()) else {
             continue;
         };
         let prefix = format!("{}:{}:", provider.wire_name(), event.event_id);
-        let mut published = events::published(&state.db, account, &prefix).await?;
+        let mut published = events::published(state.reads.pool(), account, &prefix).await?;
         published.retain(|message| {
             serde_json::from_str::<serde_json::Value>(&message.payload)
                 .is_ok_and(|payload| payload.pointer("/data/invoiceId") == Some(&invoice.into()))

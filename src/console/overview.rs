@@ -44,7 +44,7 @@ pub async fn page(
 ) -> Result<impl IntoResponse, Refusal> {
     let now = Utc::now();
     let hour_ago = now - chrono::Duration::hours(1);
-    let intake = events::outcomes_since(&state.db, signed.scope.as_deref(), hour_ago)
+    let intake = events::outcomes_since(state.reads.pool(), signed.scope.as_deref(), hour_ago)
         .await?
         .into_iter()
         .map(|(outcome, count)| Card {
@@ -69,14 +69,14 @@ pub async fn page(
 }
 
 async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
-    let groups = dead_letters::by_reason(&state.db).await?;
+    let groups = dead_letters::by_reason(state.reads.pool()).await?;
     let waiting: i64 = groups.iter().map(|group| group.waiting).sum();
     let oldest = groups.iter().map(|group| group.oldest).min();
-    let (unmatched, unmatched_oldest) = retention::unmatched_backlog(&state.db).await?;
-    let (outbox_waiting, outbox_parked) = outbox::backlog(&state.db).await?;
-    let outbox_oldest = outbox::oldest_waiting(&state.db).await?;
+    let (unmatched, unmatched_oldest) = retention::unmatched_backlog(state.reads.pool()).await?;
+    let (outbox_waiting, outbox_parked) = outbox::backlog(state.reads.pool()).await?;
+    let outbox_oldest = outbox::oldest_waiting(state.reads.pool()).await?;
     let webhooks = state.traffic.all_last_hour(Utc::now());
-    let payouts_open = payouts::not_reconciled(&state.db).await?;
+    let payouts_open = payouts::not_reconciled(state.reads.pool()).await?;
     let cards = vec![
         Card {
             label: format!("dead letters waiting (oldest {})", maybe_time(&oldest)),
@@ -125,7 +125,7 @@ async fn process(state: &ConsoleState) -> Result<Process, Refusal> {
     } else {
         "connected"
     };
-    let cursors = backfill::cursors(&state.db)
+    let cursors = backfill::cursors(state.reads.pool())
         .await?
         .into_iter()
         .map(|cursor| {

@@ -51,7 +51,7 @@ pub async fn list(
 ) -> Result<impl IntoResponse, Refusal> {
     let mut rows = Vec::new();
     for account in signed.accounts(&state).await? {
-        rows.extend(store::recent(&state.db, &account, SHOWN).await?);
+        rows.extend(store::recent(state.reads.pool(), &account, SHOWN).await?);
     }
     rows.sort_by_key(|row| std::cmp::Reverse(row.created_at));
     rows.truncate(SHOWN as usize);
@@ -120,10 +120,10 @@ pub async fn show(
     if !signed.may_read(&which.account) {
         return Err(not_found());
     }
-    let row = store::find(&state.db, &which.account, &which.id)
+    let row = store::find(state.reads.pool(), &which.account, &which.id)
         .await?
         .ok_or_else(not_found)?;
-    let detail = crate::ops::payouts::detail(&state.db, row).await?;
+    let detail = crate::ops::payouts::detail(state.reads.pool(), row).await?;
     if which.format.as_deref() == Some("csv") {
         let mut csv = Vec::new();
         crate::ops::payouts::write_csv(&mut csv, std::slice::from_ref(&detail))?;

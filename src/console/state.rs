@@ -12,7 +12,10 @@ use crate::supervise::Supervisor;
 
 #[derive(Clone)]
 pub struct ConsoleState {
+    /// The primary: sign-in, sessions, the audit log's writes and every action.
     pub db: PgPool,
+    /// Where the pages read: a replica within its lag bound, else the primary.
+    pub reads: crate::database::Reads,
     /// The API's own state: an invoice's page reads it as `GET /invoices/{id}` does.
     pub api: ApiState,
     /// Replays publish through the process's own supervised connection.

@@ -36,10 +36,12 @@ pub async fn list(
 ) -> Result<impl IntoResponse, Refusal> {
     let mut events = Vec::new();
     match &signed.scope {
-        None => events = inbox::list_unmatched(&state.db, None, None, SHOWN).await?,
+        None => events = inbox::list_unmatched(state.reads.pool(), None, None, SHOWN).await?,
         Some(accounts) => {
             for account in accounts {
-                events.extend(inbox::list_unmatched(&state.db, Some(account), None, SHOWN).await?);
+                events.extend(
+                    inbox::list_unmatched(state.reads.pool(), Some(account), None, SHOWN).await?,
+                );
             }
             events.sort_by_key(|event| std::cmp::Reverse(event.received_at));
             events.truncate(SHOWN as usize);

@@ -69,6 +69,8 @@ pub struct ProbeState {
     pub shows_broker_node: bool,
     /// The background tasks: one that keeps failing is named.
     pub supervisor: crate::supervise::Supervisor,
+    /// The replica for reads that may lag, and its lag.
+    pub reads: crate::database::Reads,
 }
 
 /// `/healthz` and `/readyz`, served on every listener.
@@ -143,6 +145,15 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         },
         "failing_tasks": failing_tasks,
     });
+    if let Some(replica) = state.reads.replica() {
+        // Never a reason to be unready: past the bound, the reads go to the primary.
+        body["checks"]["database_replica"] = json!(match (replica.lag, replica.reading) {
+            (None, _) => "down",
+            (Some(_), false) => "lagging",
+            (Some(_), true) => "reading",
+        });
+        body["database_replica_lag_seconds"] = json!(replica.lag.map(|lag| lag.as_secs_f64()));
+    }
     if state.shows_broker_node {
         // The RabbitMQ node this process is connected to (one of `amqp.urls` on a cluster).
         body["broker_node"] = json!(state.broker.node());

@@ -73,7 +73,14 @@ pub fn mapping(settings: &BooksSettings) -> Mapping {
 }
 
 /// Runs `settle books <command>`; without `--account`, for the configured account.
-pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::Result<u8> {
+/// An export reads `reads` (a replica within its lag bound); drift compares with the providers
+/// on the primary.
+pub async fn run(
+    command: Command,
+    reads: &crate::database::Reads,
+    settings: &Settings,
+) -> anyhow::Result<u8> {
+    let db = reads.primary();
     match command {
         Command::Export {
             from,
@@ -90,7 +97,7 @@ pub async fn run(command: Command, db: &PgPool, settings: &Settings) -> anyhow::
                 bail!("no account `{account}` (settle accounts list)");
             }
             let period = Period::new(from, to).map_err(anyhow::Error::msg)?;
-            let (books, summary) = read(db, &account, period).await?;
+            let (books, summary) = read(reads.pool(), &account, period).await?;
             let files = book_exports::write(&books, &mapping(&settings.books), format)?;
             write_files(&files, out.as_deref())?;
             report(&books, &summary);

@@ -111,8 +111,10 @@ pub fn is_outage(error: &sqlx::Error) -> bool {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
             // connection exceptions; admin or crash shutdown, cannot connect now; too many
-            // connections; the database does not exist (yet, or renamed away).
-            code.starts_with("08") || ["57P01", "57P02", "57P03", "53300", "3D000"].contains(&code)
+            // connections; the database does not exist (yet, or renamed away); a write on a
+            // primary demoted under the session (the pool moves to the new one).
+            code.starts_with("08")
+                || ["57P01", "57P02", "57P03", "53300", "3D000", "25006"].contains(&code)
         }
         _ => false,
     }

@@ -37,6 +37,8 @@ mod payment_methods;
 mod payouts;
 mod payouts_gocardless;
 mod payouts_late;
+mod pg_cluster;
+mod replica_reads;
 mod retention;
 mod routing;
 mod shutdown;

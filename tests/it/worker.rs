@@ -940,7 +940,7 @@ async fn a_held_invoice_lock_delays_only_that_invoices_events() {
     })
     .await;
     // Every session of the app's pool carries the limits; the migrations' lift them.
-    let pool = settle::startup::database_pool(&app.settings).unwrap();
+    let pool = settle::database::pool(&app.settings).await.unwrap();
     let shown: (String, String) = sqlx::query_as(
         "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')",
     )
