@@ -65,6 +65,9 @@ use apply::{ApplyError, Policy};
 use retry::NextStep;
 use tracing::Instrument;
 
+/// How many times in a row a batch that raced another transaction is applied again at once
+/// before its events go their own ways (each race needs yet another delivery of the same event).
+const RACES_APPLIED_AGAIN: u32 = 3;
 /// Dead letters held at once: they are rare, and each holds a database connection while it is
 /// copied, so they get a small window of their own rather than the work queue's.
 pub const DEAD_LETTER_PREFETCH: u16 = 4;
@@ -465,11 +468,13 @@ impl Worker {
     }
 
     /// `apply::apply_batch`, caught if it panics, and repeated for as long as the database is
-    /// out of reach (no event's fault). `None`: shutdown came first.
+    /// out of reach, or at once after a race with another transaction (neither is any event's
+    /// fault, so neither spends an attempt). `None`: shutdown came first.
     async fn apply_held(
         &self,
         events: &[QueuedEvent],
     ) -> Option<Result<Vec<Result<Outcome, ApplyError>>, ApplyError>> {
+        let mut races = 0;
         loop {
             let result = guarded(apply::apply_batch(&self.db, &self.policy, events)).await;
             match &result {
@@ -478,6 +483,9 @@ impl Worker {
                         return None;
                     }
                 }
+                // The other transaction committed what it recorded (the write waited for it):
+                // applied again, those events are duplicates now.
+                Err(ApplyError::Raced(_)) if races < RACES_APPLIED_AGAIN => races += 1,
                 _ => return Some(result),
             }
         }

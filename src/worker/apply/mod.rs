@@ -32,7 +32,8 @@
 //!   after the first committed. Whatever the timing, the write statement inserts an inbox row only
 //!   where there is none (or claims an `unmatched` one) and counts what it wrote: a shortfall
 //!   means another transaction recorded one of the run's events meanwhile, and the whole batch is
-//!   rolled back (`ApplyError::Raced`), its events retried one by one.
+//!   rolled back (`ApplyError::Raced`) and applied again at once (the worker's `apply_held`),
+//!   where the other transaction's events are duplicates: no attempt is spent on a race.
 //! - Two deliveries of one event in the same batch: the second is a duplicate of the first.
 //! - An event the fold refuses contributes nothing to the write, so it is not half-applied.
 //!
