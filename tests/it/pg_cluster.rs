@@ -198,10 +198,10 @@ async fn reads_leave_a_replica_that_lags_past_the_bound_and_return_when_it_catch
     let written = sqlx::query("CREATE TABLE written_while_paused (id int)");
     written.execute(&db).await.unwrap();
     // Polled without panicking: replay and Patroni are resumed before anything is asserted.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while reads.replica().unwrap().reading && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::poll_for(WAIT, || async {
+        (!reads.replica().unwrap().reading).then_some(())
+    })
+    .await;
     let lagging = (reached(reads.pool()).await, reads.replica().unwrap().lag);
     replay(&mut on_standby, "resume").await;
     pg_ctl(&["release", &member]).await;

@@ -388,7 +388,19 @@ pub async fn wait_listening(what: &str, port: u16) {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
-pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_for(deadline, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// `poll_until` without the panic: `None` once `deadline` has passed, for a test that must undo
+/// something (a paused replica) before it asserts.
+pub async fn poll_for<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -396,12 +408,11 @@ where
     let started = tokio::time::Instant::now();
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        if started.elapsed() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
     }
 }
